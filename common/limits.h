@@ -1,0 +1,35 @@
+// Limits on every size a client controls, and queue-name validation.
+// Shared by the master (which enforces them) and clients (which check early
+// to give a better message). Thread-safety: constants and pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace taskq {
+
+inline constexpr size_t kMaxQueueNameBytes = 128;
+inline constexpr size_t kMaxHandlerNameBytes = 128;
+inline constexpr size_t kDefaultMaxPayloadBytes = 1 << 20;  // --max-payload-bytes
+inline constexpr size_t kMaxHeaders = 64;
+inline constexpr size_t kMaxHeaderKeyBytes = 128;
+inline constexpr size_t kMaxHeaderValueBytes = 4096;
+inline constexpr size_t kMaxArgs = 256;
+inline constexpr size_t kMaxArgBytes = 4096;
+inline constexpr size_t kMaxErrorBytes = 4096;
+inline constexpr size_t kMaxTasksPerPut = 10000;
+inline constexpr uint32_t kMaxTasksPerGet = 1000;
+inline constexpr size_t kMaxQueuesPerWorker = 64;
+inline constexpr size_t kMaxWorkerIdBytes = 256;
+inline constexpr uint32_t kMaxCredits = 100000;  // outstanding per Work stream
+// gRPC message size cap on both ends; large enough for a full batch.
+inline constexpr int kMaxGrpcMessageBytes = 64 << 20;
+
+// OK if `name` is 1-128 chars of [A-Za-z0-9_.:-] and does not start with '.';
+// otherwise INVALID_ARGUMENT naming the problem. `what` is e.g. "queue".
+absl::Status ValidateName(absl::string_view what, absl::string_view name);
+
+}  // namespace taskq
