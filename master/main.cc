@@ -1,1 +1,111 @@
-int main() { return 1; }  // replaced
+// taskq-master: serves named task and result queues over authenticated gRPC.
+// Usage: taskq-master [--listen HOST:PORT] [--token-file PATH] ... (--help)
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "master/server.h"
+
+namespace {
+
+// Writes atomically (temp file + rename) so a reader never sees half a line.
+bool WritePortFile(const std::string& path, const std::string& address) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return false;
+    out << address << "\n";
+    if (!out.flush()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+taskq::LogLevel ParseLevel(const std::string& s) {
+  if (s == "debug") return taskq::LogLevel::kDebug;
+  if (s == "warning") return taskq::LogLevel::kWarning;
+  if (s == "error") return taskq::LogLevel::kError;
+  return taskq::LogLevel::kInfo;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  taskq::MasterOptions options;
+  std::string port_file, log_level = "info";
+  double default_lease_s = 30;
+  bool no_auto_create = false;
+
+  CLI::App app{"taskq-master: serves named task queues to workers and clients over gRPC"};
+  app.add_option("--listen", options.listen,
+                 "HOST:PORT to serve on; port 0 picks a free port")
+      ->capture_default_str();
+  app.add_option("--port-file", port_file, "write the bound HOST:PORT to this file");
+  app.add_option("--token-file", options.token_file,
+                 "shared-secret token file (created 0600 with a random token if absent); "
+                 "default $TASKQ_TOKEN_FILE or ~/.config/taskq/token");
+  app.add_option("--tls-cert", options.tls_cert_file, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key for --tls-cert");
+  app.add_flag("--insecure", options.insecure,
+               "allow plaintext on a non-loopback address (trusted networks only)");
+  app.add_option("--default-lease", default_lease_s,
+                 "lease time in seconds for queues that do not set one")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--max-attempts", options.engine.default_max_attempts,
+                 "deliveries before a task is given up, for queues that do not set it")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_flag("--no-auto-create", no_auto_create,
+               "refuse unknown queues instead of creating them on first use");
+  app.add_option("--max-payload-bytes", options.engine.max_payload_bytes,
+                 "largest task payload or result accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{32} << 20));
+  app.add_option("--log-level", log_level, "debug, info, warning or error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  options.engine.default_lease = absl::Milliseconds(static_cast<int64_t>(default_lease_s * 1000));
+  options.engine.auto_create_queues = !no_auto_create;
+  taskq::InitLogging("taskq-master", ParseLevel(log_level));
+
+  // Signals are taken by one watcher thread (sigwait), not async handlers.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  taskq::MasterServer server(options);
+  auto bound = server.Start();
+  if (!bound.ok()) {
+    std::fprintf(stderr, "taskq-master: %s\n", std::string(bound.status().message()).c_str());
+    return 1;
+  }
+  std::printf("taskq-master listening on %s\n", bound->c_str());
+  std::fflush(stdout);
+  if (!port_file.empty() && !WritePortFile(port_file, *bound)) {
+    std::fprintf(stderr, "taskq-master: cannot write port file %s\n", port_file.c_str());
+    server.Shutdown();
+    return 1;
+  }
+
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    taskq::LogInfo("received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    server.Shutdown();
+  });
+  server.Wait();
+  watcher.join();
+  taskq::LogInfo("stopped");
+  return 0;
+}

@@ -1,0 +1,493 @@
+#include "common/client.h"
+
+#include <algorithm>
+#include <limits>
+#include <thread>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/limits.h"
+
+namespace taskq {
+namespace {
+
+// The master takes waits as uint32 milliseconds (0 = until the call's
+// deadline); anything that long or longer is as good as forever.
+bool IsForever(absl::Duration d) {
+  return d >= absl::Milliseconds(std::numeric_limits<uint32_t>::max());
+}
+
+// A finite, positive wait in whole milliseconds, rounded up so that a wait
+// of 0.1 ms does not become "until the deadline" (0).
+uint32_t TimeoutMs(absl::Duration d) {
+  int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(d, absl::Milliseconds(1)));
+  ms = std::clamp<int64_t>(ms, 1, std::numeric_limits<uint32_t>::max());
+  return static_cast<uint32_t>(ms);
+}
+
+// How a caller's (nowait, timeout) pair maps onto the request: a finite
+// timeout that has already run out means "do not wait".
+struct WaitPlan {
+  bool nowait;
+  bool forever;
+  absl::Duration timeout;  // meaningful when !nowait && !forever
+};
+
+WaitPlan PlanWait(bool nowait, absl::Duration timeout) {
+  if (nowait) return {true, false, absl::ZeroDuration()};
+  if (IsForever(timeout)) return {false, true, absl::InfiniteDuration()};
+  if (timeout <= absl::ZeroDuration()) return {true, false, absl::ZeroDuration()};
+  return {false, false, timeout};
+}
+
+// Prefixes the message, keeping the code.
+absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+// A Put request is capped in bytes too, well below the gRPC message cap, so
+// that many large payloads are split instead of refused as one huge message.
+constexpr size_t kMaxPutRequestBytes = kMaxGrpcMessageBytes / 4;
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+// --- CallCanceller ----------------------------------------------------------
+
+void CallCanceller::Cancel() {
+  MutexLock lock(&mu_);
+  cancelled_ = true;
+  // TryCancel only flags the call; it does not block or call back into us.
+  for (grpc::ClientContext* context : active_) context->TryCancel();
+}
+
+bool CallCanceller::cancelled() const {
+  MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+bool CallCanceller::Register(grpc::ClientContext* context) {
+  MutexLock lock(&mu_);
+  if (cancelled_) return false;
+  active_.insert(context);
+  return true;
+}
+
+void CallCanceller::Unregister(grpc::ClientContext* context) {
+  MutexLock lock(&mu_);
+  active_.erase(context);
+}
+
+// --- Client -----------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& options,
+                                                        ClientOptions client_options) {
+  auto connection = taskq::Connect(options);
+  if (!connection.ok()) return connection.status();
+  return std::make_unique<Client>(std::move(connection->channel), std::move(connection->token),
+                                  client_options);
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, std::string token,
+               ClientOptions client_options)
+    : channel_(std::move(channel)),
+      stub_(v1::TaskQueue::NewStub(channel_)),
+      token_(std::move(token)),
+      options_(client_options) {}
+
+std::unique_ptr<Client> Client::WithOptions(ClientOptions client_options) const {
+  return std::make_unique<Client>(channel_, token_, client_options);
+}
+
+absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
+                          absl::Duration deadline_in, CallCanceller* canceller) {
+  grpc::ClientContext context;
+  PrepareContext(&context, token_, deadline_in);
+  if (canceller != nullptr && !canceller->Register(&context)) {
+    return absl::CancelledError("call cancelled");
+  }
+  grpc::Status status = rpc(&context);
+  if (canceller != nullptr) canceller->Unregister(&context);
+  return FromGrpcStatus(status);
+}
+
+absl::Duration Client::WaitingDeadline(bool nowait, absl::Duration timeout) const {
+  if (nowait) return options_.call_timeout;
+  if (timeout == absl::InfiniteDuration()) return timeout;
+  return timeout + options_.wait_margin;
+}
+
+absl::StatusOr<v1::QueueConfig> Client::CreateQueue(const v1::QueueConfig& config,
+                                                    bool exist_ok) {
+  if (auto s = ValidateName("queue", config.name()); !s.ok()) return s;
+  v1::CreateQueueRequest request;
+  *request.mutable_config() = config;
+  request.set_exist_ok(exist_ok);
+  v1::CreateQueueResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->CreateQueue(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return std::move(*response.mutable_config());
+}
+
+absl::StatusOr<std::vector<v1::QueueStats>> Client::ListQueues() {
+  v1::ListQueuesRequest request;
+  v1::ListQueuesResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->ListQueues(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  std::vector<v1::QueueStats> queues;
+  queues.reserve(response.queues_size());
+  for (auto& q : *response.mutable_queues()) queues.push_back(std::move(q));
+  return queues;
+}
+
+absl::StatusOr<v1::QueueStats> Client::Stats(const std::string& queue) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::GetQueueStatsRequest request;
+  request.set_queue(queue);
+  v1::QueueStats response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->GetQueueStats(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::Status Client::DeleteQueue(const std::string& queue) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::DeleteQueueRequest request;
+  request.set_queue(queue);
+  v1::DeleteQueueResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->DeleteQueue(c, request, &response); },
+              options_.call_timeout, nullptr);
+}
+
+absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::PurgeQueueRequest request;
+  request.set_queue(queue);
+  v1::PurgeQueueResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->PurgeQueue(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response.purged();
+}
+
+absl::StatusOr<std::vector<uint64_t>> Client::Put(const std::string& queue,
+                                                  std::vector<v1::TaskSpec> tasks,
+                                                  const PutOptions& options) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  std::vector<uint64_t> ids;
+  ids.reserve(tasks.size());
+  const size_t max_count =
+      options.max_batch == 0 ? kMaxTasksPerPut : std::min(options.max_batch, kMaxTasksPerPut);
+  // One deadline for all requests: the caller's timeout covers the whole Put.
+  const WaitPlan plan = PlanWait(options.nowait, options.timeout);
+  const absl::Time deadline =
+      plan.forever || plan.nowait ? absl::InfiniteFuture() : absl::Now() + plan.timeout;
+
+  size_t next = 0;
+  while (next < tasks.size()) {
+    v1::PutRequest request;
+    request.set_queue(queue);
+    size_t bytes = 0;
+    while (next < tasks.size() && static_cast<size_t>(request.tasks_size()) < max_count) {
+      size_t size = tasks[next].ByteSizeLong();
+      if (request.tasks_size() > 0 && bytes + size > kMaxPutRequestBytes) break;
+      bytes += size;
+      *request.add_tasks() = std::move(tasks[next++]);
+    }
+    WaitPlan this_plan = plan;
+    if (!plan.nowait && !plan.forever) this_plan = PlanWait(false, deadline - absl::Now());
+    request.set_nowait(this_plan.nowait);
+    if (!this_plan.nowait && !this_plan.forever) request.set_timeout_ms(TimeoutMs(this_plan.timeout));
+
+    v1::PutResponse response;
+    auto status = Call([&](grpc::ClientContext* c) { return stub_->Put(c, request, &response); },
+                       WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller);
+    if (!status.ok()) {
+      if (ids.empty()) return status;
+      return Annotate(status, absl::StrCat(ids.size(), " of ", tasks.size(),
+                                           " tasks were put before this failure: "));
+    }
+    if (response.ids_size() != request.tasks_size()) {
+      return absl::InternalError(absl::StrCat("master returned ", response.ids_size(),
+                                              " ids for ", request.tasks_size(), " tasks"));
+    }
+    ids.insert(ids.end(), response.ids().begin(), response.ids().end());
+  }
+  return ids;
+}
+
+absl::StatusOr<std::vector<v1::Delivery>> Client::Get(const std::string& queue,
+                                                      const GetOptions& options) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  if (options.max_tasks > kMaxTasksPerGet) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot get more than ", kMaxTasksPerGet,
+                                                   " tasks at once (asked for ",
+                                                   options.max_tasks, ")"));
+  }
+  const WaitPlan plan = PlanWait(options.nowait, options.timeout);
+  v1::GetRequest request;
+  request.set_queue(queue);
+  request.set_max_tasks(std::max<uint32_t>(options.max_tasks, 1));
+  request.set_nowait(plan.nowait);
+  if (!plan.nowait && !plan.forever) request.set_timeout_ms(TimeoutMs(plan.timeout));
+  request.set_mode(options.lease ? v1::GET_MODE_LEASE : v1::GET_MODE_TAKE);
+  request.set_manual_task_done(options.manual_task_done);
+  v1::GetResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->Get(c, request, &response); },
+                     WaitingDeadline(plan.nowait, plan.timeout), options.canceller);
+  if (!status.ok()) return status;
+  std::vector<v1::Delivery> deliveries;
+  deliveries.reserve(response.deliveries_size());
+  for (auto& d : *response.mutable_deliveries()) deliveries.push_back(std::move(d));
+  return deliveries;
+}
+
+absl::Status Client::Complete(uint64_t task_id, uint64_t lease_id, const std::string& result) {
+  v1::CompleteRequest request;
+  request.set_task_id(task_id);
+  request.set_lease_id(lease_id);
+  request.set_result(result);
+  v1::CompleteResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->Complete(c, request, &response); },
+              options_.call_timeout, nullptr);
+}
+
+absl::Status Client::Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
+                          bool permanent) {
+  v1::FailRequest request;
+  request.set_task_id(task_id);
+  request.set_lease_id(lease_id);
+  request.set_error(error);
+  request.set_permanent(permanent);
+  v1::FailResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->Fail(c, request, &response); },
+              options_.call_timeout, nullptr);
+}
+
+absl::Status Client::TaskDone(const std::string& queue, uint32_t count) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::TaskDoneRequest request;
+  request.set_queue(queue);
+  request.set_count(std::max<uint32_t>(count, 1));
+  v1::TaskDoneResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->TaskDone(c, request, &response); },
+              options_.call_timeout, nullptr);
+}
+
+absl::Status Client::Join(const std::string& queue, absl::Duration timeout,
+                          CallCanceller* canceller) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::JoinRequest request;
+  request.set_queue(queue);
+  // Join has no nowait: a timeout already over becomes the shortest wait.
+  const bool forever = IsForever(timeout);
+  const absl::Duration wait = forever ? timeout : std::max(timeout, absl::Milliseconds(1));
+  if (!forever) request.set_timeout_ms(TimeoutMs(wait));
+  v1::JoinResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->Join(c, request, &response); },
+              WaitingDeadline(false, forever ? absl::InfiniteDuration() : wait), canceller);
+}
+
+// --- helpers ----------------------------------------------------------------
+
+std::string RandomResultQueueName() {
+  absl::BitGen gen;
+  return absl::StrFormat("_results.%016x", absl::Uniform<uint64_t>(gen));
+}
+
+size_t PutBatchLimit(Client& client, const std::string& queue, size_t limit) {
+  size_t n = limit == 0 ? kMaxTasksPerPut : std::min(limit, kMaxTasksPerPut);
+  auto stats = client.Stats(queue);
+  if (stats.ok() && stats->config().maxsize() > 0) {
+    n = static_cast<size_t>(std::min<uint64_t>(n, stats->config().maxsize()));
+  }
+  return n;
+}
+
+// --- ResultWaiter -----------------------------------------------------------
+
+ResultWaiter::ResultWaiter(Client* client, SubmitOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+ResultWaiter::~ResultWaiter() = default;
+
+void ResultWaiter::Cancel() { canceller_.Cancel(); }
+
+SubmitSummary ResultWaiter::summary() const {
+  MutexLock lock(&mu_);
+  return summary_;
+}
+
+std::vector<std::pair<size_t, v1::Task>> ResultWaiter::Match(std::vector<v1::Task> results) {
+  std::vector<std::pair<size_t, v1::Task>> matched;
+  for (v1::Task& result : results) {
+    auto it = ids_.find(result.result_of());
+    if (it == ids_.end()) {
+      // Its Put may still be on the way back to us: the master acknowledges
+      // a put before we learn the ids, and a fast worker can finish first.
+      if (!puts_done_ && put_status_.ok()) {
+        early_.push_back(std::move(result));
+      } else {
+        ++summary_.ignored;
+      }
+      continue;
+    }
+    if (it->second.have_result) {
+      ++summary_.duplicates;
+      continue;
+    }
+    it->second.have_result = true;
+    ++summary_.results;
+    if (result.outcome() == v1::OUTCOME_FAILED) ++summary_.failed;
+    matched.emplace_back(it->second.index, std::move(result));
+  }
+  return matched;
+}
+
+void ResultWaiter::Report(std::vector<std::pair<size_t, v1::Task>> matched) {
+  if (matched.empty()) return;
+  MutexLock lock(&report_mu_);
+  for (const auto& [index, result] : matched) on_result_(index, result);
+}
+
+void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
+                          absl::Time deadline) {
+  size_t next = 0;
+  while (next < tasks.size()) {
+    const size_t first = next;
+    const size_t n = std::min(batch_limit, tasks.size() - next);
+    std::vector<v1::TaskSpec> batch(std::make_move_iterator(tasks.begin() + first),
+                                    std::make_move_iterator(tasks.begin() + first + n));
+    next += n;
+    PutOptions put;
+    put.timeout = deadline == absl::InfiniteFuture() ? absl::InfiniteDuration()
+                                                     : deadline - absl::Now();
+    put.max_batch = batch_limit;
+    put.canceller = &canceller_;
+    auto ids = client_->Put(options_.queue, std::move(batch), put);
+    if (!ids.ok()) {
+      {
+        MutexLock lock(&mu_);
+        put_status_ = Annotate(ids.status(), absl::StrCat("putting tasks on ", options_.queue, ": "));
+        puts_done_ = true;
+        early_.clear();
+      }
+      // Wakes the poller out of its long-poll so Run returns the error now.
+      canceller_.Cancel();
+      return;
+    }
+    std::vector<std::pair<size_t, v1::Task>> matched;
+    {
+      MutexLock lock(&mu_);
+      for (size_t k = 0; k < ids->size(); ++k) {
+        ids_[(*ids)[k]] = Entry{first + k, false};
+        summary_.ids.push_back((*ids)[k]);
+      }
+      if (next == tasks.size()) puts_done_ = true;
+      std::vector<v1::Task> early = std::move(early_);
+      early_.clear();
+      matched = Match(std::move(early));
+    }
+    Report(std::move(matched));
+  }
+}
+
+absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_result) {
+  if (options_.reply_to.empty()) {
+    return absl::InvalidArgumentError("a submission needs a reply_to queue for its results");
+  }
+  if (auto s = ValidateName("queue", options_.queue); !s.ok()) return s;
+  if (auto s = ValidateName("reply_to queue", options_.reply_to); !s.ok()) return s;
+  on_result_ = std::move(on_result);
+  {
+    MutexLock lock(&mu_);
+    summary_ = SubmitSummary{};
+    summary_.ids.reserve(tasks.size());
+    total_ = tasks.size();
+    ids_.clear();
+    ids_.reserve(tasks.size());
+    early_.clear();
+    puts_done_ = false;
+    put_status_ = absl::OkStatus();
+  }
+  if (tasks.empty()) return absl::OkStatus();
+
+  const absl::Time deadline = IsForever(options_.timeout)
+                                  ? absl::InfiniteFuture()
+                                  : absl::Now() + std::max(options_.timeout, absl::ZeroDuration());
+  for (v1::TaskSpec& task : tasks) task.set_reply_to(options_.reply_to);
+  const size_t batch_limit = PutBatchLimit(*client_, options_.queue, options_.put_batch);
+  std::thread putter(
+      [this, &tasks, batch_limit, deadline] { PutAll(std::move(tasks), batch_limit, deadline); });
+
+  absl::Status status;
+  for (;;) {
+    {
+      MutexLock lock(&mu_);
+      if (!put_status_.ok()) {
+        status = put_status_;
+        break;
+      }
+      if (puts_done_ && summary_.results == total_) break;
+    }
+    if (canceller_.cancelled()) {
+      status = absl::CancelledError("submission cancelled");
+      break;
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      MutexLock lock(&mu_);
+      status = absl::DeadlineExceededError(absl::StrCat(
+          "timed out waiting for results: ", total_ - summary_.results, " of ", total_,
+          " tasks have none yet"));
+      break;
+    }
+    GetOptions get;
+    get.max_tasks = std::clamp<uint32_t>(options_.get_batch, 1, kMaxTasksPerGet);
+    get.timeout = std::min(options_.poll_chunk, deadline - now);
+    get.canceller = &canceller_;
+    auto got = client_->Get(options_.reply_to, get);
+    if (!got.ok()) {
+      // Empty for now, or cancelled (by Cancel() or a failed put): the top
+      // of the loop decides.
+      if (absl::IsDeadlineExceeded(got.status())) continue;
+      if (absl::IsCancelled(got.status()) && canceller_.cancelled()) continue;
+      status = Annotate(got.status(),
+                        absl::StrCat("reading results from ", options_.reply_to, ": "));
+      break;
+    }
+    std::vector<v1::Task> results;
+    results.reserve(got->size());
+    for (v1::Delivery& d : *got) results.push_back(std::move(*d.mutable_task()));
+    std::vector<std::pair<size_t, v1::Task>> matched;
+    {
+      MutexLock lock(&mu_);
+      matched = Match(std::move(results));
+    }
+    Report(std::move(matched));
+  }
+  if (!status.ok()) canceller_.Cancel();  // stops a putter still waiting for room
+  putter.join();
+  return status;
+}
+
+absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
+                           std::vector<v1::TaskSpec> tasks, ResultWaiter::OnResult on_result,
+                           SubmitSummary* summary) {
+  ResultWaiter waiter(&client, options);
+  absl::Status status = waiter.Run(std::move(tasks), std::move(on_result));
+  if (summary != nullptr) *summary = waiter.summary();
+  return status;
+}
+
+}  // namespace taskq

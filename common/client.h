@@ -1,0 +1,280 @@
+// taskq::Client: a small synchronous C++ client of the taskq master, one
+// method per RPC of taskq.v1.TaskQueue (except the worker's Work stream),
+// plus ResultWaiter / SubmitAndWait, which put tasks and collect their
+// results as they arrive (what `taskq submit --wait` runs).
+//
+//   auto client = taskq::Client::Connect({.master = "10.0.0.5:5000"});
+//   if (!client.ok()) ...;
+//   auto ids = (*client)->Put("tasks", {spec1, spec2});
+//   auto got = (*client)->Get("results", {.timeout = absl::Seconds(1)});
+//
+// Every call sends the bearer token as metadata and returns the master's
+// gRPC status as an absl::Status with the same code and message (see the
+// proto's header for what each code means: DEADLINE_EXCEEDED = queue empty,
+// RESOURCE_EXHAUSTED = queue full, UNAVAILABLE = master unreachable...).
+//
+// Waiting calls (Put on a full queue, Get on an empty one, Join) pass their
+// timeout to the master and give the gRPC deadline a margin on top, so that
+// the master's own "empty"/"full" answer arrives instead of a client-side
+// deadline. An infinite timeout waits forever (no deadline). Calls that do
+// not wait get ClientOptions::call_timeout as their deadline.
+//
+// Thread-safety: a Client is safe to share between threads (gRPC stubs and
+// channels are); calls may run concurrently. A CallCanceller is safe to use
+// from any thread. A ResultWaiter runs one Run() at a time; Cancel() and
+// summary() may be called from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/status.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/channel.h"
+#include "common/sync.h"
+#include "taskq/v1/taskq.grpc.pb.h"
+#include "taskq/v1/taskq.pb.h"
+
+namespace taskq {
+
+// grpc::Status -> absl::Status, keeping code and message.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// Lets one thread abort calls another thread has in progress (e.g. on
+// Ctrl-C). Once Cancel() ran, calls made with this canceller fail at once
+// with CANCELLED, and calls in flight are cancelled.
+class CallCanceller {
+ public:
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  friend class Client;
+  // False if already cancelled (the call must not start).
+  bool Register(grpc::ClientContext* context);
+  void Unregister(grpc::ClientContext* context);
+
+  mutable Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<grpc::ClientContext*> active_ ABSL_GUARDED_BY(mu_);
+};
+
+struct ClientOptions {
+  // Deadline of calls that do not wait (admin calls, nowait put/get,
+  // Complete, Fail, TaskDone).
+  absl::Duration call_timeout = absl::Seconds(30);
+  // Added to a waiting call's timeout to form its gRPC deadline.
+  absl::Duration wait_margin = absl::Seconds(5);
+};
+
+struct PutOptions {
+  // Fail at once with RESOURCE_EXHAUSTED if the tasks do not fit.
+  bool nowait = false;
+  // How long to wait for room in a bounded queue, for the whole Put (all
+  // its requests). Infinite = wait as long as it takes.
+  absl::Duration timeout = absl::InfiniteDuration();
+  // Most tasks per request; 0 = kMaxTasksPerPut. Each request is stored
+  // atomically; a Put split into several requests is not (see Put).
+  size_t max_batch = 0;
+  CallCanceller* canceller = nullptr;
+};
+
+struct GetOptions {
+  // Up to this many tasks (1..kMaxTasksPerGet; 0 means 1).
+  uint32_t max_tasks = 1;
+  // DEADLINE_EXCEEDED at once when the queue is empty.
+  bool nowait = false;
+  // Long-poll up to this long; then DEADLINE_EXCEEDED. Infinite = forever.
+  absl::Duration timeout = absl::InfiniteDuration();
+  // false = take and acknowledge (Python's queue.get); true = lease: the
+  // caller must Complete or Fail each delivery before its lease deadline.
+  bool lease = false;
+  // Take mode: the task stays unfinished (for Join) until TaskDone.
+  bool manual_task_done = false;
+  CallCanceller* canceller = nullptr;
+};
+
+class Client {
+ public:
+  // Reads the token and builds the channel (common/channel.h). The master
+  // is contacted on the first call, so an unreachable master shows up as
+  // UNAVAILABLE from that call, not here.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options,
+                                                         ClientOptions client_options = {});
+  // Over an existing channel (e.g. an in-process one in tests).
+  Client(std::shared_ptr<grpc::Channel> channel, std::string token,
+         ClientOptions client_options = {});
+
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // --- administration ----------------------------------------------------
+  // Returns the settings as stored (defaults filled in). exist_ok: succeed
+  // if an equal queue exists (ALREADY_EXISTS if it differs).
+  absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
+                                              bool exist_ok = false);
+  absl::StatusOr<std::vector<v1::QueueStats>> ListQueues();
+  absl::StatusOr<v1::QueueStats> Stats(const std::string& queue);
+  absl::Status DeleteQueue(const std::string& queue);
+  // Drops the ready tasks; returns how many.
+  absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue);
+
+  // --- producers ---------------------------------------------------------
+  // Puts the tasks; returns their ids in order. More tasks than one request
+  // may carry (max_batch, kMaxTasksPerPut, or a quarter of the gRPC message
+  // cap in bytes) are sent as several requests in order: each is atomic,
+  // the whole is not. If a later request fails, the earlier ones stay put
+  // and the error message says how many were.
+  absl::StatusOr<std::vector<uint64_t>> Put(const std::string& queue,
+                                            std::vector<v1::TaskSpec> tasks,
+                                            const PutOptions& options = {});
+
+  // --- consumers ---------------------------------------------------------
+  // Returns 1..max_tasks deliveries as soon as at least one is ready.
+  absl::StatusOr<std::vector<v1::Delivery>> Get(const std::string& queue,
+                                                const GetOptions& options = {});
+  // Settles a lease from Get(lease = true); `result` goes to reply_to.
+  // FAILED_PRECONDITION if the lease was lost.
+  absl::Status Complete(uint64_t task_id, uint64_t lease_id, const std::string& result);
+  // permanent = give up now (FAILED result to reply_to); otherwise retry.
+  absl::Status Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
+                    bool permanent = false);
+  // Marks `count` tasks taken with manual_task_done as done.
+  absl::Status TaskDone(const std::string& queue, uint32_t count = 1);
+  // Waits until every task put on the queue is done; DEADLINE_EXCEEDED
+  // after `timeout`. Infinite = forever.
+  absl::Status Join(const std::string& queue, absl::Duration timeout = absl::InfiniteDuration(),
+                    CallCanceller* canceller = nullptr);
+
+  // Another client over the same channel and token with other options
+  // (e.g. a short call_timeout for a cleanup call).
+  std::unique_ptr<Client> WithOptions(ClientOptions client_options) const;
+
+  // The generated stub, for what this class does not wrap (the Work stream).
+  // Remember to add the token: PrepareContext(&context, token()).
+  v1::TaskQueue::Stub* stub() { return stub_.get(); }
+  const std::string& token() const { return token_; }
+
+ private:
+  // Runs `rpc` with a fresh context carrying the token and `deadline_in`
+  // (infinite = none), registered with `canceller` if given.
+  absl::Status Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
+                    absl::Duration deadline_in, CallCanceller* canceller);
+  // Deadline for a call that waits up to `timeout` on the master.
+  absl::Duration WaitingDeadline(bool nowait, absl::Duration timeout) const;
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::TaskQueue::Stub> stub_;
+  const std::string token_;
+  const ClientOptions options_;
+};
+
+// "_results.<16 random hex digits>": a fresh name for a private queue that
+// receives the results of one submission.
+std::string RandomResultQueueName();
+
+// The most tasks one Put request to `queue` may carry: kMaxTasksPerPut, or
+// the queue's maxsize when it is smaller (a request larger than maxsize
+// could never fit). `limit` caps it further (0 = no cap). Unknown queue
+// (it will be auto-created) or any error: the limit alone.
+size_t PutBatchLimit(Client& client, const std::string& queue, size_t limit = 0);
+
+struct SubmitOptions {
+  std::string queue;     // where the tasks go
+  std::string reply_to;  // where their results come back; required
+  // For the whole submission (puts and results); then DEADLINE_EXCEEDED.
+  absl::Duration timeout = absl::InfiniteDuration();
+  size_t put_batch = 1000;                      // tasks per Put request
+  uint32_t get_batch = 1000;                    // results per Get request
+  absl::Duration poll_chunk = absl::Seconds(1);  // long-poll per Get
+};
+
+struct SubmitSummary {
+  std::vector<uint64_t> ids;  // ids of the tasks put, in submission order
+  size_t results = 0;         // tasks that have their result
+  size_t failed = 0;          // of those, OUTCOME_FAILED
+  // Second result for a task: the master broke exactly-once delivery.
+  size_t duplicates = 0;
+  // Results for tasks this submission did not put (e.g. left over on a
+  // shared reply_to queue from an earlier run); they are consumed and
+  // dropped.
+  size_t ignored = 0;
+};
+
+// Puts tasks (reply_to set to SubmitOptions::reply_to) and collects their
+// results, pipelined: one thread puts batches while the calling thread
+// long-polls the reply_to queue and reports each result the moment it
+// arrives, so a long job shows progress and no result waits for the last
+// put. The reply_to queue should belong to this submission alone: results
+// are taken from it, and results of other tasks are dropped.
+class ResultWaiter {
+ public:
+  // Called once per submitted task with its index in the submitted vector
+  // and its result message (result_of = the task id, outcome, payload or
+  // error). Calls are serialised (never concurrent) but may come from the
+  // put thread or the calling thread.
+  using OnResult = std::function<void(size_t index, const v1::Task& result)>;
+
+  ResultWaiter(Client* client, SubmitOptions options);
+  ~ResultWaiter();
+  ResultWaiter(const ResultWaiter&) = delete;
+  ResultWaiter& operator=(const ResultWaiter&) = delete;
+
+  // Call once per ResultWaiter.
+  // Blocks until every task has a result (OK), the timeout passes
+  // (DEADLINE_EXCEEDED), Cancel() (CANCELLED), or a put or get fails (its
+  // status). A failed task is not an error here: see summary().failed.
+  absl::Status Run(std::vector<v1::TaskSpec> tasks, OnResult on_result);
+  // Makes Run return CANCELLED soon, aborting calls in flight.
+  void Cancel();
+  // Counters so far (final once Run returned).
+  SubmitSummary summary() const;
+
+ private:
+  void PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit, absl::Time deadline);
+  // Files the results under their tasks; returns the ones to report.
+  std::vector<std::pair<size_t, v1::Task>> Match(std::vector<v1::Task> results)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Report(std::vector<std::pair<size_t, v1::Task>> matched);
+
+  Client* const client_;
+  const SubmitOptions options_;
+  CallCanceller canceller_;
+  OnResult on_result_;
+
+  mutable Mutex mu_;
+  SubmitSummary summary_ ABSL_GUARDED_BY(mu_);
+  size_t total_ ABSL_GUARDED_BY(mu_) = 0;
+  struct Entry {
+    size_t index;      // in the submitted vector
+    bool have_result;  // its result was reported
+  };
+  absl::flat_hash_map<uint64_t, Entry> ids_ ABSL_GUARDED_BY(mu_);
+  // Results that came before the Put that created their task returned.
+  std::vector<v1::Task> early_ ABSL_GUARDED_BY(mu_);
+  bool puts_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status put_status_ ABSL_GUARDED_BY(mu_);
+
+  // Serialises on_result_ calls.
+  Mutex report_mu_;
+};
+
+// One-call form of ResultWaiter::Run. `summary` (optional) receives the
+// counters whatever the outcome.
+absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
+                           std::vector<v1::TaskSpec> tasks, ResultWaiter::OnResult on_result,
+                           SubmitSummary* summary = nullptr);
+
+}  // namespace taskq

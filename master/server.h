@@ -1,0 +1,56 @@
+// MasterServer: wires the master together — queue engine, timer thread,
+// gRPC server with the TaskQueue service — from MasterOptions.
+//
+// Thread-safety: Start, then Wait from one thread; Shutdown may be called
+// from any other thread (e.g. the signal watcher) once.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "master/memory_engine.h"
+#include "master/service.h"
+#include "master/timer_driver.h"
+
+namespace taskq {
+
+struct MasterOptions {
+  std::string listen = "127.0.0.1:5000";
+  std::string token_file;  // empty = DefaultTokenPath()
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Allow plaintext on a non-loopback address.
+  bool insecure = false;
+  EngineOptions engine;
+};
+
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool IsLoopbackHost(absl::string_view host);
+// Splits "host:port" / "[v6]:port"; INVALID_ARGUMENT if malformed.
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address);
+
+class MasterServer {
+ public:
+  explicit MasterServer(MasterOptions options);
+  ~MasterServer();
+
+  // Loads (or creates) the token, binds and starts serving. Returns the
+  // bound address (with the real port when port 0 was asked for).
+  absl::StatusOr<std::string> Start();
+  // Blocks until Shutdown has completed.
+  void Wait();
+  // Fails waiting calls, closes streams, stops the server (idempotent).
+  void Shutdown();
+
+ private:
+  MasterOptions options_;
+  TimerDriver timer_;
+  std::unique_ptr<MemoryEngine> engine_;
+  std::unique_ptr<TaskQueueService> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace taskq

@@ -1,0 +1,194 @@
+#include "master/service.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "master/waiting_reactor.h"
+#include "master/work_stream.h"
+
+namespace taskq {
+
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const grpc::Status& s) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(s);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  return FinishNow(ctx, ToGrpcStatus(s));
+}
+
+}  // namespace
+
+TaskQueueService::TaskQueueService(QueueEngine* engine, std::string token)
+    : engine_(engine), token_(std::move(token)) {}
+
+grpc::Status TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(kAuthMetadataKey);
+  if (it != md.end() &&
+      BearerMatches(absl::string_view(it->second.data(), it->second.size()), token_)) {
+    return grpc::Status::OK;
+  }
+  LogWarning("refused call from %s: %s", ctx->peer(),
+             it == md.end() ? "no token" : "wrong token");
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      it == md.end()
+                          ? "missing token: send 'authorization: Bearer <token>' (taskq reads it "
+                            "from --token-file or TASKQ_TOKEN_FILE)"
+                          : "wrong token: use the master's token file (--token-file)");
+}
+
+absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint32_t timeout_ms) {
+  absl::Time deadline = absl::InfiniteFuture();
+  if (timeout_ms != 0) deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+  // The call's own deadline (if any) ends the wait too; OnCancel handles it,
+  // this just keeps the engine's timer from outliving the call.
+  auto call_deadline = ctx->deadline();
+  if (call_deadline != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(deadline, absl::FromChrono(call_deadline));
+  }
+  return deadline;
+}
+
+// --- admin -----------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerContext* ctx,
+                                                        const v1::CreateQueueRequest* req,
+                                                        v1::CreateQueueResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto created = engine_->CreateQueue(req->config(), req->exist_ok());
+  if (!created.ok()) return FinishNow(ctx, created.status());
+  *resp->mutable_config() = *created;
+  LogInfo("queue \"%s\" created", created->name());
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListQueuesRequest*,
+                                                       v1::ListQueuesResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  for (auto& stats : engine_->ListQueues()) *resp->add_queues() = std::move(stats);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::GetQueueStats(grpc::CallbackServerContext* ctx,
+                                                          const v1::GetQueueStatsRequest* req,
+                                                          v1::QueueStats* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto stats = engine_->Stats(req->queue());
+  if (!stats.ok()) return FinishNow(ctx, stats.status());
+  *resp = *std::move(stats);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
+                                                        const v1::DeleteQueueRequest* req,
+                                                        v1::DeleteQueueResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  absl::Status s = engine_->DeleteQueue(req->queue());
+  if (s.ok()) LogInfo("queue \"%s\" deleted", req->queue());
+  return FinishNow(ctx, s);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerContext* ctx,
+                                                       const v1::PurgeQueueRequest* req,
+                                                       v1::PurgeQueueResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto purged = engine_->PurgeQueue(req->queue());
+  if (!purged.ok()) return FinishNow(ctx, purged.status());
+  resp->set_purged(*purged);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+// --- producers and consumers --------------------------------------------------------
+
+grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx,
+                                                const v1::PutRequest* req, v1::PutResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  PutArgs args;
+  args.queue = req->queue();
+  args.nowait = req->nowait();
+  args.deadline = WaitDeadline(ctx, req->timeout_ms());
+  // gRPC owns the request and does not read it again: move the payloads out
+  // instead of copying them.
+  auto* tasks = const_cast<v1::PutRequest*>(req)->mutable_tasks();
+  args.tasks.reserve(tasks->size());
+  for (auto& t : *tasks) args.tasks.push_back(std::move(t));
+  auto* reactor = new WaitingReactor(engine_);
+  WaitId id = engine_->Put(std::move(args),
+                           [reactor, resp](absl::StatusOr<std::vector<uint64_t>> ids) {
+                             if (ids.ok()) {
+                               resp->mutable_ids()->Add(ids->begin(), ids->end());
+                             }
+                             reactor->Finish(ToGrpcStatus(ids.status()));
+                           });
+  reactor->Started(id);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx,
+                                                const v1::GetRequest* req, v1::GetResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  GetArgs args;
+  args.queue = req->queue();
+  args.max_tasks = req->max_tasks();
+  args.nowait = req->nowait();
+  args.deadline = WaitDeadline(ctx, req->timeout_ms());
+  args.lease = req->mode() == v1::GET_MODE_LEASE;
+  args.manual_task_done = req->manual_task_done();
+  auto* reactor = new WaitingReactor(engine_);
+  WaitId id = engine_->Get(std::move(args),
+                           [reactor, resp](absl::StatusOr<std::vector<v1::Delivery>> got) {
+                             if (got.ok()) {
+                               for (auto& d : *got) *resp->add_deliveries() = std::move(d);
+                             }
+                             reactor->Finish(ToGrpcStatus(got.status()));
+                           });
+  reactor->Started(id);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext* ctx,
+                                                     const v1::CompleteRequest* req,
+                                                     v1::CompleteResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  return FinishNow(ctx, engine_->Complete(req->task_id(), req->lease_id(), req->result()));
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ctx,
+                                                 const v1::FailRequest* req, v1::FailResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  return FinishNow(ctx,
+                   engine_->Fail(req->task_id(), req->lease_id(), req->error(), req->permanent()));
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
+                                                     const v1::TaskDoneRequest* req,
+                                                     v1::TaskDoneResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  return FinishNow(ctx, engine_->TaskDone(req->queue(), req->count()));
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,
+                                                 const v1::JoinRequest* req, v1::JoinResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto* reactor = new WaitingReactor(engine_);
+  WaitId id = engine_->Join(req->queue(), WaitDeadline(ctx, req->timeout_ms()),
+                            [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  reactor->Started(id);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* TaskQueueService::Work(
+    grpc::CallbackServerContext* ctx) {
+  return new WorkStream(engine_, ctx, Authenticate(ctx));
+}
+
+}  // namespace taskq

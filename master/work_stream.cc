@@ -1,0 +1,208 @@
+#include "master/work_stream.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_join.h"
+#include "common/grpc_status.h"
+#include "common/limits.h"
+#include "common/log.h"
+
+namespace taskq {
+
+namespace {
+// Cap on deliveries coalesced into one message, to bound message size.
+constexpr int kMaxDeliveriesPerMessage = 512;
+}  // namespace
+
+WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth)
+    : engine_(engine), peer_(ctx->peer()), link_(std::make_shared<Link>()) {
+  {
+    MutexLock lock(&link_->mu);
+    link_->stream = this;
+  }
+  if (!auth.ok()) {
+    MutexLock lock(&mu_);
+    finished_ = true;
+    Finish(auth);
+    return;
+  }
+  StartRead(&request_);
+}
+
+void WorkStream::OnReadDone(bool ok) {
+  if (!ok) {
+    // The worker closed its side or the connection broke: its leases go back
+    // now, then whatever acks are queued are flushed before finishing.
+    Unsubscribe();
+    MutexLock lock(&mu_);
+    reads_done_ = true;
+    if (!finished_ && !writing_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+    return;
+  }
+  Handle(request_);
+  MutexLock lock(&mu_);
+  if (!finished_) StartRead(&request_);
+}
+
+void WorkStream::Handle(v1::WorkRequest& req) {
+  bool subscribed;
+  {
+    MutexLock lock(&mu_);
+    subscribed = subscribed_;
+  }
+  if (!subscribed) {
+    if (!req.has_start()) {
+      return EndWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "the first Work message must carry `start` (queues)"));
+    }
+    if (absl::Status s = Start(req.start()); !s.ok()) return EndWith(ToGrpcStatus(s));
+  } else if (req.has_start()) {
+    return EndWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "`start` may only be sent once per Work stream"));
+  }
+  for (auto& c : *req.mutable_completions()) {
+    QueueAck(c.task_id(), c.lease_id(),
+             engine_->Complete(c.task_id(), c.lease_id(), std::move(*c.mutable_result())));
+  }
+  for (auto& f : *req.mutable_failures()) {
+    QueueAck(f.task_id(), f.lease_id(),
+             engine_->Fail(f.task_id(), f.lease_id(), std::move(*f.mutable_error()),
+                           f.permanent()));
+  }
+  for (uint64_t lease_id : req.extend_lease_ids()) {
+    auto extended = engine_->ExtendLease(lease_id);
+    if (!extended.ok()) QueueAck(0, lease_id, extended.status());
+  }
+  if (req.credits() > 0) {
+    SubscriptionId sub;
+    {
+      MutexLock lock(&mu_);
+      sub = sub_;
+    }
+    if (absl::Status s = engine_->AddCredits(sub, req.credits()); !s.ok()) {
+      return EndWith(ToGrpcStatus(s));
+    }
+  }
+}
+
+absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
+  std::vector<std::string> queues(start.queues().begin(), start.queues().end());
+  auto sub = engine_->Subscribe(queues, start.worker_id(),
+                                [link = link_](std::vector<v1::Delivery> deliveries) {
+                                  MutexLock lock(&link->mu);
+                                  if (link->stream) link->stream->Deliver(std::move(deliveries));
+                                });
+  if (!sub.ok()) return sub.status();
+  std::string worker = absl::CEscape(start.worker_id());
+  bool too_late;
+  {
+    MutexLock lock(&mu_);
+    subscribed_ = true;
+    sub_ = *sub;
+    worker_id_ = worker;
+    too_late = unsubscribed_;
+  }
+  if (too_late) {
+    engine_->Unsubscribe(*sub);
+    return absl::CancelledError("stream ended while subscribing");
+  }
+  LogInfo("worker %s (%s) connected; queues: %s", worker, peer_, absl::StrJoin(queues, ","));
+  return absl::OkStatus();
+}
+
+void WorkStream::Deliver(std::vector<v1::Delivery> deliveries) {
+  MutexLock lock(&mu_);
+  if (finished_ || unsubscribed_ || broken_) return;  // leases already returned
+  for (auto& d : deliveries) *Tail().add_deliveries() = std::move(d);
+  if (!writing_) WriteNext();
+}
+
+void WorkStream::QueueAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s) {
+  if (!s.ok()) {
+    LogDebug("worker stream %s: report on task %d refused: %s", peer_, task_id, s.message());
+  }
+  MutexLock lock(&mu_);
+  if (finished_ || broken_) return;
+  v1::WorkResponse::Ack* ack = Tail().add_acks();
+  ack->set_task_id(task_id);
+  ack->set_lease_id(lease_id);
+  ack->set_code(static_cast<int32_t>(s.code()));
+  if (!s.ok()) ack->set_message(std::string(s.message()));
+  if (!writing_) WriteNext();
+}
+
+v1::WorkResponse& WorkStream::Tail() {
+  bool front_in_flight = writing_ && outbox_.size() == 1;
+  if (outbox_.empty() || front_in_flight ||
+      outbox_.back().deliveries_size() >= kMaxDeliveriesPerMessage) {
+    outbox_.emplace_back();
+  }
+  return outbox_.back();
+}
+
+void WorkStream::WriteNext() {
+  writing_ = true;
+  StartWrite(&outbox_.front());
+}
+
+void WorkStream::OnWriteDone(bool ok) {
+  MutexLock lock(&mu_);
+  outbox_.pop_front();
+  writing_ = false;
+  if (!ok) {
+    // Broken connection: the read side fails too and finishes the stream.
+    broken_ = true;
+    outbox_.clear();
+    if (reads_done_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+    return;
+  }
+  if (finished_) return;
+  if (!outbox_.empty()) {
+    WriteNext();
+  } else if (reads_done_) {
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+}
+
+void WorkStream::EndWith(const grpc::Status& status) {
+  Unsubscribe();
+  MutexLock lock(&mu_);
+  if (finished_) return;
+  finished_ = true;
+  LogWarning("worker stream %s ended: %s", peer_, status.error_message());
+  // Keep only the message being written: gRPC still reads it.
+  while (outbox_.size() > (writing_ ? 1u : 0u)) outbox_.pop_back();
+  Finish(status);
+}
+
+void WorkStream::Unsubscribe() {
+  SubscriptionId sub;
+  std::string worker;
+  {
+    MutexLock lock(&mu_);
+    if (unsubscribed_) return;
+    unsubscribed_ = true;
+    if (!subscribed_) return;
+    sub = sub_;
+    worker = worker_id_;
+  }
+  engine_->Unsubscribe(sub);
+  LogInfo("worker %s (%s) disconnected; its leases returned to ready", worker, peer_);
+}
+
+void WorkStream::OnDone() {
+  {
+    MutexLock lock(&link_->mu);
+    link_->stream = nullptr;
+  }
+  Unsubscribe();
+  delete this;
+}
+
+}  // namespace taskq

@@ -1,0 +1,75 @@
+// WorkStream: the master's end of one worker's Work stream (bidi, callback
+// API). It subscribes the worker to its queues, turns the worker's credits
+// into engine credits, writes deliveries and acks (coalescing whatever
+// queued up while a write was in flight into one message), and settles the
+// completions, failures and heartbeats the worker sends. When the stream
+// ends for any reason it unsubscribes, which returns the worker's leases to
+// ready at once.
+//
+// Lifetime: gRPC deletes nothing; OnDone deletes the stream. The engine may
+// still hold a delivery callback after that: it reaches the stream through
+// a shared `Link` that OnDone clears, and drops what arrives late (those
+// leases were already returned by Unsubscribe).
+//
+// Thread-safety: gRPC serialises OnReadDone and OnWriteDone per operation
+// type but runs them concurrently with engine deliveries; mu_ guards the
+// outbox and stream state.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/sync.h"
+#include "master/queue_engine.h"
+#include "taskq/v1/taskq.grpc.pb.h"
+
+namespace taskq {
+
+class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse> {
+ public:
+  // `auth` is the result of checking the caller's token; a refusal ends the
+  // stream at once with that status.
+  WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+ private:
+  struct Link {
+    Mutex mu;
+    WorkStream* stream ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
+  void Handle(v1::WorkRequest& req);
+  absl::Status Start(const v1::WorkRequest::Start& start);
+  void Deliver(std::vector<v1::Delivery> deliveries);
+  void QueueAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s);
+  // The message new items can be appended to (not the one being written).
+  v1::WorkResponse& Tail() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndWith(const grpc::Status& status);
+  void Unsubscribe();
+
+  QueueEngine* const engine_;
+  const std::string peer_;
+  std::shared_ptr<Link> link_;
+
+  Mutex mu_;
+  v1::WorkRequest request_;  // owned by the single outstanding read
+  std::deque<v1::WorkResponse> outbox_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // outbox_.front() is in flight
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;  // a write failed: connection gone
+  bool subscribed_ ABSL_GUARDED_BY(mu_) = false;
+  bool unsubscribed_ ABSL_GUARDED_BY(mu_) = false;
+  SubscriptionId sub_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace taskq
