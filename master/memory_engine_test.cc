@@ -1,0 +1,465 @@
+// Unit tests for the in-memory queue engine. Time is a FakeClock moved by
+// the test and fired with AdvanceTo: no sleeps, no timer thread.
+#include "master/memory_engine.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace taskq {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::SizeIs;
+
+// Captures the outcome of an async engine call.
+template <typename T>
+struct Result {
+  std::optional<T> value;
+  bool done() const { return value.has_value(); }
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() { Reset({}); }
+
+  void Reset(EngineOptions options) {
+    options.default_lease = absl::Seconds(10);
+    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+  }
+
+  v1::TaskSpec Spec(std::string payload, int priority = 0, std::string reply_to = "") {
+    v1::TaskSpec s;
+    s.set_payload(std::move(payload));
+    s.set_priority(priority);
+    s.set_reply_to(std::move(reply_to));
+    return s;
+  }
+
+  // Put that must succeed at once.
+  std::vector<uint64_t> MustPut(const std::string& queue, std::vector<v1::TaskSpec> specs) {
+    Result<absl::StatusOr<std::vector<uint64_t>>> r;
+    PutArgs args;
+    args.queue = queue;
+    args.tasks = std::move(specs);
+    args.nowait = true;
+    engine_->Put(std::move(args), [&](auto ids) { r.value = std::move(ids); });
+    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.value->ok()) << r.value->status();
+    return r.value->ok() ? **r.value : std::vector<uint64_t>{};
+  }
+
+  // Put that may wait until `deadline`.
+  WaitId PutAsync(const std::string& queue, std::vector<v1::TaskSpec> specs,
+                  Result<absl::StatusOr<std::vector<uint64_t>>>* r,
+                  absl::Time deadline = absl::InfiniteFuture(), bool nowait = false) {
+    PutArgs args;
+    args.queue = queue;
+    args.tasks = std::move(specs);
+    args.nowait = nowait;
+    args.deadline = deadline;
+    return engine_->Put(std::move(args), [r](auto ids) { r->value = std::move(ids); });
+  }
+
+  WaitId GetAsync(const std::string& queue, Result<absl::StatusOr<std::vector<v1::Delivery>>>* r,
+                  bool lease = false, uint32_t max = 1, absl::Time deadline = absl::InfiniteFuture(),
+                  bool nowait = false) {
+    GetArgs args;
+    args.queue = queue;
+    args.lease = lease;
+    args.max_tasks = max;
+    args.deadline = deadline;
+    args.nowait = nowait;
+    return engine_->Get(std::move(args), [r](auto got) { r->value = std::move(got); });
+  }
+
+  // Get that must return at once.
+  std::vector<v1::Delivery> MustGet(const std::string& queue, bool lease = false,
+                                    uint32_t max = 1) {
+    Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+    GetAsync(queue, &r, lease, max, absl::InfiniteFuture(), /*nowait=*/true);
+    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.value->ok()) << r.value->status();
+    return r.value->ok() ? **r.value : std::vector<v1::Delivery>{};
+  }
+
+  std::vector<std::string> Payloads(const std::vector<v1::Delivery>& ds) {
+    std::vector<std::string> out;
+    for (const auto& d : ds) out.push_back(d.task().payload());
+    return out;
+  }
+
+  v1::QueueStats Stats(const std::string& q) {
+    auto s = engine_->Stats(q);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : v1::QueueStats{};
+  }
+
+  void CreateQueue(const std::string& name, v1::QueueKind kind, uint64_t maxsize = 0,
+                   uint32_t max_attempts = 0) {
+    v1::QueueConfig c;
+    c.set_name(name);
+    c.set_kind(kind);
+    c.set_maxsize(maxsize);
+    c.set_max_attempts(max_attempts);
+    ASSERT_TRUE(engine_->CreateQueue(c, false).ok());
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<MemoryEngine> engine_;
+};
+
+TEST_F(EngineTest, FifoHandsOutInPutOrder) {
+  MustPut("q", {Spec("a"), Spec("b")});
+  MustPut("q", {Spec("c")});
+  EXPECT_THAT(Payloads(MustGet("q", false, 10)), ElementsAre("a", "b", "c"));
+}
+
+TEST_F(EngineTest, LifoHandsOutNewestFirst) {
+  CreateQueue("stack", v1::QUEUE_KIND_LIFO);
+  MustPut("stack", {Spec("a"), Spec("b"), Spec("c")});
+  EXPECT_THAT(Payloads(MustGet("stack", false, 10)), ElementsAre("c", "b", "a"));
+}
+
+TEST_F(EngineTest, PriorityLowestFirstTiesInPutOrder) {
+  CreateQueue("p", v1::QUEUE_KIND_PRIORITY);
+  MustPut("p", {Spec("low1", 5), Spec("high", -1), Spec("low2", 5), Spec("mid", 0)});
+  EXPECT_THAT(Payloads(MustGet("p", false, 10)), ElementsAre("high", "mid", "low1", "low2"));
+}
+
+TEST_F(EngineTest, CreateQueueIsIdempotentOnlyWithSameSettings) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 5);
+  v1::QueueConfig same;
+  same.set_name("q");
+  same.set_kind(v1::QUEUE_KIND_FIFO);
+  same.set_maxsize(5);
+  EXPECT_TRUE(engine_->CreateQueue(same, /*exist_ok=*/true).ok());
+  EXPECT_EQ(engine_->CreateQueue(same, false).status().code(), absl::StatusCode::kAlreadyExists);
+  same.set_maxsize(6);
+  EXPECT_EQ(engine_->CreateQueue(same, true).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(EngineTest, BadNamesAndOversizedPayloadsAreRefused) {
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("bad name!", {Spec("x")}, &r);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kInvalidArgument);
+
+  EngineOptions small;
+  small.max_payload_bytes = 4;
+  Reset(small);
+  r = {};
+  PutAsync("q", {Spec("12345")}, &r);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.value->status().message()), ::testing::HasSubstr("too large"));
+}
+
+TEST_F(EngineTest, UnknownQueueRefusedWithoutAutoCreate) {
+  EngineOptions strict;
+  strict.auto_create_queues = false;
+  Reset(strict);
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("nope", {Spec("x")}, &r);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(r.value->status().message()), ::testing::HasSubstr("taskq queue create"));
+}
+
+TEST_F(EngineTest, PutNowaitOnFullQueueFailsAtOnce) {
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, 2);
+  MustPut("small", {Spec("a"), Spec("b")});
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("small", {Spec("c")}, &r, absl::InfiniteFuture(), /*nowait=*/true);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Stats("small").ready(), 2u);
+}
+
+TEST_F(EngineTest, BatchLargerThanMaxsizeCanNeverFit) {
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, 2);
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("small", {Spec("a"), Spec("b"), Spec("c")}, &r);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, BlockedPutIsAdmittedWhenRoomAppears) {
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, 1);
+  MustPut("small", {Spec("a")});
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("small", {Spec("b")}, &r, clock_.Now() + absl::Seconds(5));
+  EXPECT_FALSE(r.done());
+  EXPECT_EQ(Stats("small").waiting_producers(), 1u);
+  EXPECT_THAT(Payloads(MustGet("small")), ElementsAre("a"));
+  ASSERT_TRUE(r.done());
+  EXPECT_TRUE(r.value->ok());
+  EXPECT_THAT(Payloads(MustGet("small")), ElementsAre("b"));
+}
+
+TEST_F(EngineTest, BlockedPutTimesOutAsFull) {
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, 1);
+  MustPut("small", {Spec("a")});
+  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutAsync("small", {Spec("b")}, &r, clock_.Now() + absl::Seconds(5));
+  clock_.Advance(absl::Seconds(4));
+  engine_->AdvanceTo(clock_.Now());
+  EXPECT_FALSE(r.done());
+  clock_.Advance(absl::Seconds(1));
+  engine_->AdvanceTo(clock_.Now());
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Stats("small").waiting_producers(), 0u);
+  EXPECT_EQ(Stats("small").ready(), 1u);
+}
+
+TEST_F(EngineTest, GetNowaitOnEmptyQueueSaysEmpty) {
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetAsync("q", &r, false, 1, absl::InfiniteFuture(), /*nowait=*/true);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(r.value->status().message()), ::testing::HasSubstr("empty"));
+}
+
+TEST_F(EngineTest, LongPollIsWokenByPutAndTimesOutOtherwise) {
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> woken, timed_out;
+  GetAsync("q", &woken, false, 1, clock_.Now() + absl::Seconds(5));
+  GetAsync("q", &timed_out, false, 1, clock_.Now() + absl::Seconds(5));
+  EXPECT_EQ(Stats("q").waiting_consumers(), 2u);
+  MustPut("q", {Spec("x")});
+  ASSERT_TRUE(woken.done());  // the oldest waiter is served first
+  EXPECT_THAT(Payloads(**woken.value), ElementsAre("x"));
+  EXPECT_FALSE(timed_out.done());
+  clock_.Advance(absl::Seconds(5));
+  engine_->AdvanceTo(clock_.Now());
+  ASSERT_TRUE(timed_out.done());
+  EXPECT_EQ(timed_out.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(EngineTest, CancelledWaiterDoesNotSwallowALaterTask) {
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  WaitId id = GetAsync("q", &r);
+  ASSERT_NE(id, 0u);
+  engine_->CancelWait(id);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kCancelled);
+  MustPut("q", {Spec("kept")});
+  EXPECT_EQ(Stats("q").ready(), 1u);
+  engine_->CancelWait(id);  // a second cancel is harmless
+}
+
+TEST_F(EngineTest, CompleteDeliversExactlyOneResult) {
+  auto ids = MustPut("q", {Spec("7", 0, "results")});
+  auto leased = MustGet("q", /*lease=*/true);
+  ASSERT_THAT(leased, SizeIs(1));
+  EXPECT_EQ(leased[0].task().attempt(), 1u);
+  EXPECT_EQ(Stats("q").leased(), 1u);
+  ASSERT_TRUE(engine_->Complete(ids[0], leased[0].lease_id(), "7 * 7 = 49").ok());
+  EXPECT_EQ(engine_->Complete(ids[0], leased[0].lease_id(), "again").code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto results = MustGet("results", false, 10);
+  ASSERT_THAT(results, SizeIs(1));
+  EXPECT_EQ(results[0].task().payload(), "7 * 7 = 49");
+  EXPECT_EQ(results[0].task().result_of(), ids[0]);
+  EXPECT_EQ(results[0].task().outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+  EXPECT_EQ(Stats("q").total_completed(), 1u);
+}
+
+TEST_F(EngineTest, ExpiredLeaseIsRedeliveredAndTheOldLeaseCannotComplete) {
+  auto ids = MustPut("q", {Spec("x", 0, "r")});
+  auto first = MustGet("q", true);
+  clock_.Advance(absl::Seconds(10));
+  engine_->AdvanceTo(clock_.Now());
+  EXPECT_EQ(Stats("q").ready(), 1u);
+  auto second = MustGet("q", true);
+  ASSERT_THAT(second, SizeIs(1));
+  EXPECT_EQ(second[0].task().attempt(), 2u);
+  EXPECT_EQ(engine_->Complete(ids[0], first[0].lease_id(), "late").code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(engine_->Complete(ids[0], second[0].lease_id(), "ok").ok());
+  auto results = MustGet("r", false, 10);
+  ASSERT_THAT(results, SizeIs(1));
+  EXPECT_EQ(results[0].task().payload(), "ok");
+}
+
+TEST_F(EngineTest, ExtendLeasePushesTheDeadline) {
+  MustPut("q", {Spec("x")});
+  auto d = MustGet("q", true);
+  clock_.Advance(absl::Seconds(8));
+  auto extended = engine_->ExtendLease(d[0].lease_id());
+  ASSERT_TRUE(extended.ok());
+  EXPECT_EQ(*extended, clock_.Now() + absl::Seconds(10));
+  clock_.Advance(absl::Seconds(8));
+  engine_->AdvanceTo(clock_.Now());
+  EXPECT_EQ(Stats("q").leased(), 1u);
+  clock_.Advance(absl::Seconds(2));
+  engine_->AdvanceTo(clock_.Now());
+  EXPECT_EQ(Stats("q").leased(), 0u);
+  EXPECT_EQ(engine_->ExtendLease(d[0].lease_id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(EngineTest, GivenUpAfterMaxAttemptsWithAFailedResult) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/2);
+  auto ids = MustPut("q", {Spec("x", 0, "r")});
+  auto d1 = MustGet("q", true);
+  ASSERT_TRUE(engine_->Fail(ids[0], d1[0].lease_id(), "boom 1", false).ok());
+  auto d2 = MustGet("q", true);
+  ASSERT_THAT(d2, SizeIs(1));
+  EXPECT_EQ(d2[0].task().attempt(), 2u);
+  ASSERT_TRUE(engine_->Fail(ids[0], d2[0].lease_id(), "boom 2", false).ok());
+  auto results = MustGet("r", false, 10);
+  ASSERT_THAT(results, SizeIs(1));
+  EXPECT_EQ(results[0].task().outcome(), v1::OUTCOME_FAILED);
+  EXPECT_THAT(results[0].task().error(), ::testing::HasSubstr("boom 2"));
+  EXPECT_EQ(Stats("q").total_failed(), 1u);
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+}
+
+TEST_F(EngineTest, PermanentFailureIsNotRetried) {
+  auto ids = MustPut("q", {Spec("x", 0, "r")});
+  auto d = MustGet("q", true);
+  ASSERT_TRUE(engine_->Fail(ids[0], d[0].lease_id(), "bad input", true).ok());
+  auto results = MustGet("r", false, 10);
+  ASSERT_THAT(results, SizeIs(1));
+  EXPECT_EQ(results[0].task().error(), "bad input");
+  EXPECT_EQ(Stats("q").ready(), 0u);
+}
+
+TEST_F(EngineTest, ExpiryPastMaxAttemptsGivesUp) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/1);
+  MustPut("q", {Spec("x", 0, "r")});
+  MustGet("q", true);
+  clock_.Advance(absl::Seconds(10));
+  engine_->AdvanceTo(clock_.Now());
+  auto results = MustGet("r", false, 10);
+  ASSERT_THAT(results, SizeIs(1));
+  EXPECT_EQ(results[0].task().outcome(), v1::OUTCOME_FAILED);
+  EXPECT_THAT(results[0].task().error(), ::testing::HasSubstr("lease expired"));
+}
+
+TEST_F(EngineTest, JoinWaitsForEveryTaskToComplete) {
+  auto ids = MustPut("q", {Spec("a"), Spec("b")});
+  Result<absl::Status> joined;
+  engine_->Join("q", absl::InfiniteFuture(), [&](absl::Status s) { joined.value = s; });
+  auto d = MustGet("q", true, 2);
+  ASSERT_TRUE(engine_->Complete(ids[0], d[0].lease_id(), "").ok());
+  EXPECT_FALSE(joined.done());
+  ASSERT_TRUE(engine_->Complete(ids[1], d[1].lease_id(), "").ok());
+  ASSERT_TRUE(joined.done());
+  EXPECT_TRUE(joined.value->ok());
+}
+
+TEST_F(EngineTest, JoinTimesOut) {
+  MustPut("q", {Spec("a")});
+  Result<absl::Status> joined;
+  engine_->Join("q", clock_.Now() + absl::Seconds(1), [&](absl::Status s) { joined.value = s; });
+  clock_.Advance(absl::Seconds(1));
+  engine_->AdvanceTo(clock_.Now());
+  ASSERT_TRUE(joined.done());
+  EXPECT_EQ(joined.value->code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(EngineTest, ManualTaskDoneFollowsPythonJoinProtocol) {
+  MustPut("q", {Spec("a")});
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> got;
+  GetArgs args;
+  args.queue = "q";
+  args.nowait = true;
+  args.manual_task_done = true;
+  engine_->Get(args, [&](auto r) { got.value = std::move(r); });
+  ASSERT_TRUE(got.done() && got.value->ok());
+  EXPECT_EQ(Stats("q").unfinished(), 1u);
+  ASSERT_TRUE(engine_->TaskDone("q", 1).ok());
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+  EXPECT_EQ(engine_->TaskDone("q", 1).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(EngineTest, SubscriptionRespectsCreditsAndRoundRobins) {
+  std::vector<v1::Delivery> a, b;
+  auto sa = engine_->Subscribe({"q"}, "a", [&](auto ds) { for (auto& d : ds) a.push_back(d); });
+  auto sb = engine_->Subscribe({"q"}, "b", [&](auto ds) { for (auto& d : ds) b.push_back(d); });
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  MustPut("q", {Spec("1"), Spec("2"), Spec("3"), Spec("4"), Spec("5")});
+  EXPECT_TRUE(a.empty() && b.empty());  // no credits yet
+  ASSERT_TRUE(engine_->AddCredits(*sa, 2).ok());
+  ASSERT_TRUE(engine_->AddCredits(*sb, 2).ok());
+  EXPECT_THAT(a, SizeIs(2));
+  EXPECT_THAT(b, SizeIs(2));
+  EXPECT_EQ(Stats("q").ready(), 1u);
+  EXPECT_EQ(Stats("q").workers(), 2u);
+}
+
+TEST_F(EngineTest, UnsubscribeReturnsLeasesAtOnce) {
+  std::vector<v1::Delivery> got;
+  auto sub = engine_->Subscribe({"q"}, "w", [&](auto ds) { for (auto& d : ds) got.push_back(d); });
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(engine_->AddCredits(*sub, 10).ok());
+  auto ids = MustPut("q", {Spec("1", 0, "r"), Spec("2", 0, "r")});
+  ASSERT_THAT(got, SizeIs(2));
+  engine_->Unsubscribe(*sub);
+  EXPECT_EQ(Stats("q").ready(), 2u);
+  EXPECT_EQ(Stats("q").leased(), 0u);
+  EXPECT_EQ(engine_->Complete(ids[0], got[0].lease_id(), "late").code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto again = MustGet("q", true, 2);
+  ASSERT_THAT(again, SizeIs(2));
+  EXPECT_EQ(again[0].task().attempt(), 2u);
+}
+
+TEST_F(EngineTest, GettersAreServedBeforeWorkers) {
+  std::vector<v1::Delivery> worker;
+  auto sub = engine_->Subscribe({"q"}, "w", [&](auto ds) { for (auto& d : ds) worker.push_back(d); });
+  ASSERT_TRUE(engine_->AddCredits(*sub, 10).ok());
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetAsync("q", &r);
+  MustPut("q", {Spec("1"), Spec("2")});
+  ASSERT_TRUE(r.done());
+  EXPECT_THAT(Payloads(**r.value), ElementsAre("1"));
+  EXPECT_THAT(worker, SizeIs(1));
+}
+
+TEST_F(EngineTest, DeleteFailsWaitersAndPurgeDropsReadyTasks) {
+  MustPut("p", {Spec("a"), Spec("b")});
+  auto purged = engine_->PurgeQueue("p");
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 2u);
+  EXPECT_EQ(Stats("p").unfinished(), 0u);
+
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetAsync("d", &r);
+  ASSERT_TRUE(engine_->DeleteQueue("d").ok());
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->Stats("d").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, ShutdownFailsWaitersAndRefusesNewCalls) {
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetAsync("q", &r);
+  engine_->Shutdown();
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.value->status().code(), absl::StatusCode::kUnavailable);
+  Result<absl::StatusOr<std::vector<uint64_t>>> p;
+  PutAsync("q", {Spec("x")}, &p);
+  ASSERT_TRUE(p.done());
+  EXPECT_EQ(p.value->status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(EngineTest, NextDeadlineTracksWaitersAndLeases) {
+  EXPECT_EQ(engine_->NextDeadline(), absl::InfiniteFuture());
+  MustPut("q", {Spec("x")});
+  MustGet("q", true);
+  EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(10));
+  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetAsync("q", &r, false, 1, clock_.Now() + absl::Seconds(3));
+  EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(3));
+  engine_->Shutdown();  // finishes the waiter while `r` is still alive
+}
+
+}  // namespace
+}  // namespace taskq
