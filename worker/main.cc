@@ -1,1 +1,138 @@
-int main() { return 1; }  // replaced
+// taskq-worker: pulls tasks from a taskq master and runs them (see
+// docs/WORKER.md). A thin shell over worker/worker.h: flags, logging and
+// signals. SIGTERM/SIGINT drain gracefully; a second one stops at once.
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "worker/worker.h"
+
+namespace {
+
+// posix_spawn'd children get fds 0-2 by dup2; if the worker itself started
+// with one closed, a pipe could land there and be clobbered.
+void EnsureStdFdsOpen() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      int null_fd = ::open("/dev/null", O_RDWR);
+      if (null_fd >= 0 && null_fd != fd) ::close(null_fd);
+    }
+  }
+}
+
+bool ParseLogLevel(const std::string& text, taskq::LogLevel* level) {
+  if (text == "debug") *level = taskq::LogLevel::kDebug;
+  else if (text == "info") *level = taskq::LogLevel::kInfo;
+  else if (text == "warning") *level = taskq::LogLevel::kWarning;
+  else if (text == "error") *level = taskq::LogLevel::kError;
+  else return false;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  EnsureStdFdsOpen();
+  // Block the stop signals before any thread starts, so every thread
+  // inherits the mask and only the watcher below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);  // a child closing its stdin gives EPIPE, not death
+
+  taskq::WorkerOptions options;
+  std::string log_level = "info";
+  double drain_seconds = 30;
+  unsigned concurrency = 0;
+  unsigned prefetch = 0;
+
+  CLI::App app{"taskq-worker: runs tasks from a taskq master's queues"};
+  app.add_option("--master", options.connect.master,
+                 "master HOST:PORT (default: $TASKQ_MASTER, else 127.0.0.1:5000)");
+  app.add_option("--token-file", options.connect.token_file,
+                 "file holding the master's token (default: $TASKQ_TOKEN_FILE, else "
+                 "~/.config/taskq/token)");
+  app.add_flag("--tls", options.connect.tls, "connect with TLS");
+  app.add_option("--tls-ca", options.connect.tls_ca_file,
+                 "PEM file of the CA that signed the master's certificate (implies --tls)");
+  app.add_option("--tls-server-name", options.connect.tls_server_name,
+                 "name to check in the master's certificate");
+  app.add_option("--queue", options.queues, "queue to take tasks from (repeatable; default: tasks)")
+      ->take_all()
+      ->allow_extra_args(false);
+  app.add_option("--concurrency", concurrency, "tasks run at once (default: number of cores)")
+      ->check(CLI::Range(1u, 100000u));
+  app.add_option("--prefetch", prefetch, "tasks taken beyond --concurrency, waiting to run")
+      ->check(CLI::Range(0u, 100000u));
+  app.add_option("--allow-exec", options.allow_exec,
+                 "program the exec handler may run, exactly as tasks name it in args[0] "
+                 "(repeatable)")
+      ->allow_extra_args(false);
+  app.add_option("--id", options.id, "worker name shown by the master (default: hostname:pid)");
+  app.add_option("--drain-timeout", drain_seconds,
+                 "on SIGTERM/SIGINT, seconds running tasks may take to finish")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", log_level, "debug, info, warning or error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  taskq::LogLevel level = taskq::LogLevel::kInfo;
+  ParseLogLevel(log_level, &level);
+  taskq::InitLogging("taskq-worker", level);
+  options.concurrency = static_cast<int>(concurrency);
+  options.prefetch = static_cast<int>(prefetch);
+  options.drain_timeout = absl::Seconds(drain_seconds);
+
+  taskq::Worker worker(options);
+
+  // The watcher: first signal drains, a second one stops at once. After
+  // Run() returns, main wakes it with a signal of its own to end it.
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    int signals_seen = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&stop_signals, &sig) != 0) continue;
+      if (done.load()) return;
+      ++signals_seen;
+      if (signals_seen == 1) {
+        taskq::LogInfo("got %s: draining (send it again to stop at once)", strsignal(sig));
+        worker.Stop();
+      } else {
+        taskq::LogInfo("got %s again: stopping now", strsignal(sig));
+        worker.StopNow();
+      }
+    }
+  });
+
+  absl::Status status = worker.Run();
+  done.store(true);
+  pthread_kill(watcher.native_handle(), SIGTERM);
+  watcher.join();
+  if (!status.ok()) {
+    taskq::LogError("%s", status.message());
+    return 1;
+  }
+  if (worker.has_stuck_handlers()) {
+    // The destructor would wait for them forever; the drain is over.
+    std::fflush(nullptr);
+    ::_exit(0);
+  }
+  return 0;
+}

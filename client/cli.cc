@@ -1,0 +1,56 @@
+#include "client/cli.h"
+
+#include <cstdio>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "client/cli_common.h"
+#include "client/interrupt.h"
+#include "client/put_get_commands.h"
+#include "client/queue_commands.h"
+#include "client/submit_command.h"
+
+namespace taskq::cli {
+
+int Main(int argc, char** argv) {
+  // Before any thread exists, so that every thread inherits the mask.
+  InstallInterruptHandling();
+
+  CLI::App app(
+      "taskq: submit tasks to a taskq master, read results, and manage its queues.\n"
+      "Run `taskq VERB --help` for each verb.",
+      "taskq");
+  // Global options may follow the verb too (`taskq get q --master h:p`).
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.footer(kVerbFooter);
+  app.set_version_flag("--version", "taskq 0.1.0");
+
+  GlobalOptions globals;
+  AddGlobalOptions(app, &globals);
+  std::vector<Verb> verbs;
+  AddQueueCommands(app, &globals, &verbs);
+  AddPutGetCommands(app, &globals, &verbs);
+  AddSubmitCommand(app, &globals, &verbs);
+
+  if (argc <= 1) {
+    std::fputs(app.help().c_str(), stderr);
+    return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" with exit code 0.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "taskq: %s\nRun `taskq --help` or `taskq VERB --help` for usage.\n",
+                 e.what());
+    return kExitUsage;
+  }
+  for (const Verb& verb : verbs) {
+    if (verb.app->parsed()) return verb.run();
+  }
+  return UsageError("no verb given; run `taskq --help`");
+}
+
+}  // namespace taskq::cli

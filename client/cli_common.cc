@@ -1,0 +1,160 @@
+#include "client/cli_common.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/channel.h"
+
+namespace taskq::cli {
+
+const char kVerbFooter[] =
+    "\nGlobal options (before or after the verb): --master HOST:PORT ($TASKQ_MASTER),\n"
+    "--token-file PATH ($TASKQ_TOKEN_FILE), --tls, --tls-ca FILE, --tls-server-name NAME.\n"
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 queue empty, 4 queue full, 5 refused by\n"
+    "the master, 6 master unreachable, 7 a task failed, 8 timed out, 130 Ctrl-C.";
+
+CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& description) {
+  CLI::App* app = parent->add_subcommand(name, description);
+  app->footer(kVerbFooter);
+  return app;
+}
+
+void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
+  app.option_defaults()->group("Global options");
+  app.add_option("--master", options->master,
+                 "Address of the master, HOST:PORT (default 127.0.0.1:5000)")
+      ->envname("TASKQ_MASTER")
+      ->type_name("HOST:PORT");
+  app.add_option("--token-file", options->token_file,
+                 "File holding the master's token (default ~/.config/taskq/token, "
+                 "the master's default too); must be mode 0600")
+      ->envname("TASKQ_TOKEN_FILE")
+      ->type_name("PATH");
+  app.add_flag("--tls", options->tls, "Connect with TLS (system root certificates)");
+  app.add_option("--tls-ca", options->tls_ca,
+                 "PEM file of the CA that signed the master's certificate (implies --tls)")
+      ->type_name("FILE");
+  app.add_option("--tls-server-name", options->tls_server_name,
+                 "Name to check against the master's certificate instead of HOST")
+      ->type_name("NAME");
+  app.option_defaults()->group("Options");
+}
+
+namespace {
+
+ConnectOptions ToConnectOptions(const GlobalOptions& options) {
+  ConnectOptions c;
+  c.master = options.master;
+  c.token_file = options.token_file;
+  c.tls = options.tls;
+  c.tls_ca_file = options.tls_ca;
+  c.tls_server_name = options.tls_server_name;
+  return c;
+}
+
+}  // namespace
+
+std::string MasterAddress(const GlobalOptions& options) {
+  return ResolveConnectOptions(ToConnectOptions(options)).master;
+}
+
+std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
+  auto client = Client::Connect(ToConnectOptions(options));
+  if (!client.ok()) {
+    std::fprintf(stderr, "taskq: %s\n", std::string(client.status().message()).c_str());
+    return nullptr;
+  }
+  return *std::move(client);
+}
+
+int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options) {
+  std::string message(status.message());
+  if (absl::IsUnavailable(status)) {
+    message = absl::StrCat("cannot reach the master at ", MasterAddress(options), ": ", message);
+  } else if (absl::IsUnauthenticated(status)) {
+    message = absl::StrCat(message,
+                           " (is --token-file / $TASKQ_TOKEN_FILE the master's token file?)");
+  }
+  if (message.empty()) message = status.ToString();
+  std::fprintf(stderr, "taskq: %s\n", message.c_str());
+  return ExitCodeFor(status, kind);
+}
+
+int UsageError(absl::string_view message) {
+  std::fprintf(stderr, "taskq: %s\n", std::string(message).c_str());
+  return kExitUsage;
+}
+
+absl::Duration SecondsToDuration(double seconds) {
+  // Beyond ~31 years nobody is waiting; also keeps absl::Seconds in range.
+  if (!(seconds < 1e9)) return absl::InfiniteDuration();
+  return absl::Seconds(seconds);
+}
+
+void AddWaitFlags(CLI::App* app, WaitFlags* flags, absl::string_view what_waits) {
+  auto* timeout =
+      app->add_option("--timeout", flags->timeout_seconds,
+                      absl::StrCat("Seconds to wait ", what_waits,
+                                   " (fractions allowed; 0 = do not wait). Default: forever"))
+          ->check(CLI::NonNegativeNumber)
+          ->type_name("SECONDS");
+  auto* nowait = app->add_flag("--nowait", flags->nowait,
+                               absl::StrCat("Do not wait ", what_waits, "; same as --timeout 0"));
+  timeout->excludes(nowait);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
+    const std::vector<std::string>& headers) {
+  std::map<std::string, std::string> out;
+  for (const std::string& h : headers) {
+    auto eq = h.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--header wants KEY=VALUE with a non-empty KEY, got \"", h, "\""));
+    }
+    out[h.substr(0, eq)] = h.substr(eq + 1);
+  }
+  return out;
+}
+
+std::vector<std::string> ExpandStdin(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  out.reserve(args.size());
+  for (const std::string& arg : args) {
+    if (arg != "-") {
+      out.push_back(arg);
+      continue;
+    }
+    // POSIX getline: fast on millions of lines, and keeps NUL bytes.
+    char* buf = nullptr;
+    size_t cap = 0;
+    for (ssize_t n; (n = ::getline(&buf, &cap, stdin)) >= 0;) {
+      std::string line(buf, static_cast<size_t>(n));
+      if (!line.empty() && line.back() == '\n') line.pop_back();
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) out.push_back(std::move(line));
+    }
+    std::free(buf);
+  }
+  return out;
+}
+
+std::string KindName(v1::QueueKind kind) {
+  switch (kind) {
+    case v1::QUEUE_KIND_LIFO:
+      return "lifo";
+    case v1::QUEUE_KIND_PRIORITY:
+      return "priority";
+    default:
+      return "fifo";
+  }
+}
+
+void PrintLine(absl::string_view prefix, absl::string_view payload) {
+  std::string line = absl::StrCat(prefix, payload, "\n");
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace taskq::cli

@@ -1,0 +1,95 @@
+// Pieces every `taskq` verb shares: the global connection options, how a
+// verb is registered and run, error reporting with the CLI's exit codes,
+// and parsing/printing helpers.
+//
+// Thread-safety: the printing helpers may be called from any thread (each
+// line is written with one stdio call under stdio's lock); the rest is
+// used from main's thread only.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/exit_codes.h"
+#include "common/client.h"
+#include "taskq/v1/taskq.pb.h"
+
+namespace taskq::cli {
+
+// --master, --token-file, --tls, --tls-ca, --tls-server-name: accepted
+// before or after the verb.
+struct GlobalOptions {
+  std::string master;
+  std::string token_file;
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_server_name;
+};
+
+void AddGlobalOptions(CLI::App& app, GlobalOptions* options);
+
+// A verb: its CLI11 subcommand, and what runs when it was chosen (returns
+// the exit code). The runner runs after the whole command line is parsed.
+struct Verb {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+// Text appended to every verb's --help.
+extern const char kVerbFooter[];
+
+// Adds a verb (subcommand) with the common footer.
+CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& description);
+
+// The master address the options resolve to (flag, $TASKQ_MASTER, default).
+std::string MasterAddress(const GlobalOptions& options);
+
+// Builds the client; on failure prints why and returns nullptr (exit 1).
+std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options);
+
+// Prints "taskq: <message>" on stderr (with a hint for unreachable or
+// unauthenticated masters) and returns the exit code for `status`.
+int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options);
+
+// Prints "taskq: <message>" on stderr and returns kExitUsage.
+int UsageError(absl::string_view message);
+
+// Seconds from the command line as a duration; huge values mean forever.
+absl::Duration SecondsToDuration(double seconds);
+
+// --timeout S / --nowait, shared by put and get: CLI11 options on `app`
+// bound to these fields, mutually exclusive.
+struct WaitFlags {
+  double timeout_seconds = -1;  // < 0: not given (wait forever)
+  bool nowait = false;
+  absl::Duration timeout() const {
+    return timeout_seconds < 0 ? absl::InfiniteDuration() : SecondsToDuration(timeout_seconds);
+  }
+};
+void AddWaitFlags(CLI::App* app, WaitFlags* flags, absl::string_view what_waits);
+
+// Parses repeated --header K=V into a map; K must not be empty.
+absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
+    const std::vector<std::string>& headers);
+
+// Expands "-" into the lines of stdin (one payload per line; a trailing
+// '\r' is dropped, empty lines are skipped). Other arguments are kept.
+std::vector<std::string> ExpandStdin(const std::vector<std::string>& args);
+
+// "fifo", "lifo" or "priority".
+std::string KindName(v1::QueueKind kind);
+
+// Writes `prefix` + `payload` + "\n" to stdout and flushes, so that a
+// reader on a pipe sees each line as it is printed.
+void PrintLine(absl::string_view prefix, absl::string_view payload);
+
+}  // namespace taskq::cli

@@ -1,0 +1,173 @@
+#include "client/put_get_commands.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace taskq::cli {
+namespace {
+
+struct PutArgs {
+  std::string queue;
+  std::vector<std::string> payloads;
+  WaitFlags wait;
+  int32_t priority = 0;
+  std::string handler;
+  std::string reply_to;
+  std::vector<std::string> headers;
+};
+
+int RunPut(const GlobalOptions& globals, const PutArgs& args) {
+  auto headers = ParseHeaders(args.headers);
+  if (!headers.ok()) return UsageError(headers.status().message());
+  std::vector<std::string> payloads = ExpandStdin(args.payloads);
+  if (payloads.empty()) return kExitOk;  // e.g. `put q -` with empty stdin
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+
+  std::vector<v1::TaskSpec> tasks(payloads.size());
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    v1::TaskSpec& t = tasks[i];
+    t.set_payload(std::move(payloads[i]));
+    t.set_handler(args.handler);
+    t.set_priority(args.priority);
+    t.set_reply_to(args.reply_to);
+    t.mutable_headers()->insert(headers->begin(), headers->end());
+  }
+  PutOptions options;
+  options.nowait = args.wait.nowait;
+  options.timeout = args.wait.timeout();
+  // More tasks than the queue's maxsize could never fit in one request.
+  if (tasks.size() > 1) options.max_batch = PutBatchLimit(*client, args.queue);
+  auto ids = client->Put(args.queue, std::move(tasks), options);
+  if (!ids.ok()) return ReportError(ids.status(), CallKind::kPut, globals);
+  std::string out;
+  for (uint64_t id : *ids) absl::StrAppend(&out, id, "\n");
+  PrintLine("", absl::string_view(out).substr(0, out.size() - 1));
+  return kExitOk;
+}
+
+struct GetArgs {
+  std::string queue;
+  WaitFlags wait;
+  uint32_t max = 1;
+  bool show_ids = false;
+};
+
+int RunGet(const GlobalOptions& globals, const GetArgs& args) {
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  GetOptions options;
+  options.max_tasks = args.max;
+  options.nowait = args.wait.nowait;
+  options.timeout = args.wait.timeout();
+  auto got = client->Get(args.queue, options);
+  if (!got.ok()) return ReportError(got.status(), CallKind::kGet, globals);
+  for (const v1::Delivery& d : *got) {
+    const v1::Task& t = d.task();
+    // A result message is named by the task it answers, as submit prints.
+    std::string prefix =
+        args.show_ids ? absl::StrCat(t.result_of() != 0 ? t.result_of() : t.id(), "\t") : "";
+    if (t.outcome() == v1::OUTCOME_FAILED) {
+      PrintLine(prefix, absl::StrCat("FAILED\t", t.error()));
+    } else {
+      PrintLine(prefix, t.payload());
+    }
+  }
+  return kExitOk;
+}
+
+int RunJoin(const GlobalOptions& globals, const std::string& queue, double timeout_seconds) {
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  absl::Duration timeout =
+      timeout_seconds < 0 ? absl::InfiniteDuration() : SecondsToDuration(timeout_seconds);
+  if (auto s = client->Join(queue, timeout); !s.ok()) {
+    return ReportError(s, CallKind::kWait, globals);
+  }
+  return kExitOk;
+}
+
+int RunTaskDone(const GlobalOptions& globals, const std::string& queue, uint32_t count) {
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  if (auto s = client->TaskDone(queue, count); !s.ok()) {
+    return ReportError(s, CallKind::kAdmin, globals);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs) {
+  auto put = std::make_shared<PutArgs>();
+  CLI::App* p = AddVerb(&app, "put",
+                        "Put one task per PAYLOAD on QUEUE and print their ids, one per line. "
+                        "Waits for room while a bounded queue is full.");
+  p->add_option("QUEUE", put->queue, "Queue to put on")->required();
+  p->add_option("PAYLOAD", put->payloads,
+                "Task payloads; `-` reads one payload per line from stdin (empty lines "
+                "skipped). Use `--` before payloads that start with `-`")
+      ->required();
+  AddWaitFlags(p, &put->wait, "for room in a full queue");
+  p->add_option("--priority", put->priority,
+                "Priority on a priority queue: lower runs first (default 0)");
+  p->add_option("--handler", put->handler,
+                "Handler a worker runs the task with (square, sleep, exec, ...); "
+                "empty = plain data for `taskq get`");
+  p->add_option("--reply-to", put->reply_to,
+                "Queue that receives the task's result message when it completes or fails");
+  p->add_option("--header", put->headers, "Metadata KEY=VALUE for the handler (repeatable)")
+      ->type_name("KEY=VALUE");
+  verbs->push_back({p, [globals, put] { return RunPut(*globals, *put); }});
+
+  auto get = std::make_shared<GetArgs>();
+  CLI::App* g = AddVerb(&app, "get",
+                        "Take tasks from QUEUE (take-and-acknowledge, as Python's queue.get) "
+                        "and print each payload on its own line. Waits for a task; exits 3 if "
+                        "none came in time. A failed task's result message prints as "
+                        "FAILED<TAB>ERROR.");
+  g->add_option("QUEUE", get->queue, "Queue to take from")->required();
+  AddWaitFlags(g, &get->wait, "for a task");
+  g->add_option("--max", get->max,
+                "Take up to N tasks: all that are ready at once, at least one (1-1000)")
+      ->check(CLI::Range(1u, 1000u))
+      ->capture_default_str();
+  g->add_flag("--show-ids", get->show_ids,
+              "Print ID<TAB>PAYLOAD; for a result message, ID is the task it is the "
+              "result of");
+  verbs->push_back({g, [globals, get] { return RunGet(*globals, *get); }});
+
+  struct JoinArgs {
+    std::string queue;
+    double timeout = -1;
+  };
+  auto join = std::make_shared<JoinArgs>();
+  CLI::App* j = AddVerb(&app, "join",
+                        "Wait until every task ever put on QUEUE is done (completed, given "
+                        "up, or taken and marked done), as Python's queue.join");
+  j->add_option("QUEUE", join->queue, "Queue to wait on")->required();
+  j->add_option("--timeout", join->timeout,
+                "Give up after this many seconds and exit 8. Default: wait forever")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("SECONDS");
+  verbs->push_back({j, [globals, join] { return RunJoin(*globals, join->queue, join->timeout); }});
+
+  struct TaskDoneArgs {
+    std::string queue;
+    uint32_t count = 1;
+  };
+  auto done = std::make_shared<TaskDoneArgs>();
+  CLI::App* d = AddVerb(&app, "task-done",
+                        "Mark tasks taken from QUEUE with manual task_done as done (Python's "
+                        "queue.task_done), so that join can return");
+  d->add_option("QUEUE", done->queue, "Queue the tasks came from")->required();
+  d->add_option("--count", done->count, "How many tasks to mark done")
+      ->check(CLI::Range(1u, 4294967295u))
+      ->capture_default_str();
+  verbs->push_back(
+      {d, [globals, done] { return RunTaskDone(*globals, done->queue, done->count); }});
+}
+
+}  // namespace taskq::cli

@@ -1,0 +1,170 @@
+#include "client/submit_command.h"
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "client/interrupt.h"
+
+namespace taskq::cli {
+namespace {
+
+struct SubmitArgs {
+  std::string queue;
+  std::string handler;
+  std::string reply_to;
+  bool wait = false;
+  double wait_timeout = -1;  // < 0: not given
+  int32_t priority = 0;
+  std::vector<std::string> handler_args;
+  std::vector<std::string> headers;
+  bool show_ids = false;
+  std::vector<std::string> payloads;
+};
+
+// Without --wait: put and print the ids.
+int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs& args,
+                 std::vector<v1::TaskSpec> tasks) {
+  PutOptions options;
+  options.max_batch = PutBatchLimit(client, args.queue);
+  auto ids = client.Put(args.queue, std::move(tasks), options);
+  if (!ids.ok()) return ReportError(ids.status(), CallKind::kPut, globals);
+  std::string out;
+  for (uint64_t id : *ids) absl::StrAppend(&out, id, "\n");
+  PrintLine("", absl::string_view(out).substr(0, out.size() - 1));
+  return kExitOk;
+}
+
+void PrintResult(const v1::Task& result, bool show_ids) {
+  if (result.outcome() == v1::OUTCOME_FAILED) {
+    std::string line = absl::StrCat("task ", result.result_of(), " failed: ", result.error(), "\n");
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
+    return;
+  }
+  PrintLine(show_ids ? absl::StrCat(result.result_of(), "\t") : "", result.payload());
+}
+
+int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const SubmitArgs& args,
+                            std::vector<v1::TaskSpec> tasks) {
+  SubmitOptions options;
+  options.queue = args.queue;
+  options.reply_to = args.reply_to;
+  if (args.wait_timeout >= 0) options.timeout = SecondsToDuration(args.wait_timeout);
+  // A cleanup call must not hold up Ctrl-C or an error exit for long.
+  std::unique_ptr<Client> quick = client.WithOptions({.call_timeout = absl::Seconds(5)});
+
+  const bool private_queue = options.reply_to.empty();
+  if (private_queue) options.reply_to = RandomResultQueueName();
+  // Set by this thread, read by the signal thread on Ctrl-C.
+  std::atomic<bool> created{false};
+  auto delete_private_queue = [&] {
+    if (!created.exchange(false)) return;
+    if (auto s = quick->DeleteQueue(options.reply_to); !s.ok()) {
+      std::fprintf(stderr, "taskq: could not delete results queue %s: %s\n",
+                   options.reply_to.c_str(), std::string(s.message()).c_str());
+    }
+  };
+
+  ResultWaiter waiter(&client, options);
+  SetInterruptCleanup([&] {
+    waiter.Cancel();
+    delete_private_queue();
+  });
+  if (private_queue) {
+    v1::QueueConfig config;
+    config.set_name(options.reply_to);
+    auto made = client.CreateQueue(config, /*exist_ok=*/false);
+    if (!made.ok()) {
+      ClearInterruptCleanup();
+      return ReportError(made.status(), CallKind::kAdmin, globals);
+    }
+    created = true;
+  }
+  absl::Status status = waiter.Run(
+      std::move(tasks), [&](size_t, const v1::Task& result) { PrintResult(result, args.show_ids); });
+  ClearInterruptCleanup();  // from here on, Ctrl-C simply exits
+  delete_private_queue();
+
+  const SubmitSummary summary = waiter.summary();
+  if (summary.duplicates > 0) {
+    std::fprintf(stderr,
+                 "taskq: warning: %zu duplicate results received (each task should yield "
+                 "exactly one: a bug in the master)\n",
+                 summary.duplicates);
+  }
+  if (!status.ok()) return ReportError(status, CallKind::kSubmit, globals);
+  if (summary.failed > 0) {
+    std::fprintf(stderr, "taskq: %zu of %zu tasks failed\n", summary.failed, summary.results);
+    return kExitTaskFailed;
+  }
+  return kExitOk;
+}
+
+int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
+  auto headers = ParseHeaders(args.headers);
+  if (!headers.ok()) return UsageError(headers.status().message());
+  std::vector<std::string> payloads = ExpandStdin(args.payloads);
+  if (payloads.empty()) return kExitOk;  // `-` with empty stdin: nothing to do
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+
+  std::vector<v1::TaskSpec> tasks(payloads.size());
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    v1::TaskSpec& t = tasks[i];
+    t.set_payload(std::move(payloads[i]));
+    t.set_handler(args.handler);
+    t.set_priority(args.priority);
+    t.set_reply_to(args.reply_to);
+    t.mutable_headers()->insert(headers->begin(), headers->end());
+    for (const std::string& a : args.handler_args) t.add_args(a);
+  }
+  if (!args.wait) return SubmitNoWait(globals, *client, args, std::move(tasks));
+  return SubmitAndWaitForResults(globals, *client, args, std::move(tasks));
+}
+
+}  // namespace
+
+void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs) {
+  auto args = std::make_shared<SubmitArgs>();
+  CLI::App* s = AddVerb(
+      &app, "submit",
+      "Submit one task per ARG (the payload) for a handler that workers run. Without --wait "
+      "prints the task ids. With --wait prints each result on its own line as it arrives "
+      "(not in submission order), failures as `task ID failed: ERROR` on stderr, and exits "
+      "when every task has a result: 0 if all succeeded, 7 if any failed, 8 if "
+      "--wait-timeout ran out.\n"
+      "Example: taskq submit --queue tasks --handler square --wait 1 2 3");
+  s->add_option("--queue", args->queue, "Queue the tasks go to (workers serve it)")->required();
+  s->add_option("--handler", args->handler,
+                "Handler workers run each task with: square, sleep, exec, or one a worker "
+                "registered")
+      ->required();
+  s->add_option("--reply-to", args->reply_to,
+                "Queue for the results. With --wait and no --reply-to, a private queue "
+                "_results.<random> is created and deleted at the end");
+  auto* wait = s->add_flag("--wait", args->wait, "Wait for the results and print them");
+  s->add_option("--wait-timeout", args->wait_timeout,
+                "With --wait: give up after this many seconds and exit 8. Default: forever")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("SECONDS")
+      ->needs(wait);
+  s->add_option("--priority", args->priority,
+                "Priority on a priority queue: lower runs first (default 0)");
+  s->add_option("--arg", args->handler_args,
+                "Handler argument (repeatable). For exec: the program (allowed on the worker "
+                "with --allow-exec), then its arguments; ARG is its stdin")
+      ->type_name("A");
+  s->add_option("--header", args->headers, "Metadata KEY=VALUE for the handler (repeatable)")
+      ->type_name("KEY=VALUE");
+  s->add_flag("--show-ids", args->show_ids, "With --wait: print TASKID<TAB>RESULT");
+  s->add_option("ARGS", args->payloads,
+                "Task payloads, one task each; `-` reads one per line from stdin (empty lines "
+                "skipped). Use `--` before payloads that start with `-`")
+      ->required();
+  verbs->push_back({s, [globals, args] { return RunSubmit(*globals, *args); }});
+}
+
+}  // namespace taskq::cli

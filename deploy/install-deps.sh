@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages taskq needs to build and test, but only the
+# ones that are missing: dpkg-query first, apt-get only if something is
+# absent. Used by tests/run.sh and deploy/demo.sh.
+#
+#   deploy/install-deps.sh [--with-clang]
+set -euo pipefail
+
+packages=(build-essential cmake ninja-build pkg-config
+          libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+          libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --with-clang) packages+=(clang) ;;
+    *) echo "usage: $0 [--with-clang]" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "==> Installing missing packages: ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"

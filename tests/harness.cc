@@ -1,0 +1,461 @@
+#include "tests/harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+
+extern char** environ;
+
+namespace taskq::testing {
+namespace {
+
+// How long a killed group may take to disappear before the test fails.
+constexpr absl::Duration kReapTimeout = absl::Seconds(10);
+// How long stopped daemons get between SIGTERM and SIGKILL.
+constexpr absl::Duration kStopGrace = absl::Seconds(10);
+
+// Makes this test process adopt orphaned grandchildren (e.g. a helper a
+// worker started whose parent was SIGKILLed), so that they can be reaped by
+// process group instead of lingering as zombies under a PID 1 that may not
+// reap. Linux-only; harmless if it fails.
+void BecomeSubreaperOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); });
+}
+
+std::string ErrnoText(int err) { return std::strerror(err); }
+
+int DecodeWaitStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::string Tail(const std::string& text, size_t n) {
+  return text.size() <= n ? text : "..." + text.substr(text.size() - n);
+}
+
+}  // namespace
+
+std::string BinDir() { return TASKQ_BIN_DIR; }
+std::string BinPath(const std::string& name) { return BinDir() + "/" + name; }
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
+             absl::Duration poll) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(poll);  // polling interval, not synchronisation
+  }
+  return condition();
+}
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string templ = absl::StrCat(base && *base ? base : "/tmp", "/taskq-test-XXXXXX");
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp(" << templ << "): " << ErrnoText(errno);
+    return;
+  }
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  if (path_.empty()) return;
+  if (std::getenv("TASKQ_KEEP_TEST_DIRS") != nullptr) {
+    std::cerr << "[harness] keeping " << path_ << "\n";
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& contents, int mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", ErrnoText(errno)));
+  bool ok = ::fchmod(fd, mode) == 0;  // the umask may have narrowed `mode`
+  size_t done = 0;
+  while (ok && done < contents.size()) {
+    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ok = false;
+    else done += static_cast<size_t>(n);
+  }
+  int err = errno;
+  ::close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat("write ", path, ": ", ErrnoText(err)));
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines = absl::StrSplit(text, '\n');
+  if (!lines.empty() && lines.back().empty()) lines.pop_back();
+  return lines;
+}
+
+// --- Process ---------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Process>> Process::Start(ProcessOptions options) {
+  if (options.argv.empty()) return absl::InvalidArgumentError("empty argv");
+  if (options.output_dir.empty()) return absl::InvalidArgumentError("no output_dir");
+  if (options.name.empty()) options.name = "process";
+  BecomeSubreaperOnce();
+
+  std::unique_ptr<Process> p(new Process(std::move(options)));
+  const ProcessOptions& o = p->options_;
+  p->stdout_path_ = absl::StrCat(o.output_dir, "/", o.name, ".out");
+  p->stderr_path_ = absl::StrCat(o.output_dir, "/", o.name, ".err");
+  std::string stdin_path = "/dev/null";
+  if (!o.stdin_data.empty()) {
+    stdin_path = absl::StrCat(o.output_dir, "/", o.name, ".in");
+    absl::Status s = WriteFile(stdin_path, o.stdin_data, 0600);
+    if (!s.ok()) return s;
+  }
+
+  // Environment: ours, with the overrides applied ("" = unset).
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string kv = *e;
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos) continue;
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : o.env) {
+    if (v.empty()) env.erase(k);
+    else env[k] = v;
+  }
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(absl::StrCat(k, "=", v));
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_copy = o.argv;
+  std::vector<char*> argv;
+  for (auto& s : argv_copy) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, p->stdout_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, p->stderr_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Own process group (pgid = pid), so Kill reaches everything it starts;
+  // default signal handling and an empty mask whatever the test runner set.
+  sigset_t defaults, empty;
+  sigemptyset(&defaults);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2}) {
+    sigaddset(&defaults, sig);
+  }
+  sigemptyset(&empty);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setsigmask(&attr, &empty);
+
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("cannot start ", o.argv[0], ": ", ErrnoText(rc)));
+  }
+  p->pid_ = pid;
+  return p;
+}
+
+Process::~Process() {
+  if (pid_ <= 0) return;
+  if (!KillGroupAndReap(kReapTimeout)) {
+    ADD_FAILURE() << "process group " << pid_ << " (" << options_.name
+                  << ") still has members after SIGKILL";
+  }
+}
+
+bool Process::TryReap() {
+  if (exit_status_.has_value()) return true;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exit_status_ = DecodeWaitStatus(status);
+    return true;
+  }
+  if (r < 0 && errno == ECHILD) {  // someone else reaped it; should not happen
+    exit_status_ = -1;
+    return true;
+  }
+  return false;
+}
+
+bool Process::Running() { return !TryReap(); }
+
+void Process::Kill(int signal) {
+  if (pid_ > 0) ::kill(-pid_, signal);
+}
+
+std::optional<int> Process::Wait(absl::Duration timeout) {
+  if (WaitFor([this] { return TryReap(); }, timeout, absl::Milliseconds(2))) {
+    return exit_status_;
+  }
+  return std::nullopt;
+}
+
+int Process::Stop(absl::Duration grace) {
+  if (!TryReap()) {
+    Kill(SIGTERM);
+    if (!Wait(grace).has_value()) {
+      Kill(SIGKILL);
+      Wait(kReapTimeout);
+    }
+  }
+  return exit_status_.value_or(-1);
+}
+
+bool Process::KillGroupAndReap(absl::Duration timeout) {
+  return WaitFor(
+      [this] {
+        ::kill(-pid_, SIGKILL);
+        TryReap();
+        // Members adopted by us (we are a subreaper) are reaped by group.
+        int status;
+        while (::waitpid(-pid_, &status, WNOHANG) > 0) {
+        }
+        return exit_status_.has_value() && ::kill(-pid_, 0) != 0 && errno == ESRCH;
+      },
+      timeout, absl::Milliseconds(2));
+}
+
+std::string Process::Stdout() const { return ReadFile(stdout_path_); }
+std::string Process::Stderr() const { return ReadFile(stderr_path_); }
+
+std::string Describe(const CliResult& r) {
+  return absl::StrCat("exit=", r.exit_code, r.timed_out ? " (timed out)" : "",
+                      " after ", absl::FormatDuration(r.elapsed), "\n--- stdout ---\n",
+                      Tail(r.out, 4000), "\n--- stderr ---\n", Tail(r.err, 4000));
+}
+
+// --- Cluster ---------------------------------------------------------------
+
+Cluster::Cluster() = default;
+
+Cluster::~Cluster() {
+  // Workers first (they drain), then the master; one shared deadline.
+  for (auto& w : workers_) w->Kill(SIGTERM);
+  const absl::Time deadline = absl::Now() + kStopGrace;
+  for (auto& w : workers_) {
+    if (!w->Wait(std::max(deadline - absl::Now(), absl::ZeroDuration())).has_value()) {
+      w->Kill(SIGKILL);
+      w->Wait(kReapTimeout);
+    }
+  }
+  if (master_) master_->Stop(kStopGrace);
+  DumpLogsIfFailed();
+  workers_.clear();
+  master_.reset();
+}
+
+void Cluster::DumpLogsIfFailed() {
+  if (!::testing::Test::HasFailure()) return;
+  auto dump = [](Process* p) {
+    if (p == nullptr) return;
+    std::cerr << "[harness] ---- " << p->name() << " (pid " << p->pid() << ", exit "
+              << (p->exit_status() ? std::to_string(*p->exit_status()) : "?")
+              << ") stderr ----\n"
+              << Tail(p->Stderr(), 6000) << "\n";
+  };
+  dump(master_.get());
+  for (auto& w : workers_) dump(w.get());
+}
+
+std::string Cluster::NextName(const std::string& prefix) {
+  return absl::StrCat(prefix, "-", ++counter_);
+}
+
+std::map<std::string, std::string> Cluster::ChildEnv() const {
+  return {
+      {"HOME", dir() + "/home"},
+      {"XDG_CONFIG_HOME", dir() + "/config"},
+      {"TASKQ_MASTER", ""},
+      {"TASKQ_TOKEN_FILE", ""},
+  };
+}
+
+std::unique_ptr<Process> Cluster::Spawn(const std::string& name, std::vector<std::string> argv,
+                                        const std::string& stdin_data) {
+  ProcessOptions o;
+  o.argv = std::move(argv);
+  o.env = ChildEnv();
+  o.stdin_data = stdin_data;
+  o.output_dir = dir();
+  o.name = name;
+  auto p = Process::Start(std::move(o));
+  if (!p.ok()) {
+    ADD_FAILURE() << p.status();
+    return nullptr;
+  }
+  return *std::move(p);
+}
+
+absl::Status Cluster::Start(std::vector<std::string> extra_master_args, absl::Duration timeout) {
+  if (master_) return absl::FailedPreconditionError("cluster already started");
+  if (dir().empty()) return absl::InternalError("no temp dir");
+  const std::string port_file = dir() + "/port";
+  std::vector<std::string> argv = {BinPath("taskq-master"), "--listen", "127.0.0.1:0",
+                                   "--port-file", port_file, "--token-file", token_file()};
+  argv.insert(argv.end(), extra_master_args.begin(), extra_master_args.end());
+  master_ = Spawn("master", argv);
+  if (!master_) return absl::InternalError("cannot spawn taskq-master");
+
+  bool ready = WaitFor(
+      [&] {
+        std::string s = ReadFile(port_file);
+        return (!s.empty() && s.back() == '\n') || !master_->Running();
+      },
+      timeout);
+  std::string port = std::string(absl::StripAsciiWhitespace(ReadFile(port_file)));
+  if (!port.empty()) {
+    address_ = port;
+    return absl::OkStatus();
+  }
+  if (!master_->Running()) {
+    return absl::InternalError(absl::StrCat("taskq-master exited with status ",
+                                            master_->exit_status().value_or(-1),
+                                            " before writing its port file; stderr:\n",
+                                            Tail(master_->Stderr(), 4000)));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("taskq-master wrote no port file within ", absl::FormatDuration(timeout),
+                   ready ? "" : " (still running)", "; stderr:\n", Tail(master_->Stderr(), 4000)));
+}
+
+Process* Cluster::StartWorker(std::vector<std::string> extra_args) {
+  return StartWorkerWithToken(token_file(), std::move(extra_args));
+}
+
+Process* Cluster::StartWorkerWithToken(const std::string& token_file,
+                                       std::vector<std::string> extra_args) {
+  std::vector<std::string> argv = {BinPath("taskq-worker"), "--master", address_,
+                                   "--token-file", token_file};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  auto p = Spawn(NextName("worker"), argv);
+  if (!p) return nullptr;
+  workers_.push_back(std::move(p));
+  return workers_.back().get();
+}
+
+bool Cluster::WaitWorkerConnected(Process* worker, absl::Duration timeout) {
+  if (worker == nullptr) return false;
+  return WaitFor([&] { return absl::StrContains(worker->Stderr(), "connected to"); }, timeout,
+                 absl::Milliseconds(10));
+}
+
+CliResult Cluster::RunCli(std::vector<std::string> argv, const std::string& stdin_data,
+                          absl::Duration timeout) {
+  CliResult r;
+  const absl::Time start = absl::Now();
+  std::string what = absl::StrJoin(argv.begin() + 1, argv.end(), " ");
+  auto p = Spawn(NextName("cli"), std::move(argv), stdin_data);
+  if (!p) return r;
+  std::optional<int> status = p->Wait(timeout);
+  r.elapsed = absl::Now() - start;
+  if (!status.has_value()) {
+    p->Kill(SIGKILL);
+    p->Wait(kReapTimeout);
+    r.timed_out = true;
+    ADD_FAILURE() << "taskq " << what << " still running after "
+                  << absl::FormatDuration(timeout) << "; killed";
+  } else {
+    r.exit_code = *status;
+  }
+  r.out = p->Stdout();
+  r.err = p->Stderr();
+  return r;
+}
+
+CliResult Cluster::Cli(std::vector<std::string> args, const std::string& stdin_data,
+                       absl::Duration timeout) {
+  return CliWithToken(token_file(), std::move(args), stdin_data, timeout);
+}
+
+CliResult Cluster::CliWithToken(const std::string& token_file, std::vector<std::string> args,
+                                const std::string& stdin_data, absl::Duration timeout) {
+  std::vector<std::string> argv = {BinPath("taskq"), "--master", address_, "--token-file",
+                                   token_file};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCli(std::move(argv), stdin_data, timeout);
+}
+
+CliResult Cluster::CliRaw(std::vector<std::string> args, const std::string& stdin_data,
+                          absl::Duration timeout) {
+  std::vector<std::string> argv = {BinPath("taskq")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCli(std::move(argv), stdin_data, timeout);
+}
+
+std::unique_ptr<Process> Cluster::StartCli(std::vector<std::string> args,
+                                           const std::string& stdin_data) {
+  std::vector<std::string> argv = {BinPath("taskq"), "--master", address_, "--token-file",
+                                   token_file()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Spawn(NextName("cli-bg"), std::move(argv), stdin_data);
+}
+
+std::map<std::string, std::string> Cluster::Stats(const std::string& queue) {
+  std::map<std::string, std::string> out;
+  CliResult r = Cli({"queue", "stats", queue});
+  if (r.exit_code != 0) return out;
+  for (const std::string& line : Lines(r.out)) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits(':', 1));
+    out[std::string(absl::StripAsciiWhitespace(kv.first))] =
+        std::string(absl::StripAsciiWhitespace(kv.second));
+  }
+  return out;
+}
+
+long long Cluster::StatNumber(const std::string& queue, const std::string& key) {
+  auto stats = Stats(queue);
+  auto it = stats.find(key);
+  long long v = -1;
+  if (it == stats.end() || !absl::SimpleAtoi(it->second, &v)) return -1;
+  return v;
+}
+
+}  // namespace taskq::testing

@@ -1,0 +1,197 @@
+// Integration-test harness: runs the real taskq-master, taskq-worker and
+// taskq (CLI) binaries on 127.0.0.1 with ephemeral ports, captures their
+// output, and guarantees that nothing a test starts outlives it.
+//
+//   Process  one child in its own process group; output goes to files.
+//   Cluster  a temp dir + a master (+ workers) + a way to run the CLI.
+//
+// Every wait is a condition polled with a deadline, never a fixed sleep.
+// Thread-safety: none; use each object from the test's own thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace taskq::testing {
+
+// Directory holding the three binaries (the build dir).
+std::string BinDir();
+// BinDir() + "/" + name.
+std::string BinPath(const std::string& name);
+
+// Polls `condition` every `poll` until it is true (returns true) or
+// `timeout` has passed (returns false; `condition` is checked once more).
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
+             absl::Duration poll = absl::Milliseconds(5));
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on
+// destruction unless $TASKQ_KEEP_TEST_DIRS is set.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Reads a whole file ("" if it cannot be read).
+std::string ReadFile(const std::string& path);
+// Writes `contents` to `path` with the given mode (replacing the file).
+absl::Status WriteFile(const std::string& path, const std::string& contents, int mode = 0600);
+
+// Splits output into lines (no trailing empty line for a final "\n").
+std::vector<std::string> Lines(const std::string& text);
+
+struct ProcessOptions {
+  std::vector<std::string> argv;  // argv[0] is the program path
+  // Variables set on top of the test's environment ("" value = unset).
+  std::map<std::string, std::string> env;
+  // Fed to the child's stdin (from a file); empty = /dev/null.
+  std::string stdin_data;
+  // Where <name>.out / <name>.err (and <name>.in) are written.
+  std::string output_dir;
+  std::string name;
+};
+
+// One child process in its own process group. Signals go to the whole
+// group, so helpers it starts die with it. The destructor SIGKILLs the group
+// if anything in it still runs, reaps it, and fails the test if any member
+// of the group survives.
+class Process {
+ public:
+  static absl::StatusOr<std::unique_ptr<Process>> Start(ProcessOptions options);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }  // also the process group id
+  const std::string& name() const { return options_.name; }
+
+  // Sends `signal` to the process group (no-op once the group is gone).
+  void Kill(int signal);
+  // Waits up to `timeout` for the process to end. Returns its exit code,
+  // or 128 + signal number if a signal ended it; nullopt if still running.
+  std::optional<int> Wait(absl::Duration timeout);
+  // True until the process has been reaped (checks without blocking).
+  bool Running();
+  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status as
+  // Wait does (128 + 9 if it had to be killed).
+  int Stop(absl::Duration grace = absl::Seconds(10));
+  // The exit status once reaped.
+  std::optional<int> exit_status() const { return exit_status_; }
+
+  std::string Stdout() const;
+  std::string Stderr() const;
+  const std::string& stdout_path() const { return stdout_path_; }
+  const std::string& stderr_path() const { return stderr_path_; }
+
+ private:
+  explicit Process(ProcessOptions options) : options_(std::move(options)) {}
+  // Non-blocking waitpid on the leader; records the status when reaped.
+  bool TryReap();
+  // Kills and reaps what is left in the group; true when it is empty.
+  bool KillGroupAndReap(absl::Duration timeout);
+
+  ProcessOptions options_;
+  std::string stdout_path_, stderr_path_;
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+};
+
+// What a CLI run produced.
+struct CliResult {
+  int exit_code = -1;  // -1: killed because it exceeded its deadline
+  std::string out;
+  std::string err;
+  absl::Duration elapsed;
+  bool timed_out = false;
+};
+// For gtest messages: "exit=N\nstdout:...\nstderr:...".
+std::string Describe(const CliResult& r);
+
+// A master on 127.0.0.1:<ephemeral>, workers, and the CLI pointed at it.
+// Children get HOME and XDG_CONFIG_HOME inside the temp dir and no TASKQ_*
+// variables, so nothing touches the user's real token or master.
+class Cluster {
+ public:
+  Cluster();
+  // Stops workers (SIGTERM) then the master (SIGTERM), SIGKILL after a
+  // deadline; dumps their logs if the test failed.
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Starts the master with --listen 127.0.0.1:0 --port-file --token-file
+  // plus `extra_master_args`, and waits for its port file.
+  absl::Status Start(std::vector<std::string> extra_master_args = {},
+                     absl::Duration timeout = absl::Seconds(30));
+
+  const std::string& dir() const { return dir_.path(); }
+  const std::string& address() const { return address_; }
+  std::string token_file() const { return dir() + "/token"; }
+  Process* master() { return master_.get(); }
+  const std::vector<std::unique_ptr<Process>>& workers() const { return workers_; }
+
+  // Starts taskq-worker --master --token-file + `extra_args`. Returns
+  // nullptr (and fails the test) if it cannot be spawned.
+  Process* StartWorker(std::vector<std::string> extra_args = {});
+  // Same with another token file (e.g. a wrong one).
+  Process* StartWorkerWithToken(const std::string& token_file,
+                                std::vector<std::string> extra_args = {});
+  // Waits until the worker logged that its stream is up.
+  bool WaitWorkerConnected(Process* worker, absl::Duration timeout = absl::Seconds(20));
+
+  // Runs `taskq --master ADDR --token-file TOKEN args...`; kills it and
+  // fails the test if it runs past `timeout`.
+  CliResult Cli(std::vector<std::string> args, const std::string& stdin_data = "",
+                absl::Duration timeout = absl::Seconds(30));
+  // Same with another token file.
+  CliResult CliWithToken(const std::string& token_file, std::vector<std::string> args,
+                         const std::string& stdin_data = "",
+                         absl::Duration timeout = absl::Seconds(30));
+  // Runs `taskq args...` with nothing added (for --master/--token-file tests).
+  CliResult CliRaw(std::vector<std::string> args, const std::string& stdin_data = "",
+                   absl::Duration timeout = absl::Seconds(30));
+  // Starts the CLI in the background (e.g. a blocked get); the caller owns it.
+  std::unique_ptr<Process> StartCli(std::vector<std::string> args,
+                                    const std::string& stdin_data = "");
+
+  // `taskq queue stats NAME` parsed into key -> value; empty on failure.
+  std::map<std::string, std::string> Stats(const std::string& queue);
+  // One numeric field of Stats (-1 if missing).
+  long long StatNumber(const std::string& queue, const std::string& key);
+
+  // Environment every child gets on top of the test's own.
+  std::map<std::string, std::string> ChildEnv() const;
+  // Starts any binary with ChildEnv(), output in dir() as <name>.out/.err.
+  std::unique_ptr<Process> Spawn(const std::string& name, std::vector<std::string> argv,
+                                 const std::string& stdin_data = "");
+
+ private:
+  CliResult RunCli(std::vector<std::string> argv, const std::string& stdin_data,
+                   absl::Duration timeout);
+  std::string NextName(const std::string& prefix);
+  void DumpLogsIfFailed();
+
+  TempDir dir_;
+  std::string address_;
+  std::unique_ptr<Process> master_;
+  std::vector<std::unique_ptr<Process>> workers_;
+  int counter_ = 0;
+};
+
+}  // namespace taskq::testing

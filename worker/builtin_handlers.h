@@ -1,0 +1,41 @@
+// The handlers every taskq-worker has:
+//   square  payload: a decimal 64-bit integer n  -> "n * n = n²", e.g.
+//           "3 * 3 = 9" (the seed's task_worker.py). A payload that is not
+//           an integer, or whose square does not fit in 64 bits, is a
+//           permanent failure.
+//   sleep   payload: seconds as a decimal, e.g. "0.5" -> "slept 0.5". Wakes
+//           early (retryable CANCELLED) if the worker hard-stops.
+//   exec    see exec_handler.h.
+//
+// Thread-safety: the functions are stateless and safe from any thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "worker/handler_registry.h"
+
+namespace taskq {
+
+// Longest sleep the `sleep` handler accepts (a longer one is a mistake).
+inline constexpr absl::Duration kMaxSleep = absl::Hours(24);
+
+// "n * n = n²" for a decimal payload (surrounding whitespace allowed).
+absl::StatusOr<std::string> Square(absl::string_view payload);
+
+// Parses a sleep payload: a finite, non-negative decimal number of seconds
+// no greater than kMaxSleep.
+absl::StatusOr<absl::Duration> ParseSleepSeconds(absl::string_view payload);
+
+absl::StatusOr<std::string> SquareHandler(const HandlerContext& context);
+absl::StatusOr<std::string> SleepHandler(const HandlerContext& context);
+
+// Registers square, sleep and exec (allowing exactly `allow_exec`).
+absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry,
+                                     std::vector<std::string> allow_exec);
+
+}  // namespace taskq
