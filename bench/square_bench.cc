@@ -13,6 +13,7 @@
 // and consumer threads of one run lives in Phase, guarded by its mutex.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -534,9 +535,10 @@ class Bench {
   std::string result_queue_;
 };
 
+// Nearest-rank percentile of sorted nanoseconds, in milliseconds.
 double Percentile(const std::vector<int64_t>& sorted_ns, double p) {
   if (sorted_ns.empty()) return 0;
-  size_t rank = static_cast<size_t>(p * static_cast<double>(sorted_ns.size()) + 0.999999);
+  size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted_ns.size())));
   rank = std::clamp<size_t>(rank, 1, sorted_ns.size());
   return static_cast<double>(sorted_ns[rank - 1]) / 1e6;
 }

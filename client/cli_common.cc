@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/channel.h"
 
@@ -73,8 +74,10 @@ int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& 
   if (absl::IsUnavailable(status)) {
     message = absl::StrCat("cannot reach the master at ", MasterAddress(options), ": ", message);
   } else if (absl::IsUnauthenticated(status)) {
-    message = absl::StrCat(message,
-                           " (is --token-file / $TASKQ_TOKEN_FILE the master's token file?)");
+    message = absl::StrCat("authentication failed: ", message);
+    if (!absl::StrContains(message, "token")) {
+      absl::StrAppend(&message, " (is --token-file / $TASKQ_TOKEN_FILE the master's token file?)");
+    }
   }
   if (message.empty()) message = status.ToString();
   std::fprintf(stderr, "taskq: %s\n", message.c_str());
@@ -155,6 +158,11 @@ void PrintLine(absl::string_view prefix, absl::string_view payload) {
   std::string line = absl::StrCat(prefix, payload, "\n");
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
+}
+
+void PrintPayload(absl::string_view prefix, absl::string_view payload) {
+  if (!payload.empty() && payload.back() == '\n') payload.remove_suffix(1);
+  PrintLine(prefix, payload);
 }
 
 }  // namespace taskq::cli

@@ -92,4 +92,9 @@ std::string KindName(v1::QueueKind kind);
 // reader on a pipe sees each line as it is printed.
 void PrintLine(absl::string_view prefix, absl::string_view payload);
 
+// PrintLine for a task payload or result: one trailing newline of the
+// payload itself is dropped (an exec handler's output usually ends with
+// one), so that each payload takes one line and no blank lines appear.
+void PrintPayload(absl::string_view prefix, absl::string_view payload);
+
 }  // namespace taskq::cli

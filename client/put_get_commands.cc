@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace taskq::cli {
@@ -70,9 +71,9 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
     std::string prefix =
         args.show_ids ? absl::StrCat(t.result_of() != 0 ? t.result_of() : t.id(), "\t") : "";
     if (t.outcome() == v1::OUTCOME_FAILED) {
-      PrintLine(prefix, absl::StrCat("FAILED\t", t.error()));
+      PrintLine(prefix, absl::StrCat("FAILED\t", absl::StripTrailingAsciiWhitespace(t.error())));
     } else {
-      PrintLine(prefix, t.payload());
+      PrintPayload(prefix, t.payload());
     }
   }
   return kExitOk;
@@ -119,7 +120,8 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
   p->add_option("--reply-to", put->reply_to,
                 "Queue that receives the task's result message when it completes or fails");
   p->add_option("--header", put->headers, "Metadata KEY=VALUE for the handler (repeatable)")
-      ->type_name("KEY=VALUE");
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);  // one value per --header: the rest are payloads
   verbs->push_back({p, [globals, put] { return RunPut(*globals, *put); }});
 
   auto get = std::make_shared<GetArgs>();

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/interrupt.h"
 
@@ -39,12 +40,13 @@ int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs&
 
 void PrintResult(const v1::Task& result, bool show_ids) {
   if (result.outcome() == v1::OUTCOME_FAILED) {
-    std::string line = absl::StrCat("task ", result.result_of(), " failed: ", result.error(), "\n");
+    absl::string_view error = absl::StripTrailingAsciiWhitespace(result.error());
+    std::string line = absl::StrCat("task ", result.result_of(), " failed: ", error, "\n");
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
     return;
   }
-  PrintLine(show_ids ? absl::StrCat(result.result_of(), "\t") : "", result.payload());
+  PrintPayload(show_ids ? absl::StrCat(result.result_of(), "\t") : "", result.payload());
 }
 
 int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const SubmitArgs& args,
@@ -156,9 +158,11 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
   s->add_option("--arg", args->handler_args,
                 "Handler argument (repeatable). For exec: the program (allowed on the worker "
                 "with --allow-exec), then its arguments; ARG is its stdin")
-      ->type_name("A");
+      ->type_name("A")
+      ->allow_extra_args(false);  // one value per --arg: the rest are payloads
   s->add_option("--header", args->headers, "Metadata KEY=VALUE for the handler (repeatable)")
-      ->type_name("KEY=VALUE");
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);  // one value per --header: the rest are payloads
   s->add_flag("--show-ids", args->show_ids, "With --wait: print TASKID<TAB>RESULT");
   s->add_option("ARGS", args->payloads,
                 "Task payloads, one task each; `-` reads one per line from stdin (empty lines "

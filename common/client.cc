@@ -8,6 +8,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/grpc_status.h"
 #include "common/limits.h"
 
 namespace taskq {
@@ -53,11 +54,7 @@ constexpr size_t kMaxPutRequestBytes = kMaxGrpcMessageBytes / 4;
 
 }  // namespace
 
-absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
+absl::Status FromGrpcStatus(const grpc::Status& status) { return ToAbslStatus(status); }
 
 // --- CallCanceller ----------------------------------------------------------
 
@@ -387,6 +384,7 @@ void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
       return;
     }
     std::vector<std::pair<size_t, v1::Task>> matched;
+    bool all_done;
     {
       MutexLock lock(&mu_);
       for (size_t k = 0; k < ids->size(); ++k) {
@@ -397,8 +395,13 @@ void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
       std::vector<v1::Task> early = std::move(early_);
       early_.clear();
       matched = Match(std::move(early));
+      all_done = puts_done_ && summary_.results == total_;
     }
     Report(std::move(matched));
+    // Every result came before the last Put returned: wake the poller from
+    // its long-poll now rather than at the end of its chunk. Nothing it
+    // could still receive is ours, so cutting its call short loses nothing.
+    if (all_done) canceller_.Cancel();
   }
 }
 

@@ -21,8 +21,8 @@
 //
 // Thread-safety: a Client is safe to share between threads (gRPC stubs and
 // channels are); calls may run concurrently. A CallCanceller is safe to use
-// from any thread. A ResultWaiter runs one Run() at a time; Cancel() and
-// summary() may be called from any thread.
+// from any thread. A ResultWaiter serves one Run() call; Cancel() and
+// summary() may be called from any thread meanwhile.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +31,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/channel.h>
@@ -49,7 +50,8 @@
 
 namespace taskq {
 
-// grpc::Status -> absl::Status, keeping code and message.
+// grpc::Status -> absl::Status, keeping code and message (as
+// common/grpc_status.h's ToAbslStatus; here for library users).
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Lets one thread abort calls another thread has in progress (e.g. on

@@ -4,7 +4,7 @@
 # workers, squares 1..10 through them, then stops everything it started,
 # also on Ctrl-C or failure.
 #
-#   deploy/demo.sh
+#   deploy/demo.sh                 (TASKQ_BIN_DIR=DIR: use binaries built there)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,11 +12,15 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 work=""
+submit_pid=""
 pids=()  # each started with setsid: its pid is also its process group id
 
 stop_all() {
   trap - EXIT INT TERM
   local pid alive
+  if [[ -n $submit_pid ]]; then  # the CLI pipeline, if still running
+    kill -TERM -- "-$submit_pid" 2>/dev/null || true
+  fi
   if [[ ${#pids[@]} -gt 0 ]]; then
     say "Stopping the workers and the master"
     # Newest first: workers drain, then the master shuts down.
@@ -46,12 +50,20 @@ start() {
 }
 
 cd "$root"
-say "Checking build dependencies"
-deploy/install-deps.sh
-say "Building taskq (release preset; the first build takes a few minutes)"
-cmake --preset release >/dev/null
-cmake --build --preset release --target taskq-master taskq-worker taskq >/dev/null
-bin="$root/build/release"
+if [[ -n ${TASKQ_BIN_DIR:-} ]]; then
+  bin=$TASKQ_BIN_DIR
+  say "Using the binaries in $bin"
+else
+  say "Checking build dependencies"
+  deploy/install-deps.sh
+  say "Building taskq (release preset; the first build takes a few minutes)"
+  cmake --preset release >/dev/null
+  cmake --build --preset release --target taskq-master taskq-worker taskq >/dev/null
+  bin="$root/build/release"
+fi
+for b in taskq-master taskq-worker taskq; do
+  [[ -x $bin/$b ]] || die "$bin/$b is missing"
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/taskq-demo.XXXXXX")
 token="$work/token"
@@ -83,6 +95,15 @@ done
 say "Two workers connected"
 
 say "Submitting 1..10 to the square handler; results as they arrive:"
-"$bin/taskq" --master "$master" --token-file "$token" \
-  submit --queue tasks --handler square --wait $(seq 1 10) | sed -u 's/^/    /'
+# In the background and in its own process group, so that a signal to this
+# script is handled at once (bash runs traps only between foreground
+# commands) and stop_all can stop the whole pipeline.
+# shellcheck disable=SC2016  # $1... expand in the inner shell
+setsid bash -c 'set -o pipefail
+  "$1" --master "$2" --token-file "$3" submit --queue tasks --handler square \
+    --wait --wait-timeout 60 "${@:4}" | sed -u "s/^/    /"' \
+  demo-submit "$bin/taskq" "$master" "$token" $(seq 1 10) &
+submit_pid=$!
+wait "$submit_pid" || die "taskq submit failed (exit $?)"
+submit_pid=""
 say "All ten results are in"

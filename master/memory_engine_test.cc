@@ -2,7 +2,11 @@
 // the test and fired with AdvanceTo: no sleeps, no timer thread.
 #include "master/memory_engine.h"
 
+#include <atomic>
+#include <deque>
+#include <map>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -459,6 +463,149 @@ TEST_F(EngineTest, NextDeadlineTracksWaitersAndLeases) {
   GetAsync("q", &r, false, 1, clock_.Now() + absl::Seconds(3));
   EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(3));
   engine_->Shutdown();  // finishes the waiter while `r` is still alive
+}
+
+}  // namespace
+}  // namespace taskq
+
+namespace taskq {
+namespace {
+
+// Many threads at once: producers (some blocking on a small maxsize), unary
+// lease consumers, a worker subscription completing from its own thread, and
+// a timer thread expiring leases. Every task must yield exactly one result.
+// Meant to be run under ThreadSanitizer as well.
+TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
+  EngineOptions options;
+  options.default_lease = absl::Milliseconds(200);
+  options.default_max_attempts = 1000;
+  Clock* clock = RealClock::Get();
+  MemoryEngine engine(options, clock);
+  v1::QueueConfig config;
+  config.set_name("q");
+  config.set_maxsize(64);
+  ASSERT_TRUE(engine.CreateQueue(config, false).ok());
+
+  constexpr int kProducers = 3, kPerProducer = 400;
+  constexpr int kTotal = kProducers * kPerProducer;
+  std::atomic<bool> stop{false};
+
+  // Worker subscription: deliveries are completed by a separate thread.
+  Mutex mu;
+  CondVar cv;
+  std::deque<v1::Delivery> inbox;
+  auto sub = engine.Subscribe({"q"}, "w", [&](std::vector<v1::Delivery> ds) {
+    MutexLock lock(&mu);
+    for (auto& d : ds) inbox.push_back(std::move(d));
+    cv.SignalAll();
+  });
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(engine.AddCredits(*sub, 8).ok());
+  std::thread worker([&] {
+    for (;;) {
+      v1::Delivery d;
+      {
+        MutexLock lock(&mu);
+        while (inbox.empty() && !stop) cv.WaitWithTimeout(&mu, absl::Milliseconds(50));
+        if (inbox.empty()) return;
+        d = std::move(inbox.front());
+        inbox.pop_front();
+      }
+      (void)engine.Complete(d.task().id(), d.lease_id(), "w:" + d.task().payload());
+      (void)engine.AddCredits(*sub, 1);
+    }
+  });
+
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) {
+        PutArgs args;
+        args.queue = "q";
+        v1::TaskSpec spec;
+        spec.set_payload(std::to_string(p * kPerProducer + i));
+        spec.set_reply_to("r");
+        args.tasks.push_back(spec);
+        args.deadline = absl::Now() + absl::Seconds(30);
+        std::atomic<bool> done{false};
+        Mutex put_mu;
+        CondVar put_cv;
+        engine.Put(std::move(args), [&](absl::StatusOr<std::vector<uint64_t>> ids) {
+          EXPECT_TRUE(ids.ok()) << ids.status();
+          MutexLock lock(&put_mu);
+          done = true;
+          put_cv.SignalAll();
+        });
+        MutexLock lock(&put_mu);
+        while (!done) put_cv.Wait(&put_mu);
+      }
+    });
+  }
+  // Unary lease consumer that sometimes "dies" (lets the lease expire).
+  threads.emplace_back([&] {
+    int n = 0;
+    while (!stop) {
+      GetArgs args;
+      args.queue = "q";
+      args.lease = true;
+      args.nowait = true;
+      args.max_tasks = 4;
+      std::vector<v1::Delivery> got;
+      engine.Get(args, [&](absl::StatusOr<std::vector<v1::Delivery>> r) {
+        if (r.ok()) got = *std::move(r);
+      });
+      for (auto& d : got) {
+        if (++n % 7 == 0) continue;  // abandoned: expires and is redelivered
+        (void)engine.Complete(d.task().id(), d.lease_id(), "g:" + d.task().payload());
+      }
+      if (got.empty()) std::this_thread::yield();
+    }
+  });
+  std::thread timer([&] {
+    while (!stop) {
+      engine.AdvanceTo(clock->Now());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the timer's tick, not sync
+    }
+  });
+
+  // Drain results until all arrived (or a generous deadline).
+  std::map<uint64_t, int> results_per_task;
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (static_cast<int>(results_per_task.size()) < kTotal && absl::Now() < deadline) {
+    GetArgs args;
+    args.queue = "r";
+    args.max_tasks = 1000;
+    args.deadline = absl::Now() + absl::Milliseconds(100);
+    Mutex get_mu;
+    CondVar get_cv;
+    bool done = false;
+    std::vector<v1::Delivery> got;
+    engine.Get(args, [&](absl::StatusOr<std::vector<v1::Delivery>> r) {
+      MutexLock lock(&get_mu);
+      if (r.ok()) got = *std::move(r);
+      done = true;
+      get_cv.SignalAll();
+    });
+    MutexLock lock(&get_mu);
+    while (!done) get_cv.Wait(&get_mu);
+    for (const auto& d : got) ++results_per_task[d.task().result_of()];
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  timer.join();
+  {
+    MutexLock lock(&mu);
+    cv.SignalAll();
+  }
+  worker.join();
+  engine.Unsubscribe(*sub);
+
+  EXPECT_EQ(static_cast<int>(results_per_task.size()), kTotal);
+  for (const auto& [id, count] : results_per_task) EXPECT_EQ(count, 1) << "task " << id;
+  auto stats = engine.Stats("q");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->unfinished(), 0u);
+  EXPECT_EQ(stats->total_completed(), static_cast<uint64_t>(kTotal));
 }
 
 }  // namespace

@@ -175,8 +175,7 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
   const absl::Time started = absl::Now();
   // Stop() cancels context_ while this may still wait for a connection.
   auto stream = stub->Work(context.get());
-  bool connected = false;
-  std::thread sender([&] { SendLoop(stream.get(), context.get(), session, &connected); });
+  std::thread sender([&] { SendLoop(stream.get(), context.get(), session); });
   v1::WorkResponse response;
   bool received = false;
   while (stream->Read(&response)) {
@@ -193,6 +192,12 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
     }
     session_live_ = false;
     session_over_ = true;
+    if (auto it = tasks_by_session_.find(session);
+        it != tasks_by_session_.end() && it->second.count == 0) {
+      tasks_by_session_.erase(it);
+    }
+    // While stopping there is no next stream to report on: stop them now.
+    if (stopping_) StopTasks(/*all=*/false);
     leases_.clear();
     completions_.clear();
     failures_.clear();
@@ -202,9 +207,11 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
   }
   sender.join();
   grpc::Status status = stream->Finish();
+  bool connected;
   {
     MutexLock lock(&mu_);
     context_ = nullptr;
+    connected = connected_;
     connected_ = false;
   }
   result.status = FromGrpc(status);
@@ -213,19 +220,26 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
   return result;
 }
 
+void Worker::MarkConnected() {
+  if (connected_) return;
+  connected_ = true;
+  LogInfo("taskq-worker %s connected to %s, queues: %s", options_.id, options_.connect.master,
+          absl::StrJoin(options_.queues, ", "));
+}
+
 void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>* stream,
-                      grpc::ClientContext* context, uint64_t session, bool* connected) {
+                      grpc::ClientContext* context, uint64_t session) {
   bool first = true;
   bool cancelled = false;
   absl::Time close_deadline = absl::InfiniteFuture();
   mu_.Lock();
   while (!session_over_) {
     const absl::Time now = absl::Now();
-    if (stopping_ && now >= drain_deadline_ && !hard_stop_.stopped()) {
+    if (stopping_ && now >= drain_deadline_ && !hard_stopped_) {
       if (in_flight_ > 0) {
-        LogWarning("drain timeout: telling %d running task(s) to stop", in_flight_);
+        LogWarning("drain time is up: telling %d running task(s) to stop", in_flight_);
       }
-      hard_stop_.Stop();
+      StopTasks(/*all=*/true);
     }
     if (!cancelled && stopping_ && now >= drain_deadline_ + options_.stop_grace) {
       // A handler that ignores the stop flag must not keep us connected.
@@ -249,10 +263,7 @@ void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse
       }
       if (first) {
         first = false;
-        *connected = true;
-        connected_ = true;
-        LogInfo("taskq-worker %s connected to %s, queues: %s", options_.id,
-                options_.connect.master, absl::StrJoin(options_.queues, ", "));
+        MarkConnected();
       }
       continue;
     }
@@ -271,8 +282,8 @@ void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse
       if (lease.session == session) wake = std::min(wake, lease.next_extend);
     }
     if (stopping_ && !cancelled) {
-      wake = std::min(wake, hard_stop_.stopped() ? drain_deadline_ + options_.stop_grace
-                                                 : drain_deadline_);
+      wake = std::min(wake, hard_stopped_ ? drain_deadline_ + options_.stop_grace
+                                          : drain_deadline_);
     }
     if (half_closed_ && !cancelled) wake = std::min(wake, close_deadline);
     cv_.WaitWithDeadline(&mu_, wake);
@@ -321,6 +332,7 @@ bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) 
 
 void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
   std::vector<std::pair<v1::Task, uint64_t>> to_run;
+  std::shared_ptr<const StopSignal> stop;
   {
     MutexLock lock(&mu_);
     for (const auto& ack : response->acks()) HandleAck(ack);
@@ -333,6 +345,10 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
         continue;
       }
       ++in_flight_;
+      SessionTasks& tasks = tasks_by_session_[session];
+      ++tasks.count;
+      if (hard_stopped_) tasks.stop->Stop();  // it will not start
+      stop = tasks.stop;
       Lease& lease = leases_[delivery.lease_id()];
       lease.task_id = delivery.task().id();
       lease.session = session;
@@ -341,13 +357,13 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
       to_run.emplace_back(std::move(*delivery.mutable_task()), delivery.lease_id());
     }
     // A message from the master proves the stream is up (see Stop()).
-    connected_ = true;
+    MarkConnected();
     // New leases: the sender must plan their heartbeats.
     if (!to_run.empty()) cv_.SignalAll();
   }
   for (auto& [task, lease_id] : to_run) {
-    pool_->Submit([this, session, task = std::move(task), lease_id]() mutable {
-      RunTask(session, std::move(task), lease_id);
+    pool_->Submit([this, session, stop, task = std::move(task), lease_id = lease_id]() mutable {
+      RunTask(session, std::move(stop), std::move(task), lease_id);
     });
   }
 }
@@ -357,6 +373,18 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack) {
   if (ack.code() == 0) return;
   auto code = static_cast<absl::StatusCode>(ack.code());
   std::string why = absl::Status(code, ack.message()).ToString();
+  if (ack.task_id() == 0) {
+    // A refused heartbeat (the master acks those only when they fail): the
+    // lease is gone, so stop extending it. The handler runs on; its result
+    // will be refused, and the task runs again elsewhere.
+    uint64_t task_id = 0;
+    if (auto it = leases_.find(ack.lease_id()); it != leases_.end()) {
+      task_id = it->second.task_id;
+      leases_.erase(it);
+    }
+    LogWarning("task %d lost its lease %d: %s", task_id, ack.lease_id(), why);
+    return;
+  }
   if (was_failure) {
     LogWarning("failure report for task %d not accepted: %s", ack.task_id(), why);
   } else if (code == absl::StatusCode::kFailedPrecondition) {
@@ -379,15 +407,16 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack) {
   }
 }
 
-void Worker::RunTask(uint64_t session, v1::Task task, uint64_t lease_id) {
+void Worker::RunTask(uint64_t session, std::shared_ptr<const StopSignal> stop, v1::Task task,
+                     uint64_t lease_id) {
   const absl::Time start = absl::Now();
   LogDebug("task %d started: queue %s, handler %s, attempt %d", task.id(), task.queue(),
            task.handler(), task.attempt());
   absl::StatusOr<std::string> result;
-  if (hard_stop_.stopped()) {
+  if (stop->stopped()) {
     result = absl::CancelledError("the worker stopped before the task started");
   } else {
-    HandlerContext context(task, options_.id, &hard_stop_);
+    HandlerContext context(task, options_.id, stop.get());
     result = handlers_.Run(context);
   }
   if (LogEnabled(LogLevel::kDebug)) {
@@ -407,6 +436,11 @@ void Worker::FinishTask(uint64_t session, const v1::Task& task, uint64_t lease_i
   --in_flight_;
   if (auto it = leases_.find(lease_id); it != leases_.end() && it->second.session == session) {
     leases_.erase(it);
+  }
+  if (auto it = tasks_by_session_.find(session); it != tasks_by_session_.end()) {
+    if (--it->second.count == 0 && !(session_live_ && session_ == session)) {
+      tasks_by_session_.erase(it);
+    }
   }
   // The slot is free again: offer it on whatever stream is live now.
   if (session_live_ && !stopping_) ++credits_;
@@ -438,7 +472,7 @@ void Worker::WaitForHandlers() {
   if (in_flight_ == 0) return;
   // No stream can take their results any more: stop them and wait a little.
   LogInfo("stopping %d task(s) whose results can no longer be reported", in_flight_);
-  hard_stop_.Stop();
+  StopTasks(/*all=*/true);
   const absl::Time deadline = absl::Now() + options_.stop_grace;
   while (in_flight_ > 0 && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
   if (in_flight_ > 0) {
@@ -455,6 +489,7 @@ void Worker::Stop() {
     credits_ = 0;
     LogInfo("taskq-worker %s stopping: finishing %d running task(s), waiting up to %s",
             options_.id, in_flight_, absl::FormatDuration(options_.drain_timeout));
+    StopTasks(/*all=*/false);
   }
   // Still connecting (gRPC may wait up to its connect timeout): holding no
   // task, there is nothing to drain, so do not wait for the connection.
@@ -464,12 +499,26 @@ void Worker::Stop() {
 
 void Worker::StopNow() {
   Stop();
-  {
-    MutexLock lock(&mu_);
-    drain_deadline_ = std::min(drain_deadline_, absl::Now());
-    cv_.SignalAll();
+  MutexLock lock(&mu_);
+  drain_deadline_ = std::min(drain_deadline_, absl::Now());
+  StopTasks(/*all=*/true);
+  cv_.SignalAll();
+}
+
+void Worker::StopTasks(bool all) {
+  if (all) hard_stopped_ = true;
+  uint32_t stopped = 0;
+  for (auto& [session, tasks] : tasks_by_session_) {
+    bool live = session_live_ && session == session_;
+    if ((all || !live) && !tasks.stop->stopped()) {
+      tasks.stop->Stop();
+      stopped += tasks.count;
+    }
   }
-  hard_stop_.Stop();
+  if (!all && stopped > 0) {
+    LogInfo("stopping %d task(s) of a closed stream: their results can no longer be reported",
+            stopped);
+  }
 }
 
 bool Worker::has_stuck_handlers() const {

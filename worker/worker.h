@@ -12,6 +12,11 @@
 //   worker.handlers().Register("upper", MyUpperHandler);  // optional
 //   absl::Status s = worker.Run();  // blocks until Stop()
 //
+// Stopping: each session's tasks see their own StopSignal. A graceful
+// Stop() raises it at once for tasks of streams that already ended (their
+// results cannot be reported), and for the live stream's tasks only when
+// the drain timeout passes (StopNow: at once).
+//
 // Thread-safety: Run() is called once, from one thread. Stop(), StopNow()
 // and handlers() (before Run) may be called from any thread, e.g. a
 // signal-watcher thread. The destructor waits for running handlers.
@@ -96,6 +101,12 @@ class Worker {
     absl::Duration extend_every;
     absl::Time next_extend;
   };
+  // Tasks of one session (stream) that are queued or running, and the stop
+  // signal their handlers see.
+  struct SessionTasks {
+    uint32_t count = 0;
+    std::shared_ptr<StopSignal> stop = std::make_shared<StopSignal>();
+  };
   struct SessionResult {
     absl::Status status;
     bool connected = false;  // the first message went out
@@ -105,40 +116,49 @@ class Worker {
   absl::Status ValidateOptions() const;
   SessionResult RunSession(v1::TaskQueue::Stub* stub, const std::string& token);
   void SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>* stream,
-                grpc::ClientContext* context, uint64_t session, bool* connected);
+                grpc::ClientContext* context, uint64_t session);
+  // Notes (and logs, once per stream) that the stream is up.
+  void MarkConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills `request` from the outbox and due heartbeats; returns true if it
   // has anything to send.
   bool TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleResponse(uint64_t session, v1::WorkResponse* response);
   void HandleAck(const v1::WorkResponse::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunTask(uint64_t session, v1::Task task, uint64_t lease_id);
+  void RunTask(uint64_t session, std::shared_ptr<const StopSignal> stop, v1::Task task,
+               uint64_t lease_id);
   void FinishTask(uint64_t session, const v1::Task& task, uint64_t lease_id,
                   absl::StatusOr<std::string> result);
+  // Raises the stop signal of the tasks of every session (all) or of every
+  // session but the live one, whose results can still be reported.
+  void StopTasks(bool all) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hard-stops running handlers and waits up to stop_grace for them.
   void WaitForHandlers() ABSL_LOCKS_EXCLUDED(mu_);
   uint32_t window() const { return static_cast<uint32_t>(options_.concurrency + options_.prefetch); }
 
   WorkerOptions options_;
   HandlerRegistry handlers_;
-  StopSignal hard_stop_;
   std::unique_ptr<ThreadPool> pool_;  // created by Run()
 
   mutable Mutex mu_;
   CondVar cv_;  // any change below: wakes the sender and Run()'s waits
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool hard_stopped_ ABSL_GUARDED_BY(mu_) = false;  // every task told to stop
   bool stuck_handlers_ ABSL_GUARDED_BY(mu_) = false;
   // The current session (stream); sessions are numbered from 1.
   uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
   bool session_live_ ABSL_GUARDED_BY(mu_) = false;  // may still send on it
   bool session_over_ ABSL_GUARDED_BY(mu_) = false;  // its reader saw the end
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;   // WritesDone sent
-  bool connected_ ABSL_GUARDED_BY(mu_) = false;     // first message sent
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;  // first message sent or received
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Deliveries accepted and not finished, of every session: they hold pool
   // threads and credit slots.
   uint32_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // The same tasks by session; an entry lives while it has tasks or is the
+  // current session.
+  absl::flat_hash_map<uint64_t, SessionTasks> tasks_by_session_ ABSL_GUARDED_BY(mu_);
   // Leases of the current session, by lease id, for heartbeats.
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
   // Outbox of the current session, coalesced by the sender.

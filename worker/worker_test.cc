@@ -18,6 +18,7 @@
 #include "common/auth.h"
 #include "common/log.h"
 #include "gtest/gtest.h"
+#include "worker/builtin_handlers.h"
 
 namespace taskq {
 namespace {
@@ -41,7 +42,6 @@ struct MasterState {
   std::vector<v1::Delivery> pending;  // waiting for credits
   std::vector<v1::WorkResponse::Ack> acks;
   uint64_t next_lease = 1000;
-  int completion_messages = 0;    // WorkRequests that carried completions
   int refused = 0;                // streams refused for a bad token
 };
 
@@ -79,7 +79,6 @@ class FakeMaster final : public v1::TaskQueue::Service {
         first = false;
         state_.credits += request.credits();
         state_.credits_granted += request.credits();
-        if (request.completions_size() > 0) ++state_.completion_messages;
         for (const auto& c : request.completions()) {
           state_.completions.push_back(c);
           v1::WorkResponse::Ack ack;
@@ -113,6 +112,7 @@ class FakeMaster final : public v1::TaskQueue::Service {
         d.set_lease_id(++state_.next_lease);
         *response.add_deliveries() = std::move(d);
         --state_.credits;
+        cv_.SignalAll();
       }
       for (auto& ack : state_.acks) *response.add_acks() = std::move(ack);
       state_.acks.clear();
@@ -277,7 +277,11 @@ class Gate {
       ++entered_;
       cv_.SignalAll();
       while (!open_ && !context.stopping()) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(20));
-      if (!open_) return absl::CancelledError("gate interrupted");
+      if (!open_) {
+        ++interrupted_;
+        cv_.SignalAll();
+        return absl::CancelledError("gate interrupted");
+      }
       return absl::StrCat("passed ", context.payload());
     };
   }
@@ -292,12 +296,23 @@ class Gate {
     while (entered_ < n && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
     return entered_ >= n;
   }
+  bool WaitInterrupted(int n) {
+    MutexLock lock(&mu_);
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (interrupted_ < n && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
+    return interrupted_ >= n;
+  }
+  int interrupted() {
+    MutexLock lock(&mu_);
+    return interrupted_;
+  }
 
  private:
   Mutex mu_;
   CondVar cv_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
   int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int interrupted_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 TEST_F(WorkerTest, StartsWithQueuesIdAndCreditWindow) {
@@ -409,11 +424,36 @@ TEST_F(WorkerTest, DrainTimeoutStopsHandlersAndReportsRetryableFailure) {
 }
 
 TEST_F(WorkerTest, StopNowInterruptsSleep) {
-  Start(Options());
-  master_.AddTask(1, "sleep", "60");
-  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return !s.extends.empty() || s.credits == 2; }));
+  // The builtin sleep, wrapped to tell the test when it has started.
+  Mutex mu;
+  CondVar cv;
+  bool started = false;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers()
+                    .Register("traced-sleep",
+                              [&](const HandlerContext& c) {
+                                {
+                                  MutexLock lock(&mu);
+                                  started = true;
+                                  cv.SignalAll();
+                                }
+                                return SleepHandler(c);
+                              })
+                    .ok());
+  });
+  master_.AddTask(1, "traced-sleep", "60");
+  {
+    MutexLock lock(&mu);
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (!started && absl::Now() < deadline) cv.WaitWithDeadline(&mu, deadline);
+    ASSERT_TRUE(started);
+  }
   worker_->StopNow();
   EXPECT_TRUE(WaitForRun().ok());  // would take a minute if sleep ignored it
+  MasterState s = master_.Snapshot();
+  ASSERT_EQ(s.failures.size(), 1u);
+  EXPECT_FALSE(s.failures[0].permanent());
+  EXPECT_NE(s.failures[0].error().find("sleep interrupted"), std::string::npos);
 }
 
 TEST_F(WorkerTest, RefusedResultBecomesPermanentFailure) {
@@ -459,6 +499,31 @@ TEST_F(WorkerTest, ReconnectsAndDropsResultsOfTheDeadStream) {
   EXPECT_EQ(s.completions[0].result(), "6 * 6 = 36");
   worker_->Stop();
   EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, StopInterruptsOnlyTasksOfDeadStreams) {
+  Gate old_gate, new_gate;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("old", old_gate.AsHandler()).ok());
+    ASSERT_TRUE(w->handlers().Register("new", new_gate.AsHandler()).ok());
+  });
+  master_.AddTask(1, "old", "a");
+  ASSERT_TRUE(old_gate.WaitEntered(1));
+  master_.EndStream();
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.starts.size() == 2; }));
+  master_.AddTask(2, "new", "b");
+  ASSERT_TRUE(new_gate.WaitEntered(1));
+  worker_->Stop();
+  // Task 1's result can never be reported: it is stopped at once. Task 2
+  // drains normally.
+  ASSERT_TRUE(old_gate.WaitInterrupted(1));
+  EXPECT_EQ(new_gate.interrupted(), 0);
+  new_gate.Open();
+  EXPECT_TRUE(WaitForRun().ok());
+  MasterState s = master_.Snapshot();
+  ASSERT_EQ(s.completions.size(), 1u);
+  EXPECT_EQ(s.completions[0].result(), "passed b");
+  EXPECT_TRUE(s.failures.empty());
 }
 
 TEST_F(WorkerTest, KeepsRetryingAWrongTokenUntilStopped) {

@@ -1,0 +1,59 @@
+// Unit tests of the CLI's pure helpers: exit-code mapping, --header
+// parsing, and seconds-to-duration conversion.
+#include "client/cli_common.h"
+
+#include "client/exit_codes.h"
+#include "gtest/gtest.h"
+
+namespace taskq::cli {
+namespace {
+
+TEST(ExitCodeFor, MapsStatusAndCallKindToTheDocumentedCodes) {
+  EXPECT_EQ(ExitCodeFor(absl::OkStatus(), CallKind::kGet), 0);
+  EXPECT_EQ(ExitCodeFor(absl::DeadlineExceededError("empty"), CallKind::kGet), 3);
+  EXPECT_EQ(ExitCodeFor(absl::DeadlineExceededError("join"), CallKind::kWait), 8);
+  EXPECT_EQ(ExitCodeFor(absl::DeadlineExceededError("wait"), CallKind::kSubmit), 8);
+  EXPECT_EQ(ExitCodeFor(absl::DeadlineExceededError("slow"), CallKind::kAdmin), 1);
+  EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("full"), CallKind::kPut), 4);
+  EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("full"), CallKind::kSubmit), 4);
+  EXPECT_EQ(ExitCodeFor(absl::ResourceExhaustedError("big"), CallKind::kGet), 1);
+  for (const absl::Status& refused :
+       {absl::UnauthenticatedError(""), absl::PermissionDeniedError(""),
+        absl::InvalidArgumentError(""), absl::NotFoundError(""), absl::AlreadyExistsError(""),
+        absl::FailedPreconditionError("")}) {
+    EXPECT_EQ(ExitCodeFor(refused, CallKind::kAdmin), 5) << refused;
+    EXPECT_EQ(ExitCodeFor(refused, CallKind::kGet), 5) << refused;
+  }
+  EXPECT_EQ(ExitCodeFor(absl::UnavailableError("down"), CallKind::kPut), 6);
+  EXPECT_EQ(ExitCodeFor(absl::InternalError("oops"), CallKind::kPut), 1);
+  EXPECT_EQ(ExitCodeFor(absl::CancelledError("bye"), CallKind::kGet), 1);
+}
+
+TEST(ParseHeaders, SplitsAtTheFirstEquals) {
+  auto h = ParseHeaders({"a=1", "b=x=y", "c="});
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(*h, (std::map<std::string, std::string>{{"a", "1"}, {"b", "x=y"}, {"c", ""}}));
+}
+
+TEST(ParseHeaders, RefusesMissingKeyOrEquals) {
+  EXPECT_FALSE(ParseHeaders({"novalue"}).ok());
+  EXPECT_FALSE(ParseHeaders({"=v"}).ok());
+}
+
+TEST(SecondsToDuration, FractionsAndForever) {
+  EXPECT_EQ(SecondsToDuration(0.25), absl::Milliseconds(250));
+  EXPECT_EQ(SecondsToDuration(0), absl::ZeroDuration());
+  EXPECT_EQ(SecondsToDuration(1e12), absl::InfiniteDuration());
+  EXPECT_EQ(WaitFlags{}.timeout(), absl::InfiniteDuration());
+  EXPECT_EQ((WaitFlags{.timeout_seconds = 2}).timeout(), absl::Seconds(2));
+}
+
+TEST(KindName, NamesEveryKind) {
+  EXPECT_EQ(KindName(v1::QUEUE_KIND_UNSPECIFIED), "fifo");
+  EXPECT_EQ(KindName(v1::QUEUE_KIND_FIFO), "fifo");
+  EXPECT_EQ(KindName(v1::QUEUE_KIND_LIFO), "lifo");
+  EXPECT_EQ(KindName(v1::QUEUE_KIND_PRIORITY), "priority");
+}
+
+}  // namespace
+}  // namespace taskq::cli
