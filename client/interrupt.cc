@@ -9,7 +9,6 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/time/clock.h"  // common/sync.h uses absl::Now without including it
 #include "common/sync.h"
 
 namespace taskq::cli {

@@ -546,12 +546,16 @@ void MemoryEngine::ClearLease(TaskRecord& rec) {
 void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
                                  std::string error, Pending& pending) {
   const std::string& reply_to = rec.task.reply_to();
-  absl::StatusOr<Queue*> rq = FindOrCreateQueue(reply_to);
-  if (!rq.ok()) {
-    LogWarning("result of task %d dropped: %s", rec.task.id(), rq.status().message());
+  // The reply queue was made (or checked) when the task was put. If it is
+  // gone now, its owner deleted it (e.g. `submit --wait` gave up): do not
+  // resurrect it as an orphan nobody reads.
+  Queue* rq = FindQueue(reply_to);
+  if (!rq) {
+    LogInfo("result of task %d dropped: its reply_to queue \"%s\" was deleted", rec.task.id(),
+            reply_to);
     return;
   }
-  Queue& q = **rq;
+  Queue& q = *rq;
   uint64_t id = next_task_id_++;
   TaskRecord r;
   r.task.set_id(id);

@@ -324,6 +324,15 @@ TEST_F(EngineTest, GivenUpAfterMaxAttemptsWithAFailedResult) {
   EXPECT_EQ(Stats("q").unfinished(), 0u);
 }
 
+TEST_F(EngineTest, ResultForADeletedReplyQueueIsDroppedNotResurrected) {
+  auto ids = MustPut("q", {Spec("x", 0, "gone")});
+  auto d = MustGet("q", true);
+  ASSERT_TRUE(engine_->DeleteQueue("gone").ok());
+  ASSERT_TRUE(engine_->Complete(ids[0], d[0].lease_id(), "r").ok());
+  EXPECT_EQ(engine_->Stats("gone").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Stats("q").total_completed(), 1u);
+}
+
 TEST_F(EngineTest, PermanentFailureIsNotRetried) {
   auto ids = MustPut("q", {Spec("x", 0, "r")});
   auto d = MustGet("q", true);
