@@ -54,6 +54,7 @@ struct GetArgs {
   WaitFlags wait;
   uint32_t max = 1;
   bool show_ids = false;
+  bool manual_task_done = false;
 };
 
 int RunGet(const GlobalOptions& globals, const GetArgs& args) {
@@ -63,6 +64,7 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   options.max_tasks = args.max;
   options.nowait = args.wait.nowait;
   options.timeout = args.wait.timeout();
+  options.manual_task_done = args.manual_task_done;
   auto got = client->Get(args.queue, options);
   if (!got.ok()) return ReportError(got.status(), CallKind::kGet, globals);
   for (const v1::Delivery& d : *got) {
@@ -139,6 +141,9 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
   g->add_flag("--show-ids", get->show_ids,
               "Print ID<TAB>PAYLOAD; for a result message, ID is the task it is the "
               "result of");
+  g->add_flag("--manual-task-done", get->manual_task_done,
+              "Keep the tasks counted as unfinished (join waits) until `taskq task-done` "
+              "marks them done: Python's get + task_done protocol");
   verbs->push_back({g, [globals, get] { return RunGet(*globals, *get); }});
 
   struct JoinArgs {

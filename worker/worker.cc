@@ -30,6 +30,10 @@ constexpr absl::Duration kMaxExtendEvery = absl::Seconds(10);
 constexpr absl::Duration kExtendSlack = absl::Milliseconds(50);
 // After WritesDone, how long the master gets to end the stream.
 constexpr absl::Duration kHalfCloseWait = absl::Seconds(5);
+// The master refuses a stream (bad token, unknown queue) right after our
+// first message; a stream still open this long after it is taken as up.
+// A message from the master confirms it sooner.
+constexpr absl::Duration kConfirmConnected = absl::Milliseconds(250);
 // A session that lasted this long counts as healthy (backoff resets).
 constexpr absl::Duration kHealthySession = absl::Seconds(1);
 // Results per message stop here; the rest go in the next one.
@@ -119,9 +123,12 @@ absl::Status Worker::Run() {
     if (result.connected) {
       LogInfo("taskq-worker %s disconnected from %s: %s; reconnecting in %s", options_.id, master,
               why, absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
-    } else {
+    } else if (absl::IsUnavailable(result.status)) {
       LogInfo("taskq-worker %s cannot reach %s: %s; reconnecting in %s", options_.id, master, why,
               absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
+    } else {
+      LogWarning("taskq-worker %s: %s refused the stream: %s; reconnecting in %s", options_.id,
+                 master, why, absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
     }
     if (absl::IsUnauthenticated(result.status) || absl::IsPermissionDenied(result.status)) {
       LogError("the master refused this worker's token; check --token-file (%s)",
@@ -232,9 +239,11 @@ void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse
   bool first = true;
   bool cancelled = false;
   absl::Time close_deadline = absl::InfiniteFuture();
+  absl::Time confirm_at = absl::InfiniteFuture();
   mu_.Lock();
   while (!session_over_) {
     const absl::Time now = absl::Now();
+    if (!connected_ && now >= confirm_at) MarkConnected();
     if (stopping_ && now >= drain_deadline_ && !hard_stopped_) {
       if (in_flight_ > 0) {
         LogWarning("drain time is up: telling %d running task(s) to stop", in_flight_);
@@ -263,7 +272,7 @@ void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse
       }
       if (first) {
         first = false;
-        MarkConnected();
+        confirm_at = absl::Now() + kConfirmConnected;
       }
       continue;
     }
@@ -286,6 +295,7 @@ void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse
                                           : drain_deadline_);
     }
     if (half_closed_ && !cancelled) wake = std::min(wake, close_deadline);
+    if (!connected_) wake = std::min(wake, confirm_at);
     cv_.WaitWithDeadline(&mu_, wake);
   }
   mu_.Unlock();
