@@ -108,6 +108,8 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
     engine_->Unsubscribe(*sub);
     return absl::CancelledError("stream ended while subscribing");
   }
+  // Tells the worker it was accepted before any task is ready for it.
+  StartSendInitialMetadata();
   LogInfo("worker %s (%s) connected; queues: %s", worker, peer_, absl::StrJoin(queues, ","));
   return absl::OkStatus();
 }

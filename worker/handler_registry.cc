@@ -39,7 +39,8 @@ absl::Status HandlerRegistry::Register(absl::string_view name, Handler handler) 
   MutexLock lock(&mu_);
   auto [it, inserted] = handlers_.try_emplace(std::string(name), nullptr);
   if (!inserted) {
-    return absl::AlreadyExistsError(absl::StrCat("a handler named ", name, " is already registered"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("a handler named ", name, " is already registered"));
   }
   it->second = std::make_shared<const Handler>(std::move(handler));
   return absl::OkStatus();

@@ -134,7 +134,9 @@ class Worker {
   void StopTasks(bool all) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hard-stops running handlers and waits up to stop_grace for them.
   void WaitForHandlers() ABSL_LOCKS_EXCLUDED(mu_);
-  uint32_t window() const { return static_cast<uint32_t>(options_.concurrency + options_.prefetch); }
+  uint32_t window() const {
+    return static_cast<uint32_t>(options_.concurrency + options_.prefetch);
+  }
 
   WorkerOptions options_;
   HandlerRegistry handlers_;

@@ -374,7 +374,9 @@ TEST_F(WorkerTest, ReportsPermanentAndRetryableFailures) {
 
 TEST_F(WorkerTest, ExtendsLeasesWhileRunning) {
   Gate gate;
-  Start(Options(), [&](Worker* w) { ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok()); });
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
   // 600 ms lease: heartbeat every 200 ms.
   master_.AddTask(1, "gate", "a", absl::Milliseconds(600));
   ASSERT_TRUE(gate.WaitEntered(1));
@@ -390,7 +392,9 @@ TEST_F(WorkerTest, ExtendsLeasesWhileRunning) {
 
 TEST_F(WorkerTest, GracefulStopFinishesRunningTasksFirst) {
   Gate gate;
-  Start(Options(), [&](Worker* w) { ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok()); });
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
   master_.AddTask(1, "gate", "a");
   master_.AddTask(2, "gate", "b");
   ASSERT_TRUE(gate.WaitEntered(2));
@@ -482,7 +486,9 @@ TEST_F(WorkerTest, LostLeaseAckIsOnlyLogged) {
 
 TEST_F(WorkerTest, ReconnectsAndDropsResultsOfTheDeadStream) {
   Gate gate;
-  Start(Options(), [&](Worker* w) { ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok()); });
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
   master_.AddTask(1, "gate", "old");
   ASSERT_TRUE(gate.WaitEntered(1));
   master_.EndStream();
