@@ -47,6 +47,11 @@ queues=() allow_exec=() ssh_opts=(-o BatchMode=yes) hosts=()
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --master|--token-file|--count|--queue|--concurrency|--tls-ca|--tls-server-name|\
+    --allow-exec|--worker-bin|--remote-dir|--ssh-option)
+      [[ $# -ge 2 ]] || die "$1 needs a value" ;;
+  esac
+  case "$1" in
     --master) master=${2-}; shift 2 ;;
     --token-file) token_file=${2-}; shift 2 ;;
     --count) count=${2-}; shift 2 ;;

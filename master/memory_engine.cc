@@ -848,16 +848,16 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
 void MemoryEngine::CompactWaitLists(Queue& q) {
   // Lazy deletion leaves ids of finished waiters behind; drop them once they
   // outnumber the live ones so churn cannot grow the lists without bound.
-  auto live = [this](WaitId id) { return waiters_.contains(id); };
-  if (q.getters.size() > 2 * static_cast<size_t>(q.live_getters) + 64) {
-    std::erase_if(q.getters, [&](WaitId id) { return !live(id); });
-  }
-  if (q.putters.size() > 2 * static_cast<size_t>(q.live_putters) + 64) {
-    std::erase_if(q.putters, [&](WaitId id) { return !live(id); });
-  }
-  if (q.joiners.size() > 64) {
-    std::erase_if(q.joiners, [&](WaitId id) { return !live(id); });
-  }
+  auto drop_finished = [this](auto& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    size_t kept = 0;
+    for (WaitId id : ids) {
+      if (waiters_.contains(id)) ids[kept++] = id;
+    }
+    ids.resize(kept);
+  };
+  if (q.getters.size() > 2 * static_cast<size_t>(q.live_getters) + 64) drop_finished(q.getters);
+  if (q.putters.size() > 2 * static_cast<size_t>(q.live_putters) + 64) drop_finished(q.putters);
+  if (q.joiners.size() > 64) drop_finished(q.joiners);
 }
 
 void MemoryEngine::CancelWait(WaitId id) {

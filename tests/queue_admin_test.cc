@@ -176,6 +176,24 @@ TEST_F(QueueAdmin, JoinTimesOutOnUnfinishedTask) {
   EXPECT_EQ(again.exit_code, 0) << Describe(again);
 }
 
+TEST_F(QueueAdmin, ManualTaskDoneHoldsJoinUntilTaskDone) {
+  Run({"put", "td", "a", "b"});
+  CliResult get = cluster_.Cli({"get", "td", "--max", "2", "--timeout", "5",
+                                "--manual-task-done"});
+  ASSERT_EQ(get.exit_code, 0) << Describe(get);
+  size_t taken = Lines(get.out).size();
+  if (taken < 2) Run({"get", "td", "--nowait", "--manual-task-done"});
+  EXPECT_EQ(cluster_.StatNumber("td", "unfinished"), 2);
+  // Taken but not marked done: join still waits (Python's task_done/join).
+  CliResult join = cluster_.Cli({"join", "td", "--timeout", "0.2"});
+  EXPECT_EQ(join.exit_code, 8) << Describe(join);
+  Run({"task-done", "td"});
+  EXPECT_EQ(cluster_.StatNumber("td", "unfinished"), 1);
+  Run({"task-done", "td", "--count", "1"});
+  CliResult done = cluster_.Cli({"join", "td", "--timeout", "5"});
+  EXPECT_EQ(done.exit_code, 0) << Describe(done);
+}
+
 TEST_F(QueueAdmin, JoinOnEmptyQueueReturnsAtOnce) {
   Run({"queue", "create", "idle"});
   CliResult join = cluster_.Cli({"join", "idle", "--timeout", "5"});

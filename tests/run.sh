@@ -45,6 +45,14 @@ if [[ $build_only -eq 1 || $preset == clang-tsa ]]; then
 fi
 
 echo "==> Testing preset $preset"
+filter=()
+if [[ $preset == tsan ]]; then
+  # Debian's gRPC and abseil are not built with ThreadSanitizer: every RPC
+  # would report false races inside them. Under TSan run the unit tests
+  # that do not go through gRPC (our own threads: the engine stress test,
+  # thread pool, handlers); everything else runs under ASan and release.
+  filter=(-LE 'integration|grpc')
+fi
 # Two at a time: every integration test runs a master, workers and CLIs.
-ctest --preset "$preset" --output-on-failure -j "${TASKQ_TEST_JOBS:-2}" "${ctest_args[@]}"
+ctest --preset "$preset" --output-on-failure -j "${TASKQ_TEST_JOBS:-2}" "${filter[@]}" "${ctest_args[@]}"
 echo "==> Preset $preset: all tests passed"
