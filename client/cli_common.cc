@@ -121,6 +121,13 @@ absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
   return out;
 }
 
+std::vector<v1::TaskSpec> MakeTaskSpecs(std::vector<std::string> payloads,
+                                        const v1::TaskSpec& shared) {
+  std::vector<v1::TaskSpec> tasks(payloads.size(), shared);
+  for (size_t i = 0; i < payloads.size(); ++i) tasks[i].set_payload(std::move(payloads[i]));
+  return tasks;
+}
+
 std::vector<std::string> ExpandStdin(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   out.reserve(args.size());

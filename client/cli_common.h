@@ -85,6 +85,11 @@ absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
 // '\r' is dropped, empty lines are skipped). Other arguments are kept.
 std::vector<std::string> ExpandStdin(const std::vector<std::string>& args);
 
+// One TaskSpec per payload: a copy of `shared` (handler, priority, reply_to,
+// headers, args) with that payload.
+std::vector<v1::TaskSpec> MakeTaskSpecs(std::vector<std::string> payloads,
+                                        const v1::TaskSpec& shared);
+
 // "fifo", "lifo" or "priority".
 std::string KindName(v1::QueueKind kind);
 

@@ -113,16 +113,13 @@ int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
 
-  std::vector<v1::TaskSpec> tasks(payloads.size());
-  for (size_t i = 0; i < payloads.size(); ++i) {
-    v1::TaskSpec& t = tasks[i];
-    t.set_payload(std::move(payloads[i]));
-    t.set_handler(args.handler);
-    t.set_priority(args.priority);
-    t.set_reply_to(args.reply_to);
-    t.mutable_headers()->insert(headers->begin(), headers->end());
-    for (const std::string& a : args.handler_args) t.add_args(a);
-  }
+  v1::TaskSpec shared;
+  shared.set_handler(args.handler);
+  shared.set_priority(args.priority);
+  shared.set_reply_to(args.reply_to);
+  shared.mutable_headers()->insert(headers->begin(), headers->end());
+  for (const std::string& a : args.handler_args) shared.add_args(a);
+  std::vector<v1::TaskSpec> tasks = MakeTaskSpecs(std::move(payloads), shared);
   if (!args.wait) return SubmitNoWait(globals, *client, args, std::move(tasks));
   return SubmitAndWaitForResults(globals, *client, args, std::move(tasks));
 }

@@ -54,8 +54,6 @@ constexpr size_t kMaxPutRequestBytes = kMaxGrpcMessageBytes / 4;
 
 }  // namespace
 
-absl::Status FromGrpcStatus(const grpc::Status& status) { return ToAbslStatus(status); }
-
 // --- CallCanceller ----------------------------------------------------------
 
 void CallCanceller::Cancel() {
@@ -112,7 +110,7 @@ absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)
   }
   grpc::Status status = rpc(&context);
   if (canceller != nullptr) canceller->Unregister(&context);
-  return FromGrpcStatus(status);
+  return ToAbslStatus(status);
 }
 
 absl::Duration Client::WaitingDeadline(bool nowait, absl::Duration timeout) const {

@@ -44,15 +44,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/channel.h"
+#include "common/grpc_status.h"
 #include "common/sync.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 #include "taskq/v1/taskq.pb.h"
 
 namespace taskq {
-
-// grpc::Status -> absl::Status, keeping code and message (as
-// common/grpc_status.h's ToAbslStatus; here for library users).
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Lets one thread abort calls another thread has in progress (e.g. on
 // Ctrl-C). Once Cancel() ran, calls made with this canceller fail at once

@@ -8,7 +8,8 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-          libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev)
+          libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
+          openssl)  # openssl: the TLS test makes its certificate with it
 for arg in "$@"; do
   case "$arg" in
     --with-clang) packages+=(clang) ;;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/auth.h"
+#include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "worker/backoff.h"
@@ -38,10 +39,6 @@ constexpr absl::Duration kConfirmConnected = absl::Milliseconds(250);
 constexpr absl::Duration kHealthySession = absl::Seconds(1);
 // Results per message stop here; the rest go in the next one.
 constexpr size_t kMaxBatchBytes = 4 << 20;
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
 
 absl::Duration ExtendPeriod(int64_t deadline_unix_ms, absl::Time now) {
   if (deadline_unix_ms <= 0) return kMaxExtendEvery;
@@ -221,7 +218,7 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
     connected = connected_;
     connected_ = false;
   }
-  result.status = FromGrpc(status);
+  result.status = ToAbslStatus(status);
   result.connected = connected;
   result.healthy = connected && (received || absl::Now() - started >= kHealthySession);
   return result;
