@@ -58,7 +58,7 @@ constexpr char kUsage[] =
     "  --tasks N          tasks measured (default 100000)\n"
     "  --batch B          tasks per Put (default 500, at most 10000)\n"
     "  --window W         most tasks in flight, put but no result yet\n"
-    "                     (default 20000)\n"
+    "                     (default 1000)\n"
     "  --warmup N         tasks run and checked before measuring (default 1000)\n"
     "  --producers P      threads issuing Puts, i.e. Puts in flight (default 2)\n"
     "  --stall-timeout S  give up after S seconds without a result (default 30)\n"
@@ -70,7 +70,7 @@ struct Options {
   uint64_t tasks = 100000;
   uint64_t batch = 500;
   std::string queue = "bench.tasks";
-  uint64_t window = 20000;
+  uint64_t window = 1000;
   uint64_t warmup = 1000;
   uint64_t producers = 2;
   uint64_t stall_timeout_s = 30;
