@@ -25,6 +25,8 @@ inline constexpr uint32_t kMaxTasksPerGet = 1000;
 inline constexpr size_t kMaxQueuesPerWorker = 64;
 inline constexpr size_t kMaxWorkerIdBytes = 256;
 inline constexpr uint32_t kMaxCredits = 100000;  // outstanding per Work stream
+// Completions + failures + heartbeats in one WorkRequest.
+inline constexpr size_t kMaxReportsPerWorkMessage = 10000;
 // gRPC message size cap on both ends; large enough for a full batch.
 inline constexpr int kMaxGrpcMessageBytes = 64 << 20;
 

@@ -1,6 +1,7 @@
 #include "master/work_stream.h"
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
@@ -9,8 +10,14 @@
 namespace taskq {
 
 namespace {
-// Cap on deliveries coalesced into one message, to bound message size.
+// Caps on deliveries and acks coalesced into one message, to bound message
+// size (and so that the outbox depth measures what is queued).
 constexpr int kMaxDeliveriesPerMessage = 512;
+constexpr int kMaxAcksPerMessage = 1024;
+// Reading stops above this many queued responses and resumes at or below
+// kResumeReadAt.
+constexpr size_t kPauseReadAbove = 32;
+constexpr size_t kResumeReadAt = 8;
 }  // namespace
 
 WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth)
@@ -43,7 +50,17 @@ void WorkStream::OnReadDone(bool ok) {
   }
   Handle(request_);
   MutexLock lock(&mu_);
-  if (!finished_) StartRead(&request_);
+  if (!finished_) ReadNextOrPause();
+}
+
+void WorkStream::ReadNextOrPause() {
+  if (outbox_.size() > kPauseReadAbove) {
+    if (!read_paused_) LogDebug("worker stream %s: not reading acks; pausing reads", peer_);
+    read_paused_ = true;
+    return;
+  }
+  read_paused_ = false;
+  StartRead(&request_);
 }
 
 void WorkStream::Handle(v1::WorkRequest& req) {
@@ -61,6 +78,14 @@ void WorkStream::Handle(v1::WorkRequest& req) {
   } else if (req.has_start()) {
     return EndWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                 "`start` may only be sent once per Work stream"));
+  }
+  size_t reports = static_cast<size_t>(req.completions_size()) + req.failures_size() +
+                   req.extend_lease_ids_size();
+  if (reports > kMaxReportsPerWorkMessage) {
+    return EndWith(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("a Work message carries ", reports, " reports; the limit is ",
+                     kMaxReportsPerWorkMessage, ": send them in several messages")));
   }
   for (auto& c : *req.mutable_completions()) {
     QueueAck(c.task_id(), c.lease_id(),
@@ -138,7 +163,8 @@ void WorkStream::QueueAck(uint64_t task_id, uint64_t lease_id, const absl::Statu
 v1::WorkResponse& WorkStream::Tail() {
   bool front_in_flight = writing_ && outbox_.size() == 1;
   if (outbox_.empty() || front_in_flight ||
-      outbox_.back().deliveries_size() >= kMaxDeliveriesPerMessage) {
+      outbox_.back().deliveries_size() >= kMaxDeliveriesPerMessage ||
+      outbox_.back().acks_size() >= kMaxAcksPerMessage) {
     outbox_.emplace_back();
   }
   return outbox_.back();
@@ -164,6 +190,7 @@ void WorkStream::OnWriteDone(bool ok) {
     return;
   }
   if (finished_) return;
+  if (read_paused_ && outbox_.size() <= kResumeReadAt) ReadNextOrPause();
   if (!outbox_.empty()) {
     WriteNext();
   } else if (reads_done_) {

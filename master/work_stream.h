@@ -52,6 +52,9 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   // The message new items can be appended to (not the one being written).
   v1::WorkResponse& Tail() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts the next read unless the outbox is too deep (then OnWriteDone
+  // resumes it).
+  void ReadNextOrPause() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndWith(const grpc::Status& status);
   void Unsubscribe();
 
@@ -66,6 +69,9 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;  // a write failed: connection gone
+  // Reading is paused while the outbox is deep: a worker that sends reports
+  // but does not read the acks cannot grow the master's memory.
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool subscribed_ ABSL_GUARDED_BY(mu_) = false;
   bool unsubscribed_ ABSL_GUARDED_BY(mu_) = false;
   SubscriptionId sub_ ABSL_GUARDED_BY(mu_) = 0;

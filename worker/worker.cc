@@ -313,14 +313,17 @@ bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) 
   credits_ = 0;
   size_t bytes = 0;
   size_t taken = 0;
-  for (; taken < completions_.size() && bytes < kMaxBatchBytes; ++taken) {
+  // The master refuses a message with more reports than this; the rest go
+  // in the next message.
+  size_t room = kMaxReportsPerWorkMessage;
+  for (; taken < completions_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
     bytes += completions_[taken].result().size();
     *request->add_completions() = std::move(completions_[taken]);
   }
   completions_.erase(completions_.begin(), completions_.begin() + static_cast<ptrdiff_t>(taken));
   any = any || taken > 0;
   taken = 0;
-  for (; taken < failures_.size() && bytes < kMaxBatchBytes; ++taken) {
+  for (; taken < failures_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
     bytes += failures_[taken].error().size();
     failures_sent_.insert(failures_[taken].lease_id());
     *request->add_failures() = std::move(failures_[taken]);
@@ -330,6 +333,8 @@ bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) 
   const absl::Time now = absl::Now();
   for (auto& [lease_id, lease] : leases_) {
     if (lease.session != session || lease.next_extend > now + kExtendSlack) continue;
+    if (room == 0) break;
+    --room;
     request->add_extend_lease_ids(lease_id);
     lease.next_extend = now + lease.extend_every;
     any = true;
