@@ -88,7 +88,12 @@ TEST_F(WorkStreamLimits, FloodOfReportsIsThrottledButEveryAckArrives) {
   size_t at = proc.find("VmHWM:");
   ASSERT_NE(at, std::string::npos);
   long long peak_kb = std::atoll(proc.c_str() + at + 6);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's shadow memory and quarantine make RSS meaningless here.
+  (void)peak_kb;
+#else
   EXPECT_LT(peak_kb, 60 * 1024) << "master peak RSS " << peak_kb << " kB";
+#endif
   // The master is still healthy.
   CliResult r = cluster_.Cli({"queue", "stats", "flood"});
   EXPECT_EQ(r.exit_code, 0) << Describe(r);
