@@ -328,9 +328,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       w.deadline = args.deadline;
       w.put = std::move(args);
       w.put_done = std::move(done);
-      wait_id = AddWaiter(std::move(w), pending);
-      (*q)->putters.push_back(wait_id);
-      ++(*q)->live_putters;
+      wait_id = AddWaiter(**q, std::move(w), pending);
     }
   }
   pending.Run(on_earlier_deadline_);
@@ -415,9 +413,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
       w.deadline = args.deadline;
       w.get = std::move(args);
       w.get_done = std::move(done);
-      wait_id = AddWaiter(std::move(w), pending);
-      (*q)->getters.push_back(wait_id);
-      ++(*q)->live_getters;
+      wait_id = AddWaiter(**q, std::move(w), pending);
     }
   }
   pending.Run(on_earlier_deadline_);
@@ -710,8 +706,7 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
       w.queue = queue;
       w.deadline = deadline;
       w.join_done = std::move(done);
-      wait_id = AddWaiter(std::move(w), pending);
-      q->joiners.push_back(wait_id);
+      wait_id = AddWaiter(*q, std::move(w), pending);
     }
   }
   pending.Run(on_earlier_deadline_);
@@ -812,11 +807,24 @@ absl::Time MemoryEngine::NextDeadline() {
   return NextDeadlineLocked();
 }
 
-WaitId MemoryEngine::AddWaiter(Waiter w, Pending& pending) {
+WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   WaitId id = next_wait_id_++;
   if (w.deadline != absl::InfiniteFuture()) {
     if (w.deadline < NextDeadlineLocked()) pending.WakeTimer();
     wait_deadlines_.insert({w.deadline, id});
+  }
+  switch (w.kind) {
+    case WaitKind::kPut:
+      q.putters.push_back(id);
+      ++q.live_putters;
+      break;
+    case WaitKind::kGet:
+      q.getters.push_back(id);
+      ++q.live_getters;
+      break;
+    case WaitKind::kJoin:
+      q.joiners.push_back(id);
+      break;
   }
   waiters_.emplace(id, std::move(w));
   return id;

@@ -160,7 +160,8 @@ class MemoryEngine final : public QueueEngine {
   void ClearLease(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<TaskRecord*> FindLease(uint64_t task_id, uint64_t lease_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  WaitId AddWaiter(Waiter w, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Parks a blocked call on q's list for its kind, with its deadline.
+  WaitId AddWaiter(Queue& q, Waiter w, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a waiter and schedules its callback with `status`.
   void FailWaiter(WaitId id, absl::Status status, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

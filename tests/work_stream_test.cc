@@ -42,6 +42,20 @@ class WorkStreamLimits : public ::testing::Test {
     return req;
   }
 
+  // Opens a Work stream, sends `req`, closes the writing side, reads
+  // whatever comes back and returns the stream's final status.
+  grpc::Status SendOneAndFinish(const v1::WorkRequest& req) {
+    grpc::ClientContext ctx;
+    PrepareContext(&ctx, conn_.token, absl::Seconds(60));
+    auto stream = stub_->Work(&ctx);
+    if (!stream->Write(req)) ADD_FAILURE() << "write refused";
+    stream->WritesDone();
+    v1::WorkResponse resp;
+    while (stream->Read(&resp)) {
+    }
+    return stream->Finish();
+  }
+
   Cluster cluster_;
   Connection conn_;
   std::unique_ptr<v1::TaskQueue::Stub> stub_;
@@ -100,33 +114,17 @@ TEST_F(WorkStreamLimits, FloodOfReportsIsThrottledButEveryAckArrives) {
 }
 
 TEST_F(WorkStreamLimits, TooManyReportsInOneMessageIsRefused) {
-  grpc::ClientContext ctx;
-  PrepareContext(&ctx, conn_.token, absl::Seconds(60));
-  auto stream = stub_->Work(&ctx);
   v1::WorkRequest req = BogusCompletions(static_cast<int>(kMaxReportsPerWorkMessage) + 1, 1);
   req.mutable_start()->add_queues("q");
-  ASSERT_TRUE(stream->Write(req));
-  stream->WritesDone();
-  v1::WorkResponse resp;
-  while (stream->Read(&resp)) {
-  }
-  grpc::Status status = stream->Finish();
+  grpc::Status status = SendOneAndFinish(req);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(status.error_message(), "limit")) << status.error_message();
 }
 
 TEST_F(WorkStreamLimits, FirstMessageMustSubscribe) {
-  grpc::ClientContext ctx;
-  PrepareContext(&ctx, conn_.token, absl::Seconds(60));
-  auto stream = stub_->Work(&ctx);
   v1::WorkRequest req;
   req.set_credits(1);
-  ASSERT_TRUE(stream->Write(req));
-  stream->WritesDone();
-  v1::WorkResponse resp;
-  while (stream->Read(&resp)) {
-  }
-  grpc::Status status = stream->Finish();
+  grpc::Status status = SendOneAndFinish(req);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(status.error_message(), "start")) << status.error_message();
 }
