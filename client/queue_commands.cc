@@ -157,7 +157,7 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   c->add_option("--max-attempts", create->max_attempts,
                 "Deliveries before a task is given up and reported failed "
                 "(default: the master's --max-attempts)")
-      ->check(CLI::Range(1u, 1000000u));
+      ->check(CLI::Range(1u, 1000u));
   c->add_flag("--exist-ok", create->exist_ok,
               "Succeed if the queue already exists with the same settings");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
