@@ -485,19 +485,25 @@ class Bench {
     }
   }
 
+  // One long-poll for up to kMaxTasksPerGet results (take mode). The gRPC
+  // deadline leaves the master time to answer "empty" itself.
+  grpc::Status TakeResults(uint32_t timeout_ms, v1::GetResponse* response) {
+    v1::GetRequest request;
+    request.set_queue(result_queue_);
+    request.set_max_tasks(kMaxTasksPerGet);
+    request.set_timeout_ms(timeout_ms);
+    request.set_mode(v1::GET_MODE_TAKE);
+    grpc::ClientContext context;
+    PrepareContext(&context, token_, absl::Milliseconds(timeout_ms) + absl::Seconds(10));
+    return stub_->Get(&context, request, response);
+  }
+
   void Consume(Phase* phase) {
     const int64_t stall_ns = static_cast<int64_t>(options_.stall_timeout_s) * 1'000'000'000;
     int64_t last_progress_ns = NowNs();
     while (!phase->AllReceived() && !phase->Aborted()) {
-      v1::GetRequest request;
-      request.set_queue(result_queue_);
-      request.set_max_tasks(kMaxTasksPerGet);
-      request.set_timeout_ms(1000);
-      request.set_mode(v1::GET_MODE_TAKE);
       v1::GetResponse response;
-      grpc::ClientContext context;
-      PrepareContext(&context, token_, absl::Seconds(11));
-      grpc::Status status = stub_->Get(&context, request, &response);
+      grpc::Status status = TakeResults(1000, &response);
       int64_t now_ns = NowNs();
       if (status.ok()) {
         if (phase->RecordResults(&response, now_ns) > 0) last_progress_ns = now_ns;
@@ -516,15 +522,8 @@ class Bench {
     }
     if (phase->Aborted()) return;
     // Every task has its result; a short last poll catches duplicates.
-    v1::GetRequest request;
-    request.set_queue(result_queue_);
-    request.set_max_tasks(kMaxTasksPerGet);
-    request.set_timeout_ms(200);
-    request.set_mode(v1::GET_MODE_TAKE);
     v1::GetResponse response;
-    grpc::ClientContext context;
-    PrepareContext(&context, token_, absl::Seconds(10));
-    if (stub_->Get(&context, request, &response).ok()) {
+    if (TakeResults(200, &response).ok()) {
       phase->RecordResults(&response, NowNs());
     }
   }

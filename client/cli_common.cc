@@ -121,8 +121,13 @@ absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
   return out;
 }
 
-std::vector<v1::TaskSpec> MakeTaskSpecs(std::vector<std::string> payloads,
-                                        const v1::TaskSpec& shared) {
+absl::StatusOr<std::vector<v1::TaskSpec>> BuildTasks(const std::vector<std::string>& payload_args,
+                                                     const std::vector<std::string>& header_flags,
+                                                     v1::TaskSpec shared) {
+  auto headers = ParseHeaders(header_flags);
+  if (!headers.ok()) return headers.status();
+  shared.mutable_headers()->insert(headers->begin(), headers->end());
+  std::vector<std::string> payloads = ExpandStdin(payload_args);
   std::vector<v1::TaskSpec> tasks(payloads.size(), shared);
   for (size_t i = 0; i < payloads.size(); ++i) tasks[i].set_payload(std::move(payloads[i]));
   return tasks;

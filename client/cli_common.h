@@ -85,10 +85,13 @@ absl::StatusOr<std::map<std::string, std::string>> ParseHeaders(
 // '\r' is dropped, empty lines are skipped). Other arguments are kept.
 std::vector<std::string> ExpandStdin(const std::vector<std::string>& args);
 
-// One TaskSpec per payload: a copy of `shared` (handler, priority, reply_to,
-// headers, args) with that payload.
-std::vector<v1::TaskSpec> MakeTaskSpecs(std::vector<std::string> payloads,
-                                        const v1::TaskSpec& shared);
+// The tasks of a put or submit: one per payload argument ("-" expands to
+// the lines of stdin), each a copy of `shared` (handler, priority,
+// reply_to, args) plus the --header flags. INVALID_ARGUMENT for a malformed
+// header. Empty if there is nothing to send (e.g. `-` with empty stdin).
+absl::StatusOr<std::vector<v1::TaskSpec>> BuildTasks(const std::vector<std::string>& payload_args,
+                                                     const std::vector<std::string>& header_flags,
+                                                     v1::TaskSpec shared);
 
 // "fifo", "lifo" or "priority".
 std::string KindName(v1::QueueKind kind);

@@ -20,19 +20,17 @@ struct PutArgs {
 };
 
 int RunPut(const GlobalOptions& globals, const PutArgs& args) {
-  auto headers = ParseHeaders(args.headers);
-  if (!headers.ok()) return UsageError(headers.status().message());
-  std::vector<std::string> payloads = ExpandStdin(args.payloads);
-  if (payloads.empty()) return kExitOk;  // e.g. `put q -` with empty stdin
-  auto client = ConnectOrReport(globals);
-  if (!client) return kExitError;
-
   v1::TaskSpec shared;
   shared.set_handler(args.handler);
   shared.set_priority(args.priority);
   shared.set_reply_to(args.reply_to);
-  shared.mutable_headers()->insert(headers->begin(), headers->end());
-  std::vector<v1::TaskSpec> tasks = MakeTaskSpecs(std::move(payloads), shared);
+  auto built = BuildTasks(args.payloads, args.headers, std::move(shared));
+  if (!built.ok()) return UsageError(built.status().message());
+  std::vector<v1::TaskSpec> tasks = *std::move(built);
+  if (tasks.empty()) return kExitOk;  // e.g. `put q -` with empty stdin
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+
   PutOptions options;
   options.nowait = args.wait.nowait;
   options.timeout = args.wait.timeout();

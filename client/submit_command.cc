@@ -106,20 +106,18 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
 }
 
 int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
-  auto headers = ParseHeaders(args.headers);
-  if (!headers.ok()) return UsageError(headers.status().message());
-  std::vector<std::string> payloads = ExpandStdin(args.payloads);
-  if (payloads.empty()) return kExitOk;  // `-` with empty stdin: nothing to do
-  auto client = ConnectOrReport(globals);
-  if (!client) return kExitError;
-
   v1::TaskSpec shared;
   shared.set_handler(args.handler);
   shared.set_priority(args.priority);
   shared.set_reply_to(args.reply_to);
-  shared.mutable_headers()->insert(headers->begin(), headers->end());
   for (const std::string& a : args.handler_args) shared.add_args(a);
-  std::vector<v1::TaskSpec> tasks = MakeTaskSpecs(std::move(payloads), shared);
+  auto built = BuildTasks(args.payloads, args.headers, std::move(shared));
+  if (!built.ok()) return UsageError(built.status().message());
+  std::vector<v1::TaskSpec> tasks = *std::move(built);
+  if (tasks.empty()) return kExitOk;  // `-` with empty stdin: nothing to do
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+
   if (!args.wait) return SubmitNoWait(globals, *client, args, std::move(tasks));
   return SubmitAndWaitForResults(globals, *client, args, std::move(tasks));
 }

@@ -84,6 +84,8 @@ MemoryEngine::Queue* MemoryEngine::FindQueue(const std::string& name) {
 }
 
 absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name) {
+  // Every caller is a new call (put, get, subscribe): refuse them all here.
+  if (shut_down_) return ShuttingDown();
   if (Queue* q = FindQueue(name)) return q;
   if (auto s = ValidateName("queue", name); !s.ok()) return s;
   if (!options_.auto_create_queues) return QueueMissing(name);
@@ -293,8 +295,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
   };
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> q = shut_down_ ? absl::StatusOr<Queue*>(ShuttingDown())
-                                          : FindOrCreateQueue(args.queue);
+    absl::StatusOr<Queue*> q = FindOrCreateQueue(args.queue);
     absl::Status status = q.ok() ? ValidatePut(args) : q.status();
     if (status.ok() && (*q)->config.maxsize() != 0 && args.tasks.size() > (*q)->config.maxsize()) {
       status = absl::InvalidArgumentError(
@@ -393,8 +394,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
   if (args.max_tasks == 0) args.max_tasks = 1;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> q = shut_down_ ? absl::StatusOr<Queue*>(ShuttingDown())
-                                          : FindOrCreateQueue(args.queue);
+    absl::StatusOr<Queue*> q = FindOrCreateQueue(args.queue);
     if (!q.ok()) {
       fail(q.status());
     } else if (args.max_tasks > kMaxTasksPerGet) {
@@ -728,7 +728,6 @@ absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::st
         absl::StrCat("worker id is longer than ", kMaxWorkerIdBytes, " bytes"));
   }
   MutexLock lock(&mu_);
-  if (shut_down_) return ShuttingDown();
   for (const std::string& name : queues) {
     if (auto q = FindOrCreateQueue(name); !q.ok()) return q.status();
   }

@@ -126,6 +126,7 @@ class MemoryEngine final : public QueueEngine {
   };
 
   // --- helpers; all require mu_ -----------------------------------------
+  // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
   absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* FindQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;

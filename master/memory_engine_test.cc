@@ -1,6 +1,8 @@
 // Unit tests for the in-memory queue engine. Time is a FakeClock moved by
-// the test and fired with AdvanceTo: no sleeps, no timer thread.
+// the test and fired with AdvanceTo: no sleeps, no timer thread. The stress
+// test at the end runs on real time with the master's TimerDriver.
 #include "master/memory_engine.h"
+#include "master/timer_driver.h"
 
 #include <atomic>
 #include <deque>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -482,14 +485,18 @@ namespace {
 
 // Many threads at once: producers (some blocking on a small maxsize), unary
 // lease consumers, a worker subscription completing from its own thread, and
-// a timer thread expiring leases. Every task must yield exactly one result.
+// the master's timer thread expiring leases. Every task must yield exactly one result.
 // Meant to be run under ThreadSanitizer as well.
 TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
   EngineOptions options;
   options.default_lease = absl::Milliseconds(200);
   options.default_max_attempts = 1000;
   Clock* clock = RealClock::Get();
-  MemoryEngine engine(options, clock);
+  TimerDriver timer(clock);
+  MemoryEngine engine(options, clock, [&timer] { timer.Wake(); });
+  timer.Start(&engine);
+  // Stops the timer thread before `engine` goes, also on an early ASSERT return.
+  absl::Cleanup stop_timer = [&timer] { timer.Stop(); };
   v1::QueueConfig config;
   config.set_name("q");
   config.set_maxsize(64);
@@ -570,12 +577,6 @@ TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
       if (got.empty()) std::this_thread::yield();
     }
   });
-  std::thread timer([&] {
-    while (!stop) {
-      engine.AdvanceTo(clock->Now());
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the timer's tick, not sync
-    }
-  });
 
   // Drain results until all arrived (or a generous deadline).
   std::map<uint64_t, int> results_per_task;
@@ -601,7 +602,6 @@ TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
   }
   stop = true;
   for (auto& t : threads) t.join();
-  timer.join();
   {
     MutexLock lock(&mu);
     cv.SignalAll();
