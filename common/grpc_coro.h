@@ -1,0 +1,151 @@
+// Bridges between gRPC's callback API and the coroutine runtime.
+//
+// Server side — a unary RPC handler written as a coroutine:
+//
+//   grpc::ServerUnaryReactor* Service::Get(grpc::CallbackServerContext* ctx,
+//                                          const GetRequest* req, GetResponse* resp) {
+//     return rt::ServeUnary(ctx, [=, this](std::stop_token stop) -> rt::Task<grpc::Status> {
+//       auto tasks = co_await AwaitGet(*engine_, args, stop, scheduler_);
+//       ...
+//       co_return grpc::Status::OK;
+//     });
+//   }
+//
+// The body starts at once on the gRPC thread that delivered the call and
+// runs until its first real suspension; wherever it is resumed, it finishes
+// the RPC with the status it returns. When the client cancels (or its
+// deadline passes) the stop token fires, so the awaits inside wake with
+// CANCELLED and the body winds down; the RPC is finished exactly once. An
+// exception escaping the body becomes INTERNAL and is logged — never lost.
+//
+// Client side — an awaitable unary call on a stub's callback interface:
+//
+//   grpc::ClientContext ctx;  v1::GetRequest req;  v1::GetResponse resp;
+//   grpc::Status s = co_await rt::CallUnary(
+//       [&](auto done) { stub->async()->Get(&ctx, &req, &resp, std::move(done)); },
+//       &ctx, stop);
+//
+// The coroutine is resumed on the executor it was running on when it
+// awaited (or on gRPC's thread if it had none). A stop request cancels the
+// call (ClientContext::TryCancel); the await then completes with gRPC's
+// CANCELLED status once gRPC has let go of ctx/req/resp, so they may live in
+// the coroutine frame.
+//
+// Thread-safety: ServeUnary and CallUnary may be used from any thread; each
+// call's state is touched by gRPC's threads and the coroutine in a
+// hand-over fashion, synchronised by atomics.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <utility>
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/server_callback.h>
+#include <grpcpp/support/status.h>
+
+#include "common/runtime/executor.h"
+#include "common/runtime/scheduler.h"
+#include "common/runtime/task.h"
+
+namespace taskq::rt {
+
+namespace internal {
+
+// The unary reactor a coroutine finishes. Freed when both gRPC (OnDone) and
+// the coroutine (after Finish) are done with it.
+class CoroUnaryReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void OnCancel() override { stop_.request_stop(); }
+  void OnDone() override { Unref(); }
+
+  std::stop_token token() const { return stop_.get_token(); }
+  void FinishAndRelease(const grpc::Status& status) {
+    Finish(status);
+    Unref();
+  }
+
+ private:
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  std::stop_source stop_;
+  std::atomic<int> refs_{2};  // OnDone + the coroutine
+};
+
+// Exceptions become INTERNAL so the RPC is always finished.
+grpc::Status InternalErrorFromException(std::exception_ptr e);
+
+template <typename Body>
+Detached RunUnaryBody(CoroUnaryReactor* reactor, Body body) {
+  grpc::Status status;
+  try {
+    status = co_await body(reactor->token());
+  } catch (...) {
+    status = InternalErrorFromException(std::current_exception());
+  }
+  reactor->FinishAndRelease(status);
+}
+
+}  // namespace internal
+
+// Runs `body(stop_token) -> Task<grpc::Status>` as the handler of a unary
+// call and returns the reactor gRPC expects. `body` is moved into the
+// coroutine frame, so lambda captures stay alive until it finishes.
+template <typename Body>
+grpc::ServerUnaryReactor* ServeUnary(Body body) {
+  auto* reactor = new internal::CoroUnaryReactor();
+  internal::Detached run = internal::RunUnaryBody(reactor, std::move(body));
+  run.handle.resume();  // runs until the body first suspends (or ends)
+  return reactor;
+}
+
+// Awaitable client unary call; see the header comment. `start` receives the
+// completion callback to hand to the stub's async() method.
+class CallUnary {
+ public:
+  using Start = std::function<void(std::function<void(grpc::Status)>)>;
+
+  CallUnary(Start start, grpc::ClientContext* ctx, std::stop_token stop = {})
+      : start_(std::move(start)), ctx_(ctx), stop_(std::move(stop)) {}
+
+  bool await_ready() const noexcept { return false; }
+
+  bool await_suspend(std::coroutine_handle<> h) {
+    handle_ = h;
+    executor_ = CurrentExecutor();
+    if (stop_.stop_possible()) {
+      on_stop_.emplace(stop_, [ctx = ctx_] { ctx->TryCancel(); });
+    }
+    start_([this](grpc::Status status) {
+      status_ = std::move(status);
+      if (phase_.exchange(kDone, std::memory_order_acq_rel) == kSuspended) {
+        internal::ResumeOn(executor_, handle_);
+      }
+    });
+    // Completed before we got here (possible on a failed start): go on now.
+    return phase_.exchange(kSuspended, std::memory_order_acq_rel) != kDone;
+  }
+
+  grpc::Status await_resume() {
+    on_stop_.reset();
+    return std::move(status_);
+  }
+
+ private:
+  enum Phase { kStarting, kSuspended, kDone };
+  Start start_;
+  grpc::ClientContext* ctx_;
+  std::stop_token stop_;
+  std::optional<std::stop_callback<std::function<void()>>> on_stop_;
+  std::coroutine_handle<> handle_;
+  Executor* executor_ = nullptr;
+  grpc::Status status_;
+  std::atomic<int> phase_{kStarting};
+};
+
+}  // namespace taskq::rt
