@@ -85,9 +85,18 @@ class EngineWait {
   std::optional<std::stop_callback<StopCallback>> on_stop_;
 };
 
+namespace internal {
+template <typename Callback>
+struct CallbackArg;
+template <typename A>
+struct CallbackArg<absl::AnyInvocable<void(A)>> {
+  using type = A;
+};
+}  // namespace internal
+
 // What the engine's Put and Get callbacks receive.
-using PutOutcome = absl::StatusOr<PutResult>;
-using GetOutcome = absl::StatusOr<std::vector<v1::Delivery>>;
+using PutOutcome = internal::CallbackArg<PutCallback>::type;
+using GetOutcome = internal::CallbackArg<GetCallback>::type;
 
 inline EngineWait<PutOutcome> AwaitPut(QueueEngine& engine, PutArgs args, std::stop_token stop,
                                       rt::Executor* resume_on) {
