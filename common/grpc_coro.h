@@ -31,6 +31,18 @@
 // CANCELLED status once gRPC has let go of ctx/req/resp, so they may live in
 // the coroutine frame.
 //
+// Client side — a bidi stream driven by coroutines (the worker's Work
+// stream):
+//
+//   auto stream = rt::ClientStream<Req, Resp>::Open(
+//       ctx, [&](auto* reactor) { stub->async()->Work(ctx, reactor); });
+//   co_await stream->Write(req);          // false: the stream is broken
+//   Resp resp; co_await stream->Read(&resp);  // false: no more messages
+//   stream->WritesDone();  grpc::Status s = co_await stream->Finish();
+//
+// At most one Read and one Write may be outstanding at a time (one reader
+// coroutine and one writer coroutine, as gRPC requires).
+//
 // Thread-safety: ServeUnary and CallUnary may be used from any thread; each
 // call's state is touched by gRPC's threads and the coroutine in a
 // hand-over fashion, synchronised by atomics.
@@ -45,6 +57,7 @@
 #include <utility>
 
 #include <grpcpp/client_context.h>
+#include <grpcpp/support/client_callback.h>
 #include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
@@ -146,6 +159,129 @@ class CallUnary {
   Executor* executor_ = nullptr;
   grpc::Status status_;
   std::atomic<int> phase_{kStarting};
+};
+
+namespace internal {
+
+// One suspended coroutine waiting for one gRPC reaction. Arm() is called
+// from await_suspend after the operation was started; Fire() from the
+// reaction. Whichever comes second resumes the coroutine (Arm by returning
+// false from await_suspend, so it continues inline).
+class OneShot {
+ public:
+  void Reset() { phase_.store(kIdle, std::memory_order_relaxed); }
+  void Prepare(std::coroutine_handle<> h) {
+    handle_ = h;
+    executor_ = CurrentExecutor();
+  }
+  // Returns true if the coroutine stays suspended.
+  bool Arm() { return phase_.exchange(kArmed, std::memory_order_acq_rel) != kFired; }
+  void Fire() {
+    if (phase_.exchange(kFired, std::memory_order_acq_rel) == kArmed) {
+      ResumeOn(executor_, handle_);
+    }
+  }
+
+ private:
+  enum Phase { kIdle, kArmed, kFired };
+  std::atomic<int> phase_{kIdle};
+  std::coroutine_handle<> handle_;
+  Executor* executor_ = nullptr;
+};
+
+}  // namespace internal
+
+template <typename Req, typename Resp>
+class ClientStream final : public grpc::ClientBidiReactor<Req, Resp> {
+ public:
+  // Opens the stream. `bind(reactor)` must call the stub's async() method
+  // (e.g. stub->async()->Work(ctx, reactor)). `ctx` must outlive Finish().
+  // The returned pointer keeps the stream alive; gRPC holds its own
+  // reference until the call is done.
+  static std::shared_ptr<ClientStream> Open(
+      grpc::ClientContext* ctx, const std::function<void(grpc::ClientBidiReactor<Req, Resp>*)>& bind) {
+    std::shared_ptr<ClientStream> stream(new ClientStream(ctx));
+    stream->self_ = stream;  // released in OnDone
+    bind(stream.get());
+    // Held until Finish(): gRPC may not call OnDone (and we may keep
+    // starting reads and writes) before the owner says it is done.
+    stream->AddHold();
+    stream->StartCall();
+    return stream;
+  }
+
+  struct WriteAwaiter {
+    ClientStream* s;
+    const Req* msg;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+      s->write_.Reset();
+      s->write_.Prepare(h);
+      s->StartWrite(msg);
+      return s->write_.Arm();
+    }
+    bool await_resume() const { return s->write_ok_; }
+  };
+  // Sends `msg` (which must stay valid until the await completes).
+  WriteAwaiter Write(const Req& msg) { return WriteAwaiter{this, &msg}; }
+
+  struct ReadAwaiter {
+    ClientStream* s;
+    Resp* msg;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+      s->read_.Reset();
+      s->read_.Prepare(h);
+      s->StartRead(msg);
+      return s->read_.Arm();
+    }
+    bool await_resume() const { return s->read_ok_; }
+  };
+  ReadAwaiter Read(Resp* msg) { return ReadAwaiter{this, msg}; }
+
+  // Half-closes the stream: no more writes.
+  void WritesDone() { this->StartWritesDone(); }
+  // Ends the call early; outstanding reads and writes complete with false.
+  void Cancel() { ctx_->TryCancel(); }
+
+  struct FinishAwaiter {
+    ClientStream* s;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+      s->done_.Reset();
+      s->done_.Prepare(h);
+      s->RemoveHold();
+      return s->done_.Arm();
+    }
+    grpc::Status await_resume() const { return s->status_; }
+  };
+  // Waits for the call to end and returns its status. Call once, after the
+  // last Read/Write completed (after WritesDone or Cancel).
+  FinishAwaiter Finish() { return FinishAwaiter{this}; }
+
+  void OnWriteDone(bool ok) override {
+    write_ok_ = ok;
+    write_.Fire();
+  }
+  void OnReadDone(bool ok) override {
+    read_ok_ = ok;
+    read_.Fire();
+  }
+  void OnDone(const grpc::Status& status) override {
+    status_ = status;
+    std::shared_ptr<ClientStream> keep = std::move(self_);
+    done_.Fire();
+  }
+
+ private:
+  explicit ClientStream(grpc::ClientContext* ctx) : ctx_(ctx) {}
+
+  grpc::ClientContext* const ctx_;
+  std::shared_ptr<ClientStream> self_;
+  internal::OneShot write_, read_, done_;
+  bool write_ok_ = false;  // written by the reaction before Fire
+  bool read_ok_ = false;
+  grpc::Status status_;
 };
 
 }  // namespace taskq::rt

@@ -66,6 +66,37 @@ class CoroService final : public v1::TaskQueue::CallbackService {
     });
   }
 
+  // Work: echoes every request as one ack per completion (task_id copied).
+  grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* Work(
+      grpc::CallbackServerContext*) override {
+    class Echo : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse> {
+     public:
+      Echo() { StartRead(&req_); }
+      void OnReadDone(bool ok) override {
+        if (!ok) {
+          Finish(grpc::Status::OK);
+          return;
+        }
+        resp_.Clear();
+        for (const auto& c : req_.completions()) resp_.add_acks()->set_task_id(c.task_id());
+        StartWrite(&resp_);
+      }
+      void OnWriteDone(bool ok) override {
+        if (!ok) {
+          Finish(grpc::Status(grpc::StatusCode::UNKNOWN, "write failed"));
+          return;
+        }
+        StartRead(&req_);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      v1::WorkRequest req_;
+      v1::WorkResponse resp_;
+    };
+    return new Echo();
+  }
+
   std::atomic<int> waiting_{0};
   std::atomic<int> stopped_{0};
 
@@ -177,6 +208,55 @@ TEST_F(GrpcCoroTest, ExceptionInHandlerBecomesInternal) {
   std::string log = testing::internal::GetCapturedStderr();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
   EXPECT_NE(log.find("handler bug"), std::string::npos) << log;
+}
+
+using WorkStream = ClientStream<v1::WorkRequest, v1::WorkResponse>;
+
+Task<int> EchoRoundTrips(v1::TaskQueue::Stub* stub, int n) {
+  grpc::ClientContext ctx;
+  auto stream = WorkStream::Open(&ctx, [&](auto* reactor) { stub->async()->Work(&ctx, reactor); });
+  int acked = 0;
+  for (int i = 1; i <= n; ++i) {
+    v1::WorkRequest req;
+    req.add_completions()->set_task_id(i);
+    if (!co_await stream->Write(req)) break;
+    v1::WorkResponse resp;
+    if (!co_await stream->Read(&resp)) break;
+    if (resp.acks_size() == 1 && resp.acks(0).task_id() == static_cast<uint64_t>(i)) ++acked;
+  }
+  stream->WritesDone();
+  v1::WorkResponse extra;
+  bool more = co_await stream->Read(&extra);  // server finishes after our half-close
+  grpc::Status status = co_await stream->Finish();
+  co_return (status.ok() && !more) ? acked : -1;
+}
+
+TEST_F(GrpcCoroTest, BidiStreamDrivenByACoroutine) {
+  EXPECT_EQ(sched_.BlockOn(EchoRoundTrips(stub_.get(), 500)), 500);
+}
+
+TEST_F(GrpcCoroTest, ManyStreamsAtOnce) {
+  std::atomic<int> ok{0};
+  auto one = [](v1::TaskQueue::Stub* stub, std::atomic<int>* ok) -> Task<void> {
+    if (co_await EchoRoundTrips(stub, 20) == 20) ok->fetch_add(1);
+  };
+  for (int i = 0; i < 50; ++i) sched_.Spawn(one(stub_.get(), &ok));
+  EXPECT_TRUE(WaitFor([&] { return ok.load() == 50; })) << ok.load();
+}
+
+Task<grpc::Status> ReadUntilCancelled(v1::TaskQueue::Stub* stub) {
+  grpc::ClientContext ctx;
+  auto stream = WorkStream::Open(&ctx, [&](auto* reactor) { stub->async()->Work(&ctx, reactor); });
+  stream->Cancel();
+  v1::WorkResponse resp;
+  bool got = co_await stream->Read(&resp);
+  grpc::Status status = co_await stream->Finish();
+  co_return got ? grpc::Status(grpc::StatusCode::UNKNOWN, "read after cancel") : status;
+}
+
+TEST_F(GrpcCoroTest, CancelledStreamEndsReadsAndFinishes) {
+  EXPECT_EQ(sched_.BlockOn(ReadUntilCancelled(stub_.get())).error_code(),
+            grpc::StatusCode::CANCELLED);
 }
 
 }  // namespace
