@@ -30,7 +30,9 @@ void ReportSpawnedException(const std::string& what, std::exception_ptr e) {
 
 }  // namespace internal
 
-Scheduler::Scheduler(SchedulerOptions options) : name_(std::move(options.name)) {
+Scheduler::Scheduler(SchedulerOptions options)
+    : name_(std::move(options.name)),
+      io_(std::make_unique<IoDriver>(IoDriverOptions{.name = name_ + "-io", .fallback = this})) {
   size_t n = options.threads > 0 ? static_cast<size_t>(options.threads)
                                  : std::max(1u, std::thread::hardware_concurrency());
   threads_.reserve(n);
@@ -79,6 +81,9 @@ void Scheduler::Shutdown() {
   MutexLock join_lock(&join_mu_);
   if (joined_) return;
   CheckNotOnPool();
+  // First the reactor: its waiters resume (cancelled) on the pool, which is
+  // still running and drains them below.
+  io_->Stop();
   {
     MutexLock lock(&mu_);
     stopping_ = true;

@@ -11,10 +11,18 @@
 // asyncio run_until_complete → BlockOn, greenlet.switch → symmetric transfer
 // inside Task, ThreadPoolExecutor → the pool itself.
 //
-// Shutdown (destructor or Shutdown()): stops taking new work, runs what is
-// already queued, and joins the threads. Coroutines still suspended on
-// something that never happens are not resumed; their owners must cancel
-// them first (stop tokens) — Shutdown logs how many spawned tasks it left.
+// Time and I/O: each Scheduler owns an IoDriver (io(); one extra thread
+// running epoll), which SleepFor / WaitReadable / WaitChildExit / DeadlineStop
+// use when awaited on this scheduler's threads (sleep.h, io.h,
+// deadline_stop.h).
+//
+// Shutdown (destructor or Shutdown()): first stops the IoDriver, which wakes
+// every pending sleep, fd or child wait (and every DeadlineStop's token)
+// with CANCELLED "scheduler shutting down"; then stops taking new work, runs
+// what is queued (including those cancelled coroutines) and joins the
+// threads. A coroutine suspended on something else that never happens is
+// not resumed; its owner must cancel it first (stop tokens) — Shutdown logs
+// how many spawned tasks it left.
 //
 // Thread-safety: every method is safe from any thread, except that BlockOn
 // must not be called from one of this scheduler's own threads (it would
@@ -26,6 +34,7 @@
 #include <cstddef>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -36,6 +45,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/runtime/executor.h"
+#include "common/runtime/io_driver.h"
 #include "common/runtime/task.h"
 #include "common/sync.h"
 
@@ -132,9 +142,14 @@ class Scheduler final : public Executor {
   // waiting to run, on this scheduler.
   ScheduleOn Yield() { return ScheduleOn(*this); }
 
-  // Stops the pool: runs what is queued, then joins the threads. Idempotent.
+  // Stops the IoDriver (pending waits end with CANCELLED "scheduler shutting
+  // down"), then the pool: runs what is queued, joins the threads. Idempotent.
   void Shutdown();
 
+  // The reactor: timers, fd readiness, child exits. Valid until destruction.
+  IoDriver& io() { return *io_; }
+
+  // Pool threads (the IoDriver runs one more).
   size_t threads() const { return threads_.size(); }
   // Spawned tasks that have not finished yet.
   size_t live_spawned() const { return spawned_.load(std::memory_order_relaxed); }
@@ -178,6 +193,7 @@ class Scheduler final : public Executor {
   void CheckNotOnPool() const;
 
   const std::string name_;
+  std::unique_ptr<IoDriver> io_;  // set by the constructor, never reset
   Mutex mu_;
   CondVar cv_;
   std::deque<std::coroutine_handle<>> ready_ ABSL_GUARDED_BY(mu_);
