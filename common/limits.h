@@ -25,7 +25,24 @@ inline constexpr uint32_t kMaxTasksPerGet = 1000;
 inline constexpr size_t kMaxQueuesPerWorker = 64;
 inline constexpr size_t kMaxWorkerIdBytes = 256;
 inline constexpr uint32_t kMaxCredits = 100000;  // outstanding per Work stream
-// Completions + failures + heartbeats in one WorkRequest.
+// Queue settings (QueueConfig): lease, attempts, retry backoff.
+inline constexpr uint32_t kMinLeaseMs = 100;
+inline constexpr uint32_t kMaxLeaseMs = 86'400'000;        // 24 h
+inline constexpr uint32_t kMaxMaxAttempts = 1000;
+inline constexpr uint32_t kMaxBackoffMs = 3'600'000;       // 1 h (first retry)
+inline constexpr uint32_t kMaxBackoffMaxMs = 86'400'000;   // 24 h (cap)
+// Delayed tasks (TaskSpec.delay_ms / not_before_unix_ms, Release.delay_ms).
+inline constexpr int64_t kMaxDelayMs = int64_t{365} * 24 * 3600 * 1000;  // 365 days
+inline constexpr size_t kMaxDedupKeyBytes = 128;
+// Attempts kept in a task's history (oldest dropped first), and the part of
+// each attempt's error kept there (last_error keeps up to kMaxErrorBytes).
+inline constexpr size_t kTaskHistoryLength = 16;
+inline constexpr size_t kMaxHistoryErrorBytes = 1024;
+// ListDead page size; a page also stops early at kMaxListDeadBytes of tasks.
+inline constexpr uint32_t kDefaultListDead = 100;
+inline constexpr uint32_t kMaxListDead = 1000;
+inline constexpr size_t kMaxListDeadBytes = 16 << 20;
+// Completions + failures + releases + heartbeats in one WorkRequest.
 inline constexpr size_t kMaxReportsPerWorkMessage = 10000;
 // gRPC message size cap on both ends; large enough for a full batch.
 inline constexpr int kMaxGrpcMessageBytes = 64 << 20;

@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
                  "largest task payload or result accepted")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{32} << 20));
+  app.add_option("--threads", options.threads,
+                 "threads of the coroutine scheduler (waiting calls, timers); 0 = one per core")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));

@@ -1,3 +1,6 @@
+// MemoryEngine, part 1: queues and their settings, put, get, hand-out
+// (getters and worker subscriptions), waiting calls and time. Part 2
+// (memory_engine_tasks.cc) settles leases and keeps task states.
 #include "master/memory_engine.h"
 
 #include <algorithm>
@@ -5,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/memory_engine_pending.h"
 
 namespace taskq {
 
@@ -18,9 +22,11 @@ std::string KindName(v1::QueueKind kind) {
   }
 }
 
-std::string Describe(const v1::QueueConfig& c) {
+std::string DescribeConfig(const v1::QueueConfig& c) {
   return absl::StrCat("kind ", KindName(c.kind()), ", maxsize ", c.maxsize(), ", lease ",
-                      c.lease_ms(), " ms, max attempts ", c.max_attempts());
+                      c.lease_ms(), " ms, max attempts ", c.max_attempts(), ", backoff ",
+                      c.backoff_ms(), "..", c.backoff_max_ms(), " ms, dead letters to \"",
+                      c.dead_letter().empty() ? c.name() : c.dead_letter(), "\"");
 }
 
 absl::Status QueueMissing(const std::string& name) {
@@ -31,41 +37,34 @@ absl::Status QueueMissing(const std::string& name) {
 
 absl::Status ShuttingDown() { return absl::UnavailableError("master is shutting down"); }
 
-int64_t UnixMillis(absl::Time t) { return absl::ToUnixMillis(t); }
+absl::Status QueueShutDown(const std::string& name) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("queue \"", name, "\" is shut down: it accepts no more tasks"));
+}
+
+absl::Status QueueShutDownAndEmpty(const std::string& name) {
+  return absl::OutOfRangeError(
+      absl::StrCat("queue \"", name, "\" is shut down and empty: no task will come"));
+}
+
+uint64_t SeedOf(const EngineOptions& options) {
+  if (options.random_seed != 0) return options.random_seed;
+  std::random_device device;
+  return (uint64_t{device()} << 32) ^ device();
+}
 
 }  // namespace
 
-// Callbacks and deliveries collected under the lock, run after it.
-class MemoryEngine::Pending {
- public:
-  void Add(absl::AnyInvocable<void()> fn) { calls_.push_back(std::move(fn)); }
-  void Deliver(SubscriptionId sub, const DeliverFn& fn, v1::Delivery d) {
-    Batch& b = batches_[sub];
-    if (!b.fn) b.fn = fn;
-    b.items.push_back(std::move(d));
-  }
-  void WakeTimer() { wake_timer_ = true; }
-  void Run(const std::function<void()>& wake) {
-    for (auto& [sub, batch] : batches_) batch.fn(std::move(batch.items));
-    for (auto& call : calls_) call();
-    if (wake_timer_ && wake) wake();
-  }
-
- private:
-  struct Batch {
-    DeliverFn fn;
-    std::vector<v1::Delivery> items;
-  };
-  std::vector<absl::AnyInvocable<void()>> calls_;
-  absl::flat_hash_map<SubscriptionId, Batch> batches_;
-  bool wake_timer_ = false;
-};
-
 MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
                            std::function<void()> on_earlier_deadline)
-    : options_(options), clock_(clock), on_earlier_deadline_(std::move(on_earlier_deadline)) {}
+    : options_(options),
+      clock_(clock),
+      on_earlier_deadline_(std::move(on_earlier_deadline)),
+      rng_(SeedOf(options)) {}
 
 MemoryEngine::~MemoryEngine() { Shutdown(); }
+
+void MemoryEngine::Touch(const Queue& q, Pending& pending) { pending.Touch(q.config.name()); }
 
 // --- queues -------------------------------------------------------------------
 
@@ -75,12 +74,63 @@ v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
     c.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.default_lease)));
   }
   if (c.max_attempts() == 0) c.set_max_attempts(options_.default_max_attempts);
+  if (c.backoff_ms() == 0) {
+    c.set_backoff_ms(static_cast<uint32_t>(
+        std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.default_backoff))));
+  }
+  if (c.backoff_max_ms() == 0) {
+    // A first retry set above the default cap raises the cap with it.
+    c.set_backoff_max_ms(std::max(
+        c.backoff_ms(), static_cast<uint32_t>(std::max<int64_t>(
+                            1, absl::ToInt64Milliseconds(options_.default_backoff_max)))));
+  }
   return c;
+}
+
+absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
+  if (auto s = ValidateName("queue", c.name()); !s.ok()) return s;
+  if (!v1::QueueKind_IsValid(c.kind())) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown queue kind ", c.kind()));
+  }
+  if (c.lease_ms() != 0 && (c.lease_ms() < kMinLeaseMs || c.lease_ms() > kMaxLeaseMs)) {
+    return absl::InvalidArgumentError(absl::StrCat("lease of ", c.lease_ms(), " ms is outside ",
+                                                   kMinLeaseMs, " ms .. 24 h"));
+  }
+  if (c.max_attempts() > kMaxMaxAttempts) {
+    return absl::InvalidArgumentError(absl::StrCat("max attempts ", c.max_attempts(),
+                                                   " is above the limit of ", kMaxMaxAttempts));
+  }
+  if (c.backoff_ms() > kMaxBackoffMs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backoff of ", c.backoff_ms(), " ms is above the limit of ", kMaxBackoffMs, " ms (1 h)"));
+  }
+  if (c.backoff_max_ms() > kMaxBackoffMaxMs) {
+    return absl::InvalidArgumentError(absl::StrCat("backoff cap of ", c.backoff_max_ms(),
+                                                   " ms is above the limit of ", kMaxBackoffMaxMs,
+                                                   " ms (24 h)"));
+  }
+  if (c.backoff_ms() != 0 && c.backoff_max_ms() != 0 && c.backoff_max_ms() < c.backoff_ms()) {
+    return absl::InvalidArgumentError(absl::StrCat("backoff cap (backoff_max_ms ",
+                                                   c.backoff_max_ms(), ") is below backoff_ms ",
+                                                   c.backoff_ms(), ": raise the cap"));
+  }
+  if (!c.dead_letter().empty()) {
+    if (auto s = ValidateName("dead-letter queue", c.dead_letter()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 MemoryEngine::Queue* MemoryEngine::FindQueue(const std::string& name) {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
+}
+
+MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config) {
+  auto q = std::make_unique<Queue>();
+  q->config = std::move(config);
+  Queue* raw = q.get();
+  queues_[raw->config.name()] = std::move(q);
+  return raw;
 }
 
 absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name) {
@@ -89,30 +139,16 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   if (Queue* q = FindQueue(name)) return q;
   if (auto s = ValidateName("queue", name); !s.ok()) return s;
   if (!options_.auto_create_queues) return QueueMissing(name);
-  auto q = std::make_unique<Queue>();
   v1::QueueConfig config;
   config.set_name(name);
-  q->config = FillDefaults(config);
-  Queue* raw = q.get();
-  queues_.emplace(name, std::move(q));
-  LogInfo("queue \"%s\" created on first use (%s)", name, Describe(raw->config));
-  return raw;
+  Queue* q = AddQueue(FillDefaults(config));
+  LogInfo("queue \"%s\" created on first use (%s)", name, DescribeConfig(q->config));
+  return q;
 }
 
 absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig& requested,
                                                           bool exist_ok) {
-  if (auto s = ValidateName("queue", requested.name()); !s.ok()) return s;
-  if (!v1::QueueKind_IsValid(requested.kind())) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown queue kind ", requested.kind()));
-  }
-  if (requested.lease_ms() != 0 && (requested.lease_ms() < 100 || requested.lease_ms() > 86'400'000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("lease of ", requested.lease_ms(), " ms is outside 100 ms .. 24 h"));
-  }
-  if (requested.max_attempts() > 1000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max attempts ", requested.max_attempts(), " is above the limit of 1000"));
-  }
+  if (auto s = ValidateConfig(requested); !s.ok()) return s;
   v1::QueueConfig config = FillDefaults(requested);
   MutexLock lock(&mu_);
   if (shut_down_) return ShuttingDown();
@@ -120,11 +156,36 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
     bool same = q->config.SerializeAsString() == config.SerializeAsString();
     if (exist_ok && same) return q->config;
     return absl::AlreadyExistsError(absl::StrCat("queue \"", config.name(), "\" already exists (",
-                                                 Describe(q->config), ")"));
+                                                 DescribeConfig(q->config), ")"));
   }
-  auto q = std::make_unique<Queue>();
-  q->config = config;
-  queues_.emplace(config.name(), std::move(q));
+  return AddQueue(config)->config;
+}
+
+absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& queue,
+                                                          const v1::QueueConfigUpdate& update) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  Pending pending;
+  v1::QueueConfig config;
+  {
+    MutexLock lock(&mu_);
+    Queue* q = FindQueue(queue);
+    if (!q) return QueueMissing(queue);
+    config = q->config;
+    if (update.has_maxsize()) config.set_maxsize(update.maxsize());
+    if (update.has_lease_ms()) config.set_lease_ms(update.lease_ms());
+    if (update.has_max_attempts()) config.set_max_attempts(update.max_attempts());
+    if (update.has_backoff_ms()) config.set_backoff_ms(update.backoff_ms());
+    if (update.has_backoff_max_ms()) config.set_backoff_max_ms(update.backoff_max_ms());
+    if (update.has_dead_letter()) config.set_dead_letter(update.dead_letter());
+    // 0 = the master's default, as at create.
+    if (auto s = ValidateConfig(config); !s.ok()) return s;
+    config = FillDefaults(config);
+    q->config = config;
+    Touch(*q, pending);  // a larger maxsize admits waiting putters
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  LogInfo("queue \"%s\" updated (%s)", queue, DescribeConfig(config));
   return config;
 }
 
@@ -132,13 +193,17 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   v1::QueueStats s;
   *s.mutable_config() = q.config;
   s.set_ready(q.ready.size());
+  s.set_delayed(q.delayed.size());
   s.set_leased(q.leased.size());
-  s.set_unfinished(q.unfinished);
+  s.set_dead(q.dead.size());
+  s.set_unfinished(Unfinished(q));
   s.set_total_put(q.total_put);
   s.set_total_completed(q.total_completed);
   s.set_total_failed(q.total_failed);
+  s.set_total_cancelled(q.total_cancelled);
   s.set_waiting_consumers(q.live_getters);
   s.set_waiting_producers(q.live_putters);
+  s.set_shut_down(q.shut_down);
   auto it = subs_by_queue_.find(q.config.name());
   s.set_workers(it == subs_by_queue_.end() ? 0 : static_cast<uint32_t>(it->second.size()));
   return s;
@@ -169,19 +234,35 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
-    for (WaitId id : q->getters) FailWaiter(id, gone, pending);
-    for (WaitId id : q->putters) FailWaiter(id, gone, pending);
-    for (WaitId id : q->joiners) FailWaiter(id, gone, pending);
-    for (const ReadyKey& key : q->ready) tasks_.erase(key.id);
-    std::vector<uint64_t> leased(q->leased.begin(), q->leased.end());
-    for (uint64_t id : leased) {
-      ClearLease(tasks_.at(id));
-      tasks_.erase(id);
-    }
+    // Copies: FailWaiter compacts the lists it is called for.
+    std::vector<WaitId> waiting(q->getters.begin(), q->getters.end());
+    waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
+    waiting.insert(waiting.end(), q->joiners.begin(), q->joiners.end());
+    for (WaitId id : waiting) FailWaiter(id, gone, pending);
+    // Everything the queue holds: its own tasks in any state, and the dead
+    // tasks (of any origin) in its dead-letter set. Its own tasks that died
+    // into another queue's dead-letter set stay there.
+    std::vector<uint64_t> ids;
+    for (const ReadyKey& key : q->ready) ids.push_back(key.id);
+    for (const DelayKey& key : q->delayed) ids.push_back(key.id);
+    ids.insert(ids.end(), q->leased.begin(), q->leased.end());
+    ids.insert(ids.end(), q->dead.begin(), q->dead.end());
+    for (uint64_t id : ids) Forget(tasks_.at(id));
     queues_.erase(queue);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
+}
+
+uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
+  std::vector<uint64_t> ids;
+  for (const ReadyKey& key : q.ready) ids.push_back(key.id);
+  for (const DelayKey& key : q.delayed) ids.push_back(key.id);
+  for (uint64_t id : ids) {
+    Finish(tasks_.at(id), v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "", std::string(why),
+           /*send_result=*/true, pending);
+  }
+  return ids.size();
 }
 
 absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
@@ -191,14 +272,35 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
     MutexLock lock(&mu_);
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
-    purged = q->ready.size();
-    for (const ReadyKey& key : q->ready) tasks_.erase(key.id);
-    q->ready.clear();
-    q->unfinished -= purged;
-    Settle(*q, pending);
+    purged = DropWaiting(*q, absl::StrCat("purged from queue \"", queue, "\""), pending);
+    Touch(*q, pending);
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
   return purged;
+}
+
+absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, bool immediate) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  Pending pending;
+  uint64_t dropped = 0;
+  {
+    MutexLock lock(&mu_);
+    Queue* q = FindQueue(queue);
+    if (!q) return QueueMissing(queue);
+    q->shut_down = true;
+    std::vector<WaitId> putters(q->putters.begin(), q->putters.end());
+    for (WaitId id : putters) FailWaiter(id, QueueShutDown(queue), pending);
+    if (immediate) {
+      dropped = DropWaiting(*q, absl::StrCat("queue \"", queue, "\" was shut down"), pending);
+    }
+    Touch(*q, pending);  // getters of a drained queue fail now
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  LogInfo("queue \"%s\" shut down%s", queue,
+          immediate ? absl::StrCat(" immediately; ", dropped, " tasks dropped") : "");
+  return dropped;
 }
 
 // --- put ------------------------------------------------------------------------
@@ -210,6 +312,7 @@ absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
                                                    " tasks; the limit is ", kMaxTasksPerPut,
                                                    " per call: send smaller batches"));
   }
+  const int64_t latest_ms = absl::ToUnixMillis(clock_->Now()) + kMaxDelayMs;
   for (size_t i = 0; i < args.tasks.size(); ++i) {
     const v1::TaskSpec& t = args.tasks[i];
     auto bad = [&](absl::string_view why) {
@@ -242,13 +345,41 @@ absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
         return bad(absl::StrCat("an arg is ", a.size(), " bytes; the limit is ", kMaxArgBytes));
       }
     }
+    if (t.dedup_key().size() > kMaxDedupKeyBytes) {
+      return bad(absl::StrCat("dedup key is ", t.dedup_key().size(), " bytes; the limit is ",
+                              kMaxDedupKeyBytes));
+    }
+    if (int64_t{t.delay_ms()} > kMaxDelayMs) {
+      return bad(absl::StrCat("delay of ", t.delay_ms(), " ms is above the limit of 365 days"));
+    }
+    if (t.not_before_unix_ms() < 0) {
+      return bad(absl::StrCat("not_before_unix_ms ", t.not_before_unix_ms(), " is negative"));
+    }
+    if (t.not_before_unix_ms() > latest_ms) {
+      return bad(absl::StrCat("not_before_unix_ms ", t.not_before_unix_ms(),
+                              " is more than 365 days ahead"));
+    }
   }
   return absl::OkStatus();
 }
 
+size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+  size_t n = 0;
+  absl::flat_hash_set<absl::string_view> batch_keys;
+  for (const v1::TaskSpec& spec : specs) {
+    const std::string& key = spec.dedup_key();
+    if (key.empty()) {
+      ++n;
+    } else if (!q.dedup.contains(key) && batch_keys.insert(key).second) {
+      ++n;
+    }
+  }
+  return n;
+}
+
 bool MemoryEngine::Fits(const Queue& q, size_t n) const {
   if (q.config.maxsize() == 0) return true;
-  return q.ready.size() + q.leased.size() + n <= q.config.maxsize();
+  return Held(q) + n <= q.config.maxsize();
 }
 
 MemoryEngine::ReadyKey MemoryEngine::MakeKey(const Queue& q, const v1::Task& task) {
@@ -260,13 +391,22 @@ MemoryEngine::ReadyKey MemoryEngine::MakeKey(const Queue& q, const v1::Task& tas
   }
 }
 
-std::vector<uint64_t> MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs) {
-  std::vector<uint64_t> ids;
-  ids.reserve(specs.size());
-  int64_t now_ms = UnixMillis(clock_->Now());
+PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
+  PutResult out;
+  out.ids.reserve(specs.size());
+  out.existing.reserve(specs.size());
+  const absl::Time now = clock_->Now();
+  const int64_t now_ms = absl::ToUnixMillis(now);
   for (v1::TaskSpec& spec : specs) {
+    if (!spec.dedup_key().empty()) {
+      if (auto it = q.dedup.find(spec.dedup_key()); it != q.dedup.end()) {
+        out.ids.push_back(it->second);
+        out.existing.push_back(true);
+        continue;
+      }
+    }
     uint64_t id = next_task_id_++;
-    TaskRecord rec;
+    TaskRecord& rec = tasks_[id];
     v1::Task& t = rec.task;
     t.set_id(id);
     t.set_queue(q.config.name());
@@ -277,14 +417,25 @@ std::vector<uint64_t> MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& 
     t.mutable_headers()->swap(*spec.mutable_headers());
     t.mutable_args()->Swap(spec.mutable_args());
     t.set_enqueued_unix_ms(now_ms);
-    rec.key = MakeKey(q, t);
-    q.ready.insert(rec.key);
-    tasks_.emplace(id, std::move(rec));
-    ids.push_back(id);
+    if (!spec.dedup_key().empty()) {
+      rec.dedup_key = spec.dedup_key();
+      q.dedup[rec.dedup_key] = id;
+    }
+    absl::Time due = now + absl::Milliseconds(spec.delay_ms());
+    if (spec.not_before_unix_ms() > 0) {
+      due = std::max(due, absl::FromUnixMillis(spec.not_before_unix_ms()));
+    }
+    if (due > now) {
+      MakeDelayed(q, rec, due, pending);
+    } else {
+      MakeReady(q, rec, /*new_place=*/true);
+    }
+    ++q.total_put;
+    out.ids.push_back(id);
+    out.existing.push_back(false);
   }
-  q.unfinished += specs.size();
-  q.total_put += specs.size();
-  return ids;
+  Touch(q, pending);
+  return out;
 }
 
 WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
@@ -295,12 +446,15 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
   };
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> q = FindOrCreateQueue(args.queue);
-    absl::Status status = q.ok() ? ValidatePut(args) : q.status();
-    if (status.ok() && (*q)->config.maxsize() != 0 && args.tasks.size() > (*q)->config.maxsize()) {
+    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
+    absl::Status status = found.ok() ? ValidatePut(args) : found.status();
+    Queue* q = found.ok() ? *found : nullptr;
+    if (status.ok() && q->shut_down) status = QueueShutDown(args.queue);
+    size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
+    if (status.ok() && q->config.maxsize() != 0 && fresh > q->config.maxsize()) {
       status = absl::InvalidArgumentError(
-          absl::StrCat("put of ", args.tasks.size(), " tasks can never fit queue \"", args.queue,
-                       "\" (maxsize ", (*q)->config.maxsize(), "): send smaller batches"));
+          absl::StrCat("put of ", fresh, " tasks can never fit queue \"", args.queue,
+                       "\" (maxsize ", q->config.maxsize(), "): send smaller batches"));
     }
     // Reply-to queues must exist (or be creatable) before the task is accepted.
     for (size_t i = 0; status.ok() && i < args.tasks.size(); ++i) {
@@ -314,13 +468,14 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
     }
     if (!status.ok()) {
       fail(status);
-    } else if ((*q)->live_putters == 0 && Fits(**q, args.tasks.size())) {
-      std::vector<uint64_t> ids = Insert(**q, args.tasks);
-      Settle(**q, pending);
-      pending.Add([done = std::move(done), ids = std::move(ids)]() mutable { done(std::move(ids)); });
+    } else if (q->live_putters == 0 && Fits(*q, fresh)) {
+      PutResult stored = Insert(*q, args.tasks, pending);
+      pending.Add([done = std::move(done), stored = std::move(stored)]() mutable {
+        done(std::move(stored));
+      });
     } else if (args.nowait || args.deadline <= clock_->Now()) {
       fail(absl::ResourceExhaustedError(absl::StrCat(
-          "queue \"", args.queue, "\" is full (maxsize ", (*q)->config.maxsize(),
+          "queue \"", args.queue, "\" is full (maxsize ", q->config.maxsize(),
           "); retry later or put with a timeout to wait for room")));
     } else {
       Waiter w;
@@ -329,8 +484,9 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       w.deadline = args.deadline;
       w.put = std::move(args);
       w.put_done = std::move(done);
-      wait_id = AddWaiter(**q, std::move(w), pending);
+      wait_id = AddWaiter(*q, std::move(w), pending);
     }
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
   return wait_id;
@@ -338,50 +494,33 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 
 // --- get --------------------------------------------------------------------------
 
-v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder) {
-  absl::Time now = clock_->Now();
-  rec.leased = true;
-  rec.lease_id = next_lease_id_++;
-  rec.lease_deadline = now + absl::Milliseconds(q.config.lease_ms());
-  rec.holder = holder;
-  rec.task.set_attempt(rec.task.attempt() + 1);
-  lease_deadlines_.insert({rec.lease_deadline, rec.lease_id});
-  lease_to_task_[rec.lease_id] = rec.task.id();
-  q.leased.insert(rec.task.id());
-  if (holder != 0) subs_[holder].lease_ids.insert(rec.lease_id);
-  v1::Delivery d;
-  *d.mutable_task() = rec.task;
-  d.set_lease_id(rec.lease_id);
-  d.set_lease_deadline_unix_ms(UnixMillis(rec.lease_deadline));
-  return d;
-}
-
-// Takes up to `max` ready tasks for one Get. Take mode removes them.
 std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
-  absl::Time earliest_before = NextDeadlineLocked();
   while (!q.ready.empty() && out.size() < args.max_tasks) {
     uint64_t id = q.ready.begin()->id;
     q.ready.erase(q.ready.begin());
     auto it = tasks_.find(id);
+    TaskRecord& rec = it->second;
     if (args.lease) {
-      out.push_back(Lease(q, it->second, 0));
+      out.push_back(Lease(q, rec, 0, pending));
       continue;
     }
+    // Take: handed out and acknowledged in one step.
+    rec.task.set_attempt(rec.task.attempt() + 1);
+    FreeDedupKey(rec);
+    RememberFinished(rec, v1::TASK_STATE_DONE);
     v1::Delivery d;
-    it->second.task.set_attempt(it->second.task.attempt() + 1);
-    *d.mutable_task() = std::move(it->second.task);
+    *d.mutable_task() = std::move(rec.task);
     out.push_back(std::move(d));
     tasks_.erase(it);
     if (args.manual_task_done) {
       ++q.awaiting_task_done;
     } else {
-      --q.unfinished;
       ++q.total_completed;
     }
   }
-  if (NextDeadlineLocked() < earliest_before) pending.WakeTimer();
+  Touch(q, pending);
   return out;
 }
 
@@ -394,16 +533,18 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
   if (args.max_tasks == 0) args.max_tasks = 1;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> q = FindOrCreateQueue(args.queue);
-    if (!q.ok()) {
-      fail(q.status());
+    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
+    Queue* q = found.ok() ? *found : nullptr;
+    if (!found.ok()) {
+      fail(found.status());
     } else if (args.max_tasks > kMaxTasksPerGet) {
       fail(absl::InvalidArgumentError(absl::StrCat("max_tasks ", args.max_tasks,
                                                    " is above the limit of ", kMaxTasksPerGet)));
-    } else if ((*q)->live_getters == 0 && !(*q)->ready.empty()) {
-      std::vector<v1::Delivery> got = TakeReady(**q, args, pending);
-      Settle(**q, pending);
+    } else if (q->live_getters == 0 && !q->ready.empty()) {
+      std::vector<v1::Delivery> got = TakeReady(*q, args, pending);
       pending.Add([done = std::move(done), got = std::move(got)]() mutable { done(std::move(got)); });
+    } else if (q->shut_down && q->ready.empty() && q->delayed.empty()) {
+      fail(QueueShutDownAndEmpty(args.queue));
     } else if (args.nowait || args.deadline <= clock_->Now()) {
       fail(absl::DeadlineExceededError(absl::StrCat("queue \"", args.queue, "\" is empty")));
     } else {
@@ -413,14 +554,25 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
       w.deadline = args.deadline;
       w.get = std::move(args);
       w.get_done = std::move(done);
-      wait_id = AddWaiter(**q, std::move(w), pending);
+      wait_id = AddWaiter(*q, std::move(w), pending);
     }
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
   return wait_id;
 }
 
-// --- dispatch ---------------------------------------------------------------------
+// --- hand-out ---------------------------------------------------------------------
+
+void MemoryEngine::SettleTouched(Pending& pending) {
+  for (;;) {
+    std::vector<std::string> touched = pending.TakeTouched();
+    if (touched.empty()) return;
+    for (const std::string& name : touched) {
+      if (Queue* q = FindQueue(name)) Settle(*q, pending);
+    }
+  }
+}
 
 void MemoryEngine::Settle(Queue& q, Pending& pending) {
   // Iterative, not recursive: admitting a putter makes tasks ready, serving
@@ -428,6 +580,10 @@ void MemoryEngine::Settle(Queue& q, Pending& pending) {
   for (;;) {
     Dispatch(q, pending);
     if (!AdmitPutters(q, pending)) break;
+  }
+  if (q.shut_down && q.ready.empty() && q.delayed.empty() && q.live_getters != 0) {
+    std::vector<WaitId> getters(q.getters.begin(), q.getters.end());
+    for (WaitId id : getters) FailWaiter(id, QueueShutDownAndEmpty(q.config.name()), pending);
   }
   WakeJoiners(q, pending);
 }
@@ -452,7 +608,6 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
   if (subs_it == subs_by_queue_.end() || subs_it->second.empty()) return;
   const std::vector<SubscriptionId>& subs = subs_it->second;
   size_t& next = round_robin_[q.config.name()];
-  absl::Time earliest_before = NextDeadlineLocked();
   // Round robin, one task per worker with credit per turn, so one fast
   // worker with a big window does not take everything.
   size_t idle_in_a_row = 0;
@@ -468,9 +623,8 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     --sub.credits;
     uint64_t id = q.ready.begin()->id;
     q.ready.erase(q.ready.begin());
-    pending.Deliver(sub_id, sub.deliver, Lease(q, tasks_.at(id), sub_id));
+    pending.Deliver(sub_id, sub.deliver, Lease(q, tasks_.at(id), sub_id, pending));
   }
-  if (NextDeadlineLocked() < earliest_before) pending.WakeTimer();
 }
 
 bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
@@ -483,13 +637,14 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
       continue;
     }
     Waiter& w = it->second;
-    if (!Fits(q, w.put.tasks.size())) break;  // FIFO: nobody overtakes the head
+    // FIFO: nobody overtakes the head.
+    if (!Fits(q, CountNew(q, w.put.tasks))) break;
     q.putters.pop_front();
     --q.live_putters;
-    std::vector<uint64_t> ids = Insert(q, w.put.tasks);
+    PutResult stored = Insert(q, w.put.tasks, pending);
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
-    pending.Add([done = std::move(w.put_done), ids = std::move(ids)]() mutable {
-      done(std::move(ids));
+    pending.Add([done = std::move(w.put_done), stored = std::move(stored)]() mutable {
+      done(std::move(stored));
     });
     waiters_.erase(it);
     admitted = true;
@@ -498,7 +653,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
 }
 
 void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
-  if (q.unfinished != 0 || q.joiners.empty()) return;
+  if (Unfinished(q) != 0 || q.joiners.empty()) return;
   for (WaitId id : q.joiners) {
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;
@@ -509,161 +664,6 @@ void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
     waiters_.erase(it);
   }
   q.joiners.clear();
-}
-
-// --- settle leases -------------------------------------------------------------------
-
-absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_id,
-                                                                  uint64_t lease_id) {
-  auto it = tasks_.find(task_id);
-  if (it == tasks_.end() || !it->second.leased || it->second.lease_id != lease_id) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "lease lost: task ", task_id, " is no longer held under lease ", lease_id,
-        " (it expired, was released, or the task was completed or deleted); "
-        "this report is discarded"));
-  }
-  return &it->second;
-}
-
-void MemoryEngine::ClearLease(TaskRecord& rec) {
-  if (!rec.leased) return;
-  lease_deadlines_.erase({rec.lease_deadline, rec.lease_id});
-  lease_to_task_.erase(rec.lease_id);
-  if (Queue* q = FindQueue(rec.task.queue())) q->leased.erase(rec.task.id());
-  if (rec.holder != 0) {
-    if (auto it = subs_.find(rec.holder); it != subs_.end()) it->second.lease_ids.erase(rec.lease_id);
-  }
-  rec.leased = false;
-  rec.lease_id = 0;
-  rec.lease_deadline = absl::InfiniteFuture();
-  rec.holder = 0;
-}
-
-void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
-                                 std::string error, Pending& pending) {
-  const std::string& reply_to = rec.task.reply_to();
-  // The reply queue was made (or checked) when the task was put. If it is
-  // gone now, its owner deleted it (e.g. `submit --wait` gave up): do not
-  // resurrect it as an orphan nobody reads.
-  Queue* rq = FindQueue(reply_to);
-  if (!rq) {
-    LogInfo("result of task %d dropped: its reply_to queue \"%s\" was deleted", rec.task.id(),
-            reply_to);
-    return;
-  }
-  Queue& q = *rq;
-  uint64_t id = next_task_id_++;
-  TaskRecord r;
-  r.task.set_id(id);
-  r.task.set_queue(reply_to);
-  r.task.set_payload(std::move(result));
-  *r.task.mutable_headers() = rec.task.headers();
-  r.task.set_result_of(rec.task.id());
-  r.task.set_outcome(outcome);
-  r.task.set_error(std::move(error));
-  r.task.set_enqueued_unix_ms(UnixMillis(clock_->Now()));
-  r.key = MakeKey(q, r.task);
-  q.ready.insert(r.key);
-  ++q.unfinished;
-  ++q.total_put;
-  tasks_.emplace(id, std::move(r));
-  Settle(q, pending);
-}
-
-void MemoryEngine::Finish(TaskRecord& rec, v1::Outcome outcome, std::string result,
-                          std::string error, Pending& pending) {
-  Queue* q = FindQueue(rec.task.queue());
-  if (rec.leased) {
-    ClearLease(rec);
-  } else if (q) {
-    q->ready.erase(rec.key);
-  }
-  uint64_t id = rec.task.id();
-  if (q) {
-    --q->unfinished;
-    if (outcome == v1::OUTCOME_OK) {
-      ++q->total_completed;
-    } else {
-      ++q->total_failed;
-    }
-  }
-  if (!rec.task.reply_to().empty()) {
-    DeliverResult(rec, outcome, std::move(result), std::move(error), pending);
-  }
-  tasks_.erase(id);
-  if (q) Settle(*q, pending);
-}
-
-void MemoryEngine::ReturnLease(TaskRecord& rec, absl::string_view why, Pending& pending) {
-  Queue* q = FindQueue(rec.task.queue());
-  if (q && rec.task.attempt() >= q->config.max_attempts()) {
-    std::string error = absl::StrCat("gave up after ", rec.task.attempt(), " attempts: ", why);
-    if (!rec.task.error().empty()) absl::StrAppend(&error, " (last error: ", rec.task.error(), ")");
-    Finish(rec, v1::OUTCOME_FAILED, "", std::move(error), pending);
-    return;
-  }
-  ClearLease(rec);
-  if (!q) return;
-  q->ready.insert(rec.key);
-  Settle(*q, pending);
-}
-
-absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
-  if (result.size() > options_.max_payload_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("result is too large (", result.size(),
-                                                   " bytes; the limit is ",
-                                                   options_.max_payload_bytes, ")"));
-  }
-  Pending pending;
-  {
-    MutexLock lock(&mu_);
-    absl::StatusOr<TaskRecord*> rec = FindLease(task_id, lease_id);
-    if (!rec.ok()) return rec.status();
-    Finish(**rec, v1::OUTCOME_OK, std::move(result), "", pending);
-  }
-  pending.Run(on_earlier_deadline_);
-  return absl::OkStatus();
-}
-
-absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
-                                bool permanent) {
-  if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
-  Pending pending;
-  {
-    MutexLock lock(&mu_);
-    absl::StatusOr<TaskRecord*> found = FindLease(task_id, lease_id);
-    if (!found.ok()) return found.status();
-    TaskRecord& rec = **found;
-    Queue* q = FindQueue(rec.task.queue());
-    if (permanent || !q || rec.task.attempt() >= q->config.max_attempts()) {
-      std::string why = permanent ? error
-                                  : absl::StrCat("gave up after ", rec.task.attempt(),
-                                                 " attempts; last error: ", error);
-      Finish(rec, v1::OUTCOME_FAILED, "", std::move(why), pending);
-    } else {
-      rec.task.set_error(std::move(error));
-      ClearLease(rec);
-      q->ready.insert(rec.key);
-      Settle(*q, pending);
-    }
-  }
-  pending.Run(on_earlier_deadline_);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<absl::Time> MemoryEngine::ExtendLease(uint64_t lease_id) {
-  MutexLock lock(&mu_);
-  auto it = lease_to_task_.find(lease_id);
-  if (it == lease_to_task_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "lease lost: lease ", lease_id, " is no longer held (expired, released or completed)"));
-  }
-  TaskRecord& rec = tasks_.at(it->second);
-  Queue* q = FindQueue(rec.task.queue());
-  lease_deadlines_.erase({rec.lease_deadline, lease_id});
-  rec.lease_deadline = clock_->Now() + absl::Milliseconds(q ? q->config.lease_ms() : 30000);
-  lease_deadlines_.insert({rec.lease_deadline, lease_id});
-  return rec.lease_deadline;
 }
 
 absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
@@ -679,9 +679,9 @@ absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
           " taken with manual_task_done are outstanding on queue \"", queue, "\""));
     }
     q->awaiting_task_done -= count;
-    q->unfinished -= count;
     q->total_completed += count;
-    Settle(*q, pending);
+    Touch(*q, pending);
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -694,11 +694,11 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
     MutexLock lock(&mu_);
     Queue* q = shut_down_ ? nullptr : FindQueue(queue);
     absl::Status status = shut_down_ ? ShuttingDown() : q ? absl::OkStatus() : QueueMissing(queue);
-    if (status.ok() && q->unfinished != 0 && deadline <= clock_->Now()) {
+    if (status.ok() && Unfinished(*q) != 0 && deadline <= clock_->Now()) {
       status = absl::DeadlineExceededError(absl::StrCat(
-          "queue \"", queue, "\" still has ", q->unfinished, " unfinished tasks"));
+          "queue \"", queue, "\" still has ", Unfinished(*q), " unfinished tasks"));
     }
-    if (!status.ok() || q->unfinished == 0) {
+    if (!status.ok() || Unfinished(*q) == 0) {
       pending.Add([done = std::move(done), status]() mutable { done(status); });
     } else {
       Waiter w;
@@ -755,9 +755,8 @@ absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
           absl::StrCat("credit window above the limit of ", kMaxCredits, " tasks in flight"));
     }
     sub.credits += credits;
-    for (const std::string& name : sub.queues) {
-      if (Queue* q = FindQueue(name)) Settle(*q, pending);
-    }
+    for (const std::string& name : sub.queues) pending.Touch(name);
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -782,12 +781,16 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
       }
     }
     std::vector<uint64_t> leases(sub.lease_ids.begin(), sub.lease_ids.end());
+    std::sort(leases.begin(), leases.end());  // deterministic order
     std::string why = absl::StrCat("worker ", sub.worker_id, " disconnected");
     for (uint64_t lease_id : leases) {
       auto t = lease_to_task_.find(lease_id);
-      if (t != lease_to_task_.end()) ReturnLease(tasks_.at(t->second), why, pending);
+      if (t != lease_to_task_.end()) {
+        LoseLease(tasks_.at(t->second), LostHow::kDisconnected, why, pending);
+      }
     }
     subs_.erase(sub_id);
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
@@ -798,6 +801,7 @@ absl::Time MemoryEngine::NextDeadlineLocked() {
   absl::Time t = absl::InfiniteFuture();
   if (!wait_deadlines_.empty()) t = wait_deadlines_.begin()->first;
   if (!lease_deadlines_.empty()) t = std::min(t, lease_deadlines_.begin()->first);
+  if (!delayed_.empty()) t = std::min(t, delayed_.begin()->due);
   return t;
 }
 
@@ -806,10 +810,14 @@ absl::Time MemoryEngine::NextDeadline() {
   return NextDeadlineLocked();
 }
 
+void MemoryEngine::WatchDeadline(absl::Time t, Pending& pending) {
+  if (t < NextDeadlineLocked()) pending.WakeTimer();
+}
+
 WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   WaitId id = next_wait_id_++;
   if (w.deadline != absl::InfiniteFuture()) {
-    if (w.deadline < NextDeadlineLocked()) pending.WakeTimer();
+    WatchDeadline(w.deadline, pending);
     wait_deadlines_.insert({w.deadline, id});
   }
   switch (w.kind) {
@@ -837,7 +845,10 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
   Queue* q = FindQueue(w.queue);
   switch (w.kind) {
     case WaitKind::kPut:
-      if (q) --q->live_putters;
+      if (q) {
+        --q->live_putters;
+        Touch(*q, pending);  // a smaller batch behind it may fit now
+      }
       pending.Add([done = std::move(w.put_done), status]() mutable { done(status); });
       break;
     case WaitKind::kGet:
@@ -873,6 +884,7 @@ void MemoryEngine::CancelWait(WaitId id) {
   {
     MutexLock lock(&mu_);
     FailWaiter(id, absl::CancelledError("cancelled by the client"), pending);
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
@@ -881,6 +893,32 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
   Pending pending;
   {
     MutexLock lock(&mu_);
+    // 1. Lease expiries, oldest deadline first: retried after backoff or
+    //    given up.
+    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
+      uint64_t lease_id = lease_deadlines_.begin()->second;
+      auto t = lease_to_task_.find(lease_id);
+      if (t == lease_to_task_.end()) {
+        lease_deadlines_.erase(lease_deadlines_.begin());
+        continue;
+      }
+      TaskRecord& rec = tasks_.at(t->second);
+      std::string why = absl::StrCat("lease expired: ", rec.holder_name,
+                                     " neither finished nor extended it in time");
+      LoseLease(rec, LostHow::kExpired, std::move(why), pending);
+    }
+    // 2. Delayed tasks that are due become ready, in due order; all of them
+    //    before any is handed out, so the queue's order decides among them.
+    while (!delayed_.empty() && delayed_.begin()->due <= now) {
+      TaskRecord& rec = tasks_.at(delayed_.begin()->id);
+      Queue* q = FindQueue(rec.task.queue());
+      Detach(rec);
+      MakeReady(*q, rec, /*new_place=*/true);
+      Touch(*q, pending);
+    }
+    SettleTouched(pending);
+    // 3. Waiting calls whose time is up (after hand-out: a getter whose
+    //    deadline is now still gets a task that became ready now).
     while (!wait_deadlines_.empty() && wait_deadlines_.begin()->first <= now) {
       WaitId id = wait_deadlines_.begin()->second;
       auto it = waiters_.find(id);
@@ -889,37 +927,26 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
         continue;
       }
       const std::string& name = it->second.queue;
+      Queue* q = FindQueue(name);
       absl::Status status;
       switch (it->second.kind) {
-        case WaitKind::kPut: {
-          Queue* q = FindQueue(name);
+        case WaitKind::kPut:
           status = absl::ResourceExhaustedError(absl::StrCat(
               "queue \"", name, "\" is full (maxsize ", q ? q->config.maxsize() : 0,
               "): no room within the timeout"));
           break;
-        }
         case WaitKind::kGet:
           status = absl::DeadlineExceededError(
               absl::StrCat("queue \"", name, "\" is empty: no task within the timeout"));
           break;
-        case WaitKind::kJoin: {
-          Queue* q = FindQueue(name);
+        case WaitKind::kJoin:
           status = absl::DeadlineExceededError(absl::StrCat(
-              "queue \"", name, "\" still has ", q ? q->unfinished : 0, " unfinished tasks"));
+              "queue \"", name, "\" still has ", q ? Unfinished(*q) : 0, " unfinished tasks"));
           break;
-        }
       }
       FailWaiter(id, status, pending);
     }
-    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
-      uint64_t lease_id = lease_deadlines_.begin()->second;
-      auto t = lease_to_task_.find(lease_id);
-      if (t == lease_to_task_.end()) {
-        lease_deadlines_.erase(lease_deadlines_.begin());
-        continue;
-      }
-      ReturnLease(tasks_.at(t->second), "lease expired", pending);
-    }
+    SettleTouched(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
@@ -933,6 +960,7 @@ void MemoryEngine::Shutdown() {
     ids.reserve(waiters_.size());
     for (const auto& [id, w] : waiters_) ids.push_back(id);
     for (WaitId id : ids) FailWaiter(id, ShuttingDown(), pending);
+    // No settling: nothing new is handed out once the master is stopping.
   }
   pending.Run(nullptr);
 }

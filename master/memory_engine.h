@@ -1,9 +1,23 @@
 // MemoryEngine: the in-memory QueueEngine. Everything lives in RAM and is
 // lost when the master exits (the durable store replaces it later).
 //
+// A task is in exactly one state: delayed (per-queue set ordered by due
+// time), ready (per-queue set in hand-out order), leased (lease deadline
+// tracked), or dead (in some queue's dead-letter set). Finished tasks are
+// removed and remembered, without payload, in a bounded "recently finished"
+// memory for GetTask. docs/QUEUES.md states the rules for users.
+//
 // One mutex guards all state. Work that must not run under it — callbacks
 // finishing RPCs, deliveries to worker streams — is collected into a
-// `Pending` list while locked and run after unlocking.
+// `Pending` list while locked and run after unlocking. State changes mark
+// their queue "touched"; touched queues are settled (tasks handed out,
+// putters admitted, joiners woken) once at the end of the locked step, so
+// everything that becomes ready in one step is ordered before any of it is
+// handed out.
+//
+// The implementation is split: memory_engine.cc (queues, put, get,
+// dispatch, time), memory_engine_tasks.cc (settling leases, retries, dead
+// letters, cancel, task lookup).
 //
 // Thread-safety: all public methods are safe from any thread.
 #pragma once
@@ -12,13 +26,16 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "common/clock.h"
 #include "common/sync.h"
 #include "master/queue_engine.h"
@@ -39,6 +56,17 @@ class MemoryEngine final : public QueueEngine {
   absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) override;
   absl::Status DeleteQueue(const std::string& queue) override;
   absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue) override;
+  absl::StatusOr<v1::QueueConfig> UpdateQueue(const std::string& queue,
+                                              const v1::QueueConfigUpdate& update) override;
+  absl::StatusOr<uint64_t> ShutdownQueue(const std::string& queue, bool immediate) override;
+
+  absl::StatusOr<v1::Task> GetTask(uint64_t task_id) override;
+  absl::StatusOr<v1::TaskState> CancelTask(uint64_t task_id) override;
+
+  absl::StatusOr<std::vector<v1::Task>> ListDead(const std::string& queue, uint64_t after_id,
+                                                 uint32_t limit) override;
+  absl::StatusOr<uint64_t> RequeueDead(const std::string& queue, uint64_t task_id) override;
+  absl::StatusOr<uint64_t> PurgeDead(const std::string& queue) override;
 
   WaitId Put(PutArgs args, PutCallback done) override;
   WaitId Get(GetArgs args, GetCallback done) override;
@@ -47,6 +75,7 @@ class MemoryEngine final : public QueueEngine {
   absl::Status Complete(uint64_t task_id, uint64_t lease_id, std::string result) override;
   absl::Status Fail(uint64_t task_id, uint64_t lease_id, std::string error,
                     bool permanent) override;
+  absl::Status Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) override;
   absl::StatusOr<absl::Time> ExtendLease(uint64_t lease_id) override;
   absl::Status TaskDone(const std::string& queue, uint32_t count) override;
   WaitId Join(const std::string& queue, absl::Time deadline, DoneCallback done) override;
@@ -62,29 +91,51 @@ class MemoryEngine final : public QueueEngine {
   void Shutdown() override;
 
  private:
-  // Work to do once the lock is released.
+  // Work to do once the lock is released (memory_engine_pending.h).
   class Pending;
 
   // Order of ready tasks in a queue: (major, minor, id), smallest first.
-  // FIFO: (0, seq); LIFO: (0, -seq); PRIORITY: (priority, seq).
+  // FIFO: (0, seq); LIFO: (0, -seq); PRIORITY: (priority, seq), where seq
+  // counts the moments tasks become ready.
   struct ReadyKey {
     int64_t major;
     int64_t minor;
     uint64_t id;
     bool operator<(const ReadyKey& o) const {
-      if (major != o.major) return major < o.major;
-      if (minor != o.minor) return minor < o.minor;
-      return id < o.id;
+      return std::tie(major, minor, id) < std::tie(o.major, o.minor, o.id);
     }
   };
 
+  // Order of delayed tasks: due time, then the order they were delayed in.
+  struct DelayKey {
+    absl::Time due;
+    uint64_t seq;
+    uint64_t id;
+    bool operator<(const DelayKey& o) const {
+      return std::tie(due, seq, id) < std::tie(o.due, o.seq, o.id);
+    }
+  };
+
+  enum class State { kDelayed, kReady, kLeased, kDead };
+  static v1::TaskState ProtoState(State state);
+
   struct TaskRecord {
+    // What deliveries carry. The status fields of v1::Task (state, history,
+    // ...) live below and are filled in only by Describe.
     v1::Task task;
-    ReadyKey key;            // where it sits while ready
-    bool leased = false;
-    uint64_t lease_id = 0;   // current lease; 0 when ready
+    State state = State::kReady;
+    ReadyKey key{};  // its place while ready; kept while leased
+    DelayKey delay{};  // while delayed
+    uint64_t lease_id = 0;  // while leased
     absl::Time lease_deadline = absl::InfiniteFuture();
     SubscriptionId holder = 0;  // Work stream holding the lease (0 = unary)
+    std::string holder_name;    // its worker id, or "consumer"
+    std::string dedup_key;
+    std::string last_error;
+    // The last kTaskHistoryLength attempts, oldest first. A vector: empty
+    // costs nothing (a std::deque allocates even when empty).
+    std::vector<v1::Attempt> history;
+    std::string dead_in;  // while dead: the queue whose dead-letter set holds it
   };
 
   enum class WaitKind { kPut, kGet, kJoin };
@@ -102,12 +153,17 @@ class MemoryEngine final : public QueueEngine {
   struct Queue {
     v1::QueueConfig config;
     absl::btree_set<ReadyKey> ready;
+    absl::btree_set<DelayKey> delayed;
     absl::flat_hash_set<uint64_t> leased;
-    uint64_t unfinished = 0;          // put and not done (Join waits for 0)
+    absl::btree_set<uint64_t> dead;  // this queue's dead-letter set, by id
+    // Dedup keys of tasks put on this queue that are not finished.
+    absl::flat_hash_map<std::string, uint64_t> dedup;
+    bool shut_down = false;
     uint64_t awaiting_task_done = 0;  // taken with manual_task_done
     uint64_t total_put = 0;
     uint64_t total_completed = 0;
     uint64_t total_failed = 0;
+    uint64_t total_cancelled = 0;
     // Blocked calls, oldest first. May hold ids of finished waiters (lazy
     // deletion); live counts are kept separately.
     std::deque<WaitId> getters;
@@ -125,42 +181,57 @@ class MemoryEngine final : public QueueEngine {
     absl::flat_hash_set<uint64_t> lease_ids;
   };
 
-  // --- helpers; all require mu_ -----------------------------------------
+  // A finished task as GetTask reports it (no payload).
+  struct Finished {
+    v1::Task task;
+    size_t bytes;
+  };
+
+  // How a lease ended without completing (history's `how`).
+  enum class LostHow { kFailed, kExpired, kDisconnected };
+
+  // --- queues (memory_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
-  absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* FindQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Queue* AddQueue(v1::QueueConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;
+  absl::Status ValidateConfig(const v1::QueueConfig& config) const;
   v1::QueueStats StatsOf(const Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static uint64_t Unfinished(const Queue& q) {
+    return q.ready.size() + q.delayed.size() + q.leased.size() + q.awaiting_task_done;
+  }
+  // Ready + delayed + leased: what maxsize bounds.
+  static uint64_t Held(const Queue& q) {
+    return q.ready.size() + q.delayed.size() + q.leased.size();
+  }
   ReadyKey MakeKey(const Queue& q, const v1::Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidatePut(const PutArgs& args) const;
+  // How many of `specs` a put would store (the rest are dedup hits).
+  size_t CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const;
   bool Fits(const Queue& q, size_t n) const;
+  // Drops ready and delayed tasks, each with a CANCELLED result saying `why`.
+  uint64_t DropWaiting(Queue& q, absl::string_view why, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Stores tasks (room already checked) and returns their ids.
-  std::vector<uint64_t> Insert(Queue& q, std::vector<v1::TaskSpec>& specs)
+  // Stores tasks (room already checked): ready, or delayed until their time.
+  PutResult Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes up to args.max_tasks ready tasks for one Get (take or lease).
   std::vector<v1::Delivery> TakeReady(Queue& q, const GetArgs& args, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks q for settling at the end of the locked step.
+  static void Touch(const Queue& q, Pending& pending);
+  // Settles every touched queue (settling one may touch others).
+  void SettleTouched(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After any change to q: serve getters and workers, admit putters that now
-  // fit, wake joiners when nothing is unfinished.
+  // fit, wake joiners when nothing is unfinished, fail getters of a drained
+  // shut-down queue.
   void Settle(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AdmitPutters(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeJoiners(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Puts a result message on the task's reply_to queue, bypassing maxsize.
-  void DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
-                     std::string error, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Lease lost (expired or holder gone): back to ready, or given up.
-  void ReturnLease(TaskRecord& rec, absl::string_view why, Pending& pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends a task: removes it and (if it has reply_to) delivers its result.
-  void Finish(TaskRecord& rec, v1::Outcome outcome, std::string result, std::string error,
-              Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ClearLease(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<TaskRecord*> FindLease(uint64_t task_id, uint64_t lease_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Parks a blocked call on q's list for its kind, with its deadline.
   WaitId AddWaiter(Queue& q, Waiter w, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a waiter and schedules its callback with `status`.
@@ -168,6 +239,51 @@ class MemoryEngine final : public QueueEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CompactWaitLists(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time NextDeadlineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the timer to re-arm if `t` is earlier than every pending deadline.
+  void WatchDeadline(absl::Time t, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
+  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes rec out of whichever set of its state holds it.
+  void Detach(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClearLease(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // new_place = false puts it back where it was (a lease returned at once).
+  void MakeReady(Queue& q, TaskRecord& rec, bool new_place) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retry delay for the attempt that just ended, with jitter.
+  absl::Duration Backoff(const Queue& q, uint32_t attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A lease was lost or failed (retryable): counts the attempt, then retries
+  // (after backoff; at once in its old place for a disconnect) or gives up.
+  void LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a detached task to its dead-letter set; a FAILED result saying
+  // `result_error` goes to its reply_to.
+  void GiveUp(TaskRecord& rec, std::string result_error, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a task for good: removes it, remembers it as `final_state`, frees
+  // its dedup key, and (if send_result and it has reply_to) puts a result.
+  void Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
+              std::string result, std::string error, bool send_result, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts a result message on the task's reply_to queue, bypassing maxsize.
+  void DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
+                     std::string error, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeDedupKey(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops a record whose queue (or dead-letter set) is being deleted.
+  void Forget(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<TaskRecord*> FindLease(uint64_t task_id, uint64_t lease_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The full status view of a live task.
+  v1::Task Describe(const TaskRecord& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberFinished(const TaskRecord& rec, v1::TaskState state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberRevoked(uint64_t lease_id, uint64_t task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Back from a dead-letter set to its origin queue, or why not.
+  absl::Status Requeue(TaskRecord& rec, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const EngineOptions options_;
   Clock* const clock_;
@@ -180,17 +296,28 @@ class MemoryEngine final : public QueueEngine {
   uint64_t next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_sub_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_delay_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
+  // Node map: a TaskRecord& stays valid while other tasks come and go.
+  absl::node_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, uint64_t> lease_to_task_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WaitId, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<SubscriptionId, Subscription> subs_ ABSL_GUARDED_BY(mu_);
   // Subscribers per queue name (kept across delete/re-create of the queue).
   absl::flat_hash_map<std::string, std::vector<SubscriptionId>> subs_by_queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> round_robin_ ABSL_GUARDED_BY(mu_);
-  // Deadlines: (when, wait id) and (when, lease id).
+  // Deadlines: (when, wait id), (when, lease id), and every delayed task.
   absl::btree_set<std::pair<absl::Time, WaitId>> wait_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, uint64_t>> lease_deadlines_ ABSL_GUARDED_BY(mu_);
+  absl::btree_set<DelayKey> delayed_ ABSL_GUARDED_BY(mu_);
+  // Recently finished tasks, oldest first (bounded by options_).
+  absl::flat_hash_map<uint64_t, Finished> finished_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> finished_order_ ABSL_GUARDED_BY(mu_);
+  size_t finished_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Leases revoked by CancelTask: lease id -> task id, oldest first.
+  absl::flat_hash_map<uint64_t, uint64_t> revoked_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> revoked_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskq

@@ -1,8 +1,13 @@
-// Unit tests for the in-memory queue engine. Time is a FakeClock moved by
-// the test and fired with AdvanceTo: no sleeps, no timer thread. The stress
-// test at the end runs on real time with the master's TimerDriver.
+// Unit tests for the in-memory queue engine: kinds, maxsize, long-poll,
+// leases, results, join, credits. Time is a FakeClock moved by the test
+// (engine_test_util.h). The rules of issue 5 (delays, retries, dead letters,
+// dedup, cancel, release, shutdown, status) are in
+// memory_engine_reliability_test.cc. The stress test at the end runs on real
+// time with the master's EngineTimer on a runtime scheduler.
 #include "master/memory_engine.h"
-#include "master/timer_driver.h"
+#include "master/engine_test_util.h"
+#include "common/runtime/scheduler.h"
+#include "master/engine_timer.h"
 
 #include <atomic>
 #include <deque>
@@ -21,103 +26,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::SizeIs;
-
-// Captures the outcome of an async engine call.
-template <typename T>
-struct Result {
-  std::optional<T> value;
-  bool done() const { return value.has_value(); }
-};
-
-class EngineTest : public ::testing::Test {
- protected:
-  EngineTest() { Reset({}); }
-
-  void Reset(EngineOptions options) {
-    options.default_lease = absl::Seconds(10);
-    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
-  }
-
-  v1::TaskSpec Spec(std::string payload, int priority = 0, std::string reply_to = "") {
-    v1::TaskSpec s;
-    s.set_payload(std::move(payload));
-    s.set_priority(priority);
-    s.set_reply_to(std::move(reply_to));
-    return s;
-  }
-
-  // Put that must succeed at once.
-  std::vector<uint64_t> MustPut(const std::string& queue, std::vector<v1::TaskSpec> specs) {
-    Result<absl::StatusOr<std::vector<uint64_t>>> r;
-    PutArgs args;
-    args.queue = queue;
-    args.tasks = std::move(specs);
-    args.nowait = true;
-    engine_->Put(std::move(args), [&](auto ids) { r.value = std::move(ids); });
-    EXPECT_TRUE(r.done());
-    EXPECT_TRUE(r.value->ok()) << r.value->status();
-    return r.value->ok() ? **r.value : std::vector<uint64_t>{};
-  }
-
-  // Put that may wait until `deadline`.
-  WaitId PutAsync(const std::string& queue, std::vector<v1::TaskSpec> specs,
-                  Result<absl::StatusOr<std::vector<uint64_t>>>* r,
-                  absl::Time deadline = absl::InfiniteFuture(), bool nowait = false) {
-    PutArgs args;
-    args.queue = queue;
-    args.tasks = std::move(specs);
-    args.nowait = nowait;
-    args.deadline = deadline;
-    return engine_->Put(std::move(args), [r](auto ids) { r->value = std::move(ids); });
-  }
-
-  WaitId GetAsync(const std::string& queue, Result<absl::StatusOr<std::vector<v1::Delivery>>>* r,
-                  bool lease = false, uint32_t max = 1, absl::Time deadline = absl::InfiniteFuture(),
-                  bool nowait = false) {
-    GetArgs args;
-    args.queue = queue;
-    args.lease = lease;
-    args.max_tasks = max;
-    args.deadline = deadline;
-    args.nowait = nowait;
-    return engine_->Get(std::move(args), [r](auto got) { r->value = std::move(got); });
-  }
-
-  // Get that must return at once.
-  std::vector<v1::Delivery> MustGet(const std::string& queue, bool lease = false,
-                                    uint32_t max = 1) {
-    Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
-    GetAsync(queue, &r, lease, max, absl::InfiniteFuture(), /*nowait=*/true);
-    EXPECT_TRUE(r.done());
-    EXPECT_TRUE(r.value->ok()) << r.value->status();
-    return r.value->ok() ? **r.value : std::vector<v1::Delivery>{};
-  }
-
-  std::vector<std::string> Payloads(const std::vector<v1::Delivery>& ds) {
-    std::vector<std::string> out;
-    for (const auto& d : ds) out.push_back(d.task().payload());
-    return out;
-  }
-
-  v1::QueueStats Stats(const std::string& q) {
-    auto s = engine_->Stats(q);
-    EXPECT_TRUE(s.ok()) << s.status();
-    return s.ok() ? *s : v1::QueueStats{};
-  }
-
-  void CreateQueue(const std::string& name, v1::QueueKind kind, uint64_t maxsize = 0,
-                   uint32_t max_attempts = 0) {
-    v1::QueueConfig c;
-    c.set_name(name);
-    c.set_kind(kind);
-    c.set_maxsize(maxsize);
-    c.set_max_attempts(max_attempts);
-    ASSERT_TRUE(engine_->CreateQueue(c, false).ok());
-  }
-
-  FakeClock clock_;
-  std::unique_ptr<MemoryEngine> engine_;
-};
 
 TEST_F(EngineTest, FifoHandsOutInPutOrder) {
   MustPut("q", {Spec("a"), Spec("b")});
@@ -150,7 +58,7 @@ TEST_F(EngineTest, CreateQueueIsIdempotentOnlyWithSameSettings) {
 }
 
 TEST_F(EngineTest, BadNamesAndOversizedPayloadsAreRefused) {
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("bad name!", {Spec("x")}, &r);
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kInvalidArgument);
@@ -169,7 +77,7 @@ TEST_F(EngineTest, UnknownQueueRefusedWithoutAutoCreate) {
   EngineOptions strict;
   strict.auto_create_queues = false;
   Reset(strict);
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("nope", {Spec("x")}, &r);
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kNotFound);
@@ -179,7 +87,7 @@ TEST_F(EngineTest, UnknownQueueRefusedWithoutAutoCreate) {
 TEST_F(EngineTest, PutNowaitOnFullQueueFailsAtOnce) {
   CreateQueue("small", v1::QUEUE_KIND_FIFO, 2);
   MustPut("small", {Spec("a"), Spec("b")});
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("small", {Spec("c")}, &r, absl::InfiniteFuture(), /*nowait=*/true);
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kResourceExhausted);
@@ -188,7 +96,7 @@ TEST_F(EngineTest, PutNowaitOnFullQueueFailsAtOnce) {
 
 TEST_F(EngineTest, BatchLargerThanMaxsizeCanNeverFit) {
   CreateQueue("small", v1::QUEUE_KIND_FIFO, 2);
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("small", {Spec("a"), Spec("b"), Spec("c")}, &r);
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kInvalidArgument);
@@ -197,7 +105,7 @@ TEST_F(EngineTest, BatchLargerThanMaxsizeCanNeverFit) {
 TEST_F(EngineTest, BlockedPutIsAdmittedWhenRoomAppears) {
   CreateQueue("small", v1::QUEUE_KIND_FIFO, 1);
   MustPut("small", {Spec("a")});
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("small", {Spec("b")}, &r, clock_.Now() + absl::Seconds(5));
   EXPECT_FALSE(r.done());
   EXPECT_EQ(Stats("small").waiting_producers(), 1u);
@@ -210,7 +118,7 @@ TEST_F(EngineTest, BlockedPutIsAdmittedWhenRoomAppears) {
 TEST_F(EngineTest, BlockedPutTimesOutAsFull) {
   CreateQueue("small", v1::QUEUE_KIND_FIFO, 1);
   MustPut("small", {Spec("a")});
-  Result<absl::StatusOr<std::vector<uint64_t>>> r;
+  PutCapture r;
   PutAsync("small", {Spec("b")}, &r, clock_.Now() + absl::Seconds(5));
   clock_.Advance(absl::Seconds(4));
   engine_->AdvanceTo(clock_.Now());
@@ -224,7 +132,7 @@ TEST_F(EngineTest, BlockedPutTimesOutAsFull) {
 }
 
 TEST_F(EngineTest, GetNowaitOnEmptyQueueSaysEmpty) {
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   GetAsync("q", &r, false, 1, absl::InfiniteFuture(), /*nowait=*/true);
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kDeadlineExceeded);
@@ -232,7 +140,7 @@ TEST_F(EngineTest, GetNowaitOnEmptyQueueSaysEmpty) {
 }
 
 TEST_F(EngineTest, LongPollIsWokenByPutAndTimesOutOtherwise) {
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> woken, timed_out;
+  GetCapture woken, timed_out;
   GetAsync("q", &woken, false, 1, clock_.Now() + absl::Seconds(5));
   GetAsync("q", &timed_out, false, 1, clock_.Now() + absl::Seconds(5));
   EXPECT_EQ(Stats("q").waiting_consumers(), 2u);
@@ -247,7 +155,7 @@ TEST_F(EngineTest, LongPollIsWokenByPutAndTimesOutOtherwise) {
 }
 
 TEST_F(EngineTest, CancelledWaiterDoesNotSwallowALaterTask) {
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   WaitId id = GetAsync("q", &r);
   ASSERT_NE(id, 0u);
   engine_->CancelWait(id);
@@ -279,8 +187,10 @@ TEST_F(EngineTest, CompleteDeliversExactlyOneResult) {
 TEST_F(EngineTest, ExpiredLeaseIsRedeliveredAndTheOldLeaseCannotComplete) {
   auto ids = MustPut("q", {Spec("x", 0, "r")});
   auto first = MustGet("q", true);
-  clock_.Advance(absl::Seconds(10));
-  engine_->AdvanceTo(clock_.Now());
+  Advance(absl::Seconds(10));
+  // Back after the retry backoff (1 s by default, with jitter).
+  EXPECT_EQ(Stats("q").delayed(), 1u);
+  Advance(absl::Seconds(1));
   EXPECT_EQ(Stats("q").ready(), 1u);
   auto second = MustGet("q", true);
   ASSERT_THAT(second, SizeIs(1));
@@ -315,6 +225,7 @@ TEST_F(EngineTest, GivenUpAfterMaxAttemptsWithAFailedResult) {
   auto ids = MustPut("q", {Spec("x", 0, "r")});
   auto d1 = MustGet("q", true);
   ASSERT_TRUE(engine_->Fail(ids[0], d1[0].lease_id(), "boom 1", false).ok());
+  Advance(absl::Seconds(1));  // retry backoff
   auto d2 = MustGet("q", true);
   ASSERT_THAT(d2, SizeIs(1));
   EXPECT_EQ(d2[0].task().attempt(), 2u);
@@ -344,6 +255,8 @@ TEST_F(EngineTest, PermanentFailureIsNotRetried) {
   ASSERT_THAT(results, SizeIs(1));
   EXPECT_EQ(results[0].task().error(), "bad input");
   EXPECT_EQ(Stats("q").ready(), 0u);
+  EXPECT_EQ(Stats("q").delayed(), 0u);
+  EXPECT_EQ(Stats("q").dead(), 1u);  // kept in the dead-letter set
 }
 
 TEST_F(EngineTest, ExpiryPastMaxAttemptsGivesUp) {
@@ -382,7 +295,7 @@ TEST_F(EngineTest, JoinTimesOut) {
 
 TEST_F(EngineTest, ManualTaskDoneFollowsPythonJoinProtocol) {
   MustPut("q", {Spec("a")});
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> got;
+  GetCapture got;
   GetArgs args;
   args.queue = "q";
   args.nowait = true;
@@ -431,7 +344,7 @@ TEST_F(EngineTest, GettersAreServedBeforeWorkers) {
   std::vector<v1::Delivery> worker;
   auto sub = engine_->Subscribe({"q"}, "w", [&](auto ds) { for (auto& d : ds) worker.push_back(d); });
   ASSERT_TRUE(engine_->AddCredits(*sub, 10).ok());
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   GetAsync("q", &r);
   MustPut("q", {Spec("1"), Spec("2")});
   ASSERT_TRUE(r.done());
@@ -446,7 +359,7 @@ TEST_F(EngineTest, DeleteFailsWaitersAndPurgeDropsReadyTasks) {
   EXPECT_EQ(*purged, 2u);
   EXPECT_EQ(Stats("p").unfinished(), 0u);
 
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   GetAsync("d", &r);
   ASSERT_TRUE(engine_->DeleteQueue("d").ok());
   ASSERT_TRUE(r.done());
@@ -455,12 +368,12 @@ TEST_F(EngineTest, DeleteFailsWaitersAndPurgeDropsReadyTasks) {
 }
 
 TEST_F(EngineTest, ShutdownFailsWaitersAndRefusesNewCalls) {
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   GetAsync("q", &r);
   engine_->Shutdown();
   ASSERT_TRUE(r.done());
   EXPECT_EQ(r.value->status().code(), absl::StatusCode::kUnavailable);
-  Result<absl::StatusOr<std::vector<uint64_t>>> p;
+  PutCapture p;
   PutAsync("q", {Spec("x")}, &p);
   ASSERT_TRUE(p.done());
   EXPECT_EQ(p.value->status().code(), absl::StatusCode::kUnavailable);
@@ -471,7 +384,7 @@ TEST_F(EngineTest, NextDeadlineTracksWaitersAndLeases) {
   MustPut("q", {Spec("x")});
   MustGet("q", true);
   EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(10));
-  Result<absl::StatusOr<std::vector<v1::Delivery>>> r;
+  GetCapture r;
   GetAsync("q", &r, false, 1, clock_.Now() + absl::Seconds(3));
   EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(3));
   engine_->Shutdown();  // finishes the waiter while `r` is still alive
@@ -485,17 +398,20 @@ namespace {
 
 // Many threads at once: producers (some blocking on a small maxsize), unary
 // lease consumers, a worker subscription completing from its own thread, and
-// the master's timer thread expiring leases. Every task must yield exactly one result.
+// the master's engine timer expiring leases. Every task must yield exactly one result.
 // Meant to be run under ThreadSanitizer as well.
 TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
   EngineOptions options;
   options.default_lease = absl::Milliseconds(200);
   options.default_max_attempts = 1000;
+  options.default_backoff = absl::Milliseconds(1);  // retry (almost) at once
+  options.default_backoff_max = absl::Milliseconds(1);
   Clock* clock = RealClock::Get();
-  TimerDriver timer(clock);
+  rt::Scheduler scheduler({.threads = 1});
+  EngineTimer timer(scheduler, clock);
   MemoryEngine engine(options, clock, [&timer] { timer.Wake(); });
   timer.Start(&engine);
-  // Stops the timer thread before `engine` goes, also on an early ASSERT return.
+  // Stops the timer loop before `engine` goes, also on an early ASSERT return.
   absl::Cleanup stop_timer = [&timer] { timer.Stop(); };
   v1::QueueConfig config;
   config.set_name("q");
@@ -546,7 +462,7 @@ TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
         std::atomic<bool> done{false};
         Mutex put_mu;
         CondVar put_cv;
-        engine.Put(std::move(args), [&](absl::StatusOr<std::vector<uint64_t>> ids) {
+        engine.Put(std::move(args), [&](absl::StatusOr<PutResult> ids) {
           EXPECT_TRUE(ids.ok()) << ids.status();
           MutexLock lock(&put_mu);
           done = true;

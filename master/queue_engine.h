@@ -31,14 +31,29 @@ using WaitId = uint64_t;
 // Identifies a worker's subscription (one Work stream).
 using SubscriptionId = uint64_t;
 
-// Master-wide defaults for queues that do not set their own.
+// Master-wide defaults for queues that do not set their own, and the
+// engine's own memory bounds.
 struct EngineOptions {
   absl::Duration default_lease = absl::Seconds(30);
   uint32_t default_max_attempts = 3;
+  // Retry backoff: attempt n waits min(backoff * 2^(n-1), backoff_max),
+  // times a random factor in [0.5, 1] (jitter).
+  absl::Duration default_backoff = absl::Seconds(1);
+  absl::Duration default_backoff_max = absl::Seconds(60);
   // Create a queue (with defaults) on first Put/Get/subscribe, as the seed's
   // QueueManager users expect; false = NOT_FOUND for unknown queues.
   bool auto_create_queues = true;
   size_t max_payload_bytes = 1 << 20;
+  // Seed of the backoff jitter; 0 = seeded from std::random_device. Tests
+  // set it to get reproducible delays.
+  uint64_t random_seed = 0;
+  // GetTask answers for finished tasks (done, cancelled, purged) from a
+  // memory of the most recent ones, without payloads; bounded by both.
+  size_t finished_task_memory = 100000;
+  size_t finished_task_memory_bytes = 64 << 20;
+  // Leases revoked by CancelTask, remembered so that the holder's next
+  // heartbeat is answered CANCELLED ("stop") rather than "lease lost".
+  size_t revoked_lease_memory = 10000;
 };
 
 struct PutArgs {
@@ -57,7 +72,20 @@ struct GetArgs {
   bool manual_task_done = false;  // take mode: count done only on TaskDone
 };
 
-using PutCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<uint64_t>>)>;
+// What a Put stored: ids in request order, and which of them are existing
+// tasks with the same dedup key (nothing stored for those).
+struct PutResult {
+  std::vector<uint64_t> ids;
+  std::vector<bool> existing;  // same length as ids
+  bool any_existing() const {
+    for (bool e : existing) {
+      if (e) return true;
+    }
+    return false;
+  }
+};
+
+using PutCallback = absl::AnyInvocable<void(absl::StatusOr<PutResult>)>;
 using GetCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<v1::Delivery>>)>;
 using DoneCallback = absl::AnyInvocable<void(absl::Status)>;
 // Receives leased tasks for a subscription. May be called concurrently from
@@ -78,8 +106,34 @@ class QueueEngine {
   // Fails every call waiting on the queue with NOT_FOUND; outstanding leases
   // can no longer complete.
   virtual absl::Status DeleteQueue(const std::string& queue) = 0;
-  // Drops ready tasks, returns how many.
+  // Drops ready and delayed tasks (each sends a CANCELLED result to its
+  // reply_to), returns how many. Leased tasks stay.
   virtual absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue) = 0;
+  // Changes the set fields of an existing queue; returns the stored config.
+  virtual absl::StatusOr<v1::QueueConfig> UpdateQueue(const std::string& queue,
+                                                      const v1::QueueConfigUpdate& update) = 0;
+  // Python 3.13's Queue.shutdown: puts fail from now on, gets drain, then
+  // fail with OUT_OF_RANGE. `immediate` also drops every ready and delayed
+  // task now; returns how many were dropped.
+  virtual absl::StatusOr<uint64_t> ShutdownQueue(const std::string& queue, bool immediate) = 0;
+
+  // --- tasks by id -----------------------------------------------------------
+  // A live task (state, attempt, holder, history, ...) or a recently
+  // finished one (without its payload). NOT_FOUND otherwise.
+  virtual absl::StatusOr<v1::Task> GetTask(uint64_t task_id) = 0;
+  // Cancels a delayed, ready, leased or dead task; returns the state it was
+  // in. FAILED_PRECONDITION if it already finished, NOT_FOUND if unknown.
+  virtual absl::StatusOr<v1::TaskState> CancelTask(uint64_t task_id) = 0;
+
+  // --- dead letters ---------------------------------------------------------
+  // Dead tasks held by `queue`'s dead-letter set with id > after_id, by id.
+  virtual absl::StatusOr<std::vector<v1::Task>> ListDead(const std::string& queue,
+                                                         uint64_t after_id, uint32_t limit) = 0;
+  // Moves one dead task (task_id != 0) or all of them back to their origin
+  // queue as ready, attempts reset. Returns how many moved.
+  virtual absl::StatusOr<uint64_t> RequeueDead(const std::string& queue, uint64_t task_id) = 0;
+  // Drops every task in `queue`'s dead-letter set; returns how many.
+  virtual absl::StatusOr<uint64_t> PurgeDead(const std::string& queue) = 0;
 
   // --- producers / consumers -----------------------------------------------
   virtual WaitId Put(PutArgs args, PutCallback done) = 0;
@@ -95,8 +149,14 @@ class QueueEngine {
   // once if permanent; a given-up task puts a FAILED result on reply_to.
   virtual absl::Status Fail(uint64_t task_id, uint64_t lease_id, std::string error,
                             bool permanent) = 0;
+  // Gives a lease back without counting a failure (nack): the task is ready
+  // again after `delay` (at once: in its old place), and its next delivery
+  // carries the same attempt number.
+  virtual absl::Status Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) = 0;
   // Pushes a lease's deadline out by the queue's lease time and returns the
-  // new deadline. FAILED_PRECONDITION if the lease is no longer current.
+  // new deadline. FAILED_PRECONDITION if the lease is no longer current;
+  // CANCELLED if it was revoked because its task was cancelled (the holder
+  // should stop running it).
   virtual absl::StatusOr<absl::Time> ExtendLease(uint64_t lease_id) = 0;
   virtual absl::Status TaskDone(const std::string& queue, uint32_t count) = 0;
   virtual WaitId Join(const std::string& queue, absl::Time deadline, DoneCallback done) = 0;
@@ -114,10 +174,12 @@ class QueueEngine {
   virtual void Unsubscribe(SubscriptionId sub) = 0;
 
   // --- time -------------------------------------------------------------------
-  // Fires every deadline (wait timeouts, lease expiries) at or before `now`.
+  // Fires every deadline (lease expiries, delayed tasks coming due, wait
+  // timeouts) at or before `now`.
   // The master's timer thread calls this; tests call it with a fake clock.
   virtual void AdvanceTo(absl::Time now) = 0;
-  // The earliest pending deadline, or InfiniteFuture.
+  // The earliest pending deadline (including the earliest delayed task), or
+  // InfiniteFuture.
   virtual absl::Time NextDeadline() = 0;
 
   // Fails every waiting call with CANCELLED (master shutting down).

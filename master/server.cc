@@ -55,7 +55,9 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view addr
 }
 
 MasterServer::MasterServer(MasterOptions options)
-    : options_(std::move(options)), timer_(RealClock::Get()) {}
+    : options_(std::move(options)),
+      scheduler_({.threads = options_.threads, .name = "master"}),
+      timer_(scheduler_, RealClock::Get()) {}
 
 MasterServer::~MasterServer() { Shutdown(); }
 
@@ -92,7 +94,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
 
   engine_ = std::make_unique<MemoryEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
-  service_ = std::make_unique<TaskQueueService>(engine_.get(), *std::move(token));
+  service_ = std::make_unique<TaskQueueService>(engine_.get(), &scheduler_, *std::move(token));
 
   grpc::ServerBuilder builder;
   int bound_port = 0;

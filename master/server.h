@@ -1,5 +1,6 @@
-// MasterServer: wires the master together — queue engine, timer thread,
-// gRPC server with the TaskQueue service — from MasterOptions.
+// MasterServer: wires the master together — the coroutine scheduler, the
+// queue engine and its timer, the gRPC server with the TaskQueue service —
+// from MasterOptions.
 //
 // Thread-safety: Start, then Wait from one thread; Shutdown may be called
 // from any other thread (e.g. the signal watcher) once.
@@ -13,7 +14,8 @@
 #include "absl/status/statusor.h"
 #include "master/memory_engine.h"
 #include "master/service.h"
-#include "master/timer_driver.h"
+#include "common/runtime/scheduler.h"
+#include "master/engine_timer.h"
 
 namespace taskq {
 
@@ -24,6 +26,9 @@ struct MasterOptions {
   std::string tls_key_file;
   // Allow plaintext on a non-loopback address.
   bool insecure = false;
+  // Threads of the coroutine scheduler that runs waiting calls' handlers
+  // and the engine timer; 0 = one per core.
+  int threads = 0;
   EngineOptions engine;
 };
 
@@ -47,7 +52,8 @@ class MasterServer {
 
  private:
   MasterOptions options_;
-  TimerDriver timer_;
+  rt::Scheduler scheduler_;
+  EngineTimer timer_;
   std::unique_ptr<MemoryEngine> engine_;
   std::unique_ptr<TaskQueueService> service_;
   std::unique_ptr<grpc::Server> server_;

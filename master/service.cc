@@ -7,7 +7,8 @@
 #include "common/auth.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
-#include "master/waiting_reactor.h"
+#include "common/grpc_coro.h"
+#include "master/engine_await.h"
 #include "master/work_stream.h"
 
 namespace taskq {
@@ -26,8 +27,9 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
 
 }  // namespace
 
-TaskQueueService::TaskQueueService(QueueEngine* engine, std::string token)
-    : engine_(engine), token_(std::move(token)) {}
+TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler,
+                                   std::string token)
+    : engine_(engine), scheduler_(scheduler), token_(std::move(token)) {}
 
 grpc::Status TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
   const auto& md = ctx->client_metadata();
@@ -107,6 +109,79 @@ grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerConte
   return FinishNow(ctx, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerContext* ctx,
+                                                        const v1::UpdateQueueRequest* req,
+                                                        v1::QueueConfig* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto updated = engine_->UpdateQueue(req->queue(), req->update());
+  if (!updated.ok()) return FinishNow(ctx, updated.status());
+  *resp = *std::move(updated);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerContext* ctx,
+                                                          const v1::ShutdownQueueRequest* req,
+                                                          v1::ShutdownQueueResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto dropped = engine_->ShutdownQueue(req->queue(), req->immediate());
+  if (!dropped.ok()) return FinishNow(ctx, dropped.status());
+  resp->set_dropped(*dropped);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+// --- tasks by id and dead letters ----------------------------------------------------
+
+grpc::ServerUnaryReactor* TaskQueueService::GetTask(grpc::CallbackServerContext* ctx,
+                                                    const v1::GetTaskRequest* req,
+                                                    v1::Task* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto task = engine_->GetTask(req->task_id());
+  if (!task.ok()) return FinishNow(ctx, task.status());
+  *resp = *std::move(task);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::CancelTask(grpc::CallbackServerContext* ctx,
+                                                       const v1::CancelTaskRequest* req,
+                                                       v1::CancelTaskResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto previous = engine_->CancelTask(req->task_id());
+  if (!previous.ok()) return FinishNow(ctx, previous.status());
+  resp->set_previous_state(*previous);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::ListDead(grpc::CallbackServerContext* ctx,
+                                                     const v1::ListDeadRequest* req,
+                                                     v1::ListDeadResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto tasks = engine_->ListDead(req->queue(), req->after_id(), req->limit());
+  if (!tasks.ok()) return FinishNow(ctx, tasks.status());
+  for (auto& t : *tasks) *resp->add_tasks() = std::move(t);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::RequeueDead(grpc::CallbackServerContext* ctx,
+                                                        const v1::RequeueDeadRequest* req,
+                                                        v1::RequeueDeadResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto requeued = engine_->RequeueDead(req->queue(), req->task_id());
+  if (!requeued.ok()) return FinishNow(ctx, requeued.status());
+  resp->set_requeued(*requeued);
+  if (*requeued > 0) LogInfo("%d dead tasks of \"%s\" requeued", *requeued, req->queue());
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContext* ctx,
+                                                      const v1::PurgeDeadRequest* req,
+                                                      v1::PurgeDeadResponse* resp) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  auto purged = engine_->PurgeDead(req->queue());
+  if (!purged.ok()) return FinishNow(ctx, purged.status());
+  resp->set_purged(*purged);
+  return FinishNow(ctx, grpc::Status::OK);
+}
+
 // --- producers and consumers --------------------------------------------------------
 
 grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx,
@@ -121,16 +196,18 @@ grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx
   auto* tasks = const_cast<v1::PutRequest*>(req)->mutable_tasks();
   args.tasks.reserve(tasks->size());
   for (auto& t : *tasks) args.tasks.push_back(std::move(t));
-  auto* reactor = new WaitingReactor(engine_);
-  WaitId id = engine_->Put(std::move(args),
-                           [reactor, resp](absl::StatusOr<std::vector<uint64_t>> ids) {
-                             if (ids.ok()) {
-                               resp->mutable_ids()->Add(ids->begin(), ids->end());
-                             }
-                             reactor->Finish(ToGrpcStatus(ids.status()));
-                           });
-  reactor->Started(id);
-  return reactor;
+  return rt::ServeUnary([this, args = std::move(args),
+                         resp](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
+    auto stored = co_await AwaitPut(*engine_, std::move(args), std::move(stop), scheduler_);
+    if (stored.ok()) {
+      resp->mutable_ids()->Add(stored->ids.begin(), stored->ids.end());
+      // Only when something was deduplicated, as the contract says.
+      if (stored->any_existing()) {
+        resp->mutable_existing()->Add(stored->existing.begin(), stored->existing.end());
+      }
+    }
+    co_return ToGrpcStatus(stored.status());
+  });
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx,
@@ -143,16 +220,14 @@ grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx
   args.deadline = WaitDeadline(ctx, req->timeout_ms());
   args.lease = req->mode() == v1::GET_MODE_LEASE;
   args.manual_task_done = req->manual_task_done();
-  auto* reactor = new WaitingReactor(engine_);
-  WaitId id = engine_->Get(std::move(args),
-                           [reactor, resp](absl::StatusOr<std::vector<v1::Delivery>> got) {
-                             if (got.ok()) {
-                               for (auto& d : *got) *resp->add_deliveries() = std::move(d);
-                             }
-                             reactor->Finish(ToGrpcStatus(got.status()));
-                           });
-  reactor->Started(id);
-  return reactor;
+  return rt::ServeUnary([this, args = std::move(args),
+                         resp](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
+    auto got = co_await AwaitGet(*engine_, std::move(args), std::move(stop), scheduler_);
+    if (got.ok()) {
+      for (auto& d : *got) *resp->add_deliveries() = std::move(d);
+    }
+    co_return ToGrpcStatus(got.status());
+  });
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext* ctx,
@@ -169,6 +244,14 @@ grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ct
                    engine_->Fail(req->task_id(), req->lease_id(), req->error(), req->permanent()));
 }
 
+grpc::ServerUnaryReactor* TaskQueueService::Release(grpc::CallbackServerContext* ctx,
+                                                    const v1::ReleaseRequest* req,
+                                                    v1::ReleaseResponse*) {
+  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+  return FinishNow(ctx, engine_->Release(req->task_id(), req->lease_id(),
+                                         absl::Milliseconds(req->delay_ms())));
+}
+
 grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
                                                      const v1::TaskDoneRequest* req,
                                                      v1::TaskDoneResponse*) {
@@ -179,11 +262,11 @@ grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,
                                                  const v1::JoinRequest* req, v1::JoinResponse*) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto* reactor = new WaitingReactor(engine_);
-  WaitId id = engine_->Join(req->queue(), WaitDeadline(ctx, req->timeout_ms()),
-                            [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
-  reactor->Started(id);
-  return reactor;
+  return rt::ServeUnary([this, queue = req->queue(), deadline = WaitDeadline(ctx, req->timeout_ms())](
+                            std::stop_token stop) -> rt::Task<grpc::Status> {
+    co_return ToGrpcStatus(
+        co_await AwaitJoin(*engine_, queue, deadline, std::move(stop), scheduler_));
+  });
 }
 
 grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* TaskQueueService::Work(

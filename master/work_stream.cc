@@ -80,7 +80,7 @@ void WorkStream::Handle(v1::WorkRequest& req) {
                                 "`start` may only be sent once per Work stream"));
   }
   size_t reports = static_cast<size_t>(req.completions_size()) + req.failures_size() +
-                   req.extend_lease_ids_size();
+                   req.releases_size() + req.extend_lease_ids_size();
   if (reports > kMaxReportsPerWorkMessage) {
     return EndWith(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -96,6 +96,12 @@ void WorkStream::Handle(v1::WorkRequest& req) {
              engine_->Fail(f.task_id(), f.lease_id(), std::move(*f.mutable_error()),
                            f.permanent()));
   }
+  for (const auto& r : req.releases()) {
+    QueueAck(r.task_id(), r.lease_id(),
+             engine_->Release(r.task_id(), r.lease_id(), absl::Milliseconds(r.delay_ms())));
+  }
+  // A refused heartbeat is acked with task_id 0: CANCELLED = the task was
+  // cancelled (stop running it), FAILED_PRECONDITION = the lease was lost.
   for (uint64_t lease_id : req.extend_lease_ids()) {
     auto extended = engine_->ExtendLease(lease_id);
     if (!extended.ok()) QueueAck(0, lease_id, extended.status());

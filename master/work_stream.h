@@ -2,9 +2,9 @@
 // API). It subscribes the worker to its queues, turns the worker's credits
 // into engine credits, writes deliveries and acks (coalescing whatever
 // queued up while a write was in flight into one message), and settles the
-// completions, failures and heartbeats the worker sends. When the stream
-// ends for any reason it unsubscribes, which returns the worker's leases to
-// ready at once.
+// completions, failures, releases and heartbeats the worker sends. When the
+// stream ends for any reason it unsubscribes, which returns the worker's
+// leases to ready at once.
 //
 // Lifetime: gRPC deletes nothing; OnDone deletes the stream. The engine may
 // still hold a delivery callback after that: it reaches the stream through

@@ -1,0 +1,748 @@
+// Model-based randomized test of the queue engine. A plain reference model
+// (a list of tasks with a state each, no cleverness) runs the same random
+// operations as a MemoryEngine on a FakeClock: puts (with delays,
+// priorities, dedup keys), takes and leases, completions, retryable and
+// permanent failures, releases, heartbeats, time passing (lease expiry,
+// delayed tasks coming due), cancels, dead-letter requeues, and a worker
+// that connects, grants credits and disconnects. After every operation the
+// engine must agree with the model: the same tasks handed out in the same
+// order (FIFO / LIFO / priority then put order), the same results (at most
+// one per task and life), the same counts, every task present in the state
+// the model says (no task lost), retry delays inside the jitter window.
+//
+// Fixed seeds; a failure names the seed and the operation index.
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "gtest/gtest.h"
+#include "master/memory_engine.h"
+
+namespace taskq {
+namespace {
+
+// The model runs on one thread, so ThreadSanitizer (30x slower here) has
+// nothing to find in it that the other builds miss: fewer sequences there.
+#if defined(__SANITIZE_THREAD__)
+#define TASKQ_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TASKQ_UNDER_TSAN 1
+#endif
+#endif
+#ifdef TASKQ_UNDER_TSAN
+constexpr int kSequences = 40;
+#else
+constexpr int kSequences = 200;
+#endif
+constexpr int kOpsPerSequence = 300;
+
+enum class MState { kDelayed, kReady, kLeased, kDead, kDone, kCancelled, kFailed };
+
+v1::TaskState ToProto(MState s) {
+  switch (s) {
+    case MState::kDelayed: return v1::TASK_STATE_DELAYED;
+    case MState::kReady: return v1::TASK_STATE_READY;
+    case MState::kLeased: return v1::TASK_STATE_LEASED;
+    case MState::kDead: return v1::TASK_STATE_DEAD;
+    case MState::kDone: return v1::TASK_STATE_DONE;
+    case MState::kCancelled: return v1::TASK_STATE_CANCELLED;
+    case MState::kFailed: return v1::TASK_STATE_FAILED;
+  }
+  return v1::TASK_STATE_UNSPECIFIED;
+}
+
+// One task as the model sees it.
+struct MTask {
+  uint64_t id = 0;
+  int priority = 0;
+  std::string key;  // dedup key
+  MState state = MState::kReady;
+  uint32_t attempt = 0;
+  int64_t place = 0;  // order among ready tasks, assigned when it last became ready
+  int64_t due_ms = 0;  // while delayed
+  uint64_t delay_order = 0;  // ties among equal due times
+  uint64_t lease_id = 0;
+  int64_t lease_deadline_ms = 0;
+  bool by_worker = false;
+  // A retry delay to check against the engine after this operation.
+  int64_t backoff_d = 0;
+};
+
+class ModelRun {
+ public:
+  explicit ModelRun(uint32_t seed) : seed_(seed), rng_(seed) {
+    kind_ = std::vector<v1::QueueKind>{v1::QUEUE_KIND_FIFO, v1::QUEUE_KIND_LIFO,
+                                       v1::QUEUE_KIND_PRIORITY}[Rand(0, 2)];
+    maxsize_ = Rand(0, 1) ? 0 : Rand(4, 15);
+    max_attempts_ = Rand(1, 4);
+    lease_ms_ = Rand(100, 400);
+    backoff_ms_ = Rand(1, 40);
+    backoff_max_ms_ = backoff_ms_ + Rand(0, 150);
+    dlq_ = Rand(0, 1) ? "q" : "dlq";
+    dlq_exists_ = dlq_ == "q";
+    EngineOptions options;
+    options.random_seed = seed + 1000;
+    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+    v1::QueueConfig c;
+    c.set_name("q");
+    c.set_kind(kind_);
+    c.set_maxsize(maxsize_);
+    c.set_max_attempts(max_attempts_);
+    c.set_lease_ms(lease_ms_);
+    c.set_backoff_ms(backoff_ms_);
+    c.set_backoff_max_ms(backoff_max_ms_);
+    if (dlq_ != "q") c.set_dead_letter(dlq_);
+    auto created = engine_->CreateQueue(c, false);
+    EXPECT_TRUE(created.ok()) << created.status();
+    c.set_name("r");  // results, in the order they were produced
+    c.set_kind(v1::QUEUE_KIND_FIFO);
+    c.set_maxsize(0);
+    c.clear_dead_letter();
+    EXPECT_TRUE(engine_->CreateQueue(c, false).ok());
+  }
+
+  ~ModelRun() {
+    if (sub_) engine_->Unsubscribe(*sub_);
+  }
+
+  void Run() {
+    for (op_ = 0; op_ < kOpsPerSequence && !Failed(); ++op_) {
+      RandomOp();
+      if (!Failed()) Check(op_ % 10 == 0);
+    }
+    Drain();
+  }
+
+ private:
+  bool Failed() const { return ::testing::Test::HasFailure(); }
+  int Rand(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  bool Chance(int percent) { return Rand(1, 100) <= percent; }
+  int64_t Now() const { return absl::ToUnixMillis(clock_.Now()); }
+  std::string Where() const {
+    return absl::StrCat("seed ", seed_, " op ", op_, " (", last_op_, "); queue kind ", kind_,
+                        " maxsize ", maxsize_, " max_attempts ", max_attempts_, " lease ",
+                        lease_ms_, " backoff ", backoff_ms_, "..", backoff_max_ms_, " dlq ", dlq_);
+  }
+
+  // --- the model's rules ---------------------------------------------------------------
+
+  // The engine's order of ready tasks for this queue kind.
+  std::tuple<int64_t, int64_t, uint64_t> OrderKey(const MTask& t) const {
+    switch (kind_) {
+      case v1::QUEUE_KIND_LIFO: return {0, -t.place, t.id};
+      case v1::QUEUE_KIND_PRIORITY: return {t.priority, t.place, t.id};
+      default: return {0, t.place, t.id};
+    }
+  }
+  MTask* NextReady() {
+    MTask* best = nullptr;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kReady && (!best || OrderKey(t) < OrderKey(*best))) best = &t;
+    }
+    return best;
+  }
+  size_t Count(MState s) const {
+    size_t n = 0;
+    for (const auto& [id, t] : tasks_) n += t.state == s;
+    return n;
+  }
+  void MakeReady(MTask& t) {
+    t.state = MState::kReady;
+    t.place = ++places_;
+  }
+  void MakeDelayed(MTask& t, int64_t due_ms) {
+    t.state = MState::kDelayed;
+    t.due_ms = due_ms;
+    t.delay_order = ++delay_orders_;
+  }
+  void Finish(MTask& t, MState final_state, std::optional<v1::Outcome> result) {
+    if (!t.key.empty()) dedup_.erase(t.key);
+    t.state = final_state;
+    if (result) expected_results_.push_back({t.id, *result});
+  }
+  void Die(MTask& t) {
+    t.state = MState::kDead;
+    dlq_exists_ = true;
+    expected_results_.push_back({t.id, v1::OUTCOME_FAILED});
+  }
+  // A lease ends without completing; the attempt counts.
+  void LoseLease(MTask& t, bool disconnected) {
+    stale_.push_back({t.id, t.lease_id});
+    if (t.attempt >= max_attempts_) {
+      Die(t);
+    } else if (disconnected) {
+      t.state = MState::kReady;  // back in its old place
+    } else {
+      int64_t d = backoff_ms_;
+      for (uint32_t i = 1; i < t.attempt && d < backoff_max_ms_; ++i) d *= 2;
+      t.backoff_d = std::min<int64_t>(d, backoff_max_ms_);
+      MakeDelayed(t, 0);  // due read from the engine after the step
+    }
+  }
+  void Lease(MTask& t, bool by_worker) {
+    t.state = MState::kLeased;
+    ++t.attempt;
+    t.by_worker = by_worker;
+    t.lease_deadline_ms = Now() + lease_ms_;
+  }
+  // What the engine does at the end of every step: feed the worker.
+  void Settle() {
+    while (sub_ && credits_ > 0) {
+      MTask* t = NextReady();
+      if (!t) break;
+      --credits_;
+      Lease(*t, true);
+      expected_deliveries_.push_back(t->id);
+    }
+  }
+
+  // --- operations ------------------------------------------------------------------------
+
+  void RandomOp() {
+    int r = Rand(1, 100);
+    if (r <= 20) return Put();
+    if (r <= 26) return Take();
+    if (r <= 36) return LeaseSome();
+    if (r <= 48) return Complete();
+    if (r <= 56) return Fail();
+    if (r <= 61) return Release();
+    if (r <= 65) return Extend();
+    if (r <= 79) return Advance(Rand(1, lease_ms_ * 3 / 2));
+    if (r <= 84) return Cancel();
+    if (r <= 88) return Requeue();
+    if (r <= 92) return Connect();
+    if (r <= 97) return Credit();
+    return Disconnect();
+  }
+
+  void Put() {
+    int n = Rand(1, 3);
+    std::vector<v1::TaskSpec> specs;
+    for (int i = 0; i < n; ++i) {
+      v1::TaskSpec s;
+      s.set_payload(absl::StrCat("p", ++payloads_));
+      s.set_priority(Rand(0, 3));
+      s.set_reply_to("r");
+      if (Chance(30)) s.set_dedup_key(absl::StrCat("k", Rand(0, 5)));
+      if (Chance(30)) s.set_delay_ms(Rand(1, 300));
+      if (Chance(10)) s.set_not_before_unix_ms(Now() + Rand(-100, 300));
+      specs.push_back(s);
+    }
+    last_op_ = absl::StrCat("put ", n);
+    // Which are new, by the dedup rule (also within the batch).
+    std::map<std::string, int> first_in_batch;
+    size_t fresh = 0;
+    for (int i = 0; i < n; ++i) {
+      const std::string& k = specs[i].dedup_key();
+      if (k.empty() || (!dedup_.contains(k) && first_in_batch.emplace(k, i).second)) ++fresh;
+    }
+    size_t held = Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased);
+    PutArgs args;
+    args.queue = "q";
+    args.tasks = specs;
+    args.nowait = true;
+    std::optional<absl::StatusOr<PutResult>> got;
+    engine_->Put(std::move(args), [&](absl::StatusOr<PutResult> r) { got = std::move(r); });
+    EXPECT_TRUE(got.has_value()) << Where();
+    if (!got) return;
+    if (maxsize_ != 0 && fresh > maxsize_) {
+      EXPECT_EQ(got->status().code(), absl::StatusCode::kInvalidArgument) << Where();
+      return;
+    }
+    if (maxsize_ != 0 && held + fresh > maxsize_) {
+      EXPECT_EQ(got->status().code(), absl::StatusCode::kResourceExhausted) << Where();
+      return;
+    }
+    EXPECT_TRUE(got->ok()) << got->status() << " " << Where();
+    if (!got->ok()) return;
+    const PutResult& stored = **got;
+    EXPECT_EQ(stored.ids.size(), specs.size()) << Where();
+    std::map<std::string, uint64_t> batch_ids;
+    for (int i = 0; i < n && i < static_cast<int>(stored.ids.size()); ++i) {
+      const v1::TaskSpec& s = specs[i];
+      const std::string& k = s.dedup_key();
+      uint64_t id = stored.ids[i];
+      std::optional<uint64_t> existing;
+      if (!k.empty() && dedup_.contains(k)) existing = dedup_[k];
+      if (!k.empty() && !existing && batch_ids.contains(k)) existing = batch_ids[k];
+      EXPECT_EQ(stored.existing[i], existing.has_value()) << "task " << i << " " << Where();
+      if (existing) {
+        EXPECT_EQ(id, *existing) << Where();
+        continue;
+      }
+      EXPECT_FALSE(tasks_.contains(id)) << "id " << id << " reused; " << Where();
+      MTask& t = tasks_[id];
+      t.id = id;
+      t.priority = s.priority();
+      t.key = k;
+      if (!k.empty()) batch_ids[k] = id;
+      int64_t due = Now() + s.delay_ms();
+      if (s.not_before_unix_ms() > 0) due = std::max(due, s.not_before_unix_ms());
+      if (due > Now()) {
+        MakeDelayed(t, due);
+      } else {
+        MakeReady(t);
+      }
+    }
+    for (const auto& [k, id] : batch_ids) dedup_[k] = id;
+    Settle();
+  }
+
+  // A nowait Get; returns the deliveries after checking them against the model.
+  std::vector<v1::Delivery> Get(bool lease, uint32_t max) {
+    GetArgs args;
+    args.queue = "q";
+    args.lease = lease;
+    args.max_tasks = max;
+    args.nowait = true;
+    std::optional<absl::StatusOr<std::vector<v1::Delivery>>> got;
+    engine_->Get(std::move(args), [&](auto r) { got = std::move(r); });
+    EXPECT_TRUE(got.has_value()) << Where();
+    if (!got) return {};
+    std::vector<uint64_t> want;
+    for (uint32_t i = 0; i < max; ++i) {
+      MTask* t = NextReady();
+      if (!t) break;
+      want.push_back(t->id);
+      if (lease) {
+        Lease(*t, false);
+      } else {
+        ++t->attempt;
+        Finish(*t, MState::kDone, std::nullopt);
+      }
+    }
+    if (want.empty()) {
+      EXPECT_EQ(got->status().code(), absl::StatusCode::kDeadlineExceeded) << Where();
+      return {};
+    }
+    EXPECT_TRUE(got->ok()) << got->status() << " " << Where();
+    if (!got->ok()) return {};
+    std::vector<uint64_t> ids;
+    for (const auto& d : **got) ids.push_back(d.task().id());
+    EXPECT_EQ(ids, want) << "hand-out order; " << Where();
+    for (const auto& d : **got) {
+      auto it = tasks_.find(d.task().id());
+      if (it == tasks_.end()) continue;
+      EXPECT_EQ(d.task().attempt(), it->second.attempt) << Where();
+      if (lease) {
+        it->second.lease_id = d.lease_id();
+        EXPECT_EQ(d.lease_deadline_unix_ms(), it->second.lease_deadline_ms) << Where();
+      }
+    }
+    return **got;
+  }
+
+  void Take() {
+    last_op_ = "take";
+    Get(false, Rand(1, 3));
+  }
+  void LeaseSome() {
+    last_op_ = "lease";
+    Get(true, Rand(1, 3));
+  }
+
+  // A held lease (by a consumer or the worker), or nullptr.
+  MTask* RandomHeld() {
+    std::vector<MTask*> held;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kLeased) held.push_back(&t);
+    }
+    return held.empty() ? nullptr : held[Rand(0, static_cast<int>(held.size()) - 1)];
+  }
+  std::optional<std::pair<uint64_t, uint64_t>> RandomStale() {
+    if (stale_.empty()) return std::nullopt;
+    return stale_[Rand(0, static_cast<int>(stale_.size()) - 1)];
+  }
+
+  void Complete() {
+    MTask* t = RandomHeld();
+    if (!t || Chance(20)) {
+      auto stale = RandomStale();
+      if (!stale) return;
+      last_op_ = absl::StrCat("complete stale lease ", stale->second);
+      EXPECT_EQ(engine_->Complete(stale->first, stale->second, "late").code(),
+                absl::StatusCode::kFailedPrecondition)
+          << Where();
+      return;
+    }
+    last_op_ = absl::StrCat("complete ", t->id);
+    absl::Status s = engine_->Complete(t->id, t->lease_id, absl::StrCat("result ", t->id));
+    EXPECT_TRUE(s.ok()) << s << " " << Where();
+    stale_.push_back({t->id, t->lease_id});
+    Finish(*t, MState::kDone, v1::OUTCOME_OK);
+    Settle();
+  }
+
+  void Fail() {
+    MTask* t = RandomHeld();
+    if (!t) return;
+    bool permanent = Chance(30);
+    last_op_ = absl::StrCat(permanent ? "fail permanently " : "fail ", t->id);
+    absl::Status s = engine_->Fail(t->id, t->lease_id, "boom", permanent);
+    EXPECT_TRUE(s.ok()) << s << " " << Where();
+    if (permanent) {
+      stale_.push_back({t->id, t->lease_id});
+      Die(*t);
+    } else {
+      LoseLease(*t, false);
+    }
+    Settle();
+  }
+
+  void Release() {
+    MTask* t = RandomHeld();
+    if (!t) return;
+    int delay = Chance(50) ? 0 : Rand(1, 200);
+    last_op_ = absl::StrCat("release ", t->id, " delay ", delay);
+    absl::Status s = engine_->Release(t->id, t->lease_id, absl::Milliseconds(delay));
+    EXPECT_TRUE(s.ok()) << s << " " << Where();
+    stale_.push_back({t->id, t->lease_id});
+    --t->attempt;
+    if (delay == 0) {
+      t->state = MState::kReady;  // its old place
+    } else {
+      MakeDelayed(*t, Now() + delay);
+    }
+    Settle();
+  }
+
+  void Extend() {
+    MTask* t = RandomHeld();
+    if (!t || Chance(25)) {
+      auto stale = RandomStale();
+      if (!stale) return;
+      last_op_ = absl::StrCat("extend stale lease ", stale->second);
+      auto s = engine_->ExtendLease(stale->second);
+      EXPECT_EQ(s.status().code(), revoked_.contains(stale->second)
+                                       ? absl::StatusCode::kCancelled
+                                       : absl::StatusCode::kFailedPrecondition)
+          << Where();
+      return;
+    }
+    last_op_ = absl::StrCat("extend ", t->id);
+    auto s = engine_->ExtendLease(t->lease_id);
+    EXPECT_TRUE(s.ok()) << s.status() << " " << Where();
+    t->lease_deadline_ms = Now() + lease_ms_;
+  }
+
+  void Advance(int ms) {
+    last_op_ = absl::StrCat("advance ", ms, " ms");
+    clock_.Advance(absl::Milliseconds(ms));
+    const int64_t now = Now();
+    // 1. Leases that expired, oldest deadline first.
+    std::vector<MTask*> expired;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kLeased && t.lease_deadline_ms <= now) expired.push_back(&t);
+    }
+    std::sort(expired.begin(), expired.end(), [](MTask* a, MTask* b) {
+      return std::tie(a->lease_deadline_ms, a->lease_id) < std::tie(b->lease_deadline_ms, b->lease_id);
+    });
+    for (MTask* t : expired) LoseLease(*t, false);
+    // 2. Delayed tasks that are due, in due order.
+    std::vector<MTask*> due;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kDelayed && t.backoff_d == 0 && t.due_ms <= now) due.push_back(&t);
+    }
+    std::sort(due.begin(), due.end(), [](MTask* a, MTask* b) {
+      return std::tie(a->due_ms, a->delay_order) < std::tie(b->due_ms, b->delay_order);
+    });
+    for (MTask* t : due) MakeReady(*t);
+    engine_->AdvanceTo(clock_.Now());
+    // 3. Hand-out.
+    Settle();
+  }
+
+  void Cancel() {
+    uint64_t id;
+    if (tasks_.empty() || Chance(5)) {
+      id = 1'000'000'000;
+    } else {
+      auto it = tasks_.begin();
+      std::advance(it, Rand(0, static_cast<int>(tasks_.size()) - 1));
+      id = it->first;
+    }
+    last_op_ = absl::StrCat("cancel ", id);
+    auto got = engine_->CancelTask(id);
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << Where();
+      return;
+    }
+    MTask& t = it->second;
+    switch (t.state) {
+      case MState::kDone:
+      case MState::kCancelled:
+      case MState::kFailed:
+        EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition) << Where();
+        return;
+      default:
+        break;
+    }
+    EXPECT_TRUE(got.ok()) << got.status() << " " << Where();
+    if (got.ok()) {
+      EXPECT_EQ(*got, ToProto(t.state)) << Where();
+    }
+    if (t.state == MState::kLeased) {
+      stale_.push_back({t.id, t.lease_id});
+      revoked_.insert(t.lease_id);
+    }
+    bool was_dead = t.state == MState::kDead;
+    Finish(t, MState::kCancelled,
+           was_dead ? std::nullopt : std::optional<v1::Outcome>(v1::OUTCOME_CANCELLED));
+    Settle();
+  }
+
+  void Requeue() {
+    std::vector<uint64_t> dead;
+    for (const auto& [id, t] : tasks_) {
+      if (t.state == MState::kDead) dead.push_back(id);
+    }
+    bool all = Chance(30);
+    uint64_t id = 0;
+    if (!all) {
+      if (dead.empty() || Chance(10)) {
+        id = tasks_.empty() ? 1 : tasks_.begin()->first;  // maybe not dead: NOT_FOUND
+      } else {
+        id = dead[Rand(0, static_cast<int>(dead.size()) - 1)];
+      }
+    }
+    last_op_ = absl::StrCat("requeue ", all ? "all" : absl::StrCat(id));
+    if (!dlq_exists_) {
+      EXPECT_EQ(engine_->RequeueDead(dlq_, id).status().code(), absl::StatusCode::kNotFound)
+          << Where();
+      return;
+    }
+    auto got = engine_->RequeueDead(dlq_, id);
+    if (!all && std::find(dead.begin(), dead.end(), id) == dead.end()) {
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << Where();
+      return;
+    }
+    EXPECT_TRUE(got.ok()) << got.status() << " " << Where();
+    std::vector<uint64_t> moved = all ? dead : std::vector<uint64_t>{id};
+    if (got.ok()) {
+      EXPECT_EQ(*got, moved.size()) << Where();
+    }
+    for (uint64_t m : moved) {  // by id, as the engine does
+      MTask& t = tasks_[m];
+      t.attempt = 0;
+      MakeReady(t);
+      results_per_life_.erase(m);  // a new life: it may yield one more result
+    }
+    Settle();
+  }
+
+  void Connect() {
+    if (sub_) return Credit();
+    last_op_ = "connect";
+    auto sub = engine_->Subscribe({"q"}, "w", [this](std::vector<v1::Delivery> ds) {
+      for (auto& d : ds) delivered_.push_back(std::move(d));
+    });
+    EXPECT_TRUE(sub.ok()) << sub.status() << " " << Where();
+    if (sub.ok()) sub_ = *sub;
+  }
+
+  void Credit() {
+    if (!sub_) return Connect();
+    int n = Rand(1, 2);
+    last_op_ = absl::StrCat("credit ", n);
+    EXPECT_TRUE(engine_->AddCredits(*sub_, n).ok()) << Where();
+    credits_ += n;
+    Settle();
+  }
+
+  void Disconnect() {
+    if (!sub_) return;
+    last_op_ = "disconnect";
+    engine_->Unsubscribe(*sub_);
+    sub_.reset();
+    credits_ = 0;
+    std::vector<MTask*> held;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kLeased && t.by_worker) held.push_back(&t);
+    }
+    std::sort(held.begin(), held.end(), [](MTask* a, MTask* b) { return a->lease_id < b->lease_id; });
+    for (MTask* t : held) LoseLease(*t, true);
+  }
+
+  // Finishes every task: time passes, everything is leased and completed.
+  void Drain() {
+    if (Failed()) return;
+    if (sub_) {
+      Disconnect();
+      Check(true);
+    }
+    for (int round = 0; round < 100 && !Failed(); ++round) {
+      ++op_;
+      size_t open = Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased);
+      if (open == 0) break;
+      Advance(std::max(lease_ms_, 300u) + backoff_max_ms_ + 1);
+      Check(false);
+      for (const v1::Delivery& d : Get(true, 1000)) {
+        MTask& t = tasks_[d.task().id()];
+        EXPECT_TRUE(engine_->Complete(t.id, t.lease_id, "drained").ok()) << Where();
+        Finish(t, MState::kDone, v1::OUTCOME_OK);
+      }
+      Check(false);
+    }
+    if (Failed()) return;
+    Check(true);
+    for (const auto& [id, t] : tasks_) {
+      EXPECT_TRUE(t.state == MState::kDone || t.state == MState::kCancelled ||
+                  t.state == MState::kDead)
+          << "task " << id << " unfinished after draining; " << Where();
+    }
+  }
+
+  // --- invariants ------------------------------------------------------------------------
+
+  void Check(bool full) {
+    // Worker deliveries: the same tasks in the same order.
+    std::vector<uint64_t> delivered;
+    for (const auto& d : delivered_) {
+      delivered.push_back(d.task().id());
+      auto it = tasks_.find(d.task().id());
+      if (it == tasks_.end()) continue;
+      it->second.lease_id = d.lease_id();
+      EXPECT_EQ(d.lease_deadline_unix_ms(), it->second.lease_deadline_ms) << Where();
+      EXPECT_EQ(d.task().attempt(), it->second.attempt) << Where();
+    }
+    EXPECT_EQ(delivered, expected_deliveries_) << "worker hand-out order; " << Where();
+    delivered_.clear();
+    expected_deliveries_.clear();
+
+    // Results: the same ones in the same order, at most one per task and life.
+    std::vector<std::pair<uint64_t, v1::Outcome>> results;
+    for (;;) {
+      GetArgs args;
+      args.queue = "r";
+      args.max_tasks = 1000;
+      args.nowait = true;
+      std::vector<v1::Delivery> got;
+      engine_->Get(std::move(args), [&](auto r) {
+        if (r.ok()) got = *std::move(r);
+      });
+      if (got.empty()) break;
+      for (const auto& d : got) results.push_back({d.task().result_of(), d.task().outcome()});
+    }
+    EXPECT_EQ(results, expected_results_) << "results; " << Where();
+    for (const auto& [id, outcome] : results) {
+      int& n = results_per_life_[id];
+      ++n;
+      EXPECT_LE(n, 1) << "task " << id << " yielded two results; " << Where();
+    }
+    expected_results_.clear();
+
+    // Retry delays: inside [d/2, d]; the model adopts the engine's due time.
+    for (auto& [id, t] : tasks_) {
+      if (t.backoff_d == 0) continue;
+      auto got = engine_->GetTask(id);
+      EXPECT_TRUE(got.ok()) << got.status() << " " << Where();
+      if (!got.ok()) continue;
+      int64_t wait = got->not_before_unix_ms() - Now();
+      EXPECT_GE(wait, (t.backoff_d + 1) / 2) << "task " << id << " " << Where();
+      EXPECT_LE(wait, t.backoff_d) << "task " << id << " " << Where();
+      t.due_ms = got->not_before_unix_ms();
+      t.backoff_d = 0;
+    }
+
+    // Counts.
+    auto stats = engine_->Stats("q");
+    EXPECT_TRUE(stats.ok()) << Where();
+    if (!stats.ok()) return;
+    EXPECT_EQ(stats->ready(), Count(MState::kReady)) << Where();
+    EXPECT_EQ(stats->delayed(), Count(MState::kDelayed)) << Where();
+    EXPECT_EQ(stats->leased(), Count(MState::kLeased)) << Where();
+    EXPECT_EQ(stats->unfinished(),
+              Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased))
+        << Where();
+    auto dlq_stats = engine_->Stats(dlq_);
+    EXPECT_EQ(dlq_stats.ok(), dlq_exists_) << Where();
+    if (dlq_stats.ok()) {
+      EXPECT_EQ(dlq_stats->dead(), Count(MState::kDead)) << Where();
+    }
+
+    // Every task where the model says: a few every step, the unfinished
+    // ones now and then, all of them at the end.
+    std::vector<uint64_t> ids;
+    if (full) {
+      for (const auto& [id, t] : tasks_) {
+        bool finished = t.state == MState::kDone || t.state == MState::kCancelled ||
+                        t.state == MState::kFailed;
+        if (!finished || op_ >= kOpsPerSequence) ids.push_back(id);
+      }
+    } else if (!tasks_.empty()) {
+      for (int i = 0; i < 3; ++i) {
+        auto it = tasks_.begin();
+        std::advance(it, Rand(0, static_cast<int>(tasks_.size()) - 1));
+        ids.push_back(it->first);
+      }
+    }
+    for (uint64_t id : ids) {
+      const MTask& t = tasks_[id];
+      auto got = engine_->GetTask(id);
+      EXPECT_TRUE(got.ok()) << "task " << id << " lost: " << got.status() << " " << Where();
+      if (!got.ok()) continue;
+      EXPECT_EQ(got->state(), ToProto(t.state)) << "task " << id << " " << Where();
+      EXPECT_EQ(got->attempt(), t.attempt) << "task " << id << " " << Where();
+      if (t.state == MState::kDelayed) {
+        EXPECT_EQ(got->not_before_unix_ms(), t.due_ms) << Where();
+      }
+      if (t.state == MState::kLeased) {
+        EXPECT_EQ(got->worker(), t.by_worker ? "w" : "consumer") << Where();
+      }
+      if (t.state == MState::kDead) {
+        EXPECT_EQ(got->origin_queue(), "q") << Where();
+      }
+    }
+  }
+
+  const uint32_t seed_;
+  std::mt19937 rng_;
+  FakeClock clock_;
+  std::unique_ptr<MemoryEngine> engine_;
+  v1::QueueKind kind_;
+  uint64_t maxsize_;
+  uint32_t max_attempts_, lease_ms_, backoff_ms_, backoff_max_ms_;
+  std::string dlq_;
+  bool dlq_exists_ = false;
+
+  int op_ = 0;
+  std::string last_op_;
+  int payloads_ = 0;
+  int64_t places_ = 0;
+  uint64_t delay_orders_ = 0;
+  std::map<uint64_t, MTask> tasks_;
+  std::map<std::string, uint64_t> dedup_;
+  std::vector<std::pair<uint64_t, uint64_t>> stale_;  // (task, lease) no longer held
+  std::set<uint64_t> revoked_;                        // leases revoked by cancel
+  std::optional<SubscriptionId> sub_;
+  uint32_t credits_ = 0;
+  std::vector<v1::Delivery> delivered_;
+  std::vector<uint64_t> expected_deliveries_;
+  std::vector<std::pair<uint64_t, v1::Outcome>> expected_results_;
+  std::map<uint64_t, int> results_per_life_;
+};
+
+TEST(EngineModelTest, RandomSequencesAgreeWithTheReferenceModel) {
+  SetLogLevel(LogLevel::kWarning);  // queues come and go by the hundred
+  for (uint32_t seed = 1; seed <= kSequences; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    ModelRun(seed).Run();
+    if (::testing::Test::HasFailure()) {
+      ADD_FAILURE() << "reproduce with seed " << seed << " (see the op index above)";
+      return;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace taskq

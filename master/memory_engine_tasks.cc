@@ -1,0 +1,593 @@
+// MemoryEngine, part 2: task states. Leasing, settling leases (complete,
+// fail, release, heartbeat), retries with backoff, dead letters, cancel,
+// and status lookup by id (live tasks and recently finished ones).
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "master/memory_engine.h"
+#include "master/memory_engine_pending.h"
+
+namespace taskq {
+
+namespace {
+
+absl::string_view StateName(v1::TaskState state) {
+  switch (state) {
+    case v1::TASK_STATE_DELAYED: return "delayed";
+    case v1::TASK_STATE_READY: return "ready";
+    case v1::TASK_STATE_LEASED: return "leased";
+    case v1::TASK_STATE_DONE: return "done";
+    case v1::TASK_STATE_DEAD: return "dead";
+    case v1::TASK_STATE_CANCELLED: return "cancelled";
+    case v1::TASK_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
+}
+
+std::string Attempts(uint32_t n) { return absl::StrCat(n, n == 1 ? " attempt" : " attempts"); }
+
+absl::Status UnknownTask(uint64_t id) {
+  return absl::NotFoundError(
+      absl::StrCat("task ", id, ": unknown task or finished long ago (or its queue was deleted)"));
+}
+
+}  // namespace
+
+// --- states ---------------------------------------------------------------------------
+
+v1::TaskState MemoryEngine::ProtoState(State state) {
+  switch (state) {
+    case State::kDelayed: return v1::TASK_STATE_DELAYED;
+    case State::kReady: return v1::TASK_STATE_READY;
+    case State::kLeased: return v1::TASK_STATE_LEASED;
+    case State::kDead: return v1::TASK_STATE_DEAD;
+  }
+  return v1::TASK_STATE_UNSPECIFIED;
+}
+
+v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
+                                 Pending& pending) {
+  absl::Time now = clock_->Now();
+  rec.state = State::kLeased;
+  rec.lease_id = next_lease_id_++;
+  rec.lease_deadline = now + absl::Milliseconds(q.config.lease_ms());
+  rec.holder = holder;
+  rec.holder_name = "consumer";
+  if (holder != 0) {
+    Subscription& sub = subs_.at(holder);
+    sub.lease_ids.insert(rec.lease_id);
+    rec.holder_name = sub.worker_id.empty() ? "worker" : sub.worker_id;
+  }
+  rec.task.set_attempt(rec.task.attempt() + 1);
+  WatchDeadline(rec.lease_deadline, pending);
+  lease_deadlines_.insert({rec.lease_deadline, rec.lease_id});
+  lease_to_task_[rec.lease_id] = rec.task.id();
+  q.leased.insert(rec.task.id());
+  v1::Delivery d;
+  *d.mutable_task() = rec.task;
+  d.set_lease_id(rec.lease_id);
+  d.set_lease_deadline_unix_ms(absl::ToUnixMillis(rec.lease_deadline));
+  return d;
+}
+
+void MemoryEngine::ClearLease(TaskRecord& rec) {
+  if (rec.state != State::kLeased) return;
+  lease_deadlines_.erase({rec.lease_deadline, rec.lease_id});
+  lease_to_task_.erase(rec.lease_id);
+  if (Queue* q = FindQueue(rec.task.queue())) q->leased.erase(rec.task.id());
+  if (rec.holder != 0) {
+    if (auto it = subs_.find(rec.holder); it != subs_.end()) it->second.lease_ids.erase(rec.lease_id);
+  }
+  rec.lease_id = 0;
+  rec.lease_deadline = absl::InfiniteFuture();
+  rec.holder = 0;
+  rec.holder_name.clear();
+}
+
+void MemoryEngine::Detach(TaskRecord& rec) {
+  Queue* q = FindQueue(rec.task.queue());
+  switch (rec.state) {
+    case State::kReady:
+      if (q) q->ready.erase(rec.key);
+      break;
+    case State::kDelayed:
+      if (q) q->delayed.erase(rec.delay);
+      delayed_.erase(rec.delay);
+      break;
+    case State::kLeased:
+      ClearLease(rec);
+      break;
+    case State::kDead:
+      if (Queue* dlq = FindQueue(rec.dead_in)) dlq->dead.erase(rec.task.id());
+      rec.dead_in.clear();
+      break;
+  }
+}
+
+void MemoryEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
+  if (new_place) rec.key = MakeKey(q, rec.task);
+  rec.state = State::kReady;
+  q.ready.insert(rec.key);
+}
+
+void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
+  rec.state = State::kDelayed;
+  rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
+  WatchDeadline(due, pending);
+  q.delayed.insert(rec.delay);
+  delayed_.insert(rec.delay);
+}
+
+absl::Duration MemoryEngine::Backoff(const Queue& q, uint32_t attempt) {
+  // min(backoff * 2^(attempt-1), cap), then a uniform factor in [0.5, 1]:
+  // whole milliseconds in [ceil(d/2), d], never 0, so a retry always passes
+  // through "delayed".
+  const uint64_t cap = std::max<uint64_t>(1, q.config.backoff_max_ms());
+  uint64_t d = std::max<uint64_t>(1, q.config.backoff_ms());
+  for (uint32_t i = 1; i < attempt && d < cap; ++i) d *= 2;
+  d = std::min(d, cap);
+  const uint64_t low = (d + 1) / 2;
+  const uint64_t jittered = low + rng_() % (d - low + 1);
+  return absl::Milliseconds(static_cast<int64_t>(jittered));
+}
+
+void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error) {
+  v1::Attempt a;
+  a.set_attempt(rec.task.attempt());
+  a.set_worker(rec.holder_name);
+  a.set_ended_unix_ms(absl::ToUnixMillis(clock_->Now()));
+  a.set_how(std::string(how));
+  a.set_error(std::string(error.substr(0, kMaxHistoryErrorBytes)));
+  rec.history.push_back(std::move(a));
+  if (rec.history.size() > kTaskHistoryLength) {
+    rec.history.erase(rec.history.begin(),
+                      rec.history.begin() + (rec.history.size() - kTaskHistoryLength));
+  }
+}
+
+void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
+  Queue* q = FindQueue(rec.task.queue());
+  AddHistory(rec,
+             how == LostHow::kFailed    ? "failed"
+             : how == LostHow::kExpired ? "expired"
+                                        : "disconnected",
+             error);
+  Detach(rec);
+  if (!q) {  // cannot happen: a deleted queue's tasks are gone
+    Forget(rec);
+    return;
+  }
+  const uint32_t attempt = rec.task.attempt();
+  if (attempt >= q->config.max_attempts()) {
+    std::string why = absl::StrCat("gave up after ", Attempts(attempt), "; last error: ", error);
+    rec.last_error = std::move(error);
+    GiveUp(rec, std::move(why), pending);
+    return;
+  }
+  rec.last_error = std::move(error);
+  if (how == LostHow::kDisconnected) {
+    // The worker is gone, not the task's fault: back in its old place now.
+    MakeReady(*q, rec, /*new_place=*/false);
+  } else {
+    MakeDelayed(*q, rec, clock_->Now() + Backoff(*q, attempt), pending);
+  }
+  Touch(*q, pending);
+}
+
+void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pending) {
+  Queue* origin = FindQueue(rec.task.queue());
+  std::string dlq_name = rec.task.queue();
+  if (origin && !origin->config.dead_letter().empty()) dlq_name = origin->config.dead_letter();
+  Queue* dlq = FindQueue(dlq_name);
+  if (!dlq && options_.auto_create_queues && !shut_down_) {
+    v1::QueueConfig config;
+    config.set_name(dlq_name);
+    dlq = AddQueue(FillDefaults(config));
+    LogInfo("dead-letter queue \"%s\" created on first use", dlq_name);
+  }
+  if (!dlq) {
+    LogWarning("dead-letter queue \"%s\" of queue \"%s\" does not exist; task %d stays in \"%s\"",
+               dlq_name, rec.task.queue(), rec.task.id(), rec.task.queue());
+    dlq = origin;
+  }
+  rec.state = State::kDead;
+  rec.dead_in = dlq->config.name();
+  dlq->dead.insert(rec.task.id());
+  if (origin) {
+    ++origin->total_failed;
+    Touch(*origin, pending);  // room for putters, maybe joiners done
+  }
+  if (!rec.task.reply_to().empty()) {
+    DeliverResult(rec, v1::OUTCOME_FAILED, "", std::move(result_error), pending);
+  }
+}
+
+void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
+                          std::string result, std::string error, bool send_result,
+                          Pending& pending) {
+  const uint64_t id = rec.task.id();
+  Queue* q = FindQueue(rec.task.queue());
+  Detach(rec);
+  if (q) {
+    if (final_state == v1::TASK_STATE_DONE) ++q->total_completed;
+    if (final_state == v1::TASK_STATE_CANCELLED) ++q->total_cancelled;
+    Touch(*q, pending);
+  }
+  FreeDedupKey(rec);
+  RememberFinished(rec, final_state);
+  if (send_result && !rec.task.reply_to().empty()) {
+    DeliverResult(rec, outcome, std::move(result), std::move(error), pending);
+  }
+  tasks_.erase(id);
+}
+
+void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
+                                 std::string error, Pending& pending) {
+  const std::string& reply_to = rec.task.reply_to();
+  // The reply queue was made (or checked) when the task was put. If it is
+  // gone now, its owner deleted it (e.g. `submit --wait` gave up): do not
+  // resurrect it as an orphan nobody reads. Results bypass maxsize and
+  // shutdown: a result is never lost to backpressure.
+  Queue* q = FindQueue(reply_to);
+  if (!q) {
+    LogInfo("result of task %d dropped: its reply_to queue \"%s\" was deleted", rec.task.id(),
+            reply_to);
+    return;
+  }
+  uint64_t id = next_task_id_++;
+  TaskRecord& r = tasks_[id];
+  r.task.set_id(id);
+  r.task.set_queue(reply_to);
+  r.task.set_payload(std::move(result));
+  *r.task.mutable_headers() = rec.task.headers();
+  r.task.set_result_of(rec.task.id());
+  r.task.set_outcome(outcome);
+  r.task.set_error(std::move(error));
+  r.task.set_enqueued_unix_ms(absl::ToUnixMillis(clock_->Now()));
+  MakeReady(*q, r, /*new_place=*/true);
+  ++q->total_put;
+  Touch(*q, pending);
+}
+
+void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
+  if (rec.dedup_key.empty()) return;
+  Queue* q = FindQueue(rec.task.queue());
+  if (!q) return;
+  auto it = q->dedup.find(rec.dedup_key);
+  if (it != q->dedup.end() && it->second == rec.task.id()) q->dedup.erase(it);
+}
+
+void MemoryEngine::Forget(TaskRecord& rec) {
+  const uint64_t id = rec.task.id();
+  Detach(rec);
+  FreeDedupKey(rec);
+  tasks_.erase(id);
+}
+
+// --- settling leases ----------------------------------------------------------------
+
+absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_id,
+                                                                  uint64_t lease_id) {
+  auto it = tasks_.find(task_id);
+  if (it != tasks_.end()) {
+    TaskRecord& rec = it->second;
+    if (rec.state == State::kLeased && rec.lease_id == lease_id) return &rec;
+    if (rec.state == State::kLeased) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease lost: task ", task_id, " is held under a newer lease (lease ", lease_id,
+          " expired or was given back and the task was handed out again); "
+          "this report is discarded"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease lost: task ", task_id, " is no longer held under lease ", lease_id,
+        " (it expired or was given back; the task is ", StateName(ProtoState(rec.state)),
+        " now); this report is discarded"));
+  }
+  if (auto f = finished_.find(task_id); f != finished_.end()) {
+    v1::TaskState state = f->second.task.state();
+    if (state == v1::TASK_STATE_CANCELLED) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("task ", task_id, " was cancelled; this report is discarded"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat("lease lost: task ", task_id, " is already ",
+                                                      StateName(state),
+                                                      "; this report is discarded"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "lease lost: task ", task_id, " is unknown (finished long ago, or its queue was deleted); "
+      "this report is discarded"));
+}
+
+absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
+  if (result.size() > options_.max_payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("result is too large (", result.size(),
+                                                   " bytes; the limit is ",
+                                                   options_.max_payload_bytes, ")"));
+  }
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    absl::StatusOr<TaskRecord*> rec = FindLease(task_id, lease_id);
+    if (!rec.ok()) return rec.status();
+    Finish(**rec, v1::TASK_STATE_DONE, v1::OUTCOME_OK, std::move(result), "", true, pending);
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return absl::OkStatus();
+}
+
+absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
+                                bool permanent) {
+  if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    absl::StatusOr<TaskRecord*> found = FindLease(task_id, lease_id);
+    if (!found.ok()) return found.status();
+    TaskRecord& rec = **found;
+    if (permanent) {
+      AddHistory(rec, "failed", error);
+      Detach(rec);
+      rec.last_error = error;
+      GiveUp(rec, std::move(error), pending);
+    } else {
+      LoseLease(rec, LostHow::kFailed, std::move(error), pending);
+    }
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return absl::OkStatus();
+}
+
+absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+  if (delay < absl::ZeroDuration() || delay > absl::Milliseconds(kMaxDelayMs)) {
+    return absl::InvalidArgumentError("release delay must be between 0 and 365 days");
+  }
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    absl::StatusOr<TaskRecord*> found = FindLease(task_id, lease_id);
+    if (!found.ok()) return found.status();
+    TaskRecord& rec = **found;
+    Queue* q = FindQueue(rec.task.queue());
+    AddHistory(rec, "released", "");
+    // Not counted: the next delivery carries the same attempt number.
+    rec.task.set_attempt(rec.task.attempt() - 1);
+    Detach(rec);
+    if (delay <= absl::ZeroDuration()) {
+      MakeReady(*q, rec, /*new_place=*/false);
+    } else {
+      MakeDelayed(*q, rec, clock_->Now() + delay, pending);
+    }
+    Touch(*q, pending);
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Time> MemoryEngine::ExtendLease(uint64_t lease_id) {
+  MutexLock lock(&mu_);
+  auto it = lease_to_task_.find(lease_id);
+  if (it == lease_to_task_.end()) {
+    if (auto r = revoked_.find(lease_id); r != revoked_.end()) {
+      return absl::CancelledError(absl::StrCat("task ", r->second,
+                                               " was cancelled: stop running it (lease ",
+                                               lease_id, " is revoked)"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease lost: lease ", lease_id, " is no longer held (expired, released or completed)"));
+  }
+  TaskRecord& rec = tasks_.at(it->second);
+  Queue* q = FindQueue(rec.task.queue());
+  lease_deadlines_.erase({rec.lease_deadline, lease_id});
+  rec.lease_deadline = clock_->Now() + absl::Milliseconds(q ? q->config.lease_ms() : 30000);
+  lease_deadlines_.insert({rec.lease_deadline, lease_id});
+  return rec.lease_deadline;
+}
+
+// --- tasks by id -------------------------------------------------------------------
+
+v1::Task MemoryEngine::Describe(const TaskRecord& rec) const {
+  v1::Task t = rec.task;
+  t.set_state(ProtoState(rec.state));
+  if (rec.state == State::kDelayed) t.set_not_before_unix_ms(absl::ToUnixMillis(rec.delay.due));
+  if (rec.state == State::kLeased) t.set_worker(rec.holder_name);
+  if (rec.state == State::kDead) t.set_origin_queue(rec.task.queue());
+  t.set_dedup_key(rec.dedup_key);
+  t.set_last_error(rec.last_error);
+  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
+  return t;
+}
+
+void MemoryEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) {
+  if (options_.finished_task_memory == 0) return;
+  // Everything but the payload, headers and args: enough for `taskq status`.
+  const v1::Task& src = rec.task;
+  Finished f;
+  v1::Task& t = f.task;
+  t.set_id(src.id());
+  t.set_queue(src.queue());
+  t.set_handler(src.handler());
+  t.set_priority(src.priority());
+  t.set_reply_to(src.reply_to());
+  t.set_attempt(src.attempt());
+  t.set_enqueued_unix_ms(src.enqueued_unix_ms());
+  t.set_result_of(src.result_of());
+  t.set_outcome(src.outcome());
+  t.set_state(state);
+  t.set_dedup_key(rec.dedup_key);
+  t.set_last_error(rec.last_error);
+  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
+  f.bytes = t.ByteSizeLong() + 64;  // + bookkeeping
+  finished_bytes_ += f.bytes;
+  finished_order_.push_back(t.id());
+  finished_[t.id()] = std::move(f);
+  while (finished_order_.size() > options_.finished_task_memory ||
+         (finished_bytes_ > options_.finished_task_memory_bytes && finished_order_.size() > 1)) {
+    auto it = finished_.find(finished_order_.front());
+    finished_bytes_ -= it->second.bytes;
+    finished_.erase(it);
+    finished_order_.pop_front();
+  }
+}
+
+void MemoryEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
+  if (options_.revoked_lease_memory == 0) return;
+  revoked_[lease_id] = task_id;
+  revoked_order_.push_back(lease_id);
+  while (revoked_order_.size() > options_.revoked_lease_memory) {
+    revoked_.erase(revoked_order_.front());
+    revoked_order_.pop_front();
+  }
+}
+
+absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
+  if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
+  MutexLock lock(&mu_);
+  if (auto it = tasks_.find(task_id); it != tasks_.end()) return Describe(it->second);
+  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task;
+  return UnknownTask(task_id);
+}
+
+absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
+  if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
+  Pending pending;
+  v1::TaskState previous;
+  {
+    MutexLock lock(&mu_);
+    auto it = tasks_.find(task_id);
+    if (it == tasks_.end()) {
+      if (auto f = finished_.find(task_id); f != finished_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "task ", task_id, " cannot be cancelled: it is already ",
+            StateName(f->second.task.state())));
+      }
+      return UnknownTask(task_id);
+    }
+    TaskRecord& rec = it->second;
+    previous = ProtoState(rec.state);
+    if (rec.state == State::kLeased) RememberRevoked(rec.lease_id, task_id);
+    // A dead task already sent its FAILED result: no second one.
+    bool send_result = rec.state != State::kDead;
+    Finish(rec, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "",
+           absl::StrCat("task ", task_id, " was cancelled"), send_result, pending);
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  LogInfo("task %d cancelled (was %s)", task_id, StateName(previous));
+  return previous;
+}
+
+// --- dead letters ---------------------------------------------------------------------
+
+absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& queue,
+                                                             uint64_t after_id, uint32_t limit) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  if (limit == 0) limit = kDefaultListDead;
+  if (limit > kMaxListDead) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit ", limit, " is above the maximum page of ", kMaxListDead));
+  }
+  MutexLock lock(&mu_);
+  Queue* q = FindQueue(queue);
+  if (!q) {
+    return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
+  }
+  std::vector<v1::Task> out;
+  size_t bytes = 0;
+  for (auto it = q->dead.upper_bound(after_id); it != q->dead.end() && out.size() < limit; ++it) {
+    out.push_back(Describe(tasks_.at(*it)));
+    bytes += out.back().ByteSizeLong();
+    if (bytes >= kMaxListDeadBytes) break;  // large payloads: a shorter page
+  }
+  return out;
+}
+
+absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
+  const std::string origin = rec.task.queue();
+  absl::StatusOr<Queue*> found = FindOrCreateQueue(origin);
+  if (!found.ok()) {
+    return absl::Status(found.status().code(),
+                        absl::StrCat("task ", rec.task.id(), " cannot go back to queue \"", origin,
+                                     "\": ", found.status().message()));
+  }
+  Queue& q = **found;
+  if (q.shut_down) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "task ", rec.task.id(), " cannot go back: queue \"", origin, "\" is shut down"));
+  }
+  Detach(rec);
+  rec.task.set_attempt(0);  // a fresh start; the history stays
+  if (!rec.dedup_key.empty()) {
+    // Its key stayed taken while it was dead, unless its queue was deleted
+    // and re-created meanwhile and a new task took the key.
+    auto [it, inserted] = q.dedup.try_emplace(rec.dedup_key, rec.task.id());
+    if (!inserted && it->second != rec.task.id()) rec.dedup_key.clear();
+  }
+  MakeReady(q, rec, /*new_place=*/true);
+  Touch(q, pending);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uint64_t task_id) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  Pending pending;
+  uint64_t requeued = 0;
+  {
+    MutexLock lock(&mu_);
+    Queue* q = FindQueue(queue);
+    if (!q) {
+      return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
+    }
+    if (task_id != 0) {
+      if (!q->dead.contains(task_id)) {
+        return absl::NotFoundError(absl::StrCat("task ", task_id,
+                                                " is not in the dead-letter set of queue \"",
+                                                queue, "\""));
+      }
+      if (absl::Status s = Requeue(tasks_.at(task_id), pending); !s.ok()) return s;
+      requeued = 1;
+    } else {
+      // All that can go back; a task whose origin queue is gone or shut
+      // down stays dead (and listed).
+      std::vector<uint64_t> ids(q->dead.begin(), q->dead.end());
+      for (uint64_t id : ids) {
+        if (absl::Status s = Requeue(tasks_.at(id), pending); s.ok()) {
+          ++requeued;
+        } else {
+          LogWarning("requeue of dead task %d skipped: %s", id, s.message());
+        }
+      }
+    }
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return requeued;
+}
+
+absl::StatusOr<uint64_t> MemoryEngine::PurgeDead(const std::string& queue) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  Pending pending;
+  uint64_t purged;
+  {
+    MutexLock lock(&mu_);
+    Queue* q = FindQueue(queue);
+    if (!q) {
+      return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
+    }
+    std::vector<uint64_t> ids(q->dead.begin(), q->dead.end());
+    for (uint64_t id : ids) {
+      // Its FAILED result went out when it died; purging ends it as failed.
+      Finish(tasks_.at(id), v1::TASK_STATE_FAILED, v1::OUTCOME_FAILED, "", "", false, pending);
+    }
+    purged = ids.size();
+    SettleTouched(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return purged;
+}
+
+}  // namespace taskq
