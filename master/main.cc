@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
   taskq::MasterOptions options;
   std::string port_file, log_level = "info";
   double default_lease_s = 30;
+  double default_backoff_s = 1;
+  double default_backoff_max_s = 60;
   bool no_auto_create = false;
 
   CLI::App app{"taskq-master: serves named task queues to workers and clients over gRPC"};
@@ -57,6 +59,15 @@ int main(int argc, char** argv) {
                  "lease time in seconds for queues that do not set one")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--default-backoff", default_backoff_s,
+                 "first retry delay in seconds (doubling per attempt, jittered) for queues "
+                 "that do not set one")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--default-backoff-max", default_backoff_max_s,
+                 "longest retry delay in seconds for queues that do not set one")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
   app.add_option("--max-attempts", options.engine.default_max_attempts,
                  "deliveries before a task is given up, for queues that do not set it")
       ->capture_default_str()
@@ -77,6 +88,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   options.engine.default_lease = absl::Milliseconds(static_cast<int64_t>(default_lease_s * 1000));
+  if (default_backoff_max_s < default_backoff_s) {
+    std::fprintf(stderr, "taskq-master: --default-backoff-max (%g s) is below --default-backoff (%g s)\n",
+                 default_backoff_max_s, default_backoff_s);
+    return 2;
+  }
+  options.engine.default_backoff =
+      absl::Milliseconds(static_cast<int64_t>(default_backoff_s * 1000));
+  options.engine.default_backoff_max =
+      absl::Milliseconds(static_cast<int64_t>(default_backoff_max_s * 1000));
   options.engine.auto_create_queues = !no_auto_create;
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
 
