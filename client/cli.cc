@@ -6,10 +6,12 @@
 #include <CLI/CLI.hpp>
 
 #include "client/cli_common.h"
+#include "client/dlq_commands.h"
 #include "client/interrupt.h"
 #include "client/put_get_commands.h"
 #include "client/queue_commands.h"
 #include "client/submit_command.h"
+#include "client/task_commands.h"
 
 namespace taskq::cli {
 
@@ -33,6 +35,8 @@ int Main(int argc, char** argv) {
   AddQueueCommands(app, &globals, &verbs);
   AddPutGetCommands(app, &globals, &verbs);
   AddSubmitCommand(app, &globals, &verbs);
+  AddTaskCommands(app, &globals, &verbs);
+  AddDlqCommands(app, &globals, &verbs);
 
   if (argc <= 1) {
     std::fputs(app.help().c_str(), stderr);

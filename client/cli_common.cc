@@ -1,6 +1,8 @@
 #include "client/cli_common.h"
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <cstdlib>
 
 #include "absl/strings/match.h"
@@ -13,7 +15,8 @@ const char kVerbFooter[] =
     "\nGlobal options (before or after the verb): --master HOST:PORT ($TASKQ_MASTER),\n"
     "--token-file PATH ($TASKQ_TOKEN_FILE), --tls, --tls-ca FILE, --tls-server-name NAME.\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 queue empty, 4 queue full, 5 refused by\n"
-    "the master, 6 master unreachable, 7 a task failed, 8 timed out, 130 Ctrl-C.";
+    "the master, 6 master unreachable, 7 a task failed or was cancelled, 8 timed out,\n"
+    "9 queue shut down, 130 Ctrl-C.";
 
 CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& description) {
   CLI::App* app = parent->add_subcommand(name, description);
@@ -95,6 +98,16 @@ absl::Duration SecondsToDuration(double seconds) {
   return absl::Seconds(seconds);
 }
 
+absl::StatusOr<uint32_t> SecondsToMs(double seconds, absl::string_view flag) {
+  const double ms = std::ceil(seconds * 1000);
+  if (!(ms >= 0) || ms > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", seconds, " is out of range (0 to ",
+                     std::numeric_limits<uint32_t>::max() / 1000, " seconds)"));
+  }
+  return static_cast<uint32_t>(ms);
+}
+
 void AddWaitFlags(CLI::App* app, WaitFlags* flags, absl::string_view what_waits) {
   auto* timeout =
       app->add_option("--timeout", flags->timeout_seconds,
@@ -170,6 +183,14 @@ void PrintLine(absl::string_view prefix, absl::string_view payload) {
   std::string line = absl::StrCat(prefix, payload, "\n");
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fflush(stdout);
+}
+
+void PrintIds(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return;
+  std::string out;
+  for (uint64_t id : ids) absl::StrAppend(&out, id, "\n");
+  out.pop_back();
+  PrintLine("", out);
 }
 
 void PrintPayload(absl::string_view prefix, absl::string_view payload) {

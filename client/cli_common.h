@@ -66,6 +66,11 @@ int UsageError(absl::string_view message);
 // Seconds from the command line as a duration; huge values mean forever.
 absl::Duration SecondsToDuration(double seconds);
 
+// Seconds from a flag as whole milliseconds (rounded up, so 0.0001 is
+// 1 ms) for a 32-bit millisecond field; INVALID_ARGUMENT naming `flag` if
+// it does not fit.
+absl::StatusOr<uint32_t> SecondsToMs(double seconds, absl::string_view flag);
+
 // --timeout S / --nowait, shared by put and get: CLI11 options on `app`
 // bound to these fields, mutually exclusive.
 struct WaitFlags {
@@ -99,6 +104,9 @@ std::string KindName(v1::QueueKind kind);
 // Writes `prefix` + `payload` + "\n" to stdout and flushes, so that a
 // reader on a pipe sees each line as it is printed.
 void PrintLine(absl::string_view prefix, absl::string_view payload);
+
+// Prints task ids, one per line, in one write.
+void PrintIds(const std::vector<uint64_t>& ids);
 
 // PrintLine for a task payload or result: one trailing newline of the
 // payload itself is dropped (an exec handler's output usually ends with

@@ -29,6 +29,17 @@ TEST(ExitCodeFor, MapsStatusAndCallKindToTheDocumentedCodes) {
   EXPECT_EQ(ExitCodeFor(absl::CancelledError("bye"), CallKind::kGet), 1);
 }
 
+TEST(ExitCodeFor, QueueShutDown) {
+  // A put on a shut-down queue is FAILED_PRECONDITION; a get on a drained
+  // one OUT_OF_RANGE. Elsewhere these codes keep their general meaning.
+  EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("shut down"), CallKind::kPut), 9);
+  EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("shut down"), CallKind::kSubmit), 9);
+  EXPECT_EQ(ExitCodeFor(absl::OutOfRangeError("drained"), CallKind::kGet), 9);
+  EXPECT_EQ(ExitCodeFor(absl::OutOfRangeError("drained"), CallKind::kSubmit), 9);
+  EXPECT_EQ(ExitCodeFor(absl::FailedPreconditionError("lease lost"), CallKind::kAdmin), 5);
+  EXPECT_EQ(ExitCodeFor(absl::OutOfRangeError("?"), CallKind::kAdmin), 1);
+}
+
 TEST(ParseHeaders, SplitsAtTheFirstEquals) {
   auto h = ParseHeaders({"a=1", "b=x=y", "c="});
   ASSERT_TRUE(h.ok()) << h.status();

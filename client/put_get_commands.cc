@@ -5,6 +5,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/schedule_flags.h"
 
 namespace taskq::cli {
 namespace {
@@ -17,6 +19,7 @@ struct PutArgs {
   std::string handler;
   std::string reply_to;
   std::vector<std::string> headers;
+  ScheduleFlags schedule;
 };
 
 int RunPut(const GlobalOptions& globals, const PutArgs& args) {
@@ -28,6 +31,10 @@ int RunPut(const GlobalOptions& globals, const PutArgs& args) {
   if (!built.ok()) return UsageError(built.status().message());
   std::vector<v1::TaskSpec> tasks = *std::move(built);
   if (tasks.empty()) return kExitOk;  // e.g. `put q -` with empty stdin
+  if (auto s = ApplyScheduleFlags(args.schedule, absl::Now(), &tasks); !s.ok()) {
+    return UsageError(s.message());
+  }
+  const std::vector<std::string> keys = DedupKeys(tasks);
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
 
@@ -36,11 +43,10 @@ int RunPut(const GlobalOptions& globals, const PutArgs& args) {
   options.timeout = args.wait.timeout();
   // More tasks than the queue's maxsize could never fit in one request.
   if (tasks.size() > 1) options.max_batch = PutBatchLimit(*client, args.queue);
-  auto ids = client->Put(args.queue, std::move(tasks), options);
-  if (!ids.ok()) return ReportError(ids.status(), CallKind::kPut, globals);
-  std::string out;
-  for (uint64_t id : *ids) absl::StrAppend(&out, id, "\n");
-  PrintLine("", absl::string_view(out).substr(0, out.size() - 1));
+  auto receipt = client->PutWithReceipt(args.queue, std::move(tasks), options);
+  if (!receipt.ok()) return ReportError(receipt.status(), CallKind::kPut, globals);
+  PrintIds(receipt->ids);
+  ReportExisting(*receipt, keys);
   return kExitOk;
 }
 
@@ -50,6 +56,7 @@ struct GetArgs {
   uint32_t max = 1;
   bool show_ids = false;
   bool manual_task_done = false;
+  bool lease = false;
 };
 
 int RunGet(const GlobalOptions& globals, const GetArgs& args) {
@@ -60,6 +67,7 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   options.nowait = args.wait.nowait;
   options.timeout = args.wait.timeout();
   options.manual_task_done = args.manual_task_done;
+  options.lease = args.lease;
   auto got = client->Get(args.queue, options);
   if (!got.ok()) return ReportError(got.status(), CallKind::kGet, globals);
   for (const v1::Delivery& d : *got) {
@@ -67,8 +75,11 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
     // A result message is named by the task it answers, as submit prints.
     std::string prefix =
         args.show_ids ? absl::StrCat(t.result_of() != 0 ? t.result_of() : t.id(), "\t") : "";
-    if (t.outcome() == v1::OUTCOME_FAILED) {
-      PrintLine(prefix, absl::StrCat("FAILED\t", absl::StripTrailingAsciiWhitespace(t.error())));
+    // A leased task needs both ids to be completed, failed or released.
+    if (args.lease) prefix = absl::StrCat(t.id(), "\t", d.lease_id(), "\t");
+    if (t.outcome() == v1::OUTCOME_FAILED || t.outcome() == v1::OUTCOME_CANCELLED) {
+      PrintLine(prefix, absl::StrCat(t.outcome() == v1::OUTCOME_FAILED ? "FAILED" : "CANCELLED",
+                                     "\t", absl::StripTrailingAsciiWhitespace(t.error())));
     } else {
       PrintPayload(prefix, t.payload());
     }
@@ -102,7 +113,9 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
   auto put = std::make_shared<PutArgs>();
   CLI::App* p = AddVerb(&app, "put",
                         "Put one task per PAYLOAD on QUEUE and print their ids, one per line. "
-                        "Waits for room while a bounded queue is full.");
+                        "Waits for room while a bounded queue is full. A task deduplicated by "
+                        "--dedup-key prints the existing task's id (and a note on stderr). "
+                        "Exit 9 if the queue is shut down.");
   p->add_option("QUEUE", put->queue, "Queue to put on")->required();
   p->add_option("PAYLOAD", put->payloads,
                 "Task payloads; `-` reads one payload per line from stdin (empty lines "
@@ -119,14 +132,16 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
   p->add_option("--header", put->headers, "Metadata KEY=VALUE for the handler (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);  // one value per --header: the rest are payloads
+  AddScheduleFlags(p, &put->schedule);
   verbs->push_back({p, [globals, put] { return RunPut(*globals, *put); }});
 
   auto get = std::make_shared<GetArgs>();
   CLI::App* g = AddVerb(&app, "get",
                         "Take tasks from QUEUE (take-and-acknowledge, as Python's queue.get) "
                         "and print each payload on its own line. Waits for a task; exits 3 if "
-                        "none came in time. A failed task's result message prints as "
-                        "FAILED<TAB>ERROR.");
+                        "none came in time, 9 if the queue is shut down and drained. A failed "
+                        "or cancelled task's result message prints as FAILED<TAB>ERROR or "
+                        "CANCELLED<TAB>REASON.");
   g->add_option("QUEUE", get->queue, "Queue to take from")->required();
   AddWaitFlags(g, &get->wait, "for a task");
   g->add_option("--max", get->max,
@@ -136,9 +151,15 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
   g->add_flag("--show-ids", get->show_ids,
               "Print ID<TAB>PAYLOAD; for a result message, ID is the task it is the "
               "result of");
-  g->add_flag("--manual-task-done", get->manual_task_done,
-              "Keep the tasks counted as unfinished (join waits) until `taskq task-done` "
-              "marks them done: Python's get + task_done protocol");
+  auto* manual = g->add_flag("--manual-task-done", get->manual_task_done,
+                             "Keep the tasks counted as unfinished (join waits) until `taskq "
+                             "task-done` marks them done: Python's get + task_done protocol");
+  g->add_flag("--lease", get->lease,
+              "Lease the tasks instead of taking them: print ID<TAB>LEASE<TAB>PAYLOAD; each "
+              "must then be settled with `taskq complete`, `taskq fail` or `taskq release` "
+              "(quoting ID and --lease LEASE) before the queue's lease time, or it is handed "
+              "out again")
+      ->excludes(manual);
   verbs->push_back({g, [globals, get] { return RunGet(*globals, *get); }});
 
   struct JoinArgs {

@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/queue_settings.h"
+#include "client/task_format.h"
 
 namespace taskq::cli {
 namespace {
@@ -16,9 +18,7 @@ namespace {
 struct CreateArgs {
   std::string name;
   std::string kind = "fifo";
-  uint64_t maxsize = 0;
-  double lease_seconds = 0;
-  uint32_t max_attempts = 0;
+  QueueSettingsFlags settings;
   bool exist_ok = false;
 };
 
@@ -28,19 +28,43 @@ int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
   config.set_kind(args.kind == "lifo"       ? v1::QUEUE_KIND_LIFO
                   : args.kind == "priority" ? v1::QUEUE_KIND_PRIORITY
                                             : v1::QUEUE_KIND_FIFO);
-  config.set_maxsize(args.maxsize);
-  if (args.lease_seconds > 0) {
-    double ms = std::ceil(args.lease_seconds * 1000);
-    if (ms > std::numeric_limits<uint32_t>::max()) {
-      return UsageError(absl::StrCat("--lease ", args.lease_seconds, " is too long"));
-    }
-    config.set_lease_ms(static_cast<uint32_t>(ms));
-  }
-  config.set_max_attempts(args.max_attempts);
+  if (auto s = FillConfig(args.settings, &config); !s.ok()) return UsageError(s.message());
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
   auto created = client->CreateQueue(config, args.exist_ok);
   if (!created.ok()) return ReportError(created.status(), CallKind::kAdmin, globals);
+  return kExitOk;
+}
+
+void PrintFields(const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string out;
+  for (const auto& [key, value] : fields) absl::StrAppend(&out, key, ": ", value, "\n");
+  out.pop_back();
+  PrintLine("", out);
+}
+
+struct UpdateArgs {
+  std::string name;
+  QueueSettingsFlags settings;
+};
+
+int RunUpdate(const GlobalOptions& globals, const UpdateArgs& args) {
+  auto update = ToUpdate(args.settings);
+  if (!update.ok()) return UsageError(update.status().message());
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  auto stored = client->UpdateQueue(args.name, *update);
+  if (!stored.ok()) return ReportError(stored.status(), CallKind::kAdmin, globals);
+  PrintFields(ConfigFields(*stored));
+  return kExitOk;
+}
+
+int RunShutdown(const GlobalOptions& globals, const std::string& name, bool immediate) {
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  auto dropped = client->ShutdownQueue(name, immediate);
+  if (!dropped.ok()) return ReportError(dropped.status(), CallKind::kAdmin, globals);
+  PrintLine("", absl::StrCat(*dropped));
   return kExitOk;
 }
 
@@ -71,11 +95,13 @@ int RunList(const GlobalOptions& globals) {
               return a.config().name() < b.config().name();
             });
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS"});
+  // New columns go at the end: scripts read the first ones by position.
+  rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS", "DELAYED", "DEAD"});
   for (const v1::QueueStats& q : *queues) {
     rows.push_back({q.config().name(), KindName(q.config().kind()), absl::StrCat(q.ready()),
                     absl::StrCat(q.leased()), absl::StrCat(q.unfinished()),
-                    absl::StrCat(q.workers())});
+                    absl::StrCat(q.workers()), absl::StrCat(q.delayed()),
+                    absl::StrCat(q.dead())});
   }
   PrintTable(rows);
   return kExitOk;
@@ -86,24 +112,7 @@ int RunStats(const GlobalOptions& globals, const std::string& name) {
   if (!client) return kExitError;
   auto stats = client->Stats(name);
   if (!stats.ok()) return ReportError(stats.status(), CallKind::kAdmin, globals);
-  const v1::QueueStats& s = *stats;
-  const std::pair<const char*, std::string> lines[] = {
-      {"name", s.config().name()},
-      {"kind", KindName(s.config().kind())},
-      {"maxsize", absl::StrCat(s.config().maxsize())},
-      {"lease_ms", absl::StrCat(s.config().lease_ms())},
-      {"max_attempts", absl::StrCat(s.config().max_attempts())},
-      {"ready", absl::StrCat(s.ready())},
-      {"leased", absl::StrCat(s.leased())},
-      {"unfinished", absl::StrCat(s.unfinished())},
-      {"total_put", absl::StrCat(s.total_put())},
-      {"total_completed", absl::StrCat(s.total_completed())},
-      {"total_failed", absl::StrCat(s.total_failed())},
-      {"waiting_consumers", absl::StrCat(s.waiting_consumers())},
-      {"waiting_producers", absl::StrCat(s.waiting_producers())},
-      {"workers", absl::StrCat(s.workers())},
-  };
-  for (const auto& [key, value] : lines) PrintLine(absl::StrCat(key, ": "), value);
+  PrintFields(StatsFields(*stats));
   return kExitOk;
 }
 
@@ -129,7 +138,8 @@ int RunPurge(const GlobalOptions& globals, const std::string& name) {
 
 void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs) {
   CLI::App* queue = app.add_subcommand(
-      "queue", "Create, list, inspect, delete and purge queues (see `taskq queue VERB --help`)");
+      "queue", "Create, list, inspect, update, shut down, delete and purge queues (see `taskq queue "
+      "VERB --help`)");
   queue->require_subcommand(1);
   queue->footer(kVerbFooter);
 
@@ -137,7 +147,8 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   CLI::App* c = AddVerb(queue, "create",
                         "Create a queue. Queues are also created on first use with the "
                         "master's defaults (unless it runs with --no-auto-create); create one "
-                        "explicitly to choose its kind, bound, lease or attempts.");
+                        "explicitly to choose its kind, bound, lease, attempts, retry backoff "
+                        "or dead-letter queue.");
   c->add_option("NAME", create->name, "Queue name: 1-128 characters of [A-Za-z0-9_.:-]")
       ->required();
   c->add_option("--kind", create->kind,
@@ -145,33 +156,50 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
                 "priority (lowest --priority first)")
       ->check(CLI::IsMember({"fifo", "lifo", "priority"}))
       ->capture_default_str();
-  c->add_option("--maxsize", create->maxsize,
-                "Most tasks the queue holds (ready + leased); a put on a full queue waits. "
-                "0 = unbounded")
-      ->capture_default_str();
-  c->add_option("--lease", create->lease_seconds,
-                "Seconds a worker may hold a task before it is handed out again "
-                "(default: the master's --default-lease)")
-      ->check(CLI::PositiveNumber)
-      ->type_name("SECONDS");
-  c->add_option("--max-attempts", create->max_attempts,
-                "Deliveries before a task is given up and reported failed "
-                "(default: the master's --max-attempts)")
-      ->check(CLI::Range(1u, 1000u));
+  AddQueueSettingsFlags(c, &create->settings, /*for_update=*/false);
   c->add_flag("--exist-ok", create->exist_ok,
               "Succeed if the queue already exists with the same settings");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
 
   CLI::App* l = AddVerb(queue, "list",
                         "List the queues, one row each: NAME KIND READY LEASED UNFINISHED "
-                        "WORKERS (header first)");
+                        "WORKERS DELAYED DEAD (header first)");
   verbs->push_back({l, [globals] { return RunList(*globals); }});
 
   auto stats_name = std::make_shared<std::string>();
   CLI::App* s = AddVerb(queue, "stats",
-                        "Show one queue's settings and counters as `key: value` lines");
+                        "Show one queue's settings and counters as `key: value` lines, "
+                        "including Python's qsize (ready + delayed), empty and full");
   s->add_option("NAME", *stats_name, "Queue name")->required();
   verbs->push_back({s, [globals, stats_name] { return RunStats(*globals, *stats_name); }});
+
+  auto update = std::make_shared<UpdateArgs>();
+  CLI::App* u = AddVerb(queue, "update",
+                        "Change settings of an existing queue: only the flags given change. "
+                        "Prints the settings as now stored. Takes effect for the next lease, "
+                        "attempt or put (a running lease keeps its deadline)");
+  u->add_option("NAME", update->name, "Queue name")->required();
+  AddQueueSettingsFlags(u, &update->settings, /*for_update=*/true);
+  verbs->push_back({u, [globals, update] { return RunUpdate(*globals, *update); }});
+
+  struct ShutdownArgs {
+    std::string name;
+    bool immediate = false;
+  };
+  auto shutdown = std::make_shared<ShutdownArgs>();
+  CLI::App* sd = AddVerb(
+      queue, "shutdown",
+      "Shut a queue down (Python 3.13's Queue.shutdown): from now on puts are refused (exit 9); "
+      "gets drain the tasks left, then report the queue shut down (exit 9), waking blocked "
+      "gets. Prints how many tasks were dropped. Cannot be undone (delete and re-create the "
+      "queue)");
+  sd->add_option("NAME", shutdown->name, "Queue name")->required();
+  sd->add_flag("--immediate", shutdown->immediate,
+               "Also drop every ready and delayed task now (each sends a CANCELLED result to "
+               "its reply-to queue); leased tasks may still complete");
+  verbs->push_back({sd, [globals, shutdown] {
+                      return RunShutdown(*globals, shutdown->name, shutdown->immediate);
+                    }});
 
   auto delete_name = std::make_shared<std::string>();
   CLI::App* d = AddVerb(queue, "delete",

@@ -1,4 +1,4 @@
-// `taskq queue create|list|stats|delete|purge`: queue administration.
+// `taskq queue create|list|stats|update|shutdown|delete|purge`: queue administration.
 // Thread-safety: used from main's thread only.
 #pragma once
 

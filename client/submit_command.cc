@@ -6,8 +6,11 @@
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "client/interrupt.h"
+#include "client/schedule_flags.h"
 
 namespace taskq::cli {
 namespace {
@@ -23,6 +26,7 @@ struct SubmitArgs {
   std::vector<std::string> headers;
   bool show_ids = false;
   std::vector<std::string> payloads;
+  ScheduleFlags schedule;
 };
 
 // Without --wait: put and print the ids.
@@ -30,20 +34,29 @@ int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs&
                  std::vector<v1::TaskSpec> tasks) {
   PutOptions options;
   options.max_batch = PutBatchLimit(client, args.queue);
-  auto ids = client.Put(args.queue, std::move(tasks), options);
-  if (!ids.ok()) return ReportError(ids.status(), CallKind::kPut, globals);
-  std::string out;
-  for (uint64_t id : *ids) absl::StrAppend(&out, id, "\n");
-  PrintLine("", absl::string_view(out).substr(0, out.size() - 1));
+  const std::vector<std::string> keys = DedupKeys(tasks);
+  auto receipt = client.PutWithReceipt(args.queue, std::move(tasks), options);
+  if (!receipt.ok()) return ReportError(receipt.status(), CallKind::kPut, globals);
+  PrintIds(receipt->ids);
+  ReportExisting(*receipt, keys);
   return kExitOk;
+}
+
+void PrintToStderr(const std::string& line) {
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
 }
 
 void PrintResult(const v1::Task& result, bool show_ids) {
   if (result.outcome() == v1::OUTCOME_FAILED) {
     absl::string_view error = absl::StripTrailingAsciiWhitespace(result.error());
-    std::string line = absl::StrCat("task ", result.result_of(), " failed: ", error, "\n");
-    std::fwrite(line.data(), 1, line.size(), stderr);
-    std::fflush(stderr);
+    PrintToStderr(absl::StrCat("task ", result.result_of(), " failed: ", error, "\n"));
+    return;
+  }
+  if (result.outcome() == v1::OUTCOME_CANCELLED) {
+    absl::string_view why = absl::StripTrailingAsciiWhitespace(result.error());
+    PrintToStderr(absl::StrCat("task ", result.result_of(), " cancelled",
+                               why.empty() ? "" : ": ", why, "\n"));
     return;
   }
   PrintPayload(show_ids ? absl::StrCat(result.result_of(), "\t") : "", result.payload());
@@ -70,6 +83,20 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
     }
   };
 
+  // A payload deduplicated onto a task whose result goes elsewhere.
+  const std::vector<std::string> keys = DedupKeys(tasks);
+  options.on_not_waited = [&keys](size_t index, uint64_t id,
+                                  const absl::StatusOr<v1::Task>& existing) {
+    std::string where = !existing.ok() ? absl::StrCat("cannot be looked up (",
+                                                      existing.status().message(), ")")
+                        : existing->reply_to().empty()
+                            ? std::string("has no reply-to queue")
+                            : absl::StrCat("reports to queue \"", existing->reply_to(), "\"");
+    PrintToStderr(absl::StrCat("taskq: task ", id, " already exists with dedup key \"",
+                               absl::CHexEscape(index < keys.size() ? keys[index] : ""),
+                               "\" and ", where,
+                               ": not waiting for its result\n"));
+  };
   ResultWaiter waiter(&client, options);
   SetInterruptCleanup([&] {
     waiter.Cancel();
@@ -98,8 +125,13 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
                  summary.duplicates);
   }
   if (!status.ok()) return ReportError(status, CallKind::kSubmit, globals);
-  if (summary.failed > 0) {
-    std::fprintf(stderr, "taskq: %zu of %zu tasks failed\n", summary.failed, summary.results);
+  if (summary.failed > 0 || summary.cancelled > 0) {
+    std::string what;
+    if (summary.failed > 0) absl::StrAppend(&what, summary.failed, " failed");
+    if (summary.cancelled > 0) {
+      absl::StrAppend(&what, what.empty() ? "" : ", ", summary.cancelled, " cancelled");
+    }
+    std::fprintf(stderr, "taskq: %s of %zu tasks\n", what.c_str(), summary.results);
     return kExitTaskFailed;
   }
   return kExitOk;
@@ -115,6 +147,9 @@ int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
   if (!built.ok()) return UsageError(built.status().message());
   std::vector<v1::TaskSpec> tasks = *std::move(built);
   if (tasks.empty()) return kExitOk;  // `-` with empty stdin: nothing to do
+  if (auto s = ApplyScheduleFlags(args.schedule, absl::Now(), &tasks); !s.ok()) {
+    return UsageError(s.message());
+  }
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
 
@@ -130,9 +165,10 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       &app, "submit",
       "Submit one task per ARG (the payload) for a handler that workers run. Without --wait "
       "prints the task ids. With --wait prints each result on its own line as it arrives "
-      "(not in submission order), failures as `task ID failed: ERROR` on stderr, and exits "
-      "when every task has a result: 0 if all succeeded, 7 if any failed, 8 if "
-      "--wait-timeout ran out.\n"
+      "(not in submission order), failures as `task ID failed: ERROR` and cancelled tasks as "
+      "`task ID cancelled: REASON` on stderr, and exits when every task has a result: 0 if "
+      "all succeeded, 7 if any failed or was cancelled, 8 if --wait-timeout ran out, 9 if "
+      "the queue is shut down.\n"
       "Example: taskq submit --queue tasks --handler square --wait 1 2 3");
   s->add_option("--queue", args->queue, "Queue the tasks go to (workers serve it)")->required();
   s->add_option("--handler", args->handler,
@@ -159,6 +195,7 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);  // one value per --header: the rest are payloads
   s->add_flag("--show-ids", args->show_ids, "With --wait: print TASKID<TAB>RESULT");
+  AddScheduleFlags(s, &args->schedule);
   s->add_option("ARGS", args->payloads,
                 "Task payloads, one task each; `-` reads one per line from stdin (empty lines "
                 "skipped). Use `--` before payloads that start with `-`")

@@ -48,6 +48,28 @@ absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
   return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
 }
 
+absl::Status NoTaskZero() {
+  return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
+}
+
+absl::Status DelayTooLong(absl::string_view what, absl::Duration d) {
+  return absl::InvalidArgumentError(absl::StrCat(what, " of ", absl::FormatDuration(d),
+                                                 " is longer than the limit of ",
+                                                 kMaxDelayMs / 86'400'000, " days"));
+}
+
+// A delay in whole milliseconds (rounded up) that fits a uint32 field.
+absl::StatusOr<uint32_t> DelayMs(absl::Duration delay, absl::string_view what) {
+  if (delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " must not be negative"));
+  }
+  const int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(delay, absl::Milliseconds(1)));
+  if (ms > kMaxDelayMs || ms > std::numeric_limits<uint32_t>::max()) {
+    return DelayTooLong(what, delay);
+  }
+  return static_cast<uint32_t>(ms);
+}
+
 // A Put request is capped in bytes too, well below the gRPC message cap, so
 // that many large payloads are split instead of refused as one huge message.
 constexpr size_t kMaxPutRequestBytes = kMaxGrpcMessageBytes / 4;
@@ -178,9 +200,122 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {
 absl::StatusOr<std::vector<uint64_t>> Client::Put(const std::string& queue,
                                                   std::vector<v1::TaskSpec> tasks,
                                                   const PutOptions& options) {
+  auto receipt = PutWithReceipt(queue, std::move(tasks), options);
+  if (!receipt.ok()) return receipt.status();
+  return std::move(receipt->ids);
+}
+
+absl::StatusOr<v1::QueueConfig> Client::UpdateQueue(const std::string& queue,
+                                                    const v1::QueueConfigUpdate& update) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
-  std::vector<uint64_t> ids;
-  ids.reserve(tasks.size());
+  if (update.has_dead_letter() && !update.dead_letter().empty()) {
+    if (auto s = ValidateName("dead-letter queue", update.dead_letter()); !s.ok()) return s;
+  }
+  v1::UpdateQueueRequest request;
+  request.set_queue(queue);
+  *request.mutable_update() = update;
+  v1::QueueConfig response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->UpdateQueue(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<uint64_t> Client::ShutdownQueue(const std::string& queue, bool immediate) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::ShutdownQueueRequest request;
+  request.set_queue(queue);
+  request.set_immediate(immediate);
+  v1::ShutdownQueueResponse response;
+  auto status =
+      Call([&](grpc::ClientContext* c) { return stub_->ShutdownQueue(c, request, &response); },
+           options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response.dropped();
+}
+
+absl::StatusOr<v1::Task> Client::GetTask(uint64_t task_id) {
+  if (task_id == 0) return NoTaskZero();
+  v1::GetTaskRequest request;
+  request.set_task_id(task_id);
+  v1::Task response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->GetTask(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::TaskState> Client::CancelTask(uint64_t task_id) {
+  if (task_id == 0) return NoTaskZero();
+  v1::CancelTaskRequest request;
+  request.set_task_id(task_id);
+  v1::CancelTaskResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->CancelTask(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response.previous_state();
+}
+
+absl::StatusOr<std::vector<v1::Task>> Client::ListDead(const std::string& queue,
+                                                       const ListDeadOptions& options) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  if (options.limit > kMaxListDead) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot list more than ", kMaxListDead,
+                                                   " dead tasks at once (asked for ",
+                                                   options.limit, "); page with after_id"));
+  }
+  v1::ListDeadRequest request;
+  request.set_queue(queue);
+  request.set_limit(options.limit);
+  request.set_after_id(options.after_id);
+  v1::ListDeadResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->ListDead(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  std::vector<v1::Task> tasks;
+  tasks.reserve(response.tasks_size());
+  for (auto& t : *response.mutable_tasks()) tasks.push_back(std::move(t));
+  return tasks;
+}
+
+absl::StatusOr<uint64_t> Client::RequeueDead(const std::string& queue, uint64_t task_id) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::RequeueDeadRequest request;
+  request.set_queue(queue);
+  request.set_task_id(task_id);
+  v1::RequeueDeadResponse response;
+  auto status =
+      Call([&](grpc::ClientContext* c) { return stub_->RequeueDead(c, request, &response); },
+           options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response.requeued();
+}
+
+absl::StatusOr<uint64_t> Client::PurgeDead(const std::string& queue) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  v1::PurgeDeadRequest request;
+  request.set_queue(queue);
+  v1::PurgeDeadResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->PurgeDead(c, request, &response); },
+                     options_.call_timeout, nullptr);
+  if (!status.ok()) return status;
+  return response.purged();
+}
+
+absl::StatusOr<PutReceipt> Client::PutWithReceipt(const std::string& queue,
+                                                  std::vector<v1::TaskSpec> tasks,
+                                                  const PutOptions& options) {
+  if (auto s = ValidateName("queue", queue); !s.ok()) return s;
+  if (options.delay != absl::ZeroDuration() || options.not_before != absl::InfinitePast()) {
+    const absl::Time now = absl::Now();
+    for (v1::TaskSpec& task : tasks) {
+      if (task.delay_ms() != 0 || task.not_before_unix_ms() != 0) continue;
+      if (auto s = SetTaskDelay(&task, options.delay, options.not_before, now); !s.ok()) return s;
+    }
+  }
+  PutReceipt receipt;
+  receipt.ids.reserve(tasks.size());
+  receipt.existing.reserve(tasks.size());
   const size_t max_count =
       options.max_batch == 0 ? kMaxTasksPerPut : std::min(options.max_batch, kMaxTasksPerPut);
   // One deadline for all requests: the caller's timeout covers the whole Put.
@@ -208,17 +343,26 @@ absl::StatusOr<std::vector<uint64_t>> Client::Put(const std::string& queue,
     auto status = Call([&](grpc::ClientContext* c) { return stub_->Put(c, request, &response); },
                        WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller);
     if (!status.ok()) {
-      if (ids.empty()) return status;
-      return Annotate(status, absl::StrCat(ids.size(), " of ", tasks.size(),
+      if (receipt.ids.empty()) return status;
+      return Annotate(status, absl::StrCat(receipt.ids.size(), " of ", tasks.size(),
                                            " tasks were put before this failure: "));
     }
-    if (response.ids_size() != request.tasks_size()) {
-      return absl::InternalError(absl::StrCat("master returned ", response.ids_size(),
-                                              " ids for ", request.tasks_size(), " tasks"));
+    if (response.ids_size() != request.tasks_size() ||
+        (response.existing_size() != 0 && response.existing_size() != response.ids_size())) {
+      return absl::InternalError(absl::StrCat("master returned ", response.ids_size(), " ids and ",
+                                              response.existing_size(), " existing flags for ",
+                                              request.tasks_size(), " tasks"));
     }
-    ids.insert(ids.end(), response.ids().begin(), response.ids().end());
+    receipt.ids.insert(receipt.ids.end(), response.ids().begin(), response.ids().end());
+    // The master sends the flags only when something was deduplicated.
+    if (response.existing_size() == 0) {
+      receipt.existing.resize(receipt.ids.size(), false);
+    } else {
+      receipt.existing.insert(receipt.existing.end(), response.existing().begin(),
+                              response.existing().end());
+    }
   }
-  return ids;
+  return receipt;
 }
 
 absl::StatusOr<std::vector<v1::Delivery>> Client::Get(const std::string& queue,
@@ -269,6 +413,18 @@ absl::Status Client::Fail(uint64_t task_id, uint64_t lease_id, const std::string
               options_.call_timeout, nullptr);
 }
 
+absl::Status Client::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+  auto delay_ms = DelayMs(delay, "release delay");
+  if (!delay_ms.ok()) return delay_ms.status();
+  v1::ReleaseRequest request;
+  request.set_task_id(task_id);
+  request.set_lease_id(lease_id);
+  request.set_delay_ms(*delay_ms);
+  v1::ReleaseResponse response;
+  return Call([&](grpc::ClientContext* c) { return stub_->Release(c, request, &response); },
+              options_.call_timeout, nullptr);
+}
+
 absl::Status Client::TaskDone(const std::string& queue, uint32_t count) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   v1::TaskDoneRequest request;
@@ -294,6 +450,38 @@ absl::Status Client::Join(const std::string& queue, absl::Duration timeout,
 }
 
 // --- helpers ----------------------------------------------------------------
+
+size_t PutReceipt::existing_count() const {
+  return static_cast<size_t>(std::count(existing.begin(), existing.end(), true));
+}
+
+absl::Status SetTaskDelay(v1::TaskSpec* task, absl::Duration delay, absl::Time not_before,
+                          absl::Time now) {
+  if (delay < absl::ZeroDuration()) return absl::InvalidArgumentError("delay must not be negative");
+  if (delay > absl::Milliseconds(kMaxDelayMs)) return DelayTooLong("delay", delay);
+  if (not_before != absl::InfinitePast() && not_before - now > absl::Milliseconds(kMaxDelayMs)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not-before time ", absl::FormatTime(not_before, absl::UTCTimeZone()),
+        " is more than ", kMaxDelayMs / 86'400'000, " days away"));
+  }
+  absl::Time at = not_before;
+  if (delay > absl::ZeroDuration()) {
+    auto ms = DelayMs(delay, "delay");
+    if (ms.ok()) {
+      task->set_delay_ms(*ms);
+    } else {
+      // Too long for delay_ms: an absolute time instead (the later wins).
+      at = std::max(at, now + delay);
+    }
+  }
+  if (at != absl::InfinitePast() && at > absl::UnixEpoch()) {
+    // Rounded up, so that "not before" is never early.
+    task->set_not_before_unix_ms(absl::ToUnixMillis(absl::Ceil(at - absl::UnixEpoch(),
+                                                                absl::Milliseconds(1)) +
+                                                    absl::UnixEpoch()));
+  }
+  return absl::OkStatus();
+}
 
 std::string RandomResultQueueName() {
   absl::BitGen gen;
@@ -344,6 +532,7 @@ std::vector<std::pair<size_t, v1::Task>> ResultWaiter::Match(std::vector<v1::Tas
     it->second.have_result = true;
     ++summary_.results;
     if (result.outcome() == v1::OUTCOME_FAILED) ++summary_.failed;
+    if (result.outcome() == v1::OUTCOME_CANCELLED) ++summary_.cancelled;
     matched.emplace_back(it->second.index, std::move(result));
   }
   return matched;
@@ -353,6 +542,47 @@ void ResultWaiter::Report(std::vector<std::pair<size_t, v1::Task>> matched) {
   if (matched.empty()) return;
   MutexLock lock(&report_mu_);
   for (const auto& [index, result] : matched) on_result_(index, result);
+}
+
+void ResultWaiter::Register(size_t first, const PutReceipt& receipt) {
+  // Deduplicated tasks may belong to someone else: ask where their results
+  // go (before locking: these are calls to the master).
+  std::vector<std::pair<size_t, absl::StatusOr<v1::Task>>> looked_up;
+  for (size_t k = 0; k < receipt.ids.size(); ++k) {
+    if (receipt.existing[k]) looked_up.emplace_back(k, client_->GetTask(receipt.ids[k]));
+  }
+  struct NotWaited {
+    size_t index;
+    uint64_t id;
+    absl::StatusOr<v1::Task> existing;
+  };
+  std::vector<NotWaited> not_waited;
+  {
+    MutexLock lock(&mu_);
+    size_t next_lookup = 0;
+    for (size_t k = 0; k < receipt.ids.size(); ++k) {
+      const uint64_t id = receipt.ids[k];
+      summary_.ids.push_back(id);
+      const absl::StatusOr<v1::Task>* existing = nullptr;
+      if (receipt.existing[k]) {
+        ++summary_.existing;
+        existing = &looked_up[next_lookup++].second;
+      }
+      // Deduplicated onto a task of this submission: waited for already.
+      if (ids_.contains(id)) continue;
+      if (existing != nullptr &&
+          !(existing->ok() && (*existing)->reply_to() == options_.reply_to)) {
+        ++summary_.not_waited;
+        not_waited.push_back({first + k, id, *existing});
+        continue;
+      }
+      ids_[id] = Entry{first + k, false};
+      ++waiting_;
+    }
+  }
+  if (not_waited.empty() || !options_.on_not_waited) return;
+  MutexLock lock(&report_mu_);
+  for (const NotWaited& n : not_waited) options_.on_not_waited(n.index, n.id, n.existing);
 }
 
 void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
@@ -369,11 +599,12 @@ void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
                                                      : deadline - absl::Now();
     put.max_batch = batch_limit;
     put.canceller = &canceller_;
-    auto ids = client_->Put(options_.queue, std::move(batch), put);
-    if (!ids.ok()) {
+    auto receipt = client_->PutWithReceipt(options_.queue, std::move(batch), put);
+    if (!receipt.ok()) {
       {
         MutexLock lock(&mu_);
-        put_status_ = Annotate(ids.status(), absl::StrCat("putting tasks on ", options_.queue, ": "));
+        put_status_ =
+            Annotate(receipt.status(), absl::StrCat("putting tasks on ", options_.queue, ": "));
         puts_done_ = true;
         early_.clear();
       }
@@ -381,19 +612,16 @@ void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
       canceller_.Cancel();
       return;
     }
+    Register(first, *receipt);
     std::vector<std::pair<size_t, v1::Task>> matched;
     bool all_done;
     {
       MutexLock lock(&mu_);
-      for (size_t k = 0; k < ids->size(); ++k) {
-        ids_[(*ids)[k]] = Entry{first + k, false};
-        summary_.ids.push_back((*ids)[k]);
-      }
       if (next == tasks.size()) puts_done_ = true;
       std::vector<v1::Task> early = std::move(early_);
       early_.clear();
       matched = Match(std::move(early));
-      all_done = puts_done_ && summary_.results == total_;
+      all_done = puts_done_ && summary_.results == waiting_;
     }
     Report(std::move(matched));
     // Every result came before the last Put returned: wake the poller from
@@ -414,7 +642,7 @@ absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_resu
     MutexLock lock(&mu_);
     summary_ = SubmitSummary{};
     summary_.ids.reserve(tasks.size());
-    total_ = tasks.size();
+    waiting_ = 0;
     ids_.clear();
     ids_.reserve(tasks.size());
     early_.clear();
@@ -439,7 +667,7 @@ absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_resu
         status = put_status_;
         break;
       }
-      if (puts_done_ && summary_.results == total_) break;
+      if (puts_done_ && summary_.results == waiting_) break;
     }
     if (canceller_.cancelled()) {
       status = absl::CancelledError("submission cancelled");
@@ -449,8 +677,8 @@ absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_resu
     if (now >= deadline) {
       MutexLock lock(&mu_);
       status = absl::DeadlineExceededError(absl::StrCat(
-          "timed out waiting for results: ", total_ - summary_.results, " of ", total_,
-          " tasks have none yet"));
+          "timed out waiting for results: ", waiting_ - summary_.results, " of ", waiting_,
+          " tasks have none yet", puts_done_ ? "" : " (and not every task was put yet)"));
       break;
     }
     GetOptions get;

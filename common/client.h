@@ -88,6 +88,38 @@ struct PutOptions {
   // atomically; a Put split into several requests is not (see Put).
   size_t max_batch = 0;
   CallCanceller* canceller = nullptr;
+  // Delayed tasks: applied to every task that sets neither delay_ms nor
+  // not_before_unix_ms itself (see SetTaskDelay). The master hands a task
+  // out at the later of now + delay and not_before. Zero / InfinitePast =
+  // ready at once.
+  absl::Duration delay = absl::ZeroDuration();
+  absl::Time not_before = absl::InfinitePast();
+};
+
+// What a Put stored, in request order: ids[i] is the task of tasks[i].
+// existing[i] = true when the master stored nothing for tasks[i] because a
+// task with the same dedup_key on that queue is not finished yet; ids[i] is
+// then that task's id (its result goes to *its* reply_to).
+struct PutReceipt {
+  std::vector<uint64_t> ids;
+  std::vector<bool> existing;  // always the same length as ids
+  size_t existing_count() const;
+};
+
+// Sets a task's not-before time: `delay` from when the master receives it
+// (TaskSpec.delay_ms) and/or an absolute `not_before` (the later wins).
+// A delay too long for delay_ms (~49 days) becomes now + delay in
+// not_before_unix_ms. INVALID_ARGUMENT for a negative delay or one beyond
+// kMaxDelayMs (365 days), or a not_before further away than that.
+absl::Status SetTaskDelay(v1::TaskSpec* task, absl::Duration delay,
+                          absl::Time not_before = absl::InfinitePast(),
+                          absl::Time now = absl::Now());
+
+struct ListDeadOptions {
+  // Most tasks to return (1..kMaxListDead; 0 = the master's default, 100).
+  uint32_t limit = 0;
+  // Page on: only tasks with id > after_id (tasks come in id order).
+  uint64_t after_id = 0;
 };
 
 struct GetOptions {
@@ -129,6 +161,36 @@ class Client {
   absl::Status DeleteQueue(const std::string& queue);
   // Drops the ready tasks; returns how many.
   absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue);
+  // Changes the settings set in `update` (the rest stay); returns the
+  // queue's settings as now stored. NOT_FOUND for an unknown queue.
+  absl::StatusOr<v1::QueueConfig> UpdateQueue(const std::string& queue,
+                                              const v1::QueueConfigUpdate& update);
+  // Python 3.13's Queue.shutdown: from now on puts fail with
+  // FAILED_PRECONDITION; gets drain what is left, then fail with
+  // OUT_OF_RANGE. `immediate` also drops the ready and delayed tasks now.
+  // Returns how many were dropped.
+  absl::StatusOr<uint64_t> ShutdownQueue(const std::string& queue, bool immediate = false);
+
+  // --- tasks by id ---------------------------------------------------------
+  // State, attempt, holder, last error and history of a live task, or of a
+  // recently finished one (without its payload). NOT_FOUND otherwise.
+  absl::StatusOr<v1::Task> GetTask(uint64_t task_id);
+  // Cancels a delayed, ready, leased or dead task (a CANCELLED result goes
+  // to its reply_to); returns the state it was in. FAILED_PRECONDITION if
+  // it already finished, NOT_FOUND if unknown.
+  absl::StatusOr<v1::TaskState> CancelTask(uint64_t task_id);
+
+  // --- dead letters --------------------------------------------------------
+  // Tasks in `queue`'s dead-letter set (the queue other queues name as
+  // dead_letter, or a queue that keeps its own), by id, with payload,
+  // origin_queue, last_error and history.
+  absl::StatusOr<std::vector<v1::Task>> ListDead(const std::string& queue,
+                                                 const ListDeadOptions& options = {});
+  // Moves one dead task (task_id != 0) or all of them (0) back to their
+  // origin queue, ready, attempts reset; returns how many moved.
+  absl::StatusOr<uint64_t> RequeueDead(const std::string& queue, uint64_t task_id);
+  // Drops every task in `queue`'s dead-letter set; returns how many.
+  absl::StatusOr<uint64_t> PurgeDead(const std::string& queue);
 
   // --- producers ---------------------------------------------------------
   // Puts the tasks; returns their ids in order. More tasks than one request
@@ -137,6 +199,10 @@ class Client {
   // the whole is not. If a later request fails, the earlier ones stay put
   // and the error message says how many were.
   absl::StatusOr<std::vector<uint64_t>> Put(const std::string& queue,
+                                            std::vector<v1::TaskSpec> tasks,
+                                            const PutOptions& options = {});
+  // Put that also says which tasks were deduplicated (TaskSpec.dedup_key).
+  absl::StatusOr<PutReceipt> PutWithReceipt(const std::string& queue,
                                             std::vector<v1::TaskSpec> tasks,
                                             const PutOptions& options = {});
 
@@ -150,6 +216,10 @@ class Client {
   // permanent = give up now (FAILED result to reply_to); otherwise retry.
   absl::Status Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
                     bool permanent = false);
+  // Gives a lease back without counting a failure (nack); the task is
+  // ready again after `delay`. FAILED_PRECONDITION if the lease was lost.
+  absl::Status Release(uint64_t task_id, uint64_t lease_id,
+                       absl::Duration delay = absl::ZeroDuration());
   // Marks `count` tasks taken with manual_task_done as done.
   absl::Status TaskDone(const std::string& queue, uint32_t count = 1);
   // Waits until every task put on the queue is done; DEADLINE_EXCEEDED
@@ -198,12 +268,25 @@ struct SubmitOptions {
   size_t put_batch = 1000;                      // tasks per Put request
   uint32_t get_batch = 1000;                    // results per Get request
   absl::Duration poll_chunk = absl::Seconds(1);  // long-poll per Get
+  // Called (serialised with OnResult) for a task the master deduplicated
+  // onto the existing task `id` whose reply_to is another queue: its result
+  // will not come here, so it is not waited for. `existing` is GetTask's
+  // answer (NOT_FOUND if the master no longer knows the task).
+  std::function<void(size_t index, uint64_t id, const absl::StatusOr<v1::Task>& existing)>
+      on_not_waited = nullptr;
 };
 
 struct SubmitSummary {
   std::vector<uint64_t> ids;  // ids of the tasks put, in submission order
   size_t results = 0;         // tasks that have their result
   size_t failed = 0;          // of those, OUTCOME_FAILED
+  size_t cancelled = 0;       // of those, OUTCOME_CANCELLED
+  // Tasks the master deduplicated onto an existing task (PutReceipt), and
+  // of those the ones not waited for (their result goes to another queue).
+  // A payload deduplicated onto a task of the same submission is counted
+  // in `existing` and reported once, under the first index.
+  size_t existing = 0;
+  size_t not_waited = 0;
   // Second result for a task: the master broke exactly-once delivery.
   size_t duplicates = 0;
   // Results for tasks this submission did not put (e.g. left over on a
@@ -220,10 +303,12 @@ struct SubmitSummary {
 // are taken from it, and results of other tasks are dropped.
 class ResultWaiter {
  public:
-  // Called once per submitted task with its index in the submitted vector
+  // Called once per task waited for with its index in the submitted vector
   // and its result message (result_of = the task id, outcome, payload or
   // error). Calls are serialised (never concurrent) but may come from the
-  // put thread or the calling thread.
+  // put thread or the calling thread. Tasks the master deduplicated onto a
+  // task whose results go elsewhere are not waited for (see
+  // SubmitOptions::on_not_waited).
   using OnResult = std::function<void(size_t index, const v1::Task& result)>;
 
   ResultWaiter(Client* client, SubmitOptions options);
@@ -232,9 +317,10 @@ class ResultWaiter {
   ResultWaiter& operator=(const ResultWaiter&) = delete;
 
   // Call once per ResultWaiter.
-  // Blocks until every task has a result (OK), the timeout passes
-  // (DEADLINE_EXCEEDED), Cancel() (CANCELLED), or a put or get fails (its
-  // status). A failed task is not an error here: see summary().failed.
+  // Blocks until every task waited for has a result (OK), the timeout
+  // passes (DEADLINE_EXCEEDED), Cancel() (CANCELLED), or a put or get fails
+  // (its status). A failed or cancelled task is not an error here: see
+  // summary().failed and summary().cancelled.
   absl::Status Run(std::vector<v1::TaskSpec> tasks, OnResult on_result);
   // Makes Run return CANCELLED soon, aborting calls in flight.
   void Cancel();
@@ -247,6 +333,10 @@ class ResultWaiter {
   std::vector<std::pair<size_t, v1::Task>> Match(std::vector<v1::Task> results)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Report(std::vector<std::pair<size_t, v1::Task>> matched);
+  // Registers the ids of one stored batch starting at index `first`.
+  // Deduplicated ones are waited for only if their results come to our
+  // reply_to queue (asks the master with GetTask).
+  void Register(size_t first, const PutReceipt& receipt);
 
   Client* const client_;
   const SubmitOptions options_;
@@ -255,7 +345,8 @@ class ResultWaiter {
 
   mutable Mutex mu_;
   SubmitSummary summary_ ABSL_GUARDED_BY(mu_);
-  size_t total_ ABSL_GUARDED_BY(mu_) = 0;
+  // Distinct tasks registered to be waited for so far.
+  size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
   struct Entry {
     size_t index;      // in the submitted vector
     bool have_result;  // its result was reported
@@ -266,7 +357,7 @@ class ResultWaiter {
   bool puts_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status put_status_ ABSL_GUARDED_BY(mu_);
 
-  // Serialises on_result_ calls.
+  // Serialises on_result_ and on_not_waited calls.
   Mutex report_mu_;
 };
 

@@ -4,6 +4,7 @@
 // the result matching of ResultWaiter (early, duplicate and stray results).
 #include "common/client.h"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -71,6 +72,107 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
     return grpc::Status::OK;
   }
 
+  // A task with this dedup key exists (as if put earlier) with `reply_to`.
+  void AddDedup(const std::string& key, uint64_t id, const std::string& reply_to) {
+    MutexLock lock(&mu_);
+    dedup_[key] = {id, reply_to};
+  }
+  // Puts a cancelled result for every task put so far with `reply_to`.
+  void CancelAll() {
+    MutexLock lock(&mu_);
+    for (const auto& [id, reply_to] : reply_to_of_) {
+      v1::Task result;
+      result.set_id(next_id_++);
+      result.set_result_of(id);
+      result.set_outcome(v1::OUTCOME_CANCELLED);
+      result.set_error("cancelled by a test");
+      queues_[reply_to].push_back(result);
+    }
+    reply_to_of_.clear();
+    cv_.SignalAll();
+  }
+  std::vector<v1::PutRequest> put_requests() {
+    MutexLock lock(&mu_);
+    return put_requests_;
+  }
+  // The last request of each admin RPC that is only recorded.
+  template <typename Request>
+  Request Last() {
+    MutexLock lock(&mu_);
+    Request r;
+    r.ParseFromString(last_[Request::descriptor()->full_name()]);
+    return r;
+  }
+
+  grpc::Status UpdateQueue(grpc::ServerContext* context, const v1::UpdateQueueRequest* request,
+                           v1::QueueConfig* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    Record(*request);
+    response->set_name(request->queue());
+    response->set_max_attempts(request->update().max_attempts());
+    return grpc::Status::OK;
+  }
+  grpc::Status ShutdownQueue(grpc::ServerContext* context, const v1::ShutdownQueueRequest* request,
+                             v1::ShutdownQueueResponse* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    Record(*request);
+    response->set_dropped(request->immediate() ? 3 : 0);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetTask(grpc::ServerContext* context, const v1::GetTaskRequest* request,
+                       v1::Task* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    MutexLock lock(&mu_);
+    for (const auto& [key, entry] : dedup_) {
+      if (entry.first != request->task_id()) continue;
+      response->set_id(entry.first);
+      response->set_reply_to(entry.second);
+      response->set_dedup_key(key);
+      response->set_state(v1::TASK_STATE_READY);
+      return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("task ", request->task_id(), ": unknown task"));
+  }
+  grpc::Status CancelTask(grpc::ServerContext* context, const v1::CancelTaskRequest* request,
+                          v1::CancelTaskResponse* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    if (request->task_id() == 7) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "task 7 cannot be cancelled: it is already done");
+    }
+    response->set_previous_state(v1::TASK_STATE_DELAYED);
+    return grpc::Status::OK;
+  }
+  grpc::Status Release(grpc::ServerContext* context, const v1::ReleaseRequest* request,
+                       v1::ReleaseResponse*) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    Record(*request);
+    return grpc::Status::OK;
+  }
+  grpc::Status ListDead(grpc::ServerContext* context, const v1::ListDeadRequest* request,
+                        v1::ListDeadResponse* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    Record(*request);
+    v1::Task* t = response->add_tasks();
+    t->set_id(request->after_id() + 1);
+    t->set_state(v1::TASK_STATE_DEAD);
+    return grpc::Status::OK;
+  }
+  grpc::Status RequeueDead(grpc::ServerContext* context, const v1::RequeueDeadRequest* request,
+                           v1::RequeueDeadResponse* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    Record(*request);
+    response->set_requeued(request->task_id() == 0 ? 5 : 1);
+    return grpc::Status::OK;
+  }
+  grpc::Status PurgeDead(grpc::ServerContext* context, const v1::PurgeDeadRequest*,
+                         v1::PurgeDeadResponse* response) override {
+    if (auto s = CheckToken(context); !s.ok()) return s;
+    response->set_purged(2);
+    return grpc::Status::OK;
+  }
+
   grpc::Status Put(grpc::ServerContext* context, const v1::PutRequest* request,
                    v1::PutResponse* response) override {
     if (auto s = CheckToken(context); !s.ok()) return s;
@@ -79,10 +181,24 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
     }
     MutexLock lock(&mu_);
     put_sizes_.push_back(request->tasks_size());
+    put_requests_.push_back(*request);
     std::string reply_to;
+    bool any_existing = false;
+    std::vector<bool> existing;
     for (const v1::TaskSpec& spec : request->tasks()) {
+      if (!spec.dedup_key().empty()) {
+        if (auto it = dedup_.find(spec.dedup_key()); it != dedup_.end()) {
+          response->add_ids(it->second.first);
+          existing.push_back(true);
+          any_existing = true;
+          continue;
+        }
+      }
+      existing.push_back(false);
       uint64_t id = next_id_++;
       response->add_ids(id);
+      if (!spec.dedup_key().empty()) dedup_[spec.dedup_key()] = {id, spec.reply_to()};
+      if (!spec.reply_to().empty()) reply_to_of_[id] = spec.reply_to();
       if (!complete_on_put || spec.reply_to().empty()) {
         v1::Task task;
         task.set_id(id);
@@ -99,6 +215,10 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
       if (spec.payload() == "bad") result.set_error("bad payload");
       queues_[reply_to].push_back(result);
       if (duplicate_results) queues_[reply_to].push_back(result);
+    }
+    // As the master: the flags only when something was deduplicated.
+    if (any_existing) {
+      for (bool e : existing) response->add_existing(e);
     }
     cv_.SignalAll();
     if (answer_put_after_results_taken && !reply_to.empty()) {
@@ -156,11 +276,20 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
     return grpc::Status::OK;
   }
 
+  void Record(const google::protobuf::Message& request) {
+    MutexLock lock(&mu_);
+    last_[request.GetDescriptor()->full_name()] = request.SerializeAsString();
+  }
+
   Mutex mu_;
   CondVar cv_;
+  std::map<std::string, std::string> last_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::deque<v1::Task>> queues_ ABSL_GUARDED_BY(mu_);
   std::vector<int> put_sizes_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::GetRequest> get_requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::PutRequest> put_requests_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<uint64_t, std::string>> dedup_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::string> reply_to_of_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
@@ -389,6 +518,193 @@ TEST_F(ClientTest, ResultWaiterReportsAFailedPut) {
                                  [](size_t, const v1::Task&) {});
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_NE(s.message().find("is full"), absl::string_view::npos) << s;
+}
+
+TEST_F(ClientTest, NewAdminCallsSendTheirRequests) {
+  v1::QueueConfigUpdate update;
+  update.set_max_attempts(1);
+  auto stored = client_->UpdateQueue("q", update);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->max_attempts(), 1u);
+  auto sent = service_.Last<v1::UpdateQueueRequest>();
+  EXPECT_EQ(sent.queue(), "q");
+  EXPECT_TRUE(sent.update().has_max_attempts());
+  EXPECT_FALSE(sent.update().has_lease_ms());  // only what was set
+
+  auto dropped = client_->ShutdownQueue("q", /*immediate=*/true);
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_EQ(*dropped, 3u);
+  EXPECT_TRUE(service_.Last<v1::ShutdownQueueRequest>().immediate());
+
+  EXPECT_EQ(*client_->RequeueDead("q", 0), 5u);
+  EXPECT_EQ(service_.Last<v1::RequeueDeadRequest>().task_id(), 0u);
+  EXPECT_EQ(*client_->PurgeDead("q"), 2u);
+
+  auto dead = client_->ListDead("q", {.limit = 10, .after_id = 41});
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].id(), 42u);
+  EXPECT_EQ(service_.Last<v1::ListDeadRequest>().limit(), 10u);
+}
+
+TEST_F(ClientTest, NewCallsCheckArgumentsBeforeCalling) {
+  EXPECT_EQ(client_->UpdateQueue("bad name", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::QueueConfigUpdate bad_dlq;
+  bad_dlq.set_dead_letter("no spaces");
+  EXPECT_EQ(client_->UpdateQueue("q", bad_dlq).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->GetTask(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->CancelTask(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->ListDead("q", {.limit = kMaxListDead + 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->Release(1, 1, absl::Seconds(-1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->Release(1, 1, absl::Hours(24 * 60)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ClientTest, TaskCalls) {
+  EXPECT_EQ(*client_->CancelTask(3), v1::TASK_STATE_DELAYED);
+  auto done = client_->CancelTask(7);
+  EXPECT_EQ(done.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(done.status().message(), "task 7 cannot be cancelled: it is already done");
+  EXPECT_EQ(client_->GetTask(99).status().code(), absl::StatusCode::kNotFound);
+
+  ASSERT_TRUE(client_->Release(5, 6, absl::Microseconds(1500)).ok());
+  auto release = service_.Last<v1::ReleaseRequest>();
+  EXPECT_EQ(release.task_id(), 5u);
+  EXPECT_EQ(release.lease_id(), 6u);
+  EXPECT_EQ(release.delay_ms(), 2u);  // rounded up, never early
+}
+
+TEST_F(ClientTest, PutReceiptSaysWhichTasksWereDeduplicated) {
+  std::vector<v1::TaskSpec> specs = Specs({"a", "b", "c"});
+  specs[0].set_dedup_key("k1");
+  specs[2].set_dedup_key("k1");  // same key in the same batch
+  auto receipt = client_->PutWithReceipt("q", specs);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  ASSERT_EQ(receipt->ids.size(), 3u);
+  EXPECT_EQ(receipt->existing, (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(receipt->ids[2], receipt->ids[0]);
+  EXPECT_EQ(receipt->existing_count(), 1u);
+
+  // Nothing deduplicated: the master sends no flags; all false.
+  auto plain = client_->PutWithReceipt("q", Specs({"x", "y"}));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->existing, (std::vector<bool>{false, false}));
+
+  // A receipt that spans several requests keeps ids and flags aligned.
+  std::vector<v1::TaskSpec> split = Specs({"1", "2", "3"});
+  split[1].set_dedup_key("k1");
+  auto many = client_->PutWithReceipt("q", split, {.max_batch = 1});
+  ASSERT_TRUE(many.ok());
+  EXPECT_EQ(many->existing, (std::vector<bool>{false, true, false}));
+  EXPECT_EQ(many->ids[1], receipt->ids[0]);
+}
+
+TEST_F(ClientTest, PutOptionsDelayAppliesToTasksWithoutTheirOwn) {
+  std::vector<v1::TaskSpec> specs = Specs({"a", "b"});
+  specs[1].set_delay_ms(7);
+  PutOptions options;
+  options.delay = absl::Milliseconds(1500);
+  ASSERT_TRUE(client_->Put("q", specs, options).ok());
+  auto requests = service_.put_requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].tasks(0).delay_ms(), 1500u);
+  EXPECT_EQ(requests[0].tasks(1).delay_ms(), 7u);
+
+  PutOptions too_long;
+  too_long.delay = absl::Hours(24 * 366);
+  EXPECT_EQ(client_->Put("q", Specs({"a"}), too_long).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SetTaskDelay, ShortDelayLongDelayAndNotBefore) {
+  const absl::Time now = absl::FromUnixSeconds(1'700'000'000);
+  v1::TaskSpec t;
+  ASSERT_TRUE(SetTaskDelay(&t, absl::Milliseconds(250), absl::InfinitePast(), now).ok());
+  EXPECT_EQ(t.delay_ms(), 250u);
+  EXPECT_EQ(t.not_before_unix_ms(), 0);
+
+  v1::TaskSpec long_delay;
+  ASSERT_TRUE(SetTaskDelay(&long_delay, absl::Hours(24 * 100), absl::InfinitePast(), now).ok());
+  EXPECT_EQ(long_delay.delay_ms(), 0u);
+  EXPECT_EQ(long_delay.not_before_unix_ms(), (1'700'000'000 + 100 * 86400) * int64_t{1000});
+
+  v1::TaskSpec at;
+  ASSERT_TRUE(SetTaskDelay(&at, absl::ZeroDuration(), now + absl::Seconds(5), now).ok());
+  EXPECT_EQ(at.not_before_unix_ms(), 1'700'000'005'000);
+
+  v1::TaskSpec bad;
+  EXPECT_FALSE(SetTaskDelay(&bad, absl::Seconds(-1), absl::InfinitePast(), now).ok());
+  EXPECT_FALSE(SetTaskDelay(&bad, absl::Hours(24 * 366), absl::InfinitePast(), now).ok());
+  EXPECT_FALSE(SetTaskDelay(&bad, absl::ZeroDuration(), now + absl::Hours(24 * 366), now).ok());
+}
+
+TEST_F(ClientTest, ResultWaiterDoesNotWaitForTasksDeduplicatedElsewhere) {
+  service_.complete_on_put = true;
+  service_.AddDedup("taken", 9000, "someone-elses-results");
+  std::vector<v1::TaskSpec> specs = Specs({"a", "b", "c"});
+  specs[1].set_dedup_key("taken");
+  std::vector<size_t> not_waited;
+  SubmitOptions options{.queue = "tasks", .reply_to = "res", .timeout = absl::Seconds(30)};
+  options.on_not_waited = [&](size_t index, uint64_t id,
+                              const absl::StatusOr<v1::Task>& existing) {
+    not_waited.push_back(index);
+    EXPECT_EQ(id, 9000u);
+    EXPECT_TRUE(existing.ok());
+    EXPECT_EQ(existing->reply_to(), "someone-elses-results");
+  };
+  std::vector<size_t> reported;
+  SubmitSummary summary;
+  absl::Status s = SubmitAndWait(
+      *client_, options, specs, [&](size_t index, const v1::Task&) { reported.push_back(index); },
+      &summary);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(not_waited, (std::vector<size_t>{1}));
+  std::sort(reported.begin(), reported.end());
+  EXPECT_EQ(reported, (std::vector<size_t>{0, 2}));
+  EXPECT_EQ(summary.existing, 1u);
+  EXPECT_EQ(summary.not_waited, 1u);
+  EXPECT_EQ(summary.results, 2u);
+  EXPECT_EQ(summary.ids.size(), 3u);
+  EXPECT_EQ(summary.ids[1], 9000u);
+}
+
+TEST_F(ClientTest, ResultWaiterWaitsOnceForADuplicateWithinTheSubmission) {
+  service_.complete_on_put = true;
+  std::vector<v1::TaskSpec> specs = Specs({"a", "a"});
+  specs[0].set_dedup_key("job-a");
+  specs[1].set_dedup_key("job-a");
+  std::vector<size_t> reported;
+  SubmitSummary summary;
+  absl::Status s = SubmitAndWait(
+      *client_, {.queue = "tasks", .reply_to = "res", .timeout = absl::Seconds(30)}, specs,
+      [&](size_t index, const v1::Task&) { reported.push_back(index); }, &summary);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(reported, (std::vector<size_t>{0}));
+  EXPECT_EQ(summary.existing, 1u);
+  EXPECT_EQ(summary.not_waited, 0u);
+  EXPECT_EQ(summary.ids, (std::vector<uint64_t>{summary.ids[0], summary.ids[0]}));
+}
+
+TEST_F(ClientTest, ResultWaiterCountsCancelledResults) {
+  ResultWaiter waiter(client_.get(), {.queue = "tasks", .reply_to = "res",
+                                      .timeout = absl::Seconds(30)});
+  absl::Status status;
+  std::vector<v1::Outcome> outcomes;
+  std::thread runner([&] {
+    status = waiter.Run(Specs({"a", "b"}),
+                        [&](size_t, const v1::Task& r) { outcomes.push_back(r.outcome()); });
+  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (waiter.summary().ids.size() < 2 && absl::Now() < deadline) std::this_thread::yield();
+  service_.CancelAll();
+  runner.join();
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(outcomes, (std::vector<v1::Outcome>{v1::OUTCOME_CANCELLED, v1::OUTCOME_CANCELLED}));
+  EXPECT_EQ(waiter.summary().cancelled, 2u);
+  EXPECT_EQ(waiter.summary().failed, 0u);
 }
 
 TEST(RandomResultQueueName, IsAValidFreshName) {

@@ -8,7 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -290,6 +293,7 @@ Cluster::~Cluster() {
   DumpLogsIfFailed();
   workers_.clear();
   master_.reset();
+  old_masters_.clear();
 }
 
 void Cluster::DumpLogsIfFailed() {
@@ -301,6 +305,7 @@ void Cluster::DumpLogsIfFailed() {
               << ") stderr ----\n"
               << Tail(p->Stderr(), 6000) << "\n";
   };
+  for (auto& m : old_masters_) dump(m.get());
   dump(master_.get());
   for (auto& w : workers_) dump(w.get());
 }
@@ -337,11 +342,17 @@ std::unique_ptr<Process> Cluster::Spawn(const std::string& name, std::vector<std
 absl::Status Cluster::Start(std::vector<std::string> extra_master_args, absl::Duration timeout) {
   if (master_) return absl::FailedPreconditionError("cluster already started");
   if (dir().empty()) return absl::InternalError("no temp dir");
+  master_extra_args_ = std::move(extra_master_args);
+  return StartMasterAs("master", "127.0.0.1:0", timeout);
+}
+
+absl::Status Cluster::StartMasterAs(const std::string& name, const std::string& listen,
+                                    absl::Duration timeout) {
   const std::string port_file = dir() + "/port";
-  std::vector<std::string> argv = {BinPath("taskq-master"), "--listen", "127.0.0.1:0",
+  std::vector<std::string> argv = {BinPath("taskq-master"), "--listen", listen,
                                    "--port-file", port_file, "--token-file", token_file()};
-  argv.insert(argv.end(), extra_master_args.begin(), extra_master_args.end());
-  master_ = Spawn("master", argv);
+  argv.insert(argv.end(), master_extra_args_.begin(), master_extra_args_.end());
+  master_ = Spawn(name, argv);
   if (!master_) return absl::InternalError("cannot spawn taskq-master");
 
   bool ready = WaitFor(
@@ -364,6 +375,30 @@ absl::Status Cluster::Start(std::vector<std::string> extra_master_args, absl::Du
   return absl::DeadlineExceededError(
       absl::StrCat("taskq-master wrote no port file within ", absl::FormatDuration(timeout),
                    ready ? "" : " (still running)", "; stderr:\n", Tail(master_->Stderr(), 4000)));
+}
+
+absl::Status Cluster::RestartMaster(int signal, absl::Duration timeout) {
+  if (!master_) return absl::FailedPreconditionError("cluster not started");
+  master_->Kill(signal);
+  if (!master_->Wait(kStopGrace).has_value()) {
+    master_->Kill(SIGKILL);
+    master_->Wait(kReapTimeout);
+  }
+  old_masters_.push_back(std::move(master_));
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Status status;
+  // The old listening socket may linger for a moment: retry until bound.
+  for (int attempt = 1;; ++attempt) {
+    std::remove((dir() + "/port").c_str());
+    status = StartMasterAs(NextName("master-restart"), address_, deadline - absl::Now());
+    if (status.ok() || absl::Now() >= deadline) return status;
+    if (master_) {
+      master_->Stop(kStopGrace);
+      old_masters_.push_back(std::move(master_));
+    }
+    // Backs off a little between attempts (a condition we cannot observe).
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50 * attempt, 500)));
+  }
 }
 
 Process* Cluster::StartWorker(std::vector<std::string> extra_args) {

@@ -140,6 +140,14 @@ class Cluster {
   absl::Status Start(std::vector<std::string> extra_master_args = {},
                      absl::Duration timeout = absl::Seconds(30));
 
+  // Stops the master with `signal` (SIGKILL: a crash; SIGTERM: a clean
+  // stop) and starts a new one on the same address with the same token
+  // file and extra arguments as Start, retrying while the port is not free
+  // yet. Workers and CLI calls keep using address(). The old master's
+  // output stays in dir() (master.out/.err); the new one's goes to
+  // master-restart-N.out/.err.
+  absl::Status RestartMaster(int signal, absl::Duration timeout = absl::Seconds(30));
+
   const std::string& dir() const { return dir_.path(); }
   const std::string& address() const { return address_; }
   std::string token_file() const { return dir() + "/token"; }
@@ -187,9 +195,15 @@ class Cluster {
   std::string NextName(const std::string& prefix);
   void DumpLogsIfFailed();
 
+  // Spawns a master listening on `listen` as `name`; waits for its port file.
+  absl::Status StartMasterAs(const std::string& name, const std::string& listen,
+                             absl::Duration timeout);
+
   TempDir dir_;
   std::string address_;
   std::unique_ptr<Process> master_;
+  std::vector<std::string> master_extra_args_;
+  std::vector<std::unique_ptr<Process>> old_masters_;  // replaced by RestartMaster
   std::vector<std::unique_ptr<Process>> workers_;
   int counter_ = 0;
 };
