@@ -728,6 +728,56 @@ TEST_F(EngineTest, DeleteAndCreateMakesAFreshQueue) {
   EXPECT_THAT(Payloads(MustGet("q")), ElementsAre("b"));
 }
 
+// The sequence a `taskq put --delay 100` was once reported to come out at
+// once after (dead-letter requeue, cancel, shutdown on the same queue, then
+// delete and re-create): the delayed task waits its 100 s, for getters and
+// for a worker alike, while a task requeued meanwhile is served at once.
+TEST_F(EngineTest, DelayedPutAfterRequeueCancelAndShutdownWaitsItsTime) {
+  v1::QueueConfig c = Config("q");
+  c.set_max_attempts(1);
+  c.set_dead_letter("dlq");
+  CreateQueue(c);
+  auto ids = MustPut("q", {Spec("a"), Spec("b"), Delayed("c", absl::Seconds(100))});
+  ASSERT_TRUE(engine_->Fail(ids[0], MustLease("q").lease_id(), "boom", true).ok());
+  ASSERT_TRUE(engine_->Fail(ids[1], MustLease("q").lease_id(), "boom", true).ok());
+  ASSERT_EQ(engine_->RequeueDead("dlq", ids[0]).value_or(0), 1u);
+  ASSERT_EQ(engine_->CancelTask(ids[0]).value_or(v1::TASK_STATE_UNSPECIFIED),
+            v1::TASK_STATE_READY);
+  ASSERT_EQ(engine_->ShutdownQueue("q", /*immediate=*/true).value_or(0), 1u);  // "c"
+  EXPECT_EQ(engine_->RequeueDead("dlq", ids[1]).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(engine_->DeleteQueue("q").ok());
+  CreateQueue(c);
+
+  std::vector<v1::Delivery> delivered;
+  auto sub = engine_->Subscribe({"q"}, "w", [&](std::vector<v1::Delivery> ds) {
+    for (auto& d : ds) delivered.push_back(std::move(d));
+  });
+  ASSERT_TRUE(sub.ok());
+  const absl::Time put_at = clock_.Now();
+  auto late = MustPut("q", {Delayed("late", absl::Seconds(100))});
+  ASSERT_TRUE(engine_->AddCredits(*sub, 1).ok());
+  EXPECT_TRUE(delivered.empty());
+  EXPECT_EQ(GetStatus("q").code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(MustGetTask(late[0]).not_before_unix_ms(),
+            absl::ToUnixMillis(put_at + absl::Seconds(100)));
+
+  // The task that stayed dead goes back now and is served at once.
+  ASSERT_EQ(engine_->RequeueDead("dlq", 0).value_or(0), 1u);
+  ASSERT_THAT(delivered, SizeIs(1));
+  EXPECT_EQ(delivered[0].task().id(), ids[1]);
+  ASSERT_TRUE(engine_->Complete(ids[1], delivered[0].lease_id(), "").ok());
+  ASSERT_TRUE(engine_->AddCredits(*sub, 1).ok());
+
+  Advance(absl::Milliseconds(99'999));
+  EXPECT_THAT(delivered, SizeIs(1));
+  EXPECT_EQ(MustGetTask(late[0]).state(), v1::TASK_STATE_DELAYED);
+  Advance(absl::Milliseconds(1));
+  ASSERT_THAT(delivered, SizeIs(2));
+  EXPECT_EQ(delivered[1].task().id(), late[0]);
+  engine_->Unsubscribe(*sub);
+}
+
 // --- queue settings ---------------------------------------------------------------------
 
 TEST_F(EngineTest, UpdateQueueChangesOnlyTheSetFields) {
