@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/runtime/sleep.h"
 #include "worker/exec_handler.h"
 
 namespace taskq {
@@ -61,20 +62,22 @@ absl::StatusOr<std::string> SquareHandler(const HandlerContext& context) {
   return Square(context.payload());
 }
 
-absl::StatusOr<std::string> SleepHandler(const HandlerContext& context) {
-  auto duration = ParseSleepSeconds(context.payload());
-  if (!duration.ok()) return duration.status();
-  if (context.WaitForStop(absl::Now() + *duration)) {
-    return absl::CancelledError("sleep interrupted: the worker is stopping");
+rt::Task<absl::StatusOr<std::string>> SleepHandler(HandlerContext& context) {
+  absl::StatusOr<absl::Duration> duration = ParseSleepSeconds(context.payload());
+  if (!duration.ok()) co_return duration.status();
+  absl::Status slept = co_await rt::SleepFor(*duration, context.stop_token());
+  if (!slept.ok()) {
+    // Stopped (hard stop, cancelled, lease lost) or the scheduler is going.
+    co_return absl::CancelledError("sleep interrupted: the task was told to stop");
   }
-  return absl::StrCat("slept ", absl::StripAsciiWhitespace(context.payload()));
+  co_return absl::StrCat("slept ", absl::StripAsciiWhitespace(context.payload()));
 }
 
 absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry,
                                      std::vector<std::string> allow_exec) {
   if (auto s = registry->Register("square", SquareHandler); !s.ok()) return s;
-  if (auto s = registry->Register("sleep", SleepHandler); !s.ok()) return s;
-  return registry->Register("exec", ExecHandler(std::move(allow_exec)));
+  if (auto s = registry->RegisterAsync("sleep", SleepHandler); !s.ok()) return s;
+  return registry->RegisterAsync("exec", ExecHandler(std::move(allow_exec)));
 }
 
 }  // namespace taskq

@@ -3,9 +3,13 @@
 //           "3 * 3 = 9" (the seed's task_worker.py). A payload that is not
 //           an integer, or whose square does not fit in 64 bits, is a
 //           permanent failure.
-//   sleep   payload: seconds as a decimal, e.g. "0.5" -> "slept 0.5". Wakes
-//           early (retryable CANCELLED) if the worker hard-stops.
-//   exec    see exec_handler.h.
+//   sleep   payload: seconds as a decimal, e.g. "0.5" -> "slept 0.5". A
+//           coroutine: it holds no thread while it sleeps. Wakes early
+//           (retryable CANCELLED) when the task is told to stop.
+//   exec    see exec_handler.h (a coroutine too).
+//
+// square is synchronous (it runs on the worker's CPU pool); sleep and exec
+// are async handlers (they run on the worker's I/O scheduler).
 //
 // Thread-safety: the functions are stateless and safe from any thread.
 #pragma once
@@ -17,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/runtime/task.h"
 #include "worker/handler_registry.h"
 
 namespace taskq {
@@ -32,7 +37,9 @@ absl::StatusOr<std::string> Square(absl::string_view payload);
 absl::StatusOr<absl::Duration> ParseSleepSeconds(absl::string_view payload);
 
 absl::StatusOr<std::string> SquareHandler(const HandlerContext& context);
-absl::StatusOr<std::string> SleepHandler(const HandlerContext& context);
+// Awaited on a runtime scheduler thread (it sleeps on that scheduler's
+// timers).
+rt::Task<absl::StatusOr<std::string>> SleepHandler(HandlerContext& context);
 
 // Registers square, sleep and exec (allowing exactly `allow_exec`).
 absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry,

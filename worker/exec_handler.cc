@@ -1,7 +1,6 @@
 #include "worker/exec_handler.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
@@ -9,15 +8,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/runtime/io.h"
+#include "common/runtime/sleep.h"
+#include "common/runtime/when_all.h"
 
 extern char** environ;
 
@@ -28,7 +32,6 @@ constexpr size_t kChunk = 64 * 1024;
 // After the child exits, how long to keep reading pipes that a grandchild
 // may still hold open before giving up on them.
 constexpr absl::Duration kLingerAfterExit = absl::Seconds(1);
-constexpr int kPollMillis = 100;  // how often the stop flag is checked
 
 // Writing to a pipe whose reader is gone raises SIGPIPE, which by default
 // kills the process. The worker wants EPIPE instead; only a SIG_DFL
@@ -126,176 +129,235 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, bool search_pa
   return pid;
 }
 
-// waitpid that retries on EINTR.
+// waitpid that retries on EINTR (only for a child already sent SIGKILL).
 void WaitBlocking(pid_t pid, int* status) {
   while (::waitpid(pid, status, 0) < 0 && errno == EINTR) {
   }
 }
 
+
+// Where one output pipe goes: stdout keeps up to `limit` bytes (more is an
+// overflow), stderr keeps a tail of about `limit` bytes.
+struct Sink {
+  Sink(size_t limit, bool tail) : limit(limit), tail(tail) {}
+  const size_t limit;
+  const bool tail;
+  std::string data;
+  // Atomic: ReapChild reads it while the stdout reader may still set it.
+  std::atomic<bool> overflowed{false};
+};
+
+// Writes `input` to the child's stdin, then closes it (EOF for the child).
+rt::Task<void> FeedStdin(UniqueFd* fd, absl::string_view input, std::stop_token stop) {
+  size_t written = 0;
+  while (fd->open() && written < input.size()) {
+    size_t len = std::min(kChunk, input.size() - written);
+    ssize_t w = ::write(fd->get(), input.data() + written, len);
+    if (w > 0) {
+      written += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      absl::Status ready = co_await rt::WaitWritable(fd->get(), stop);
+      if (!ready.ok()) break;  // told to stop
+      continue;
+    }
+    break;  // EPIPE: the child closed its stdin; it read what it wanted
+  }
+  fd->Close();
+}
+
+// Reads `fd` into `sink` until EOF, an error, an overflow or a stop.
+rt::Task<void> Collect(UniqueFd* fd, Sink* sink, std::stop_token stop,
+                       std::stop_source* on_overflow) {
+  std::string buf(kChunk, '\0');
+  for (;;) {
+    ssize_t n = ::read(fd->get(), buf.data(), buf.size());
+    if (n > 0) {
+      sink->data.append(buf.data(), static_cast<size_t>(n));
+      if (sink->tail) {
+        if (sink->data.size() > 2 * sink->limit) {
+          sink->data.erase(0, sink->data.size() - sink->limit);
+        }
+      } else if (sink->data.size() > sink->limit) {
+        sink->overflowed.store(true, std::memory_order_release);
+        on_overflow->request_stop();
+        break;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      absl::Status ready = co_await rt::WaitReadable(fd->get(), stop);
+      if (!ready.ok()) break;  // told to stop
+      continue;
+    }
+    break;  // EOF or error
+  }
+  fd->Close();
+}
+
+// Services stdin, stdout and stderr together, so that a child that writes
+// a lot before it reads all its input cannot deadlock against us; then
+// says so through `pipes_closed`.
+rt::Task<void> PumpPipes(UniqueFd* in, absl::string_view input, UniqueFd* out, Sink* out_sink,
+                         UniqueFd* err, Sink* err_sink, std::stop_token stop,
+                         std::stop_source* kill, std::stop_source* pipes_closed) {
+  co_await rt::WhenAll(FeedStdin(in, input, stop), Collect(out, out_sink, stop, kill),
+                       Collect(err, err_sink, stop, kill));
+  pipes_closed->request_stop();
+}
+
+// Waits for the child to exit and reaps it; returns its wait status. When
+// `kill` fires first (the task was told to stop, or stdout overflowed) the
+// child's process group gets SIGTERM, then SIGKILL after `grace` (at once
+// for an overflow), and is reaped. After a normal exit the pipes get
+// kLingerAfterExit more (a grandchild may still hold them), then
+// `pipes_stop` gives up on them.
+rt::Task<absl::StatusOr<int>> ReapChild(pid_t pid, int pidfd, std::stop_token kill,
+                                        std::stop_token pipes_closed,
+                                        std::stop_source* pipes_stop,
+                                        const std::atomic<bool>* overflowed,
+                                        absl::Duration grace, bool* killed) {
+  absl::StatusOr<int> status = co_await rt::WaitChildExit(pidfd, kill);
+  if (status.ok()) {
+    absl::Status lingered = co_await rt::SleepFor(kLingerAfterExit, pipes_closed);
+    lingered.IgnoreError();  // CANCELLED: the pipes closed first, as usual
+    pipes_stop->request_stop();
+    co_return status;
+  }
+  if (!absl::IsCancelled(status.status())) {
+    // Not our child or already reaped: nothing to kill (the pid may not be
+    // ours any more).
+    pipes_stop->request_stop();
+    co_return status;
+  }
+  *killed = true;
+  pipes_stop->request_stop();
+  const bool at_once = overflowed->load(std::memory_order_acquire);
+  ::kill(-pid, at_once ? SIGKILL : SIGTERM);  // its whole process group
+  if (!at_once) {
+    status = co_await rt::WaitChildExit(pidfd, {}, absl::Now() + grace);
+    if (status.ok()) co_return status;
+    ::kill(-pid, SIGKILL);
+  }
+  status = co_await rt::WaitChildExit(pidfd);
+  if (!status.ok()) {
+    // The scheduler is shutting down (its waits fail at once): the child
+    // has SIGKILL, so a blocking reap is short.
+    int wait_status = 0;
+    WaitBlocking(pid, &wait_status);
+    status = wait_status;
+  }
+  co_return status;
+}
+
 }  // namespace
 
-absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& argv, bool search_path,
-                                       absl::string_view input, const StopSignal* stop,
-                                       const ExecLimits& limits) {
-  if (argv.empty()) return absl::InvalidArgumentError("exec: no program given");
+rt::Task<absl::StatusOr<std::string>> RunProgram(std::vector<std::string> argv, bool search_path,
+                                                 absl::string_view input, std::stop_token stop,
+                                                 ExecLimits limits) {
+  if (argv.empty()) co_return absl::InvalidArgumentError("exec: no program given");
   for (const auto& a : argv) {
     if (a.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError("exec: an argument contains a NUL byte");
+      co_return absl::InvalidArgumentError("exec: an argument contains a NUL byte");
     }
   }
   IgnoreSigpipeOnce();
   UniqueFd in_r, in_w, out_r, out_w, err_r, err_w;
   if (!MakePipe(&in_r, &in_w) || !MakePipe(&out_r, &out_w) || !MakePipe(&err_r, &err_w)) {
-    return absl::UnavailableError(absl::StrCat("exec: pipe: ", std::strerror(errno)));
+    co_return absl::UnavailableError(absl::StrCat("exec: pipe: ", std::strerror(errno)));
   }
-  auto spawned = Spawn(argv, search_path, in_r.get(), out_w.get(), err_w.get());
+  absl::StatusOr<pid_t> spawned = Spawn(argv, search_path, in_r.get(), out_w.get(), err_w.get());
   in_r.Close();
   out_w.Close();
   err_w.Close();
-  if (!spawned.ok()) return spawned.status();
+  if (!spawned.ok()) co_return spawned.status();
   const pid_t pid = *spawned;
   const std::string& program = argv[0];
+  // Right after spawning, before anything can reap the child.
+  absl::StatusOr<int> opened = rt::OpenPidfd(pid);
+  if (!opened.ok()) {
+    ::kill(-pid, SIGKILL);
+    int ignored = 0;
+    WaitBlocking(pid, &ignored);
+    co_return absl::UnavailableError(
+        absl::StrCat("exec: cannot watch ", program, ": ", opened.status().message()));
+  }
+  UniqueFd pidfd;
+  pidfd.Reset(*opened);
 
   SetNonBlocking(in_w.get());
   SetNonBlocking(out_r.get());
   SetNonBlocking(err_r.get());
   if (input.empty()) in_w.Close();
 
-  std::string output, err_tail;
-  size_t written = 0;
-  bool stopped = false, too_large = false, exited = false;
-  int wait_status = 0;
-  absl::Time give_up_reading = absl::InfiniteFuture();
-  char buf[kChunk];
+  std::stop_source kill;          // told to stop, or stdout overflowed: end the child
+  std::stop_source pipes_stop;    // stop servicing the pipes
+  std::stop_source pipes_closed;  // every pipe is done
+  std::stop_callback stop_kills(stop, [&kill] { kill.request_stop(); });
+  std::stop_callback kill_stops_pipes(kill.get_token(),
+                                      [&pipes_stop] { pipes_stop.request_stop(); });
+  Sink out(limits.max_output, /*tail=*/false);
+  Sink err(limits.stderr_tail, /*tail=*/true);
+  bool killed = false;
+  auto [pumped, wait_status] = co_await rt::WhenAll(
+      PumpPipes(&in_w, input, &out_r, &out, &err_r, &err, pipes_stop.get_token(), &kill,
+                &pipes_closed),
+      ReapChild(pid, pidfd.get(), kill.get_token(), pipes_closed.get_token(), &pipes_stop,
+                &out.overflowed, limits.kill_grace, &killed));
+  (void)pumped;
 
-  // Reads what is available on `fd` into `sink`; closes it at EOF/error.
-  auto drain = [&](UniqueFd& fd, std::string& sink) {
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n > 0) {
-        sink.append(buf, static_cast<size_t>(n));
-        if (&sink == &output && output.size() > limits.max_output) return;
-        if (&sink == &err_tail && err_tail.size() > 2 * limits.stderr_tail) {
-          err_tail.erase(0, err_tail.size() - limits.stderr_tail);
-        }
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      fd.Close();  // EOF or error
-      return;
-    }
-  };
-
-  // Poll stdin, stdout and stderr together so that a child that writes a
-  // lot before reading all its input cannot deadlock against us.
-  while (in_w.open() || out_r.open() || err_r.open()) {
-    if (stop != nullptr && stop->stopped()) {
-      stopped = true;
-      break;
-    }
-    if (exited && absl::Now() >= give_up_reading) break;
-    pollfd fds[3];
-    UniqueFd* owners[3];
-    nfds_t n = 0;
-    if (in_w.open()) { fds[n] = {in_w.get(), POLLOUT, 0}; owners[n++] = &in_w; }
-    if (out_r.open()) { fds[n] = {out_r.get(), POLLIN, 0}; owners[n++] = &out_r; }
-    if (err_r.open()) { fds[n] = {err_r.get(), POLLIN, 0}; owners[n++] = &err_r; }
-    int ready = ::poll(fds, n, kPollMillis);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) break;  // cannot happen with valid fds; go and reap the child
-    if (ready == 0) {
-      if (!exited && ::waitpid(pid, &wait_status, WNOHANG) == pid) {
-        exited = true;
-        give_up_reading = absl::Now() + kLingerAfterExit;
-      }
-      continue;
-    }
-    for (nfds_t i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
-      if (owners[i] == &in_w) {
-        size_t len = std::min(kChunk, input.size() - written);
-        ssize_t w = ::write(in_w.get(), input.data() + written, len);
-        if (w > 0) written += static_cast<size_t>(w);
-        bool retry = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-        // Done, or the child closed its stdin (EPIPE): it read what it wanted.
-        if (written == input.size() || (w < 0 && !retry)) in_w.Close();
-      } else if (owners[i] == &out_r) {
-        drain(out_r, output);
-        if (output.size() > limits.max_output) too_large = true;
-      } else {
-        drain(err_r, err_tail);
-      }
-    }
-    if (too_large) break;
-  }
-  in_w.Close();
-  out_r.Close();
-  err_r.Close();
-
-  if (!exited) {
-    if (stopped || too_large) {
-      ::kill(-pid, SIGKILL);  // its whole process group
-      WaitBlocking(pid, &wait_status);
-    } else {
-      // Output is closed; wait for the exit, still honouring a stop.
-      absl::Duration step = absl::Milliseconds(1);
-      while (::waitpid(pid, &wait_status, WNOHANG) != pid) {
-        bool stop_now = stop != nullptr ? stop->WaitUntil(absl::Now() + step)
-                                        : (absl::SleepFor(step), false);
-        if (stop_now) {
-          stopped = true;
-          ::kill(-pid, SIGKILL);
-          WaitBlocking(pid, &wait_status);
-          break;
-        }
-        step = std::min(step * 2, absl::Milliseconds(kPollMillis));
-      }
-    }
-  }
+  std::string err_tail = std::move(err.data);
   if (err_tail.size() > limits.stderr_tail) {
     err_tail.erase(0, err_tail.size() - limits.stderr_tail);
   }
-
-  if (stopped) {
-    return absl::CancelledError(
-        absl::StrCat("exec of ", program, " interrupted: the worker is stopping"));
+  if (killed && stop.stop_requested()) {
+    co_return absl::CancelledError(
+        absl::StrCat("exec of ", program, " interrupted: the task was told to stop"));
   }
-  if (too_large) {
-    return absl::FailedPreconditionError(absl::StrCat(
+  if (out.overflowed.load(std::memory_order_acquire)) {
+    co_return absl::FailedPreconditionError(absl::StrCat(
         program, " wrote more than ", limits.max_output, " bytes to stdout (the result limit)"));
   }
-  if (WIFEXITED(wait_status)) {
-    int code = WEXITSTATUS(wait_status);
-    if (code == 0) return output;
-    return absl::UnknownError(absl::StrCat(program, " exited with status ", code,
-                                           StderrSuffix(std::move(err_tail))));
+  if (!wait_status.ok()) {
+    co_return absl::UnknownError(
+        absl::StrCat("cannot wait for ", program, ": ", wait_status.status().message()));
   }
-  if (WIFSIGNALED(wait_status)) {
-    int sig = WTERMSIG(wait_status);
+  const int ws = *wait_status;
+  if (WIFEXITED(ws)) {
+    int code = WEXITSTATUS(ws);
+    if (code == 0) co_return std::move(out.data);
+    co_return absl::UnknownError(absl::StrCat(program, " exited with status ", code,
+                                              StderrSuffix(std::move(err_tail))));
+  }
+  if (WIFSIGNALED(ws)) {
+    int sig = WTERMSIG(ws);
     const char* name = ::strsignal(sig);
-    return absl::UnknownError(absl::StrCat(program, " was killed by signal ", sig, " (",
-                                           name != nullptr ? name : "?", ")",
-                                           StderrSuffix(std::move(err_tail))));
+    co_return absl::UnknownError(absl::StrCat(program, " was killed by signal ", sig, " (",
+                                              name != nullptr ? name : "?", ")",
+                                              StderrSuffix(std::move(err_tail))));
   }
-  return absl::UnknownError(absl::StrCat(program, " ended in an unexpected state"));
+  co_return absl::UnknownError(absl::StrCat(program, " ended in an unexpected state"));
 }
 
-absl::StatusOr<std::string> ExecHandler::operator()(const HandlerContext& context) const {
+rt::Task<absl::StatusOr<std::string>> ExecHandler::operator()(HandlerContext& context) const {
   if (context.args().empty()) {
-    return absl::InvalidArgumentError(
+    co_return absl::InvalidArgumentError(
         "exec needs the program in args[0] (e.g. taskq submit --handler exec --arg /bin/cat)");
   }
   const std::string& program = context.args()[0];
   if (std::find(allowed_.begin(), allowed_.end(), program) == allowed_.end()) {
-    return absl::FailedPreconditionError(
+    co_return absl::FailedPreconditionError(
         absl::StrCat("program \"", absl::CHexEscape(program), "\" is not allowed on worker ",
                      context.worker_id(), " (start the worker with --allow-exec ",
                      absl::CHexEscape(program), ")"));
   }
   std::vector<std::string> argv(context.args().begin(), context.args().end());
   bool search_path = program.find('/') == std::string::npos;
-  return RunProgram(argv, search_path, context.payload(), context.stop_signal(), limits_);
+  co_return co_await RunProgram(std::move(argv), search_path, context.payload(),
+                                context.stop_token(), limits_);
 }
 
 }  // namespace taskq

@@ -1,10 +1,21 @@
-// Unit tests: the exec handler (allow-list, pipes, exit status, limits, stop).
+// Unit tests: the exec handler (allow-list, pipes, exit status, limits,
+// stop), run as coroutines on a one-thread scheduler.
 #include "worker/exec_handler.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <stop_token>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/runtime/scheduler.h"
+#include "common/runtime/when_all.h"
 #include "gtest/gtest.h"
 
 namespace taskq {
@@ -19,9 +30,16 @@ v1::Task ExecTask(std::vector<std::string> args, std::string payload = "") {
   return task;
 }
 
+// One scheduler thread for every test: exec must not need more.
+rt::Scheduler& Sched() {
+  static rt::Scheduler* sched = new rt::Scheduler({.threads = 1, .name = "exec-test"});
+  return *sched;
+}
+
 absl::StatusOr<std::string> RunExec(const ExecHandler& handler, const v1::Task& task,
-                                    const StopSignal* stop = nullptr) {
-  return handler(HandlerContext(task, "test-worker", stop));
+                                    std::stop_token stop = {}) {
+  HandlerContext context(task, "test-worker", std::move(stop));
+  return Sched().BlockOn(handler(context));
 }
 
 TEST(Exec, RefusesProgramsNotAllowed) {
@@ -137,16 +155,90 @@ TEST(Exec, NoDescriptorsLeakIntoTheChild) {
   EXPECT_EQ(*r, "0\n1\n2\n3\n");
 }
 
-TEST(Exec, HardStopKillsTheChild) {
+TEST(Exec, StopKillsTheChild) {
   ExecHandler handler({"/bin/sh"});
-  StopSignal stop;
+  std::stop_source stop;
   v1::Task task = ExecTask({"/bin/sh", "-c", "sleep 60; echo never"});
   absl::StatusOr<std::string> result;
-  std::thread t([&] { result = RunExec(handler, task, &stop); });
-  stop.Stop();
+  std::thread t([&] { result = RunExec(handler, task, stop.get_token()); });
+  stop.request_stop();
   t.join();  // would take a minute if the child were not killed
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+}
+
+// Reads the pid a child wrote to `path`; 0 if not (yet) there.
+pid_t ReadPid(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[32] = {};
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  int pid = 0;
+  if (n == 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(buf), &pid)) return 0;
+  return pid;
+}
+
+TEST(Exec, StopSendsTermThenKillAfterTheGrace) {
+  // A child that ignores SIGTERM: it dies only by the SIGKILL that follows
+  // the grace, and is reaped (no zombie left behind).
+  ExecLimits limits;
+  limits.kill_grace = absl::Milliseconds(200);
+  ExecHandler handler({"/bin/sh"}, limits);
+  std::string pid_file = absl::StrCat(::testing::TempDir(), "/exec-term-", ::getpid());
+  std::remove(pid_file.c_str());
+  v1::Task task = ExecTask({"/bin/sh", "-c",
+                            absl::StrCat("trap '' TERM; echo $$ > ", pid_file,
+                                         ".tmp && mv ", pid_file, ".tmp ", pid_file,
+                                         "; while :; do sleep 0.05; done")});
+  std::stop_source stop;
+  absl::StatusOr<std::string> result;
+  absl::Time stopped_at;
+  std::thread t([&] { result = RunExec(handler, task, stop.get_token()); });
+  pid_t child = 0;
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while ((child = ReadPid(pid_file)) == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));  // polling a file the child writes
+  }
+  ASSERT_GT(child, 0);
+  stopped_at = absl::Now();
+  stop.request_stop();
+  t.join();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+  EXPECT_GE(absl::Now() - stopped_at, absl::Milliseconds(200));  // waited the grace
+  EXPECT_NE(::kill(child, 0), 0);  // gone and reaped
+  std::remove(pid_file.c_str());
+}
+
+TEST(Exec, ManyChildrenAtOnceOnOneThread) {
+  // 50 children that each take 0.3 s, awaited together on the one
+  // scheduler thread: no thread per child.
+  ExecHandler handler({"/bin/sh"});
+  v1::Task task = ExecTask({"/bin/sh", "-c", "sleep 0.3; cat"}, "x");
+  struct One {
+    static rt::Task<bool> Run(const ExecHandler* handler, const v1::Task* task) {
+      HandlerContext context(*task, "w");
+      absl::StatusOr<std::string> r = co_await (*handler)(context);
+      co_return r.ok() && *r == "x";
+    }
+  };
+  std::vector<rt::Task<bool>> runs;
+  for (int i = 0; i < 50; ++i) runs.push_back(One::Run(&handler, &task));
+  absl::Time start = absl::Now();
+  std::vector<bool> ok = Sched().BlockOn(rt::WhenAll(std::move(runs)));
+  absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(std::count(ok.begin(), ok.end(), true), 50);
+  EXPECT_LT(took, absl::Seconds(10)) << took;  // 50 x 0.3 s in sequence would be 15 s
+}
+
+TEST(Exec, GrandchildHoldingThePipesDoesNotHangTheTask) {
+  // The child exits at once but leaves a background grandchild holding
+  // stdout: the task ends about a second later with the child's output.
+  ExecHandler handler({"/bin/sh"});
+  auto r = RunExec(handler, ExecTask({"/bin/sh", "-c", "echo hi; sleep 2 & exit 0"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "hi\n");
 }
 
 }  // namespace

@@ -1,13 +1,20 @@
-// Unit tests: square/sleep builtins, the handler registry, CleanUtf8.
+// Unit tests: square/sleep builtins, the handler registry (sync and async
+// handlers, the CPU-pool hop, exceptions, release requests), CleanUtf8.
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
+#include <stop_token>
 #include <thread>
 
 #include "absl/time/clock.h"
+#include "common/runtime/scheduler.h"
+#include "common/runtime/sleep.h"
+#include "common/runtime/when_all.h"
 #include "gtest/gtest.h"
 #include "worker/builtin_handlers.h"
 #include "worker/handler_registry.h"
 #include "worker/text_util.h"
+#include "worker/thread_pool.h"
 
 namespace taskq {
 namespace {
@@ -62,28 +69,75 @@ TEST(Sleep, ParsesSeconds) {
   }
 }
 
+// Runs the handler `task` names through `registry` on a scheduler, the way
+// the worker does (synchronous handlers hop onto `cpu` when given).
+absl::StatusOr<std::string> RunOn(rt::Scheduler& sched, const HandlerRegistry& registry,
+                                  HandlerContext& context, rt::Executor* cpu = nullptr) {
+  return sched.BlockOn(registry.Run(context, cpu));
+}
+
 TEST(Sleep, SleepsAndReports) {
+  rt::Scheduler sched({.threads = 1});
   v1::Task task = MakeTask("sleep", "0.05");
-  StopSignal stop;
-  HandlerContext context(task, "w1", &stop);
+  std::stop_source stop;
+  HandlerContext context(task, "w1", stop.get_token());
   absl::Time start = absl::Now();
-  auto r = SleepHandler(context);
+  auto r = sched.BlockOn(SleepHandler(context));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "slept 0.05");
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(50));
 }
 
-TEST(Sleep, StopsEarlyOnHardStop) {
+TEST(Sleep, StopsEarlyWhenToldToStop) {
+  rt::Scheduler sched({.threads = 1});
   v1::Task task = MakeTask("sleep", "60");
-  StopSignal stop;
-  HandlerContext context(task, "w1", &stop);
+  std::stop_source stop;
+  HandlerContext context(task, "w1", stop.get_token());
   absl::StatusOr<std::string> result;
-  std::thread t([&] { result = SleepHandler(context); });
-  stop.Stop();
+  std::thread t([&] { result = sched.BlockOn(SleepHandler(context)); });
+  stop.request_stop();
   t.join();  // would take a minute if the stop were ignored
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(IsPermanentFailure(result.status()));
+}
+
+TEST(Sleep, ThousandSleepsShareOneThread) {
+  // The point of an async sleep: 1000 of them at once on one thread take
+  // about one sleep, not a thousand.
+  rt::Scheduler sched({.threads = 1});
+  HandlerRegistry registry;
+  ASSERT_TRUE(RegisterBuiltinHandlers(&registry, {}).ok());
+  v1::Task task = MakeTask("sleep", "0.2");
+  struct Run {
+    static rt::Task<bool> One(const HandlerRegistry* registry, const v1::Task* task) {
+      HandlerContext context(*task, "w1");
+      absl::StatusOr<std::string> r = co_await registry->Run(context);
+      co_return r.ok() && *r == "slept 0.2";
+    }
+  };
+  std::vector<rt::Task<bool>> sleeps;
+  for (int i = 0; i < 1000; ++i) sleeps.push_back(Run::One(&registry, &task));
+  absl::Time start = absl::Now();
+  std::vector<bool> ok = sched.BlockOn(rt::WhenAll(std::move(sleeps)));
+  absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(std::count(ok.begin(), ok.end(), true), 1000);
+  EXPECT_LT(took, absl::Seconds(10)) << "1000 sleeps of 0.2 s took " << took;
+}
+
+TEST(HandlerContext, WaitForStopWakesOnTheStopToken) {
+  v1::Task task = MakeTask("x", "");
+  std::stop_source stop;
+  HandlerContext context(task, "w1", stop.get_token());
+  EXPECT_FALSE(context.stopping());
+  EXPECT_FALSE(context.WaitForStop(absl::Now() + absl::Milliseconds(10)));
+  bool woke = false;
+  std::thread t([&] { woke = context.WaitForStop(absl::Now() + absl::Seconds(60)); });
+  stop.request_stop();
+  t.join();  // would take a minute if the stop were missed
+  EXPECT_TRUE(woke);
+  EXPECT_TRUE(context.stopping());
+  EXPECT_TRUE(context.WaitForStop(absl::InfiniteFuture()));  // already stopped
 }
 
 TEST(Registry, BuiltinsAndCustomHandler) {
@@ -98,12 +152,97 @@ TEST(Registry, BuiltinsAndCustomHandler) {
                               return absl::StrCat(s, "@", c.worker_id(), "#", c.attempt());
                             })
                   .ok());
+  rt::Scheduler sched({.threads = 1});
   v1::Task task = MakeTask("upper", "hi");
-  auto r = registry.Run(HandlerContext(task, "w9", nullptr));
+  HandlerContext context(task, "w9");
+  auto r = RunOn(sched, registry, context);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "HI@w9#1");
   v1::Task sq = MakeTask("square", "3");
-  EXPECT_EQ(*registry.Run(HandlerContext(sq, "w9", nullptr)), "3 * 3 = 9");
+  HandlerContext sq_context(sq, "w9");
+  EXPECT_EQ(*RunOn(sched, registry, sq_context), "3 * 3 = 9");
+}
+
+TEST(Registry, SyncHandlersRunOnTheCpuPoolAndComeBack) {
+  rt::Scheduler sched({.threads = 1});
+  ThreadPool cpu(2, "test-cpu");
+  HandlerRegistry registry;
+  std::atomic<rt::Executor*> ran_on{nullptr};
+  ASSERT_TRUE(registry
+                  .Register("where",
+                            [&](const HandlerContext&) -> absl::StatusOr<std::string> {
+                              ran_on = rt::CurrentExecutor();
+                              return "here";
+                            })
+                  .ok());
+  struct Probe {
+    static rt::Task<rt::Executor*> Run(const HandlerRegistry* registry, rt::Executor* cpu) {
+      v1::Task task = MakeTask("where", "");
+      HandlerContext context(task, "w1");
+      absl::StatusOr<std::string> r = co_await registry->Run(context, cpu);
+      co_return r.ok() ? rt::CurrentExecutor() : nullptr;
+    }
+  };
+  rt::Executor* after = sched.BlockOn(Probe::Run(&registry, &cpu));
+  EXPECT_EQ(ran_on.load(), &cpu);    // the handler ran on the CPU pool
+  EXPECT_EQ(after, &sched);          // and the caller continued at home
+}
+
+rt::Task<absl::StatusOr<std::string>> AsyncEcho(HandlerContext& context) {
+  absl::Status slept = co_await rt::SleepFor(absl::Milliseconds(1), context.stop_token());
+  if (!slept.ok()) co_return slept;
+  co_return absl::StrCat("async ", context.payload());
+}
+
+TEST(Registry, AsyncHandlersRunAsCoroutines) {
+  rt::Scheduler sched({.threads = 1});
+  HandlerRegistry registry;
+  ASSERT_TRUE(registry.RegisterAsync("echo", AsyncEcho).ok());
+  EXPECT_EQ(registry.RegisterAsync("echo", AsyncEcho).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(registry.Register("echo", [](const HandlerContext&) -> absl::StatusOr<std::string> {
+              return "x";
+            }).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(registry.RegisterAsync("empty", nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(registry.Has("echo"));
+  v1::Task task = MakeTask("echo", "hi");
+  HandlerContext context(task, "w1");
+  auto r = RunOn(sched, registry, context);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "async hi");
+}
+
+rt::Task<absl::StatusOr<std::string>> AsyncThrower(HandlerContext&) {
+  absl::Status slept = co_await rt::SleepFor(absl::Milliseconds(1));
+  if (slept.ok()) throw std::runtime_error("async kaput");
+  co_return slept;
+}
+
+TEST(Registry, AsyncExceptionsBecomeRetryableErrors) {
+  rt::Scheduler sched({.threads = 1});
+  HandlerRegistry registry;
+  ASSERT_TRUE(registry.RegisterAsync("boom", AsyncThrower).ok());
+  v1::Task task = MakeTask("boom", "");
+  HandlerContext context(task, "w1");
+  auto r = RunOn(sched, registry, context);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(r.status().message().find("async kaput"), std::string::npos) << r.status();
+}
+
+TEST(Release, ReleaseTaskIsRecognisedWithItsDelay) {
+  absl::Duration delay;
+  absl::Status s = ReleaseTask(absl::Milliseconds(2500));
+  ASSERT_TRUE(IsReleaseRequest(s, &delay)) << s;
+  EXPECT_EQ(delay, absl::Milliseconds(2500));
+  EXPECT_FALSE(IsPermanentFailure(s));  // if it ever loses its payload: retried
+  ASSERT_TRUE(IsReleaseRequest(ReleaseTask(absl::Seconds(-5)), &delay));
+  EXPECT_EQ(delay, absl::ZeroDuration());
+  ASSERT_TRUE(IsReleaseRequest(ReleaseTask(absl::Hours(24 * 400)), &delay));
+  EXPECT_EQ(delay, absl::Hours(24 * 365));
+  // An ordinary ABORTED (or any other) error is not a release.
+  EXPECT_FALSE(IsReleaseRequest(absl::AbortedError("handler asked to release")));
+  EXPECT_FALSE(IsReleaseRequest(absl::OkStatus()));
 }
 
 TEST(Registry, RefusesBadAndDuplicateNames) {
@@ -118,8 +257,10 @@ TEST(Registry, RefusesBadAndDuplicateNames) {
 
 TEST(Registry, UnknownHandlerIsPermanent) {
   HandlerRegistry registry;
+  rt::Scheduler sched({.threads = 1});
   v1::Task task = MakeTask("nope", "1");
-  auto r = registry.Run(HandlerContext(task, "host:1", nullptr));
+  HandlerContext context(task, "host:1");
+  auto r = RunOn(sched, registry, context);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(IsPermanentFailure(r.status()));
   EXPECT_EQ(r.status().message(), "no handler named \"nope\" on worker host:1");
@@ -133,8 +274,11 @@ TEST(Registry, ExceptionsBecomeRetryableErrors) {
                               throw std::runtime_error("kaput");
                             })
                   .ok());
+  rt::Scheduler sched({.threads = 1});
+  ThreadPool cpu(1, "test-cpu");
   v1::Task task = MakeTask("boom", "");
-  auto r = registry.Run(HandlerContext(task, "w", nullptr));
+  HandlerContext context(task, "w");
+  auto r = RunOn(sched, registry, context, &cpu);
   ASSERT_FALSE(r.ok());
   EXPECT_FALSE(IsPermanentFailure(r.status()));
   EXPECT_NE(r.status().message().find("kaput"), std::string::npos);

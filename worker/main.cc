@@ -4,12 +4,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -44,7 +45,7 @@ bool ParseLogLevel(const std::string& text, taskq::LogLevel* level) {
 int main(int argc, char** argv) {
   EnsureStdFdsOpen();
   // Block the stop signals before any thread starts, so every thread
-  // inherits the mask and only the watcher below receives them.
+  // inherits the mask and they are only read from the signalfd below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   taskq::WorkerOptions options;
   std::string log_level = "info";
   double drain_seconds = 30;
+  unsigned threads = 0;
   unsigned concurrency = 0;
   unsigned prefetch = 0;
 
@@ -72,7 +74,13 @@ int main(int argc, char** argv) {
   app.add_option("--queue", options.queues, "queue to take tasks from (repeatable; default: tasks)")
       ->take_all()
       ->allow_extra_args(false);
-  app.add_option("--concurrency", concurrency, "tasks run at once (default: number of cores)")
+  app.add_option("--threads", threads,
+                 "threads running CPU-bound (synchronous) handlers such as square "
+                 "(default: number of cores)")
+      ->check(CLI::Range(1u, 1024u));
+  app.add_option("--concurrency", concurrency,
+                 "tasks run at once, CPU-bound or not; sleep and exec tasks hold no thread "
+                 "while they wait (default: --threads)")
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--prefetch", prefetch, "tasks taken beyond --concurrency, waiting to run")
       ->check(CLI::Range(0u, 100000u));
@@ -82,7 +90,8 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_option("--id", options.id, "worker name shown by the master (default: hostname:pid)");
   app.add_option("--drain-timeout", drain_seconds,
-                 "on SIGTERM/SIGINT, seconds running tasks may take to finish")
+                 "on SIGTERM/SIGINT, seconds running tasks may take to finish before they are "
+                 "released back to the master")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -95,40 +104,28 @@ int main(int argc, char** argv) {
   taskq::LogLevel level = taskq::LogLevel::kInfo;
   ParseLogLevel(log_level, &level);
   taskq::InitLogging("taskq-worker", level);
+  options.threads = static_cast<int>(threads);
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);
   options.drain_timeout = absl::Seconds(drain_seconds);
 
+  // The stop signals are read through a signalfd that the worker watches
+  // as a coroutine (no thread waits for them): the first drains, a second
+  // one stops at once.
+  int signal_fd = ::signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    taskq::LogError("signalfd: %s", std::strerror(errno));
+    return 1;
+  }
+  options.stop_signal_fd = signal_fd;
+
   taskq::Worker worker(options);
-
-  // The watcher: first signal drains, a second one stops at once. After
-  // Run() returns, main wakes it with a signal of its own to end it.
-  std::atomic<bool> done{false};
-  std::thread watcher([&] {
-    int signals_seen = 0;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&stop_signals, &sig) != 0) continue;
-      if (done.load()) return;
-      ++signals_seen;
-      if (signals_seen == 1) {
-        taskq::LogInfo("got %s: draining (send it again to stop at once)", strsignal(sig));
-        worker.Stop();
-      } else {
-        taskq::LogInfo("got %s again: stopping now", strsignal(sig));
-        worker.StopNow();
-      }
-    }
-  });
-
   absl::Status status = worker.Run();
-  done.store(true);
-  pthread_kill(watcher.native_handle(), SIGTERM);
-  watcher.join();
   if (!status.ok()) {
     taskq::LogError("%s", status.message());
     return 1;
   }
+  ::close(signal_fd);
   if (worker.has_stuck_handlers()) {
     // The destructor would wait for them forever; the drain is over.
     std::fflush(nullptr);

@@ -1,13 +1,17 @@
 #include "worker/thread_pool.h"
 
+#include <pthread.h>
+
 #include <utility>
+
+#include "absl/strings/str_cat.h"
 
 namespace taskq {
 
-ThreadPool::ThreadPool(size_t threads) {
+ThreadPool::ThreadPool(size_t threads, std::string name) : name_(std::move(name)) {
   if (threads == 0) threads = 1;
   threads_.reserve(threads);
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this, i] { Loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -25,12 +29,21 @@ void ThreadPool::Submit(absl::AnyInvocable<void() &&> job) {
   cv_.Signal();
 }
 
+void ThreadPool::Post(std::coroutine_handle<> h) {
+  Submit([h] { h.resume(); });
+}
+
 size_t ThreadPool::queued() const {
   MutexLock lock(&mu_);
   return jobs_.size();
 }
 
-void ThreadPool::Loop() {
+void ThreadPool::Loop(size_t index) {
+  std::string thread_name = absl::StrCat(name_, "-", index).substr(0, 15);
+  ::pthread_setname_np(::pthread_self(), thread_name.c_str());
+  // Coroutines that suspend here (e.g. a handler's hop back home) know
+  // where they were.
+  rt::internal::SetCurrentExecutor(this);
   for (;;) {
     absl::AnyInvocable<void() &&> job;
     {

@@ -1,8 +1,10 @@
-// Unit tests: ThreadPool and Backoff.
+// Unit tests: ThreadPool (also as an rt::Executor) and Backoff.
 #include "worker/thread_pool.h"
 
 #include <atomic>
 
+#include "common/runtime/scheduler.h"
+#include "common/runtime/task.h"
 #include "gtest/gtest.h"
 #include "worker/backoff.h"
 
@@ -48,6 +50,18 @@ TEST(ThreadPool, AcceptsMoveOnlyJobs) {
     pool.Submit([&value, p = std::move(p)] { value = *p; });
   }
   EXPECT_EQ(value.load(), 42);
+}
+
+// Hops onto `pool` and reports where it runs.
+rt::Task<rt::Executor*> WhereAfterHop(ThreadPool* pool) {
+  co_await rt::ScheduleOn(*pool);
+  co_return rt::CurrentExecutor();
+}
+
+TEST(ThreadPool, IsAnExecutorCoroutinesCanHopOnto) {
+  ThreadPool pool(2, "hop-test");
+  rt::Scheduler sched({.threads = 1});
+  EXPECT_EQ(sched.BlockOn(WhereAfterHop(&pool)), &pool);
 }
 
 TEST(Backoff, DoublesToTheCapWithJitter) {

@@ -1,8 +1,13 @@
 #include "worker/worker.h"
 
+#include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -15,6 +20,10 @@
 #include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "common/runtime/deadline_stop.h"
+#include "common/runtime/io.h"
+#include "common/runtime/sleep.h"
+#include "common/runtime/when_all.h"
 #include "worker/backoff.h"
 #include "worker/builtin_handlers.h"
 #include "worker/text_util.h"
@@ -39,11 +48,18 @@ constexpr absl::Duration kConfirmConnected = absl::Milliseconds(250);
 constexpr absl::Duration kHealthySession = absl::Seconds(1);
 // Results per message stop here; the rest go in the next one.
 constexpr size_t kMaxBatchBytes = 4 << 20;
+// Sanity bounds for thread counts.
+constexpr int kMaxThreads = 1024;
+constexpr int kMaxIoThreads = 64;
 
 absl::Duration ExtendPeriod(int64_t deadline_unix_ms, absl::Time now) {
   if (deadline_unix_ms <= 0) return kMaxExtendEvery;
   absl::Duration left = absl::FromUnixMillis(deadline_unix_ms) - now;
   return std::clamp(left / 3, kMinExtendEvery, kMaxExtendEvery);
+}
+
+std::string Ms(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(d, absl::Milliseconds(1)));
 }
 
 }  // namespace
@@ -56,9 +72,10 @@ std::string DefaultWorkerId() {
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   if (options_.queues.empty()) options_.queues = {"tasks"};
-  if (options_.concurrency == 0) {
-    options_.concurrency = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  if (options_.threads == 0) {
+    options_.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   }
+  if (options_.concurrency == 0) options_.concurrency = options_.threads;
   if (options_.id.empty()) options_.id = DefaultWorkerId();
   options_.connect = ResolveConnectOptions(options_.connect);
   // Cannot fail: the names are valid and the registry is empty.
@@ -67,7 +84,10 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
 
 Worker::~Worker() {
   Stop();
-  pool_.reset();  // waits for running handlers
+  // Synchronous handlers first: when they return they hop back onto io_.
+  cpu_.reset();
+  io_.reset();
+  slots_.reset();
 }
 
 absl::Status Worker::ValidateOptions() const {
@@ -77,6 +97,12 @@ absl::Status Worker::ValidateOptions() const {
   }
   for (const auto& q : options_.queues) {
     if (auto s = ValidateName("queue", q); !s.ok()) return s;
+  }
+  if (options_.threads < 1 || options_.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be 1-", kMaxThreads));
+  }
+  if (options_.io_threads < 1 || options_.io_threads > kMaxIoThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("io threads must be 1-", kMaxIoThreads));
   }
   if (options_.concurrency < 1) return absl::InvalidArgumentError("concurrency must be at least 1");
   if (options_.prefetch < 0) return absl::InvalidArgumentError("prefetch must not be negative");
@@ -99,42 +125,57 @@ absl::Status Worker::Run() {
   if (auto s = ValidateOptions(); !s.ok()) return s;
   auto connection = Connect(options_.connect);
   if (!connection.ok()) return connection.status();
-  pool_ = std::make_unique<ThreadPool>(static_cast<size_t>(options_.concurrency));
+  io_ = std::make_unique<rt::Scheduler>(
+      rt::SchedulerOptions{.threads = options_.io_threads, .name = "worker-io"});
+  cpu_ = std::make_unique<ThreadPool>(static_cast<size_t>(options_.threads), "worker-cpu");
+  slots_ = std::make_unique<rt::Semaphore>(options_.concurrency);
   auto stub = v1::TaskQueue::NewStub(connection->channel);
-  std::string token = std::move(connection->token);
+  std::vector<rt::Task<void>> top;
+  top.push_back(Serve(stub.get(), std::move(connection->token)));
+  if (options_.stop_signal_fd >= 0) {
+    top.push_back(WatchSignals(options_.stop_signal_fd, serve_done_.get_token()));
+  }
+  io_->BlockOn(rt::WhenAll(std::move(top)));
+  if (!has_stuck_handlers()) {
+    // Nothing runs any more: free the threads now (the destructor would).
+    cpu_.reset();
+    io_->Shutdown();
+  }
+  LogInfo("taskq-worker %s stopped", options_.id);
+  return absl::OkStatus();
+}
+
+rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
   const std::string& master = options_.connect.master;
   Backoff backoff;
   for (;;) {
-    {
-      MutexLock lock(&mu_);
-      if (stopping_) break;
-    }
-    SessionResult result = RunSession(stub.get(), token);
+    SessionResult result = co_await RunSession(stub, token);
     {
       MutexLock lock(&mu_);
       if (stopping_) break;
     }
     if (result.healthy) backoff.Reset();
-    absl::Duration delay = backoff.Next();
-    std::string why = result.status.ToString();
+    const absl::Duration delay = backoff.Next();
+    const std::string why = result.status.ToString();
     if (result.connected) {
       LogInfo("taskq-worker %s disconnected from %s: %s; reconnecting in %s", options_.id, master,
-              why, absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
+              why, Ms(delay));
     } else if (absl::IsUnavailable(result.status)) {
       LogInfo("taskq-worker %s cannot reach %s: %s; reconnecting in %s", options_.id, master, why,
-              absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
+              Ms(delay));
     } else {
       LogWarning("taskq-worker %s: %s refused the stream: %s; reconnecting in %s", options_.id,
-                 master, why, absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))));
+                 master, why, Ms(delay));
     }
     if (absl::IsUnauthenticated(result.status) || absl::IsPermissionDenied(result.status)) {
       LogError("the master refused this worker's token; check --token-file (%s)",
                options_.connect.token_file);
     }
+    // CANCELLED when Stop() interrupts the wait.
+    absl::Status slept = co_await rt::SleepFor(delay, stop_.get_token());
+    slept.IgnoreError();
     {
       MutexLock lock(&mu_);
-      absl::Time wake = absl::Now() + delay;
-      while (!stopping_ && absl::Now() < wake) cv_.WaitWithDeadline(&mu_, wake);
       if (stopping_) break;
     }
     // Pick up a rotated token before trying again.
@@ -146,71 +187,77 @@ absl::Status Worker::Run() {
                  fresh.status().message());
     }
   }
-  WaitForHandlers();
-  LogInfo("taskq-worker %s stopped", options_.id);
-  return absl::OkStatus();
+  co_await WaitForHandlers();
+  serve_done_.request_stop();
 }
 
-Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::string& token) {
+rt::Task<void> Worker::WatchSignals(int fd, std::stop_token stop) {
+  int seen = 0;
+  for (;;) {
+    absl::Status ready = co_await rt::WaitReadable(fd, stop);
+    if (!ready.ok()) co_return;  // Serve() ended
+    signalfd_siginfo info;
+    ssize_t n = ::read(fd, &info, sizeof info);
+    if (n != static_cast<ssize_t>(sizeof info)) {
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        LogError("cannot read the signal descriptor: %s; signals are ignored from now on",
+                 std::strerror(errno));
+        co_return;
+      }
+      continue;
+    }
+    const char* name = ::strsignal(static_cast<int>(info.ssi_signo));
+    if (++seen == 1) {
+      LogInfo("got %s: draining (send it again to stop at once)", name);
+      Stop();
+    } else {
+      LogInfo("got %s again: stopping now", name);
+      StopNow();
+    }
+  }
+}
+
+rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, std::string token) {
   SessionResult result;
-  auto context = std::make_unique<grpc::ClientContext>();
-  PrepareContext(context.get(), token);
-  uint64_t session;
+  grpc::ClientContext context;
+  PrepareContext(&context, token);
+  uint64_t session = 0;
   {
     MutexLock lock(&mu_);
-    if (stopping_) {
-      result.status = absl::CancelledError("stopping");
-      return result;
+    if (!stopping_) {
+      session = ++session_;
+      context_ = &context;
+      session_live_ = true;
+      session_over_ = false;
+      half_closed_ = false;
+      connected_ = false;
+      leases_.clear();
+      completions_.clear();
+      failures_.clear();
+      releases_.clear();
+      reports_sent_.clear();
+      // Slots still held by tasks of a dead stream are not offered again
+      // until those tasks finish (FinishTask grants them then).
+      credits_ = window() > runs_.size() ? window() - static_cast<uint32_t>(runs_.size()) : 0;
     }
-    session = ++session_;
-    context_ = context.get();
-    session_live_ = true;
-    session_over_ = false;
-    half_closed_ = false;
-    connected_ = false;
-    leases_.clear();
-    completions_.clear();
-    failures_.clear();
-    failures_sent_.clear();
-    // Slots still held by tasks of a dead stream are not offered again
-    // until those tasks finish (FinishTask grants them then).
-    credits_ = window() > in_flight_ ? window() - in_flight_ : 0;
+  }
+  if (session == 0) {
+    result.status = absl::CancelledError("stopping");
+    co_return result;
   }
   const absl::Time started = absl::Now();
   // Stop() cancels context_ while this may still wait for a connection.
-  auto stream = stub->Work(context.get());
-  std::thread sender([&] { SendLoop(stream.get(), context.get(), session); });
-  v1::WorkResponse response;
+  std::shared_ptr<WorkStream> stream =
+      WorkStream::Open(&context, [stub, &context](grpc::ClientBidiReactor<v1::WorkRequest,
+                                                                        v1::WorkResponse>* r) {
+        stub->async()->Work(&context, r);
+      });
   bool received = false;
-  while (stream->Read(&response)) {
-    received = true;
-    HandleResponse(session, &response);
-  }
-  {
-    MutexLock lock(&mu_);
-    size_t unsent = completions_.size() + failures_.size();
-    if (unsent > 0) {
-      LogWarning("%d result(s) were not sent before the stream ended; the master will hand "
-                 "those tasks out again",
-                 unsent);
-    }
-    session_live_ = false;
-    session_over_ = true;
-    if (auto it = tasks_by_session_.find(session);
-        it != tasks_by_session_.end() && it->second.count == 0) {
-      tasks_by_session_.erase(it);
-    }
-    // While stopping there is no next stream to report on: stop them now.
-    if (stopping_) StopTasks(/*all=*/false);
-    leases_.clear();
-    completions_.clear();
-    failures_.clear();
-    failures_sent_.clear();
-    credits_ = 0;
-    cv_.SignalAll();
-  }
-  sender.join();
-  grpc::Status status = stream->Finish();
+  std::vector<rt::Task<void>> loops;
+  loops.push_back(ReadLoop(stream.get(), session, &received));
+  loops.push_back(WriteLoop(stream.get(), session));
+  co_await rt::WhenAll(std::move(loops));
+  grpc::Status status = co_await stream->Finish();
   bool connected;
   {
     MutexLock lock(&mu_);
@@ -221,7 +268,139 @@ Worker::SessionResult Worker::RunSession(v1::TaskQueue::Stub* stub, const std::s
   result.status = ToAbslStatus(status);
   result.connected = connected;
   result.healthy = connected && (received || absl::Now() - started >= kHealthySession);
-  return result;
+  co_return result;
+}
+
+rt::Task<void> Worker::ReadLoop(WorkStream* stream, uint64_t session, bool* received) {
+  v1::WorkResponse response;
+  for (;;) {
+    bool ok = co_await stream->Read(&response);
+    if (!ok) break;
+    *received = true;
+    HandleResponse(session, &response);
+    response.Clear();
+  }
+  EndSession(session);
+}
+
+void Worker::EndSession(uint64_t session) {
+  StopList to_stop;
+  {
+    MutexLock lock(&mu_);
+    size_t unsent = completions_.size() + failures_.size() + releases_.size();
+    if (unsent > 0) {
+      LogWarning("%d report(s) were not sent before the stream ended; the master will hand "
+                 "those tasks out again",
+                 unsent);
+    }
+    session_live_ = false;
+    session_over_ = true;
+    // Deliveries of this stream that have not started never will: the
+    // master has taken them back.
+    for (auto& [id, run] : runs_) {
+      if (run.session == session && !run.started) Settle(id, run, Settled::kStreamEnded, &to_stop);
+    }
+    // While stopping there is no next stream to report on: stop them now.
+    if (stopping_) StopDeadStreamTasks(&to_stop);
+    leases_.clear();
+    completions_.clear();
+    failures_.clear();
+    releases_.clear();
+    reports_sent_.clear();
+    credits_ = 0;
+  }
+  RequestStops(to_stop);
+  outbox_event_.Set();
+}
+
+rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
+  enum class Action { kWrite, kHalfClose, kCancel, kWait, kExit };
+  bool first = true;
+  bool cancelled = false;  // we cancelled the call; wait for the reader
+  absl::Time confirm_at = absl::InfiniteFuture();
+  absl::Time close_deadline = absl::InfiniteFuture();
+  for (;;) {
+    // Cleared before looking, so a Set() after the look is not missed.
+    outbox_event_.Clear();
+    Action action = Action::kWait;
+    v1::WorkRequest request;
+    absl::Time wake = absl::InfiniteFuture();
+    StopList to_stop;
+    {
+      MutexLock lock(&mu_);
+      const absl::Time now = absl::Now();
+      if (session_over_ || session_ != session) {
+        action = Action::kExit;
+      } else {
+        if (!connected_ && now >= confirm_at) MarkConnected();
+        if (stopping_ && !drain_expired_ && now >= drain_deadline_) {
+          drain_expired_ = true;
+          size_t released = ReleaseLiveTasks(/*only_waiting=*/false, &to_stop);
+          if (released > 0) {
+            LogWarning("drain time is up: releasing %d running task(s) to the master and "
+                       "telling them to stop",
+                       released);
+          }
+        }
+        if (cancelled) {
+          action = Action::kWait;  // until the reader sees the end
+        } else if (half_closed_) {
+          action = now >= close_deadline ? Action::kCancel : Action::kWait;
+        } else if (TakeOutbox(first, &request)) {
+          action = Action::kWrite;
+        } else if (stopping_ && !first && LiveUnsettled() == 0) {
+          // Drained: everything is reported or released. Closing our side
+          // lets the master end the stream; we hold no lease any more.
+          half_closed_ = true;
+          action = Action::kHalfClose;
+        }
+        if (action == Action::kWait && !cancelled) wake = NextWake(confirm_at, close_deadline);
+      }
+    }
+    RequestStops(to_stop);
+    switch (action) {
+      case Action::kExit:
+        co_return;
+      case Action::kWrite: {
+        bool ok = co_await stream->Write(request);
+        if (!ok) {
+          stream->Cancel();  // makes sure the reader wakes up
+          co_return;
+        }
+        if (first) {
+          first = false;
+          confirm_at = absl::Now() + kConfirmConnected;
+        }
+        break;
+      }
+      case Action::kHalfClose:
+        stream->WritesDone();
+        close_deadline = absl::Now() + kHalfCloseWait;
+        break;
+      case Action::kCancel:
+        LogWarning("the master did not end the stream after it was closed; cancelling it");
+        stream->Cancel();
+        cancelled = true;
+        break;
+      case Action::kWait: {
+        rt::DeadlineStop until(*io_, wake);
+        absl::Status woke = co_await outbox_event_.Wait(until.token());
+        woke.IgnoreError();  // CANCELLED at `wake`: look again
+        break;
+      }
+    }
+  }
+}
+
+absl::Time Worker::NextWake(absl::Time confirm_at, absl::Time close_deadline) const {
+  absl::Time wake = absl::InfiniteFuture();
+  if (half_closed_) return close_deadline;
+  for (const auto& [lease_id, run_id] : leases_) {
+    wake = std::min(wake, runs_.at(run_id).next_extend);
+  }
+  if (stopping_ && !drain_expired_) wake = std::min(wake, drain_deadline_);
+  if (!connected_) wake = std::min(wake, confirm_at);
+  return wake;
 }
 
 void Worker::MarkConnected() {
@@ -231,74 +410,7 @@ void Worker::MarkConnected() {
           absl::StrJoin(options_.queues, ", "));
 }
 
-void Worker::SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>* stream,
-                      grpc::ClientContext* context, uint64_t session) {
-  bool first = true;
-  bool cancelled = false;
-  absl::Time close_deadline = absl::InfiniteFuture();
-  absl::Time confirm_at = absl::InfiniteFuture();
-  mu_.Lock();
-  while (!session_over_) {
-    const absl::Time now = absl::Now();
-    if (!connected_ && now >= confirm_at) MarkConnected();
-    if (stopping_ && now >= drain_deadline_ && !hard_stopped_) {
-      if (in_flight_ > 0) {
-        LogWarning("drain time is up: telling %d running task(s) to stop", in_flight_);
-      }
-      StopTasks(/*all=*/true);
-    }
-    if (!cancelled && stopping_ && now >= drain_deadline_ + options_.stop_grace) {
-      // A handler that ignores the stop flag must not keep us connected.
-      LogWarning("%d task(s) did not stop in time; closing the stream anyway", in_flight_);
-      context->TryCancel();
-      cancelled = true;
-    }
-    if (!cancelled && half_closed_ && now >= close_deadline) {
-      LogWarning("the master did not end the stream after it was closed; cancelling it");
-      context->TryCancel();
-      cancelled = true;
-    }
-    v1::WorkRequest request;
-    if (!half_closed_ && !cancelled && TakeOutbox(session, first, &request)) {
-      mu_.Unlock();
-      bool ok = stream->Write(request);
-      mu_.Lock();
-      if (!ok) {
-        context->TryCancel();  // makes sure the reader wakes up
-        break;
-      }
-      if (first) {
-        first = false;
-        confirm_at = absl::Now() + kConfirmConnected;
-      }
-      continue;
-    }
-    if (stopping_ && !first && !half_closed_ && !cancelled && in_flight_ == 0) {
-      // Drained: everything is reported. Closing our side lets the master
-      // end the stream; it gives back nothing because we hold nothing.
-      half_closed_ = true;
-      mu_.Unlock();
-      stream->WritesDone();
-      mu_.Lock();
-      close_deadline = absl::Now() + kHalfCloseWait;
-      continue;
-    }
-    absl::Time wake = absl::InfiniteFuture();
-    for (const auto& [id, lease] : leases_) {
-      if (lease.session == session) wake = std::min(wake, lease.next_extend);
-    }
-    if (stopping_ && !cancelled) {
-      wake = std::min(wake, hard_stopped_ ? drain_deadline_ + options_.stop_grace
-                                          : drain_deadline_);
-    }
-    if (half_closed_ && !cancelled) wake = std::min(wake, close_deadline);
-    if (!connected_) wake = std::min(wake, confirm_at);
-    cv_.WaitWithDeadline(&mu_, wake);
-  }
-  mu_.Unlock();
-}
-
-bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) {
+bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
   bool any = false;
   if (first) {
     auto* start = request->mutable_start();
@@ -312,12 +424,20 @@ bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) 
   }
   credits_ = 0;
   size_t bytes = 0;
-  size_t taken = 0;
   // The master refuses a message with more reports than this; the rest go
   // in the next message.
   size_t room = kMaxReportsPerWorkMessage;
+  size_t taken = 0;
+  for (; taken < releases_.size() && room > 0; ++taken, --room) {
+    reports_sent_[releases_[taken].lease_id()] = ReportKind::kRelease;
+    *request->add_releases() = std::move(releases_[taken]);
+  }
+  releases_.erase(releases_.begin(), releases_.begin() + static_cast<ptrdiff_t>(taken));
+  any = any || taken > 0;
+  taken = 0;
   for (; taken < completions_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
     bytes += completions_[taken].result().size();
+    reports_sent_[completions_[taken].lease_id()] = ReportKind::kCompletion;
     *request->add_completions() = std::move(completions_[taken]);
   }
   completions_.erase(completions_.begin(), completions_.begin() + static_cast<ptrdiff_t>(taken));
@@ -325,29 +445,35 @@ bool Worker::TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request) 
   taken = 0;
   for (; taken < failures_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
     bytes += failures_[taken].error().size();
-    failures_sent_.insert(failures_[taken].lease_id());
+    reports_sent_[failures_[taken].lease_id()] = ReportKind::kFailure;
     *request->add_failures() = std::move(failures_[taken]);
   }
   failures_.erase(failures_.begin(), failures_.begin() + static_cast<ptrdiff_t>(taken));
   any = any || taken > 0;
   const absl::Time now = absl::Now();
-  for (auto& [lease_id, lease] : leases_) {
-    if (lease.session != session || lease.next_extend > now + kExtendSlack) continue;
+  for (auto& [lease_id, run_id] : leases_) {
+    TaskRun& run = runs_.at(run_id);
+    if (run.next_extend > now + kExtendSlack) continue;
     if (room == 0) break;
     --room;
     request->add_extend_lease_ids(lease_id);
-    lease.next_extend = now + lease.extend_every;
+    run.next_extend = now + run.extend_every;
     any = true;
   }
   return any;
 }
 
 void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
-  std::vector<std::pair<v1::Task, uint64_t>> to_run;
-  std::shared_ptr<const StopSignal> stop;
+  struct ToStart {
+    uint64_t run_id;
+    v1::Task task;
+    std::stop_token stop;
+  };
+  std::vector<ToStart> to_start;
+  StopList to_stop;
   {
     MutexLock lock(&mu_);
-    for (const auto& ack : response->acks()) HandleAck(ack);
+    for (const auto& ack : response->acks()) HandleAck(ack, &to_stop);
     const absl::Time now = absl::Now();
     for (auto& delivery : *response->mutable_deliveries()) {
       if (!session_live_ || session_ != session || half_closed_) {
@@ -356,49 +482,65 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
         LogDebug("not running task %d: the stream is closing", delivery.task().id());
         continue;
       }
-      ++in_flight_;
-      SessionTasks& tasks = tasks_by_session_[session];
-      ++tasks.count;
-      if (hard_stopped_) tasks.stop->Stop();  // it will not start
-      stop = tasks.stop;
-      Lease& lease = leases_[delivery.lease_id()];
-      lease.task_id = delivery.task().id();
-      lease.session = session;
-      lease.extend_every = ExtendPeriod(delivery.lease_deadline_unix_ms(), now);
-      lease.next_extend = now + lease.extend_every;
-      to_run.emplace_back(std::move(*delivery.mutable_task()), delivery.lease_id());
+      if (stopping_) {
+        // Draining takes nothing new: give it straight back.
+        LogDebug("releasing task %d at once: the worker is stopping", delivery.task().id());
+        QueueRelease(delivery.task().id(), delivery.lease_id(), absl::ZeroDuration());
+        continue;
+      }
+      const uint64_t run_id = ++next_run_id_;
+      TaskRun& run = runs_[run_id];
+      run.task_id = delivery.task().id();
+      run.lease_id = delivery.lease_id();
+      run.session = session;
+      run.extend_every = ExtendPeriod(delivery.lease_deadline_unix_ms(), now);
+      run.next_extend = now + run.extend_every;
+      leases_[run.lease_id] = run_id;
+      to_start.push_back({run_id, std::move(*delivery.mutable_task()), run.stop.get_token()});
     }
     // A message from the master proves the stream is up (see Stop()).
     MarkConnected();
-    // New leases: the sender must plan their heartbeats.
-    if (!to_run.empty()) cv_.SignalAll();
   }
-  for (auto& [task, lease_id] : to_run) {
-    pool_->Submit([this, session, stop, task = std::move(task), lease_id = lease_id]() mutable {
-      RunTask(session, std::move(stop), std::move(task), lease_id);
-    });
+  RequestStops(to_stop);
+  for (ToStart& t : to_start) {
+    io_->Spawn(RunTask(t.run_id, std::move(t.task), std::move(t.stop)), "task");
   }
+  // New leases (heartbeats to plan) or releases to send.
+  outbox_event_.Set();
 }
 
-void Worker::HandleAck(const v1::WorkResponse::Ack& ack) {
-  bool was_failure = failures_sent_.erase(ack.lease_id()) > 0;
+void Worker::HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop) {
+  std::optional<ReportKind> kind;
+  if (auto it = reports_sent_.find(ack.lease_id()); it != reports_sent_.end()) {
+    kind = it->second;
+    reports_sent_.erase(it);
+  }
   if (ack.code() == 0) return;
-  auto code = static_cast<absl::StatusCode>(ack.code());
-  std::string why = absl::Status(code, ack.message()).ToString();
+  const auto code = static_cast<absl::StatusCode>(ack.code());
+  const std::string why = absl::Status(code, ack.message()).ToString();
   if (ack.task_id() == 0) {
-    // A refused heartbeat (the master acks those only when they fail): the
-    // lease is gone, so stop extending it. The handler runs on; its result
-    // will be refused, and the task runs again elsewhere.
-    uint64_t task_id = 0;
-    if (auto it = leases_.find(ack.lease_id()); it != leases_.end()) {
-      task_id = it->second.task_id;
-      leases_.erase(it);
+    // A refused heartbeat (the master acks those only when they fail):
+    // stop the task; its result would be refused anyway.
+    auto it = leases_.find(ack.lease_id());
+    if (it == leases_.end()) {
+      LogDebug("heartbeat for lease %d refused after its task finished: %s", ack.lease_id(), why);
+      return;
     }
-    LogWarning("task %d lost its lease %d: %s", task_id, ack.lease_id(), why);
+    const uint64_t run_id = it->second;
+    TaskRun& run = runs_.at(run_id);
+    if (code == absl::StatusCode::kCancelled) {
+      LogInfo("task %d was cancelled: stopping it (%s)", run.task_id, ack.message());
+      Settle(run_id, run, Settled::kCancelled, to_stop);
+    } else {
+      LogWarning("task %d lost its lease %d: %s; stopping it", run.task_id, ack.lease_id(), why);
+      Settle(run_id, run, Settled::kLeaseLost, to_stop);
+    }
     return;
   }
-  if (was_failure) {
+  if (kind == ReportKind::kFailure) {
     LogWarning("failure report for task %d not accepted: %s", ack.task_id(), why);
+  } else if (kind == ReportKind::kRelease) {
+    LogWarning("release of task %d not accepted: %s", ack.task_id(), why);
   } else if (code == absl::StatusCode::kFailedPrecondition) {
     LogWarning("result for task %d discarded: %s", ack.task_id(), ack.message());
   } else if (code == absl::StatusCode::kInvalidArgument) {
@@ -413,129 +555,244 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack) {
                                 kMaxErrorBytes));
     failure.set_permanent(true);
     failures_.push_back(std::move(failure));
-    cv_.SignalAll();
   } else {
     LogWarning("result for task %d not accepted: %s", ack.task_id(), why);
   }
 }
 
-void Worker::RunTask(uint64_t session, std::shared_ptr<const StopSignal> stop, v1::Task task,
-                     uint64_t lease_id) {
-  const absl::Time start = absl::Now();
-  LogDebug("task %d started: queue %s, handler %s, attempt %d", task.id(), task.queue(),
-           task.handler(), task.attempt());
+rt::Task<void> Worker::RunTask(uint64_t run_id, v1::Task task, std::stop_token stop) {
+  // Prefetched deliveries wait here for one of the `concurrency` slots.
+  absl::Status slot = co_await slots_->Acquire(stop);
+  bool start = false;
+  {
+    MutexLock lock(&mu_);
+    TaskRun& run = runs_.at(run_id);
+    if (slot.ok() && run.settled == Settled::kNo) {
+      run.started = true;
+      start = true;
+    }
+  }
   absl::StatusOr<std::string> result;
-  if (stop->stopped()) {
-    result = absl::CancelledError("the worker stopped before the task started");
+  if (!start) {
+    if (slot.ok()) slots_->Release();
+    result = absl::CancelledError("the task was stopped before it started");
   } else {
-    HandlerContext context(task, options_.id, stop.get());
-    result = handlers_.Run(context);
+    const absl::Time began = absl::Now();
+    LogDebug("task %d started: queue %s, handler %s, attempt %d", task.id(), task.queue(),
+             task.handler(), task.attempt());
+    HandlerContext context(task, options_.id, stop);
+    result = co_await handlers_.Run(context, cpu_.get());
+    slots_->Release();
+    if (LogEnabled(LogLevel::kDebug)) {
+      std::string took = absl::FormatDuration(absl::Now() - began);
+      if (result.ok()) {
+        LogDebug("task %d done in %s (%d result bytes)", task.id(), took, result->size());
+      } else {
+        LogDebug("task %d failed in %s: %s", task.id(), took, result.status().ToString());
+      }
+    }
   }
-  if (LogEnabled(LogLevel::kDebug)) {
-    std::string took = absl::FormatDuration(absl::Now() - start);
-    if (result.ok()) {
-      LogDebug("task %d done in %s (%d result bytes)", task.id(), took, result->size());
+  FinishTask(run_id, std::move(result));
+}
+
+void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
+  bool idle;
+  {
+    MutexLock lock(&mu_);
+    auto node = runs_.extract(run_id);
+    const TaskRun& run = node.mapped();
+    const bool live = session_live_ && session_ == run.session && !half_closed_;
+    if (auto it = leases_.find(run.lease_id); it != leases_.end() && it->second == run_id) {
+      leases_.erase(it);
+    }
+    // The slot is free again: offer it on whatever stream is live now.
+    if (session_live_ && !stopping_) ++credits_;
+    absl::Duration release_delay;
+    switch (run.settled) {
+      case Settled::kNo:
+        break;
+      case Settled::kLeaseLost:
+        LogInfo("task %d stopped: its lease was lost, so its result is not reported", run.task_id);
+        break;
+      case Settled::kCancelled:
+        LogInfo("task %d stopped: it was cancelled, so its result is not reported", run.task_id);
+        break;
+      case Settled::kReleased:
+        LogDebug("task %d stopped: it was released to the master", run.task_id);
+        break;
+      case Settled::kStreamEnded:
+      case Settled::kStopped:
+        LogDebug("task %d stopped: no stream can take its result", run.task_id);
+        break;
+    }
+    if (run.settled != Settled::kNo) {
+      // Decided already; nothing to report.
+    } else if (!live) {
+      LogInfo("result for task %d dropped: the stream it came on has ended, so the master "
+              "already took the task back",
+              run.task_id);
+    } else if (!result.ok() && IsReleaseRequest(result.status(), &release_delay)) {
+      LogDebug("task %d released by its handler for %s", run.task_id, Ms(release_delay));
+      QueueRelease(run.task_id, run.lease_id, release_delay);
+    } else if (result.ok()) {
+      v1::WorkRequest::Completion completion;
+      completion.set_task_id(run.task_id);
+      completion.set_lease_id(run.lease_id);
+      completion.set_result(*std::move(result));
+      completions_.push_back(std::move(completion));
     } else {
-      LogDebug("task %d failed in %s: %s", task.id(), took, result.status().ToString());
+      const absl::Status& status = result.status();
+      v1::FailRequest failure;
+      failure.set_task_id(run.task_id);
+      failure.set_lease_id(run.lease_id);
+      failure.set_error(CleanUtf8(status.message().empty() ? status.ToString() : status.message(),
+                                  kMaxErrorBytes));
+      failure.set_permanent(IsPermanentFailure(status));
+      failures_.push_back(std::move(failure));
     }
+    idle = runs_.empty();
   }
-  FinishTask(session, task, lease_id, std::move(result));
+  outbox_event_.Set();
+  if (idle) idle_event_.Set();
 }
 
-void Worker::FinishTask(uint64_t session, const v1::Task& task, uint64_t lease_id,
-                        absl::StatusOr<std::string> result) {
-  MutexLock lock(&mu_);
-  --in_flight_;
-  if (auto it = leases_.find(lease_id); it != leases_.end() && it->second.session == session) {
-    leases_.erase(it);
-  }
-  if (auto it = tasks_by_session_.find(session); it != tasks_by_session_.end()) {
-    if (--it->second.count == 0 && !(session_live_ && session_ == session)) {
-      tasks_by_session_.erase(it);
+rt::Task<void> Worker::WaitForHandlers() {
+  StopList to_stop;
+  bool any;
+  {
+    MutexLock lock(&mu_);
+    any = !runs_.empty();
+    if (any) {
+      // No stream can take their results: stop them and wait a little.
+      LogInfo("stopping %d task(s) whose results can no longer be reported", runs_.size());
+      for (auto& [id, run] : runs_) Settle(id, run, Settled::kStopped, &to_stop);
     }
   }
-  // The slot is free again: offer it on whatever stream is live now.
-  if (session_live_ && !stopping_) ++credits_;
-  if (!session_live_ || session_ != session || half_closed_) {
-    LogInfo("result for task %d dropped: the stream it came on has ended, so the master already "
-            "took the task back",
-            task.id());
-  } else if (result.ok()) {
-    v1::WorkRequest::Completion completion;
-    completion.set_task_id(task.id());
-    completion.set_lease_id(lease_id);
-    completion.set_result(*std::move(result));
-    completions_.push_back(std::move(completion));
-  } else {
-    const absl::Status& status = result.status();
-    v1::FailRequest failure;
-    failure.set_task_id(task.id());
-    failure.set_lease_id(lease_id);
-    failure.set_error(CleanUtf8(status.message().empty() ? status.ToString() : status.message(),
-                                kMaxErrorBytes));
-    failure.set_permanent(IsPermanentFailure(status));
-    failures_.push_back(std::move(failure));
+  if (!any) co_return;
+  RequestStops(to_stop);
+  rt::DeadlineStop grace(*io_, absl::Now() + options_.stop_grace);
+  for (;;) {
+    idle_event_.Clear();
+    {
+      MutexLock lock(&mu_);
+      if (runs_.empty()) break;
+    }
+    absl::Status woke = co_await idle_event_.Wait(grace.token());
+    if (!woke.ok()) break;  // the grace is over
   }
-  cv_.SignalAll();
-}
-
-void Worker::WaitForHandlers() {
   MutexLock lock(&mu_);
-  if (in_flight_ == 0) return;
-  // No stream can take their results any more: stop them and wait a little.
-  LogInfo("stopping %d task(s) whose results can no longer be reported", in_flight_);
-  StopTasks(/*all=*/true);
-  const absl::Time deadline = absl::Now() + options_.stop_grace;
-  while (in_flight_ > 0 && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
-  if (in_flight_ > 0) {
+  if (!runs_.empty()) {
     stuck_handlers_ = true;
-    LogError("%d handler(s) ignored the stop request", in_flight_);
+    LogError("%d handler(s) ignored the stop request", runs_.size());
   }
 }
 
-void Worker::Stop() {
-  MutexLock lock(&mu_);
-  if (!stopping_) {
-    stopping_ = true;
-    drain_deadline_ = absl::Now() + options_.drain_timeout;
-    credits_ = 0;
-    LogInfo("taskq-worker %s stopping: finishing %d running task(s), waiting up to %s",
-            options_.id, in_flight_, absl::FormatDuration(options_.drain_timeout));
-    StopTasks(/*all=*/false);
+void Worker::Settle(uint64_t run_id, TaskRun& run, Settled why, StopList* to_stop) {
+  if (run.settled != Settled::kNo) return;
+  run.settled = why;
+  if (auto it = leases_.find(run.lease_id); it != leases_.end() && it->second == run_id) {
+    leases_.erase(it);  // no more heartbeats
   }
-  // Still connecting (gRPC may wait up to its connect timeout): holding no
-  // task, there is nothing to drain, so do not wait for the connection.
-  if (context_ != nullptr && !connected_ && in_flight_ == 0) context_->TryCancel();
-  cv_.SignalAll();
+  to_stop->push_back(run.stop);
 }
 
-void Worker::StopNow() {
-  Stop();
-  MutexLock lock(&mu_);
-  drain_deadline_ = std::min(drain_deadline_, absl::Now());
-  StopTasks(/*all=*/true);
-  cv_.SignalAll();
+void Worker::QueueRelease(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+  v1::ReleaseRequest release;
+  release.set_task_id(task_id);
+  release.set_lease_id(lease_id);
+  const int64_t ms = std::clamp<int64_t>(absl::ToInt64Milliseconds(delay), 0,
+                                         std::min<int64_t>(kMaxDelayMs,
+                                                           std::numeric_limits<uint32_t>::max()));
+  release.set_delay_ms(static_cast<uint32_t>(ms));
+  releases_.push_back(std::move(release));
 }
 
-void Worker::StopTasks(bool all) {
-  if (all) hard_stopped_ = true;
-  uint32_t stopped = 0;
-  for (auto& [session, tasks] : tasks_by_session_) {
-    bool live = session_live_ && session == session_;
-    if ((all || !live) && !tasks.stop->stopped()) {
-      tasks.stop->Stop();
-      stopped += tasks.count;
-    }
+size_t Worker::ReleaseLiveTasks(bool only_waiting, StopList* to_stop) {
+  if (!session_live_ || half_closed_) return 0;
+  size_t released = 0;
+  for (auto& [id, run] : runs_) {
+    if (run.session != session_ || run.settled != Settled::kNo) continue;
+    if (only_waiting && run.started) continue;
+    QueueRelease(run.task_id, run.lease_id, absl::ZeroDuration());
+    Settle(id, run, Settled::kReleased, to_stop);
+    ++released;
   }
-  if (!all && stopped > 0) {
+  return released;
+}
+
+void Worker::StopDeadStreamTasks(StopList* to_stop) {
+  size_t stopped = 0;
+  for (auto& [id, run] : runs_) {
+    const bool live = session_live_ && run.session == session_;
+    if (live || run.settled != Settled::kNo) continue;
+    Settle(id, run, Settled::kStopped, to_stop);
+    ++stopped;
+  }
+  if (stopped > 0) {
     LogInfo("stopping %d task(s) of a closed stream: their results can no longer be reported",
             stopped);
   }
 }
 
+size_t Worker::LiveUnsettled() const {
+  size_t n = 0;
+  for (const auto& [id, run] : runs_) {
+    if (run.session == session_ && run.settled == Settled::kNo) ++n;
+  }
+  return n;
+}
+
+void Worker::RequestStops(StopList& to_stop) {
+  for (std::stop_source& s : to_stop) s.request_stop();
+  to_stop.clear();
+}
+
+void Worker::Stop() {
+  StopList to_stop;
+  {
+    MutexLock lock(&mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      drain_deadline_ = absl::Now() + options_.drain_timeout;
+      credits_ = 0;
+      // Deliveries not started yet are given back at once: another worker
+      // can run them now.
+      size_t released = ReleaseLiveTasks(/*only_waiting=*/true, &to_stop);
+      size_t running = 0;
+      for (const auto& [id, run] : runs_) running += run.started ? 1 : 0;
+      LogInfo("taskq-worker %s stopping: finishing %d running task(s), waiting up to %s%s",
+              options_.id, running, absl::FormatDuration(options_.drain_timeout),
+              released > 0 ? absl::StrCat("; releasing ", released, " task(s) not started")
+                           : std::string());
+      StopDeadStreamTasks(&to_stop);
+    }
+    // Still connecting (gRPC may wait up to its connect timeout): nothing
+    // was delivered on this stream, so there is nothing to drain on it; do
+    // not wait for the connection.
+    if (context_ != nullptr && !connected_) context_->TryCancel();
+  }
+  RequestStops(to_stop);
+  stop_.request_stop();
+  outbox_event_.Set();
+}
+
+void Worker::StopNow() {
+  Stop();
+  {
+    MutexLock lock(&mu_);
+    drain_deadline_ = std::min(drain_deadline_, absl::Now());
+  }
+  outbox_event_.Set();
+}
+
 bool Worker::has_stuck_handlers() const {
   MutexLock lock(&mu_);
   return stuck_handlers_;
+}
+
+size_t Worker::tasks_in_flight() const {
+  MutexLock lock(&mu_);
+  return runs_.size();
 }
 
 }  // namespace taskq

@@ -1,43 +1,61 @@
-// Worker: the taskq-worker session as a library. It holds one Work stream
-// to the master, takes deliveries under a credit window of
-// concurrency + prefetch, runs each on a fixed pool of `concurrency`
-// threads through a HandlerRegistry, extends leases while handlers run, and
-// reports completions and failures (batched, each returning its credit).
-// When the stream ends it reconnects with backoff (100 ms doubling to 5 s,
-// jittered); results of tasks whose stream died are dropped, because the
-// master already returned their leases.
+// Worker: the taskq-worker session as a library, on the coroutine runtime.
+//
+// It holds one Work stream to the master (rt::ClientStream: one reader
+// coroutine, one writer coroutine fed by an outbox), takes deliveries under
+// a credit window of concurrency + prefetch, runs each task as a coroutine
+// through a HandlerRegistry, extends leases while tasks run, and reports
+// completions, failures and releases (batched; each finished task returns
+// its credit). When the stream ends it reconnects with backoff (100 ms
+// doubling to 5 s, jittered); results of tasks whose stream died are
+// dropped, because the master already took their leases back.
+//
+// Threads: an rt::Scheduler of `io_threads` threads (default 1, plus its
+// epoll thread) runs the session and the async handlers (sleep, exec, ...),
+// which hold no thread while they wait; a ThreadPool of `threads` threads
+// runs synchronous (CPU-bound) handlers such as square. `concurrency` tasks
+// run at once whatever their kind; so --threads 2 --concurrency 1000 runs
+// 1000 sleeps at once on a handful of threads.
 //
 // Usage:
 //   taskq::Worker worker(options);
 //   worker.handlers().Register("upper", MyUpperHandler);  // optional
 //   absl::Status s = worker.Run();  // blocks until Stop()
 //
-// Stopping: each session's tasks see their own StopSignal. A graceful
-// Stop() raises it at once for tasks of streams that already ended (their
-// results cannot be reported), and for the live stream's tasks only when
-// the drain timeout passes (StopNow: at once).
+// Stopping (see docs/WORKER.md): Stop() drains — no new credits,
+// deliveries not started yet are released at once, running tasks may
+// finish until drain_timeout, then they are released (no failure counted)
+// and told to stop, and the stream is closed. StopNow() is Stop() with the
+// drain timeout already passed. A task's stop token also fires when a user
+// cancels it or its lease is lost (a refused heartbeat); its result is then
+// not reported.
 //
-// Thread-safety: Run() is called once, from one thread. Stop(), StopNow()
-// and handlers() (before Run) may be called from any thread, e.g. a
-// signal-watcher thread. The destructor waits for running handlers.
+// Thread-safety: Run() is called once, from one thread that no runtime
+// scheduler owns. Stop(), StopNow(), has_stuck_handlers() and
+// tasks_in_flight() are safe from any thread (e.g. a signal watcher);
+// handlers() is used before Run(). The destructor waits for running
+// handlers.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"  // common/sync.h uses absl::Now without including it
 #include "absl/time/time.h"
 #include "common/channel.h"
-#include "absl/time/clock.h"  // common/sync.h uses absl::Now without including it
+#include "common/grpc_coro.h"
+#include "common/runtime/event.h"
+#include "common/runtime/scheduler.h"
+#include "common/runtime/semaphore.h"
+#include "common/runtime/task.h"
 #include "common/sync.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 #include "worker/handler_registry.h"
-#include "worker/stop_signal.h"
 #include "worker/thread_pool.h"
 
 namespace taskq {
@@ -46,20 +64,29 @@ struct WorkerOptions {
   ConnectOptions connect;
   // Queues to take tasks from; empty = {"tasks"}.
   std::vector<std::string> queues;
-  // Handlers running at once (pool threads); 0 = number of cores.
+  // Threads of the CPU pool running synchronous handlers; 0 = cores.
+  int threads = 0;
+  // Tasks running at once (synchronous and async); 0 = `threads`.
   int concurrency = 0;
-  // Deliveries taken beyond `concurrency`, waiting for a free thread.
+  // Deliveries taken beyond `concurrency`, waiting for a free slot.
   int prefetch = 0;
+  // Threads of the scheduler running the session and async handlers.
+  int io_threads = 1;
   // Programs the exec handler may run (see exec_handler.h).
   std::vector<std::string> allow_exec;
   // Shown in the master's stats and logs; empty = "hostname:pid".
   std::string id;
   // On Stop(): how long running tasks may take to finish before they are
-  // told to stop (StopSignal) and reported as retryable failures.
+  // released back to the master and told to stop.
   absl::Duration drain_timeout = absl::Seconds(30);
-  // After the drain timeout: how long handlers get to notice the stop flag
-  // before the stream is closed regardless.
+  // When no stream can take results any more (Run is about to return): how
+  // long stopped handlers get to return before Run() gives up on them.
   absl::Duration stop_grace = absl::Seconds(5);
+  // If >= 0: a non-blocking signalfd (e.g. for SIGTERM and SIGINT, blocked
+  // in every thread) that Run() watches as a coroutine, so no thread waits
+  // for signals: the first signal drains (Stop), a second one stops at
+  // once (StopNow). The caller owns and closes it.
+  int stop_signal_fd = -1;
 };
 
 // "hostname:pid".
@@ -75,78 +102,125 @@ class Worker {
   // Has square, sleep and exec; add custom handlers before Run().
   HandlerRegistry& handlers() { return handlers_; }
   const std::string& id() const { return options_.id; }
+  const WorkerOptions& options() const { return options_; }
 
   // Serves until stopped. Returns OK after a stop (graceful or not), or an
   // error at once for bad options or an unreadable token file. A master
   // that is unreachable or refuses the stream is retried, not an error.
   absl::Status Run();
 
-  // Graceful stop: no new credits; running and already delivered tasks
-  // finish (up to drain_timeout) and are reported; then the stream closes
-  // and Run() returns. Idempotent; safe from any thread.
+  // Graceful stop (drain); see the header comment. Idempotent.
   void Stop();
-  // Hard stop: like Stop() with the drain timeout already passed, so
-  // handlers are told to stop at once.
+  // Hard stop: like Stop() with the drain timeout already passed.
   void StopNow();
 
-  // True if Run() returned while a handler still ignored the stop flag
+  // True if Run() returned while a handler still ignored its stop token
   // after stop_grace (the destructor would wait for it; a program may
   // prefer to _exit).
   bool has_stuck_handlers() const;
+  // Deliveries accepted and not finished (running or waiting for a slot).
+  size_t tasks_in_flight() const;
 
  private:
-  struct Lease {
+  using WorkStream = rt::ClientStream<v1::WorkRequest, v1::WorkResponse>;
+
+  // Why a task's result will not be reported (its outcome is decided).
+  enum class Settled {
+    kNo,           // report the result when the handler returns
+    kReleased,     // given back to the master (drain); told to stop
+    kLeaseLost,    // a heartbeat was refused: expired or revoked
+    kCancelled,    // a heartbeat was refused: cancelled by a user
+    kStreamEnded,  // its stream ended before it started
+    kStopped,      // no stream can take its result (stopping)
+  };
+  // One delivery, from acceptance until its handler returned.
+  struct TaskRun {
     uint64_t task_id = 0;
-    uint64_t session = 0;
-    absl::Duration extend_every;
+    uint64_t lease_id = 0;
+    uint64_t session = 0;   // the stream it came on
+    std::stop_source stop;  // the handler's stop token
+    bool started = false;   // holds a slot and runs its handler
+    Settled settled = Settled::kNo;
+    absl::Duration extend_every;  // heartbeat period
     absl::Time next_extend;
   };
-  // Tasks of one session (stream) that are queued or running, and the stop
-  // signal their handlers see.
-  struct SessionTasks {
-    uint32_t count = 0;
-    std::shared_ptr<StopSignal> stop = std::make_shared<StopSignal>();
-  };
+  enum class ReportKind { kCompletion, kFailure, kRelease };
   struct SessionResult {
     absl::Status status;
     bool connected = false;  // the first message went out
     bool healthy = false;    // connected and lasted or received something
   };
+  using StopList = std::vector<std::stop_source>;
 
   absl::Status ValidateOptions() const;
-  SessionResult RunSession(v1::TaskQueue::Stub* stub, const std::string& token);
-  void SendLoop(grpc::ClientReaderWriter<v1::WorkRequest, v1::WorkResponse>* stream,
-                grpc::ClientContext* context, uint64_t session);
+
+  // Coroutines, all on io_.
+  rt::Task<void> Serve(v1::TaskQueue::Stub* stub, std::string token);
+  // Stop() / StopNow() on signals read from `fd`, until `stop`.
+  rt::Task<void> WatchSignals(int fd, std::stop_token stop);
+  rt::Task<SessionResult> RunSession(v1::TaskQueue::Stub* stub, std::string token);
+  rt::Task<void> ReadLoop(WorkStream* stream, uint64_t session, bool* received);
+  rt::Task<void> WriteLoop(WorkStream* stream, uint64_t session);
+  rt::Task<void> RunTask(uint64_t run_id, v1::Task task, std::stop_token stop);
+  // Stops every task still running and waits up to stop_grace for them.
+  rt::Task<void> WaitForHandlers();
+
+  void HandleResponse(uint64_t session, v1::WorkResponse* response) ABSL_LOCKS_EXCLUDED(mu_);
+  void HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reader saw the end of `session`.
+  void EndSession(uint64_t session) ABSL_LOCKS_EXCLUDED(mu_);
+  void FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) ABSL_LOCKS_EXCLUDED(mu_);
+  // Fills `request` from the outbox and due heartbeats; true if it has
+  // anything to send.
+  bool TakeOutbox(bool first, v1::WorkRequest* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When the writer must wake up next (heartbeats, drain deadline, ...).
+  absl::Time NextWake(absl::Time confirm_at, absl::Time close_deadline) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Notes (and logs, once per stream) that the stream is up.
   void MarkConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fills `request` from the outbox and due heartbeats; returns true if it
-  // has anything to send.
-  bool TakeOutbox(uint64_t session, bool first, v1::WorkRequest* request)
+
+  // Decides a task's outcome: no heartbeats any more, stop its handler
+  // (the caller requests the stops in `to_stop` after unlocking).
+  void Settle(uint64_t run_id, TaskRun& run, Settled why, StopList* to_stop)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleResponse(uint64_t session, v1::WorkResponse* response);
-  void HandleAck(const v1::WorkResponse::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunTask(uint64_t session, std::shared_ptr<const StopSignal> stop, v1::Task task,
-               uint64_t lease_id);
-  void FinishTask(uint64_t session, const v1::Task& task, uint64_t lease_id,
-                  absl::StatusOr<std::string> result);
-  // Raises the stop signal of the tasks of every session (all) or of every
-  // session but the live one, whose results can still be reported.
-  void StopTasks(bool all) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Hard-stops running handlers and waits up to stop_grace for them.
-  void WaitForHandlers() ABSL_LOCKS_EXCLUDED(mu_);
+  void QueueRelease(uint64_t task_id, uint64_t lease_id, absl::Duration delay)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases the live stream's unsettled tasks (only those not started, or
+  // all); returns how many.
+  size_t ReleaseLiveTasks(bool only_waiting, StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops the unsettled tasks of streams that ended (nobody takes their
+  // results).
+  void StopDeadStreamTasks(StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unsettled tasks of the live stream (what a drain still waits for).
+  size_t LiveUnsettled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void RequestStops(StopList& to_stop);
+
   uint32_t window() const {
     return static_cast<uint32_t>(options_.concurrency + options_.prefetch);
   }
 
   WorkerOptions options_;
   HandlerRegistry handlers_;
-  std::unique_ptr<ThreadPool> pool_;  // created by Run()
+  // Created by Run() before any coroutine starts; never reset while one
+  // runs.
+  std::unique_ptr<rt::Scheduler> io_;
+  std::unique_ptr<ThreadPool> cpu_;
+  std::unique_ptr<rt::Semaphore> slots_;  // `concurrency` permits
+
+  // Wakes the writer: something to send, or its plans changed.
+  rt::Event outbox_event_;
+  // Set when the last task finished.
+  rt::Event idle_event_;
+  // Requested by Stop(): ends the reconnect backoff.
+  std::stop_source stop_;
+  // Requested when Serve() ends: ends WatchSignals().
+  std::stop_source serve_done_;
 
   mutable Mutex mu_;
-  CondVar cv_;  // any change below: wakes the sender and Run()'s waits
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  bool hard_stopped_ ABSL_GUARDED_BY(mu_) = false;  // every task told to stop
+  bool drain_expired_ ABSL_GUARDED_BY(mu_) = false;  // live tasks were released
   bool stuck_handlers_ ABSL_GUARDED_BY(mu_) = false;
   // The current session (stream); sessions are numbered from 1.
   uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
@@ -155,21 +229,18 @@ class Worker {
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;   // WritesDone sent
   bool connected_ ABSL_GUARDED_BY(mu_) = false;  // first message sent or received
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // Deliveries accepted and not finished, of every session: they hold pool
-  // threads and credit slots.
-  uint32_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  // The same tasks by session; an entry lives while it has tasks or is the
-  // current session.
-  absl::flat_hash_map<uint64_t, SessionTasks> tasks_by_session_ ABSL_GUARDED_BY(mu_);
-  // Leases of the current session, by lease id, for heartbeats.
-  absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
-  // Outbox of the current session, coalesced by the sender.
+  // Every accepted delivery of every session, by run id (from 1).
+  absl::flat_hash_map<uint64_t, TaskRun> runs_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // The live stream's unsettled tasks by lease id (heartbeats, acks).
+  absl::flat_hash_map<uint64_t, uint64_t> leases_ ABSL_GUARDED_BY(mu_);
+  // Outbox of the live stream, coalesced by the writer.
   uint32_t credits_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::WorkRequest::Completion> completions_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::FailRequest> failures_ ABSL_GUARDED_BY(mu_);
-  // Leases we reported as failed and whose ack has not come yet: an ack
-  // for one of these is about a failure, not a completion.
-  absl::flat_hash_set<uint64_t> failures_sent_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ReleaseRequest> releases_ ABSL_GUARDED_BY(mu_);
+  // Reports sent on the live stream whose ack has not come yet, by lease.
+  absl::flat_hash_map<uint64_t, ReportKind> reports_sent_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskq

@@ -1,6 +1,8 @@
 // Unit tests of Worker's session logic against an in-process fake master
 // (a synchronous gRPC TaskQueue service on 127.0.0.1): credits, batching of
-// completions, failures, heartbeats, acks, drain, hard stop, reconnect.
+// completions, failures, heartbeats, acks, drain (releases), hard stop,
+// refused heartbeats (cancel, lease lost), handler releases, reconnect,
+// async handlers and the CPU pool.
 #include "worker/worker.h"
 
 #include <sys/stat.h>
@@ -9,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -30,6 +33,7 @@ struct MasterState {
   std::vector<v1::WorkRequest::Start> starts;
   std::vector<v1::WorkRequest::Completion> completions;
   std::vector<v1::FailRequest> failures;
+  std::vector<v1::ReleaseRequest> releases;
   std::vector<uint64_t> extends;
   uint64_t credits_granted = 0;   // over all streams
   uint32_t credits = 0;           // unused credits of the live stream
@@ -43,6 +47,9 @@ struct MasterState {
   std::vector<v1::WorkResponse::Ack> acks;
   uint64_t next_lease = 1000;
   int refused = 0;                // streams refused for a bad token
+  // Heartbeats for these tasks are refused with this code (task id -> code).
+  std::map<uint64_t, int> refuse_heartbeat;
+  std::map<uint64_t, uint64_t> task_of_lease;  // every lease handed out
 };
 
 class FakeMaster final : public v1::TaskQueue::Service {
@@ -95,7 +102,24 @@ class FakeMaster final : public v1::TaskQueue::Service {
           ack.set_lease_id(f.lease_id());
           state_.acks.push_back(ack);
         }
-        for (uint64_t id : request.extend_lease_ids()) state_.extends.push_back(id);
+        for (const auto& r : request.releases()) {
+          state_.releases.push_back(r);
+          v1::WorkResponse::Ack ack;
+          ack.set_task_id(r.task_id());
+          ack.set_lease_id(r.lease_id());
+          state_.acks.push_back(ack);
+        }
+        for (uint64_t id : request.extend_lease_ids()) {
+          state_.extends.push_back(id);
+          auto refused = state_.refuse_heartbeat.find(state_.task_of_lease[id]);
+          if (refused != state_.refuse_heartbeat.end()) {
+            v1::WorkResponse::Ack ack;  // task_id 0: a refused heartbeat
+            ack.set_lease_id(id);
+            ack.set_code(refused->second);
+            ack.set_message("refused by the test");
+            state_.acks.push_back(ack);
+          }
+        }
         cv_.SignalAll();
       }
       MutexLock lock(&mu_);
@@ -110,6 +134,7 @@ class FakeMaster final : public v1::TaskQueue::Service {
         v1::Delivery d = std::move(state_.pending.front());
         state_.pending.erase(state_.pending.begin());
         d.set_lease_id(++state_.next_lease);
+        state_.task_of_lease[d.lease_id()] = d.task().id();
         *response.add_deliveries() = std::move(d);
         --state_.credits;
         cv_.SignalAll();
@@ -169,6 +194,12 @@ class FakeMaster final : public v1::TaskQueue::Service {
     state_.completion_ack_code = code;
   }
 
+  // From now on, heartbeats for `task_id` are refused with `code`.
+  void RefuseHeartbeats(uint64_t task_id, grpc::StatusCode code) {
+    MutexLock lock(&mu_);
+    state_.refuse_heartbeat[task_id] = static_cast<int>(code);
+  }
+
   // Waits until `pred(state)` holds; false after 20 s.
   bool WaitFor(const std::function<bool(const MasterState&)>& pred) {
     MutexLock lock(&mu_);
@@ -226,6 +257,7 @@ class WorkerTest : public ::testing::Test {
     o.connect.master = absl::StrCat("127.0.0.1:", port_);
     o.connect.token_file = token_file_;
     o.queues = {"q1"};
+    o.threads = 2;
     o.concurrency = 2;
     o.prefetch = 1;
     o.id = "w-test";
@@ -245,6 +277,16 @@ class WorkerTest : public ::testing::Test {
       run_cv_.SignalAll();
     });
     return worker_.get();
+  }
+
+  // Waits until the worker holds exactly `n` deliveries.
+  bool WaitForInFlight(size_t n) {
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (worker_->tasks_in_flight() != n) {
+      if (absl::Now() >= deadline) return false;
+      absl::SleepFor(absl::Milliseconds(2));  // polling a condition, with a deadline
+    }
+    return true;
   }
 
   // Waits for Run() to return; its status, or DEADLINE_EXCEEDED after `timeout`.
@@ -411,38 +453,42 @@ TEST_F(WorkerTest, GracefulStopFinishesRunningTasksFirst) {
   EXPECT_TRUE(master_.WaitFor([](const MasterState& s) { return s.half_closed; }));
 }
 
-TEST_F(WorkerTest, DrainTimeoutStopsHandlersAndReportsRetryableFailure) {
+TEST_F(WorkerTest, DrainTimeoutReleasesRunningTasksAndStopsThem) {
   WorkerOptions o = Options();
   o.drain_timeout = absl::Milliseconds(100);
-  Gate gate;  // never opened: only the hard stop ends it
+  Gate gate;  // never opened: only the stop ends it
   Start(o, [&](Worker* w) { ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok()); });
   master_.AddTask(1, "gate", "a");
   ASSERT_TRUE(gate.WaitEntered(1));
   worker_->Stop();
   EXPECT_TRUE(WaitForRun().ok());
+  EXPECT_TRUE(gate.WaitInterrupted(1));
   MasterState s = master_.Snapshot();
-  ASSERT_EQ(s.failures.size(), 1u);
-  EXPECT_FALSE(s.failures[0].permanent());
-  EXPECT_EQ(s.failures[0].error(), "gate interrupted");
+  // Given back without a failure (no attempt counted), and nothing else.
+  ASSERT_EQ(s.releases.size(), 1u);
+  EXPECT_EQ(s.releases[0].task_id(), 1u);
+  EXPECT_EQ(s.releases[0].delay_ms(), 0u);
+  EXPECT_TRUE(s.failures.empty());
   EXPECT_TRUE(s.completions.empty());
+  EXPECT_TRUE(master_.WaitFor([](const MasterState& s) { return s.half_closed; }));
 }
 
-TEST_F(WorkerTest, StopNowInterruptsSleep) {
-  // The builtin sleep, wrapped to tell the test when it has started.
+TEST_F(WorkerTest, StopNowInterruptsSleepAndReleasesIt) {
+  // The builtin (async) sleep, wrapped to tell the test when it has started.
   Mutex mu;
   CondVar cv;
   bool started = false;
   Start(Options(), [&](Worker* w) {
     ASSERT_TRUE(w->handlers()
-                    .Register("traced-sleep",
-                              [&](const HandlerContext& c) {
-                                {
-                                  MutexLock lock(&mu);
-                                  started = true;
-                                  cv.SignalAll();
-                                }
-                                return SleepHandler(c);
-                              })
+                    .RegisterAsync("traced-sleep",
+                                   [&](HandlerContext& c) {
+                                     {
+                                       MutexLock lock(&mu);
+                                       started = true;
+                                       cv.SignalAll();
+                                     }
+                                     return SleepHandler(c);
+                                   })
                     .ok());
   });
   master_.AddTask(1, "traced-sleep", "60");
@@ -455,9 +501,176 @@ TEST_F(WorkerTest, StopNowInterruptsSleep) {
   worker_->StopNow();
   EXPECT_TRUE(WaitForRun().ok());  // would take a minute if sleep ignored it
   MasterState s = master_.Snapshot();
-  ASSERT_EQ(s.failures.size(), 1u);
-  EXPECT_FALSE(s.failures[0].permanent());
-  EXPECT_NE(s.failures[0].error().find("sleep interrupted"), std::string::npos);
+  ASSERT_EQ(s.releases.size(), 1u);
+  EXPECT_EQ(s.releases[0].task_id(), 1u);
+  EXPECT_TRUE(s.failures.empty());
+  EXPECT_TRUE(s.completions.empty());
+}
+
+TEST_F(WorkerTest, PrefetchedTasksAreReleasedAtOnceOnStop) {
+  WorkerOptions o = Options();
+  o.concurrency = 1;
+  o.prefetch = 2;
+  Gate gate;
+  Start(o, [&](Worker* w) { ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok()); });
+  master_.AddTask(1, "gate", "a");
+  master_.AddTask(2, "gate", "b");
+  master_.AddTask(3, "gate", "c");
+  ASSERT_TRUE(gate.WaitEntered(1));
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.pending.empty(); }));
+  ASSERT_TRUE(WaitForInFlight(3));
+  worker_->Stop();
+  // The two waiting deliveries go back while task 1 still runs.
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.releases.size() == 2; }));
+  MasterState s = master_.Snapshot();
+  EXPECT_EQ(s.releases[0].task_id() + s.releases[1].task_id(), 2u + 3u);
+  EXPECT_TRUE(s.completions.empty());
+  EXPECT_FALSE(s.half_closed);
+  gate.Open();  // task 1 finishes within the drain and is reported
+  EXPECT_TRUE(WaitForRun().ok());
+  s = master_.Snapshot();
+  ASSERT_EQ(s.completions.size(), 1u);
+  EXPECT_EQ(s.completions[0].task_id(), 1u);
+  EXPECT_EQ(s.releases.size(), 2u);
+  EXPECT_EQ(gate.interrupted(), 0);
+}
+
+// A heartbeat refused with `code` stops the task; nothing is reported for
+// it, its slot (credit) comes back, and the worker carries on.
+void ExpectRefusedHeartbeatStopsTask(FakeMaster& master, Gate& gate, grpc::StatusCode code) {
+  master.RefuseHeartbeats(1, code);
+  // 600 ms lease: heartbeat every 200 ms.
+  master.AddTask(1, "gate", "a", absl::Milliseconds(600));
+  ASSERT_TRUE(gate.WaitEntered(1));
+  uint64_t credits_before = master.Snapshot().credits_granted;
+  ASSERT_TRUE(gate.WaitInterrupted(1));
+  // The freed slot is offered again.
+  ASSERT_TRUE(master.WaitFor(
+      [&](const MasterState& s) { return s.credits_granted == credits_before + 1; }));
+  master.AddTask(2, "square", "7");
+  ASSERT_TRUE(master.WaitFor([](const MasterState& s) { return s.completions.size() == 1; }));
+  MasterState s = master.Snapshot();
+  EXPECT_EQ(s.completions[0].task_id(), 2u);
+  EXPECT_TRUE(s.failures.empty());
+  EXPECT_TRUE(s.releases.empty());
+}
+
+TEST_F(WorkerTest, CancelledTaskIsStoppedAndNotReported) {
+  Gate gate;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
+  ExpectRefusedHeartbeatStopsTask(master_, gate, grpc::StatusCode::CANCELLED);
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, LostLeaseStopsTheTaskAndItIsNotReported) {
+  Gate gate;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
+  ExpectRefusedHeartbeatStopsTask(master_, gate, grpc::StatusCode::FAILED_PRECONDITION);
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, CancelStopsAnAsyncSleepAtOnce) {
+  Start(Options());
+  master_.RefuseHeartbeats(1, grpc::StatusCode::CANCELLED);
+  master_.AddTask(1, "sleep", "60", absl::Milliseconds(600));
+  // The stop token ends the sleep: the slot is free long before 60 s.
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.credits_granted == 3 + 1; }));
+  EXPECT_TRUE(WaitForInFlight(0));
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+  MasterState s = master_.Snapshot();
+  EXPECT_TRUE(s.completions.empty());
+  EXPECT_TRUE(s.failures.empty());
+  EXPECT_TRUE(s.releases.empty());
+}
+
+TEST_F(WorkerTest, HandlerCanReleaseItsTaskWithADelay) {
+  Start(Options(), [](Worker* w) {
+    ASSERT_TRUE(w->handlers()
+                    .Register("later",
+                              [](const HandlerContext&) -> absl::StatusOr<std::string> {
+                                return ReleaseTask(absl::Milliseconds(1500));
+                              })
+                    .ok());
+  });
+  master_.AddTask(1, "later", "");
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.releases.size() == 1; }));
+  MasterState s = master_.Snapshot();
+  EXPECT_EQ(s.releases[0].task_id(), 1u);
+  EXPECT_EQ(s.releases[0].delay_ms(), 1500u);
+  EXPECT_TRUE(s.failures.empty());
+  EXPECT_TRUE(s.completions.empty());
+  // Its credit comes back like any finished task's.
+  EXPECT_TRUE(master_.WaitFor([](const MasterState& s) { return s.credits_granted == 3 + 1; }));
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, SlowTaskDoesNotBlockOthers) {
+  // Credits are the window: one slow task holds one slot, and every other
+  // delivery runs in the free slot meanwhile (nothing queues behind it).
+  Gate gate;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
+  master_.AddTask(1, "gate", "slow");
+  ASSERT_TRUE(gate.WaitEntered(1));
+  for (int i = 2; i <= 21; ++i) master_.AddTask(i, "square", absl::StrCat(i));
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 20; }));
+  EXPECT_EQ(gate.interrupted(), 0);
+  gate.Open();
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 21; }));
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, AsyncHandlersRunFarBeyondTheThreadCount) {
+  WorkerOptions o = Options();
+  o.threads = 1;
+  o.concurrency = 200;
+  o.prefetch = 0;
+  Start(o);
+  for (int i = 1; i <= 200; ++i) master_.AddTask(i, "sleep", "0.3");
+  absl::Time start = absl::Now();
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 200; }));
+  // 200 x 0.3 s one at a time would be a minute.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+TEST_F(WorkerTest, SyncHandlersRunOnAtMostThreadsThreads) {
+  WorkerOptions o = Options();
+  o.threads = 2;
+  o.concurrency = 8;
+  Mutex mu;
+  int active = 0, most = 0;
+  Start(o, [&](Worker* w) {
+    ASSERT_TRUE(w->handlers()
+                    .Register("busy",
+                              [&](const HandlerContext& c) -> absl::StatusOr<std::string> {
+                                {
+                                  MutexLock lock(&mu);
+                                  most = std::max(most, ++active);
+                                }
+                                c.WaitForStop(absl::Now() + absl::Milliseconds(30));
+                                MutexLock lock(&mu);
+                                --active;
+                                return "done";
+                              })
+                    .ok());
+  });
+  for (int i = 1; i <= 16; ++i) master_.AddTask(i, "busy", "");
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 16; }));
+  MutexLock lock(&mu);
+  EXPECT_GE(most, 1);
+  EXPECT_LE(most, 2);
 }
 
 TEST_F(WorkerTest, RefusedResultBecomesPermanentFailure) {

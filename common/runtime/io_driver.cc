@@ -356,19 +356,21 @@ void IoDriver::HandleFdEventLocked(const epoll_event& ev, Batch& batch) {
   FdState& state = it->second;
   state.armed = 0;  // EPOLLONESHOT disarmed the registration
   const bool everyone = (ev.events & (EPOLLERR | EPOLLHUP)) != 0;
-  std::vector<FdAwaiter*> still;
+  std::vector<FdAwaiter*> still, ready;
   for (FdAwaiter* w : state.waiters) {
-    if (!everyone && (ev.events & w->events_) == 0) {
-      still.push_back(w);
-      continue;
-    }
+    ((everyone || (ev.events & w->events_) != 0) ? ready : still).push_back(w);
+  }
+  state.waiters.swap(still);
+  // Update epoll BEFORE completing the ready waiters: a waiter that is
+  // still inside await_suspend continues at once when completed, and may
+  // close the fd; our epoll_ctl must not race with that close.
+  absl::Status s = SyncFdLocked(fd);
+  for (FdAwaiter* w : ready) {
     --fd_waits_;
     timers_.Remove(&w->deadline_node_);
     // A waiter whose stop won keeps its claim; its Disarm finds it gone.
     if (Resumption r = w->Complete(absl::OkStatus())) batch.resumptions.push_back(std::move(r));
   }
-  state.waiters.swap(still);
-  absl::Status s = SyncFdLocked(fd);
   if (!s.ok()) {
     // Cannot re-arm (the fd was closed under us?): fail the rest rather
     // than leave them waiting for an event that cannot come.
