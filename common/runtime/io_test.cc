@@ -24,6 +24,7 @@
 #include "common/runtime/scheduler.h"
 #include "common/runtime/sleep.h"
 #include "common/sync.h"
+#include "common/runtime/async_test_util.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -33,14 +34,9 @@ namespace {
 
 absl::Duration Since(MonoNanos start) { return absl::Nanoseconds(MonotonicNow() - start); }
 
-bool Eventually(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(20)) {
-  MonoNanos end = MonotonicAfter(timeout);
-  while (!pred()) {
-    if (MonotonicNow() > end) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
+// Waits for state the runtime exposes only as counters (pending timers,
+// fd waits): polls until it holds or the test timeout passes.
+using testing::WaitUntil;
 
 struct Pipe {
   Pipe() { EXPECT_EQ(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0); }
@@ -67,7 +63,7 @@ TEST(WaitReadableTest, WakesWhenAnotherThreadWrites) {
   Scheduler sched({.threads = 2});
   Pipe p;
   std::thread writer([&] {
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_fd_waits() == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_fd_waits() == 1; }));
     ASSERT_EQ(write(p.w(), "hello", 5), 5);
   });
   absl::StatusOr<std::string> got = sched.BlockOn(ReadWhenReady(p.r()));
@@ -109,7 +105,7 @@ TEST(WaitReadableTest, StopCancelsAndUnregisters) {
   Pipe p;
   std::stop_source source;
   std::thread stopper([&] {
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_fd_waits() == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_fd_waits() == 1; }));
     source.request_stop();
   });
   absl::StatusOr<std::string> got =
@@ -133,7 +129,7 @@ TEST(WaitReadableTest, ReaderAndWriterOnOneFdAreIndependent) {
   };
   auto writer = [](int fd) -> Task<absl::Status> { co_return co_await WaitWritable(fd); };
   std::thread t([&] {
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_fd_waits() == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_fd_waits() == 1; }));
     EXPECT_TRUE(sched.BlockOn(writer(sv[0])).ok());
     EXPECT_FALSE(read_done.load());  // the writer's wake-up did not wake the reader
     EXPECT_EQ(sched.io().pending_fd_waits(), 1u);
@@ -155,9 +151,9 @@ TEST(WaitReadableTest, ManyReadersOnOneFdAllWake) {
     if ((co_await WaitReadable(fd)).ok()) woke->fetch_add(1);
   };
   for (int i = 0; i < kReaders; ++i) sched.Spawn(reader(p.r(), &woke));
-  ASSERT_TRUE(Eventually([&] { return sched.io().pending_fd_waits() == kReaders; }));
+  ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_fd_waits() == kReaders; }));
   ASSERT_EQ(write(p.w(), "x", 1), 1);
-  ASSERT_TRUE(Eventually([&] { return woke.load() == kReaders; }));
+  ASSERT_TRUE(WaitUntil([&] { return woke.load() == kReaders; }));
 }
 
 TEST(WaitReadableTest, BadFdAndRegularFile) {
@@ -218,7 +214,7 @@ TEST(WaitChildExitTest, CancelLeavesTheChildThenKillIsReported) {
   ASSERT_TRUE(pidfd.ok()) << pidfd.status();
   std::stop_source source;
   std::thread stopper([&] {
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_fd_waits() == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_fd_waits() == 1; }));
     source.request_stop();
   });
   MonoNanos start = MonotonicNow();
@@ -280,7 +276,7 @@ TEST(IoShutdownTest, PendingFdAndChildWaitsEndWithCancelled) {
   };
   for (int i = 0; i < 3; ++i) sched->Spawn(fd_waiter(p.r(), &mu, &results));
   sched->Spawn(child_waiter(*pidfd, &mu, &results));
-  ASSERT_TRUE(Eventually([&] { return sched->io().pending_fd_waits() == 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return sched->io().pending_fd_waits() == 4; }));
   sched->Shutdown();
   {
     MutexLock lock(&mu);

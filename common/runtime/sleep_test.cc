@@ -20,6 +20,7 @@
 #include "common/runtime/deadline_stop.h"
 #include "common/runtime/scheduler.h"
 #include "common/sync.h"
+#include "common/runtime/async_test_util.h"
 #include "gtest/gtest.h"
 
 namespace taskq::rt {
@@ -33,16 +34,9 @@ constexpr bool kSanitized = false;
 
 absl::Duration Since(MonoNanos start) { return absl::Nanoseconds(MonotonicNow() - start); }
 
-// Waits for state the runtime exposes only as counters (pending timers):
-// polls `pred` until it holds or `timeout` passes.
-bool Eventually(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(20)) {
-  MonoNanos end = MonotonicAfter(timeout);
-  while (!pred()) {
-    if (MonotonicNow() > end) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
-}
+// Waits for state the runtime exposes only as counters (pending timers,
+// fd waits): polls until it holds or the test timeout passes.
+using testing::WaitUntil;
 
 // Counts finished coroutines; the test thread waits for a total.
 class Done {
@@ -175,7 +169,7 @@ TEST(SleepTest, StopDuringSleepWakesPromptlyWithCancelled) {
   Scheduler sched({.threads = 2});
   std::stop_source source;
   std::thread stopper([&] {
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_timers() == 1; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_timers() == 1; }));
     source.request_stop();
   });
   MonoNanos start = MonotonicNow();
@@ -255,7 +249,7 @@ TEST(SleepTest, HundredThousandTimersInsertedThenFiredOrCancelled) {
     sched.Spawn(sleeper(d, i % 2 == 0 ? cancel_half.get_token() : std::stop_token(), &ok,
                         &cancelled, &other, &done));
   }
-  ASSERT_TRUE(Eventually([&] {
+  ASSERT_TRUE(WaitUntil([&] {
     return sched.io().pending_timers() + static_cast<size_t>(done.count()) == kTimers;
   }));
   absl::Duration insert_time = Since(start);
@@ -308,7 +302,7 @@ TEST(SleepTest, ShutdownWakesPendingSleepersWithCancelled) {
     results->push_back(s);
   };
   for (int i = 0; i < kSleepers; ++i) sched->Spawn(sleeper(&mu, &results));
-  ASSERT_TRUE(Eventually([&] { return sched->io().pending_timers() == kSleepers; }));
+  ASSERT_TRUE(WaitUntil([&] { return sched->io().pending_timers() == kSleepers; }));
   MonoNanos start = MonotonicNow();
   sched->Shutdown();
   EXPECT_LT(Since(start), absl::Seconds(5));
@@ -354,7 +348,7 @@ TEST(DeadlineStopTest, ParentStopPropagates) {
   std::stop_source parent;
   std::thread stopper([&] {
     // The DeadlineStop's timer and the sleep's timer.
-    ASSERT_TRUE(Eventually([&] { return sched.io().pending_timers() == 2; }));
+    ASSERT_TRUE(WaitUntil([&] { return sched.io().pending_timers() == 2; }));
     parent.request_stop();
   });
   absl::Status s = sched.BlockOn(SleepWithDeadline(absl::Hours(2), parent.get_token()));
