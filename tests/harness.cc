@@ -493,4 +493,11 @@ long long Cluster::StatNumber(const std::string& queue, const std::string& key) 
   return v;
 }
 
+absl::StatusOr<Connection> Cluster::Connect() const {
+  ConnectOptions options;
+  options.master = address_;
+  options.token_file = token_file();
+  return taskq::Connect(options);
+}
+
 }  // namespace taskq::testing

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 
 namespace taskq::testing {
 
@@ -150,6 +151,8 @@ class Cluster {
 
   const std::string& dir() const { return dir_.path(); }
   const std::string& address() const { return address_; }
+  // A channel + token to this master, for tests that talk raw gRPC.
+  absl::StatusOr<Connection> Connect() const;
   std::string token_file() const { return dir() + "/token"; }
   Process* master() { return master_.get(); }
   const std::vector<std::unique_ptr<Process>>& workers() const { return workers_; }

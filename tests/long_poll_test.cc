@@ -51,14 +51,11 @@ constexpr int kChannels = 4;
 TEST(LongPollTest, TenThousandWaitingGetsUseAHandfulOfThreads) {
   Cluster cluster;
   ASSERT_TRUE(cluster.Start().ok());
-  ConnectOptions options;
-  options.master = cluster.address();
-  options.token_file = cluster.token_file();
 
   std::vector<std::unique_ptr<v1::TaskQueue::Stub>> stubs;
   std::string token;
   for (int i = 0; i < kChannels; ++i) {
-    auto conn = Connect(options);
+    auto conn = cluster.Connect();
     ASSERT_TRUE(conn.ok()) << conn.status();
     token = conn->token;
     stubs.push_back(v1::TaskQueue::NewStub(conn->channel));

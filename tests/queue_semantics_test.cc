@@ -22,10 +22,7 @@ class QueueSemantics : public ::testing::Test {
   void SetUp() override {
     absl::Status s = cluster_.Start();
     ASSERT_TRUE(s.ok()) << s;
-    ConnectOptions options;
-    options.master = cluster_.address();
-    options.token_file = cluster_.token_file();
-    auto conn = Connect(options);
+    auto conn = cluster_.Connect();
     ASSERT_TRUE(conn.ok()) << conn.status();
     conn_ = *std::move(conn);
     stub_ = v1::TaskQueue::NewStub(conn_.channel);
