@@ -5,8 +5,13 @@
 # Builds nothing: it runs the binaries in $BUILD_DIR (default build/release).
 # Everything it starts is stopped on exit, Ctrl-C or SIGTERM.
 #
+# The master is durable by default (SQLite, --fsync always) with its data
+# dir under $DATA_DIR (default: the build directory, a real disk: fsync on a
+# tmpfs would measure nothing).
+#
 # usage: bench/square.sh [--tasks N] [--workers K] [--concurrency C]
-#                        [--batch B] [--prefetch P] [-- BENCH_FLAGS...]
+#                        [--batch B] [--prefetch P] [--fsync always|interval|never]
+#                        [--store sqlite|memory] [-- BENCH_FLAGS...]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +22,8 @@ workers=4
 concurrency=4
 batch=500
 prefetch=64
+fsync=always
+store=sqlite
 bench_extra=()
 
 usage() {
@@ -28,8 +35,11 @@ usage: bench/square.sh [--tasks N] [--workers K] [--concurrency C]
   --concurrency C  handler slots per worker (default 4)
   --batch B        tasks per Put (default 500)
   --prefetch P     worker credits beyond concurrency (default 64)
+  --fsync P        the master's fsync policy: always, interval or never (default always)
+  --store S        sqlite (durable, default) or memory
   BENCH_FLAGS      passed to taskq-square-bench (e.g. --window 5000)
   env BUILD_DIR    where the binaries are (default build/release)
+  env DATA_DIR     where the master's data dir is made (default BUILD_DIR)
 EOF2
   exit 2
 }
@@ -41,6 +51,8 @@ while [[ $# -gt 0 ]]; do
     --concurrency) concurrency=${2:?}; shift 2 ;;
     --batch) batch=${2:?}; shift 2 ;;
     --prefetch) prefetch=${2:?}; shift 2 ;;
+    --fsync) fsync=${2:?}; shift 2 ;;
+    --store) store=${2:?}; shift 2 ;;
     --) shift; bench_extra=("$@"); break ;;
     -h|--help) usage ;;
     *) echo "square.sh: unknown argument $1" >&2; usage ;;
@@ -60,6 +72,7 @@ for bin in "$master_bin" "$worker_bin" "$bench_bin"; do
 done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/taskq-square.XXXXXX")
+data_dir=$(mktemp -d "${DATA_DIR:-$build_dir}/taskq-square-data.XXXXXX")
 pids=()
 master_pid=
 
@@ -87,7 +100,7 @@ cleanup() {
       tail -n 20 "$log" >&2
     done
   fi
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$data_dir"
   exit "$status"
 }
 trap cleanup EXIT
@@ -111,7 +124,8 @@ token_file=$tmp/token
 port_file=$tmp/port
 # The master creates the token file (0600, random) when it does not exist.
 "$master_bin" --listen 127.0.0.1:0 --port-file "$port_file" \
-  --token-file "$token_file" --log-level warning >"$tmp/master.log" 2>&1 &
+  --token-file "$token_file" --log-level warning \
+  --store "$store" --data-dir "$data_dir" --fsync "$fsync" >"$tmp/master.log" 2>&1 &
 master_pid=$!
 pids+=("$master_pid")
 

@@ -70,7 +70,7 @@ token="$work/token"
 
 say "Starting the master on 127.0.0.1"
 start master "$bin/taskq-master" --listen 127.0.0.1:0 --port-file "$work/port" \
-  --token-file "$token"
+  --token-file "$token" --data-dir "$work/data"
 for _ in $(seq 300); do  # up to 30 s
   [[ -s $work/port ]] && break
   kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/master.log" >&2; die "the master did not start"; }

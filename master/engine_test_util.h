@@ -10,15 +10,45 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "common/sync.h"
 #include "master/memory_engine.h"
 
 namespace taskq {
 
-// Captures the outcome of an async engine call.
+// Captures the outcome of an async engine call. The in-memory engine calls
+// back before returning; on a durable store the reply comes later, from the
+// store's thread (Set), and Wait waits for it.
 template <typename T>
 struct Result {
+  Result() = default;
+  // `r = {}` starts over.
+  Result& operator=(Result&& other) {
+    MutexLock lock(&mu);
+    value = std::move(other.value);
+    return *this;
+  }
+
   std::optional<T> value;
-  bool done() const { return value.has_value(); }
+  bool done() const {
+    MutexLock lock(&mu);
+    return value.has_value();
+  }
+  void Set(T v) {
+    MutexLock lock(&mu);
+    value = std::move(v);
+    cv.SignalAll();
+  }
+  // True once the reply is in (at once for the in-memory engine).
+  bool Wait(absl::Duration timeout = absl::Seconds(10)) const {
+    const absl::Time deadline = absl::Now() + timeout;
+    MutexLock lock(&mu);
+    while (!value.has_value()) {
+      if (cv.WaitWithDeadline(&mu, deadline)) return value.has_value();
+    }
+    return true;
+  }
+  mutable Mutex mu;
+  mutable CondVar cv;
 };
 
 using PutCapture = Result<absl::StatusOr<PutResult>>;
@@ -74,7 +104,7 @@ class EngineTest : public ::testing::Test {
   PutResult MustPutResult(const std::string& queue, std::vector<v1::TaskSpec> specs) {
     PutCapture r;
     PutAsync(queue, std::move(specs), &r, absl::InfiniteFuture(), /*nowait=*/true);
-    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.Wait());
     if (!r.done()) return {};
     EXPECT_TRUE(r.value->ok()) << r.value->status();
     return r.value->ok() ? **r.value : PutResult{};
@@ -83,7 +113,7 @@ class EngineTest : public ::testing::Test {
   absl::Status PutStatus(const std::string& queue, std::vector<v1::TaskSpec> specs) {
     PutCapture r;
     PutAsync(queue, std::move(specs), &r, absl::InfiniteFuture(), /*nowait=*/true);
-    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.Wait());
     return r.done() ? r.value->status() : absl::UnknownError("put did not finish");
   }
 
@@ -95,7 +125,7 @@ class EngineTest : public ::testing::Test {
     args.tasks = std::move(specs);
     args.nowait = nowait;
     args.deadline = deadline;
-    return engine_->Put(std::move(args), [r](auto stored) { r->value = std::move(stored); });
+    return engine_->Put(std::move(args), [r](auto stored) { r->Set(std::move(stored)); });
   }
 
   WaitId GetAsync(const std::string& queue, GetCapture* r, bool lease = false, uint32_t max = 1,
@@ -106,7 +136,7 @@ class EngineTest : public ::testing::Test {
     args.max_tasks = max;
     args.deadline = deadline;
     args.nowait = nowait;
-    return engine_->Get(std::move(args), [r](auto got) { r->value = std::move(got); });
+    return engine_->Get(std::move(args), [r](auto got) { r->Set(std::move(got)); });
   }
 
   // Get (nowait) that must return at once.
@@ -114,7 +144,7 @@ class EngineTest : public ::testing::Test {
                                     uint32_t max = 1) {
     GetCapture r;
     GetAsync(queue, &r, lease, max, absl::InfiniteFuture(), /*nowait=*/true);
-    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.Wait());
     if (!r.done()) return {};
     EXPECT_TRUE(r.value->ok()) << r.value->status();
     return r.value->ok() ? **r.value : std::vector<v1::Delivery>{};
@@ -129,7 +159,7 @@ class EngineTest : public ::testing::Test {
   absl::Status GetStatus(const std::string& queue) {
     GetCapture r;
     GetAsync(queue, &r, false, 1, absl::InfiniteFuture(), /*nowait=*/true);
-    EXPECT_TRUE(r.done());
+    EXPECT_TRUE(r.Wait());
     return r.done() ? r.value->status() : absl::UnknownError("get did not finish");
   }
 

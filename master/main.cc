@@ -82,6 +82,31 @@ int main(int argc, char** argv) {
                  "threads of the coroutine scheduler (waiting calls, timers); 0 = one per core")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  app.add_option("--data-dir", options.data_dir,
+                 "directory of the durable store (created if missing; one master per directory). "
+                 "Default: $STATE_DIRECTORY/data under systemd, else $XDG_DATA_HOME/taskq or "
+                 "~/.local/share/taskq");
+  app.add_option("--store", options.store,
+                 "sqlite (durable, in --data-dir) or memory (everything lost on exit)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sqlite", "memory"}));
+  std::string fsync = "always";
+  app.add_option("--fsync", fsync,
+                 "always: acknowledge after the change is on disk (group commit); interval: "
+                 "sync every --fsync-interval-ms, acknowledge at once; never: leave it to the OS")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"always", "interval", "never"}));
+  int fsync_interval_ms = 10;
+  app.add_option("--fsync-interval-ms", fsync_interval_ms,
+                 "with --fsync interval: the most a power cut can lose")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  uint64_t min_free_disk_mb = 128;
+  app.add_option("--min-free-disk-mb", min_free_disk_mb,
+                 "refuse writes (RESOURCE_EXHAUSTED) while the --data-dir file system has less "
+                 "free space than this; reads go on, writes resume once space is freed")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -98,6 +123,9 @@ int main(int argc, char** argv) {
   options.engine.default_backoff_max =
       absl::Milliseconds(static_cast<int64_t>(default_backoff_max_s * 1000));
   options.engine.auto_create_queues = !no_auto_create;
+  options.fsync = *taskq::ParseFsyncPolicy(fsync);
+  options.fsync_interval = absl::Milliseconds(fsync_interval_ms);
+  options.min_free_disk_bytes = min_free_disk_mb << 20;
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.

@@ -64,7 +64,15 @@ MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
 
 MemoryEngine::~MemoryEngine() { Shutdown(); }
 
-void MemoryEngine::Touch(const Queue& q, Pending& pending) { pending.Touch(q.config.name()); }
+void MemoryEngine::Touch(const Queue& q, Pending& pending) {
+  pending.Touch(q.config.name());
+  MarkQueue(q.config.name());
+}
+
+void MemoryEngine::EndStep(Pending& pending) {
+  SettleTouched(pending);
+  Persist(pending);
+}
 
 // --- queues -------------------------------------------------------------------
 
@@ -130,6 +138,7 @@ MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config) {
   q->config = std::move(config);
   Queue* raw = q.get();
   queues_[raw->config.name()] = std::move(q);
+  MarkQueue(raw->config.name());
   return raw;
 }
 
@@ -150,15 +159,23 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
                                                           bool exist_ok) {
   if (auto s = ValidateConfig(requested); !s.ok()) return s;
   v1::QueueConfig config = FillDefaults(requested);
-  MutexLock lock(&mu_);
-  if (shut_down_) return ShuttingDown();
-  if (Queue* q = FindQueue(config.name())) {
-    bool same = q->config.SerializeAsString() == config.SerializeAsString();
-    if (exist_ok && same) return q->config;
-    return absl::AlreadyExistsError(absl::StrCat("queue \"", config.name(), "\" already exists (",
-                                                 DescribeConfig(q->config), ")"));
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    if (shut_down_) return ShuttingDown();
+    if (Queue* q = FindQueue(config.name())) {
+      bool same = q->config.SerializeAsString() == config.SerializeAsString();
+      if (exist_ok && same) return q->config;
+      return absl::AlreadyExistsError(absl::StrCat("queue \"", config.name(),
+                                                   "\" already exists (", DescribeConfig(q->config),
+                                                   ")"));
+    }
+    if (auto s = Writable(); !s.ok()) return s;
+    config = AddQueue(config)->config;
+    EndStep(pending);
   }
-  return AddQueue(config)->config;
+  pending.Run(on_earlier_deadline_);
+  return config;
 }
 
 absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& queue,
@@ -168,6 +185,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& que
   v1::QueueConfig config;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     config = q->config;
@@ -182,7 +200,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& que
     config = FillDefaults(config);
     q->config = config;
     Touch(*q, pending);  // a larger maxsize admits waiting putters
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   LogInfo("queue \"%s\" updated (%s)", queue, DescribeConfig(config));
@@ -231,6 +249,7 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
   Pending pending;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
@@ -249,6 +268,8 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
     ids.insert(ids.end(), q->dead.begin(), q->dead.end());
     for (uint64_t id : ids) Forget(tasks_.at(id));
     queues_.erase(queue);
+    MarkQueue(queue);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -270,11 +291,12 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
   uint64_t purged;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     purged = DropWaiting(*q, absl::StrCat("purged from queue \"", queue, "\""), pending);
     Touch(*q, pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return purged;
@@ -286,6 +308,7 @@ absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, b
   uint64_t dropped = 0;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     q->shut_down = true;
@@ -295,7 +318,7 @@ absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, b
       dropped = DropWaiting(*q, absl::StrCat("queue \"", queue, "\" was shut down"), pending);
     }
     Touch(*q, pending);  // getters of a drained queue fail now
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   LogInfo("queue \"%s\" shut down%s", queue,
@@ -406,6 +429,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
       }
     }
     uint64_t id = next_task_id_++;
+    MarkNewTask(id);
     TaskRecord& rec = tasks_[id];
     v1::Task& t = rec.task;
     t.set_id(id);
@@ -442,12 +466,13 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
-    pending.Add([done = std::move(done), s]() mutable { done(s); });
+    pending.Reply(std::move(done), s);
   };
   {
     MutexLock lock(&mu_);
     absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
     absl::Status status = found.ok() ? ValidatePut(args) : found.status();
+    if (status.ok()) status = Writable();
     Queue* q = found.ok() ? *found : nullptr;
     if (status.ok() && q->shut_down) status = QueueShutDown(args.queue);
     size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
@@ -470,9 +495,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       fail(status);
     } else if (q->live_putters == 0 && Fits(*q, fresh)) {
       PutResult stored = Insert(*q, args.tasks, pending);
-      pending.Add([done = std::move(done), stored = std::move(stored)]() mutable {
-        done(std::move(stored));
-      });
+      pending.Reply(std::move(done), std::move(stored));
     } else if (args.nowait || args.deadline <= clock_->Now()) {
       fail(absl::ResourceExhaustedError(absl::StrCat(
           "queue \"", args.queue, "\" is full (maxsize ", q->config.maxsize(),
@@ -486,7 +509,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       w.put_done = std::move(done);
       wait_id = AddWaiter(*q, std::move(w), pending);
     }
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return wait_id;
@@ -507,6 +530,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
       continue;
     }
     // Take: handed out and acknowledged in one step.
+    MarkTask(id);
     rec.task.set_attempt(rec.task.attempt() + 1);
     FreeDedupKey(rec);
     RememberFinished(rec, v1::TASK_STATE_DONE);
@@ -528,21 +552,24 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
-    pending.Add([done = std::move(done), s]() mutable { done(s); });
+    pending.Reply(std::move(done), s);
   };
   if (args.max_tasks == 0) args.max_tasks = 1;
   {
     MutexLock lock(&mu_);
     absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
     Queue* q = found.ok() ? *found : nullptr;
+    absl::Status writable = Writable();
     if (!found.ok()) {
       fail(found.status());
+    } else if (!writable.ok()) {
+      fail(writable);
     } else if (args.max_tasks > kMaxTasksPerGet) {
       fail(absl::InvalidArgumentError(absl::StrCat("max_tasks ", args.max_tasks,
                                                    " is above the limit of ", kMaxTasksPerGet)));
     } else if (q->live_getters == 0 && !q->ready.empty()) {
       std::vector<v1::Delivery> got = TakeReady(*q, args, pending);
-      pending.Add([done = std::move(done), got = std::move(got)]() mutable { done(std::move(got)); });
+      pending.Reply(std::move(done), std::move(got));
     } else if (q->shut_down && q->ready.empty() && q->delayed.empty()) {
       fail(QueueShutDownAndEmpty(args.queue));
     } else if (args.nowait || args.deadline <= clock_->Now()) {
@@ -556,7 +583,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
       w.get_done = std::move(done);
       wait_id = AddWaiter(*q, std::move(w), pending);
     }
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return wait_id;
@@ -589,6 +616,9 @@ void MemoryEngine::Settle(Queue& q, Pending& pending) {
 }
 
 void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
+  // Nothing is handed out while the store refuses writes (a take or a lease
+  // could not be recorded); OnStoreHealthy settles every queue again.
+  if (!Writable().ok()) return;
   while (!q.ready.empty() && !q.getters.empty()) {
     WaitId id = q.getters.front();
     q.getters.pop_front();
@@ -598,9 +628,7 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     std::vector<v1::Delivery> got = TakeReady(q, w.get, pending);
     --q.live_getters;
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
-    pending.Add([done = std::move(w.get_done), got = std::move(got)]() mutable {
-      done(std::move(got));
-    });
+    pending.Reply(std::move(w.get_done), std::move(got));
     waiters_.erase(it);
   }
   if (q.ready.empty()) return;
@@ -643,9 +671,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
     --q.live_putters;
     PutResult stored = Insert(q, w.put.tasks, pending);
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
-    pending.Add([done = std::move(w.put_done), stored = std::move(stored)]() mutable {
-      done(std::move(stored));
-    });
+    pending.Reply(std::move(w.put_done), std::move(stored));
     waiters_.erase(it);
     admitted = true;
   }
@@ -660,7 +686,7 @@ void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
     if (it->second.deadline != absl::InfiniteFuture()) {
       wait_deadlines_.erase({it->second.deadline, id});
     }
-    pending.Add([done = std::move(it->second.join_done)]() mutable { done(absl::OkStatus()); });
+    pending.Reply(std::move(it->second.join_done), absl::OkStatus());
     waiters_.erase(it);
   }
   q.joiners.clear();
@@ -671,6 +697,7 @@ absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
   Pending pending;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     if (count > q->awaiting_task_done) {
@@ -681,7 +708,7 @@ absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
     q->awaiting_task_done -= count;
     q->total_completed += count;
     Touch(*q, pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -699,7 +726,7 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
           "queue \"", queue, "\" still has ", Unfinished(*q), " unfinished tasks"));
     }
     if (!status.ok() || Unfinished(*q) == 0) {
-      pending.Add([done = std::move(done), status]() mutable { done(status); });
+      pending.Reply(std::move(done), status);
     } else {
       Waiter w;
       w.kind = WaitKind::kJoin;
@@ -708,6 +735,7 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
       w.join_done = std::move(done);
       wait_id = AddWaiter(*q, std::move(w), pending);
     }
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return wait_id;
@@ -727,10 +755,12 @@ absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::st
     return absl::InvalidArgumentError(
         absl::StrCat("worker id is longer than ", kMaxWorkerIdBytes, " bytes"));
   }
+  Pending pending;  // queues created on first use are written
   MutexLock lock(&mu_);
   for (const std::string& name : queues) {
     if (auto q = FindOrCreateQueue(name); !q.ok()) return q.status();
   }
+  Persist(pending);
   SubscriptionId id = next_sub_id_++;
   Subscription& sub = subs_[id];
   sub.worker_id = worker_id;
@@ -756,7 +786,7 @@ absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
     }
     sub.credits += credits;
     for (const std::string& name : sub.queues) pending.Touch(name);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -790,7 +820,7 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
       }
     }
     subs_.erase(sub_id);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
@@ -849,14 +879,14 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
         --q->live_putters;
         Touch(*q, pending);  // a smaller batch behind it may fit now
       }
-      pending.Add([done = std::move(w.put_done), status]() mutable { done(status); });
+      pending.Reply(std::move(w.put_done), status);
       break;
     case WaitKind::kGet:
       if (q) --q->live_getters;
-      pending.Add([done = std::move(w.get_done), status]() mutable { done(status); });
+      pending.Reply(std::move(w.get_done), status);
       break;
     case WaitKind::kJoin:
-      pending.Add([done = std::move(w.join_done), status]() mutable { done(status); });
+      pending.Reply(std::move(w.join_done), status);
       break;
   }
   waiters_.erase(it);
@@ -884,7 +914,7 @@ void MemoryEngine::CancelWait(WaitId id) {
   {
     MutexLock lock(&mu_);
     FailWaiter(id, absl::CancelledError("cancelled by the client"), pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
@@ -946,7 +976,7 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
       }
       FailWaiter(id, status, pending);
     }
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
 }

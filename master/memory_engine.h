@@ -1,5 +1,7 @@
-// MemoryEngine: the in-memory QueueEngine. Everything lives in RAM and is
-// lost when the master exits (the durable store replaces it later).
+// MemoryEngine: the QueueEngine. All state lives in RAM; with a Store
+// (Recover) every change is also written to it, so that a restarted master
+// rebuilds the same state (memory_engine_store.cc). Without one, everything
+// is lost when the master exits (--store memory).
 //
 // A task is in exactly one state: delayed (per-queue set ordered by due
 // time), ready (per-queue set in hand-out order), leased (lease deadline
@@ -15,9 +17,15 @@
 // everything that becomes ready in one step is ordered before any of it is
 // handed out.
 //
+// With a store, each locked step marks the tasks and queues it changed;
+// EndStep writes them as one batch (the step is atomic on disk too: a
+// completion and its result, a put of many tasks) and the step's replies
+// wait for that batch to be durable (memory_engine_pending.h).
+//
 // The implementation is split: memory_engine.cc (queues, put, get,
 // dispatch, time), memory_engine_tasks.cc (settling leases, retries, dead
-// letters, cancel, task lookup).
+// letters, cancel, task lookup), memory_engine_store.cc (writing changes to
+// the store, recovery).
 //
 // Thread-safety: all public methods are safe from any thread.
 #pragma once
@@ -39,8 +47,13 @@
 #include "common/clock.h"
 #include "common/sync.h"
 #include "master/queue_engine.h"
+#include "master/store.h"
 
 namespace taskq {
+
+namespace v1 {
+class StoredTask;
+}  // namespace v1
 
 class MemoryEngine final : public QueueEngine {
  public:
@@ -89,6 +102,17 @@ class MemoryEngine final : public QueueEngine {
   void AdvanceTo(absl::Time now) override;
   absl::Time NextDeadline() override;
   void Shutdown() override;
+  void WhenDurable(DoneCallback done) override;
+
+  // Makes `store` (which outlives the engine) the engine's durable copy:
+  // rebuilds queues and tasks from it, returns tasks that were leased when
+  // the master stopped to ready (the attempt counts; their old leases can
+  // no longer settle), and from then on writes every change to it. Call once,
+  // before any other method.
+  absl::Status Recover(Store* store);
+  // Called when the store is writable again after a failure: hands out
+  // what waited meanwhile.
+  void OnStoreHealthy();
 
  private:
   // Work to do once the lock is released (memory_engine_pending.h).
@@ -188,7 +212,7 @@ class MemoryEngine final : public QueueEngine {
   };
 
   // How a lease ended without completing (history's `how`).
-  enum class LostHow { kFailed, kExpired, kDisconnected };
+  enum class LostHow { kFailed, kExpired, kDisconnected, kRestarted };
 
   // --- queues (memory_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
@@ -221,8 +245,10 @@ class MemoryEngine final : public QueueEngine {
   // Takes up to args.max_tasks ready tasks for one Get (take or lease).
   std::vector<v1::Delivery> TakeReady(Queue& q, const GetArgs& args, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks q for settling at the end of the locked step.
-  static void Touch(const Queue& q, Pending& pending);
+  // Marks q for settling at the end of the locked step (and for writing).
+  void Touch(const Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a locked step: settles touched queues, then writes what changed.
+  void EndStep(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Settles every touched queue (settling one may touch others).
   void SettleTouched(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After any change to q: serve getters and workers, admit putters that now
@@ -241,6 +267,30 @@ class MemoryEngine final : public QueueEngine {
   absl::Time NextDeadlineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks the timer to re-arm if `t` is earlier than every pending deadline.
   void WatchDeadline(absl::Time t, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- the store (memory_engine_store.cc); all require mu_ ----------------------
+  void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (store_ != nullptr) dirty_tasks_.insert(id);
+  }
+  // A task created in this step: its payload is written too.
+  void MarkNewTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (store_ != nullptr) {
+      dirty_tasks_.insert(id);
+      new_tasks_.insert(id);
+    }
+  }
+  void MarkQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (store_ != nullptr) dirty_queues_.insert(name);
+  }
+  // Writes the marked tasks and queues as one batch; the step's replies wait
+  // for it.
+  void Persist(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The record of a task as written (everything but its payload).
+  static void EncodeTask(const TaskRecord& rec, v1::StoredTask& out);
+  // OK, or why the store refuses writes now (the call is refused with it).
+  absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadTasks(std::vector<uint64_t>& leased) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
   v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending)
@@ -318,6 +368,15 @@ class MemoryEngine final : public QueueEngine {
   // Leases revoked by CancelTask: lease id -> task id, oldest first.
   absl::flat_hash_map<uint64_t, uint64_t> revoked_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> revoked_order_ ABSL_GUARDED_BY(mu_);
+
+  // The durable copy (null: memory only), and what the current step changed.
+  Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::flat_hash_set<uint64_t> dirty_tasks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> new_tasks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> dirty_queues_ ABSL_GUARDED_BY(mu_);
+  // Task ids below this are reserved on disk: a restarted master never
+  // reuses an id (ids are reserved in blocks, one small write per block).
+  uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace taskq

@@ -3,6 +3,13 @@
 // streams, a timer wake-up), plus the queues it touched, which the step
 // settles before unlocking. Internal to memory_engine*.cc.
 //
+// With a store, the step's changes were written as one batch before
+// unlocking, and the replies wait until that batch (and so everything the
+// replies depend on) is durable: a reply gets the store's error instead of
+// its result if it is not. Deliveries to worker streams go out at once: a
+// lease is not an acknowledgement, and the completion that settles it
+// waits for durability itself.
+//
 // Thread-safety: none; one Pending belongs to one call on one thread.
 #pragma once
 
@@ -14,12 +21,30 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "master/memory_engine.h"
+#include "master/store.h"
 
 namespace taskq {
 
 class MemoryEngine::Pending {
  public:
-  void Add(absl::AnyInvocable<void()> fn) { calls_.push_back(std::move(fn)); }
+  // Replies `result` to `done` once the step is durable; the store's error
+  // instead if it is not.
+  template <typename Done, typename Result>
+  void Reply(Done done, Result result) {
+    calls_.push_back([done = std::move(done), result = std::move(result)](
+                         const absl::Status& durable) mutable {
+      if (durable.ok()) {
+        done(std::move(result));
+      } else {
+        done(durable);
+      }
+    });
+  }
+  // The step's replies wait for batch `seq` of `store`.
+  void WaitFor(Store* store, uint64_t seq) {
+    store_ = store;
+    seq_ = seq;
+  }
   void Deliver(SubscriptionId sub, const DeliverFn& fn, v1::Delivery d) {
     Batch& b = batches_[sub];
     if (!b.fn) b.fn = fn;
@@ -39,7 +64,15 @@ class MemoryEngine::Pending {
 
   void Run(const std::function<void()>& wake) {
     for (auto& [sub, batch] : batches_) batch.fn(std::move(batch.items));
-    for (auto& call : calls_) call();
+    if (!calls_.empty()) {
+      if (store_ != nullptr) {
+        store_->WhenDurable(seq_, [calls = std::move(calls_)](absl::Status durable) mutable {
+          for (auto& call : calls) call(durable);
+        });
+      } else {
+        for (auto& call : calls_) call(absl::OkStatus());
+      }
+    }
     if (wake_timer_ && wake) wake();
   }
 
@@ -48,7 +81,9 @@ class MemoryEngine::Pending {
     DeliverFn fn;
     std::vector<v1::Delivery> items;
   };
-  std::vector<absl::AnyInvocable<void()>> calls_;
+  std::vector<absl::AnyInvocable<void(const absl::Status&)>> calls_;
+  Store* store_ = nullptr;
+  uint64_t seq_ = 0;
   absl::flat_hash_map<SubscriptionId, Batch> batches_;
   std::vector<std::string> touched_;
   absl::flat_hash_set<std::string> touched_set_;

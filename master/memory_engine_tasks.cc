@@ -50,6 +50,7 @@ v1::TaskState MemoryEngine::ProtoState(State state) {
 v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
                                  Pending& pending) {
   absl::Time now = clock_->Now();
+  MarkTask(rec.task.id());
   rec.state = State::kLeased;
   rec.lease_id = next_lease_id_++;
   rec.lease_deadline = now + absl::Milliseconds(q.config.lease_ms());
@@ -87,6 +88,7 @@ void MemoryEngine::ClearLease(TaskRecord& rec) {
 }
 
 void MemoryEngine::Detach(TaskRecord& rec) {
+  MarkTask(rec.task.id());
   Queue* q = FindQueue(rec.task.queue());
   switch (rec.state) {
     case State::kReady:
@@ -108,11 +110,13 @@ void MemoryEngine::Detach(TaskRecord& rec) {
 
 void MemoryEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
   if (new_place) rec.key = MakeKey(q, rec.task);
+  MarkTask(rec.task.id());
   rec.state = State::kReady;
   q.ready.insert(rec.key);
 }
 
 void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
+  MarkTask(rec.task.id());
   rec.state = State::kDelayed;
   rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
   WatchDeadline(due, pending);
@@ -150,9 +154,10 @@ void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::stri
 void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
   Queue* q = FindQueue(rec.task.queue());
   AddHistory(rec,
-             how == LostHow::kFailed    ? "failed"
-             : how == LostHow::kExpired ? "expired"
-                                        : "disconnected",
+             how == LostHow::kFailed       ? "failed"
+             : how == LostHow::kExpired    ? "expired"
+             : how == LostHow::kRestarted  ? "master restarted"
+                                           : "disconnected",
              error);
   Detach(rec);
   if (!q) {  // cannot happen: a deleted queue's tasks are gone
@@ -167,8 +172,9 @@ void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pe
     return;
   }
   rec.last_error = std::move(error);
-  if (how == LostHow::kDisconnected) {
-    // The worker is gone, not the task's fault: back in its old place now.
+  if (how == LostHow::kDisconnected || how == LostHow::kRestarted) {
+    // The worker (or the master) is gone, not the task's fault: back in its
+    // old place now.
     MakeReady(*q, rec, /*new_place=*/false);
   } else {
     MakeDelayed(*q, rec, clock_->Now() + Backoff(*q, attempt), pending);
@@ -192,6 +198,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
                dlq_name, rec.task.queue(), rec.task.id(), rec.task.queue());
     dlq = origin;
   }
+  MarkTask(rec.task.id());
   rec.state = State::kDead;
   rec.dead_in = dlq->config.name();
   dlq->dead.insert(rec.task.id());
@@ -237,6 +244,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
     return;
   }
   uint64_t id = next_task_id_++;
+  MarkNewTask(id);
   TaskRecord& r = tasks_[id];
   r.task.set_id(id);
   r.task.set_queue(reply_to);
@@ -309,10 +317,11 @@ absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::st
   Pending pending;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     absl::StatusOr<TaskRecord*> rec = FindLease(task_id, lease_id);
     if (!rec.ok()) return rec.status();
     Finish(**rec, v1::TASK_STATE_DONE, v1::OUTCOME_OK, std::move(result), "", true, pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -324,6 +333,7 @@ absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string
   Pending pending;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     absl::StatusOr<TaskRecord*> found = FindLease(task_id, lease_id);
     if (!found.ok()) return found.status();
     TaskRecord& rec = **found;
@@ -335,7 +345,7 @@ absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string
     } else {
       LoseLease(rec, LostHow::kFailed, std::move(error), pending);
     }
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -348,6 +358,7 @@ absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Du
   Pending pending;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     absl::StatusOr<TaskRecord*> found = FindLease(task_id, lease_id);
     if (!found.ok()) return found.status();
     TaskRecord& rec = **found;
@@ -362,7 +373,7 @@ absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Du
       MakeDelayed(*q, rec, clock_->Now() + delay, pending);
     }
     Touch(*q, pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
@@ -458,6 +469,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
   v1::TaskState previous;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     auto it = tasks_.find(task_id);
     if (it == tasks_.end()) {
       if (auto f = finished_.find(task_id); f != finished_.end()) {
@@ -474,7 +486,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
     bool send_result = rec.state != State::kDead;
     Finish(rec, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "",
            absl::StrCat("task ", task_id, " was cancelled"), send_result, pending);
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   LogInfo("task %d cancelled (was %s)", task_id, StateName(previous));
@@ -538,6 +550,7 @@ absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uin
   uint64_t requeued = 0;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) {
       return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
@@ -562,7 +575,7 @@ absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uin
         }
       }
     }
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return requeued;
@@ -574,6 +587,7 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeDead(const std::string& queue) {
   uint64_t purged;
   {
     MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) {
       return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
@@ -584,7 +598,7 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeDead(const std::string& queue) {
       Finish(tasks_.at(id), v1::TASK_STATE_FAILED, v1::OUTCOME_FAILED, "", "", false, pending);
     }
     purged = ids.size();
-    SettleTouched(pending);
+    EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return purged;

@@ -1,8 +1,8 @@
 // QueueEngine: the master's named queues of tasks, as an interface.
 //
-// The gRPC layer (master/service.cc) translates RPCs into these calls; the
-// in-memory engine (memory_engine.h) implements them today and the durable
-// store will tomorrow. Calls that may wait (Put on a full queue, Get on an
+// The gRPC layer (master/service.cc) translates RPCs into these calls;
+// MemoryEngine (memory_engine.h) implements them, in memory only or backed
+// by a durable Store (master/store.h). Calls that may wait (Put on a full queue, Get on an
 // empty one, Join) never block a thread: they take a callback, return at
 // once, and the engine runs the callback exactly once, either before the
 // call returns or later from whichever thread makes the condition true or
@@ -184,6 +184,14 @@ class QueueEngine {
 
   // Fails every waiting call with CANCELLED (master shutting down).
   virtual void Shutdown() = 0;
+
+  // --- durability ---------------------------------------------------------------
+  // Runs `done` once every change made before the call is as durable as the
+  // store's fsync policy promises (at once without a store), or with the
+  // store's error (RESOURCE_EXHAUSTED, UNAVAILABLE) if it could not be
+  // stored. Callers reply to a state-changing call only from `done`; the
+  // engine's own callbacks (Put, Get, Join) already wait for it.
+  virtual void WhenDurable(DoneCallback done) = 0;
 };
 
 }  // namespace taskq

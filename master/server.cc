@@ -54,6 +54,19 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view addr
   return std::make_pair(host, port_num);
 }
 
+std::string DefaultDataDir() {
+  // systemd's StateDirectory=, then the XDG data home, like the token's
+  // default under the XDG config home.
+  if (const char* state = std::getenv("STATE_DIRECTORY"); state && *state) {
+    return absl::StrCat(state, "/data");
+  }
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
+    return absl::StrCat(xdg, "/taskq");
+  }
+  const char* home = std::getenv("HOME");
+  return absl::StrCat(home && *home ? home : ".", "/.local/share/taskq");
+}
+
 MasterServer::MasterServer(MasterOptions options)
     : options_(std::move(options)),
       scheduler_({.threads = options_.threads, .name = "master"}),
@@ -94,6 +107,25 @@ absl::StatusOr<std::string> MasterServer::Start() {
 
   engine_ = std::make_unique<MemoryEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
+  if (options_.store == "sqlite") {
+    SqliteStoreOptions store_options;
+    store_options.dir = options_.data_dir.empty() ? DefaultDataDir() : options_.data_dir;
+    store_options.fsync = options_.fsync;
+    store_options.fsync_interval = options_.fsync_interval;
+    store_options.min_free_bytes = options_.min_free_disk_bytes;
+    MemoryEngine* engine = engine_.get();
+    store_options.on_healthy = [engine] { engine->OnStoreHealthy(); };
+    auto store = SqliteStore::Open(std::move(store_options));
+    if (!store.ok()) return store.status();
+    store_ = *std::move(store);
+    if (absl::Status s = engine_->Recover(store_.get()); !s.ok()) return s;
+    LogInfo("store: %s, fsync %s", store_->dir(), FsyncPolicyName(options_.fsync));
+  } else if (options_.store != "memory") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --store \"", options_.store, "\": use sqlite or memory"));
+  } else {
+    LogWarning("store: memory only; every task is lost when the master stops");
+  }
   service_ = std::make_unique<TaskQueueService>(engine_.get(), &scheduler_, *std::move(token));
 
   grpc::ServerBuilder builder;
@@ -134,6 +166,8 @@ void MasterServer::Shutdown() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   }
   timer_.Stop();
+  // Last: syncs what was written (any policy) and answers waiting replies.
+  if (store_) store_->Close();
 }
 
 }  // namespace taskq

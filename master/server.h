@@ -1,6 +1,6 @@
 // MasterServer: wires the master together — the coroutine scheduler, the
-// queue engine and its timer, the gRPC server with the TaskQueue service —
-// from MasterOptions.
+// durable store, the queue engine (recovered from the store) and its timer,
+// the gRPC server with the TaskQueue service — from MasterOptions.
 //
 // Thread-safety: Start, then Wait from one thread; Shutdown may be called
 // from any other thread (e.g. the signal watcher) once.
@@ -16,6 +16,7 @@
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
+#include "master/sqlite_store.h"
 
 namespace taskq {
 
@@ -30,7 +31,18 @@ struct MasterOptions {
   // and the engine timer; 0 = one per core.
   int threads = 0;
   EngineOptions engine;
+  // "sqlite" (durable, in data_dir) or "memory" (lost on exit).
+  std::string store = "sqlite";
+  std::string data_dir;  // empty = DefaultDataDir()
+  FsyncPolicy fsync = FsyncPolicy::kAlways;
+  absl::Duration fsync_interval = absl::Milliseconds(10);
+  // Writes are refused while the data dir has less free space than this.
+  uint64_t min_free_disk_bytes = uint64_t{128} << 20;
 };
+
+// Where the store lives without --data-dir: $STATE_DIRECTORY/data (systemd),
+// else $XDG_DATA_HOME/taskq, else ~/.local/share/taskq.
+std::string DefaultDataDir();
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackHost(absl::string_view host);
@@ -54,6 +66,7 @@ class MasterServer {
   MasterOptions options_;
   rt::Scheduler scheduler_;
   EngineTimer timer_;
+  std::unique_ptr<SqliteStore> store_;  // outlives the engine
   std::unique_ptr<MemoryEngine> engine_;
   std::unique_ptr<TaskQueueService> service_;
   std::unique_ptr<grpc::Server> server_;

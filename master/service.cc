@@ -27,6 +27,16 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
 
 }  // namespace
 
+grpc::ServerUnaryReactor* TaskQueueService::FinishDurable(grpc::CallbackServerContext* ctx,
+                                                          const absl::Status& s) {
+  if (!s.ok()) return FinishNow(ctx, s);
+  // The reply waits until the change is stored as the fsync policy promises;
+  // if it cannot be stored, the caller is told so instead.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  engine_->WhenDurable([reactor](absl::Status durable) { reactor->Finish(ToGrpcStatus(durable)); });
+  return reactor;
+}
+
 TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler,
                                    std::string token)
     : engine_(engine), scheduler_(scheduler), token_(std::move(token)) {}
@@ -69,7 +79,7 @@ grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerCont
   if (!created.ok()) return FinishNow(ctx, created.status());
   *resp->mutable_config() = *created;
   LogInfo("queue \"%s\" created", created->name());
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
@@ -96,7 +106,7 @@ grpc::ServerUnaryReactor* TaskQueueService::DeleteQueue(grpc::CallbackServerCont
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
   absl::Status s = engine_->DeleteQueue(req->queue());
   if (s.ok()) LogInfo("queue \"%s\" deleted", req->queue());
-  return FinishNow(ctx, s);
+  return FinishDurable(ctx, s);
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerContext* ctx,
@@ -106,7 +116,7 @@ grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerConte
   auto purged = engine_->PurgeQueue(req->queue());
   if (!purged.ok()) return FinishNow(ctx, purged.status());
   resp->set_purged(*purged);
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerContext* ctx,
@@ -116,7 +126,7 @@ grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerCont
   auto updated = engine_->UpdateQueue(req->queue(), req->update());
   if (!updated.ok()) return FinishNow(ctx, updated.status());
   *resp = *std::move(updated);
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerContext* ctx,
@@ -126,7 +136,7 @@ grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerCo
   auto dropped = engine_->ShutdownQueue(req->queue(), req->immediate());
   if (!dropped.ok()) return FinishNow(ctx, dropped.status());
   resp->set_dropped(*dropped);
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 // --- tasks by id and dead letters ----------------------------------------------------
@@ -148,7 +158,7 @@ grpc::ServerUnaryReactor* TaskQueueService::CancelTask(grpc::CallbackServerConte
   auto previous = engine_->CancelTask(req->task_id());
   if (!previous.ok()) return FinishNow(ctx, previous.status());
   resp->set_previous_state(*previous);
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::ListDead(grpc::CallbackServerContext* ctx,
@@ -169,7 +179,7 @@ grpc::ServerUnaryReactor* TaskQueueService::RequeueDead(grpc::CallbackServerCont
   if (!requeued.ok()) return FinishNow(ctx, requeued.status());
   resp->set_requeued(*requeued);
   if (*requeued > 0) LogInfo("%d dead tasks of \"%s\" requeued", *requeued, req->queue());
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContext* ctx,
@@ -179,7 +189,7 @@ grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContex
   auto purged = engine_->PurgeDead(req->queue());
   if (!purged.ok()) return FinishNow(ctx, purged.status());
   resp->set_purged(*purged);
-  return FinishNow(ctx, grpc::Status::OK);
+  return FinishDurable(ctx, absl::OkStatus());
 }
 
 // --- producers and consumers --------------------------------------------------------
@@ -234,29 +244,29 @@ grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext
                                                      const v1::CompleteRequest* req,
                                                      v1::CompleteResponse*) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishNow(ctx, engine_->Complete(req->task_id(), req->lease_id(), req->result()));
+  return FinishDurable(ctx, engine_->Complete(req->task_id(), req->lease_id(), req->result()));
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ctx,
                                                  const v1::FailRequest* req, v1::FailResponse*) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishNow(ctx,
-                   engine_->Fail(req->task_id(), req->lease_id(), req->error(), req->permanent()));
+  return FinishDurable(ctx,
+                       engine_->Fail(req->task_id(), req->lease_id(), req->error(), req->permanent()));
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::Release(grpc::CallbackServerContext* ctx,
                                                     const v1::ReleaseRequest* req,
                                                     v1::ReleaseResponse*) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishNow(ctx, engine_->Release(req->task_id(), req->lease_id(),
-                                         absl::Milliseconds(req->delay_ms())));
+  return FinishDurable(ctx, engine_->Release(req->task_id(), req->lease_id(),
+                                              absl::Milliseconds(req->delay_ms())));
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
                                                      const v1::TaskDoneRequest* req,
                                                      v1::TaskDoneResponse*) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishNow(ctx, engine_->TaskDone(req->queue(), req->count()));
+  return FinishDurable(ctx, engine_->TaskDone(req->queue(), req->count()));
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,

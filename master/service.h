@@ -88,6 +88,9 @@ class TaskQueueService final : public v1::TaskQueue::CallbackService {
   // Deadline for a waiting call: the request's timeout, capped by the
   // call's own gRPC deadline.
   static absl::Time WaitDeadline(grpc::CallbackServerContext* ctx, uint32_t timeout_ms);
+  // Finishes a call that changed state: an error at once, OK only once the
+  // change is durable (QueueEngine::WhenDurable).
+  grpc::ServerUnaryReactor* FinishDurable(grpc::CallbackServerContext* ctx, const absl::Status& s);
 
   QueueEngine* const engine_;
   rt::Scheduler* const scheduler_;

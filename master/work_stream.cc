@@ -42,7 +42,7 @@ void WorkStream::OnReadDone(bool ok) {
     Unsubscribe();
     MutexLock lock(&mu_);
     reads_done_ = true;
-    if (!finished_ && !writing_) {
+    if (!finished_ && !writing_ && acks_pending_ == 0) {
       finished_ = true;
       Finish(grpc::Status::OK);
     }
@@ -87,24 +87,39 @@ void WorkStream::Handle(v1::WorkRequest& req) {
         absl::StrCat("a Work message carries ", reports, " reports; the limit is ",
                      kMaxReportsPerWorkMessage, ": send them in several messages")));
   }
+  std::vector<v1::WorkResponse::Ack> acks;
   for (auto& c : *req.mutable_completions()) {
-    QueueAck(c.task_id(), c.lease_id(),
-             engine_->Complete(c.task_id(), c.lease_id(), std::move(*c.mutable_result())));
+    acks.push_back(MakeAck(c.task_id(), c.lease_id(),
+                           engine_->Complete(c.task_id(), c.lease_id(),
+                                             std::move(*c.mutable_result()))));
   }
   for (auto& f : *req.mutable_failures()) {
-    QueueAck(f.task_id(), f.lease_id(),
-             engine_->Fail(f.task_id(), f.lease_id(), std::move(*f.mutable_error()),
-                           f.permanent()));
+    acks.push_back(MakeAck(f.task_id(), f.lease_id(),
+                           engine_->Fail(f.task_id(), f.lease_id(),
+                                         std::move(*f.mutable_error()), f.permanent())));
   }
   for (const auto& r : req.releases()) {
-    QueueAck(r.task_id(), r.lease_id(),
-             engine_->Release(r.task_id(), r.lease_id(), absl::Milliseconds(r.delay_ms())));
+    acks.push_back(MakeAck(r.task_id(), r.lease_id(),
+                           engine_->Release(r.task_id(), r.lease_id(),
+                                            absl::Milliseconds(r.delay_ms()))));
   }
   // A refused heartbeat is acked with task_id 0: CANCELLED = the task was
   // cancelled (stop running it), FAILED_PRECONDITION = the lease was lost.
   for (uint64_t lease_id : req.extend_lease_ids()) {
     auto extended = engine_->ExtendLease(lease_id);
-    if (!extended.ok()) QueueAck(0, lease_id, extended.status());
+    if (!extended.ok()) acks.push_back(MakeAck(0, lease_id, extended.status()));
+  }
+  if (!acks.empty()) {
+    // An ack tells the worker its report is settled for good: it goes out
+    // only once the change is durable (fsync policy), in report order.
+    {
+      MutexLock lock(&mu_);
+      ++acks_pending_;
+    }
+    engine_->WhenDurable([link = link_, acks = std::move(acks)](absl::Status durable) mutable {
+      MutexLock lock(&link->mu);
+      if (link->stream) link->stream->SendAcks(std::move(acks), durable);
+    });
   }
   if (req.credits() > 0) {
     SubscriptionId sub;
@@ -152,17 +167,31 @@ void WorkStream::Deliver(std::vector<v1::Delivery> deliveries) {
   if (!writing_) WriteNext();
 }
 
-void WorkStream::QueueAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s) {
+v1::WorkResponse::Ack WorkStream::MakeAck(uint64_t task_id, uint64_t lease_id,
+                                          const absl::Status& s) {
   if (!s.ok()) {
     LogDebug("worker stream %s: report on task %d refused: %s", peer_, task_id, s.message());
   }
+  v1::WorkResponse::Ack ack;
+  ack.set_task_id(task_id);
+  ack.set_lease_id(lease_id);
+  ack.set_code(static_cast<int32_t>(s.code()));
+  if (!s.ok()) ack.set_message(std::string(s.message()));
+  return ack;
+}
+
+void WorkStream::SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::Status& durable) {
   MutexLock lock(&mu_);
+  --acks_pending_;
   if (finished_ || broken_) return;
-  v1::WorkResponse::Ack* ack = Tail().add_acks();
-  ack->set_task_id(task_id);
-  ack->set_lease_id(lease_id);
-  ack->set_code(static_cast<int32_t>(s.code()));
-  if (!s.ok()) ack->set_message(std::string(s.message()));
+  for (auto& ack : acks) {
+    // Settled in memory but not stored: the worker must not count on it.
+    if (!durable.ok() && ack.code() == 0) {
+      ack.set_code(static_cast<int32_t>(durable.code()));
+      ack.set_message(std::string(durable.message()));
+    }
+    *Tail().add_acks() = std::move(ack);
+  }
   if (!writing_) WriteNext();
 }
 
@@ -199,7 +228,7 @@ void WorkStream::OnWriteDone(bool ok) {
   if (read_paused_ && outbox_.size() <= kResumeReadAt) ReadNextOrPause();
   if (!outbox_.empty()) {
     WriteNext();
-  } else if (reads_done_) {
+  } else if (reads_done_ && acks_pending_ == 0) {
     finished_ = true;
     Finish(grpc::Status::OK);
   }

@@ -48,7 +48,9 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   void Handle(v1::WorkRequest& req);
   absl::Status Start(const v1::WorkRequest::Start& start);
   void Deliver(std::vector<v1::Delivery> deliveries);
-  void QueueAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s);
+  v1::WorkResponse::Ack MakeAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s);
+  // Queues acks whose changes are now durable (or failed to be: `durable`).
+  void SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::Status& durable);
   // The message new items can be appended to (not the one being written).
   v1::WorkResponse& Tail() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -72,6 +74,8 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   // Reading is paused while the outbox is deep: a worker that sends reports
   // but does not read the acks cannot grow the master's memory.
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  // Ack batches waiting for durability; the stream finishes after them.
+  int acks_pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool subscribed_ ABSL_GUARDED_BY(mu_) = false;
   bool unsubscribed_ ABSL_GUARDED_BY(mu_) = false;
   SubscriptionId sub_ ABSL_GUARDED_BY(mu_) = 0;

@@ -351,6 +351,18 @@ absl::Status Cluster::StartMasterAs(const std::string& name, const std::string& 
   const std::string port_file = dir() + "/port";
   std::vector<std::string> argv = {BinPath("taskq-master"), "--listen", listen,
                                    "--port-file", port_file, "--token-file", token_file()};
+  // Durable by default, like production: the store lives in the cluster's
+  // directory (kept across RestartMaster) unless the test chose otherwise.
+  bool store_chosen = false;
+  for (const std::string& arg : master_extra_args_) {
+    if (absl::StartsWith(arg, "--store") || absl::StartsWith(arg, "--data-dir")) {
+      store_chosen = true;
+    }
+  }
+  if (!store_chosen) {
+    argv.push_back("--data-dir");
+    argv.push_back(data_dir());
+  }
   argv.insert(argv.end(), master_extra_args_.begin(), master_extra_args_.end());
   master_ = Spawn(name, argv);
   if (!master_) return absl::InternalError("cannot spawn taskq-master");
@@ -377,7 +389,8 @@ absl::Status Cluster::StartMasterAs(const std::string& name, const std::string& 
                    ready ? "" : " (still running)", "; stderr:\n", Tail(master_->Stderr(), 4000)));
 }
 
-absl::Status Cluster::RestartMaster(int signal, absl::Duration timeout) {
+absl::Status Cluster::RestartMaster(int signal, absl::Duration timeout,
+                                    const std::function<void()>& while_down) {
   if (!master_) return absl::FailedPreconditionError("cluster not started");
   master_->Kill(signal);
   if (!master_->Wait(kStopGrace).has_value()) {
@@ -385,6 +398,7 @@ absl::Status Cluster::RestartMaster(int signal, absl::Duration timeout) {
     master_->Wait(kReapTimeout);
   }
   old_masters_.push_back(std::move(master_));
+  if (while_down) while_down();
   const absl::Time deadline = absl::Now() + timeout;
   absl::Status status;
   // The old listening socket may linger for a moment: retry until bound.

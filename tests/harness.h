@@ -146,10 +146,14 @@ class Cluster {
   // file and extra arguments as Start, retrying while the port is not free
   // yet. Workers and CLI calls keep using address(). The old master's
   // output stays in dir() (master.out/.err); the new one's goes to
-  // master-restart-N.out/.err.
-  absl::Status RestartMaster(int signal, absl::Duration timeout = absl::Seconds(30));
+  // master-restart-N.out/.err. `while_down` runs between the old master's
+  // exit and the new one's start (e.g. to damage its data dir).
+  absl::Status RestartMaster(int signal, absl::Duration timeout = absl::Seconds(30),
+                             const std::function<void()>& while_down = nullptr);
 
   const std::string& dir() const { return dir_.path(); }
+  // The master's --data-dir (unless the test passed --store or --data-dir).
+  std::string data_dir() const { return dir_.path() + "/data"; }
   const std::string& address() const { return address_; }
   // A channel + token to this master, for tests that talk raw gRPC.
   absl::StatusOr<Connection> Connect() const;

@@ -88,7 +88,8 @@ TEST(MasterStartup, WorkerReconnectsAfterMasterRestart) {
   EXPECT_EQ(first.master()->Stop(absl::Seconds(15)), 0);
   std::unique_ptr<Process> second =
       first.Spawn("master-2", {BinPath("taskq-master"), "--listen", address, "--port-file",
-                               first.dir() + "/port-2", "--token-file", first.token_file()});
+                               first.dir() + "/port-2", "--token-file", first.token_file(),
+                               "--data-dir", first.data_dir()});
   ASSERT_NE(second, nullptr);
   ASSERT_TRUE(WaitFor([&] { return !ReadFile(first.dir() + "/port-2").empty() ||
                                    !second->Running(); },

@@ -1,0 +1,358 @@
+// The engine on the durable store (SqliteStore in a temporary directory):
+// everything a client was told survives a restart of the engine — queues
+// and settings, tasks in every state, results, dedup keys, join counters —
+// leased tasks come back ready with the attempt counted and their old
+// leases refused, finished tasks leave nothing on disk, and with fsync
+// policy `always` no reply goes out before the sync (nor after a failed one).
+//
+// The store here is closed and reopened in-process; kill -9 of the real
+// master is tests/crash_test.cc, torn WAL tails and a full disk are
+// tests/durability_test.cc.
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
+#include "common/runtime/async_test_util.h"
+#include "master/engine_test_util.h"
+#include "master/sqlite_store.h"
+
+namespace taskq {
+namespace {
+
+class DurableEngineTest : public EngineTest {
+ protected:
+  DurableEngineTest() {
+    char tmpl[] = "/tmp/taskq-durable-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Open(FsyncPolicy::kNever);
+  }
+  ~DurableEngineTest() override {
+    engine_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // A fresh engine recovered from the store in dir_. Policy `never` replies
+  // at once, so the fixture's synchronous helpers work.
+  void Open(FsyncPolicy policy, std::function<absl::Status()> before_sync = nullptr) {
+    SqliteStoreOptions options;
+    options.dir = dir_ + "/data";
+    options.fsync = policy;
+    options.before_sync = std::move(before_sync);
+    options.retry_interval = absl::Milliseconds(5);
+    options.on_healthy = [this] { healthy_again_ = true; };
+    auto store = SqliteStore::Open(std::move(options));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    Reset({});
+    absl::Status s = engine_->Recover(store_.get());
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  void Restart(FsyncPolicy policy = FsyncPolicy::kNever,
+               std::function<absl::Status()> before_sync = nullptr) {
+    engine_.reset();
+    store_.reset();
+    Open(policy, std::move(before_sync));
+  }
+  // Waits until everything the engine wrote so far is committed.
+  void Flush() {
+    absl::Notification done;
+    engine_->WhenDurable([&](absl::Status) { done.Notify(); });
+    ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  }
+  // Task records and payloads on disk.
+  size_t StoredTasks() {
+    Flush();
+    size_t n = 0;
+    auto count = [&](uint64_t, absl::string_view) {
+      ++n;
+      return true;
+    };
+    EXPECT_TRUE(store_->ScanTasks(count).ok());
+    EXPECT_TRUE(store_->ScanPayloads(count).ok());
+    return n;
+  }
+
+  std::string dir_;
+  std::unique_ptr<SqliteStore> store_;
+  std::atomic<bool> healthy_again_{false};
+};
+
+TEST_F(DurableEngineTest, QueuesAndTheirSettingsSurviveARestart) {
+  CreateQueue("stack", v1::QUEUE_KIND_LIFO, /*maxsize=*/10, /*max_attempts=*/5);
+  CreateQueue("closing", v1::QUEUE_KIND_FIFO);
+  v1::QueueConfigUpdate update;
+  update.set_lease_ms(1234);
+  ASSERT_TRUE(engine_->UpdateQueue("stack", update).ok());
+  ASSERT_TRUE(engine_->ShutdownQueue("closing", false).ok());
+  const v1::QueueConfig before = Stats("stack").config();
+
+  Restart();
+  v1::QueueStats stack = Stats("stack");
+  EXPECT_EQ(stack.config().SerializeAsString(), before.SerializeAsString());
+  EXPECT_EQ(stack.config().lease_ms(), 1234u);
+  EXPECT_EQ(stack.config().kind(), v1::QUEUE_KIND_LIFO);
+  EXPECT_TRUE(Stats("closing").shut_down());
+  EXPECT_EQ(PutStatus("closing", {Spec("x")}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(DurableEngineTest, ReadyTasksComeBackInTheirOrderAndIdsAreNeverReused) {
+  CreateQueue("fifo", v1::QUEUE_KIND_FIFO);
+  CreateQueue("lifo", v1::QUEUE_KIND_LIFO);
+  CreateQueue("prio", v1::QUEUE_KIND_PRIORITY);
+  MustPut("fifo", {Spec("f1"), Spec("f2"), Spec("f3")});
+  MustPut("lifo", {Spec("l1"), Spec("l2"), Spec("l3")});
+  std::vector<uint64_t> ids = MustPut("prio", {Spec("p5", 5), Spec("p1", 1), Spec("p3", 3)});
+
+  Restart();
+  EXPECT_EQ(Payloads(MustGet("fifo", false, 10)), (std::vector<std::string>{"f1", "f2", "f3"}));
+  EXPECT_EQ(Payloads(MustGet("lifo", false, 10)), (std::vector<std::string>{"l3", "l2", "l1"}));
+  EXPECT_EQ(Payloads(MustGet("prio", false, 10)), (std::vector<std::string>{"p1", "p3", "p5"}));
+  // A put after the restart gets a new id, and is ordered after the old ones.
+  MustPut("fifo", {Spec("f4")});
+  std::vector<uint64_t> fresh = MustPut("fifo", {Spec("f5")});
+  EXPECT_GT(fresh[0], ids.back());
+  EXPECT_EQ(Payloads(MustGet("fifo", false, 10)), (std::vector<std::string>{"f4", "f5"}));
+}
+
+TEST_F(DurableEngineTest, DelayedTaskStaysDelayedUntilItsTime) {
+  std::vector<uint64_t> ids = MustPut("q", {Delayed("later", absl::Seconds(60))});
+  Restart();
+  EXPECT_EQ(Stats("q").delayed(), 1u);
+  EXPECT_EQ(GetStatus("q").code(), absl::StatusCode::kDeadlineExceeded);
+  Advance(absl::Seconds(61));
+  std::vector<v1::Delivery> got = MustGet("q");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].task().id(), ids[0]);
+}
+
+TEST_F(DurableEngineTest, LeasedTaskIsReadyAfterARestartWithTheAttemptCountedAndItsOldLeaseRefused) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/3);
+  MustPut("q", {Spec("a"), Spec("b")});
+  v1::Delivery old = MustLease("q");
+  ASSERT_EQ(old.task().payload(), "a");
+
+  Restart();
+  EXPECT_EQ(Stats("q").leased(), 0u);
+  EXPECT_EQ(Stats("q").ready(), 2u);
+  v1::Task t = MustGetTask(old.task().id());
+  EXPECT_EQ(t.state(), v1::TASK_STATE_READY);
+  EXPECT_EQ(t.attempt(), 1u);
+  ASSERT_EQ(t.history_size(), 1);
+  EXPECT_EQ(t.history(0).how(), "master restarted");
+  // The lease from before the restart can settle nothing.
+  absl::Status s = engine_->Complete(old.task().id(), old.lease_id(), "late");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  // Back in its old place (first), on its second attempt, under a new lease.
+  v1::Delivery again = MustLease("q");
+  EXPECT_EQ(again.task().id(), old.task().id());
+  EXPECT_EQ(again.task().attempt(), 2u);
+  EXPECT_NE(again.lease_id(), old.lease_id());
+  EXPECT_TRUE(engine_->Complete(again.task().id(), again.lease_id(), "done").ok());
+}
+
+TEST_F(DurableEngineTest, TaskLeasedOnItsLastAttemptIsGivenUpOnRestart) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/1);
+  MustPut("q", {Spec("once", 0, "results")});
+  v1::Delivery d = MustLease("q");
+  Restart();
+  EXPECT_EQ(Stats("q").dead(), 1u);
+  std::vector<v1::Delivery> results = MustGet("results");
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].task().result_of(), d.task().id());
+  EXPECT_EQ(results[0].task().outcome(), v1::OUTCOME_FAILED);
+}
+
+TEST_F(DurableEngineTest, CompletionAndItsResultAreStoredTogether) {
+  MustPut("q", {Spec("3", 0, "results")});
+  v1::Delivery d = MustLease("q");
+  ASSERT_TRUE(engine_->Complete(d.task().id(), d.lease_id(), "9").ok());
+  Restart();
+  // The task is gone for good, its one result is there.
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+  EXPECT_EQ(Stats("q").total_completed(), 1u);
+  std::vector<v1::Delivery> results = MustGet("results", false, 10);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].task().payload(), "9");
+  EXPECT_EQ(results[0].task().result_of(), d.task().id());
+  Restart();
+  EXPECT_EQ(Stats("results").ready(), 0u);  // taken: not back either
+}
+
+TEST_F(DurableEngineTest, DedupKeysAndDeadLettersSurvive) {
+  MustPut("q", {Keyed("job", "k1"), Spec("doomed")});
+  MustGet("q");  // takes "job" (FIFO): finished
+  Restart();
+  // "job" was taken (finished): its key is free again.
+  PutResult again = MustPutResult("q", {Keyed("job2", "k1")});
+  EXPECT_FALSE(again.any_existing());
+  v1::Delivery doomed = MustLease("q");
+  ASSERT_EQ(doomed.task().payload(), "doomed");
+  ASSERT_TRUE(engine_->Fail(doomed.task().id(), doomed.lease_id(), "bad input", true).ok());
+  Restart();
+  // The keyed task is still pending: its key still deduplicates.
+  PutResult dup = MustPutResult("q", {Keyed("job3", "k1")});
+  EXPECT_TRUE(dup.any_existing());
+  EXPECT_EQ(dup.ids[0], again.ids[0]);
+  auto dead = engine_->ListDead("q", 0, 10);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].id(), doomed.task().id());
+  EXPECT_EQ((*dead)[0].last_error(), "bad input");
+  auto requeued = engine_->RequeueDead("q", doomed.task().id());
+  ASSERT_TRUE(requeued.ok()) << requeued.status();
+  Restart();
+  EXPECT_EQ(Stats("q").dead(), 0u);
+  EXPECT_EQ(Stats("q").ready(), 2u);
+}
+
+TEST_F(DurableEngineTest, JoinCounterOfManualTaskDoneSurvives) {
+  MustPut("q", {Spec("a")});
+  GetCapture got;
+  GetArgs args;
+  args.queue = "q";
+  args.nowait = true;
+  args.manual_task_done = true;
+  engine_->Get(std::move(args), [&](auto r) { got.Set(std::move(r)); });
+  ASSERT_TRUE(got.Wait() && got.value->ok());
+  Restart();
+  EXPECT_EQ(Stats("q").unfinished(), 1u);
+  ASSERT_TRUE(engine_->TaskDone("q", 1).ok());
+  Restart();
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+}
+
+TEST_F(DurableEngineTest, DeletedQueueAndItsTasksStayDeleted) {
+  MustPut("q", {Spec("a"), Spec("b")});
+  ASSERT_TRUE(engine_->DeleteQueue("q").ok());
+  Restart();
+  EXPECT_EQ(engine_->Stats("q").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(StoredTasks(), 0u);
+}
+
+TEST_F(DurableEngineTest, FinishedTasksLeaveNothingOnDisk) {
+  for (int batch = 0; batch < 10; ++batch) {
+    std::vector<v1::TaskSpec> specs;
+    for (int i = 0; i < 100; ++i) specs.push_back(Spec(std::string(100, 'x'), 0, "results"));
+    MustPut("q", std::move(specs));
+  }
+  for (int i = 0; i < 10; ++i) {
+    for (const v1::Delivery& d : MustGet("q", /*lease=*/true, 100)) {
+      ASSERT_TRUE(engine_->Complete(d.task().id(), d.lease_id(), "ok").ok());
+    }
+  }
+  EXPECT_EQ(MustGet("results", false, 1000).size(), 1000u);
+  EXPECT_EQ(StoredTasks(), 0u);
+  Restart();
+  EXPECT_EQ(Stats("q").total_completed(), 1000u);
+  EXPECT_EQ(Stats("results").ready(), 0u);
+}
+
+// --- fsync policy ---------------------------------------------------------------
+
+// A sync the test holds up, or makes fail, once armed (the recovery's own
+// sync passes).
+struct SyncGate {
+  Mutex mu;
+  bool armed ABSL_GUARDED_BY(mu) = false;
+  bool entered ABSL_GUARDED_BY(mu) = false;
+  bool open ABSL_GUARDED_BY(mu) = false;
+  absl::Status result ABSL_GUARDED_BY(mu);
+  CondVar cv;
+
+  absl::Status Sync() {
+    MutexLock lock(&mu);
+    if (!armed) return absl::OkStatus();
+    entered = true;
+    cv.SignalAll();
+    while (!open) cv.Wait(&mu);
+    return result;
+  }
+  void Arm() {
+    MutexLock lock(&mu);
+    armed = true;
+  }
+  void WaitEntered() {
+    MutexLock lock(&mu);
+    while (!entered) cv.Wait(&mu);
+  }
+  void Open(absl::Status s = absl::OkStatus()) {
+    MutexLock lock(&mu);
+    open = true;
+    result = std::move(s);
+    cv.SignalAll();
+  }
+};
+
+// The reply of a put, set from the store's syncer thread.
+struct PutReply {
+  absl::Notification done;
+  absl::StatusOr<PutResult> value = absl::UnknownError("no reply");
+};
+
+void PutInto(MemoryEngine& engine, const std::string& queue, PutReply* reply) {
+  PutArgs args;
+  args.queue = queue;
+  args.tasks.emplace_back().set_payload("x");
+  args.nowait = true;
+  engine.Put(std::move(args), [reply](absl::StatusOr<PutResult> r) {
+    reply->value = std::move(r);
+    reply->done.Notify();
+  });
+}
+
+TEST_F(DurableEngineTest, FsyncAlwaysRepliesOnlyAfterTheSync) {
+  SyncGate gate;
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); });
+  gate.Arm();
+  PutReply reply;
+  PutInto(*engine_, "q", &reply);
+  // The put is in memory (and in the OS) but the sync is held: no reply.
+  gate.WaitEntered();
+  EXPECT_EQ(Stats("q").ready(), 1u);
+  EXPECT_FALSE(reply.done.HasBeenNotified());
+  gate.Open();
+  ASSERT_TRUE(reply.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(reply.value.ok()) << reply.value.status();
+}
+
+TEST_F(DurableEngineTest, FailedSyncFailsTheReplyRefusesWritesKeepsReadsAndRecovers) {
+  SyncGate gate;
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); });
+  gate.Arm();
+  PutReply reply;
+  PutInto(*engine_, "q", &reply);
+  gate.WaitEntered();
+  gate.Open(absl::UnavailableError("injected: fdatasync failed"));
+  ASSERT_TRUE(reply.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // Never acknowledged what it could not store.
+  EXPECT_EQ(reply.value.status().code(), absl::StatusCode::kUnavailable) << reply.value.status();
+  // The retry's sync succeeds (the gate stays open with OK from now on).
+  {
+    MutexLock lock(&gate.mu);
+    gate.result = absl::OkStatus();
+  }
+  ASSERT_TRUE(rt::testing::WaitUntil([&] { return healthy_again_.load(); }, absl::Seconds(10)));
+  EXPECT_TRUE(engine_->Stats("q").ok());
+  PutReply later;
+  PutInto(*engine_, "q", &later);
+  ASSERT_TRUE(later.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(later.value.ok()) << later.value.status();
+}
+
+TEST_F(DurableEngineTest, FsyncNeverAndIntervalDoNotWaitForASync) {
+  for (FsyncPolicy policy : {FsyncPolicy::kNever, FsyncPolicy::kInterval}) {
+    SyncGate gate;  // never opened: a reply that waited for a sync would hang
+    Restart(policy, [&gate] { return gate.Sync(); });
+    gate.Arm();
+    EXPECT_EQ(MustPut("q", {Spec("x")}).size(), 1u) << FsyncPolicyName(policy);
+    gate.Open();  // lets the interval syncer (and Close) finish
+  }
+}
+
+}  // namespace
+}  // namespace taskq

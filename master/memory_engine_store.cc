@@ -1,0 +1,312 @@
+// MemoryEngine, part 3: the durable copy. Each locked step's changes are
+// written to the Store as one batch (Persist), and Recover rebuilds the
+// engine from it after a restart. Record formats: proto/taskq/v1/stored.proto.
+//
+// A lease is written (state and attempt) but not waited for: handing a task
+// to a worker acknowledges nothing. After a restart a task that was leased
+// is ready again in its old place with that attempt counted ("master
+// restarted" in its history), or given up if it was the last attempt. Lease
+// ids carry the store's boot epoch in their top bits, so a lease granted
+// before the restart can never settle a task afterwards.
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
+#include "master/memory_engine.h"
+#include "master/memory_engine_pending.h"
+#include "taskq/v1/stored.pb.h"
+
+namespace taskq {
+
+namespace {
+
+// Record keys: "q" + queue name, and store-wide counters.
+constexpr char kQueuePrefix[] = "q";
+constexpr char kEpochKey[] = "sepoch";
+constexpr char kNextIdKey[] = "snext_id";
+// Task ids are reserved on disk this many at a time.
+constexpr uint64_t kIdBlock = 1 << 20;
+// Lease ids are (boot epoch << kEpochShift) + a counter.
+constexpr int kEpochShift = 40;
+
+// `prefix` then v as 8 big-endian bytes (so keys sort by v).
+std::string U64(uint64_t v, absl::string_view prefix = "") {
+  std::string out(prefix.size() + 8, '\0');
+  std::copy(prefix.begin(), prefix.end(), out.begin());
+  for (size_t i = out.size(); i-- > prefix.size();) {
+    out[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+uint64_t ParseU64(absl::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < s.size() && i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
+  return v;
+}
+
+std::string QueueKey(const std::string& name) { return absl::StrCat(kQueuePrefix, name); }
+
+absl::Status Corrupt(absl::string_view what, absl::string_view key) {
+  return absl::DataLossError(absl::StrCat("store: cannot parse ", what, " record ",
+                                          absl::CHexEscape(key),
+                                          "; the data dir is damaged (restore a backup)"));
+}
+
+absl::Status Corrupt(absl::string_view what, uint64_t id) {
+  return Corrupt(what, absl::StrCat(id));
+}
+
+}  // namespace
+
+absl::Status MemoryEngine::Writable() {
+  if (store_ == nullptr) return absl::OkStatus();
+  return store_->Health();
+}
+
+void MemoryEngine::WhenDurable(DoneCallback done) {
+  Store* store;
+  {
+    MutexLock lock(&mu_);
+    store = store_;
+  }
+  if (store == nullptr) return done(absl::OkStatus());
+  store->WhenDurable(store->LastWritten(), std::move(done));
+}
+
+void MemoryEngine::Persist(Pending& pending) {
+  if (store_ == nullptr) return;
+  if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
+    std::unique_ptr<StoreBatch> batch = store_->NewBatch();
+    v1::StoredTask stored;
+    for (uint64_t id : dirty_tasks_) {
+      const bool fresh = new_tasks_.contains(id);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end()) {
+        // Finished (or forgotten). Created and finished in this same step:
+        // nothing was ever written.
+        if (!fresh) batch->DeleteTask(id);
+        continue;
+      }
+      TaskRecord& rec = it->second;
+      // The payload has its own key, written once; swap it out rather than
+      // copy it into the record.
+      std::string payload;
+      rec.task.mutable_payload()->swap(payload);
+      EncodeTask(rec, stored);
+      rec.task.mutable_payload()->swap(payload);
+      batch->PutTask(id, stored.SerializeAsString());
+      if (fresh) batch->PutPayload(id, rec.task.payload());
+    }
+    for (const std::string& name : dirty_queues_) {
+      auto it = queues_.find(name);
+      if (it == queues_.end()) {
+        batch->DeleteRecord(QueueKey(name));
+        continue;
+      }
+      const Queue& q = *it->second;
+      v1::StoredQueue sq;
+      *sq.mutable_config() = q.config;
+      sq.set_shut_down(q.shut_down);
+      sq.set_awaiting_task_done(q.awaiting_task_done);
+      sq.set_total_put(q.total_put);
+      sq.set_total_completed(q.total_completed);
+      sq.set_total_failed(q.total_failed);
+      sq.set_total_cancelled(q.total_cancelled);
+      batch->PutRecord(QueueKey(name), sq.SerializeAsString());
+    }
+    if (next_task_id_ > ids_reserved_) {
+      ids_reserved_ = next_task_id_ + kIdBlock;
+      batch->PutRecord(kNextIdKey, U64(ids_reserved_));
+    }
+    dirty_tasks_.clear();
+    new_tasks_.clear();
+    dirty_queues_.clear();
+    store_->Write(std::move(batch));
+  }
+  // Replies wait for everything written so far, not only this step's batch:
+  // what they report may rest on an earlier step's changes.
+  pending.WaitFor(store_, store_->LastWritten());
+}
+
+void MemoryEngine::EncodeTask(const TaskRecord& rec, v1::StoredTask& out) {
+  *out.mutable_task() = rec.task;
+  v1::Task& t = *out.mutable_task();
+  t.set_state(ProtoState(rec.state));
+  t.set_dedup_key(rec.dedup_key);
+  t.set_last_error(rec.last_error);
+  t.clear_history();
+  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
+  out.set_ready_major(rec.key.major);
+  out.set_ready_minor(rec.key.minor);
+  out.set_due_unix_us(rec.state == State::kDelayed ? absl::ToUnixMicros(rec.delay.due) : 0);
+  out.set_dead_in(rec.state == State::kDead ? rec.dead_in : "");
+  out.set_holder(rec.state == State::kLeased ? rec.holder_name : "");
+}
+
+absl::Status MemoryEngine::LoadQueues() {
+  absl::Status bad;
+  absl::Status s = store_->ScanRecords(kQueuePrefix, [&](absl::string_view key,
+                                                         absl::string_view value) {
+    mu_.AssertHeld();  // called back inside LoadQueues
+    v1::StoredQueue sq;
+    if (!sq.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      bad = Corrupt("queue", key);
+      return false;
+    }
+    Queue* q = AddQueue(sq.config());
+    q->shut_down = sq.shut_down();
+    q->awaiting_task_done = sq.awaiting_task_done();
+    q->total_put = sq.total_put();
+    q->total_completed = sq.total_completed();
+    q->total_failed = sq.total_failed();
+    q->total_cancelled = sq.total_cancelled();
+    return true;
+  });
+  return s.ok() ? bad : s;
+}
+
+absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
+  absl::Status bad;
+  uint64_t orphans = 0;
+  absl::Status s = store_->ScanTasks([&](uint64_t id, absl::string_view value) {
+    mu_.AssertHeld();  // called back inside LoadTasks
+    v1::StoredTask st;
+    if (!st.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      bad = Corrupt("task", id);
+      return false;
+    }
+    Queue* q = FindQueue(st.task().queue());
+    if (q == nullptr) {  // cannot happen: a queue's delete deletes its tasks
+      ++orphans;
+      MarkTask(id);  // deleted by the recovery batch
+      return true;
+    }
+    TaskRecord& rec = tasks_[id];
+    v1::Task& t = *st.mutable_task();
+    const v1::TaskState state = t.state();
+    rec.dedup_key = t.dedup_key();
+    rec.last_error = t.last_error();
+    rec.history.assign(t.history().begin(), t.history().end());
+    t.clear_state();
+    t.clear_dedup_key();
+    t.clear_last_error();
+    t.clear_history();
+    rec.task = std::move(t);
+    rec.task.set_id(id);
+    rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
+    next_seq_ = std::max(next_seq_, std::abs(st.ready_minor()) + 1);
+    next_task_id_ = std::max(next_task_id_, id + 1);
+    if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
+    switch (state) {
+      case v1::TASK_STATE_DELAYED:
+        rec.state = State::kDelayed;
+        rec.delay = DelayKey{absl::FromUnixMicros(st.due_unix_us()), next_delay_seq_++, id};
+        q->delayed.insert(rec.delay);
+        delayed_.insert(rec.delay);
+        break;
+      case v1::TASK_STATE_LEASED:
+        // Settled below, once every queue and task is back.
+        rec.state = State::kLeased;
+        rec.holder_name = st.holder();
+        leased.push_back(id);
+        break;
+      case v1::TASK_STATE_DEAD: {
+        Queue* dlq = FindQueue(st.dead_in());
+        if (dlq == nullptr) dlq = q;
+        rec.state = State::kDead;
+        rec.dead_in = dlq->config.name();
+        dlq->dead.insert(id);
+        break;
+      }
+      default:
+        rec.state = State::kReady;
+        q->ready.insert(rec.key);
+        break;
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
+  if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
+  // Payloads: a second ordered pass, by the same ids.
+  s = store_->ScanPayloads([&](uint64_t id, absl::string_view value) {
+    mu_.AssertHeld();
+    auto it = tasks_.find(id);
+    if (it != tasks_.end()) it->second.task.set_payload(std::string(value));
+    return true;
+  });
+  return s;
+}
+
+absl::Status MemoryEngine::Recover(Store* store) {
+  const absl::Time start = absl::Now();
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    store_ = store;
+    auto epoch_value = store_->GetRecord(kEpochKey);
+    if (!epoch_value.ok()) return epoch_value.status();
+    const uint64_t epoch = (*epoch_value ? ParseU64(**epoch_value) : 0) + 1;
+    next_lease_id_ = (epoch << kEpochShift) + 1;
+    auto next_id = store_->GetRecord(kNextIdKey);
+    if (!next_id.ok()) return next_id.status();
+    if (*next_id) next_task_id_ = std::max(next_task_id_, ParseU64(**next_id));
+    ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
+
+    if (auto s = LoadQueues(); !s.ok()) return s;
+    std::vector<uint64_t> leased;
+    if (auto s = LoadTasks(leased); !s.ok()) return s;
+    // What was just read needs no writing back.
+    std::vector<uint64_t> orphans(dirty_tasks_.begin(), dirty_tasks_.end());
+    dirty_tasks_.clear();
+    dirty_queues_.clear();
+    for (uint64_t id : orphans) {
+      tasks_.erase(id);
+      MarkTask(id);
+    }
+    for (uint64_t id : leased) {
+      LoseLease(tasks_.at(id), LostHow::kRestarted,
+                "the master restarted while the task was leased", pending);
+    }
+    uint64_t ready = 0, delayed = 0, dead = 0;
+    for (const auto& [name, q] : queues_) {
+      ready += q->ready.size();
+      delayed += q->delayed.size();
+      dead += q->dead.size();
+    }
+    // The new epoch is on disk before any lease of this boot is handed out.
+    std::unique_ptr<StoreBatch> batch = store_->NewBatch();
+    batch->PutRecord(kEpochKey, U64(epoch));
+    store_->Write(std::move(batch));
+    EndStep(pending);
+    LogInfo("store: recovered %d queues and %d tasks (%d ready, %d delayed, %d dead; %d were "
+            "leased and are ready again) in %d ms",
+            queues_.size(), tasks_.size(), ready, delayed, dead, leased.size(),
+            absl::ToInt64Milliseconds(absl::Now() - start));
+  }
+  absl::Status durable = absl::UnknownError("not run");
+  absl::Notification synced;
+  store->WhenDurable(store->LastWritten(), [&](absl::Status s) {
+    durable = s;
+    synced.Notify();
+  });
+  synced.WaitForNotification();
+  pending.Run(on_earlier_deadline_);
+  return durable;
+}
+
+void MemoryEngine::OnStoreHealthy() {
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [name, q] : queues_) Touch(*q, pending);
+    EndStep(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+}
+
+}  // namespace taskq

@@ -1,0 +1,602 @@
+#include "master/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace taskq {
+
+namespace {
+
+// Frames SQLite said it recovered from the WAL on the last open (its log
+// notice), to tell how much of a damaged tail was dropped.
+std::atomic<int64_t> g_recovered_frames{-1};
+
+// SQLite's own log (a damaged WAL, I/O errors) goes to the master's log.
+void SqliteLog(void*, int code, const char* message) {
+  if (code == SQLITE_NOTICE_RECOVER_WAL) {
+    // "recovered %d frames from WAL file %s"
+    absl::string_view m(message);
+    if (absl::ConsumePrefix(&m, "recovered ")) {
+      int64_t frames = 0;
+      if (absl::SimpleAtoi(m.substr(0, m.find(' ')), &frames)) g_recovered_frames = frames;
+    }
+    LogInfo("store: sqlite: %s", message);
+    return;
+  }
+  // Busy/schema notices and "automatic index" warnings are not worth a line.
+  if ((code & 0xff) == SQLITE_NOTICE || (code & 0xff) == SQLITE_SCHEMA) return;
+  LogWarning("store: sqlite (%d): %s", code, message);
+}
+
+void InstallSqliteLog() {
+  static std::once_flag once;
+  std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_LOG, SqliteLog, nullptr); });
+}
+
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what, const std::string& dir) {
+  const int primary = rc & 0xff;
+  const std::string detail = absl::StrCat(db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  if (primary == SQLITE_FULL) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "disk full: ", what, " failed in --data-dir ", dir, " (", detail,
+        "); writes are refused until space is freed, reads still work"));
+  }
+  return absl::UnavailableError(absl::StrCat("store I/O error: ", what, " failed in --data-dir ",
+                                             dir, " (", detail,
+                                             "); writes are refused until it recovers, reads "
+                                             "still work"));
+}
+
+}  // namespace
+
+// --- batches and statements ---------------------------------------------------------
+
+class SqliteStore::Batch final : public StoreBatch {
+ public:
+  enum class Kind { kPutTask, kPutPayload, kDeleteTask, kPutRecord, kDeleteRecord };
+  struct Op {
+    Kind kind;
+    uint64_t id;
+    std::string key;  // records
+    std::string value;
+  };
+  void PutTask(uint64_t id, absl::string_view record) override {
+    ops.push_back(Op{Kind::kPutTask, id, {}, std::string(record)});
+  }
+  void PutPayload(uint64_t id, absl::string_view payload) override {
+    ops.push_back(Op{Kind::kPutPayload, id, {}, std::string(payload)});
+  }
+  void DeleteTask(uint64_t id) override { ops.push_back(Op{Kind::kDeleteTask, id, {}, {}}); }
+  void PutRecord(absl::string_view key, absl::string_view value) override {
+    ops.push_back(Op{Kind::kPutRecord, 0, std::string(key), std::string(value)});
+  }
+  void DeleteRecord(absl::string_view key) override {
+    ops.push_back(Op{Kind::kDeleteRecord, 0, std::string(key), {}});
+  }
+  bool empty() const override { return ops.empty(); }
+
+  std::vector<Op> ops;
+};
+
+struct SqliteStore::Statements {
+  sqlite3_stmt* begin = nullptr;
+  sqlite3_stmt* commit = nullptr;
+  sqlite3_stmt* rollback = nullptr;
+  sqlite3_stmt* put_task = nullptr;
+  sqlite3_stmt* put_payload = nullptr;
+  sqlite3_stmt* delete_task = nullptr;
+  sqlite3_stmt* delete_payload = nullptr;
+  sqlite3_stmt* put_record = nullptr;
+  sqlite3_stmt* delete_record = nullptr;
+
+  ~Statements() {
+    for (sqlite3_stmt* s : {begin, commit, rollback, put_task, put_payload, delete_task,
+                            delete_payload, put_record, delete_record}) {
+      sqlite3_finalize(s);
+    }
+  }
+};
+
+namespace {
+
+int Exec(sqlite3* db, const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr); }
+
+// Runs one prepared statement to completion and resets it.
+int Step(sqlite3_stmt* st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int BindId(sqlite3_stmt* st, uint64_t id) {
+  return sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(id));
+}
+
+int BindBlob(sqlite3_stmt* st, int index, const std::string& value) {
+  // SQLITE_STATIC: the batch outlives the statement's step.
+  return sqlite3_bind_blob64(st, index, value.data(), value.size(), SQLITE_STATIC);
+}
+
+absl::Status OpenConnection(const std::string& path, bool writer, sqlite3** out) {
+  const int flags = writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+                           : SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status s = absl::FailedPreconditionError(
+        absl::StrCat("cannot open the store ", path, ": ", db ? sqlite3_errmsg(db) : "no memory"));
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  *out = db;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// --- open and close ---------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOptions options) {
+  InstallSqliteLog();
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create --data-dir ", options.dir, ": ", ec.message()));
+  }
+  const std::string path = options.dir + "/taskq.db";
+  const std::string wal = path + "-wal";
+  const uint64_t wal_bytes_before =
+      std::filesystem::exists(wal, ec) ? std::filesystem::file_size(wal, ec) : 0;
+
+  // One master per data dir: SQLite would let two share the file, and
+  // then each would hand out the other's tasks.
+  const std::string lock_path = options.dir + "/LOCK";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open ", lock_path, ": ", strerror(errno)));
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("--data-dir ", options.dir, " is in use by another master"));
+  }
+  sqlite3* writer = nullptr;
+  if (auto s = OpenConnection(path, /*writer=*/true, &writer); !s.ok()) {
+    ::close(lock_fd);
+    return s;
+  }
+  auto fail = [&](absl::string_view what) {
+    absl::Status s = absl::FailedPreconditionError(
+        absl::StrCat("cannot open the store in --data-dir ", options.dir, ": ", what, ": ",
+                     sqlite3_errmsg(writer)));
+    sqlite3_close(writer);
+    ::close(lock_fd);
+    return s;
+  };
+  g_recovered_frames = -1;
+  if (Exec(writer, "PRAGMA journal_mode=WAL") != SQLITE_OK) return fail("WAL mode");
+  // always: every commit syncs the WAL. interval: commits do not, but
+  // checkpoints sync the WAL before and the database after copying, and
+  // the committer syncs the WAL every fsync_interval. never: nothing does.
+  const char* synchronous = options.fsync == FsyncPolicy::kAlways     ? "PRAGMA synchronous=FULL"
+                            : options.fsync == FsyncPolicy::kInterval ? "PRAGMA synchronous=NORMAL"
+                                                                      : "PRAGMA synchronous=OFF";
+  if (Exec(writer, synchronous) != SQLITE_OK) return fail("synchronous");
+  // A checkpointed WAL is cut back, so its tail is always the newest
+  // writes (what a damaged-tail report counts).
+  if (Exec(writer, "PRAGMA journal_size_limit=0") != SQLITE_OK) return fail("journal size");
+  if (Exec(writer,
+           "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY, record BLOB NOT NULL);"
+           "CREATE TABLE IF NOT EXISTS payloads(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
+           "CREATE TABLE IF NOT EXISTS records(key BLOB PRIMARY KEY, value BLOB NOT NULL) "
+           "WITHOUT ROWID;") != SQLITE_OK) {
+    return fail("schema");
+  }
+  // What recovery kept of the WAL (the schema statement made SQLite read it).
+  const int64_t frames = g_recovered_frames.load();
+  if (frames >= 0 && wal_bytes_before > 32) {
+    const int64_t page = [&] {
+      sqlite3_stmt* st = nullptr;
+      int64_t size = 4096;
+      if (sqlite3_prepare_v2(writer, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        size = sqlite3_column_int64(st, 0);
+      }
+      sqlite3_finalize(st);
+      return size;
+    }();
+    const int64_t whole = 32 + frames * (24 + page);
+    if (static_cast<int64_t>(wal_bytes_before) > whole) {
+      LogWarning(
+          "store: the write-ahead log %s ended in %d bytes that are not whole, valid "
+          "transactions (a torn or damaged tail, e.g. a power cut mid-write); they were dropped "
+          "and the %d frames before them recovered. With --fsync always none of it had been "
+          "acknowledged.",
+          wal, static_cast<int64_t>(wal_bytes_before) - whole, frames);
+    }
+  }
+
+  auto st = std::make_unique<Statements>();
+  struct {
+    sqlite3_stmt** out;
+    const char* sql;
+  } prepared[] = {
+      {&st->begin, "BEGIN IMMEDIATE"},
+      {&st->commit, "COMMIT"},
+      {&st->rollback, "ROLLBACK"},
+      {&st->put_task, "INSERT OR REPLACE INTO tasks(id, record) VALUES(?1, ?2)"},
+      {&st->put_payload, "INSERT OR REPLACE INTO payloads(id, data) VALUES(?1, ?2)"},
+      {&st->delete_task, "DELETE FROM tasks WHERE id = ?1"},
+      {&st->delete_payload, "DELETE FROM payloads WHERE id = ?1"},
+      {&st->put_record, "INSERT OR REPLACE INTO records(key, value) VALUES(?1, ?2)"},
+      {&st->delete_record, "DELETE FROM records WHERE key = ?1"},
+  };
+  for (auto& p : prepared) {
+    if (sqlite3_prepare_v3(writer, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.out, nullptr) !=
+        SQLITE_OK) {
+      st.reset();
+      return fail(p.sql);
+    }
+  }
+  sqlite3* reader = nullptr;
+  if (auto s = OpenConnection(path, /*writer=*/false, &reader); !s.ok()) {
+    st.reset();
+    sqlite3_close(writer);
+    ::close(lock_fd);
+    return s;
+  }
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(std::move(options), lock_fd, writer, reader, std::move(st)));
+}
+
+SqliteStore::SqliteStore(SqliteStoreOptions options, int lock_fd, sqlite3* writer,
+                         sqlite3* reader, std::unique_ptr<Statements> statements)
+    : options_(std::move(options)),
+      path_(options_.dir + "/taskq.db"),
+      lock_fd_(lock_fd),
+      writer_(writer),
+      statements_(std::move(statements)),
+      reader_(reader) {
+  committer_ = std::thread([this] { CommitLoop(); });
+}
+
+SqliteStore::~SqliteStore() {
+  Close();
+  // Statements belong to the writer: finalized before it closes.
+  statements_.reset();
+  sqlite3_close(writer_);
+  {
+    MutexLock lock(&read_mu_);
+    sqlite3_close(reader_);
+  }
+  ::close(lock_fd_);  // releases the data dir for the next master
+}
+
+void SqliteStore::Close() {
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.SignalAll();
+  if (committer_.joinable()) committer_.join();
+}
+
+// --- writing ------------------------------------------------------------------------------
+
+std::unique_ptr<StoreBatch> SqliteStore::NewBatch() { return std::make_unique<Batch>(); }
+
+uint64_t SqliteStore::Write(std::unique_ptr<StoreBatch> batch) {
+  MutexLock lock(&mu_);
+  const uint64_t seq = ++last_written_;
+  queued_.push_back(Queued{seq, std::move(batch)});
+  cv_.Signal();
+  return seq;
+}
+
+uint64_t SqliteStore::LastWritten() {
+  MutexLock lock(&mu_);
+  return last_written_;
+}
+
+absl::Status SqliteStore::Health() {
+  MutexLock lock(&mu_);
+  return failure_.ok() ? low_disk_ : failure_;
+}
+
+void SqliteStore::WhenDurable(uint64_t seq, DurableCallback done) {
+  absl::Status status;
+  {
+    MutexLock lock(&mu_);
+    if (seq > last_committed_) {
+      if (failure_.ok()) {
+        waiters_.push_back(Waiter{seq, std::move(done)});
+        cv_.Signal();
+        return;
+      }
+      status = failure_;  // not stored (yet): never acknowledged
+    }
+  }
+  done(status);
+}
+
+absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable) {
+  Statements& st = *statements_;
+  int rc = Step(st.begin);
+  for (size_t i = 0; rc == SQLITE_OK && i < group.size(); ++i) {
+    for (const Batch::Op& op : static_cast<const Batch&>(*group[i].batch).ops) {
+      switch (op.kind) {
+        case Batch::Kind::kPutTask:
+          BindId(st.put_task, op.id);
+          BindBlob(st.put_task, 2, op.value);
+          rc = Step(st.put_task);
+          break;
+        case Batch::Kind::kPutPayload:
+          BindId(st.put_payload, op.id);
+          BindBlob(st.put_payload, 2, op.value);
+          rc = Step(st.put_payload);
+          break;
+        case Batch::Kind::kDeleteTask:
+          BindId(st.delete_task, op.id);
+          rc = Step(st.delete_task);
+          if (rc == SQLITE_OK) {
+            BindId(st.delete_payload, op.id);
+            rc = Step(st.delete_payload);
+          }
+          break;
+        case Batch::Kind::kPutRecord:
+          BindBlob(st.put_record, 1, op.key);
+          BindBlob(st.put_record, 2, op.value);
+          rc = Step(st.put_record);
+          break;
+        case Batch::Kind::kDeleteRecord:
+          BindBlob(st.delete_record, 1, op.key);
+          rc = Step(st.delete_record);
+          break;
+      }
+      if (rc != SQLITE_OK) break;
+    }
+  }
+  absl::Status hook;
+  if (rc == SQLITE_OK && durable && options_.before_sync) hook = options_.before_sync();
+  if (rc == SQLITE_OK && hook.ok()) rc = Step(st.commit);
+  if (rc == SQLITE_OK && hook.ok()) return absl::OkStatus();
+  absl::Status error = hook.ok() ? SqliteError(writer_, rc, "commit", options_.dir) : hook;
+  if (!sqlite3_get_autocommit(writer_)) Step(st.rollback);
+  return error;
+}
+
+uint64_t SqliteStore::FreeBytes() const {
+  struct statvfs fs;
+  if (::statvfs(options_.dir.c_str(), &fs) != 0) return UINT64_MAX;  // unknown: do not refuse
+  return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
+
+bool SqliteStore::CheckFreeSpace() {
+  const uint64_t free_bytes = FreeBytes();
+  const bool was_low = !low_disk_.ok();
+  // Refuse below the reserve; take writes again only with some room to
+  // spare, so that a disk hovering at the limit does not flap.
+  const uint64_t limit =
+      was_low ? options_.min_free_bytes + options_.min_free_bytes / 4 : options_.min_free_bytes;
+  if (free_bytes < limit) {
+    if (!was_low) {
+      low_disk_ = absl::ResourceExhaustedError(absl::StrCat(
+          "disk full: ", free_bytes >> 20, " MB free in --data-dir ", options_.dir,
+          ", below the master's reserve of ", options_.min_free_bytes >> 20,
+          " MB (--min-free-disk-mb); writes are refused until space is freed, reads still work"));
+      LogError("store: %s", low_disk_.message());
+    }
+    return false;
+  }
+  if (!was_low) return false;
+  low_disk_ = absl::OkStatus();
+  LogInfo("store: %d MB free in --data-dir again: taking writes", free_bytes >> 20);
+  return failure_.ok();
+}
+
+void SqliteStore::SyncWalFile() const {
+  // The WAL holds every commit since the last checkpoint (which synced the
+  // database file itself); one fdatasync covers them all.
+  int fd = ::open((path_ + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::fdatasync(fd) != 0) LogWarning("store: fdatasync of the WAL failed: %s", strerror(errno));
+  ::close(fd);
+}
+
+void SqliteStore::Run(std::vector<DurableCallback> calls, const absl::Status& status) {
+  for (auto& c : calls) c(status);
+}
+
+void SqliteStore::CommitLoop() {
+  const bool always = options_.fsync == FsyncPolicy::kAlways;
+  const bool interval = options_.fsync == FsyncPolicy::kInterval;
+  absl::Time next_sync = absl::Now() + options_.fsync_interval;
+  absl::Time next_retry = absl::InfinitePast();
+  absl::Time next_disk_check = absl::InfinitePast();
+  bool unsynced = false;  // interval: commits since the last WAL sync
+  mu_.Lock();
+  for (;;) {
+    absl::Time now = absl::Now();
+    bool healthy_again = false;
+    if (now >= next_disk_check) {
+      healthy_again = CheckFreeSpace();
+      next_disk_check = now + options_.disk_check_interval;
+    }
+    const bool may_commit = !queued_.empty() && (failure_.ok() || now >= next_retry);
+    if (may_commit) {
+      // Every batch queued so far, in one transaction.
+      std::vector<Queued> group;
+      group.reserve(queued_.size());
+      for (Queued& q : queued_) group.push_back(std::move(q));
+      queued_.clear();
+      const bool retry = !failure_.ok();
+      mu_.Unlock();
+      absl::Status s = Commit(group, always);
+      mu_.Lock();
+      if (!s.ok()) {
+        // Back to the front, in order, for the retry; nothing is answered OK.
+        for (auto it = group.rbegin(); it != group.rend(); ++it) queued_.push_front(std::move(*it));
+        if (failure_.ok()) LogError("store: %s", s.message());
+        failure_ = s;
+        next_retry = absl::Now() + options_.retry_interval;
+        std::vector<DurableCallback> failed;
+        for (Waiter& w : waiters_) failed.push_back(std::move(w.done));
+        waiters_.clear();
+        mu_.Unlock();
+        Run(std::move(failed), s);
+        mu_.Lock();
+        continue;
+      }
+      last_committed_ = group.back().seq;
+      unsynced = true;
+      if (retry) {
+        failure_ = absl::OkStatus();
+        LogInfo("store: writable again; the writes kept meanwhile are stored");
+        healthy_again = low_disk_.ok();
+      }
+      std::vector<DurableCallback> ready;
+      while (!waiters_.empty() && waiters_.front().seq <= last_committed_) {
+        ready.push_back(std::move(waiters_.front().done));
+        waiters_.pop_front();
+      }
+      mu_.Unlock();
+      Run(std::move(ready), absl::OkStatus());
+      group.clear();  // frees the batches outside the lock
+      mu_.Lock();
+    }
+    if (interval && unsynced && absl::Now() >= next_sync) {
+      mu_.Unlock();
+      SyncWalFile();
+      mu_.Lock();
+      unsynced = false;
+      next_sync = absl::Now() + options_.fsync_interval;
+    }
+    if (healthy_again && options_.on_healthy) {
+      mu_.Unlock();
+      options_.on_healthy();
+      mu_.Lock();
+    }
+    if (may_commit) continue;  // more may have queued meanwhile
+    if (stopping_ && (queued_.empty() || !failure_.ok())) break;
+    absl::Time wake = next_disk_check;
+    if (!failure_.ok() && !queued_.empty()) wake = std::min(wake, next_retry);
+    if (interval && unsynced) wake = std::min(wake, next_sync);
+    if (queued_.empty() || !failure_.ok()) cv_.WaitWithDeadline(&mu_, wake);
+  }
+  // Stopping: answer whoever still waits (everything committed was
+  // answered already; what is left is not stored).
+  std::vector<DurableCallback> rest;
+  for (Waiter& w : waiters_) rest.push_back(std::move(w.done));
+  waiters_.clear();
+  absl::Status why = failure_.ok() ? absl::UnavailableError("master is shutting down") : failure_;
+  if (!queued_.empty()) {
+    LogError("store: stopping with %d writes not stored (they were never acknowledged)",
+             queued_.size());
+  }
+  mu_.Unlock();
+  if (interval && unsynced) SyncWalFile();
+  Run(std::move(rest), why);
+}
+
+// --- reading ------------------------------------------------------------------------------
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetRecord(absl::string_view key) {
+  std::optional<std::string> out;
+  absl::Status s = ScanRecords(key, [&](absl::string_view k, absl::string_view v) {
+    if (k == key) out = std::string(v);
+    return false;
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+namespace {
+
+// Runs `sql` on `db` (after bind(statement)) and calls row(statement,
+// column 1) per row until it returns false.
+template <typename Bind, typename Row>
+absl::Status Query(sqlite3* db, const char* sql, const std::string& dir, const Bind& bind,
+                   const Row& row) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, "read", dir);
+  bind(st);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    auto* v = static_cast<const char*>(sqlite3_column_blob(st, 1));
+    absl::string_view value(v ? v : "", static_cast<size_t>(sqlite3_column_bytes(st, 1)));
+    if (!row(st, value)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(db, rc, "read", dir);
+}
+
+void NoBind(sqlite3_stmt*) {}
+
+}  // namespace
+
+absl::Status SqliteStore::ScanRecords(absl::string_view prefix, const RecordFn& fn) {
+  MutexLock lock(&read_mu_);
+  // Keys are blobs compared bytewise: every key >= prefix that starts with it.
+  return Query(reader_, "SELECT key, value FROM records WHERE key >= ?1 ORDER BY key",
+               options_.dir,
+               [&](sqlite3_stmt* st) {
+                 // A zero-length blob, not NULL, for the empty prefix.
+                 sqlite3_bind_blob64(st, 1, prefix.empty() ? "" : prefix.data(), prefix.size(),
+                                     SQLITE_STATIC);
+               },
+               [&](sqlite3_stmt* st, absl::string_view value) {
+                 auto* k = static_cast<const char*>(sqlite3_column_blob(st, 0));
+                 absl::string_view key(k ? k : "", static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+                 if (!absl::StartsWith(key, prefix)) return false;
+                 return fn(key, value);
+               });
+}
+
+absl::Status SqliteStore::ScanTasks(const TaskFn& fn) {
+  MutexLock lock(&read_mu_);
+  return Query(reader_, "SELECT id, record FROM tasks ORDER BY id", options_.dir, NoBind,
+               [&](sqlite3_stmt* st, absl::string_view value) {
+                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), value);
+               });
+}
+
+absl::Status SqliteStore::ScanPayloads(const TaskFn& fn) {
+  MutexLock lock(&read_mu_);
+  return Query(reader_, "SELECT id, data FROM payloads ORDER BY id", options_.dir, NoBind,
+               [&](sqlite3_stmt* st, absl::string_view value) {
+                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), value);
+               });
+}
+
+uint64_t SqliteStore::DiskBytes() const {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    auto size = std::filesystem::file_size(path_ + suffix, ec);
+    if (!ec) total += size;
+  }
+  return total;
+}
+
+}  // namespace taskq

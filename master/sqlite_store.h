@@ -1,0 +1,136 @@
+// SqliteStore: the Store (master/store.h) on SQLite in WAL mode, one file
+// <data-dir>/taskq.db. Why SQLite and not RocksDB or a log of our own:
+// ARCHITECTURE.md ("Durable store") and bench/README.md ("store spike").
+//
+// Tables: tasks(id INTEGER PRIMARY KEY, record BLOB), payloads(id INTEGER
+// PRIMARY KEY, data BLOB) — apart, so a state change rewrites the small
+// record and never the payload — and records(key BLOB PRIMARY KEY, value
+// BLOB) WITHOUT ROWID for queues and counters.
+//
+// One committer thread owns the writing connection. Write only queues the
+// batch; the committer takes every batch queued so far and applies them in
+// one transaction (group commit), with synchronous=FULL for policy always
+// (the commit is on disk when it returns), OFF otherwise (the commit has
+// reached the OS), plus an fdatasync of the WAL every fsync_interval for
+// policy interval. Replies waiting in WhenDurable are released after the
+// commit. A failed commit is rolled back, its batches stay queued, and it
+// is retried every retry_interval; meanwhile Health() refuses client
+// writes. A reserve of free disk space (min_free_bytes) makes Health()
+// refuse client writes before SQLite ever meets a full disk.
+//
+// SQLite's WAL carries a checksum per frame; on open it recovers every
+// whole transaction and ignores a torn or corrupt tail, which Open reports
+// (how many bytes it dropped).
+//
+// Thread-safety: every method is safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/sync.h"
+#include "master/store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace taskq {
+
+struct SqliteStoreOptions {
+  std::string dir;  // created if missing
+  FsyncPolicy fsync = FsyncPolicy::kAlways;
+  absl::Duration fsync_interval = absl::Milliseconds(10);
+  // How often a failed commit is tried again.
+  absl::Duration retry_interval = absl::Seconds(1);
+  // Client writes are refused (RESOURCE_EXHAUSTED) while the data dir's file
+  // system has less free space than this; checked every disk_check_interval.
+  uint64_t min_free_bytes = uint64_t{128} << 20;
+  absl::Duration disk_check_interval = absl::Milliseconds(100);
+  // Called (on the committer thread) when client writes are taken again
+  // after a failure or a full disk.
+  std::function<void()> on_healthy;
+  // Test hook, run by the committer before each commit that must reach the
+  // disk (policy always); an error fails that commit as a failed sync would.
+  std::function<absl::Status()> before_sync;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // Opens (or creates) the store, recovering SQLite's WAL; says in the log
+  // what a damaged WAL tail lost. FAILED_PRECONDITION if another master
+  // holds the directory or the file is not a taskq store.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(SqliteStoreOptions options);
+  ~SqliteStore() override;
+
+  std::unique_ptr<StoreBatch> NewBatch() override;
+  uint64_t Write(std::unique_ptr<StoreBatch> batch) override;
+  uint64_t LastWritten() override;
+  void WhenDurable(uint64_t seq, DurableCallback done) override;
+  absl::Status Health() override;
+  absl::StatusOr<std::optional<std::string>> GetRecord(absl::string_view key) override;
+  absl::Status ScanRecords(absl::string_view prefix, const RecordFn& fn) override;
+  absl::Status ScanTasks(const TaskFn& fn) override;
+  absl::Status ScanPayloads(const TaskFn& fn) override;
+
+  const std::string& dir() const { return options_.dir; }
+  // Bytes of the store's files (database and WAL).
+  uint64_t DiskBytes() const;
+  // Commits what is queued, stops the committer, closes the connections.
+  // Replies still waiting are answered (OK, or the store's error).
+  void Close();
+
+ private:
+  class Batch;
+  struct Queued {
+    uint64_t seq;
+    std::unique_ptr<StoreBatch> batch;
+  };
+  struct Waiter {
+    uint64_t seq;
+    DurableCallback done;
+  };
+  // Prepared statements of the writing connection.
+  struct Statements;
+
+  SqliteStore(SqliteStoreOptions options, int lock_fd, sqlite3* writer, sqlite3* reader,
+              std::unique_ptr<Statements> statements);
+  void CommitLoop();
+  // Applies `group` in one transaction; the error if it was rolled back.
+  absl::Status Commit(const std::vector<Queued>& group, bool durable);
+  // Updates low_disk_; true if client writes were refused and now are not.
+  bool CheckFreeSpace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t FreeBytes() const;
+  void SyncWalFile() const;
+  static void Run(std::vector<DurableCallback> calls, const absl::Status& status);
+
+  const SqliteStoreOptions options_;
+  const std::string path_;  // the database file
+  const int lock_fd_;       // flock'ed: one master per data dir
+
+  // Only the committer thread uses the writing connection.
+  sqlite3* const writer_;
+  std::unique_ptr<Statements> statements_;
+
+  Mutex read_mu_;
+  sqlite3* const reader_ ABSL_PT_GUARDED_BY(read_mu_);
+
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Queued> queued_ ABSL_GUARDED_BY(mu_);  // written, not committed
+  std::deque<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // by seq
+  uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // A commit failed: the queued batches wait for the retry.
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  // Free space is below min_free_bytes: client writes are refused.
+  absl::Status low_disk_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread committer_;
+};
+
+}  // namespace taskq
