@@ -51,10 +51,6 @@
 
 namespace taskq {
 
-namespace v1 {
-class StoredTask;
-}  // namespace v1
-
 class MemoryEngine final : public QueueEngine {
  public:
   // `on_earlier_deadline` is called (without the lock) whenever the earliest
@@ -286,7 +282,7 @@ class MemoryEngine final : public QueueEngine {
   // for it.
   void Persist(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The record of a task as written (everything but its payload).
-  static void EncodeTask(const TaskRecord& rec, v1::StoredTask& out);
+  static std::string SerializeTask(TaskRecord& rec);
   // OK, or why the store refuses writes now (the call is refused with it).
   absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -81,7 +81,6 @@ void MemoryEngine::Persist(Pending& pending) {
   if (store_ == nullptr) return;
   if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
-    v1::StoredTask stored;
     for (uint64_t id : dirty_tasks_) {
       const bool fresh = new_tasks_.contains(id);
       auto it = tasks_.find(id);
@@ -92,14 +91,11 @@ void MemoryEngine::Persist(Pending& pending) {
         continue;
       }
       TaskRecord& rec = it->second;
-      // The payload has its own key, written once; swap it out rather than
-      // copy it into the record.
-      std::string payload;
-      rec.task.mutable_payload()->swap(payload);
-      EncodeTask(rec, stored);
-      rec.task.mutable_payload()->swap(payload);
-      batch->PutTask(id, stored.SerializeAsString());
-      if (fresh) batch->PutPayload(id, rec.task.payload());
+      if (fresh) {
+        batch->AddTask(id, SerializeTask(rec), rec.task.payload());
+      } else {
+        batch->UpdateTask(id, SerializeTask(rec));
+      }
     }
     for (const std::string& name : dirty_queues_) {
       auto it = queues_.find(name);
@@ -132,19 +128,31 @@ void MemoryEngine::Persist(Pending& pending) {
   pending.WaitFor(store_, store_->LastWritten());
 }
 
-void MemoryEngine::EncodeTask(const TaskRecord& rec, v1::StoredTask& out) {
-  *out.mutable_task() = rec.task;
+std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
+  v1::StoredTask out;
   v1::Task& t = *out.mutable_task();
+  // Borrow the task (a swap, not a copy) without its payload, which is
+  // stored apart; both go back below.
+  t.Swap(&rec.task);
+  std::string payload;
+  t.mutable_payload()->swap(payload);
   t.set_state(ProtoState(rec.state));
   t.set_dedup_key(rec.dedup_key);
   t.set_last_error(rec.last_error);
-  t.clear_history();
   for (const v1::Attempt& a : rec.history) *t.add_history() = a;
   out.set_ready_major(rec.key.major);
   out.set_ready_minor(rec.key.minor);
   out.set_due_unix_us(rec.state == State::kDelayed ? absl::ToUnixMicros(rec.delay.due) : 0);
   out.set_dead_in(rec.state == State::kDead ? rec.dead_in : "");
   out.set_holder(rec.state == State::kLeased ? rec.holder_name : "");
+  std::string bytes = out.SerializeAsString();
+  t.clear_state();
+  t.clear_dedup_key();
+  t.clear_last_error();
+  t.clear_history();
+  t.mutable_payload()->swap(payload);
+  t.Swap(&rec.task);
+  return bytes;
 }
 
 absl::Status MemoryEngine::LoadQueues() {
@@ -172,7 +180,8 @@ absl::Status MemoryEngine::LoadQueues() {
 absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
   absl::Status bad;
   uint64_t orphans = 0;
-  absl::Status s = store_->ScanTasks([&](uint64_t id, absl::string_view value) {
+  absl::Status s = store_->ScanTasks([&](uint64_t id, absl::string_view value,
+                                        absl::string_view payload) {
     mu_.AssertHeld();  // called back inside LoadTasks
     v1::StoredTask st;
     if (!st.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
@@ -197,6 +206,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
     t.clear_history();
     rec.task = std::move(t);
     rec.task.set_id(id);
+    rec.task.set_payload(std::string(payload));
     rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
     next_seq_ = std::max(next_seq_, std::abs(st.ready_minor()) + 1);
     next_task_id_ = std::max(next_task_id_, id + 1);
@@ -232,14 +242,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
   if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
-  // Payloads: a second ordered pass, by the same ids.
-  s = store_->ScanPayloads([&](uint64_t id, absl::string_view value) {
-    mu_.AssertHeld();
-    auto it = tasks_.find(id);
-    if (it != tasks_.end()) it->second.task.set_payload(std::string(value));
-    return true;
-  });
-  return s;
+  return absl::OkStatus();
 }
 
 absl::Status MemoryEngine::Recover(Store* store) {

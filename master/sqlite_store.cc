@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
@@ -66,25 +67,26 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what, const std:
 
 class SqliteStore::Batch final : public StoreBatch {
  public:
-  enum class Kind { kPutTask, kPutPayload, kDeleteTask, kPutRecord, kDeleteRecord };
+  enum class Kind { kAddTask, kUpdateTask, kDeleteTask, kPutRecord, kDeleteRecord };
   struct Op {
     Kind kind;
     uint64_t id;
-    std::string key;  // records
-    std::string value;
+    std::string key;    // records
+    std::string value;  // task record or record value
+    std::string payload;
   };
-  void PutTask(uint64_t id, absl::string_view record) override {
-    ops.push_back(Op{Kind::kPutTask, id, {}, std::string(record)});
+  void AddTask(uint64_t id, std::string record, absl::string_view payload) override {
+    ops.push_back(Op{Kind::kAddTask, id, {}, std::move(record), std::string(payload)});
   }
-  void PutPayload(uint64_t id, absl::string_view payload) override {
-    ops.push_back(Op{Kind::kPutPayload, id, {}, std::string(payload)});
+  void UpdateTask(uint64_t id, std::string record) override {
+    ops.push_back(Op{Kind::kUpdateTask, id, {}, std::move(record), {}});
   }
-  void DeleteTask(uint64_t id) override { ops.push_back(Op{Kind::kDeleteTask, id, {}, {}}); }
-  void PutRecord(absl::string_view key, absl::string_view value) override {
-    ops.push_back(Op{Kind::kPutRecord, 0, std::string(key), std::string(value)});
+  void DeleteTask(uint64_t id) override { ops.push_back(Op{Kind::kDeleteTask, id, {}, {}, {}}); }
+  void PutRecord(absl::string_view key, std::string value) override {
+    ops.push_back(Op{Kind::kPutRecord, 0, std::string(key), std::move(value), {}});
   }
   void DeleteRecord(absl::string_view key) override {
-    ops.push_back(Op{Kind::kDeleteRecord, 0, std::string(key), {}});
+    ops.push_back(Op{Kind::kDeleteRecord, 0, std::string(key), {}, {}});
   }
   bool empty() const override { return ops.empty(); }
 
@@ -95,16 +97,17 @@ struct SqliteStore::Statements {
   sqlite3_stmt* begin = nullptr;
   sqlite3_stmt* commit = nullptr;
   sqlite3_stmt* rollback = nullptr;
-  sqlite3_stmt* put_task = nullptr;
-  sqlite3_stmt* put_payload = nullptr;
+  sqlite3_stmt* add_task = nullptr;
+  sqlite3_stmt* add_payload = nullptr;
+  sqlite3_stmt* update_task = nullptr;
   sqlite3_stmt* delete_task = nullptr;
   sqlite3_stmt* delete_payload = nullptr;
   sqlite3_stmt* put_record = nullptr;
   sqlite3_stmt* delete_record = nullptr;
 
   ~Statements() {
-    for (sqlite3_stmt* s : {begin, commit, rollback, put_task, put_payload, delete_task,
-                            delete_payload, put_record, delete_record}) {
+    for (sqlite3_stmt* s : {begin, commit, rollback, add_task, add_payload, update_task,
+                            delete_task, delete_payload, put_record, delete_record}) {
       sqlite3_finalize(s);
     }
   }
@@ -203,7 +206,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
   // writes (what a damaged-tail report counts).
   if (Exec(writer, "PRAGMA journal_size_limit=0") != SQLITE_OK) return fail("journal size");
   if (Exec(writer,
-           "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY, record BLOB NOT NULL);"
+           "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY, record BLOB NOT NULL, "
+           "payload BLOB);"
            "CREATE TABLE IF NOT EXISTS payloads(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
            "CREATE TABLE IF NOT EXISTS records(key BLOB PRIMARY KEY, value BLOB NOT NULL) "
            "WITHOUT ROWID;") != SQLITE_OK) {
@@ -241,8 +245,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
       {&st->begin, "BEGIN IMMEDIATE"},
       {&st->commit, "COMMIT"},
       {&st->rollback, "ROLLBACK"},
-      {&st->put_task, "INSERT OR REPLACE INTO tasks(id, record) VALUES(?1, ?2)"},
-      {&st->put_payload, "INSERT OR REPLACE INTO payloads(id, data) VALUES(?1, ?2)"},
+      {&st->add_task, "INSERT OR REPLACE INTO tasks(id, record, payload) VALUES(?1, ?2, ?3)"},
+      {&st->add_payload, "INSERT OR REPLACE INTO payloads(id, data) VALUES(?1, ?2)"},
+      {&st->update_task, "UPDATE tasks SET record = ?2 WHERE id = ?1"},
       {&st->delete_task, "DELETE FROM tasks WHERE id = ?1"},
       {&st->delete_payload, "DELETE FROM payloads WHERE id = ?1"},
       {&st->put_record, "INSERT OR REPLACE INTO records(key, value) VALUES(?1, ?2)"},
@@ -339,19 +344,37 @@ void SqliteStore::WhenDurable(uint64_t seq, DurableCallback done) {
 
 absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable) {
   Statements& st = *statements_;
+  // A queue's record is rewritten by many steps; within one transaction
+  // only the last write of each key counts.
+  absl::flat_hash_map<absl::string_view, const Batch::Op*> last_record;
+  for (const Queued& q : group) {
+    for (const Batch::Op& op : static_cast<const Batch&>(*q.batch).ops) {
+      if (op.kind == Batch::Kind::kPutRecord || op.kind == Batch::Kind::kDeleteRecord) {
+        last_record[op.key] = &op;
+      }
+    }
+  }
   int rc = Step(st.begin);
   for (size_t i = 0; rc == SQLITE_OK && i < group.size(); ++i) {
     for (const Batch::Op& op : static_cast<const Batch&>(*group[i].batch).ops) {
       switch (op.kind) {
-        case Batch::Kind::kPutTask:
-          BindId(st.put_task, op.id);
-          BindBlob(st.put_task, 2, op.value);
-          rc = Step(st.put_task);
+        case Batch::Kind::kAddTask: {
+          const bool inline_payload = op.payload.size() <= kInlinePayload;
+          BindId(st.add_task, op.id);
+          BindBlob(st.add_task, 2, op.value);
+          if (inline_payload) BindBlob(st.add_task, 3, op.payload);  // else NULL
+          rc = Step(st.add_task);
+          if (rc == SQLITE_OK && !inline_payload) {
+            BindId(st.add_payload, op.id);
+            BindBlob(st.add_payload, 2, op.payload);
+            rc = Step(st.add_payload);
+          }
           break;
-        case Batch::Kind::kPutPayload:
-          BindId(st.put_payload, op.id);
-          BindBlob(st.put_payload, 2, op.value);
-          rc = Step(st.put_payload);
+        }
+        case Batch::Kind::kUpdateTask:
+          BindId(st.update_task, op.id);
+          BindBlob(st.update_task, 2, op.value);
+          rc = Step(st.update_task);
           break;
         case Batch::Kind::kDeleteTask:
           BindId(st.delete_task, op.id);
@@ -362,11 +385,13 @@ absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable)
           }
           break;
         case Batch::Kind::kPutRecord:
+          if (last_record[op.key] != &op) break;
           BindBlob(st.put_record, 1, op.key);
           BindBlob(st.put_record, 2, op.value);
           rc = Step(st.put_record);
           break;
         case Batch::Kind::kDeleteRecord:
+          if (last_record[op.key] != &op) break;
           BindBlob(st.delete_record, 1, op.key);
           rc = Step(st.delete_record);
           break;
@@ -575,17 +600,14 @@ absl::Status SqliteStore::ScanRecords(absl::string_view prefix, const RecordFn& 
 
 absl::Status SqliteStore::ScanTasks(const TaskFn& fn) {
   MutexLock lock(&read_mu_);
-  return Query(reader_, "SELECT id, record FROM tasks ORDER BY id", options_.dir, NoBind,
-               [&](sqlite3_stmt* st, absl::string_view value) {
-                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), value);
-               });
-}
-
-absl::Status SqliteStore::ScanPayloads(const TaskFn& fn) {
-  MutexLock lock(&read_mu_);
-  return Query(reader_, "SELECT id, data FROM payloads ORDER BY id", options_.dir, NoBind,
-               [&](sqlite3_stmt* st, absl::string_view value) {
-                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), value);
+  return Query(reader_,
+               "SELECT t.id, t.record, COALESCE(t.payload, p.data) FROM tasks t "
+               "LEFT JOIN payloads p ON p.id = t.id ORDER BY t.id",
+               options_.dir, NoBind, [&](sqlite3_stmt* st, absl::string_view record) {
+                 auto* p = static_cast<const char*>(sqlite3_column_blob(st, 2));
+                 absl::string_view payload(p ? p : "",
+                                           static_cast<size_t>(sqlite3_column_bytes(st, 2)));
+                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), record, payload);
                });
 }
 

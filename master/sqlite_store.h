@@ -2,10 +2,12 @@
 // <data-dir>/taskq.db. Why SQLite and not RocksDB or a log of our own:
 // ARCHITECTURE.md ("Durable store") and bench/README.md ("store spike").
 //
-// Tables: tasks(id INTEGER PRIMARY KEY, record BLOB), payloads(id INTEGER
-// PRIMARY KEY, data BLOB) — apart, so a state change rewrites the small
-// record and never the payload — and records(key BLOB PRIMARY KEY, value
-// BLOB) WITHOUT ROWID for queues and counters.
+// Tables: tasks(id INTEGER PRIMARY KEY, record BLOB, payload BLOB) holds
+// each task in one row, its payload inline when small (<= kInlinePayload
+// bytes: one row to insert, update and delete); a larger payload lives in
+// payloads(id INTEGER PRIMARY KEY, data BLOB), so that a state change,
+// which rewrites the row, never rewrites it. records(key BLOB PRIMARY KEY,
+// value BLOB) WITHOUT ROWID holds queues and counters.
 //
 // One committer thread owns the writing connection. Write only queues the
 // batch; the committer takes every batch queued so far and applies them in
@@ -75,7 +77,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::optional<std::string>> GetRecord(absl::string_view key) override;
   absl::Status ScanRecords(absl::string_view prefix, const RecordFn& fn) override;
   absl::Status ScanTasks(const TaskFn& fn) override;
-  absl::Status ScanPayloads(const TaskFn& fn) override;
+
+  // Payloads up to this size are stored in the task's row.
+  static constexpr size_t kInlinePayload = 1024;
 
   const std::string& dir() const { return options_.dir; }
   // Bytes of the store's files (database and WAL).

@@ -50,17 +50,17 @@ enum class FsyncPolicy { kAlways, kInterval, kNever };
 absl::StatusOr<FsyncPolicy> ParseFsyncPolicy(absl::string_view name);
 absl::string_view FsyncPolicyName(FsyncPolicy policy);
 
-// One atomic group of changes. Three kinds of record: a task's record
-// (everything but its payload; rewritten when its state changes), its
-// payload (written once), and small named records (queues, counters).
+// One atomic group of changes. Two kinds of record: tasks (a record of
+// everything but the payload, rewritten when the task's state changes, and
+// the payload, written once) and small named records (queues, counters).
 class StoreBatch {
  public:
   virtual ~StoreBatch() = default;
-  virtual void PutTask(uint64_t id, absl::string_view record) = 0;
-  virtual void PutPayload(uint64_t id, absl::string_view payload) = 0;
-  // Deletes the task's record and its payload.
+  virtual void AddTask(uint64_t id, std::string record, absl::string_view payload) = 0;
+  // A new record for an existing task; its payload stays.
+  virtual void UpdateTask(uint64_t id, std::string record) = 0;
   virtual void DeleteTask(uint64_t id) = 0;
-  virtual void PutRecord(absl::string_view key, absl::string_view value) = 0;
+  virtual void PutRecord(absl::string_view key, std::string value) = 0;
   virtual void DeleteRecord(absl::string_view key) = 0;
   virtual bool empty() const = 0;
 };
@@ -69,7 +69,8 @@ class Store {
  public:
   using DurableCallback = absl::AnyInvocable<void(absl::Status)>;
   using RecordFn = std::function<bool(absl::string_view key, absl::string_view value)>;
-  using TaskFn = std::function<bool(uint64_t id, absl::string_view value)>;
+  using TaskFn =
+      std::function<bool(uint64_t id, absl::string_view record, absl::string_view payload)>;
 
   virtual ~Store() = default;
 
@@ -93,9 +94,8 @@ class Store {
   virtual absl::StatusOr<std::optional<std::string>> GetRecord(absl::string_view key) = 0;
   // Records whose key starts with `prefix`, in key order, until fn says stop.
   virtual absl::Status ScanRecords(absl::string_view prefix, const RecordFn& fn) = 0;
-  // Task records / payloads in id order, until fn says stop.
+  // Tasks (record and payload) in id order, until fn says stop.
   virtual absl::Status ScanTasks(const TaskFn& fn) = 0;
-  virtual absl::Status ScanPayloads(const TaskFn& fn) = 0;
 };
 
 }  // namespace taskq
