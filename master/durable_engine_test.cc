@@ -15,6 +15,7 @@
 #include <functional>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/runtime/async_test_util.h"
 #include "master/engine_test_util.h"
@@ -38,7 +39,8 @@ class DurableEngineTest : public EngineTest {
 
   // A fresh engine recovered from the store in dir_. Policy `never` replies
   // at once, so the fixture's synchronous helpers work.
-  void Open(FsyncPolicy policy, std::function<absl::Status()> before_sync = nullptr) {
+  void Open(FsyncPolicy policy, std::function<absl::Status()> before_sync = nullptr,
+            size_t memory_budget = size_t{256} << 20) {
     SqliteStoreOptions options;
     options.dir = dir_ + "/data";
     options.fsync = policy;
@@ -48,15 +50,24 @@ class DurableEngineTest : public EngineTest {
     auto store = SqliteStore::Open(std::move(options));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
-    Reset({});
+    EngineOptions engine_options;
+    engine_options.memory_budget_bytes = memory_budget;
+    Reset(engine_options);
     absl::Status s = engine_->Recover(store_.get());
     ASSERT_TRUE(s.ok()) << s;
   }
   void Restart(FsyncPolicy policy = FsyncPolicy::kNever,
-               std::function<absl::Status()> before_sync = nullptr) {
+               std::function<absl::Status()> before_sync = nullptr,
+               size_t memory_budget = size_t{256} << 20) {
     engine_.reset();
     store_.reset();
-    Open(policy, std::move(before_sync));
+    Open(policy, std::move(before_sync), memory_budget);
+  }
+  // With no memory budget every ready task goes cold once its write is
+  // committed and a later step runs (Flush, then any step).
+  void CoolEverything() {
+    Flush();
+    MustPut("other", {Spec("a step")});
   }
   // Waits until everything the engine wrote so far is committed.
   void Flush() {
@@ -68,10 +79,13 @@ class DurableEngineTest : public EngineTest {
   size_t StoredTasks() {
     Flush();
     size_t n = 0;
-    EXPECT_TRUE(store_->ScanTasks([&](uint64_t, absl::string_view, absl::string_view) {
-                        ++n;
-                        return true;
-                      }).ok());
+    EXPECT_TRUE(store_->ScanTasks(
+                          [&](uint64_t, absl::string_view, absl::string_view) {
+                            ++n;
+                            return true;
+                          },
+                          /*payloads=*/false)
+                    .ok());
     return n;
   }
 
@@ -259,6 +273,67 @@ TEST_F(DurableEngineTest, FinishedTasksLeaveNothingOnDisk) {
   Restart();
   EXPECT_EQ(Stats("q").total_completed(), 1000u);
   EXPECT_EQ(Stats("results").ready(), 0u);
+}
+
+// --- cold ready tasks (beyond the memory budget) -----------------------------------
+
+TEST_F(DurableEngineTest, ColdReadyTasksAreHandedOutInOrderWithTheirPayloads) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  std::vector<v1::TaskSpec> specs;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 3000; ++i) {
+    std::string payload = absl::StrCat("task-", i, std::string(i % 2000, 'x'));
+    expected.push_back(payload);
+    specs.push_back(Spec(payload));
+  }
+  MustPut("q", std::move(specs));
+  CoolEverything();
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    for (const v1::Delivery& d : MustGet("q", /*lease=*/true, 1000)) {
+      got.push_back(d.task().payload());
+      ASSERT_TRUE(engine_->Complete(d.task().id(), d.lease_id(), "ok").ok());
+    }
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+}
+
+TEST_F(DurableEngineTest, ColdReadyTasksCanBeLookedUpCancelledPurgedAndDeleted) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  std::vector<uint64_t> ids =
+      MustPut("q", {Spec("a", 0, "results"), Spec("b", 0, "results"), Spec("c", 0, "results")});
+  MustPut("gone", {Spec("x"), Spec("y")});
+  CoolEverything();
+  v1::Task a = MustGetTask(ids[0]);
+  EXPECT_EQ(a.state(), v1::TASK_STATE_READY);
+  EXPECT_EQ(a.payload(), "a");
+  auto cancelled = engine_->CancelTask(ids[1]);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(*cancelled, v1::TASK_STATE_READY);
+  auto purged = engine_->PurgeQueue("q");
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, 2u);  // "a" and "c"
+  // One CANCELLED result per task, cold or not.
+  std::vector<v1::Delivery> results = MustGet("results", false, 10);
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) EXPECT_EQ(r.task().outcome(), v1::OUTCOME_CANCELLED);
+  ASSERT_TRUE(engine_->DeleteQueue("gone").ok());
+  EXPECT_EQ(StoredTasks(), 1u);  // only "a step" on queue "other"
+}
+
+TEST_F(DurableEngineTest, RestartBringsReadyTasksBackColdAndServesThem) {
+  std::vector<v1::TaskSpec> specs;
+  for (int i = 0; i < 500; ++i) specs.push_back(Spec(absl::StrCat(i), 0, "results"));
+  MustPut("q", std::move(specs));
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  EXPECT_EQ(Stats("q").ready(), 500u);
+  std::vector<v1::Delivery> got = MustGet("q", /*lease=*/true, 1000);
+  ASSERT_EQ(got.size(), 500u);
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_EQ(got[i].task().payload(), absl::StrCat(i));
+    EXPECT_EQ(got[i].task().reply_to(), "results");
+  }
 }
 
 // --- fsync policy ---------------------------------------------------------------

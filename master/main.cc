@@ -101,6 +101,13 @@ int main(int argc, char** argv) {
                  "with --fsync interval: the most a power cut can lose")
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));
+  size_t memory_budget_mb = 256;
+  app.add_option("--memory-budget-mb", memory_budget_mb,
+                 "memory for task records and payloads; beyond it queued tasks keep only their "
+                 "place in their queue (~30 bytes) and are read back from the store when handed "
+                 "out")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{1} << 30));
   uint64_t min_free_disk_mb = 128;
   app.add_option("--min-free-disk-mb", min_free_disk_mb,
                  "refuse writes (RESOURCE_EXHAUSTED) while the --data-dir file system has less "
@@ -126,6 +133,7 @@ int main(int argc, char** argv) {
   options.fsync = *taskq::ParseFsyncPolicy(fsync);
   options.fsync_interval = absl::Milliseconds(fsync_interval_ms);
   options.min_free_disk_bytes = min_free_disk_mb << 20;
+  options.engine.memory_budget_bytes = memory_budget_mb << 20;
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.

@@ -72,6 +72,7 @@ void MemoryEngine::Touch(const Queue& q, Pending& pending) {
 void MemoryEngine::EndStep(Pending& pending) {
   SettleTouched(pending);
   Persist(pending);
+  CoolDown();
 }
 
 // --- queues -------------------------------------------------------------------
@@ -266,7 +267,13 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
     for (const DelayKey& key : q->delayed) ids.push_back(key.id);
     ids.insert(ids.end(), q->leased.begin(), q->leased.end());
     ids.insert(ids.end(), q->dead.begin(), q->dead.end());
-    for (uint64_t id : ids) Forget(tasks_.at(id));
+    for (uint64_t id : ids) {
+      if (auto it = tasks_.find(id); it != tasks_.end()) {
+        Forget(it->second);
+      } else {
+        MarkTask(id);  // a cold ready task: only its stored copy to delete
+      }
+    }
     queues_.erase(queue);
     MarkQueue(queue);
     EndStep(pending);
@@ -276,14 +283,35 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
 }
 
 uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
-  std::vector<uint64_t> ids;
-  for (const ReadyKey& key : q.ready) ids.push_back(key.id);
-  for (const DelayKey& key : q.delayed) ids.push_back(key.id);
-  for (uint64_t id : ids) {
+  uint64_t dropped = 0;
+  // Ready tasks a chunk at a time: cold ones are read back (their reply_to
+  // gets a result), and a huge cold backlog is never all in memory at once.
+  while (!q.ready.empty()) {
+    HydrateHead(q, 1000);
+    std::vector<ReadyKey> chunk;
+    for (auto it = q.ready.begin(); it != q.ready.end() && chunk.size() < 1000; ++it) {
+      chunk.push_back(*it);
+    }
+    for (const ReadyKey& key : chunk) {
+      auto it = tasks_.find(key.id);
+      if (it == tasks_.end()) {  // not in the store either (cannot happen)
+        q.ready.erase(key);
+        MarkTask(key.id);
+        continue;
+      }
+      Finish(it->second, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "", std::string(why),
+             /*send_result=*/true, pending);
+      ++dropped;
+    }
+  }
+  std::vector<uint64_t> delayed;
+  for (const DelayKey& key : q.delayed) delayed.push_back(key.id);
+  for (uint64_t id : delayed) {
     Finish(tasks_.at(id), v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "", std::string(why),
            /*send_result=*/true, pending);
+    ++dropped;
   }
-  return ids.size();
+  return dropped;
 }
 
 absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
@@ -430,7 +458,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
     }
     uint64_t id = next_task_id_++;
     MarkNewTask(id);
-    TaskRecord& rec = tasks_[id];
+    TaskRecord& rec = AddRecord(id);
     v1::Task& t = rec.task;
     t.set_id(id);
     t.set_queue(q.config.name());
@@ -453,7 +481,9 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
       MakeDelayed(q, rec, due, pending);
     } else {
       MakeReady(q, rec, /*new_place=*/true);
+      MaybeCool(rec);
     }
+    hot_bytes_ += rec.task.payload().size();  // AddRecord counted it empty
     ++q.total_put;
     out.ids.push_back(id);
     out.existing.push_back(false);
@@ -520,10 +550,12 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
+  HydrateHead(q, args.max_tasks);
   while (!q.ready.empty() && out.size() < args.max_tasks) {
     uint64_t id = q.ready.begin()->id;
     q.ready.erase(q.ready.begin());
     auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;  // not in the store either (cannot happen)
     TaskRecord& rec = it->second;
     if (args.lease) {
       out.push_back(Lease(q, rec, 0, pending));
@@ -537,7 +569,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     v1::Delivery d;
     *d.mutable_task() = std::move(rec.task);
     out.push_back(std::move(d));
-    tasks_.erase(it);
+    DropRecord(id);
     if (args.manual_task_done) {
       ++q.awaiting_task_done;
     } else {
@@ -635,6 +667,9 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
   auto subs_it = subs_by_queue_.find(q.config.name());
   if (subs_it == subs_by_queue_.end() || subs_it->second.empty()) return;
   const std::vector<SubscriptionId>& subs = subs_it->second;
+  size_t credits = 0;
+  for (SubscriptionId sub_id : subs) credits += subs_.at(sub_id).credits;
+  HydrateHead(q, std::min<size_t>(credits, 1024));
   size_t& next = round_robin_[q.config.name()];
   // Round robin, one task per worker with credit per turn, so one fast
   // worker with a big window does not take everything.
@@ -651,7 +686,12 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     --sub.credits;
     uint64_t id = q.ready.begin()->id;
     q.ready.erase(q.ready.begin());
-    pending.Deliver(sub_id, sub.deliver, Lease(q, tasks_.at(id), sub_id, pending));
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {  // not in the store either (cannot happen)
+      ++sub.credits;
+      continue;
+    }
+    pending.Deliver(sub_id, sub.deliver, Lease(q, it->second, sub_id, pending));
   }
 }
 

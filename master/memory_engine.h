@@ -156,6 +156,7 @@ class MemoryEngine final : public QueueEngine {
     // costs nothing (a std::deque allocates even when empty).
     std::vector<v1::Attempt> history;
     std::string dead_in;  // while dead: the queue whose dead-letter set holds it
+    uint64_t written_seq = 0;  // the store batch that last wrote it
   };
 
   enum class WaitKind { kPut, kGet, kJoin };
@@ -287,6 +288,31 @@ class MemoryEngine final : public QueueEngine {
   absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadTasks(std::vector<uint64_t>& leased) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills `rec` from a stored record; returns the state it was stored in.
+  static absl::StatusOr<v1::TaskState> Decode(uint64_t id, absl::string_view record,
+                                              absl::string_view payload, TaskRecord& rec);
+
+  // --- cold ready tasks (memory_engine_store.cc) ---------------------------------
+  // Beyond the memory budget a ready task can be "cold": in its queue's ready
+  // set but not in tasks_; its record is read back from the store when
+  // needed. Only tasks whose last write is committed go cold.
+  static size_t Footprint(const TaskRecord& rec) {
+    return sizeof(TaskRecord) + 96 + rec.task.payload().size();
+  }
+  // Adds a record to tasks_ (keeping hot_bytes_).
+  TaskRecord& AddRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a record from tasks_ (keeping hot_bytes_).
+  void DropRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads cold ready tasks back into tasks_ (those the store has).
+  void Hydrate(const std::vector<uint64_t>& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A cold ready task by id, read back into tasks_; nullptr if there is none.
+  TaskRecord* FindCold(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes sure the first `n` ready tasks of q are in tasks_.
+  void HydrateHead(const Queue& q, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new ready task: goes cold once written, if memory is over budget.
+  void MaybeCool(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the records of cooling tasks whose writes are committed.
+  void CoolDown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
   v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending)
@@ -373,6 +399,11 @@ class MemoryEngine final : public QueueEngine {
   // Task ids below this are reserved on disk: a restarted master never
   // reuses an id (ids are reserved in blocks, one small write per block).
   uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes of the records in tasks_ (approximate: Footprint).
+  size_t hot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // New ready tasks to go cold: ids of this step, then (batch seq, id).
+  std::vector<uint64_t> to_cool_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<uint64_t, uint64_t>> cooling_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskq

@@ -81,6 +81,8 @@ void MemoryEngine::Persist(Pending& pending) {
   if (store_ == nullptr) return;
   if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
+    std::vector<TaskRecord*> written;
+    written.reserve(dirty_tasks_.size());
     for (uint64_t id : dirty_tasks_) {
       const bool fresh = new_tasks_.contains(id);
       auto it = tasks_.find(id);
@@ -96,6 +98,7 @@ void MemoryEngine::Persist(Pending& pending) {
       } else {
         batch->UpdateTask(id, SerializeTask(rec));
       }
+      written.push_back(&rec);
     }
     for (const std::string& name : dirty_queues_) {
       auto it = queues_.find(name);
@@ -121,11 +124,102 @@ void MemoryEngine::Persist(Pending& pending) {
     dirty_tasks_.clear();
     new_tasks_.clear();
     dirty_queues_.clear();
-    store_->Write(std::move(batch));
+    const uint64_t seq = store_->Write(std::move(batch));
+    for (TaskRecord* rec : written) rec->written_seq = seq;
+    for (uint64_t id : to_cool_) cooling_.emplace_back(seq, id);
   }
+  to_cool_.clear();
   // Replies wait for everything written so far, not only this step's batch:
   // what they report may rest on an earlier step's changes.
   pending.WaitFor(store_, store_->LastWritten());
+}
+
+// --- cold ready tasks -------------------------------------------------------------
+
+MemoryEngine::TaskRecord& MemoryEngine::AddRecord(uint64_t id) {
+  TaskRecord& rec = tasks_[id];
+  hot_bytes_ += Footprint(rec);
+  return rec;
+}
+
+void MemoryEngine::DropRecord(uint64_t id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  hot_bytes_ -= std::min(hot_bytes_, Footprint(it->second));
+  tasks_.erase(it);
+}
+
+void MemoryEngine::MaybeCool(const TaskRecord& rec) {
+  if (store_ != nullptr && hot_bytes_ > options_.memory_budget_bytes) {
+    to_cool_.push_back(rec.task.id());
+  }
+}
+
+void MemoryEngine::CoolDown() {
+  if (cooling_.empty()) return;
+  const uint64_t committed = store_->LastCommitted();
+  while (!cooling_.empty() && cooling_.front().first <= committed) {
+    const uint64_t id = cooling_.front().second;
+    cooling_.pop_front();
+    auto it = tasks_.find(id);
+    // Still ready, and what the store has is its latest state.
+    if (it != tasks_.end() && it->second.state == State::kReady &&
+        it->second.written_seq <= committed && !dirty_tasks_.contains(id)) {
+      DropRecord(id);
+    }
+  }
+}
+
+void MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
+  if (ids.empty() || store_ == nullptr) return;
+  absl::Status s = store_->ReadTasks(ids, [&](uint64_t id, absl::string_view record,
+                                              absl::string_view payload) {
+    mu_.AssertHeld();  // called back inside Hydrate
+    if (tasks_.contains(id)) return true;
+    TaskRecord rec;
+    absl::StatusOr<v1::TaskState> state = Decode(id, record, payload, rec);
+    if (!state.ok()) {
+      LogError("%s", state.status().message());
+      return true;
+    }
+    rec.state = State::kReady;  // only ready tasks go cold
+    TaskRecord& added = AddRecord(id);
+    added = std::move(rec);
+    hot_bytes_ += added.task.payload().size();
+    return true;
+  });
+  if (!s.ok()) LogError("store: reading tasks back failed: %s", s.message());
+}
+
+void MemoryEngine::HydrateHead(const Queue& q, size_t n) {
+  if (store_ == nullptr || n == 0) return;
+  std::vector<uint64_t> cold;
+  size_t seen = 0;
+  for (auto it = q.ready.begin(); it != q.ready.end() && seen < n; ++it, ++seen) {
+    if (!tasks_.contains(it->id)) cold.push_back(it->id);
+  }
+  Hydrate(cold);
+}
+
+MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
+  if (store_ == nullptr) return nullptr;
+  TaskRecord rec;
+  bool found = false;
+  absl::Status s = store_->ReadTasks({id}, [&](uint64_t, absl::string_view record,
+                                               absl::string_view payload) {
+    found = Decode(id, record, payload, rec).ok();
+    return false;
+  });
+  if (!s.ok() || !found) return nullptr;
+  // Cold only if it still holds its place in its queue (the store may lag
+  // behind a task that finished a moment ago).
+  const Queue* q = FindQueue(rec.task.queue());
+  if (q == nullptr || !q->ready.contains(rec.key)) return nullptr;
+  rec.state = State::kReady;
+  TaskRecord& added = AddRecord(id);
+  added = std::move(rec);
+  hot_bytes_ += added.task.payload().size();
+  return &added;
 }
 
 std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
@@ -177,70 +271,108 @@ absl::Status MemoryEngine::LoadQueues() {
   return s.ok() ? bad : s;
 }
 
+absl::StatusOr<v1::TaskState> MemoryEngine::Decode(uint64_t id, absl::string_view record,
+                                                  absl::string_view payload, TaskRecord& rec) {
+  v1::StoredTask st;
+  if (!st.ParseFromArray(record.data(), static_cast<int>(record.size()))) {
+    return Corrupt("task", id);
+  }
+  v1::Task& t = *st.mutable_task();
+  const v1::TaskState state = t.state();
+  rec.dedup_key = t.dedup_key();
+  rec.last_error = t.last_error();
+  rec.history.assign(t.history().begin(), t.history().end());
+  t.clear_state();
+  t.clear_dedup_key();
+  t.clear_last_error();
+  t.clear_history();
+  rec.task = std::move(t);
+  rec.task.set_id(id);
+  rec.task.set_payload(std::string(payload));
+  rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
+  switch (state) {
+    case v1::TASK_STATE_DELAYED:
+      rec.state = State::kDelayed;
+      rec.delay = DelayKey{absl::FromUnixMicros(st.due_unix_us()), 0, id};
+      break;
+    case v1::TASK_STATE_LEASED:
+      rec.state = State::kLeased;
+      rec.holder_name = st.holder();
+      break;
+    case v1::TASK_STATE_DEAD:
+      rec.state = State::kDead;
+      rec.dead_in = st.dead_in();
+      break;
+    default:
+      rec.state = State::kReady;
+      break;
+  }
+  return state;
+}
+
 absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
   absl::Status bad;
   uint64_t orphans = 0;
-  absl::Status s = store_->ScanTasks([&](uint64_t id, absl::string_view value,
-                                        absl::string_view payload) {
+  // Ready tasks come back cold (only their place in their queue): restart
+  // reads records but no payloads. The others are read back in full below.
+  std::vector<uint64_t> others;
+  absl::Status s = store_->ScanTasks(
+      [&](uint64_t id, absl::string_view record, absl::string_view) {
+        mu_.AssertHeld();  // called back inside LoadTasks
+        TaskRecord rec;
+        absl::StatusOr<v1::TaskState> state = Decode(id, record, "", rec);
+        if (!state.ok()) {
+          bad = state.status();
+          return false;
+        }
+        Queue* q = FindQueue(rec.task.queue());
+        if (q == nullptr) {  // cannot happen: a queue's delete deletes its tasks
+          ++orphans;
+          MarkTask(id);  // deleted by the recovery batch
+          return true;
+        }
+        next_seq_ = std::max(next_seq_, std::abs(rec.key.minor) + 1);
+        next_task_id_ = std::max(next_task_id_, id + 1);
+        if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
+        if (rec.state == State::kReady) {
+          q->ready.insert(rec.key);
+        } else {
+          others.push_back(id);
+        }
+        return true;
+      },
+      /*payloads=*/false);
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
+  s = store_->ReadTasks(others, [&](uint64_t id, absl::string_view record,
+                                    absl::string_view payload) {
     mu_.AssertHeld();  // called back inside LoadTasks
-    v1::StoredTask st;
-    if (!st.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-      bad = Corrupt("task", id);
-      return false;
-    }
-    Queue* q = FindQueue(st.task().queue());
-    if (q == nullptr) {  // cannot happen: a queue's delete deletes its tasks
-      ++orphans;
-      MarkTask(id);  // deleted by the recovery batch
-      return true;
-    }
-    TaskRecord& rec = tasks_[id];
-    v1::Task& t = *st.mutable_task();
-    const v1::TaskState state = t.state();
-    rec.dedup_key = t.dedup_key();
-    rec.last_error = t.last_error();
-    rec.history.assign(t.history().begin(), t.history().end());
-    t.clear_state();
-    t.clear_dedup_key();
-    t.clear_last_error();
-    t.clear_history();
-    rec.task = std::move(t);
-    rec.task.set_id(id);
-    rec.task.set_payload(std::string(payload));
-    rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
-    next_seq_ = std::max(next_seq_, std::abs(st.ready_minor()) + 1);
-    next_task_id_ = std::max(next_task_id_, id + 1);
-    if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
-    switch (state) {
-      case v1::TASK_STATE_DELAYED:
-        rec.state = State::kDelayed;
-        rec.delay = DelayKey{absl::FromUnixMicros(st.due_unix_us()), next_delay_seq_++, id};
+    TaskRecord& rec = AddRecord(id);
+    if (!Decode(id, record, payload, rec).ok()) return true;  // parsed once already
+    hot_bytes_ += rec.task.payload().size();
+    Queue* q = FindQueue(rec.task.queue());
+    switch (rec.state) {
+      case State::kDelayed:
+        rec.delay.seq = next_delay_seq_++;
         q->delayed.insert(rec.delay);
         delayed_.insert(rec.delay);
         break;
-      case v1::TASK_STATE_LEASED:
-        // Settled below, once every queue and task is back.
-        rec.state = State::kLeased;
-        rec.holder_name = st.holder();
-        leased.push_back(id);
+      case State::kLeased:
+        leased.push_back(id);  // settled once everything is back
         break;
-      case v1::TASK_STATE_DEAD: {
-        Queue* dlq = FindQueue(st.dead_in());
+      case State::kDead: {
+        Queue* dlq = FindQueue(rec.dead_in);
         if (dlq == nullptr) dlq = q;
-        rec.state = State::kDead;
         rec.dead_in = dlq->config.name();
         dlq->dead.insert(id);
         break;
       }
-      default:
-        rec.state = State::kReady;
-        q->ready.insert(rec.key);
+      case State::kReady:
         break;
     }
     return true;
   });
   if (!s.ok()) return s;
-  if (!bad.ok()) return bad;
   if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
   return absl::OkStatus();
 }
@@ -267,10 +399,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
     std::vector<uint64_t> orphans(dirty_tasks_.begin(), dirty_tasks_.end());
     dirty_tasks_.clear();
     dirty_queues_.clear();
-    for (uint64_t id : orphans) {
-      tasks_.erase(id);
-      MarkTask(id);
-    }
+    for (uint64_t id : orphans) MarkTask(id);
     for (uint64_t id : leased) {
       LoseLease(tasks_.at(id), LostHow::kRestarted,
                 "the master restarted while the task was leased", pending);
@@ -288,7 +417,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
     EndStep(pending);
     LogInfo("store: recovered %d queues and %d tasks (%d ready, %d delayed, %d dead; %d were "
             "leased and are ready again) in %d ms",
-            queues_.size(), tasks_.size(), ready, delayed, dead, leased.size(),
+            queues_.size(), ready + delayed + dead, ready, delayed, dead, leased.size(),
             absl::ToInt64Milliseconds(absl::Now() - start));
   }
   absl::Status durable = absl::UnknownError("not run");

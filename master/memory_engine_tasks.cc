@@ -227,7 +227,7 @@ void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcom
   if (send_result && !rec.task.reply_to().empty()) {
     DeliverResult(rec, outcome, std::move(result), std::move(error), pending);
   }
-  tasks_.erase(id);
+  DropRecord(id);
 }
 
 void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
@@ -245,7 +245,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   }
   uint64_t id = next_task_id_++;
   MarkNewTask(id);
-  TaskRecord& r = tasks_[id];
+  TaskRecord& r = AddRecord(id);
   r.task.set_id(id);
   r.task.set_queue(reply_to);
   r.task.set_payload(std::move(result));
@@ -254,7 +254,9 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   r.task.set_outcome(outcome);
   r.task.set_error(std::move(error));
   r.task.set_enqueued_unix_ms(absl::ToUnixMillis(clock_->Now()));
+  hot_bytes_ += r.task.payload().size();  // AddRecord counted it empty
   MakeReady(*q, r, /*new_place=*/true);
+  MaybeCool(r);
   ++q->total_put;
   Touch(*q, pending);
 }
@@ -271,7 +273,7 @@ void MemoryEngine::Forget(TaskRecord& rec) {
   const uint64_t id = rec.task.id();
   Detach(rec);
   FreeDedupKey(rec);
-  tasks_.erase(id);
+  DropRecord(id);
 }
 
 // --- settling leases ----------------------------------------------------------------
@@ -460,6 +462,7 @@ absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return Describe(it->second);
   if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task;
+  if (TaskRecord* cold = FindCold(task_id)) return Describe(*cold);
   return UnknownTask(task_id);
 }
 
@@ -471,6 +474,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
     auto it = tasks_.find(task_id);
+    if (it == tasks_.end() && FindCold(task_id) != nullptr) it = tasks_.find(task_id);
     if (it == tasks_.end()) {
       if (auto f = finished_.find(task_id); f != finished_.end()) {
         return absl::FailedPreconditionError(absl::StrCat(

@@ -51,6 +51,10 @@ struct EngineOptions {
   // memory of the most recent ones, without payloads; bounded by both.
   size_t finished_task_memory = 100000;
   size_t finished_task_memory_bytes = 64 << 20;
+  // With a durable store: beyond this many bytes of task records in memory,
+  // newly queued ready tasks keep only their place in their queue (about
+  // 30 bytes) and are read back from the store when they are handed out.
+  size_t memory_budget_bytes = size_t{256} << 20;
   // Leases revoked by CancelTask, remembered so that the holder's next
   // heartbeat is answered CANCELLED ("stop") rather than "lease lost".
   size_t revoked_lease_memory = 10000;

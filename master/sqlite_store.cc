@@ -598,17 +598,58 @@ absl::Status SqliteStore::ScanRecords(absl::string_view prefix, const RecordFn& 
                });
 }
 
-absl::Status SqliteStore::ScanTasks(const TaskFn& fn) {
+namespace {
+
+absl::string_view Blob(sqlite3_stmt* st, int column) {
+  auto* p = static_cast<const char*>(sqlite3_column_blob(st, column));
+  return absl::string_view(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(st, column)));
+}
+
+}  // namespace
+
+absl::Status SqliteStore::ScanTasks(const TaskFn& fn, bool payloads) {
   MutexLock lock(&read_mu_);
-  return Query(reader_,
-               "SELECT t.id, t.record, COALESCE(t.payload, p.data) FROM tasks t "
-               "LEFT JOIN payloads p ON p.id = t.id ORDER BY t.id",
-               options_.dir, NoBind, [&](sqlite3_stmt* st, absl::string_view record) {
-                 auto* p = static_cast<const char*>(sqlite3_column_blob(st, 2));
-                 absl::string_view payload(p ? p : "",
-                                           static_cast<size_t>(sqlite3_column_bytes(st, 2)));
-                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), record, payload);
+  const char* sql = payloads ? "SELECT t.id, t.record, COALESCE(t.payload, p.data) FROM tasks t "
+                               "LEFT JOIN payloads p ON p.id = t.id ORDER BY t.id"
+                             : "SELECT id, record FROM tasks ORDER BY id";
+  return Query(reader_, sql, options_.dir, NoBind,
+               [&](sqlite3_stmt* st, absl::string_view record) {
+                 return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), record,
+                           payloads ? Blob(st, 2) : absl::string_view());
                });
+}
+
+absl::Status SqliteStore::ReadTasks(const std::vector<uint64_t>& ids, const TaskFn& fn) {
+  MutexLock lock(&read_mu_);
+  // One statement for the whole list: the ids go in as a carray-free
+  // "IN (...)" of bound parameters, in chunks SQLite accepts.
+  constexpr size_t kChunk = 500;
+  for (size_t start = 0; start < ids.size(); start += kChunk) {
+    const size_t n = std::min(kChunk, ids.size() - start);
+    std::string sql =
+        "SELECT t.id, t.record, COALESCE(t.payload, p.data) FROM tasks t "
+        "LEFT JOIN payloads p ON p.id = t.id WHERE t.id IN (?";
+    for (size_t i = 1; i < n; ++i) sql += ",?";
+    sql += ")";
+    absl::Status s = Query(
+        reader_, sql.c_str(), options_.dir,
+        [&](sqlite3_stmt* st) {
+          for (size_t i = 0; i < n; ++i) {
+            sqlite3_bind_int64(st, static_cast<int>(i + 1),
+                               static_cast<sqlite3_int64>(ids[start + i]));
+          }
+        },
+        [&](sqlite3_stmt* st, absl::string_view record) {
+          return fn(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), record, Blob(st, 2));
+        });
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+uint64_t SqliteStore::LastCommitted() {
+  MutexLock lock(&mu_);
+  return last_committed_;
 }
 
 uint64_t SqliteStore::DiskBytes() const {

@@ -76,7 +76,9 @@ class SqliteStore final : public Store {
   absl::Status Health() override;
   absl::StatusOr<std::optional<std::string>> GetRecord(absl::string_view key) override;
   absl::Status ScanRecords(absl::string_view prefix, const RecordFn& fn) override;
-  absl::Status ScanTasks(const TaskFn& fn) override;
+  absl::Status ScanTasks(const TaskFn& fn, bool payloads) override;
+  absl::Status ReadTasks(const std::vector<uint64_t>& ids, const TaskFn& fn) override;
+  uint64_t LastCommitted() override;
 
   // Payloads up to this size are stored in the task's row.
   static constexpr size_t kInlinePayload = 1024;

@@ -35,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -94,8 +95,14 @@ class Store {
   virtual absl::StatusOr<std::optional<std::string>> GetRecord(absl::string_view key) = 0;
   // Records whose key starts with `prefix`, in key order, until fn says stop.
   virtual absl::Status ScanRecords(absl::string_view prefix, const RecordFn& fn) = 0;
-  // Tasks (record and payload) in id order, until fn says stop.
-  virtual absl::Status ScanTasks(const TaskFn& fn) = 0;
+  // Tasks in id order, until fn says stop; without payloads (fn gets "")
+  // unless `payloads`.
+  virtual absl::Status ScanTasks(const TaskFn& fn, bool payloads) = 0;
+  // The given tasks (record and payload), those that are stored, in no
+  // particular order.
+  virtual absl::Status ReadTasks(const std::vector<uint64_t>& ids, const TaskFn& fn) = 0;
+  // The sequence number of the last batch that reads can see.
+  virtual uint64_t LastCommitted() = 0;
 };
 
 }  // namespace taskq
