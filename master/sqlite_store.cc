@@ -344,46 +344,64 @@ void SqliteStore::WhenDurable(uint64_t seq, DurableCallback done) {
 
 absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable) {
   Statements& st = *statements_;
-  // A queue's record is rewritten by many steps; within one transaction
-  // only the last write of each key counts.
+  // One transaction needs only each row's final state. Tasks live for a few
+  // milliseconds under load, so a task put, leased and completed (or a
+  // result added and taken) within one group often needs no write at all;
+  // a queue's record, rewritten by every step, is written once.
+  struct TaskFate {
+    const Batch::Op* add = nullptr;   // created in this group (has the payload)
+    const Batch::Op* last = nullptr;  // its final op here
+  };
+  absl::flat_hash_map<uint64_t, TaskFate> tasks;
   absl::flat_hash_map<absl::string_view, const Batch::Op*> last_record;
   for (const Queued& q : group) {
     for (const Batch::Op& op : static_cast<const Batch&>(*q.batch).ops) {
       if (op.kind == Batch::Kind::kPutRecord || op.kind == Batch::Kind::kDeleteRecord) {
         last_record[op.key] = &op;
+        continue;
       }
+      TaskFate& fate = tasks[op.id];
+      if (op.kind == Batch::Kind::kAddTask) fate.add = &op;
+      fate.last = &op;
     }
   }
   int rc = Step(st.begin);
   for (size_t i = 0; rc == SQLITE_OK && i < group.size(); ++i) {
     for (const Batch::Op& op : static_cast<const Batch&>(*group[i].batch).ops) {
       switch (op.kind) {
-        case Batch::Kind::kAddTask: {
-          const bool inline_payload = op.payload.size() <= kInlinePayload;
-          BindId(st.add_task, op.id);
-          BindBlob(st.add_task, 2, op.value);
-          if (inline_payload) BindBlob(st.add_task, 3, op.payload);  // else NULL
-          rc = Step(st.add_task);
-          if (rc == SQLITE_OK && !inline_payload) {
-            BindId(st.add_payload, op.id);
-            BindBlob(st.add_payload, 2, op.payload);
-            rc = Step(st.add_payload);
+        case Batch::Kind::kAddTask:
+        case Batch::Kind::kUpdateTask:
+        case Batch::Kind::kDeleteTask: {
+          const TaskFate& fate = tasks[op.id];
+          if (fate.last != &op) break;  // a later op of this group decides
+          if (op.kind == Batch::Kind::kDeleteTask) {
+            if (fate.add != nullptr) break;  // born and gone within the group
+            BindId(st.delete_task, op.id);
+            rc = Step(st.delete_task);
+            if (rc == SQLITE_OK) {
+              BindId(st.delete_payload, op.id);
+              rc = Step(st.delete_payload);
+            }
+          } else if (fate.add != nullptr) {
+            // New in this group: its payload, with its latest record.
+            const std::string& payload = fate.add->payload;
+            const bool inline_payload = payload.size() <= kInlinePayload;
+            BindId(st.add_task, op.id);
+            BindBlob(st.add_task, 2, op.value);
+            if (inline_payload) BindBlob(st.add_task, 3, payload);  // else NULL
+            rc = Step(st.add_task);
+            if (rc == SQLITE_OK && !inline_payload) {
+              BindId(st.add_payload, op.id);
+              BindBlob(st.add_payload, 2, payload);
+              rc = Step(st.add_payload);
+            }
+          } else {
+            BindId(st.update_task, op.id);
+            BindBlob(st.update_task, 2, op.value);
+            rc = Step(st.update_task);
           }
           break;
         }
-        case Batch::Kind::kUpdateTask:
-          BindId(st.update_task, op.id);
-          BindBlob(st.update_task, 2, op.value);
-          rc = Step(st.update_task);
-          break;
-        case Batch::Kind::kDeleteTask:
-          BindId(st.delete_task, op.id);
-          rc = Step(st.delete_task);
-          if (rc == SQLITE_OK) {
-            BindId(st.delete_payload, op.id);
-            rc = Step(st.delete_payload);
-          }
-          break;
         case Batch::Kind::kPutRecord:
           if (last_record[op.key] != &op) break;
           BindBlob(st.put_record, 1, op.key);

@@ -1,0 +1,140 @@
+// SqliteStore on its own: what a sequence of batches leaves on disk (only
+// each row's final state counts, however the committer groups them), large
+// payloads kept apart, reads by id, one master per data dir, and a reopen
+// that finds everything committed.
+#include "master/sqlite_store.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <map>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace taskq {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  SqliteStoreTest() {
+    char tmpl[] = "/tmp/taskq-sqlite-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Open();
+  }
+  ~SqliteStoreTest() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Open() {
+    SqliteStoreOptions options;
+    options.dir = dir_;
+    options.fsync = FsyncPolicy::kNever;
+    auto store = SqliteStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  void Reopen() {
+    store_.reset();
+    Open();
+  }
+  // Writes the batch and waits until it is committed.
+  void WriteAndWait(std::unique_ptr<StoreBatch> batch) {
+    const uint64_t seq = store_->Write(std::move(batch));
+    absl::Notification done;
+    absl::Status status;
+    store_->WhenDurable(seq, [&](absl::Status s) {
+      status = s;
+      done.Notify();
+    });
+    ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    ASSERT_TRUE(status.ok()) << status;
+  }
+  // id -> (record, payload) of every stored task.
+  std::map<uint64_t, std::pair<std::string, std::string>> Tasks() {
+    std::map<uint64_t, std::pair<std::string, std::string>> out;
+    EXPECT_TRUE(store_->ScanTasks(
+                          [&](uint64_t id, absl::string_view record, absl::string_view payload) {
+                            out[id] = {std::string(record), std::string(payload)};
+                            return true;
+                          },
+                          /*payloads=*/true)
+                    .ok());
+    return out;
+  }
+
+  std::string dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(SqliteStoreTest, OnlyEachRowsFinalStateIsStored) {
+  // Queued back to back: the committer may take them as one group or many.
+  auto a = store_->NewBatch();
+  a->AddTask(1, "r1", "p1");
+  a->AddTask(2, "r2", "p2");
+  a->AddTask(3, "r3", "p3");
+  a->PutRecord("qjobs", "v1");
+  store_->Write(std::move(a));
+  auto b = store_->NewBatch();
+  b->UpdateTask(1, "r1-leased");
+  b->DeleteTask(2);
+  b->PutRecord("qjobs", "v2");
+  store_->Write(std::move(b));
+  auto c = store_->NewBatch();
+  c->UpdateTask(1, "r1-ready-again");
+  c->AddTask(4, "r4", "p4");
+  c->DeleteTask(4);  // born and gone
+  c->PutRecord("qother", "o");
+  c->DeleteRecord("qother");
+  WriteAndWait(std::move(c));
+
+  auto tasks = Tasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[1], (std::pair<std::string, std::string>{"r1-ready-again", "p1"}));
+  EXPECT_EQ(tasks[3], (std::pair<std::string, std::string>{"r3", "p3"}));
+  auto jobs = store_->GetRecord("qjobs");
+  ASSERT_TRUE(jobs.ok() && jobs->has_value());
+  EXPECT_EQ(**jobs, "v2");
+  auto other = store_->GetRecord("qother");
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+
+  Reopen();
+  EXPECT_EQ(Tasks().size(), 2u);
+}
+
+TEST_F(SqliteStoreTest, LargePayloadsLiveApartAndSurviveUpdates) {
+  const std::string large(SqliteStore::kInlinePayload + 1, 'L');
+  auto a = store_->NewBatch();
+  a->AddTask(7, "r", large);
+  WriteAndWait(std::move(a));
+  auto b = store_->NewBatch();
+  b->UpdateTask(7, "r2");
+  WriteAndWait(std::move(b));
+  std::string read_payload;
+  ASSERT_TRUE(store_->ReadTasks({7, 8}, [&](uint64_t id, absl::string_view record,
+                                             absl::string_view payload) {
+                      EXPECT_EQ(id, 7u);
+                      EXPECT_EQ(record, "r2");
+                      read_payload = std::string(payload);
+                      return true;
+                    }).ok());
+  EXPECT_EQ(read_payload, large);
+  auto c = store_->NewBatch();
+  c->DeleteTask(7);
+  WriteAndWait(std::move(c));
+  EXPECT_TRUE(Tasks().empty());
+}
+
+TEST_F(SqliteStoreTest, ASecondStoreOnTheSameDirectoryIsRefused) {
+  SqliteStoreOptions options;
+  options.dir = dir_;
+  auto second = SqliteStore::Open(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("in use by another master"), absl::string_view::npos)
+      << second.status();
+}
+
+}  // namespace
+}  // namespace taskq
