@@ -2,12 +2,17 @@
 // written to the Store as one batch (Persist), and Recover rebuilds the
 // engine from it after a restart. Record formats: proto/taskq/v1/stored.proto.
 //
-// A lease is written (state and attempt) but not waited for: handing a task
-// to a worker acknowledges nothing. After a restart a task that was leased
+// A lease is written (state and attempt) like any change; a delivery on a
+// worker's stream does not wait for it (handing a task out acknowledges
+// nothing; the completion's ack waits). After a restart a task that was leased
 // is ready again in its old place with that attempt counted ("master
 // restarted" in its history), or given up if it was the last attempt. Lease
 // ids carry the store's boot epoch in their top bits, so a lease granted
 // before the restart can never settle a task afterwards.
+//
+// Beyond the memory budget, ready tasks go cold (see memory_engine.h) and
+// are read back in batches when handed out; restart brings ready tasks back
+// cold, reading records but no payloads.
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
@@ -31,11 +36,10 @@ constexpr uint64_t kIdBlock = 1 << 20;
 // Lease ids are (boot epoch << kEpochShift) + a counter.
 constexpr int kEpochShift = 40;
 
-// `prefix` then v as 8 big-endian bytes (so keys sort by v).
-std::string U64(uint64_t v, absl::string_view prefix = "") {
-  std::string out(prefix.size() + 8, '\0');
-  std::copy(prefix.begin(), prefix.end(), out.begin());
-  for (size_t i = out.size(); i-- > prefix.size();) {
+// v as 8 big-endian bytes.
+std::string U64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
     out[i] = static_cast<char>(v & 0xff);
     v >>= 8;
   }
