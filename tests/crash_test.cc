@@ -581,16 +581,6 @@ class Load {
   std::thread consumer_;
 };
 
-// How often `text` occurs in `haystack`.
-size_t Count(const std::string& haystack, const std::string& text) {
-  size_t n = 0;
-  for (size_t at = haystack.find(text); at != std::string::npos;
-       at = haystack.find(text, at + text.size())) {
-    ++n;
-  }
-  return n;
-}
-
 // ready + leased + delayed of `queue`, or -1 if the call failed.
 int64_t Pending(Client& client, const std::string& queue, v1::QueueStats* stats = nullptr) {
   absl::StatusOr<v1::QueueStats> s = client.Stats(queue);

@@ -269,6 +269,15 @@ bool Process::KillGroupAndReap(absl::Duration timeout) {
 std::string Process::Stdout() const { return ReadFile(stdout_path_); }
 std::string Process::Stderr() const { return ReadFile(stderr_path_); }
 
+size_t Count(const std::string& haystack, const std::string& text) {
+  size_t n = 0;
+  for (size_t at = haystack.find(text); at != std::string::npos;
+       at = haystack.find(text, at + text.size())) {
+    ++n;
+  }
+  return n;
+}
+
 std::string Describe(const CliResult& r) {
   return absl::StrCat("exit=", r.exit_code, r.timed_out ? " (timed out)" : "",
                       " after ", absl::FormatDuration(r.elapsed), "\n--- stdout ---\n",

@@ -124,6 +124,9 @@ struct CliResult {
 // For gtest messages: "exit=N\nstdout:...\nstderr:...".
 std::string Describe(const CliResult& r);
 
+// How often `text` occurs in `haystack` (e.g. a log line in a process's output).
+size_t Count(const std::string& haystack, const std::string& text);
+
 // A master on 127.0.0.1:<ephemeral>, workers, and the CLI pointed at it.
 // Children get HOME and XDG_CONFIG_HOME inside the temp dir and no TASKQ_*
 // variables, so nothing touches the user's real token or master.

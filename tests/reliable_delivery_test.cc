@@ -23,16 +23,6 @@
 namespace taskq::testing {
 namespace {
 
-// How often `text` occurs in `haystack`.
-size_t Count(const std::string& haystack, const std::string& text) {
-  size_t n = 0;
-  for (size_t at = haystack.find(text); at != std::string::npos;
-       at = haystack.find(text, at + text.size())) {
-    ++n;
-  }
-  return n;
-}
-
 // True if a line of `log` names `task <id>` and a lost or refused lease.
 bool LogsLostLease(const std::string& log, const std::string& id) {
   for (const std::string& line : Lines(log)) {
