@@ -16,8 +16,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "common/runtime/async_test_util.h"
+#include "common/sync.h"
 #include "master/engine_test_util.h"
 #include "master/sqlite_store.h"
 
@@ -71,7 +71,7 @@ class DurableEngineTest : public EngineTest {
   }
   // Waits until everything the engine wrote so far is committed.
   void Flush() {
-    absl::Notification done;
+    Notification done;
     engine_->WhenDurable([&](absl::Status) { done.Notify(); });
     ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   }
@@ -374,7 +374,7 @@ struct SyncGate {
 
 // The reply of a put, set from the store's syncer thread.
 struct PutReply {
-  absl::Notification done;
+  Notification done;
   absl::StatusOr<PutResult> value = absl::UnknownError("no reply");
 };
 

@@ -17,7 +17,6 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "common/log.h"
 #include "master/memory_engine.h"
 #include "master/memory_engine_pending.h"
@@ -425,7 +424,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
             absl::ToInt64Milliseconds(absl::Now() - start));
   }
   absl::Status durable = absl::UnknownError("not run");
-  absl::Notification synced;
+  Notification synced;
   store->WhenDurable(store->LastWritten(), [&](absl::Status s) {
     durable = s;
     synced.Notify();

@@ -115,11 +115,11 @@ absl::StatusOr<std::string> MasterServer::Start() {
     store_options.min_free_bytes = options_.min_free_disk_bytes;
     MemoryEngine* engine = engine_.get();
     store_options.on_healthy = [engine] { engine->OnStoreHealthy(); };
+    LogInfo("store: %s, fsync %s", store_options.dir, FsyncPolicyName(options_.fsync));
     auto store = SqliteStore::Open(std::move(store_options));
     if (!store.ok()) return store.status();
     store_ = *std::move(store);
     if (absl::Status s = engine_->Recover(store_.get()); !s.ok()) return s;
-    LogInfo("store: %s, fsync %s", store_->dir(), FsyncPolicyName(options_.fsync));
   } else if (options_.store != "memory") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown --store \"", options_.store, "\": use sqlite or memory"));

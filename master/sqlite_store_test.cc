@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <map>
 
-#include "absl/synchronization/notification.h"
+#include "common/sync.h"
 #include "gtest/gtest.h"
 
 namespace taskq {
@@ -41,7 +41,7 @@ class SqliteStoreTest : public ::testing::Test {
   // Writes the batch and waits until it is committed.
   void WriteAndWait(std::unique_ptr<StoreBatch> batch) {
     const uint64_t seq = store_->Write(std::move(batch));
-    absl::Notification done;
+    Notification done;
     absl::Status status;
     store_->WhenDurable(seq, [&](absl::Status s) {
       status = s;
