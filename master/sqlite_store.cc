@@ -194,6 +194,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
     return s;
   };
   g_recovered_frames = -1;
+  // Free pages go back to the file system (MaybeVacuum). This only takes
+  // effect while the database is new, so it comes before anything else.
+  if (Exec(writer, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK) return fail("auto_vacuum");
   if (Exec(writer, "PRAGMA journal_mode=WAL") != SQLITE_OK) return fail("WAL mode");
   // always: every commit syncs the WAL. interval: commits do not, but
   // checkpoints sync the WAL before and the database after copying, and
@@ -464,6 +467,32 @@ void SqliteStore::SyncWalFile() const {
   ::close(fd);
 }
 
+namespace {
+
+int64_t PragmaInt(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  int64_t value = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    value = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  return value;
+}
+
+}  // namespace
+
+void SqliteStore::MaybeVacuum() {
+  const int64_t free_pages = PragmaInt(writer_, "PRAGMA freelist_count");
+  const int64_t pages = PragmaInt(writer_, "PRAGMA page_count");
+  // Worth it only when a good part of the file is free: a steady load
+  // reuses its free pages by itself.
+  if (free_pages < 1024 || free_pages * 4 < pages) return;
+  // A few megabytes per round, so that commits are not held up for long.
+  if (Exec(writer_, "PRAGMA incremental_vacuum(2048)") != SQLITE_OK) {
+    LogWarning("store: giving free space back failed: %s", sqlite3_errmsg(writer_));
+  }
+}
+
 void SqliteStore::Run(std::vector<DurableCallback> calls, const absl::Status& status) {
   for (auto& c : calls) c(status);
 }
@@ -474,6 +503,7 @@ void SqliteStore::CommitLoop() {
   absl::Time next_sync = absl::Now() + options_.fsync_interval;
   absl::Time next_retry = absl::InfinitePast();
   absl::Time next_disk_check = absl::InfinitePast();
+  absl::Time next_vacuum = absl::Now() + options_.vacuum_interval;
   bool unsynced = false;  // interval: commits since the last WAL sync
   mu_.Lock();
   for (;;) {
@@ -539,7 +569,14 @@ void SqliteStore::CommitLoop() {
     }
     if (may_commit) continue;  // more may have queued meanwhile
     if (stopping_ && (queued_.empty() || !failure_.ok())) break;
-    absl::Time wake = next_disk_check;
+    if (failure_.ok() && absl::Now() >= next_vacuum) {
+      mu_.Unlock();
+      MaybeVacuum();
+      mu_.Lock();
+      next_vacuum = absl::Now() + options_.vacuum_interval;
+      continue;
+    }
+    absl::Time wake = std::min(next_disk_check, next_vacuum);
     if (!failure_.ok() && !queued_.empty()) wake = std::min(wake, next_retry);
     if (interval && unsynced) wake = std::min(wake, next_sync);
     if (queued_.empty() || !failure_.ok()) cv_.WaitWithDeadline(&mu_, wake);

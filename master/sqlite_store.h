@@ -20,6 +20,10 @@
 // writes. A reserve of free disk space (min_free_bytes) makes Health()
 // refuse client writes before SQLite ever meets a full disk.
 //
+// The database is created with auto_vacuum=INCREMENTAL: when a drained
+// backlog leaves many pages free, the idle committer gives them back to
+// the file system a few megabytes at a time.
+//
 // SQLite's WAL carries a checksum per frame; on open it recovers every
 // whole transaction and ignores a torn or corrupt tail, which Open reports
 // (how many bytes it dropped).
@@ -53,6 +57,9 @@ struct SqliteStoreOptions {
   // system has less free space than this; checked every disk_check_interval.
   uint64_t min_free_bytes = uint64_t{128} << 20;
   absl::Duration disk_check_interval = absl::Milliseconds(100);
+  // How often the committer, when idle, gives free pages back to the file
+  // system (after a large backlog drained: the database file shrinks).
+  absl::Duration vacuum_interval = absl::Seconds(1);
   // Called (on the committer thread) when client writes are taken again
   // after a failure or a full disk.
   std::function<void()> on_healthy;
@@ -112,6 +119,8 @@ class SqliteStore final : public Store {
   bool CheckFreeSpace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t FreeBytes() const;
   void SyncWalFile() const;
+  // Returns free pages to the file system when many are free (committer).
+  void MaybeVacuum();
   static void Run(std::vector<DurableCallback> calls, const absl::Status& status);
 
   const SqliteStoreOptions options_;
