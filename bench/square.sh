@@ -15,6 +15,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 build_dir=${BUILD_DIR:-$repo/build/release}
 
 tasks=100000
@@ -81,25 +83,8 @@ master_pid=
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  local deadline=$((SECONDS + 10))
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "square.sh: pid $pid ignored SIGTERM for 10 s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-  if ((status != 0)) && [[ -d $tmp ]]; then
-    local log
-    for log in "$tmp"/*.log; do
-      [[ -s $log ]] || continue
-      echo "--- last lines of $(basename "$log") ---" >&2
-      tail -n 20 "$log" >&2
-    done
-  fi
+  stop_processes square.sh "${pids[@]}"
+  if ((status != 0)); then dump_logs "$tmp"; fi
   rm -rf "$tmp" "$data_dir"
   exit "$status"
 }
@@ -107,18 +92,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Prints "VmHWM <kB>" and CPU seconds (user+system) of a live process.
-report_process() {
-  local name=$1 pid=$2
-  [[ -r /proc/$pid/status ]] || return 0
-  local hwm ticks cpu
-  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
-  # Fields 14 and 15 of /proc/PID/stat, counted after the ")" of comm.
-  ticks=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
-  cpu=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')
-  printf '%-10s peak RSS (VmHWM) %6d MiB (%d kB), CPU %s s\n' \
-    "$name" $((hwm / 1024)) "$hwm" "$cpu"
-}
 
 token_file=$tmp/token
 port_file=$tmp/port
@@ -129,18 +102,7 @@ port_file=$tmp/port
 master_pid=$!
 pids+=("$master_pid")
 
-deadline=$((SECONDS + 15))
-until [[ -s $port_file && -s $token_file ]]; do
-  if ! kill -0 "$master_pid" 2>/dev/null; then
-    echo "square.sh: taskq-master exited during startup" >&2
-    exit 1
-  fi
-  if ((SECONDS >= deadline)); then
-    echo "square.sh: taskq-master wrote no port file within 15 s" >&2
-    exit 1
-  fi
-  sleep 0.05
-done
+wait_master_ready square.sh "$master_pid" "$port_file" "$token_file" 15
 master_addr=$(head -n1 "$port_file")
 echo "master:  $master_addr (pid $master_pid)"
 
