@@ -299,6 +299,39 @@ TEST_F(DurableEngineTest, ColdReadyTasksAreHandedOutInOrderWithTheirPayloads) {
   EXPECT_EQ(Stats("q").unfinished(), 0u);
 }
 
+// Issue 12, item 1: a worker granting more credits than one read-back batch
+// (1024) once got 1024 tasks; the rest vanished from the queue (neither
+// ready nor leased, status unknown) until a restart.
+TEST_F(DurableEngineTest, ColdTasksBeyondOneReadBackBatchAreAllHandedToABigCreditWindow) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  for (int credits : {1025, 1500, 2000}) {
+    SCOPED_TRACE(absl::StrCat(credits, " credits"));
+    const std::string queue = absl::StrCat("q", credits);
+    std::vector<v1::TaskSpec> specs;
+    for (int i = 0; i < 2000; ++i) specs.push_back(Spec(absl::StrCat("task-", i)));
+    std::vector<uint64_t> ids = MustPut(queue, std::move(specs));
+    CoolEverything();
+    Mutex mu;
+    std::vector<uint64_t> delivered;
+    auto sub = engine_->Subscribe({queue}, "big-window", [&](std::vector<v1::Delivery> ds) {
+      MutexLock lock(&mu);
+      for (const auto& d : ds) delivered.push_back(d.task().id());
+    });
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    ASSERT_TRUE(engine_->AddCredits(*sub, credits).ok());
+    v1::QueueStats stats = Stats(queue);
+    {
+      MutexLock lock(&mu);
+      EXPECT_EQ(delivered.size(), static_cast<size_t>(credits));
+    }
+    EXPECT_EQ(stats.leased(), static_cast<uint64_t>(credits));
+    EXPECT_EQ(stats.ready(), 2000u - credits);
+    EXPECT_EQ(stats.unfinished(), 2000u);
+    for (uint64_t id : ids) EXPECT_TRUE(engine_->GetTask(id).ok()) << "task " << id << " unknown";
+    engine_->Unsubscribe(*sub);
+  }
+}
+
 TEST_F(DurableEngineTest, ColdReadyTasksCanBeLookedUpCancelledPurgedAndDeleted) {
   Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
   std::vector<uint64_t> ids =

@@ -15,10 +15,21 @@
 // no task handed out before its not-before time (put delay, release delay,
 // retry backoff), checked against the times alone, not the model's states.
 //
+// The durable variant runs the same model against an engine on the SQLite
+// store with a memory budget of (almost) nothing, so ready tasks go cold and
+// are read back from the store, and adds the master restarting (every task
+// back in the state the model says, leases lost with the attempt counted),
+// puts of thousands of tasks and credit windows beyond one read-back batch
+// (> 1024): every acknowledged task stays in exactly one state, counted, and
+// is delivered or finished (issue 12: cold tasks once vanished).
+//
 // Fixed seeds; a failure names the seed and the operation index.
 // TASKQ_MODEL_SEQUENCES=N runs N sequences instead (for bug hunts).
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <random>
@@ -30,8 +41,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sync.h"
 #include "gtest/gtest.h"
 #include "master/memory_engine.h"
+#include "master/sqlite_store.h"
 
 namespace taskq {
 namespace {
@@ -47,15 +60,17 @@ namespace {
 #endif
 #ifdef TASKQ_UNDER_TSAN
 constexpr int kSequences = 40;
+constexpr int kDurableSequences = 8;
 #else
 constexpr int kSequences = 200;
+constexpr int kDurableSequences = 25;
 #endif
 constexpr int kOpsPerSequence = 300;
 
-int Sequences() {
+int Sequences(int fallback) {
   const char* env = std::getenv("TASKQ_MODEL_SEQUENCES");
   int n = env ? std::atoi(env) : 0;
-  return n > 0 ? n : kSequences;
+  return n > 0 ? n : fallback;
 }
 
 // kForgotten: its queue (or the dead-letter set holding it) was deleted.
@@ -93,11 +108,14 @@ struct MTask {
   // Earliest time it may be handed out (not-before, release delay, or the
   // shortest retry backoff), from the times alone.
   int64_t earliest_ms = 0;
+  // Finished before the master last restarted: the engine no longer
+  // remembers it (GetTask says NOT_FOUND).
+  bool forgotten_by_restart = false;
 };
 
 class ModelRun {
  public:
-  explicit ModelRun(uint32_t seed) : seed_(seed), rng_(seed) {
+  ModelRun(uint32_t seed, bool durable) : seed_(seed), durable_(durable), rng_(seed) {
     kind_ = std::vector<v1::QueueKind>{v1::QUEUE_KIND_FIFO, v1::QUEUE_KIND_LIFO,
                                        v1::QUEUE_KIND_PRIORITY}[Rand(0, 2)];
     maxsize_ = Rand(0, 1) ? 0 : Rand(4, 15);
@@ -107,9 +125,13 @@ class ModelRun {
     backoff_max_ms_ = backoff_ms_ + Rand(0, 150);
     dlq_ = Rand(0, 1) ? "q" : "dlq";
     dlq_exists_ = dlq_ == "q";
-    EngineOptions options;
-    options.random_seed = seed + 1000;
-    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+    if (durable_) {
+      char tmpl[] = "/tmp/taskq-model-XXXXXX";
+      dir_ = mkdtemp(tmpl);
+      // No budget at all, or room for a few dozen tasks.
+      memory_budget_ = Chance(50) ? 0 : 40'000;
+    }
+    OpenEngine();
     v1::QueueConfig c = QueueConfig();
     auto created = engine_->CreateQueue(c, false);
     EXPECT_TRUE(created.ok()) << created.status();
@@ -136,6 +158,29 @@ class ModelRun {
 
   ~ModelRun() {
     if (sub_) engine_->Unsubscribe(*sub_);
+    engine_.reset();
+    store_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // A new engine (on the store in dir_ when durable, recovered from it).
+  void OpenEngine() {
+    EngineOptions options;
+    options.random_seed = seed_ + 1000 + restarts_;
+    if (!durable_) {
+      engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+      return;
+    }
+    options.memory_budget_bytes = memory_budget_;
+    SqliteStoreOptions store_options;
+    store_options.dir = dir_ + "/data";
+    store_options.fsync = FsyncPolicy::kNever;
+    auto store = SqliteStore::Open(std::move(store_options));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+    absl::Status s = engine_->Recover(store_.get());
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   void Run() {
@@ -148,6 +193,13 @@ class ModelRun {
 
  private:
   bool Failed() const { return ::testing::Test::HasFailure(); }
+  // With a store, Put/Get replies wait for their write to be committed (on
+  // the store's thread): wait until everything written so far is.
+  void Sync() {
+    Notification done;
+    engine_->WhenDurable([&](absl::Status) { done.Notify(); });
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30))) << Where();
+  }
   int Rand(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
   bool Chance(int percent) { return Rand(1, 100) <= percent; }
   int64_t Now() const { return absl::ToUnixMillis(clock_.Now()); }
@@ -249,6 +301,12 @@ class ModelRun {
   // --- operations ------------------------------------------------------------------------
 
   void RandomOp() {
+    if (durable_) {
+      const int d = Rand(1, 100);
+      if (d <= 2) return Restart();
+      if (d <= 4 && maxsize_ == 0 && !shut_down_) return BulkPut();
+      if (d <= 7 && tasks_.size() > 1024) return BigCredit();
+    }
     int r = Rand(1, 112);
     if (r > 100) return QueueOp(r - 100);
     if (r <= 20) return Put();
@@ -266,6 +324,20 @@ class ModelRun {
     return Disconnect();
   }
 
+  // Thousands of plain tasks: more than one read-back batch when cold.
+  void BulkPut() {
+    const int n = Rand(1025, 2500);
+    std::vector<v1::TaskSpec> specs;
+    for (int i = 0; i < n; ++i) {
+      v1::TaskSpec s;
+      s.set_payload(absl::StrCat("bulk", ++payloads_, std::string(Rand(0, 64), 'x')));
+      s.set_priority(Rand(0, 3));
+      s.set_reply_to("r");
+      specs.push_back(std::move(s));
+    }
+    PutSpecs(std::move(specs), absl::StrCat("bulk put ", n));
+  }
+
   void Put() {
     int n = Rand(1, 3);
     std::vector<v1::TaskSpec> specs;
@@ -280,7 +352,11 @@ class ModelRun {
       if (Chance(10)) s.set_not_before_unix_ms(Now() + Rand(-100, 300));
       specs.push_back(s);
     }
-    last_op_ = absl::StrCat("put ", n);
+    PutSpecs(std::move(specs), absl::StrCat("put ", n));
+  }
+
+  void PutSpecs(std::vector<v1::TaskSpec> specs, std::string what) {
+    const int n = static_cast<int>(specs.size());
     // Which are new, by the dedup rule (also within the batch).
     std::map<std::string, int> first_in_batch;
     size_t fresh = 0;
@@ -289,18 +365,22 @@ class ModelRun {
       if (k.empty() || (!dedup_.contains(k) && first_in_batch.emplace(k, i).second)) ++fresh;
     }
     size_t held = Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased);
-    last_op_ = absl::StrCat("put ", n, " (delays");
-    for (const auto& s : specs) {
-      absl::StrAppend(&last_op_, " ", s.delay_ms(), "/", s.not_before_unix_ms(),
-                      s.dedup_key().empty() ? "" : absl::StrCat(" key ", s.dedup_key()));
+    last_op_ = std::move(what);
+    if (n <= 3) {
+      absl::StrAppend(&last_op_, " (delays");
+      for (const auto& s : specs) {
+        absl::StrAppend(&last_op_, " ", s.delay_ms(), "/", s.not_before_unix_ms(),
+                        s.dedup_key().empty() ? "" : absl::StrCat(" key ", s.dedup_key()));
+      }
+      absl::StrAppend(&last_op_, ")");
     }
-    absl::StrAppend(&last_op_, ")");
     PutArgs args;
     args.queue = "q";
     args.tasks = specs;
     args.nowait = true;
     std::optional<absl::StatusOr<PutResult>> got;
     engine_->Put(std::move(args), [&](absl::StatusOr<PutResult> r) { got = std::move(r); });
+    Sync();
     EXPECT_TRUE(got.has_value()) << Where();
     if (!got) return;
     if (shut_down_) {
@@ -360,6 +440,7 @@ class ModelRun {
     args.nowait = true;
     std::optional<absl::StatusOr<std::vector<v1::Delivery>>> got;
     engine_->Get(std::move(args), [&](auto r) { got = std::move(r); });
+    Sync();
     EXPECT_TRUE(got.has_value()) << Where();
     if (!got) return {};
     std::vector<uint64_t> want;
@@ -539,7 +620,7 @@ class ModelRun {
       return;
     }
     MTask& t = it->second;
-    if (t.state == MState::kForgotten) {
+    if (t.state == MState::kForgotten || t.forgotten_by_restart) {
       EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << Where();
       return;
     }
@@ -641,6 +722,53 @@ class ModelRun {
     Settle();
   }
 
+  // A credit window larger than one read-back batch of cold tasks.
+  void BigCredit() {
+    if (!sub_) Connect();
+    if (!sub_) return;
+    const int n = Rand(1025, 3000);
+    last_op_ = absl::StrCat("credit ", n);
+    EXPECT_TRUE(engine_->AddCredits(*sub_, n).ok()) << Where();
+    credits_ += n;
+    Settle();
+  }
+
+  // The master restarts: the worker's stream ends, leased tasks are ready
+  // again in their old place with the attempt counted (or given up on their
+  // last attempt, in task id order), delayed tasks keep their time, and
+  // finished tasks are no longer remembered.
+  void Restart() {
+    last_op_ = "restart";
+    ++restarts_;
+    sub_.reset();  // the engine it belonged to is gone
+    credits_ = 0;
+    engine_.reset();
+    store_.reset();
+    OpenEngine();
+    if (Failed()) return;
+    revoked_.clear();
+    for (auto& [id, t] : tasks_) {  // by id
+      switch (t.state) {
+        case MState::kLeased:
+          LoseLease(t, /*disconnected=*/true);
+          break;
+        case MState::kDone:
+        case MState::kCancelled:
+        case MState::kFailed:
+          t.forgotten_by_restart = true;
+          break;
+        default:
+          break;
+      }
+    }
+    // Equal due times are ordered by id after a restart.
+    std::vector<MTask*> delayed;
+    for (auto& [id, t] : tasks_) {
+      if (t.state == MState::kDelayed) delayed.push_back(&t);
+    }
+    for (MTask* t : delayed) t->delay_order = ++delay_orders_;  // tasks_ is by id
+  }
+
   void Disconnect() {
     if (!sub_) return;
     last_op_ = "disconnect";
@@ -726,6 +854,7 @@ class ModelRun {
       bool held = t.state == MState::kReady || t.state == MState::kDelayed ||
                   t.state == MState::kLeased;
       if (held || (t.state == MState::kDead && dlq_ == "q")) Forget(t);
+      if (t.state == MState::kDead) t.key.clear();  // dead elsewhere: its key died with q
     }
     dedup_.clear();  // the keys lived in the deleted queue
     shut_down_ = false;
@@ -838,6 +967,7 @@ class ModelRun {
       engine_->Get(std::move(args), [&](auto r) {
         if (r.ok()) got = *std::move(r);
       });
+      Sync();
       if (got.empty()) break;
       for (const auto& d : got) results.push_back({d.task().result_of(), d.task().outcome()});
     }
@@ -897,7 +1027,7 @@ class ModelRun {
     for (uint64_t id : ids) {
       const MTask& t = tasks_[id];
       auto got = engine_->GetTask(id);
-      if (t.state == MState::kForgotten) {
+      if (t.state == MState::kForgotten || t.forgotten_by_restart) {
         EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound)
             << "task " << id << " of a deleted queue; " << Where();
         continue;
@@ -919,8 +1049,13 @@ class ModelRun {
   }
 
   const uint32_t seed_;
+  const bool durable_;
   std::mt19937 rng_;
   FakeClock clock_;
+  std::string dir_;  // the store's temp dir (durable)
+  size_t memory_budget_ = 0;
+  int restarts_ = 0;
+  std::unique_ptr<SqliteStore> store_;
   std::unique_ptr<MemoryEngine> engine_;
   v1::QueueKind kind_;
   uint64_t maxsize_;
@@ -946,17 +1081,24 @@ class ModelRun {
   std::map<uint64_t, int> results_per_life_;
 };
 
-TEST(EngineModelTest, RandomSequencesAgreeWithTheReferenceModel) {
+void RunSequences(int sequences, bool durable) {
   SetLogLevel(LogLevel::kError);  // queues come and go by the hundred; requeues are refused
-  const int sequences = Sequences();
   for (uint32_t seed = 1; seed <= static_cast<uint32_t>(sequences); ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
-    ModelRun(seed).Run();
+    ModelRun(seed, durable).Run();
     if (::testing::Test::HasFailure()) {
       ADD_FAILURE() << "reproduce with seed " << seed << " (see the op index above)";
       return;
     }
   }
+}
+
+TEST(EngineModelTest, RandomSequencesAgreeWithTheReferenceModel) {
+  RunSequences(Sequences(kSequences), /*durable=*/false);
+}
+
+TEST(EngineModelTest, DurableColdTasksRestartsAndBigCreditWindowsAgreeWithTheModel) {
+  RunSequences(Sequences(kDurableSequences), /*durable=*/true);
 }
 
 }  // namespace

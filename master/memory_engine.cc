@@ -274,6 +274,18 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
         MarkTask(id);  // a cold ready task: only its stored copy to delete
       }
     }
+    // Its dedup keys die with it, also those of its tasks that sit dead in
+    // another queue's dead-letter set (written, so a restart agrees).
+    for (const auto& [name, other] : queues_) {
+      if (name == queue) continue;
+      for (uint64_t id : other->dead) {
+        TaskRecord& rec = tasks_.at(id);
+        if (rec.task.queue() == queue && !rec.dedup_key.empty()) {
+          rec.dedup_key.clear();
+          MarkTask(id);
+        }
+      }
+    }
     queues_.erase(queue);
     MarkQueue(queue);
     EndStep(pending);
@@ -286,23 +298,10 @@ uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pen
   uint64_t dropped = 0;
   // Ready tasks a chunk at a time: cold ones are read back (their reply_to
   // gets a result), and a huge cold backlog is never all in memory at once.
-  while (!q.ready.empty()) {
-    HydrateHead(q, 1000);
-    std::vector<ReadyKey> chunk;
-    for (auto it = q.ready.begin(); it != q.ready.end() && chunk.size() < 1000; ++it) {
-      chunk.push_back(*it);
-    }
-    for (const ReadyKey& key : chunk) {
-      auto it = tasks_.find(key.id);
-      if (it == tasks_.end()) {  // not in the store either (cannot happen)
-        q.ready.erase(key);
-        MarkTask(key.id);
-        continue;
-      }
-      Finish(it->second, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "", std::string(why),
-             /*send_result=*/true, pending);
-      ++dropped;
-    }
+  while (TaskRecord* rec = HotHead(q, kHydrateBatch)) {
+    Finish(*rec, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "", std::string(why),
+           /*send_result=*/true, pending);
+    ++dropped;
   }
   std::vector<uint64_t> delayed;
   for (const DelayKey& key : q.delayed) delayed.push_back(key.id);
@@ -550,13 +549,12 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
-  HydrateHead(q, args.max_tasks);
-  while (!q.ready.empty() && out.size() < args.max_tasks) {
-    uint64_t id = q.ready.begin()->id;
+  while (out.size() < args.max_tasks) {
+    TaskRecord* head = HotHead(q, args.max_tasks - out.size());
+    if (head == nullptr) break;  // none left, or the store cannot be read now
+    TaskRecord& rec = *head;
+    const uint64_t id = rec.task.id();
     q.ready.erase(q.ready.begin());
-    auto it = tasks_.find(id);
-    if (it == tasks_.end()) continue;  // not in the store either (cannot happen)
-    TaskRecord& rec = it->second;
     if (args.lease) {
       out.push_back(Lease(q, rec, 0, pending));
       continue;
@@ -669,7 +667,6 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
   const std::vector<SubscriptionId>& subs = subs_it->second;
   size_t credits = 0;
   for (SubscriptionId sub_id : subs) credits += subs_.at(sub_id).credits;
-  HydrateHead(q, std::min<size_t>(credits, 1024));
   size_t& next = round_robin_[q.config.name()];
   // Round robin, one task per worker with credit per turn, so one fast
   // worker with a big window does not take everything.
@@ -683,15 +680,14 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
       continue;
     }
     idle_in_a_row = 0;
+    // Cold tasks are read back as many as the credits left, a batch at a
+    // time, so a huge window never reads everything at once.
+    TaskRecord* rec = HotHead(q, std::min(credits, kHydrateBatch));
+    if (rec == nullptr) return;  // none left, or the store cannot be read now
     --sub.credits;
-    uint64_t id = q.ready.begin()->id;
+    --credits;
     q.ready.erase(q.ready.begin());
-    auto it = tasks_.find(id);
-    if (it == tasks_.end()) {  // not in the store either (cannot happen)
-      ++sub.credits;
-      continue;
-    }
-    pending.Deliver(sub_id, sub.deliver, Lease(q, it->second, sub_id, pending));
+    pending.Deliver(sub_id, sub.deliver, Lease(q, *rec, sub_id, pending));
   }
 }
 

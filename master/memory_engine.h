@@ -305,12 +305,21 @@ class MemoryEngine final : public QueueEngine {
   TaskRecord& AddRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a record from tasks_ (keeping hot_bytes_).
   void DropRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads cold ready tasks back into tasks_ (those the store has).
-  void Hydrate(const std::vector<uint64_t>& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads cold ready tasks back into tasks_ (those the store has); the
+  // store's error if it could not read (nothing is dropped then).
+  absl::Status Hydrate(const std::vector<uint64_t>& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A cold ready task by id, read back into tasks_; nullptr if there is none.
   TaskRecord* FindCold(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes sure the first `n` ready tasks of q are in tasks_.
-  void HydrateHead(const Queue& q, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status HydrateHead(const Queue& q, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The record of q's first ready task, read back (with up to `batch` - 1
+  // behind it) if it is cold. nullptr if q has no ready task or the store
+  // cannot be read now (the task stays queued; callers stop and retry at
+  // the next step). Every path that hands out or drops ready tasks goes
+  // through here, so a cold task is never lost for want of a read-back.
+  TaskRecord* HotHead(Queue& q, size_t batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ready tasks read back from the store at most this many at a time.
+  static constexpr size_t kHydrateBatch = 1024;
   // A new ready task: goes cold once written, if memory is over budget.
   void MaybeCool(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops the records of cooling tasks whose writes are committed.

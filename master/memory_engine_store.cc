@@ -173,8 +173,8 @@ void MemoryEngine::CoolDown() {
   }
 }
 
-void MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
-  if (ids.empty() || store_ == nullptr) return;
+absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
+  if (ids.empty() || store_ == nullptr) return absl::OkStatus();
   absl::Status s = store_->ReadTasks(ids, [&](uint64_t id, absl::string_view record,
                                               absl::string_view payload) {
     mu_.AssertHeld();  // called back inside Hydrate
@@ -191,17 +191,35 @@ void MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
     hot_bytes_ += added.task.payload().size();
     return true;
   });
-  if (!s.ok()) LogError("store: reading tasks back failed: %s", s.message());
+  if (!s.ok()) LogError("store: reading queued tasks back failed (tried again later): %s", s.message());
+  return s;
 }
 
-void MemoryEngine::HydrateHead(const Queue& q, size_t n) {
-  if (store_ == nullptr || n == 0) return;
+absl::Status MemoryEngine::HydrateHead(const Queue& q, size_t n) {
+  if (store_ == nullptr || n == 0) return absl::OkStatus();
   std::vector<uint64_t> cold;
   size_t seen = 0;
   for (auto it = q.ready.begin(); it != q.ready.end() && seen < n; ++it, ++seen) {
     if (!tasks_.contains(it->id)) cold.push_back(it->id);
   }
-  Hydrate(cold);
+  return Hydrate(cold);
+}
+
+MemoryEngine::TaskRecord* MemoryEngine::HotHead(Queue& q, size_t batch) {
+  while (!q.ready.empty()) {
+    const uint64_t id = q.ready.begin()->id;
+    if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
+    // Cold: read it back with the ones behind it, `batch` at a time.
+    if (!HydrateHead(q, std::max<size_t>(batch, 1)).ok()) return nullptr;
+    if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
+    // Read, but not there or not readable: it cannot be handed out. Its
+    // stored copy (if any) stays for an operator to look at.
+    LogError("store: queued task %d of queue \"%s\" has no readable stored record; it is "
+             "skipped (the data dir may be damaged)",
+             id, q.config.name());
+    q.ready.erase(q.ready.begin());
+  }
+  return nullptr;
 }
 
 MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
@@ -347,6 +365,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
       /*payloads=*/false);
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
+  std::vector<uint64_t> delayed;
   s = store_->ReadTasks(others, [&](uint64_t id, absl::string_view record,
                                     absl::string_view payload) {
     mu_.AssertHeld();  // called back inside LoadTasks
@@ -356,9 +375,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
     Queue* q = FindQueue(rec.task.queue());
     switch (rec.state) {
       case State::kDelayed:
-        rec.delay.seq = next_delay_seq_++;
-        q->delayed.insert(rec.delay);
-        delayed_.insert(rec.delay);
+        delayed.push_back(id);  // ordered below
         break;
       case State::kLeased:
         leased.push_back(id);  // settled once everything is back
@@ -376,6 +393,16 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
     return true;
   });
   if (!s.ok()) return s;
+  // Reads come back in no particular order: equal due times are ordered by
+  // id, and leases are settled by id, so a restart is deterministic.
+  std::sort(delayed.begin(), delayed.end());
+  for (uint64_t id : delayed) {
+    TaskRecord& rec = tasks_.at(id);
+    rec.delay.seq = next_delay_seq_++;
+    FindQueue(rec.task.queue())->delayed.insert(rec.delay);
+    delayed_.insert(rec.delay);
+  }
+  std::sort(leased.begin(), leased.end());
   if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
   return absl::OkStatus();
 }
