@@ -70,9 +70,11 @@ absl::StatusOr<uint32_t> DelayMs(absl::Duration delay, absl::string_view what) {
   return static_cast<uint32_t>(ms);
 }
 
-// A Put request is capped in bytes too, well below the gRPC message cap, so
-// that many large payloads are split instead of refused as one huge message.
-constexpr size_t kMaxPutRequestBytes = kMaxGrpcMessageBytes / 4;
+// A Put request is capped in bytes too (one task alone may be larger), so
+// that many large payloads are split instead of refused as one huge
+// message: the master reads requests of up to kMinMaxRequestBytes (more
+// with a larger --max-payload-bytes).
+constexpr size_t kMaxPutRequestBytes = kMaxStreamMessageBytes;
 
 }  // namespace
 

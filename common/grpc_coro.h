@@ -93,8 +93,10 @@ class CoroUnaryReactor final : public grpc::ServerUnaryReactor {
 // Exceptions become INTERNAL so the RPC is always finished.
 grpc::Status InternalErrorFromException(std::exception_ptr e);
 
-template <typename Body>
-Detached RunUnaryBody(CoroUnaryReactor* reactor, Body body) {
+// `Reactor` has token() (the call's stop token) and
+// FinishAndRelease(status) (finishes the call, exactly once).
+template <typename Reactor, typename Body>
+Detached RunUnaryBody(Reactor* reactor, Body body) {
   grpc::Status status;
   try {
     status = co_await body(reactor->token());
@@ -115,6 +117,15 @@ grpc::ServerUnaryReactor* ServeUnary(Body body) {
   internal::Detached run = internal::RunUnaryBody(reactor, std::move(body));
   run.handle.resume();  // runs until the body first suspends (or ends)
   return reactor;
+}
+
+// The same for a reactor the caller made (one with token() and
+// FinishAndRelease(status), e.g. a call on the raw ByteBuffer API that
+// serializes its response when it finishes).
+template <typename Reactor, typename Body>
+void ServeUnaryOn(Reactor* reactor, Body body) {
+  internal::Detached run = internal::RunUnaryBody(reactor, std::move(body));
+  run.handle.resume();
 }
 
 // Awaitable client unary call; see the header comment. `start` receives the

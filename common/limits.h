@@ -46,6 +46,13 @@ inline constexpr size_t kMaxListDeadBytes = 16 << 20;
 inline constexpr size_t kMaxReportsPerWorkMessage = 10000;
 // gRPC message size cap on both ends; large enough for a full batch.
 inline constexpr int kMaxGrpcMessageBytes = 64 << 20;
+// Messages on a stream (deliveries to a worker, a worker's reports) and Get
+// replies are split to stay under this many bytes (a single task larger
+// than that goes alone).
+inline constexpr size_t kMaxStreamMessageBytes = 4 << 20;
+// The master accepts requests of up to max(this, 2 x --max-payload-bytes +
+// 1 MiB): a message announced as larger is refused before it is read.
+inline constexpr size_t kMinMaxRequestBytes = 8 << 20;
 
 // OK if `name` is 1-128 chars of [A-Za-z0-9_.:-] and does not start with '.';
 // otherwise INVALID_ARGUMENT naming the problem. `what` is e.g. "queue".

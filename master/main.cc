@@ -1,6 +1,7 @@
 // taskq-master: serves named task and result queues over authenticated gRPC.
 // Usage: taskq-master [--listen HOST:PORT] [--token-file PATH] ... (--help)
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "master/refusals.h"
 #include "master/server.h"
 
 namespace {
@@ -114,6 +116,34 @@ int main(int argc, char** argv) {
                  "free space than this; reads go on, writes resume once space is freed")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30));
+  app.add_option("--max-connections", options.max_connections,
+                 "connections open at once; 0 = as many as the open-file limit allows (the "
+                 "master raises its soft limit to the hard one at start)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{0}, size_t{10'000'000}));
+  app.add_option("--max-unauthenticated", options.max_unauthenticated,
+                 "connections open at once that have not yet made a call with a valid token")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
+  app.add_option("--max-unauthenticated-per-ip", options.max_unauthenticated_per_ip,
+                 "the same, from one address")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
+  double unauthenticated_timeout_s = 10;
+  app.add_option("--unauthenticated-timeout", unauthenticated_timeout_s,
+                 "seconds a connection may stay open without a call with a valid token")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  size_t grpc_memory_mb = 1024;
+  app.add_option("--grpc-memory-mb", grpc_memory_mb,
+                 "memory gRPC may use for connections and messages in flight; under pressure "
+                 "it cancels streams instead of growing")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{16}, size_t{1} << 20));
+  app.add_option("--max-streams-per-connection", options.max_concurrent_streams,
+                 "calls one connection may have open at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
@@ -134,7 +164,11 @@ int main(int argc, char** argv) {
   options.fsync_interval = absl::Milliseconds(fsync_interval_ms);
   options.min_free_disk_bytes = min_free_disk_mb << 20;
   options.engine.memory_budget_bytes = memory_budget_mb << 20;
+  options.unauthenticated_timeout =
+      absl::Milliseconds(static_cast<int64_t>(unauthenticated_timeout_s * 1000));
+  options.grpc_memory_bytes = grpc_memory_mb << 20;
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
+  taskq::RouteProtobufLogs();
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.
   sigset_t signals;
@@ -145,6 +179,9 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   taskq::MasterServer server(options);
+  // If accepting connections fails for good, stop (through the signal
+  // watcher) and exit non-zero, so a supervisor restarts the master.
+  server.set_on_fatal([] { ::kill(::getpid(), SIGTERM); });
   auto bound = server.Start();
   if (!bound.ok()) {
     std::fprintf(stderr, "taskq-master: %s\n", std::string(bound.status().message()).c_str());
@@ -166,6 +203,10 @@ int main(int argc, char** argv) {
   });
   server.Wait();
   watcher.join();
+  if (server.failed()) {
+    taskq::LogError("stopped: could not accept connections any more");
+    return 1;
+  }
   taskq::LogInfo("stopped");
   return 0;
 }

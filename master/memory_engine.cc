@@ -549,7 +549,11 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
-  while (out.size() < args.max_tasks) {
+  // The reply is bounded in bytes as well as tasks (one task alone may be
+  // larger): a reply over the client's message cap would be lost with the
+  // tasks it took.
+  size_t bytes = 0;
+  while (out.size() < args.max_tasks && bytes < kMaxStreamMessageBytes) {
     TaskRecord* head = HotHead(q, args.max_tasks - out.size());
     if (head == nullptr) break;  // none left, or the store cannot be read now
     TaskRecord& rec = *head;
@@ -557,6 +561,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     q.ready.erase(q.ready.begin());
     if (args.lease) {
       out.push_back(Lease(q, rec, 0, pending));
+      bytes += DeliveryBytes(out.back());
       continue;
     }
     // Take: handed out and acknowledged in one step.
@@ -566,6 +571,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     RememberFinished(rec, v1::TASK_STATE_DONE);
     v1::Delivery d;
     *d.mutable_task() = std::move(rec.task);
+    bytes += DeliveryBytes(d);
     out.push_back(std::move(d));
     DropRecord(id);
     if (args.manual_task_done) {
@@ -675,7 +681,7 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     next %= subs.size();
     SubscriptionId sub_id = subs[next++];
     Subscription& sub = subs_.at(sub_id);
-    if (sub.credits == 0) {
+    if (sub.credits == 0 || sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes) {
       ++idle_in_a_row;
       continue;
     }
@@ -687,7 +693,9 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     --sub.credits;
     --credits;
     q.ready.erase(q.ready.begin());
-    pending.Deliver(sub_id, sub.deliver, Lease(q, *rec, sub_id, pending));
+    v1::Delivery delivery = Lease(q, *rec, sub_id, pending);
+    sub.unwritten_bytes += DeliveryBytes(delivery);
+    pending.Deliver(sub_id, sub.deliver, std::move(delivery));
   }
 }
 
@@ -826,6 +834,22 @@ absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
+}
+
+void MemoryEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    auto it = subs_.find(sub_id);
+    if (it == subs_.end()) return;
+    Subscription& sub = it->second;
+    const bool was_full = sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes;
+    sub.unwritten_bytes -= std::min(bytes, sub.unwritten_bytes);
+    if (!was_full || sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes) return;
+    for (const std::string& name : sub.queues) pending.Touch(name);
+    EndStep(pending);
+  }
+  pending.Run(on_earlier_deadline_);
 }
 
 void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {

@@ -93,6 +93,7 @@ class MemoryEngine final : public QueueEngine {
                                            const std::string& worker_id,
                                            DeliverFn deliver) override;
   absl::Status AddCredits(SubscriptionId sub, uint32_t credits) override;
+  void DeliveriesWritten(SubscriptionId sub, size_t bytes) override;
   void Unsubscribe(SubscriptionId sub) override;
 
   void AdvanceTo(absl::Time now) override;
@@ -198,6 +199,9 @@ class MemoryEngine final : public QueueEngine {
     std::vector<std::string> queues;
     std::string worker_id;
     uint32_t credits = 0;
+    // Bytes handed to `deliver` and not yet reported written: nothing more
+    // is handed over while it is at kMaxUnwrittenDeliveryBytes.
+    size_t unwritten_bytes = 0;
     DeliverFn deliver;
     absl::flat_hash_set<uint64_t> lease_ids;
   };

@@ -96,6 +96,14 @@ using DoneCallback = absl::AnyInvocable<void(absl::Status)>;
 // several threads; the receiver serialises its own writes.
 using DeliverFn = std::function<void(std::vector<v1::Delivery>)>;
 
+// What a delivery costs a worker stream's outbox, for the byte bound below
+// (its payload plus the rest of the message, near enough).
+inline size_t DeliveryBytes(const v1::Delivery& d) { return d.task().payload().size() + 256; }
+// Deliveries handed to a subscription but not yet written to its stream
+// (DeliveriesWritten) are bounded by this many bytes, plus one task: a
+// worker that grants credits and never reads cannot grow the master.
+inline constexpr size_t kMaxUnwrittenDeliveryBytes = size_t{8} << 20;
+
 class QueueEngine {
  public:
   virtual ~QueueEngine() = default;
@@ -172,6 +180,9 @@ class QueueEngine {
                                                    const std::string& worker_id,
                                                    DeliverFn deliver) = 0;
   virtual absl::Status AddCredits(SubscriptionId sub, uint32_t credits) = 0;
+  // The receiver wrote `bytes` (DeliveryBytes) of deliveries to the worker:
+  // that much more may be handed to it.
+  virtual void DeliveriesWritten(SubscriptionId sub, size_t bytes) = 0;
   // Ends a subscription: every lease it holds returns to ready at once
   // (counted as an attempt). Deliveries in flight to it may still arrive and
   // must be dropped by the receiver.

@@ -1,5 +1,6 @@
 #include "master/server.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -9,6 +10,7 @@
 #include "common/auth.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/token_auth.h"
 
 namespace taskq {
 
@@ -24,34 +26,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
 
 }  // namespace
 
-bool IsLoopbackHost(absl::string_view host) {
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
-}
-
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address) {
-  std::string host;
-  absl::string_view port;
-  if (absl::StartsWith(address, "[")) {
-    size_t close = address.find(']');
-    if (close == absl::string_view::npos || close + 1 >= address.size() ||
-        address[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat("bad address \"", address, "\": want [V6]:PORT"));
-    }
-    host = std::string(address.substr(1, close - 1));
-    port = address.substr(close + 2);
-  } else {
-    size_t colon = address.rfind(':');
-    if (colon == absl::string_view::npos || colon == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("bad address \"", address, "\": want HOST:PORT"));
-    }
-    host = std::string(address.substr(0, colon));
-    port = address.substr(colon + 1);
-  }
-  int port_num;
-  if (!absl::SimpleAtoi(port, &port_num) || port_num < 0 || port_num > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in \"", address, "\""));
-  }
-  return std::make_pair(host, port_num);
+size_t MaxRequestBytes(size_t max_payload_bytes) {
+  return std::max<size_t>(kMinMaxRequestBytes, 2 * max_payload_bytes + (1 << 20));
 }
 
 std::string DefaultDataDir() {
@@ -75,14 +51,25 @@ MasterServer::MasterServer(MasterOptions options)
 MasterServer::~MasterServer() { Shutdown(); }
 
 absl::StatusOr<std::string> MasterServer::Start() {
-  auto host_port = SplitHostPort(options_.listen);
-  if (!host_port.ok()) return host_port.status();
-  const auto& [host, port] = *host_port;
   bool tls = !options_.tls_cert_file.empty() || !options_.tls_key_file.empty();
   if (tls && (options_.tls_cert_file.empty() || options_.tls_key_file.empty())) {
     return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
   }
-  if (!tls && !IsLoopbackHost(host) && !options_.insecure) {
+  ListenerOptions listen;
+  listen.address = options_.listen;
+  listen.max_connections = options_.max_connections;
+  listen.max_unauthenticated = options_.max_unauthenticated;
+  listen.max_unauthenticated_per_ip = options_.max_unauthenticated_per_ip;
+  listen.unauthenticated_timeout = options_.unauthenticated_timeout;
+  listen.on_fatal = [this](absl::Status) {
+    failed_ = true;
+    if (on_fatal_) on_fatal_();
+  };
+  auto listener = Listener::Bind(std::move(listen));
+  if (!listener.ok()) return listener.status();
+  listener_ = *std::move(listener);
+  // What the name resolves to decides, not how it is spelled.
+  if (!tls && !listener_->loopback_only() && !options_.insecure) {
     return absl::FailedPreconditionError(absl::StrCat(
         "refusing to serve plaintext on non-loopback address ", options_.listen,
         ": the token would cross the network in the clear. Give --tls-cert and --tls-key, "
@@ -92,7 +79,12 @@ absl::StatusOr<std::string> MasterServer::Start() {
   auto token = LoadOrCreateToken(token_path);
   if (!token.ok()) return token.status();
 
+  // TLS, and plaintext on loopback (gRPC's local credentials), check the
+  // token on a call's headers, before its message is read
+  // (master/token_auth.h); plaintext elsewhere (--insecure) only in the
+  // service.
   std::shared_ptr<grpc::ServerCredentials> creds;
+  bool token_at_headers = true;
   if (tls) {
     auto cert = ReadFile(options_.tls_cert_file, "TLS certificate");
     if (!cert.ok()) return cert.status();
@@ -101,9 +93,13 @@ absl::StatusOr<std::string> MasterServer::Start() {
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     creds = grpc::SslServerCredentials(ssl);
+  } else if (listener_->loopback_only()) {
+    creds = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
   } else {
     creds = grpc::InsecureServerCredentials();
+    token_at_headers = false;
   }
+  if (token_at_headers) creds->SetAuthMetadataProcessor(std::make_shared<TokenAuthProcessor>(*token));
 
   engine_ = std::make_unique<MemoryEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
@@ -126,14 +122,28 @@ absl::StatusOr<std::string> MasterServer::Start() {
   } else {
     LogWarning("store: memory only; every task is lost when the master stops");
   }
-  service_ = std::make_unique<TaskQueueService>(engine_.get(), &scheduler_, *std::move(token));
+  Listener* listener_ptr = listener_.get();
+  service_ = std::make_unique<TaskQueueService>(
+      engine_.get(), &scheduler_, *std::move(token),
+      [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
 
   grpc::ServerBuilder builder;
-  int bound_port = 0;
-  builder.AddListeningPort(options_.listen, creds, &bound_port);
+  // Connections come from our own accept loop (master/listener.h).
+  acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
+      grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, creds);
   builder.RegisterService(service_.get());
-  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(MaxRequestBytes(options_.engine.max_payload_bytes)));
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  grpc::ResourceQuota quota("taskq-master");
+  quota.Resize(options_.grpc_memory_bytes);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
+  // A connection must finish its TLS handshake and send HTTP/2's opening
+  // within this time, or it is closed.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(
+                                 std::min(options_.unauthenticated_timeout, absl::Seconds(10)))));
   // Workers ping every 20 s to notice a dead master; accept that, and ping
   // them too so a dead worker's leases come back without waiting for expiry.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
@@ -141,15 +151,23 @@ absl::StatusOr<std::string> MasterServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   server_ = builder.BuildAndStart();
-  if (!server_ || bound_port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen,
-                                               " (address in use or not available)"));
-  }
+  if (!server_) return absl::UnavailableError("cannot start the gRPC server");
+  listener_->Start(acceptor_.get());
   timer_.Start(engine_.get());
+  // Shown as given (a name stays a name), with the real port.
+  absl::string_view host = options_.listen;
+  host = host.substr(0, host.rfind(':'));
+  if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
+  const int bound_port = listener_->port();
   std::string bound = absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", bound_port)
                                                     : absl::StrCat(host, ":", bound_port);
-  LogInfo("serving taskq.v1 on %s (%s), token file %s", bound, tls ? "TLS" : "plaintext",
-          token_path);
+  LogInfo("serving taskq.v1 on %s (%s), token file %s; up to %d connections (%d not yet "
+          "authenticated, %d per address, %s to authenticate)",
+          bound,
+          tls ? "TLS" : listener_->loopback_only() ? "plaintext, loopback" : "plaintext, --insecure",
+          token_path, listener_->max_connections(), options_.max_unauthenticated,
+          options_.max_unauthenticated_per_ip,
+          absl::FormatDuration(options_.unauthenticated_timeout));
   return bound;
 }
 
@@ -158,7 +176,9 @@ void MasterServer::Wait() {
 }
 
 void MasterServer::Shutdown() {
-  // Waiting calls first, so the server's shutdown does not wait on them.
+  // No new connections, then waiting calls, so the server's shutdown does
+  // not wait on them.
+  if (listener_) listener_->Stop();
   if (engine_) engine_->Shutdown();
   // Waiting calls are answered already; what remains are quick unary calls
   // and worker streams, which would otherwise hold shutdown to the deadline.

@@ -6,6 +6,8 @@
 // from any other thread (e.g. the signal watcher) once.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +18,7 @@
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
+#include "master/listener.h"
 #include "master/sqlite_store.h"
 
 namespace taskq {
@@ -38,16 +41,26 @@ struct MasterOptions {
   absl::Duration fsync_interval = absl::Milliseconds(10);
   // Writes are refused while the data dir has less free space than this.
   uint64_t min_free_disk_bytes = uint64_t{128} << 20;
+  // Connection limits (master/listener.h): 0 = from the open-file limit.
+  size_t max_connections = 0;
+  size_t max_unauthenticated = 1024;
+  size_t max_unauthenticated_per_ip = 64;
+  absl::Duration unauthenticated_timeout = absl::Seconds(10);
+  // gRPC's memory for connections and messages in flight; under pressure
+  // it cancels streams rather than grow.
+  size_t grpc_memory_bytes = size_t{1} << 30;
+  // Streams one connection may have open at once.
+  int max_concurrent_streams = 16384;
 };
 
 // Where the store lives without --data-dir: $STATE_DIRECTORY/data (systemd),
 // else $XDG_DATA_HOME/taskq, else ~/.local/share/taskq.
 std::string DefaultDataDir();
 
-// True for 127.0.0.0/8, ::1 and "localhost".
-bool IsLoopbackHost(absl::string_view host);
-// Splits "host:port" / "[v6]:port"; INVALID_ARGUMENT if malformed.
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(absl::string_view address);
+// The largest request the master accepts: room for one task of
+// `max_payload_bytes` with its metadata, and for batches of smaller ones
+// (clients split batches by bytes below this).
+size_t MaxRequestBytes(size_t max_payload_bytes);
 
 class MasterServer {
  public:
@@ -61,6 +74,11 @@ class MasterServer {
   void Wait();
   // Fails waiting calls, closes streams, stops the server (idempotent).
   void Shutdown();
+  // Set (before Wait returns) if the master stopped because it could no
+  // longer accept connections: the process should exit non-zero.
+  bool failed() const { return failed_.load(); }
+  // Called (from the listener's thread) when accepting fails for good.
+  void set_on_fatal(std::function<void()> on_fatal) { on_fatal_ = std::move(on_fatal); }
 
  private:
   MasterOptions options_;
@@ -69,7 +87,11 @@ class MasterServer {
   std::unique_ptr<SqliteStore> store_;  // outlives the engine
   std::unique_ptr<MemoryEngine> engine_;
   std::unique_ptr<TaskQueueService> service_;
+  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<bool> failed_{false};
+  std::function<void()> on_fatal_;
 };
 
 }  // namespace taskq

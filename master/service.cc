@@ -9,52 +9,61 @@
 #include "common/log.h"
 #include "common/grpc_coro.h"
 #include "master/engine_await.h"
+#include "master/refusals.h"
+#include "master/token_auth.h"
 #include "master/work_stream.h"
 
 namespace taskq {
 
-namespace {
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const grpc::Status& s) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(s);
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  return FinishNow(ctx, ToGrpcStatus(s));
-}
-
-}  // namespace
-
-grpc::ServerUnaryReactor* TaskQueueService::FinishDurable(grpc::CallbackServerContext* ctx,
-                                                          const absl::Status& s) {
-  if (!s.ok()) return FinishNow(ctx, s);
-  // The reply waits until the change is stored as the fsync policy promises;
-  // if it cannot be stored, the caller is told so instead.
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  engine_->WhenDurable([reactor](absl::Status durable) { reactor->Finish(ToGrpcStatus(durable)); });
-  return reactor;
-}
-
 TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler,
-                                   std::string token)
-    : engine_(engine), scheduler_(scheduler), token_(std::move(token)) {}
+                                   std::string token,
+                                   std::function<void(absl::string_view)> on_authenticated)
+    : engine_(engine),
+      scheduler_(scheduler),
+      token_(std::move(token)),
+      on_authenticated_(std::move(on_authenticated)) {}
 
 grpc::Status TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
   const auto& md = ctx->client_metadata();
   auto it = md.find(kAuthMetadataKey);
   if (it != md.end() &&
       BearerMatches(absl::string_view(it->second.data(), it->second.size()), token_)) {
+    if (on_authenticated_) on_authenticated_(ctx->peer());
     return grpc::Status::OK;
   }
-  LogWarning("refused call from %s: %s", ctx->peer(),
-             it == md.end() ? "no token" : "wrong token");
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                      it == md.end()
-                          ? "missing token: send 'authorization: Bearer <token>' (taskq reads it "
-                            "from --token-file or TASKQ_TOKEN_FILE)"
-                          : "wrong token: use the master's token file (--token-file)");
+  return RefuseUnauthenticated(it != md.end(), ctx->peer());
+}
+
+template <typename Req, typename Resp>
+grpc::ServerUnaryReactor* TaskQueueService::Serve(grpc::CallbackServerContext* ctx,
+                                                  const grpc::ByteBuffer* in,
+                                                  grpc::ByteBuffer* out,
+                                                  Handler<Req, Resp> handler) {
+  auto* call = new UnaryCall<Req, Resp>(ctx, out);
+  if (grpc::Status auth = Authenticate(ctx); !auth.ok()) {
+    call->Reply(auth);
+    return call;
+  }
+  if (in == nullptr || !ParseRequest(*in, &call->request())) {
+    Refusals().Refuse(Refusal::kMalformed, ctx->peer(),
+                      absl::StrCat("not a valid ", Req::descriptor()->full_name()));
+    call->Reply(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("the request is not a valid ", Req::descriptor()->full_name(),
+                     " message (malformed, or a string field that is not UTF-8); see "
+                     "proto/taskq/v1/taskq.proto")));
+    return call;
+  }
+  (this->*handler)(call);
+  return call;
+}
+
+template <typename Call>
+void TaskQueueService::ReplyDurable(Call* call, const absl::Status& s) {
+  if (!s.ok()) return call->Reply(ToGrpcStatus(s));
+  // The reply waits until the change is stored as the fsync policy promises;
+  // if it cannot be stored, the caller is told so instead.
+  engine_->WhenDurable([call](absl::Status durable) { call->Reply(ToGrpcStatus(durable)); });
 }
 
 absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint32_t timeout_ms) {
@@ -69,217 +78,274 @@ absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint
   return deadline;
 }
 
+// The raw entry points: each authenticates, parses and hands over.
+grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleCreateQueue);
+}
+grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleListQueues);
+}
+grpc::ServerUnaryReactor* TaskQueueService::GetQueueStats(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleGetQueueStats);
+}
+grpc::ServerUnaryReactor* TaskQueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleDeleteQueue);
+}
+grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandlePurgeQueue);
+}
+grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleUpdateQueue);
+}
+grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleShutdownQueue);
+}
+grpc::ServerUnaryReactor* TaskQueueService::GetTask(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleGetTask);
+}
+grpc::ServerUnaryReactor* TaskQueueService::CancelTask(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleCancelTask);
+}
+grpc::ServerUnaryReactor* TaskQueueService::ListDead(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleListDead);
+}
+grpc::ServerUnaryReactor* TaskQueueService::RequeueDead(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleRequeueDead);
+}
+grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandlePurgeDead);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandlePut);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleGet);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleComplete);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleFail);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Release(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleRelease);
+}
+grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleTaskDone);
+}
+grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,
+                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return Serve(ctx, in, out, &TaskQueueService::HandleJoin);
+}
+
 // --- admin -----------------------------------------------------------------------
 
-grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerContext* ctx,
-                                                        const v1::CreateQueueRequest* req,
-                                                        v1::CreateQueueResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto created = engine_->CreateQueue(req->config(), req->exist_ok());
-  if (!created.ok()) return FinishNow(ctx, created.status());
-  *resp->mutable_config() = *created;
+void TaskQueueService::HandleCreateQueue(
+    UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call) {
+  const auto& req = call->request();
+  auto created = engine_->CreateQueue(req.config(), req.exist_ok());
+  if (!created.ok()) return call->Reply(ToGrpcStatus(created.status()));
+  *call->response().mutable_config() = *created;
   LogInfo("queue \"%s\" created", created->name());
-  return FinishDurable(ctx, absl::OkStatus());
+  ReplyDurable(call, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListQueuesRequest*,
-                                                       v1::ListQueuesResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  for (auto& stats : engine_->ListQueues()) *resp->add_queues() = std::move(stats);
-  return FinishNow(ctx, grpc::Status::OK);
+void TaskQueueService::HandleListQueues(
+    UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call) {
+  for (auto& stats : engine_->ListQueues()) *call->response().add_queues() = std::move(stats);
+  call->Reply(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::GetQueueStats(grpc::CallbackServerContext* ctx,
-                                                          const v1::GetQueueStatsRequest* req,
-                                                          v1::QueueStats* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto stats = engine_->Stats(req->queue());
-  if (!stats.ok()) return FinishNow(ctx, stats.status());
-  *resp = *std::move(stats);
-  return FinishNow(ctx, grpc::Status::OK);
+void TaskQueueService::HandleGetQueueStats(
+    UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call) {
+  auto stats = engine_->Stats(call->request().queue());
+  if (!stats.ok()) return call->Reply(ToGrpcStatus(stats.status()));
+  call->response() = *std::move(stats);
+  call->Reply(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
-                                                        const v1::DeleteQueueRequest* req,
-                                                        v1::DeleteQueueResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  absl::Status s = engine_->DeleteQueue(req->queue());
-  if (s.ok()) LogInfo("queue \"%s\" deleted", req->queue());
-  return FinishDurable(ctx, s);
+void TaskQueueService::HandleDeleteQueue(
+    UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call) {
+  const std::string& queue = call->request().queue();
+  absl::Status s = engine_->DeleteQueue(queue);
+  if (s.ok()) LogInfo("queue \"%s\" deleted", queue);
+  ReplyDurable(call, s);
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerContext* ctx,
-                                                       const v1::PurgeQueueRequest* req,
-                                                       v1::PurgeQueueResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto purged = engine_->PurgeQueue(req->queue());
-  if (!purged.ok()) return FinishNow(ctx, purged.status());
-  resp->set_purged(*purged);
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandlePurgeQueue(
+    UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call) {
+  auto purged = engine_->PurgeQueue(call->request().queue());
+  if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
+  call->response().set_purged(*purged);
+  ReplyDurable(call, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerContext* ctx,
-                                                        const v1::UpdateQueueRequest* req,
-                                                        v1::QueueConfig* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto updated = engine_->UpdateQueue(req->queue(), req->update());
-  if (!updated.ok()) return FinishNow(ctx, updated.status());
-  *resp = *std::move(updated);
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandleUpdateQueue(
+    UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call) {
+  const auto& req = call->request();
+  auto updated = engine_->UpdateQueue(req.queue(), req.update());
+  if (!updated.ok()) return call->Reply(ToGrpcStatus(updated.status()));
+  call->response() = *std::move(updated);
+  ReplyDurable(call, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerContext* ctx,
-                                                          const v1::ShutdownQueueRequest* req,
-                                                          v1::ShutdownQueueResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto dropped = engine_->ShutdownQueue(req->queue(), req->immediate());
-  if (!dropped.ok()) return FinishNow(ctx, dropped.status());
-  resp->set_dropped(*dropped);
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandleShutdownQueue(
+    UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call) {
+  const auto& req = call->request();
+  auto dropped = engine_->ShutdownQueue(req.queue(), req.immediate());
+  if (!dropped.ok()) return call->Reply(ToGrpcStatus(dropped.status()));
+  call->response().set_dropped(*dropped);
+  ReplyDurable(call, absl::OkStatus());
 }
 
 // --- tasks by id and dead letters ----------------------------------------------------
 
-grpc::ServerUnaryReactor* TaskQueueService::GetTask(grpc::CallbackServerContext* ctx,
-                                                    const v1::GetTaskRequest* req,
-                                                    v1::Task* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto task = engine_->GetTask(req->task_id());
-  if (!task.ok()) return FinishNow(ctx, task.status());
-  *resp = *std::move(task);
-  return FinishNow(ctx, grpc::Status::OK);
+void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call) {
+  auto task = engine_->GetTask(call->request().task_id());
+  if (!task.ok()) return call->Reply(ToGrpcStatus(task.status()));
+  call->response() = *std::move(task);
+  call->Reply(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::CancelTask(grpc::CallbackServerContext* ctx,
-                                                       const v1::CancelTaskRequest* req,
-                                                       v1::CancelTaskResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto previous = engine_->CancelTask(req->task_id());
-  if (!previous.ok()) return FinishNow(ctx, previous.status());
-  resp->set_previous_state(*previous);
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandleCancelTask(
+    UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call) {
+  auto previous = engine_->CancelTask(call->request().task_id());
+  if (!previous.ok()) return call->Reply(ToGrpcStatus(previous.status()));
+  call->response().set_previous_state(*previous);
+  ReplyDurable(call, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::ListDead(grpc::CallbackServerContext* ctx,
-                                                     const v1::ListDeadRequest* req,
-                                                     v1::ListDeadResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto tasks = engine_->ListDead(req->queue(), req->after_id(), req->limit());
-  if (!tasks.ok()) return FinishNow(ctx, tasks.status());
-  for (auto& t : *tasks) *resp->add_tasks() = std::move(t);
-  return FinishNow(ctx, grpc::Status::OK);
+void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call) {
+  const auto& req = call->request();
+  auto tasks = engine_->ListDead(req.queue(), req.after_id(), req.limit());
+  if (!tasks.ok()) return call->Reply(ToGrpcStatus(tasks.status()));
+  for (auto& t : *tasks) *call->response().add_tasks() = std::move(t);
+  call->Reply(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::RequeueDead(grpc::CallbackServerContext* ctx,
-                                                        const v1::RequeueDeadRequest* req,
-                                                        v1::RequeueDeadResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto requeued = engine_->RequeueDead(req->queue(), req->task_id());
-  if (!requeued.ok()) return FinishNow(ctx, requeued.status());
-  resp->set_requeued(*requeued);
-  if (*requeued > 0) LogInfo("%d dead tasks of \"%s\" requeued", *requeued, req->queue());
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandleRequeueDead(
+    UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call) {
+  const auto& req = call->request();
+  auto requeued = engine_->RequeueDead(req.queue(), req.task_id());
+  if (!requeued.ok()) return call->Reply(ToGrpcStatus(requeued.status()));
+  call->response().set_requeued(*requeued);
+  if (*requeued > 0) LogInfo("%d dead tasks of \"%s\" requeued", *requeued, req.queue());
+  ReplyDurable(call, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContext* ctx,
-                                                      const v1::PurgeDeadRequest* req,
-                                                      v1::PurgeDeadResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  auto purged = engine_->PurgeDead(req->queue());
-  if (!purged.ok()) return FinishNow(ctx, purged.status());
-  resp->set_purged(*purged);
-  return FinishDurable(ctx, absl::OkStatus());
+void TaskQueueService::HandlePurgeDead(
+    UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call) {
+  auto purged = engine_->PurgeDead(call->request().queue());
+  if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
+  call->response().set_purged(*purged);
+  ReplyDurable(call, absl::OkStatus());
 }
 
 // --- producers and consumers --------------------------------------------------------
 
-grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx,
-                                                const v1::PutRequest* req, v1::PutResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call) {
+  v1::PutRequest& req = call->request();
   PutArgs args;
-  args.queue = req->queue();
-  args.nowait = req->nowait();
-  args.deadline = WaitDeadline(ctx, req->timeout_ms());
-  // gRPC owns the request and does not read it again: move the payloads out
-  // instead of copying them.
-  auto* tasks = const_cast<v1::PutRequest*>(req)->mutable_tasks();
-  args.tasks.reserve(tasks->size());
-  for (auto& t : *tasks) args.tasks.push_back(std::move(t));
-  return rt::ServeUnary([this, args = std::move(args),
-                         resp](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
+  args.queue = req.queue();
+  args.nowait = req.nowait();
+  args.deadline = WaitDeadline(call->context(), req.timeout_ms());
+  // The call owns the request: move the payloads out instead of copying.
+  args.tasks.reserve(req.tasks_size());
+  for (auto& t : *req.mutable_tasks()) args.tasks.push_back(std::move(t));
+  rt::ServeUnaryOn(call, [this, args = std::move(args),
+                          call](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
     auto stored = co_await AwaitPut(*engine_, std::move(args), std::move(stop), scheduler_);
     if (stored.ok()) {
-      resp->mutable_ids()->Add(stored->ids.begin(), stored->ids.end());
+      v1::PutResponse& resp = call->response();
+      resp.mutable_ids()->Add(stored->ids.begin(), stored->ids.end());
       // Only when something was deduplicated, as the contract says.
       if (stored->any_existing()) {
-        resp->mutable_existing()->Add(stored->existing.begin(), stored->existing.end());
+        resp.mutable_existing()->Add(stored->existing.begin(), stored->existing.end());
       }
     }
     co_return ToGrpcStatus(stored.status());
   });
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx,
-                                                const v1::GetRequest* req, v1::GetResponse* resp) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
+void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call) {
+  const v1::GetRequest& req = call->request();
+  // An unknown mode must not fall back to the destructive take.
+  if (!v1::GetMode_IsValid(req.mode())) {
+    return call->Reply(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("unknown get mode ", req.mode(), ": use GET_MODE_TAKE or GET_MODE_LEASE")));
+  }
   GetArgs args;
-  args.queue = req->queue();
-  args.max_tasks = req->max_tasks();
-  args.nowait = req->nowait();
-  args.deadline = WaitDeadline(ctx, req->timeout_ms());
-  args.lease = req->mode() == v1::GET_MODE_LEASE;
-  args.manual_task_done = req->manual_task_done();
-  return rt::ServeUnary([this, args = std::move(args),
-                         resp](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
+  args.queue = req.queue();
+  args.max_tasks = req.max_tasks();
+  args.nowait = req.nowait();
+  args.deadline = WaitDeadline(call->context(), req.timeout_ms());
+  args.lease = req.mode() == v1::GET_MODE_LEASE;
+  args.manual_task_done = req.manual_task_done();
+  rt::ServeUnaryOn(call, [this, args = std::move(args),
+                          call](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
     auto got = co_await AwaitGet(*engine_, std::move(args), std::move(stop), scheduler_);
     if (got.ok()) {
-      for (auto& d : *got) *resp->add_deliveries() = std::move(d);
+      for (auto& d : *got) *call->response().add_deliveries() = std::move(d);
     }
     co_return ToGrpcStatus(got.status());
   });
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext* ctx,
-                                                     const v1::CompleteRequest* req,
-                                                     v1::CompleteResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishDurable(ctx, engine_->Complete(req->task_id(), req->lease_id(), req->result()));
+void TaskQueueService::HandleComplete(
+    UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call) {
+  v1::CompleteRequest& req = call->request();
+  ReplyDurable(call, engine_->Complete(req.task_id(), req.lease_id(),
+                                       std::move(*req.mutable_result())));
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ctx,
-                                                 const v1::FailRequest* req, v1::FailResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishDurable(ctx,
-                       engine_->Fail(req->task_id(), req->lease_id(), req->error(), req->permanent()));
+void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call) {
+  v1::FailRequest& req = call->request();
+  ReplyDurable(call, engine_->Fail(req.task_id(), req.lease_id(),
+                                   std::move(*req.mutable_error()), req.permanent()));
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::Release(grpc::CallbackServerContext* ctx,
-                                                    const v1::ReleaseRequest* req,
-                                                    v1::ReleaseResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishDurable(ctx, engine_->Release(req->task_id(), req->lease_id(),
-                                              absl::Milliseconds(req->delay_ms())));
+void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call) {
+  const auto& req = call->request();
+  ReplyDurable(call, engine_->Release(req.task_id(), req.lease_id(),
+                                      absl::Milliseconds(req.delay_ms())));
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
-                                                     const v1::TaskDoneRequest* req,
-                                                     v1::TaskDoneResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return FinishDurable(ctx, engine_->TaskDone(req->queue(), req->count()));
+void TaskQueueService::HandleTaskDone(
+    UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call) {
+  const auto& req = call->request();
+  ReplyDurable(call, engine_->TaskDone(req.queue(), req.count()));
 }
 
-grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,
-                                                 const v1::JoinRequest* req, v1::JoinResponse*) {
-  if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  return rt::ServeUnary([this, queue = req->queue(), deadline = WaitDeadline(ctx, req->timeout_ms())](
-                            std::stop_token stop) -> rt::Task<grpc::Status> {
+void TaskQueueService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call) {
+  const auto& req = call->request();
+  rt::ServeUnaryOn(call, [this, queue = req.queue(),
+                          deadline = WaitDeadline(call->context(), req.timeout_ms())](
+                             std::stop_token stop) -> rt::Task<grpc::Status> {
     co_return ToGrpcStatus(
         co_await AwaitJoin(*engine_, queue, deadline, std::move(stop), scheduler_));
   });
 }
 
-grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* TaskQueueService::Work(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::Work(
     grpc::CallbackServerContext* ctx) {
   return new WorkStream(engine_, ctx, Authenticate(ctx));
 }

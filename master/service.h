@@ -12,89 +12,136 @@
 // keeps no mutable state of its own besides the engine (thread-safe).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "common/runtime/scheduler.h"
 #include "master/queue_engine.h"
+#include "master/unary_call.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
 namespace taskq {
 
-class TaskQueueService final : public v1::TaskQueue::CallbackService {
- public:
-  // Waiting calls resume on `scheduler`.
-  TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler, std::string token);
+// Every method on the raw (ByteBuffer) callback API: the service parses
+// requests itself, after the token check (master/unary_call.h).
+using RawTaskQueueService =
+    v1::TaskQueue::WithRawCallbackMethod_CreateQueue<
+    v1::TaskQueue::WithRawCallbackMethod_ListQueues<
+    v1::TaskQueue::WithRawCallbackMethod_GetQueueStats<
+    v1::TaskQueue::WithRawCallbackMethod_DeleteQueue<
+    v1::TaskQueue::WithRawCallbackMethod_PurgeQueue<
+    v1::TaskQueue::WithRawCallbackMethod_UpdateQueue<
+    v1::TaskQueue::WithRawCallbackMethod_ShutdownQueue<
+    v1::TaskQueue::WithRawCallbackMethod_GetTask<
+    v1::TaskQueue::WithRawCallbackMethod_CancelTask<
+    v1::TaskQueue::WithRawCallbackMethod_ListDead<
+    v1::TaskQueue::WithRawCallbackMethod_RequeueDead<
+    v1::TaskQueue::WithRawCallbackMethod_PurgeDead<
+    v1::TaskQueue::WithRawCallbackMethod_Put<
+    v1::TaskQueue::WithRawCallbackMethod_Get<
+    v1::TaskQueue::WithRawCallbackMethod_Complete<
+    v1::TaskQueue::WithRawCallbackMethod_Fail<
+    v1::TaskQueue::WithRawCallbackMethod_Release<
+    v1::TaskQueue::WithRawCallbackMethod_TaskDone<
+    v1::TaskQueue::WithRawCallbackMethod_Join<
+    v1::TaskQueue::WithRawCallbackMethod_Work<
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>;
 
-  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::CreateQueueRequest* req,
-                                        v1::CreateQueueResponse* resp) override;
-  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
-                                       const v1::ListQueuesRequest* req,
-                                       v1::ListQueuesResponse* resp) override;
-  grpc::ServerUnaryReactor* GetQueueStats(grpc::CallbackServerContext* ctx,
-                                          const v1::GetQueueStatsRequest* req,
-                                          v1::QueueStats* resp) override;
-  grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::DeleteQueueRequest* req,
-                                        v1::DeleteQueueResponse* resp) override;
-  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* ctx,
-                                       const v1::PurgeQueueRequest* req,
-                                       v1::PurgeQueueResponse* resp) override;
-  grpc::ServerUnaryReactor* UpdateQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::UpdateQueueRequest* req,
-                                        v1::QueueConfig* resp) override;
-  grpc::ServerUnaryReactor* ShutdownQueue(grpc::CallbackServerContext* ctx,
-                                          const v1::ShutdownQueueRequest* req,
-                                          v1::ShutdownQueueResponse* resp) override;
-  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx,
-                                    const v1::GetTaskRequest* req, v1::Task* resp) override;
-  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx,
-                                       const v1::CancelTaskRequest* req,
-                                       v1::CancelTaskResponse* resp) override;
-  grpc::ServerUnaryReactor* ListDead(grpc::CallbackServerContext* ctx,
-                                     const v1::ListDeadRequest* req,
-                                     v1::ListDeadResponse* resp) override;
-  grpc::ServerUnaryReactor* RequeueDead(grpc::CallbackServerContext* ctx,
-                                        const v1::RequeueDeadRequest* req,
-                                        v1::RequeueDeadResponse* resp) override;
-  grpc::ServerUnaryReactor* PurgeDead(grpc::CallbackServerContext* ctx,
-                                      const v1::PurgeDeadRequest* req,
-                                      v1::PurgeDeadResponse* resp) override;
-  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
-                                v1::PutResponse* resp) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
-                                v1::GetResponse* resp) override;
-  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx,
-                                     const v1::CompleteRequest* req,
-                                     v1::CompleteResponse* resp) override;
-  grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
-                                 v1::FailResponse* resp) override;
-  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
-                                    const v1::ReleaseRequest* req,
-                                    v1::ReleaseResponse* resp) override;
-  grpc::ServerUnaryReactor* TaskDone(grpc::CallbackServerContext* ctx,
-                                     const v1::TaskDoneRequest* req,
-                                     v1::TaskDoneResponse* resp) override;
-  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
-                                 v1::JoinResponse* resp) override;
-  grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse>* Work(
+class TaskQueueService final : public RawTaskQueueService {
+ public:
+  // Waiting calls resume on `scheduler`. `on_authenticated(peer)` is
+  // called for every call whose token checked out (the listener then stops
+  // counting its connection as unauthenticated); may be empty.
+  TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler, std::string token,
+                   std::function<void(absl::string_view peer)> on_authenticated = nullptr);
+
+  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* GetQueueStats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* DeleteQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* UpdateQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ShutdownQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListDead(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* RequeueDead(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* PurgeDead(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* TaskDone(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Work(
       grpc::CallbackServerContext* ctx) override;
 
  private:
-  // OK, or UNAUTHENTICATED (logged with the peer address, never the token).
+  template <typename Req, typename Resp>
+  using Handler = void (TaskQueueService::*)(UnaryCall<Req, Resp>*);
+  // Authenticates, parses `in` as Req, and runs `handler` (which replies);
+  // refusals are answered here.
+  template <typename Req, typename Resp>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out, Handler<Req, Resp> handler);
+
+  void HandleCreateQueue(UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call);
+  void HandleListQueues(UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call);
+  void HandleGetQueueStats(UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call);
+  void HandleDeleteQueue(UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call);
+  void HandlePurgeQueue(UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call);
+  void HandleUpdateQueue(UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call);
+  void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call);
+  void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call);
+  void HandleCancelTask(UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call);
+  void HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call);
+  void HandleRequeueDead(UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call);
+  void HandlePurgeDead(UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call);
+  void HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call);
+  void HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call);
+  void HandleComplete(UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call);
+  void HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call);
+  void HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call);
+  void HandleTaskDone(UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call);
+  void HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call);
+
+  // OK, or UNAUTHENTICATED (counted and rate-limited in the refusal log
+  // with the peer address, never the token).
   grpc::Status Authenticate(grpc::CallbackServerContext* ctx) const;
   // Deadline for a waiting call: the request's timeout, capped by the
   // call's own gRPC deadline.
   static absl::Time WaitDeadline(grpc::CallbackServerContext* ctx, uint32_t timeout_ms);
-  // Finishes a call that changed state: an error at once, OK only once the
-  // change is durable (QueueEngine::WhenDurable).
-  grpc::ServerUnaryReactor* FinishDurable(grpc::CallbackServerContext* ctx, const absl::Status& s);
+  // Replies to a call that changed state: an error at once, OK only once
+  // the change is durable (QueueEngine::WhenDurable).
+  template <typename Call>
+  void ReplyDurable(Call* call, const absl::Status& s);
 
   QueueEngine* const engine_;
   rt::Scheduler* const scheduler_;
   const std::string token_;
+  const std::function<void(absl::string_view)> on_authenticated_;
 };
 
 }  // namespace taskq

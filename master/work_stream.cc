@@ -6,12 +6,15 @@
 #include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/refusals.h"
+#include "master/unary_call.h"
 
 namespace taskq {
 
 namespace {
-// Caps on deliveries and acks coalesced into one message, to bound message
-// size (and so that the outbox depth measures what is queued).
+// Caps on deliveries and acks coalesced into one message (besides its
+// bytes, kMaxStreamMessageBytes), so that the outbox depth measures what is
+// queued.
 constexpr int kMaxDeliveriesPerMessage = 512;
 constexpr int kMaxAcksPerMessage = 1024;
 // Reading stops above this many queued responses and resumes at or below
@@ -32,7 +35,7 @@ WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, gr
     Finish(auth);
     return;
   }
-  StartRead(&request_);
+  StartRead(&request_bytes_);
 }
 
 void WorkStream::OnReadDone(bool ok) {
@@ -48,6 +51,14 @@ void WorkStream::OnReadDone(bool ok) {
     }
     return;
   }
+  request_.Clear();
+  if (!ParseRequest(request_bytes_, &request_)) {
+    Refusals().Refuse(Refusal::kMalformed, peer_, "not a valid taskq.v1.WorkRequest");
+    return EndWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "a Work message is not a valid taskq.v1.WorkRequest (malformed, "
+                                "or a string field that is not UTF-8)"));
+  }
+  request_bytes_.Clear();
   Handle(request_);
   MutexLock lock(&mu_);
   if (!finished_) ReadNextOrPause();
@@ -60,7 +71,7 @@ void WorkStream::ReadNextOrPause() {
     return;
   }
   read_paused_ = false;
-  StartRead(&request_);
+  StartRead(&request_bytes_);
 }
 
 void WorkStream::Handle(v1::WorkRequest& req) {
@@ -163,7 +174,13 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
 void WorkStream::Deliver(std::vector<v1::Delivery> deliveries) {
   MutexLock lock(&mu_);
   if (finished_ || unsubscribed_ || broken_) return;  // leases already returned
-  for (auto& d : deliveries) *Tail().add_deliveries() = std::move(d);
+  for (auto& d : deliveries) {
+    const size_t bytes = DeliveryBytes(d);
+    Outgoing& out = Tail(bytes);
+    *out.message.add_deliveries() = std::move(d);
+    out.bytes += bytes;
+    out.delivery_bytes += bytes;
+  }
   if (!writing_) WriteNext();
 }
 
@@ -190,16 +207,24 @@ void WorkStream::SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::S
       ack.set_code(static_cast<int32_t>(durable.code()));
       ack.set_message(std::string(durable.message()));
     }
-    *Tail().add_acks() = std::move(ack);
+    const size_t bytes = 32 + ack.message().size();
+    Outgoing& out = Tail(bytes);
+    *out.message.add_acks() = std::move(ack);
+    out.bytes += bytes;
   }
   if (!writing_) WriteNext();
 }
 
-v1::WorkResponse& WorkStream::Tail() {
-  bool front_in_flight = writing_ && outbox_.size() == 1;
-  if (outbox_.empty() || front_in_flight ||
-      outbox_.back().deliveries_size() >= kMaxDeliveriesPerMessage ||
-      outbox_.back().acks_size() >= kMaxAcksPerMessage) {
+WorkStream::Outgoing& WorkStream::Tail(size_t bytes) {
+  const bool front_in_flight = writing_ && outbox_.size() == 1;
+  if (outbox_.empty() || front_in_flight) {
+    outbox_.emplace_back();
+    return outbox_.back();
+  }
+  const Outgoing& last = outbox_.back();
+  if (last.message.deliveries_size() >= kMaxDeliveriesPerMessage ||
+      last.message.acks_size() >= kMaxAcksPerMessage ||
+      (last.bytes > 0 && last.bytes + bytes > kMaxStreamMessageBytes)) {
     outbox_.emplace_back();
   }
   return outbox_.back();
@@ -207,12 +232,28 @@ v1::WorkResponse& WorkStream::Tail() {
 
 void WorkStream::WriteNext() {
   writing_ = true;
-  StartWrite(&outbox_.front());
+  Outgoing& front = outbox_.front();
+  if (grpc::Status s = SerializeResponse(front.message, &writing_bytes_); !s.ok()) {
+    LogError("worker stream %s: cannot serialize a message: %s", peer_, s.error_message());
+  }
+  front.message.Clear();  // its payloads now live in writing_bytes_ only
+  StartWrite(&writing_bytes_);
 }
 
 void WorkStream::OnWriteDone(bool ok) {
+  SubscriptionId sub = 0;
+  size_t written = 0;
+  {
+    MutexLock lock(&mu_);
+    written = outbox_.front().delivery_bytes;
+    sub = subscribed_ && !unsubscribed_ ? sub_ : 0;
+  }
+  // The engine may hand over more now (and deliver into this stream: not
+  // under mu_). A failed write frees its share as well.
+  if (sub != 0 && written > 0) engine_->DeliveriesWritten(sub, written);
   MutexLock lock(&mu_);
   outbox_.pop_front();
+  writing_bytes_.Clear();
   writing_ = false;
   if (!ok) {
     // Broken connection: the read side fails too and finishes the stream.

@@ -1,10 +1,20 @@
 // WorkStream: the master's end of one worker's Work stream (bidi, callback
-// API). It subscribes the worker to its queues, turns the worker's credits
-// into engine credits, writes deliveries and acks (coalescing whatever
-// queued up while a write was in flight into one message), and settles the
-// completions, failures, releases and heartbeats the worker sends. When the
-// stream ends for any reason it unsubscribes, which returns the worker's
-// leases to ready at once.
+// API, raw ByteBuffers). It subscribes the worker to its queues, turns the
+// worker's credits into engine credits, writes deliveries and acks
+// (coalescing whatever queued up while a write was in flight into one
+// message), and settles the completions, failures, releases and heartbeats
+// the worker sends. When the stream ends for any reason it unsubscribes,
+// which returns the worker's leases to ready at once.
+//
+// It parses the worker's messages itself (a malformed one ends the stream
+// with INVALID_ARGUMENT) and serializes its own, so it knows their size:
+// a message carries at most kMaxStreamMessageBytes of deliveries (or one
+// task, if that alone is larger), and the engine hands the stream no more
+// than kMaxUnwrittenDeliveryBytes of deliveries that are not written yet
+// (DeliveriesWritten), so a worker that grants credits and never reads
+// holds a bounded part of the master's memory. A worker that sends reports
+// but never reads the acks is bounded too: reading pauses while the outbox
+// is deep.
 //
 // Lifetime: gRPC deletes nothing; OnDone deletes the stream. The engine may
 // still hold a delivery callback after that: it reaches the stream through
@@ -13,7 +23,8 @@
 //
 // Thread-safety: gRPC serialises OnReadDone and OnWriteDone per operation
 // type but runs them concurrently with engine deliveries; mu_ guards the
-// outbox and stream state.
+// outbox and stream state. The engine is never called with mu_ held (it
+// may deliver to this stream from inside the call).
 #pragma once
 
 #include <deque>
@@ -29,7 +40,7 @@
 
 namespace taskq {
 
-class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::WorkResponse> {
+class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   // `auth` is the result of checking the caller's token; a refusal ends the
   // stream at once with that status.
@@ -44,6 +55,12 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
     Mutex mu;
     WorkStream* stream ABSL_GUARDED_BY(mu) = nullptr;
   };
+  // One message waiting to be written.
+  struct Outgoing {
+    v1::WorkResponse message;
+    size_t bytes = 0;            // near enough
+    size_t delivery_bytes = 0;   // DeliveryBytes of its deliveries
+  };
 
   void Handle(v1::WorkRequest& req);
   absl::Status Start(const v1::WorkRequest::Start& start);
@@ -51,8 +68,8 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   v1::WorkResponse::Ack MakeAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s);
   // Queues acks whose changes are now durable (or failed to be: `durable`).
   void SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::Status& durable);
-  // The message new items can be appended to (not the one being written).
-  v1::WorkResponse& Tail() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The message `bytes` more can be appended to (not the one being written).
+  Outgoing& Tail(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts the next read unless the outbox is too deep (then OnWriteDone
   // resumes it).
@@ -65,8 +82,12 @@ class WorkStream final : public grpc::ServerBidiReactor<v1::WorkRequest, v1::Wor
   std::shared_ptr<Link> link_;
 
   Mutex mu_;
-  v1::WorkRequest request_;  // owned by the single outstanding read
-  std::deque<v1::WorkResponse> outbox_ ABSL_GUARDED_BY(mu_);
+  // Owned by the single outstanding read.
+  grpc::ByteBuffer request_bytes_;
+  v1::WorkRequest request_;
+  // The message being written (serialized from outbox_.front()).
+  grpc::ByteBuffer writing_bytes_ ABSL_GUARDED_BY(mu_);
+  std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;  // outbox_.front() is in flight
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;

@@ -269,6 +269,33 @@ bool Process::KillGroupAndReap(absl::Duration timeout) {
 std::string Process::Stdout() const { return ReadFile(stdout_path_); }
 std::string Process::Stderr() const { return ReadFile(stderr_path_); }
 
+long ProcStatus(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) != 0) continue;
+    std::vector<std::string> parts =
+        absl::StrSplit(line.substr(field.size() + 1), ' ', absl::SkipWhitespace());
+    long v;
+    if (!parts.empty() && absl::SimpleAtoi(parts[0], &v)) return v;
+  }
+  return -1;
+}
+
+bool RssIsMeaningless() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  return true;
+#else
+  return false;
+#endif
+#else
+  return false;
+#endif
+}
+
 size_t Count(const std::string& haystack, const std::string& text) {
   size_t n = 0;
   for (size_t at = haystack.find(text); at != std::string::npos;
@@ -373,6 +400,7 @@ absl::Status Cluster::StartMasterAs(const std::string& name, const std::string& 
     argv.push_back(data_dir());
   }
   argv.insert(argv.end(), master_extra_args_.begin(), master_extra_args_.end());
+  argv.insert(argv.begin(), master_wrapper_.begin(), master_wrapper_.end());
   master_ = Spawn(name, argv);
   if (!master_) return absl::InternalError("cannot spawn taskq-master");
 

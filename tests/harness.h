@@ -124,6 +124,14 @@ struct CliResult {
 // For gtest messages: "exit=N\nstdout:...\nstderr:...".
 std::string Describe(const CliResult& r);
 
+// A numeric field of /proc/PID/status ("Threads", or "VmRSS"/"VmHWM" in
+// kB); -1 if missing.
+long ProcStatus(pid_t pid, const std::string& field);
+
+// True in sanitizer builds, where RSS includes shadow memory and
+// quarantine and says nothing about the program's own memory.
+bool RssIsMeaningless();
+
 // How often `text` occurs in `haystack` (e.g. a log line in a process's output).
 size_t Count(const std::string& haystack, const std::string& text);
 
@@ -138,6 +146,12 @@ class Cluster {
   ~Cluster();
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
+
+  // A command the master is started under, e.g. {"prlimit",
+  // "--nofile=256:256", "--"} for a low open-file limit. Set before Start.
+  void set_master_wrapper(std::vector<std::string> wrapper) {
+    master_wrapper_ = std::move(wrapper);
+  }
 
   // Starts the master with --listen 127.0.0.1:0 --port-file --token-file
   // plus `extra_master_args`, and waits for its port file.
@@ -213,6 +227,7 @@ class Cluster {
   std::string address_;
   std::unique_ptr<Process> master_;
   std::vector<std::string> master_extra_args_;
+  std::vector<std::string> master_wrapper_;
   std::vector<std::unique_ptr<Process>> old_masters_;  // replaced by RestartMaster
   std::vector<std::unique_ptr<Process>> workers_;
   int counter_ = 0;
