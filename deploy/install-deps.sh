@@ -13,7 +13,7 @@ packages=(build-essential cmake ninja-build pkg-config
           openssl)  # openssl: the TLS test makes its certificate with it
 for arg in "$@"; do
   case "$arg" in
-    --with-clang) packages+=(clang) ;;
+    --with-clang) packages+=(clang libclang-rt-14-dev) ;;
     *) echo "usage: $0 [--with-clang]" >&2; exit 2 ;;
   esac
 done
