@@ -38,6 +38,8 @@ struct MasterOptions {
   absl::Duration fsync_interval = absl::Milliseconds(10);
   // Writes are refused while the data dir has less free space than this.
   uint64_t min_free_disk_bytes = uint64_t{128} << 20;
+  // Start on a WAL damaged before its end, dropping what follows the damage.
+  bool recover_truncate = false;
 };
 
 // Where the store lives without --data-dir: $STATE_DIRECTORY/data (systemd),

@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/log.h"
 
 namespace taskq {
 
@@ -169,6 +172,126 @@ absl::StatusOr<WalReport> InspectWal(const std::string& path, uint32_t db_page_s
   }
   r.dropped_commit_is_last = r.dropped_commits > 0 && last_commit == last_frame;
   return r;
+}
+
+namespace {
+
+// Copies `from` to a new file `to` (0600) and syncs it.
+absl::Status CopyAside(const std::string& from, const std::string& to) {
+  Reader in(from);
+  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (!in.ok() || out < 0) {
+    const std::string why = strerror(errno);
+    if (out >= 0) ::close(out);
+    return absl::FailedPreconditionError(absl::StrCat("cannot copy ", from, " to ", to, ": ", why));
+  }
+  std::vector<unsigned char> buffer(1 << 20);
+  uint64_t offset = 0;
+  absl::Status status;
+  for (;;) {
+    const size_t n = in.ReadAt(offset, buffer.data(), buffer.size());
+    if (n == 0) break;
+    if (::write(out, buffer.data(), n) != static_cast<ssize_t>(n)) {
+      status = absl::FailedPreconditionError(
+          absl::StrCat("cannot copy ", from, " to ", to, ": ", strerror(errno)));
+      break;
+    }
+    offset += n;
+  }
+  if (status.ok() && ::fsync(out) != 0) {
+    status = absl::FailedPreconditionError(absl::StrCat("cannot sync ", to, ": ", strerror(errno)));
+  }
+  ::close(out);
+  if (!status.ok()) ::unlink(to.c_str());
+  return status;
+}
+
+// Cuts `path` back to `bytes` and syncs the change.
+absl::Status CutBack(const std::string& path, uint64_t bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0 || ::fsync(fd) != 0) {
+    const std::string why = strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot cut ", path, " back to ", bytes, " bytes: ", why));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+std::string Damage(const WalReport& r) {
+  return absl::StrCat(r.dropped_commits, " committed transactions (", r.dropped_frames,
+                      " frames) in the ", r.dropped_bytes, " bytes after byte ", r.kept_bytes,
+                      r.header_valid ? "" : " (its header is damaged too)");
+}
+
+}  // namespace
+
+absl::StatusOr<WalReport> PrepareWal(const std::string& path, uint32_t db_page_size,
+                                     bool recover_truncate) {
+  absl::StatusOr<WalReport> report = InspectWal(path, db_page_size);
+  if (!report.ok() || report->dropped_bytes == 0) return report;
+  if (report->dropped_frames == 0 && report->file_bytes <= kHeaderBytes) {
+    report->dropped_bytes = 0;  // a log with no frame (yet): nothing to say
+    return report;
+  }
+  if (!report->TornTail()) {
+    if (!recover_truncate) {
+      return absl::DataLossError(absl::StrCat(
+          "the write-ahead log ", path, " is damaged before its end, not just torn by a crash: "
+          "SQLite would keep its first ", report->kept_transactions,
+          " transactions and silently drop ", Damage(*report),
+          ". The master does not start on it. Restore the --data-dir from a backup, or start "
+          "once with --recover-truncate to accept losing them (the damaged log is copied aside "
+          "first)"));
+    }
+    const std::string copy = absl::StrCat(
+        path, ".damaged-", absl::FormatTime("%Y%m%dT%H%M%SZ", absl::Now(), absl::UTCTimeZone()));
+    if (absl::Status s = CopyAside(path, copy); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          s.message(), "; --recover-truncate keeps a copy of the damaged log before cutting it "
+                       "back: free some space or copy ", path, " elsewhere yourself"));
+    }
+    if (absl::Status s = CutBack(path, report->kept_bytes); !s.ok()) return s;
+    LogError("store: --recover-truncate: the write-ahead log %s was damaged; dropped %s, kept "
+             "the %d transactions before it. The damaged log is in %s",
+             path, Damage(*report), report->kept_transactions, copy);
+    report->dropped_bytes = 0;  // reported here already
+    return report;
+  }
+  // A torn tail: SQLite would drop it; cutting it off leaves nothing that a
+  // later crash could mistake for damage.
+  if (absl::Status s = CutBack(path, report->kept_bytes); !s.ok()) return s;
+  return report;
+}
+
+std::string TornTailMessage(const WalReport& r, const std::string& path,
+                            const std::string& fsync_policy) {
+  if (r.dropped_frames == 0) {
+    return absl::StrCat("store: dropped ", r.dropped_bytes, " bytes at the end of the write-ahead "
+                        "log ", path, " that belong to no transaction of it (frames of an older, "
+                        "checkpointed log, or a frame header cut short); nothing was lost");
+  }
+  std::string acked;
+  if (r.dropped_commits == 0) {
+    acked = "It has no commit record: it was never committed, so never acknowledged (unless "
+            "its last bytes were damaged after being written).";
+  } else if (fsync_policy == "always") {
+    acked = "Its commit record is there but damaged or cut short. The run that wrote it used "
+            "--fsync always, whose replies wait for the sync: if a crash cut this write short, "
+            "it had not been acknowledged; if its bytes were damaged after the sync, it had.";
+  } else if (!fsync_policy.empty()) {
+    acked = absl::StrCat("Its commit record is there but damaged or cut short. The run that "
+                         "wrote it used --fsync ", fsync_policy, ", whose replies do not wait "
+                         "for a sync: it may have been acknowledged.");
+  } else {
+    acked = "Its commit record is there but damaged or cut short, and the fsync policy of the "
+            "run that wrote it is not recorded: it may have been acknowledged.";
+  }
+  return absl::StrCat("store: the write-ahead log ", path, " ended in a torn transaction (",
+                      r.dropped_frames, " frames, ", r.dropped_bytes, " bytes), which was "
+                      "dropped; the ", r.kept_transactions, " transactions before it were "
+                      "recovered. ", acked);
 }
 
 }  // namespace taskq

@@ -59,4 +59,21 @@ struct WalReport {
 // page size.
 absl::StatusOr<WalReport> InspectWal(const std::string& path, uint32_t db_page_size = 0);
 
+// Decides, before SQLite opens the database, what to do with its log:
+//  - nothing dropped: nothing to do (returns a report with dropped_bytes 0);
+//  - a torn tail: cuts the log back to what SQLite would recover anyway and
+//    returns the report, for TornTailMessage once the policy is known;
+//  - damage before the end: DATA_LOSS naming the log, what would be lost
+//    and --recover-truncate; with `recover_truncate`, copies the log to
+//    <path>.damaged-<UTC time> (0600), cuts it back, logs an ERROR saying
+//    what was lost, and returns OK.
+// Nothing is changed before the decision.
+absl::StatusOr<WalReport> PrepareWal(const std::string& path, uint32_t db_page_size,
+                                     bool recover_truncate);
+
+// The warning for a torn tail that `report` describes; `fsync_policy` is
+// the policy the store recorded for the run that wrote it ("" if unknown).
+std::string TornTailMessage(const WalReport& report, const std::string& path,
+                            const std::string& fsync_policy);
+
 }  // namespace taskq
