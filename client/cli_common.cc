@@ -75,9 +75,12 @@ std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
 std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string_view master) {
   std::string message(status.message());
   if (absl::IsUnavailable(status)) {
-    // The master's own "outcome unknown" (a commit failed, the change is
-    // kept and retried) says everything; otherwise the call was cut off.
-    const bool master_said = absl::StrContains(message, "outcome unknown");
+    // The master's own UNAVAILABLE says everything: "outcome unknown" (a
+    // commit failed, the change is kept and retried), or a refusal that
+    // changed nothing. Otherwise the call was cut off.
+    const bool master_said = absl::StrContains(message, "outcome unknown") ||
+                             absl::StrContains(message, "store I/O error") ||
+                             absl::StrContains(message, "master is shutting down");
     if (!master_said) {
       message = absl::StrCat("cannot reach the master at ", master, ": ", message);
     }

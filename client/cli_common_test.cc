@@ -62,6 +62,10 @@ TEST(ErrorMessage, AnUnknownOutcomeOfAPutIsSaidAndNotCalledUnreachable) {
   const std::string stats =
       ErrorMessage(absl::UnavailableError("Socket closed"), CallKind::kAdmin, "m:1");
   EXPECT_EQ(stats.find("outcome unknown"), std::string::npos) << stats;
+  // The master refused before changing anything: known, and it was reached.
+  const std::string refused = ErrorMessage(
+      absl::UnavailableError("store I/O error: commit failed ..."), CallKind::kPut, "m:1");
+  EXPECT_EQ(refused, "store I/O error: commit failed ...");
 }
 
 TEST(ParseHeaders, SplitsAtTheFirstEquals) {
