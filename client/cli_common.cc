@@ -72,10 +72,28 @@ std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
   return *std::move(client);
 }
 
-int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options) {
+std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string_view master) {
   std::string message(status.message());
   if (absl::IsUnavailable(status)) {
-    message = absl::StrCat("cannot reach the master at ", MasterAddress(options), ": ", message);
+    // The master's own UNAVAILABLE says everything: "outcome unknown" (a
+    // commit failed, the change is kept and retried), or a refusal that
+    // changed nothing. Otherwise the call was cut off.
+    const bool master_said = absl::StrContains(message, "outcome unknown") ||
+                             absl::StrContains(message, "store I/O error") ||
+                             absl::StrContains(message, "master is shutting down");
+    if (!master_said) {
+      message = absl::StrCat("cannot reach the master at ", master, ": ", message);
+    }
+    // A put is not retried here: one that may have reached the master may
+    // be stored, and a blind retry would store it twice.
+    const bool is_put =
+        kind == CallKind::kPut || (kind == CallKind::kSubmit && absl::StrContains(message, "putting"));
+    const bool never_sent = absl::StrContains(message, "failed to connect") ||
+                            absl::StrContains(message, "DNS resolution failed");
+    if (is_put && !master_said && !never_sent) {
+      absl::StrAppend(&message, " (outcome unknown: the tasks may or may not have been stored; "
+                                "retry with --dedup-key so that they are stored once)");
+    }
   } else if (absl::IsUnauthenticated(status)) {
     message = absl::StrCat("authentication failed: ", message);
     if (!absl::StrContains(message, "token")) {
@@ -83,7 +101,11 @@ int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& 
     }
   }
   if (message.empty()) message = status.ToString();
-  std::fprintf(stderr, "taskq: %s\n", message.c_str());
+  return message;
+}
+
+int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options) {
+  std::fprintf(stderr, "taskq: %s\n", ErrorMessage(status, kind, MasterAddress(options)).c_str());
   return ExitCodeFor(status, kind);
 }
 

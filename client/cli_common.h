@@ -56,9 +56,16 @@ std::string MasterAddress(const GlobalOptions& options);
 // Builds the client; on failure prints why and returns nullptr (exit 1).
 std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options);
 
-// Prints "taskq: <message>" on stderr (with a hint for unreachable or
-// unauthenticated masters) and returns the exit code for `status`.
+// Prints "taskq: <message>" on stderr (ErrorMessage) and returns the exit
+// code for `status`.
 int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options);
+
+// The message ReportError prints: `status`'s, with a hint for unreachable
+// or unauthenticated masters. A put that failed UNAVAILABLE after it may
+// have reached the master (not a failed connect) says that its outcome is
+// unknown and how to retry without a duplicate, instead of only "cannot
+// reach the master".
+std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string_view master);
 
 // Prints "taskq: <message>" on stderr and returns kExitUsage.
 int UsageError(absl::string_view message);

@@ -40,6 +40,34 @@ TEST(ExitCodeFor, QueueShutDown) {
   EXPECT_EQ(ExitCodeFor(absl::OutOfRangeError("?"), CallKind::kAdmin), 1);
 }
 
+TEST(ErrorMessage, AnUnknownOutcomeOfAPutIsSaidAndNotCalledUnreachable) {
+  // The master's own word: a commit failed, the change is kept and retried.
+  const absl::Status kept = absl::UnavailableError(
+      "outcome unknown: the change was made but storing it failed (disk full); ... use a dedup "
+      "key");
+  EXPECT_EQ(ErrorMessage(kept, CallKind::kPut, "m:1"), kept.message());
+  // Cut off after it may have reached the master: the put may be stored.
+  const std::string cut =
+      ErrorMessage(absl::UnavailableError("Socket closed"), CallKind::kPut, "m:1");
+  EXPECT_NE(cut.find("cannot reach the master at m:1: Socket closed"), std::string::npos) << cut;
+  EXPECT_NE(cut.find("outcome unknown"), std::string::npos) << cut;
+  EXPECT_NE(cut.find("--dedup-key"), std::string::npos) << cut;
+  const std::string submit = ErrorMessage(
+      absl::UnavailableError("putting tasks on jobs: Socket closed"), CallKind::kSubmit, "m:1");
+  EXPECT_NE(submit.find("outcome unknown"), std::string::npos) << submit;
+  // Never sent, or not a put: nothing is unknown.
+  const std::string down = ErrorMessage(
+      absl::UnavailableError("failed to connect to all addresses"), CallKind::kPut, "m:1");
+  EXPECT_EQ(down.find("outcome unknown"), std::string::npos) << down;
+  const std::string stats =
+      ErrorMessage(absl::UnavailableError("Socket closed"), CallKind::kAdmin, "m:1");
+  EXPECT_EQ(stats.find("outcome unknown"), std::string::npos) << stats;
+  // The master refused before changing anything: known, and it was reached.
+  const std::string refused = ErrorMessage(
+      absl::UnavailableError("store I/O error: commit failed ..."), CallKind::kPut, "m:1");
+  EXPECT_EQ(refused, "store I/O error: commit failed ...");
+}
+
 TEST(ParseHeaders, SplitsAtTheFirstEquals) {
   auto h = ParseHeaders({"a=1", "b=x=y", "c="});
   ASSERT_TRUE(h.ok()) << h.status();

@@ -461,6 +461,76 @@ TEST_F(DurableEngineTest, FailedSyncFailsTheReplyRefusesWritesKeepsReadsAndRecov
   EXPECT_TRUE(later.value.ok()) << later.value.status();
 }
 
+// What SQLite reports when the WAL cannot grow.
+absl::Status DiskFull() {
+  return absl::ResourceExhaustedError(
+      "disk full: commit failed in --data-dir (injected: database or disk is full)");
+}
+
+TEST_F(DurableEngineTest, CommitFailedOnAFullDiskSaysTheOutcomeIsUnknownAndTheRetryStoresIt) {
+  SyncGate gate;
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); });
+  gate.Arm();
+  PutReply reply;
+  PutInto(*engine_, "q", &reply);
+  gate.WaitEntered();
+  gate.Open(DiskFull());  // and every retry fails the same way until healed
+  ASSERT_TRUE(reply.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // The put was made and is kept for the retry: not "refused", unknown.
+  EXPECT_EQ(reply.value.status().code(), absl::StatusCode::kUnavailable) << reply.value.status();
+  EXPECT_TRUE(absl::StrContains(reply.value.status().message(), "outcome unknown"))
+      << reply.value.status();
+  EXPECT_TRUE(absl::StrContains(reply.value.status().message(), "dedup key"))
+      << reply.value.status();
+  // A put while the store is failing is refused before anything changes:
+  // RESOURCE_EXHAUSTED, and it is never stored.
+  PutReply refused;
+  PutInto(*engine_, "q", &refused);
+  ASSERT_TRUE(refused.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(refused.value.status().code(), absl::StatusCode::kResourceExhausted)
+      << refused.value.status();
+  EXPECT_TRUE(absl::StrContains(refused.value.status().message(), "disk full"))
+      << refused.value.status();
+
+  {
+    MutexLock lock(&gate.mu);
+    gate.result = absl::OkStatus();
+  }
+  ASSERT_TRUE(rt::testing::WaitUntil([&] { return healthy_again_.load(); }, absl::Seconds(10)));
+  Restart();
+  EXPECT_EQ(Stats("q").ready(), 1u);  // the unknown one, stored by the retry
+}
+
+TEST_F(DurableEngineTest, CompletionWhoseCommitFailsIsReportedUnsettledNotRefused) {
+  SyncGate gate;
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); });
+  MustPut("q", {Spec("a", 0, "results")});
+  v1::Delivery d = MustLease("q");
+  gate.Arm();
+  // The completion is made in memory; its reply (a unary Complete, or a
+  // worker's ack on its Work stream) waits for the store like this.
+  ASSERT_TRUE(engine_->Complete(d.task().id(), d.lease_id(), "done").ok());
+  Notification done;
+  absl::Status durable;
+  engine_->WhenDurable([&](absl::Status s) {
+    durable = s;
+    done.Notify();
+  });
+  gate.WaitEntered();
+  gate.Open(DiskFull());
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(durable.code(), absl::StatusCode::kUnavailable) << durable;
+  EXPECT_TRUE(absl::StrContains(durable.message(), "outcome unknown")) << durable;
+  {
+    MutexLock lock(&gate.mu);
+    gate.result = absl::OkStatus();
+  }
+  ASSERT_TRUE(rt::testing::WaitUntil([&] { return healthy_again_.load(); }, absl::Seconds(10)));
+  Restart();
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+  EXPECT_EQ(MustGet("results", false, 10).size(), 1u);
+}
+
 TEST_F(DurableEngineTest, FsyncNeverAndIntervalDoNotWaitForASync) {
   for (FsyncPolicy policy : {FsyncPolicy::kNever, FsyncPolicy::kInterval}) {
     SyncGate gate;  // never opened: a reply that waited for a sync would hang

@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
   uint64_t min_free_disk_mb = 128;
   app.add_option("--min-free-disk-mb", min_free_disk_mb,
                  "refuse writes (RESOURCE_EXHAUSTED) while the --data-dir file system has less "
-                 "free space than this; reads go on, writes resume once space is freed")
+                 "free space than this; reads go on, writes resume once space is freed. A "
+                 "master that starts below it (or cannot write at all) starts read-only")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30));
   app.add_option("--max-connections", options.max_connections,
@@ -144,6 +145,10 @@ int main(int argc, char** argv) {
                  "calls one connection may have open at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 1'000'000));
+  app.add_flag("--recover-truncate", options.recover_truncate,
+               "start even if the store's write-ahead log is damaged before its end (not just "
+               "torn by a crash), dropping the committed changes after the damage; the damaged "
+               "log is copied aside first. Without it the master refuses to start on one");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));

@@ -28,12 +28,13 @@ namespace taskq {
 class MemoryEngine::Pending {
  public:
   // Replies `result` to `done` once the step is durable; the store's error
-  // instead if it is not.
+  // instead if it is not — unless `result` is a refusal: that changed
+  // nothing, and stays what it is (a refused put was not stored).
   template <typename Done, typename Result>
   void Reply(Done done, Result result) {
     calls_.push_back([done = std::move(done), result = std::move(result)](
                          const absl::Status& durable) mutable {
-      if (durable.ok()) {
+      if (durable.ok() || Refused(result)) {
         done(std::move(result));
       } else {
         done(durable);
@@ -77,6 +78,16 @@ class MemoryEngine::Pending {
   }
 
  private:
+  static bool Refused(const absl::Status& s) { return !s.ok(); }
+  template <typename T>
+  static bool Refused(const absl::StatusOr<T>& s) {
+    return !s.ok();
+  }
+  template <typename T>
+  static bool Refused(const T&) {
+    return false;
+  }
+
   struct Batch {
     DeliverFn fn;
     std::vector<v1::Delivery> items;

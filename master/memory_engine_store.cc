@@ -458,7 +458,17 @@ absl::Status MemoryEngine::Recover(Store* store) {
   });
   synced.WaitForNotification();
   pending.Run(on_earlier_deadline_);
-  return durable;
+  // A full disk (or a failing one) does not stop the start: reads are
+  // served, writes refused, and nothing is handed out until the store takes
+  // writes again (Writable). The new epoch is stored before that: it is
+  // the first batch the store's retry commits, so no lease of this boot
+  // can outlive a restart with its epoch unrecorded.
+  if (absl::Status health = store->Health(); !durable.ok() || !health.ok()) {
+    LogWarning("starting read-only: %s. Nothing is handed out to workers until the store "
+               "takes writes again, which it does by itself once space is freed",
+               health.ok() ? durable.message() : health.message());
+  }
+  return absl::OkStatus();
 }
 
 void MemoryEngine::OnStoreHealthy() {

@@ -109,6 +109,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
     store_options.fsync = options_.fsync;
     store_options.fsync_interval = options_.fsync_interval;
     store_options.min_free_bytes = options_.min_free_disk_bytes;
+    store_options.recover_truncate = options_.recover_truncate;
     MemoryEngine* engine = engine_.get();
     store_options.on_healthy = [engine] { engine->OnStoreHealthy(); };
     LogInfo("store: %s, fsync %s", store_options.dir, FsyncPolicyName(options_.fsync));

@@ -51,6 +51,8 @@ struct MasterOptions {
   size_t grpc_memory_bytes = size_t{1} << 30;
   // Streams one connection may have open at once.
   int max_concurrent_streams = 16384;
+  // Start on a WAL damaged before its end, dropping what follows the damage.
+  bool recover_truncate = false;
 };
 
 // Where the store lives without --data-dir: $STATE_DIRECTORY/data (systemd),

@@ -3,38 +3,27 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <filesystem>
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "master/wal_check.h"
 
 namespace taskq {
 
 namespace {
 
-// Frames SQLite said it recovered from the WAL on the last open (its log
-// notice), to tell how much of a damaged tail was dropped.
-std::atomic<int64_t> g_recovered_frames{-1};
-
 // SQLite's own log (a damaged WAL, I/O errors) goes to the master's log.
 void SqliteLog(void*, int code, const char* message) {
   if (code == SQLITE_NOTICE_RECOVER_WAL) {
-    // "recovered %d frames from WAL file %s"
-    absl::string_view m(message);
-    if (absl::ConsumePrefix(&m, "recovered ")) {
-      int64_t frames = 0;
-      if (absl::SimpleAtoi(m.substr(0, m.find(' ')), &frames)) g_recovered_frames = frames;
-    }
-    LogInfo("store: sqlite: %s", message);
+    LogInfo("store: sqlite: %s", message);  // "recovered N frames from WAL file F"
     return;
   }
   // Busy/schema notices and "automatic index" warnings are not worth a line.
@@ -53,12 +42,21 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what, const std:
   if (primary == SQLITE_FULL) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "disk full: ", what, " failed in --data-dir ", dir, " (", detail,
-        "); writes are refused until space is freed, reads still work"));
+        "); the master is read-only until space is freed: reads work, writes are refused"));
   }
   return absl::UnavailableError(absl::StrCat("store I/O error: ", what, " failed in --data-dir ",
                                              dir, " (", detail,
                                              "); writes are refused until it recovers, reads "
                                              "still work"));
+}
+
+// What the replies of changes that were made but could not be stored yet
+// say: the store keeps them and retries, so they may still be stored.
+absl::Status OutcomeUnknown(const absl::Status& why) {
+  return absl::UnavailableError(absl::StrCat(
+      "outcome unknown: the change was made but storing it failed (", why.message(),
+      "); the master keeps it and retries, so it may still be stored (or be lost if the master "
+      "stops first). If you retry, use a dedup key so that it is not stored twice"));
 }
 
 }  // namespace
@@ -117,6 +115,17 @@ namespace {
 
 int Exec(sqlite3* db, const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr); }
 
+// The first column of the first row of `sql` as an integer (-1 if none).
+int64_t PragmaInt(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  int64_t value = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    value = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  return value;
+}
+
 // Runs one prepared statement to completion and resets it.
 int Step(sqlite3_stmt* st) {
   int rc = sqlite3_step(st);
@@ -154,18 +163,87 @@ absl::Status OpenConnection(const std::string& path, bool writer, sqlite3** out)
 
 // --- open and close ---------------------------------------------------------------------
 
+namespace {
+
+// The record holding the fsync policy of the last run (written when it
+// changes), so that a torn WAL tail can be reported for what it was.
+constexpr char kFsyncKey[] = "sfsync";
+
+// Creates a missing data dir 0700 (its parents as usual); warns about an
+// existing one that others may read (it is not ours to change).
+absl::Status PrepareDataDir(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if ((st.st_mode & 077) != 0) {
+      LogWarning("store: --data-dir %s is open to its group or others (mode %o): they may read "
+                 "every queued payload; chmod 700 it",
+                 dir, st.st_mode & 0777);
+    }
+    return absl::OkStatus();
+  }
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec || (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) ||
+      ::chmod(dir.c_str(), 0700) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create --data-dir ", dir, ": ", ec ? ec.message() : strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Creates the database file 0600 if missing (SQLite gives its WAL and
+// index files the database file's mode). True if the database is new
+// (empty: also one whose creation a crash interrupted).
+absl::StatusOr<bool> CreateDatabaseFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno != EEXIST) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create ", path, ": ", strerror(errno)));
+    }
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && st.st_size == 0;
+  }
+  const bool ok = ::fchmod(fd, 0600) == 0;  // whatever the umask
+  ::close(fd);
+  if (!ok) return absl::FailedPreconditionError(absl::StrCat("cannot chmod ", path));
+  return true;
+}
+
+// The page size in the database file's header; SQLite's default (which a
+// taskq store keeps) while the file has none yet.
+uint32_t DatabasePageSize(const std::string& path) {
+  constexpr uint32_t kDefault = 4096;
+  unsigned char h[18] = {};
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return kDefault;
+  const bool read = ::pread(fd, h, sizeof h, 0) == static_cast<ssize_t>(sizeof h);
+  ::close(fd);
+  if (!read) return kDefault;
+  const uint32_t size = (uint32_t{h[16]} << 8) | h[17];
+  return size == 1 ? 65536 : size;
+}
+
+// One text/blob column of the first row of `sql` ("" if none).
+std::string QueryString(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  std::string out;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    auto* p = static_cast<const char*>(sqlite3_column_blob(st, 0));
+    out.assign(p ? p : "", static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+  }
+  sqlite3_finalize(st);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOptions options) {
   InstallSqliteLog();
-  std::error_code ec;
-  std::filesystem::create_directories(options.dir, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create --data-dir ", options.dir, ": ", ec.message()));
-  }
+  if (absl::Status s = PrepareDataDir(options.dir); !s.ok()) return s;
   const std::string path = options.dir + "/taskq.db";
   const std::string wal = path + "-wal";
-  const uint64_t wal_bytes_before =
-      std::filesystem::exists(wal, ec) ? std::filesystem::file_size(wal, ec) : 0;
 
   // One master per data dir: SQLite would let two share the file, and
   // then each would hand out the other's tasks.
@@ -180,11 +258,20 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
     return absl::FailedPreconditionError(
         absl::StrCat("--data-dir ", options.dir, " is in use by another master"));
   }
-  sqlite3* writer = nullptr;
-  if (auto s = OpenConnection(path, /*writer=*/true, &writer); !s.ok()) {
+  auto fail_early = [&](absl::Status s) {
     ::close(lock_fd);
     return s;
-  }
+  };
+  absl::StatusOr<bool> fresh = CreateDatabaseFile(path);
+  if (!fresh.ok()) return fail_early(fresh.status());
+  // What SQLite's recovery would drop from the WAL, decided before SQLite
+  // touches it.
+  absl::StatusOr<WalReport> wal_report =
+      PrepareWal(wal, DatabasePageSize(path), options.recover_truncate);
+  if (!wal_report.ok()) return fail_early(wal_report.status());
+
+  sqlite3* writer = nullptr;
+  if (auto s = OpenConnection(path, /*writer=*/true, &writer); !s.ok()) return fail_early(s);
   auto fail = [&](absl::string_view what) {
     absl::Status s = absl::FailedPreconditionError(
         absl::StrCat("cannot open the store in --data-dir ", options.dir, ": ", what, ": ",
@@ -193,10 +280,14 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
     ::close(lock_fd);
     return s;
   };
-  g_recovered_frames = -1;
+  // Nothing below writes to an existing store: on a full disk it still
+  // opens, read-only until space is freed.
+  //
   // Free pages go back to the file system (MaybeVacuum). This only takes
   // effect while the database is new, so it comes before anything else.
-  if (Exec(writer, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK) return fail("auto_vacuum");
+  if (*fresh && Exec(writer, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK) {
+    return fail("auto_vacuum");
+  }
   if (Exec(writer, "PRAGMA journal_mode=WAL") != SQLITE_OK) return fail("WAL mode");
   // always: every commit syncs the WAL. interval: commits do not, but
   // checkpoints sync the WAL before and the database after copying, and
@@ -205,10 +296,13 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
                             : options.fsync == FsyncPolicy::kInterval ? "PRAGMA synchronous=NORMAL"
                                                                       : "PRAGMA synchronous=OFF";
   if (Exec(writer, synchronous) != SQLITE_OK) return fail("synchronous");
-  // A checkpointed WAL is cut back, so its tail is always the newest
-  // writes (what a damaged-tail report counts).
+  // A checkpointed WAL is cut back, so its tail is always the newest writes.
   if (Exec(writer, "PRAGMA journal_size_limit=0") != SQLITE_OK) return fail("journal size");
-  if (Exec(writer,
+  // The committer checkpoints (MaybeCheckpoint), when the disk has room.
+  if (Exec(writer, "PRAGMA wal_autocheckpoint=0") != SQLITE_OK) return fail("autocheckpoint");
+  if (PragmaInt(writer, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                        "('tasks', 'payloads', 'records')") != 3 &&
+      Exec(writer,
            "CREATE TABLE IF NOT EXISTS tasks(id INTEGER PRIMARY KEY, record BLOB NOT NULL, "
            "payload BLOB);"
            "CREATE TABLE IF NOT EXISTS payloads(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
@@ -216,27 +310,16 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
            "WITHOUT ROWID;") != SQLITE_OK) {
     return fail("schema");
   }
-  // What recovery kept of the WAL (the schema statement made SQLite read it).
-  const int64_t frames = g_recovered_frames.load();
-  if (frames >= 0 && wal_bytes_before > 32) {
-    const int64_t page = [&] {
-      sqlite3_stmt* st = nullptr;
-      int64_t size = 4096;
-      if (sqlite3_prepare_v2(writer, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK &&
-          sqlite3_step(st) == SQLITE_ROW) {
-        size = sqlite3_column_int64(st, 0);
-      }
-      sqlite3_finalize(st);
-      return size;
-    }();
-    const int64_t whole = 32 + frames * (24 + page);
-    if (static_cast<int64_t>(wal_bytes_before) > whole) {
-      LogWarning(
-          "store: the write-ahead log %s ended in %d bytes that are not whole, valid "
-          "transactions (a torn or damaged tail, e.g. a power cut mid-write); they were dropped "
-          "and the %d frames before them recovered. With --fsync always none of it had been "
-          "acknowledged.",
-          wal, static_cast<int64_t>(wal_bytes_before) - whole, frames);
+  std::string stored_fsync =
+      QueryString(writer, absl::StrCat("SELECT value FROM records WHERE key = CAST('", kFsyncKey,
+                                       "' AS BLOB)")
+                              .c_str());
+  if (wal_report->dropped_bytes > 0) {
+    std::string message = TornTailMessage(*wal_report, wal, stored_fsync);
+    if (wal_report->dropped_frames > 0) {
+      LogWarning("%s", message);
+    } else {
+      LogInfo("%s", message);
     }
   }
 
@@ -270,18 +353,31 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
     ::close(lock_fd);
     return s;
   }
-  return std::unique_ptr<SqliteStore>(
-      new SqliteStore(std::move(options), lock_fd, writer, reader, std::move(st)));
+  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(options), lock_fd, writer, reader,
+                                                      std::move(st), std::move(stored_fsync)));
 }
 
 SqliteStore::SqliteStore(SqliteStoreOptions options, int lock_fd, sqlite3* writer,
-                         sqlite3* reader, std::unique_ptr<Statements> statements)
+                         sqlite3* reader, std::unique_ptr<Statements> statements,
+                         std::string stored_fsync)
     : options_(std::move(options)),
       path_(options_.dir + "/taskq.db"),
       lock_fd_(lock_fd),
       writer_(writer),
       statements_(std::move(statements)),
       reader_(reader) {
+  sqlite3_wal_hook(writer_, &SqliteStore::OnWalCommit, this);
+  {
+    MutexLock lock(&mu_);
+    CheckFreeSpace();  // Health() is right from the start
+  }
+  // Remembered for the next start's report of a torn WAL tail.
+  const std::string fsync(FsyncPolicyName(options_.fsync));
+  if (stored_fsync != fsync) {
+    auto batch = NewBatch();
+    batch->PutRecord(kFsyncKey, fsync);
+    Write(std::move(batch));
+  }
   committer_ = std::thread([this] { CommitLoop(); });
 }
 
@@ -339,7 +435,7 @@ void SqliteStore::WhenDurable(uint64_t seq, DurableCallback done) {
         cv_.Signal();
         return;
       }
-      status = failure_;  // not stored (yet): never acknowledged
+      status = OutcomeUnknown(failure_);  // kept for the retry: not stored yet
     }
   }
   done(status);
@@ -447,7 +543,8 @@ bool SqliteStore::CheckFreeSpace() {
       low_disk_ = absl::ResourceExhaustedError(absl::StrCat(
           "disk full: ", free_bytes >> 20, " MB free in --data-dir ", options_.dir,
           ", below the master's reserve of ", options_.min_free_bytes >> 20,
-          " MB (--min-free-disk-mb); writes are refused until space is freed, reads still work"));
+          " MB (--min-free-disk-mb); the master is read-only until space is freed: reads "
+          "work, writes are refused"));
       LogError("store: %s", low_disk_.message());
     }
     return false;
@@ -467,19 +564,52 @@ void SqliteStore::SyncWalFile() const {
   ::close(fd);
 }
 
-namespace {
-
-int64_t PragmaInt(sqlite3* db, const char* sql) {
-  sqlite3_stmt* st = nullptr;
-  int64_t value = -1;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-    value = sqlite3_column_int64(st, 0);
-  }
-  sqlite3_finalize(st);
-  return value;
+int SqliteStore::OnWalCommit(void* store, sqlite3*, const char*, int frames) {
+  static_cast<SqliteStore*>(store)->wal_frames_ = frames;  // on the committer's thread
+  return SQLITE_OK;
 }
 
-}  // namespace
+void SqliteStore::MaybeCheckpoint() {
+  constexpr int kCheckpointFrames = 1000;  // SQLite's own automatic threshold
+  if (wal_frames_ < kCheckpointFrames) return;
+  // Checkpointing writes the WAL's pages into the database file, which
+  // grows to the size of the newest database image before the WAL can be
+  // cut back. That may dip into the reserve (the WAL's space comes back
+  // right after), but it must fit in what is free: a checkpoint that runs
+  // out of space half way leaves the disk full, the database file grown
+  // and the WAL still uncut — after a crash on a full disk, replaying a
+  // long WAL that way filled the space freed for it again. The WAL keeps
+  // every change safe meanwhile; it just grows.
+  constexpr uint64_t kMargin = 1 << 20;
+  const int64_t image = PragmaInt(writer_, "PRAGMA page_count") *
+                        PragmaInt(writer_, "PRAGMA page_size");
+  std::error_code ec;
+  const auto file = static_cast<int64_t>(std::filesystem::file_size(path_, ec));
+  const uint64_t growth = !ec && image > file ? static_cast<uint64_t>(image - file) : 0;
+  const uint64_t free_bytes = FreeBytes();
+  if (growth > 0 && free_bytes < growth + kMargin) {
+    if (!checkpoint_deferred_) {
+      LogWarning("store: not checkpointing the write-ahead log (%d frames) for now: the "
+                 "database file must grow by %d MB for it and --data-dir %s has %d MB free; it "
+                 "waits until that much is free, and the write-ahead log grows meanwhile",
+                 wal_frames_, (growth >> 20) + 1, options_.dir, free_bytes >> 20);
+      checkpoint_deferred_ = true;
+    }
+    return;
+  }
+  if (checkpoint_deferred_) {
+    LogInfo("store: checkpointing the write-ahead log again (%d frames)", wal_frames_);
+    checkpoint_deferred_ = false;
+  }
+  int log_frames = 0, copied = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    LogWarning("store: checkpoint of the write-ahead log failed: %s", sqlite3_errmsg(writer_));
+  }
+  // Complete: the next commit starts the WAL over (and cuts it back).
+  if (rc == SQLITE_OK && copied == log_frames) wal_frames_ = 0;
+}
 
 void SqliteStore::MaybeVacuum() {
   const int64_t free_pages = PragmaInt(writer_, "PRAGMA freelist_count");
@@ -525,7 +655,8 @@ void SqliteStore::CommitLoop() {
       absl::Status s = Commit(group, always);
       mu_.Lock();
       if (!s.ok()) {
-        // Back to the front, in order, for the retry; nothing is answered OK.
+        // Back to the front, in order, for the retry; nothing is answered
+        // OK, and nothing "refused" either: the retry may still store it.
         for (auto it = group.rbegin(); it != group.rend(); ++it) queued_.push_front(std::move(*it));
         if (failure_.ok()) LogError("store: %s", s.message());
         failure_ = s;
@@ -534,7 +665,7 @@ void SqliteStore::CommitLoop() {
         for (Waiter& w : waiters_) failed.push_back(std::move(w.done));
         waiters_.clear();
         mu_.Unlock();
-        Run(std::move(failed), s);
+        Run(std::move(failed), OutcomeUnknown(s));
         mu_.Lock();
         continue;
       }
@@ -553,6 +684,7 @@ void SqliteStore::CommitLoop() {
       mu_.Unlock();
       Run(std::move(ready), absl::OkStatus());
       group.clear();  // frees the batches outside the lock
+      MaybeCheckpoint();
       mu_.Lock();
     }
     if (interval && unsynced && absl::Now() >= next_sync) {
@@ -570,8 +702,11 @@ void SqliteStore::CommitLoop() {
     if (may_commit) continue;  // more may have queued meanwhile
     if (stopping_ && (queued_.empty() || !failure_.ok())) break;
     if (failure_.ok() && absl::Now() >= next_vacuum) {
+      // Not while below the reserve: moving pages writes to the WAL first.
+      const bool room = low_disk_.ok();
       mu_.Unlock();
-      MaybeVacuum();
+      if (room) MaybeVacuum();
+      MaybeCheckpoint();  // also one put off for want of space
       mu_.Lock();
       next_vacuum = absl::Now() + options_.vacuum_interval;
       continue;

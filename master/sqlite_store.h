@@ -17,16 +17,32 @@
 // policy interval. Replies waiting in WhenDurable are released after the
 // commit. A failed commit is rolled back, its batches stay queued, and it
 // is retried every retry_interval; meanwhile Health() refuses client
-// writes. A reserve of free disk space (min_free_bytes) makes Health()
-// refuse client writes before SQLite ever meets a full disk.
+// writes, and the replies of the kept batches say UNAVAILABLE "outcome
+// unknown" (the retry may still store them). A reserve of free disk space
+// (min_free_bytes) makes Health() refuse client writes before SQLite ever
+// meets a full disk.
+//
+// The committer checkpoints the WAL itself (SQLite's automatic checkpoint
+// is off): a checkpoint copies the WAL's pages into the database file,
+// which may have to grow by up to the WAL's size before the WAL is cut
+// back, so it waits while that growth does not fit in the free space —
+// else a master that just got a little space back after a crash on a full
+// disk would fill it again replaying its WAL.
 //
 // The database is created with auto_vacuum=INCREMENTAL: when a drained
 // backlog leaves many pages free, the idle committer gives them back to
 // the file system a few megabytes at a time.
 //
-// SQLite's WAL carries a checksum per frame; on open it recovers every
-// whole transaction and ignores a torn or corrupt tail, which Open reports
-// (how many bytes it dropped).
+// Open reads the WAL before SQLite does (master/wal_check.h): SQLite
+// recovers every whole transaction from its start and silently drops the
+// rest at the first bad frame. A torn tail (only the transaction a crash
+// was writing) is dropped and reported, with what the fsync policy of the
+// run that wrote it says about whether it could have been acknowledged.
+// Damage with committed transactions after it stops the open, unless
+// recover_truncate accepts the loss (a copy of the damaged WAL is kept).
+//
+// Files: a data dir Open creates is 0700, the database and its WAL, index
+// and lock files 0600; an existing dir open to others is only warned about.
 //
 // Thread-safety: every method is safe from any thread.
 #pragma once
@@ -63,6 +79,9 @@ struct SqliteStoreOptions {
   // Called (on the committer thread) when client writes are taken again
   // after a failure or a full disk.
   std::function<void()> on_healthy;
+  // Start even though the WAL is damaged before its end, dropping the
+  // committed transactions after the damage (--recover-truncate).
+  bool recover_truncate = false;
   // Test hook, run by the committer before each commit that must reach the
   // disk (policy always); an error fails that commit as a failed sync would.
   std::function<absl::Status()> before_sync;
@@ -71,8 +90,10 @@ struct SqliteStoreOptions {
 class SqliteStore final : public Store {
  public:
   // Opens (or creates) the store, recovering SQLite's WAL; says in the log
-  // what a damaged WAL tail lost. FAILED_PRECONDITION if another master
-  // holds the directory or the file is not a taskq store.
+  // what a torn WAL tail lost. FAILED_PRECONDITION if another master holds
+  // the directory or the file is not a taskq store; DATA_LOSS if the WAL is
+  // damaged before its end (and not recover_truncate). Writes nothing
+  // itself, so that a full disk still opens (read-only: Health() says so).
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(SqliteStoreOptions options);
   ~SqliteStore() override;
 
@@ -111,7 +132,7 @@ class SqliteStore final : public Store {
   struct Statements;
 
   SqliteStore(SqliteStoreOptions options, int lock_fd, sqlite3* writer, sqlite3* reader,
-              std::unique_ptr<Statements> statements);
+              std::unique_ptr<Statements> statements, std::string stored_fsync);
   void CommitLoop();
   // Applies `group` in one transaction; the error if it was rolled back.
   absl::Status Commit(const std::vector<Queued>& group, bool durable);
@@ -121,6 +142,11 @@ class SqliteStore final : public Store {
   void SyncWalFile() const;
   // Returns free pages to the file system when many are free (committer).
   void MaybeVacuum();
+  // Checkpoints the WAL once it is long, if the database file may grow by
+  // what that needs (committer).
+  void MaybeCheckpoint();
+  // SQLite's WAL hook: frames in the WAL after each commit.
+  static int OnWalCommit(void* store, sqlite3* db, const char* name, int frames);
   static void Run(std::vector<DurableCallback> calls, const absl::Status& status);
 
   const SqliteStoreOptions options_;
@@ -145,6 +171,10 @@ class SqliteStore final : public Store {
   // Free space is below min_free_bytes: client writes are refused.
   absl::Status low_disk_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Committer only: frames in the WAL (SQLite's hook), and whether the last
+  // checkpoint was put off for want of space (logged once per episode).
+  int wal_frames_ = 0;
+  bool checkpoint_deferred_ = false;
   std::thread committer_;
 };
 

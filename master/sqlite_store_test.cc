@@ -5,6 +5,7 @@
 #include "master/sqlite_store.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <map>
@@ -157,6 +158,30 @@ TEST_F(SqliteStoreTest, ASecondStoreOnTheSameDirectoryIsRefused) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(second.status().message().find("in use by another master"), absl::string_view::npos)
       << second.status();
+}
+
+TEST_F(SqliteStoreTest, AFreshDataDirAndItsFilesAreOnlyTheOwners) {
+  store_.reset();
+  SqliteStoreOptions options;
+  options.dir = dir_ + "/new/data";
+  options.fsync = FsyncPolicy::kNever;
+  auto store = SqliteStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = *std::move(store);
+  auto batch = store_->NewBatch();
+  batch->AddTask(1, "r", "p");
+  WriteAndWait(std::move(batch));  // the WAL and its index exist now
+
+  struct stat st;
+  ASSERT_EQ(::stat(options.dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u) << std::oct << (st.st_mode & 0777);
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(options.dir)) {
+    ASSERT_EQ(::stat(entry.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << entry.path() << " " << std::oct << (st.st_mode & 0777);
+    ++files;
+  }
+  EXPECT_GE(files, 4);  // taskq.db, -wal, -shm, LOCK
 }
 
 }  // namespace

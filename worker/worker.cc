@@ -537,6 +537,17 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop) {
     }
     return;
   }
+  if (code == absl::StatusCode::kUnavailable) {
+    // Taken by the master but not stored yet (its store failed and retries):
+    // unsettled, not refused. Nothing to resend: the master keeps it; if it
+    // stops before storing it, the task runs again after the restart.
+    LogWarning("%s for task %d is unsettled: %s",
+               kind == ReportKind::kFailure   ? "failure report"
+               : kind == ReportKind::kRelease ? "release"
+                                              : "result",
+               ack.task_id(), why);
+    return;
+  }
   if (kind == ReportKind::kFailure) {
     LogWarning("failure report for task %d not accepted: %s", ack.task_id(), why);
   } else if (kind == ReportKind::kRelease) {
