@@ -1,6 +1,12 @@
 #include "worker/exec_config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <utility>
 
@@ -10,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/limits.h"
 
 namespace taskq {
@@ -121,9 +128,50 @@ absl::StatusOr<ExecCommand> ParseAllowExec(absl::string_view spec) {
   return command;
 }
 
+absl::StatusOr<std::vector<std::string>> ReadAllowExecFile(const std::string& path) {
+  auto fail = [&](absl::string_view why) {
+    return absl::FailedPreconditionError(absl::StrCat("--allow-exec-file ", path, ": ", why));
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail("not a regular file");
+  }
+  if ((st.st_uid != ::geteuid() && st.st_uid != 0) || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    ::close(fd);
+    return fail(absl::StrCat("others may write it; it must be owned by this user or root and not "
+                             "group- or world-writable (chmod go-w ", path, ")"));
+  }
+  constexpr size_t kMaxFileBytes = 1 << 20;
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 && text.size() <= kMaxFileBytes) {
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (n < 0) return fail(std::strerror(errno));
+  if (text.size() > kMaxFileBytes) return fail("larger than 1 MiB");
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    lines.emplace_back(line);
+  }
+  return lines;
+}
+
 absl::StatusOr<ExecConfig> BuildExecConfig(const ExecOptions& options, char** environ) {
   ExecConfig config;
-  for (const std::string& spec : options.allow) {
+  std::vector<std::string> specs = options.allow;
+  if (!options.allow_file.empty()) {
+    absl::StatusOr<std::vector<std::string>> lines = ReadAllowExecFile(options.allow_file);
+    if (!lines.ok()) return lines.status();
+    specs.insert(specs.end(), lines->begin(), lines->end());
+  }
+  for (const std::string& spec : specs) {
     absl::StatusOr<ExecCommand> command = ParseAllowExec(spec);
     if (!command.ok()) return command.status();
     const std::string name = command->name;

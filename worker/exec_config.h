@@ -12,6 +12,9 @@
 //                                      hostile: `cat FILE` reads any file)
 //   --allow-exec /usr/bin/wc           the old form: the name is the path,
 //                                      no task arguments (a warning says so)
+//   --allow-exec-file FILE             one --allow-exec value per line (for
+//                                      systemd, whose $VARS cannot quote);
+//                                      blank lines and # comments skipped
 //
 // A command line is split at blanks; '...' quotes literally, "..." quotes
 // with \" and \\ escapes, and a backslash outside quotes escapes the next
@@ -50,6 +53,7 @@ struct ExecRlimits {
 // The flags, as given.
 struct ExecOptions {
   std::vector<std::string> allow;       // --allow-exec 'NAME=PROGRAM ARG...' (or PROGRAM)
+  std::string allow_file;               // --allow-exec-file: more of them, one a line
   std::vector<std::string> allow_args;  // --allow-exec-args NAME
   std::vector<std::string> env;         // --exec-env NAME or NAME=VALUE
   absl::Duration timeout = absl::ZeroDuration();  // --exec-timeout; 0 = none
@@ -87,8 +91,14 @@ absl::StatusOr<std::vector<std::string>> SplitCommandLine(absl::string_view line
 // write instead.
 absl::StatusOr<ExecCommand> ParseAllowExec(absl::string_view spec);
 
-// Checks every flag and builds the config; `environ` is the worker's own
-// environment (NULL-terminated), read for PATH/LANG/... pass-through.
+// The lines of an --allow-exec-file. FAILED_PRECONDITION if it cannot be
+// read, or if anyone but its owner (this user or root) may write it: it
+// decides what runs.
+absl::StatusOr<std::vector<std::string>> ReadAllowExecFile(const std::string& path);
+
+// Checks every flag (reading --allow-exec-file) and builds the config;
+// `environ` is the worker's own environment (NULL-terminated), read for
+// PATH/LANG/... pass-through.
 absl::StatusOr<ExecConfig> BuildExecConfig(const ExecOptions& options, char** environ);
 
 }  // namespace taskq

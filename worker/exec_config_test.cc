@@ -2,7 +2,12 @@
 // --allow-exec-args, --exec-env) and what they refuse.
 #include "worker/exec_config.h"
 
+#include <sys/stat.h>
+
+#include <cstdio>
+
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace taskq {
@@ -119,6 +124,31 @@ TEST(BuildExecConfig, Limits) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->timeout, absl::Seconds(5));
   EXPECT_EQ(config->rlimits.address_space_mb, 512u);
+}
+
+TEST(BuildExecConfig, AllowExecFileAddsCommandsAndMustNotBeWritableByOthers) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/allow-exec-", ::getpid());
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("# commands for this worker\n\n  wc=/usr/bin/wc -l  \nfail=/bin/sh -c 'exit 3'\n", f);
+  std::fclose(f);
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  ExecOptions options;
+  options.allow = {"cat=/bin/cat"};
+  options.allow_file = path;
+  absl::StatusOr<ExecConfig> config = BuildExecConfig(options, kEnviron);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->commands.size(), 3u);
+  EXPECT_EQ(config->commands.at("wc").argv, (Words{"/usr/bin/wc", "-l"}));
+  EXPECT_EQ(config->commands.at("fail").argv, (Words{"/bin/sh", "-c", "exit 3"}));
+
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  absl::StatusOr<ExecConfig> writable = BuildExecConfig(options, kEnviron);
+  ASSERT_FALSE(writable.ok());
+  EXPECT_EQ(writable.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(writable.status().message(), "chmod go-w")) << writable.status();
+  std::remove(path.c_str());
+  EXPECT_FALSE(BuildExecConfig(options, kEnviron).ok());  // missing
 }
 
 }  // namespace

@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
                  "whole command line; tasks name it in args[0] and send only stdin). The old "
                  "form PROGRAM is NAME=PROGRAM. Repeatable")
       ->allow_extra_args(false);
+  app.add_option("--allow-exec-file", options.exec.allow_file,
+                 "file of --allow-exec values, one a line (# comments); it must not be "
+                 "writable by group or others");
   app.add_option("--allow-exec-args", options.exec.allow_args,
                  "let tasks append arguments to the --allow-exec command NAME (the program must "
                  "treat them as hostile; see docs/WORKER.md). Repeatable")
