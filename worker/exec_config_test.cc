@@ -34,6 +34,10 @@ TEST(ParseAllowExec, NameEqualsCommandLine) {
   EXPECT_EQ(c->argv, (Words{"/usr/bin/wc", "-l"}));
   EXPECT_FALSE(c->legacy);
   EXPECT_FALSE(c->task_args);
+  // docs/WORKER.md's quoting example.
+  c = ParseAllowExec(R"(count=/bin/sh -c "wc -l | tr -d \" \"")");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->argv, (Words{"/bin/sh", "-c", R"(wc -l | tr -d " ")"}));
   c = ParseAllowExec(R"(my-tool="/opt/my tools/run" --mode=fast)");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->name, "my-tool");
