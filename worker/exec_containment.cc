@@ -81,6 +81,14 @@ class RunningTasks {
   absl::flat_hash_map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };
 
+// True if orphaned processes become this process's children: it is a
+// child subreaper (session mode, or its embedder made it one) or init.
+bool AdoptsOrphans() {
+  int subreaper = 0;
+  ::prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0);
+  return subreaper != 0 || ::getpid() == 1;
+}
+
 std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);
   std::ostringstream ss;
@@ -327,7 +335,7 @@ int ExecContainment::Sweep(bool kill_orphans, pid_t keep) {
                        [&](const RunningTasks::Entry& e) { return e.leader == pid; });
   };
   int signalled = 0;
-  for (const ProcStat& p : ListProcesses()) {
+  for (const ProcStat& p : ListDescendants(self)) {
     if (p.ppid != self || p.sid == self_sid || p.pid == keep || is_leader(p.pid)) continue;
     if (p.state == 'Z') {
       if (p.start_ticks < spawning_since) ReapIfSame(p);
@@ -366,36 +374,35 @@ void TaskProcesses::Terminate() {
   if (leader_ > 0) ::kill(-leader_, SIGTERM);
 }
 
-void TaskProcesses::KillAll() {
+bool TaskProcesses::KillAllAndCheck() {
   if (cgroup_fd_ >= 0) {
     WriteAt(cgroup_fd_, "cgroup.kill", "1").IgnoreError();
-    return;
+    return Populated(cgroup_fd_);
   }
-  if (leader_ <= 0) return;
+  if (leader_ <= 0) return false;
   // The leader is not reaped yet, so its pid still names this task's
   // group and session (and a session id stays taken while any member of
   // the session lives).
   ::kill(-leader_, SIGKILL);
-  for (const ProcStat& p : ListProcesses()) {
-    if (p.sid == leader_ && p.state != 'Z') SignalIfSame(p, SIGKILL);
+  // Every process of the task descends from this one: from the leader, or
+  // adopted by it (the subreaper) when its parent died. The leader itself
+  // is watched through its pidfd (it can be exiting but not yet a zombie
+  // here), and a session leader cannot leave its process group, so the
+  // kill above reached it.
+  bool any = false;
+  for (const ProcStat& p : ListDescendants(::getpid())) {
+    if (p.sid != leader_ || p.state == 'Z' || p.pid == leader_) continue;
+    any = true;
+    SignalIfSame(p, SIGKILL);
   }
-}
-
-bool TaskProcesses::AnyLeft() const {
-  if (cgroup_fd_ >= 0) return Populated(cgroup_fd_);
-  if (leader_ <= 0) return false;
-  for (const ProcStat& p : ListProcesses()) {
-    if (p.sid == leader_ && p.state != 'Z') return true;
-  }
-  return false;
+  return any;
 }
 
 rt::Task<bool> TaskProcesses::KillAndWait(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   bool gone = false;
   for (;;) {
-    KillAll();
-    if (!AnyLeft()) {
+    if (!KillAllAndCheck()) {
       gone = true;
       break;
     }
@@ -407,6 +414,8 @@ rt::Task<bool> TaskProcesses::KillAndWait(absl::Duration timeout) {
   // belonging to it.
   Unregister();
   const bool kill_orphans = owner_->mode() == ExecContainment::Mode::kSession;
+  // Nothing to do in cgroup mode unless orphans come to this process.
+  if (!kill_orphans && !AdoptsOrphans()) co_return gone;
   for (int round = 0; round < kSweepRounds; ++round) {
     if (ExecContainment::Sweep(kill_orphans, leader_) == 0) break;
     if (!(co_await rt::SleepFor(kPoll)).ok()) absl::SleepFor(kPoll);

@@ -129,8 +129,8 @@ class TaskProcesses {
         cgroup_dir_(std::move(cgroup_dir)),
         cgroup_fd_(cgroup_fd) {}
 
-  void KillAll();
-  bool AnyLeft() const;
+  // SIGKILLs every process of the task; true if one may still be alive.
+  bool KillAllAndCheck();
   void Unregister();
 
   std::shared_ptr<ExecContainment> owner_;

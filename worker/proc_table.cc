@@ -80,6 +80,57 @@ std::vector<ProcStat> ListProcesses() {
   return out;
 }
 
+namespace {
+
+// Appends the children of every thread of `pid` to `out`; false if the
+// kernel has no children files.
+bool AppendChildren(pid_t pid, std::vector<pid_t>* out) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
+  DIR* dir = ::opendir(path);
+  if (dir == nullptr) return true;  // gone
+  bool supported = true;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::string file = absl::StrCat(path, "/", entry->d_name, "/children");
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) supported = false;
+      continue;
+    }
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+      int child;
+      if (absl::SimpleAtoi(word, &child)) out->push_back(child);
+    }
+  }
+  ::closedir(dir);
+  return supported;
+}
+
+}  // namespace
+
+std::vector<ProcStat> ListDescendants(pid_t root) {
+  std::vector<ProcStat> out;
+  std::vector<pid_t> frontier;
+  if (!AppendChildren(root, &frontier)) return ListProcesses();
+  // Bounded: a fork bomb must not keep us here.
+  constexpr size_t kMaxProcesses = 1 << 16;
+  while (!frontier.empty() && out.size() < kMaxProcesses) {
+    pid_t pid = frontier.back();
+    frontier.pop_back();
+    std::optional<ProcStat> stat = ReadProcStat(pid);
+    if (!stat) continue;
+    out.push_back(*stat);
+    if (stat->state != 'Z') AppendChildren(pid, &frontier);
+  }
+  return out;
+}
+
 uint64_t BootTicksNow() {
   timespec ts;
   ::clock_gettime(CLOCK_BOOTTIME, &ts);
