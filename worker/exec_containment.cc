@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -217,7 +218,7 @@ absl::StatusOr<std::string> MakeWorkerCgroup(const std::string& base) {
       status = absl::FailedPreconditionError(
           absl::StrCat("cannot open ", probe, ": ", std::strerror(errno)));
     } else {
-      status = ProbeCloneIntoCgroup(fd);
+      status = ProbeJoinCgroup(fd);
       if (status.ok()) {
         absl::Status kill = WriteAt(fd, "cgroup.kill", "1");
         if (!kill.ok()) {
@@ -324,28 +325,27 @@ void ExecContainment::RetryRemovals() {
 int ExecContainment::Sweep(bool kill_orphans, pid_t keep) {
   const pid_t self = ::getpid();
   const pid_t self_sid = ::getsid(0);
-  std::vector<RunningTasks::Entry> running = RunningTasks::Get().Snapshot();
+  absl::flat_hash_set<pid_t> leaders;
+  uint64_t oldest_running = std::numeric_limits<uint64_t>::max();
   // A child being spawned (no leader yet) is younger than its entry.
   uint64_t spawning_since = std::numeric_limits<uint64_t>::max();
-  for (const auto& entry : running) {
+  for (const auto& entry : RunningTasks::Get().Snapshot()) {
+    oldest_running = std::min(oldest_running, entry.start_ticks);
     if (entry.leader == 0) spawning_since = std::min(spawning_since, entry.start_ticks);
+    if (entry.leader > 0) leaders.insert(entry.leader);
   }
-  auto is_leader = [&](pid_t pid) {
-    return std::any_of(running.begin(), running.end(),
-                       [&](const RunningTasks::Entry& e) { return e.leader == pid; });
-  };
+  // Only children: a task's leader and what we adopted. Leaders are their
+  // tasks' own to reap.
+  auto skip = [&](pid_t pid) { return pid == keep || leaders.contains(pid); };
   int signalled = 0;
-  for (const ProcStat& p : ListDescendants(self)) {
-    if (p.ppid != self || p.sid == self_sid || p.pid == keep || is_leader(p.pid)) continue;
+  for (const ProcStat& p : ListDescendants(self, skip, /*depth=*/1)) {
+    if (p.ppid != self || p.sid == self_sid || skip(p.pid)) continue;
     if (p.state == 'Z') {
       if (p.start_ticks < spawning_since) ReapIfSame(p);
       continue;
     }
-    if (!kill_orphans || is_leader(p.sid)) continue;  // in a running task's session
-    bool may_be_running_tasks = std::any_of(
-        running.begin(), running.end(),
-        [&](const RunningTasks::Entry& e) { return e.start_ticks <= p.start_ticks; });
-    if (may_be_running_tasks) continue;
+    if (!kill_orphans || leaders.contains(p.sid)) continue;  // in a running task's session
+    if (oldest_running <= p.start_ticks) continue;  // it may be a running task's
     if (SignalIfSame(p, SIGKILL)) ++signalled;
   }
   return signalled;
@@ -385,12 +385,18 @@ bool TaskProcesses::KillAllAndCheck() {
   // the session lives).
   ::kill(-leader_, SIGKILL);
   // Every process of the task descends from this one: from the leader, or
-  // adopted by it (the subreaper) when its parent died. The leader itself
-  // is watched through its pidfd (it can be exiting but not yet a zombie
-  // here), and a session leader cannot leave its process group, so the
-  // kill above reached it.
+  // adopted by it (the subreaper) when its parent died; never from another
+  // task's leader, whose trees are left out. The leader itself is watched
+  // through its pidfd (it can be exiting but not yet a zombie here), and a
+  // session leader cannot leave its process group, so the kill above
+  // reached it.
+  absl::flat_hash_set<pid_t> other_leaders;
+  for (const auto& entry : RunningTasks::Get().Snapshot()) {
+    if (entry.leader > 0 && entry.leader != leader_) other_leaders.insert(entry.leader);
+  }
+  auto skip = [&](pid_t pid) { return other_leaders.contains(pid); };
   bool any = false;
-  for (const ProcStat& p : ListDescendants(::getpid())) {
+  for (const ProcStat& p : ListDescendants(::getpid(), skip)) {
     if (p.sid != leader_ || p.state == 'Z' || p.pid == leader_) continue;
     any = true;
     SignalIfSame(p, SIGKILL);

@@ -7,7 +7,7 @@
 //   cgroup   When the worker can create cgroup v2 directories (it runs as
 //            root, or in a systemd unit with Delegate=yes): a directory
 //            <the worker's cgroup>/taskq-exec-PID-N/task-M per task. The
-//            child is cloned straight into it (CLONE_INTO_CGROUP), so
+//            child moves itself into it before it runs the program, so
 //            whatever it starts is in it too, setsid or not; the task's end
 //            writes cgroup.kill, which kills all of them at once. Only a
 //            process that may write cgroup files (root, or the worker's
@@ -58,8 +58,9 @@ class ExecContainment : public std::enable_shared_from_this<ExecContainment> {
 
   // `setting`: "auto" (cgroup if it works here, else session), "off"
   // (session), or a cgroup v2 directory to create task cgroups in (an
-  // error if that does not work). Probes by cloning a child into a test
-  // cgroup; in session mode makes this process a child subreaper.
+  // error if that does not work). Probes by moving a child into a test
+  // cgroup and killing it there; in session mode makes this process a
+  // child subreaper.
   static absl::StatusOr<std::shared_ptr<ExecContainment>> Create(const std::string& setting);
   // Kills whatever is left in its cgroups and removes them.
   ~ExecContainment();

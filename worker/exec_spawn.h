@@ -1,27 +1,30 @@
 // SpawnProcess: starts a program for the exec handler, set up the way
-// posix_spawn cannot: resource limits, a cgroup chosen at birth, a fresh
-// session, a fixed environment.
+// posix_spawn cannot: resource limits, a cgroup, a fresh session, a fixed
+// environment.
 //
-// How: clone3(2) without CLONE_VM (a copy-on-write child, like fork) with
-// CLONE_PIDFD (the pidfd comes with the child, so it can never name a
-// recycled pid) and, when a cgroup is given, CLONE_INTO_CGROUP (the child
-// is in its cgroup before it runs a single instruction, so nothing it
-// starts can be outside it). The child then, using raw system calls only
-// (it is a copy of a multithreaded process: no malloc, no locks, no
-// sanitizer runtime):
-//   - resets every signal disposition to default and its mask to empty,
+// How: clone(2) with CLONE_VM | CLONE_VFORK (as posix_spawn does: the
+// child borrows our memory on a stack of its own while the calling thread
+// waits, so nothing is copied) and CLONE_PIDFD (the pidfd comes with the
+// child, so it can never name a recycled pid). The child then, using raw
+// system calls only (it runs inside a multithreaded process: no malloc, no
+// locks, no sanitizer runtime):
+//   - resets every signal disposition to default (all signals stay
+//     blocked until just before execve),
 //   - calls setsid() (its own session and process group: no controlling
 //     terminal, and the worker's Ctrl-C does not reach it),
-//   - sets the resource limits,
+//   - moves itself into the task's cgroup, if any (writes "0" to its
+//     cgroup.procs), before the program runs, so whatever the program
+//     starts is born inside it,
+//   - sets the resource limits (soft and hard),
 //   - puts the given pipe ends on 0, 1, 2 and marks every other descriptor
-//     close-on-exec,
+//     close-on-exec, empties its signal mask,
 //   - execve()s the program with exactly the given argv and environment.
-// A failure before or at execve is sent back on a close-on-exec pipe, so
-// SpawnProcess returns only once the program runs (or reports why not),
-// like posix_spawn. Needs Linux 5.3 (clone3, pidfd); 5.7 for a cgroup.
+// The calling thread resumes once the child has exec'd or failed (the
+// failure is left in our memory), like posix_spawn. Needs Linux 5.2
+// (CLONE_PIDFD); close_range is used when there (5.11), else a loop.
 //
-// Thread-safety: safe to call concurrently (it briefly blocks all signals
-// in the calling thread only).
+// Thread-safety: safe to call concurrently (it blocks all signals in the
+// calling thread only, for the duration of the clone).
 #pragma once
 
 #include <sys/resource.h>
@@ -59,9 +62,9 @@ struct SpawnedProcess {
 // set up; UNAVAILABLE when the system is out of processes or memory.
 absl::StatusOr<SpawnedProcess> SpawnProcess(const SpawnRequest& request);
 
-// Clones a child straight into the cgroup `cgroup_fd` that exits at once,
-// and reaps it: checks that CLONE_INTO_CGROUP works there.
-absl::Status ProbeCloneIntoCgroup(int cgroup_fd);
+// Starts a child that moves itself into the cgroup `cgroup_fd` and exits,
+// and reaps it: checks that the worker may put its children there.
+absl::Status ProbeJoinCgroup(int cgroup_fd);
 
 // The candidates for `program`: itself if it contains '/', else each
 // directory of `search_path` (':'-separated; empty = ".") + "/" + program.

@@ -114,19 +114,26 @@ bool AppendChildren(pid_t pid, std::vector<pid_t>* out) {
 
 }  // namespace
 
-std::vector<ProcStat> ListDescendants(pid_t root) {
+std::vector<ProcStat> ListDescendants(pid_t root, const std::function<bool(pid_t)>& skip,
+                                      int depth) {
   std::vector<ProcStat> out;
-  std::vector<pid_t> frontier;
-  if (!AppendChildren(root, &frontier)) return ListProcesses();
+  std::vector<pid_t> children;
+  if (!AppendChildren(root, &children)) return ListProcesses();
+  std::vector<std::pair<pid_t, int>> frontier;  // pid, its depth
+  for (pid_t pid : children) frontier.emplace_back(pid, 1);
   // Bounded: a fork bomb must not keep us here.
   constexpr size_t kMaxProcesses = 1 << 16;
   while (!frontier.empty() && out.size() < kMaxProcesses) {
-    pid_t pid = frontier.back();
+    auto [pid, level] = frontier.back();
     frontier.pop_back();
+    if (skip && skip(pid)) continue;
     std::optional<ProcStat> stat = ReadProcStat(pid);
     if (!stat) continue;
     out.push_back(*stat);
-    if (stat->state != 'Z') AppendChildren(pid, &frontier);
+    if (stat->state == 'Z' || level >= depth) continue;
+    children.clear();
+    AppendChildren(pid, &children);
+    for (pid_t child : children) frontier.emplace_back(child, level + 1);
   }
   return out;
 }

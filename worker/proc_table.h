@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -28,11 +30,14 @@ struct ProcStat {
 std::optional<ProcStat> ReadProcStat(pid_t pid);
 // Every process visible in /proc (a snapshot: it may change meanwhile).
 std::vector<ProcStat> ListProcesses();
-// The descendants of `root` (children, their children, ...), found through
-// /proc/PID/task/TID/children: cheaper than ListProcesses on a busy host.
-// Falls back to every process when the kernel lacks those files
-// (CONFIG_PROC_CHILDREN), so callers must still filter.
-std::vector<ProcStat> ListDescendants(pid_t root);
+// The descendants of `root` (children, their children, ...; `depth` 1 =
+// children only), found through /proc/PID/task/TID/children: cheaper than
+// ListProcesses on a busy host. A pid for which `skip` says true is left
+// out with its subtree (without reading it). Falls back to every process
+// when the kernel lacks those files (CONFIG_PROC_CHILDREN), so callers
+// must still filter.
+std::vector<ProcStat> ListDescendants(pid_t root, const std::function<bool(pid_t)>& skip = nullptr,
+                                      int depth = std::numeric_limits<int>::max());
 // Now, in the unit of ProcStat::start_ticks.
 uint64_t BootTicksNow();
 
