@@ -170,7 +170,8 @@ absl::StatusOr<std::string> OwnCgroupDir() {
 }
 
 // Kills and removes the cgroups of exec workers that are gone (crashed):
-// taskq-exec-PID-N in `base` whose PID is no running taskq-worker.
+// taskq-exec-PID-N in `base` whose PID is not running. (A PID reused by
+// another process keeps its directory: harmless, and never a wrong kill.)
 void RemoveStaleWorkerDirs(const std::string& base) {
   DIR* dir = ::opendir(base.c_str());
   if (dir == nullptr) return;
@@ -192,8 +193,8 @@ void RemoveStaleWorkerDirs(const std::string& base) {
   }
 }
 
-// Makes `base`/taskq-exec-PID-N and checks that a child can be cloned
-// into a cgroup under it and killed with cgroup.kill. Returns the new
+// Makes `base`/taskq-exec-PID-N and checks that a child can be moved
+// into a cgroup under it and that cgroup.kill exists. Returns the new
 // directory.
 absl::StatusOr<std::string> MakeWorkerCgroup(const std::string& base) {
   static std::atomic<uint64_t> counter{0};
@@ -318,6 +319,10 @@ void ExecContainment::RetryRemovals() {
     paths.swap(deferred_);
   }
   for (auto& path : paths) {
+    if (int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+      WriteAt(fd, "cgroup.kill", "1").IgnoreError();  // what did not die yet
+      ::close(fd);
+    }
     if (::rmdir(path.c_str()) != 0 && errno == EBUSY) DeferRemoval(std::move(path));
   }
 }

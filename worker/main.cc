@@ -20,7 +20,7 @@
 
 namespace {
 
-// posix_spawn'd children get fds 0-2 by dup2; if the worker itself started
+// exec children get fds 0-2 by dup2; if the worker itself started
 // with one closed, a pipe could land there and be clobbered.
 void EnsureStdFdsOpen() {
   for (int fd = 0; fd <= 2; ++fd) {
