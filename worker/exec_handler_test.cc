@@ -410,6 +410,34 @@ TEST_P(Exec, ManyChildrenAtOnceOnOneThread) {
   EXPECT_LT(took, absl::Seconds(10)) << took;  // 50 x 0.3 s in sequence would be 15 s
 }
 
+TEST_P(Exec, CostPerTask) {
+  // What the containment adds to a task, printed for docs/WORKER.md: 100
+  // /bin/true one after another, then 100 at once on the one thread.
+  ExecHandler handler = Make({"true=/bin/true"});
+  v1::Task task = ExecTask({"true"});
+  constexpr int kTasks = 100;
+  absl::Time start = absl::Now();
+  for (int i = 0; i < kTasks; ++i) ASSERT_TRUE(RunExec(handler, task).ok());
+  const absl::Duration each = (absl::Now() - start) / kTasks;
+  struct One {
+    static rt::Task<bool> Run(const ExecHandler* handler, const v1::Task* task) {
+      HandlerContext context(*task, "w");
+      co_return (co_await (*handler)(context)).ok();
+    }
+  };
+  std::vector<rt::Task<bool>> runs;
+  for (int i = 0; i < kTasks; ++i) runs.push_back(One::Run(&handler, &task));
+  start = absl::Now();
+  std::vector<bool> ok = Sched().BlockOn(rt::WhenAll(std::move(runs)));
+  const absl::Duration together = absl::Now() - start;
+  EXPECT_EQ(std::count(ok.begin(), ok.end(), true), kTasks);
+  std::printf("[ figures ] exec /bin/true, %s: %s each in sequence; %d at once in %s (%.0f/s)\n",
+              handler.containment()->description().c_str(), absl::FormatDuration(each).c_str(),
+              kTasks, absl::FormatDuration(together).c_str(),
+              kTasks / absl::ToDoubleSeconds(together));
+  EXPECT_LT(together, absl::Seconds(30));
+}
+
 TEST_P(Exec, BackgroundProcessesDieWhenTheChildExits) {
   // The child exits at once and leaves a background grandchild holding
   // stdout: the grandchild is killed, so the task ends at once with the
