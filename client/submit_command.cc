@@ -187,8 +187,9 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
   s->add_option("--priority", args->priority,
                 "Priority on a priority queue: lower runs first (default 0)");
   s->add_option("--arg", args->handler_args,
-                "Handler argument (repeatable). For exec: the program (allowed on the worker "
-                "with --allow-exec), then its arguments; ARG is its stdin")
+                "Handler argument (repeatable). For exec: the name of a command the worker "
+                "allows (--allow-exec NAME=...); more arguments only if the worker allows them "
+                "for it (--allow-exec-args); ARG is its stdin")
       ->type_name("A")
       ->allow_extra_args(false);  // one value per --arg: the rest are payloads
   s->add_option("--header", args->headers, "Metadata KEY=VALUE for the handler (repeatable)")

@@ -21,7 +21,10 @@
 #                           reached over loopback or runs --insecure)
 #   --tls-ca FILE           CA certificate, copied next to the token
 #   --tls-server-name NAME  name to check in the master's certificate
-#   --allow-exec PROGRAM    passed to the worker; repeatable
+#   --allow-exec 'NAME=PROGRAM ARG...'
+#                           an exec command, passed to the worker (one
+#                           value, quoted for the remote shell); repeatable
+#   --allow-exec-args NAME  passed to the worker; repeatable
 #   --worker-bin PATH       taskq-worker on the remote hosts (default:
 #                           taskq-worker, found in the remote PATH)
 #   --remote-dir DIR        directory relative to the remote home
@@ -34,7 +37,7 @@
 # The token never appears on a command line: scp copies the file.
 set -euo pipefail
 
-usage() { sed -n '2,35s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,37s/^# \{0,1\}//p' "$0"; }
 die() { printf 'launch-workers: %s\n' "$*" >&2; exit 2; }
 say() { printf '==> %s\n' "$*"; }
 
@@ -43,12 +46,12 @@ sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
 master="" token_file="" count=1 concurrency="" tls=0 tls_ca="" tls_server_name=""
 worker_bin=taskq-worker remote_dir=.taskq stop=0 dry_run=0
-queues=() allow_exec=() ssh_opts=(-o BatchMode=yes) hosts=()
+queues=() allow_exec=() allow_exec_args=() ssh_opts=(-o BatchMode=yes) hosts=()
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --master|--token-file|--count|--queue|--concurrency|--tls-ca|--tls-server-name|\
-    --allow-exec|--worker-bin|--remote-dir|--ssh-option)
+    --allow-exec|--allow-exec-args|--worker-bin|--remote-dir|--ssh-option)
       [[ $# -ge 2 ]] || die "$1 needs a value" ;;
   esac
   case "$1" in
@@ -61,6 +64,7 @@ while [[ $# -gt 0 ]]; do
     --tls-ca) tls_ca=${2-}; tls=1; shift 2 ;;
     --tls-server-name) tls_server_name=${2-}; shift 2 ;;
     --allow-exec) allow_exec+=("${2-}"); shift 2 ;;
+    --allow-exec-args) allow_exec_args+=("${2-}"); shift 2 ;;
     --worker-bin) worker_bin=${2-}; shift 2 ;;
     --remote-dir) remote_dir=${2-}; shift 2 ;;
     --ssh-option) ssh_opts+=(-o "${2-}"); shift 2 ;;
@@ -159,6 +163,7 @@ EOF
   [[ -n $tls_ca ]] && flags+=" --tls-ca \"\$dir/ca.crt\""
   [[ -n $tls_server_name ]] && flags+=" --tls-server-name $(sq "$tls_server_name")"
   for p in "${allow_exec[@]}"; do flags+=" --allow-exec $(sq "$p")"; done
+  for p in "${allow_exec_args[@]}"; do flags+=" --allow-exec-args $(sq "$p")"; done
 
   # 3. Install the token, start the workers that are not running yet.
   remote "$host" <<EOF

@@ -32,6 +32,9 @@ std::vector<std::string> FailedIds(const std::string& err) {
   return ids;
 }
 
+// An exec command that echoes its payload to stderr and exits 3.
+constexpr char kFailer[] = R"(fail=/bin/sh -c "cat >&2; exit 3")";
+
 // `dlq list` rows without the header, split at tabs.
 std::vector<std::vector<std::string>> DeadRows(const CliResult& r) {
   std::vector<std::vector<std::string>> rows;
@@ -49,13 +52,12 @@ TEST(DeadLetters, AlwaysFailingTaskLandsInTheDlqWithItsErrorAndHistory) {
   ASSERT_EQ(create.exit_code, 0) << Describe(create);
 
   Process* worker = cluster.StartWorker(
-      {"--queue", "jobs", "--allow-exec", "/bin/sh", "--concurrency", "2", "--id", "failer"});
+      {"--queue", "jobs", "--allow-exec", kFailer, "--concurrency", "2", "--id", "failer"});
   ASSERT_TRUE(cluster.WaitWorkerConnected(worker)) << worker->Stderr();
 
-  // The program echoes its payload to stderr and exits 3: a retryable error.
-  const std::vector<std::string> exec = {"submit",  "--queue", "jobs", "--handler",
-                                         "exec",    "--arg",   "/bin/sh", "--arg=-c",
-                                         "--arg",   "cat >&2; exit 3", "--wait"};
+  // The command echoes its payload to stderr and exits 3: a retryable error.
+  const std::vector<std::string> exec = {"submit", "--queue", "jobs",  "--handler",
+                                         "exec",   "--arg",   "fail", "--wait"};
   std::vector<std::string> args = exec;
   args.push_back("boom-1");
   args.push_back("boom-2");
@@ -153,7 +155,7 @@ TEST(DeadLetters, AlwaysFailingTaskLandsInTheDlqWithItsErrorAndHistory) {
 
   // They run again, fail again, and come back to the DLQ.
   Process* again =
-      cluster.StartWorker({"--queue", "jobs", "--allow-exec", "/bin/sh", "--id", "failer-2"});
+      cluster.StartWorker({"--queue", "jobs", "--allow-exec", kFailer, "--id", "failer-2"});
   ASSERT_NE(again, nullptr);
   ASSERT_TRUE(WaitFor([&] { return cluster.StatNumber("jobs.dlq", "dead") == 2; },
                       absl::Seconds(30), absl::Milliseconds(20)))

@@ -73,11 +73,10 @@ rt::Task<absl::StatusOr<std::string>> SleepHandler(HandlerContext& context) {
   co_return absl::StrCat("slept ", absl::StripAsciiWhitespace(context.payload()));
 }
 
-absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry,
-                                     std::vector<std::string> allow_exec) {
+absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry, ExecHandler exec) {
   if (auto s = registry->Register("square", SquareHandler); !s.ok()) return s;
   if (auto s = registry->RegisterAsync("sleep", SleepHandler); !s.ok()) return s;
-  return registry->RegisterAsync("exec", ExecHandler(std::move(allow_exec)));
+  return registry->RegisterAsync("exec", std::move(exec));
 }
 
 }  // namespace taskq

@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/runtime/task.h"
+#include "worker/exec_handler.h"
 #include "worker/handler_registry.h"
 
 namespace taskq {
@@ -41,8 +42,7 @@ absl::StatusOr<std::string> SquareHandler(const HandlerContext& context);
 // timers).
 rt::Task<absl::StatusOr<std::string>> SleepHandler(HandlerContext& context);
 
-// Registers square, sleep and exec (allowing exactly `allow_exec`).
-absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry,
-                                     std::vector<std::string> allow_exec);
+// Registers square, sleep and `exec` (a default ExecHandler allows nothing).
+absl::Status RegisterBuiltinHandlers(HandlerRegistry* registry, ExecHandler exec);
 
 }  // namespace taskq

@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,18 +10,23 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/runtime/io.h"
 #include "common/runtime/sleep.h"
 #include "common/runtime/when_all.h"
+#include "worker/exec_spawn.h"
 
 extern char** environ;
 
@@ -32,6 +37,9 @@ constexpr size_t kChunk = 64 * 1024;
 // After the child exits, how long to keep reading pipes that a grandchild
 // may still hold open before giving up on them.
 constexpr absl::Duration kLingerAfterExit = absl::Seconds(1);
+// How long killing a task's processes may take before the task ends anyway
+// (a process stuck in the kernel cannot die sooner).
+constexpr absl::Duration kKillWait = absl::Seconds(5);
 
 // Writing to a pipe whose reader is gone raises SIGPIPE, which by default
 // kills the process. The worker wants EPIPE instead; only a SIG_DFL
@@ -84,57 +92,6 @@ std::string StderrSuffix(std::string tail) {
   if (trimmed.empty()) return "; no stderr output";
   return absl::StrCat("; stderr: ", trimmed);
 }
-
-// Spawns argv with the given pipe ends as its stdin/stdout/stderr. Returns
-// the pid or an errno value.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, bool search_path,
-                            int child_in, int child_out, int child_err) {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attr);
-  ::posix_spawn_file_actions_adddup2(&actions, child_in, STDIN_FILENO);
-  ::posix_spawn_file_actions_adddup2(&actions, child_out, STDOUT_FILENO);
-  ::posix_spawn_file_actions_adddup2(&actions, child_err, STDERR_FILENO);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  // Belt and braces: descriptors opened without O_CLOEXEC by other code in
-  // this process (a library) must not leak into the child either.
-  ::posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-#endif
-  // The worker blocks SIGTERM/SIGINT in every thread and ignores SIGPIPE;
-  // the child must start with neither inherited.
-  sigset_t empty, all;
-  sigemptyset(&empty);
-  sigfillset(&all);
-  ::posix_spawnattr_setsigmask(&attr, &empty);
-  ::posix_spawnattr_setsigdefault(&attr, &all);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setflags(
-      &attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = search_path
-               ? ::posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ)
-               : ::posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc)));
-  }
-  return pid;
-}
-
-// waitpid that retries on EINTR (only for a child already sent SIGKILL).
-void WaitBlocking(pid_t pid, int* status) {
-  while (::waitpid(pid, status, 0) < 0 && errno == EINTR) {
-  }
-}
-
 
 // Where one output pipe goes: stdout keeps up to `limit` bytes (more is an
 // overflow), stderr keeps a tail of about `limit` bytes.
@@ -209,84 +166,107 @@ rt::Task<void> PumpPipes(UniqueFd* in, absl::string_view input, UniqueFd* out, S
   pipes_closed->request_stop();
 }
 
-// Waits for the child to exit and reaps it; returns its wait status. When
-// `kill` fires first (the task was told to stop, or stdout overflowed) the
-// child's process group gets SIGTERM, then SIGKILL after `grace` (at once
-// for an overflow), and is reaped. After a normal exit the pipes get
-// kLingerAfterExit more (a grandchild may still hold them), then
-// `pipes_stop` gives up on them.
-rt::Task<absl::StatusOr<int>> ReapChild(pid_t pid, int pidfd, std::stop_token kill,
-                                        std::stop_token pipes_closed,
-                                        std::stop_source* pipes_stop,
-                                        const std::atomic<bool>* overflowed,
-                                        absl::Duration grace, bool* killed) {
-  absl::StatusOr<int> status = co_await rt::WaitChildExit(pidfd, kill);
-  if (status.ok()) {
-    absl::Status lingered = co_await rt::SleepFor(kLingerAfterExit, pipes_closed);
-    lingered.IgnoreError();  // CANCELLED: the pipes closed first, as usual
-    pipes_stop->request_stop();
-    co_return status;
+
+// Reaps the child behind `pidfd` blocking (only once it has SIGKILL).
+int ReapBlocking(int pidfd) {
+  siginfo_t info;
+  std::memset(&info, 0, sizeof info);
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) < 0 &&
+         errno == EINTR) {
   }
-  if (!absl::IsCancelled(status.status())) {
-    // Not our child or already reaped: nothing to kill (the pid may not be
-    // ours any more).
-    pipes_stop->request_stop();
-    co_return status;
-  }
-  *killed = true;
-  pipes_stop->request_stop();
-  const bool at_once = overflowed->load(std::memory_order_acquire);
-  ::kill(-pid, at_once ? SIGKILL : SIGTERM);  // its whole process group
-  if (!at_once) {
-    status = co_await rt::WaitChildExit(pidfd, {}, absl::Now() + grace);
-    if (status.ok()) co_return status;
-    ::kill(-pid, SIGKILL);
-  }
-  status = co_await rt::WaitChildExit(pidfd);
-  if (!status.ok()) {
-    // The scheduler is shutting down (its waits fail at once): the child
-    // has SIGKILL, so a blocking reap is short.
-    int wait_status = 0;
-    WaitBlocking(pid, &wait_status);
-    status = wait_status;
-  }
-  co_return status;
+  if (info.si_code == CLD_EXITED) return (info.si_status & 0xff) << 8;
+  return info.si_status & 0x7f;
 }
 
-}  // namespace
+// How the child's run ended.
+struct Outcome {
+  absl::StatusOr<int> wait_status = 0;  // the child's, waitpid-style
+  bool killed = false;                  // ended by us (stop, overflow, timeout)
+  bool timed_out = false;
+};
 
-rt::Task<absl::StatusOr<std::string>> RunProgram(std::vector<std::string> argv, bool search_path,
-                                                 absl::string_view input, std::stop_token stop,
-                                                 ExecLimits limits) {
-  if (argv.empty()) co_return absl::InvalidArgumentError("exec: no program given");
-  for (const auto& a : argv) {
-    if (a.find('\0') != std::string::npos) {
-      co_return absl::InvalidArgumentError("exec: an argument contains a NUL byte");
+// Waits for the child to exit, for `kill` (told to stop, or stdout
+// overflowed) or for `deadline` (--exec-timeout). To end it: SIGTERM to
+// its process group, and `grace` later (at once for an overflow) SIGKILL
+// to every process of the task. After a normal exit the task's other
+// processes are killed too (they die with it), and the pipes get
+// kLingerAfterExit more before `pipes_stop` gives up on them. The child
+// is reaped last, so its pid keeps naming its session until then.
+rt::Task<Outcome> Supervise(int pidfd, TaskProcesses* processes, std::stop_token kill,
+                            absl::Time deadline, std::stop_token pipes_closed,
+                            std::stop_source* pipes_stop, const std::atomic<bool>* overflowed,
+                            absl::Duration grace) {
+  Outcome outcome;
+  absl::Status exited = co_await rt::WaitReadable(pidfd, kill, deadline);
+  if (!exited.ok()) {
+    outcome.killed = true;
+    outcome.timed_out = absl::IsDeadlineExceeded(exited);
+    pipes_stop->request_stop();
+    // Neither a stop nor the deadline: the scheduler is shutting down.
+    const bool at_once = overflowed->load(std::memory_order_acquire) ||
+                         (!outcome.timed_out && !kill.stop_requested());
+    if (!at_once) {
+      processes->Terminate();
+      (co_await rt::WaitReadable(pidfd, {}, absl::Now() + grace)).IgnoreError();
     }
   }
+  if (!co_await processes->KillAndWait(kKillWait)) {
+    LogWarning("exec: some processes of a task did not die within %s of SIGKILL",
+               absl::FormatDuration(kKillWait));
+  }
+  outcome.wait_status = co_await rt::WaitChildExit(pidfd);
+  if (!outcome.wait_status.ok() && absl::IsCancelled(outcome.wait_status.status())) {
+    // The scheduler is shutting down: the child has SIGKILL, a blocking
+    // reap is short.
+    outcome.wait_status = ReapBlocking(pidfd);
+  }
+  if (!outcome.killed) {
+    (co_await rt::SleepFor(kLingerAfterExit, pipes_closed)).IgnoreError();
+    pipes_stop->request_stop();
+  }
+  co_return outcome;
+}
+
+std::vector<SpawnRequest::Limit> RlimitsOf(const ExecRlimits& r) {
+  std::vector<SpawnRequest::Limit> out;
+  if (r.address_space_mb > 0) out.push_back({RLIMIT_AS, static_cast<rlim_t>(r.address_space_mb) << 20});
+  if (r.cpu_seconds > 0) out.push_back({RLIMIT_CPU, static_cast<rlim_t>(r.cpu_seconds)});
+  if (r.open_files > 0) out.push_back({RLIMIT_NOFILE, static_cast<rlim_t>(r.open_files)});
+  if (r.file_size_mb > 0) out.push_back({RLIMIT_FSIZE, static_cast<rlim_t>(r.file_size_mb) << 20});
+  return out;
+}
+
+// Runs one command: `name` for messages, `argv` as given.
+rt::Task<absl::StatusOr<std::string>> RunCommand(const ExecConfig& config,
+                                                 ExecContainment& containment,
+                                                 const ExecLimits& limits, std::string name,
+                                                 std::vector<std::string> argv,
+                                                 absl::string_view input, std::stop_token stop) {
   IgnoreSigpipeOnce();
+  absl::StatusOr<std::unique_ptr<TaskProcesses>> processes = containment.Begin();
+  if (!processes.ok()) co_return processes.status();
   UniqueFd in_r, in_w, out_r, out_w, err_r, err_w;
   if (!MakePipe(&in_r, &in_w) || !MakePipe(&out_r, &out_w) || !MakePipe(&err_r, &err_w)) {
     co_return absl::UnavailableError(absl::StrCat("exec: pipe: ", std::strerror(errno)));
   }
-  absl::StatusOr<pid_t> spawned = Spawn(argv, search_path, in_r.get(), out_w.get(), err_w.get());
+  SpawnRequest request;
+  const char* worker_path = std::getenv("PATH");
+  request.paths = ProgramCandidates(argv[0], worker_path != nullptr ? worker_path : kDefaultExecPath);
+  request.argv = std::move(argv);
+  request.env = config.env;
+  request.stdin_fd = in_r.get();
+  request.stdout_fd = out_w.get();
+  request.stderr_fd = err_w.get();
+  request.cgroup_fd = (*processes)->cgroup_fd();
+  request.limits = RlimitsOf(config.rlimits);
+  absl::StatusOr<SpawnedProcess> spawned = SpawnProcess(request);
   in_r.Close();
   out_w.Close();
   err_w.Close();
   if (!spawned.ok()) co_return spawned.status();
-  const pid_t pid = *spawned;
-  const std::string& program = argv[0];
-  // Right after spawning, before anything can reap the child.
-  absl::StatusOr<int> opened = rt::OpenPidfd(pid);
-  if (!opened.ok()) {
-    ::kill(-pid, SIGKILL);
-    int ignored = 0;
-    WaitBlocking(pid, &ignored);
-    co_return absl::UnavailableError(
-        absl::StrCat("exec: cannot watch ", program, ": ", opened.status().message()));
-  }
+  (*processes)->SetLeader(spawned->pid);
   UniqueFd pidfd;
-  pidfd.Reset(*opened);
+  pidfd.Reset(spawned->pidfd);
 
   SetNonBlocking(in_w.get());
   SetNonBlocking(out_r.get());
@@ -301,63 +281,115 @@ rt::Task<absl::StatusOr<std::string>> RunProgram(std::vector<std::string> argv, 
                                       [&pipes_stop] { pipes_stop.request_stop(); });
   Sink out(limits.max_output, /*tail=*/false);
   Sink err(limits.stderr_tail, /*tail=*/true);
-  bool killed = false;
-  auto [pumped, wait_status] = co_await rt::WhenAll(
+  const absl::Time deadline = config.timeout > absl::ZeroDuration()
+                                  ? absl::Now() + config.timeout
+                                  : absl::InfiniteFuture();
+  auto [pumped, outcome] = co_await rt::WhenAll(
       PumpPipes(&in_w, input, &out_r, &out, &err_r, &err, pipes_stop.get_token(), &kill,
                 &pipes_closed),
-      ReapChild(pid, pidfd.get(), kill.get_token(), pipes_closed.get_token(), &pipes_stop,
-                &out.overflowed, limits.kill_grace, &killed));
+      Supervise(pidfd.get(), processes->get(), kill.get_token(), deadline,
+                pipes_closed.get_token(), &pipes_stop, &out.overflowed, limits.kill_grace));
   (void)pumped;
 
   std::string err_tail = std::move(err.data);
   if (err_tail.size() > limits.stderr_tail) {
     err_tail.erase(0, err_tail.size() - limits.stderr_tail);
   }
-  if (killed && stop.stop_requested()) {
+  if (outcome.killed && stop.stop_requested()) {
     co_return absl::CancelledError(
-        absl::StrCat("exec of ", program, " interrupted: the task was told to stop"));
+        absl::StrCat("exec of ", name, " interrupted: the task was told to stop"));
   }
   if (out.overflowed.load(std::memory_order_acquire)) {
     co_return absl::FailedPreconditionError(absl::StrCat(
-        program, " wrote more than ", limits.max_output, " bytes to stdout (the result limit)"));
+        name, " wrote more than ", limits.max_output, " bytes to stdout (the result limit)"));
   }
-  if (!wait_status.ok()) {
+  if (outcome.timed_out) {
+    co_return absl::DeadlineExceededError(absl::StrCat(
+        name, " ran longer than ", absl::FormatDuration(config.timeout),
+        " (--exec-timeout); it and every process it started were killed",
+        StderrSuffix(std::move(err_tail))));
+  }
+  if (!outcome.wait_status.ok()) {
     co_return absl::UnknownError(
-        absl::StrCat("cannot wait for ", program, ": ", wait_status.status().message()));
+        absl::StrCat("cannot wait for ", name, ": ", outcome.wait_status.status().message()));
   }
-  const int ws = *wait_status;
+  const int ws = *outcome.wait_status;
+  if (outcome.killed) {
+    co_return absl::UnavailableError(
+        absl::StrCat("exec of ", name, " interrupted: the worker is stopping"));
+  }
   if (WIFEXITED(ws)) {
     int code = WEXITSTATUS(ws);
     if (code == 0) co_return std::move(out.data);
-    co_return absl::UnknownError(absl::StrCat(program, " exited with status ", code,
+    co_return absl::UnknownError(absl::StrCat(name, " exited with status ", code,
                                               StderrSuffix(std::move(err_tail))));
   }
   if (WIFSIGNALED(ws)) {
     int sig = WTERMSIG(ws);
-    const char* name = ::strsignal(sig);
-    co_return absl::UnknownError(absl::StrCat(program, " was killed by signal ", sig, " (",
-                                              name != nullptr ? name : "?", ")",
+    const char* signame = ::strsignal(sig);
+    co_return absl::UnknownError(absl::StrCat(name, " was killed by signal ", sig, " (",
+                                              signame != nullptr ? signame : "?", ")",
                                               StderrSuffix(std::move(err_tail))));
   }
-  co_return absl::UnknownError(absl::StrCat(program, " ended in an unexpected state"));
+  co_return absl::UnknownError(absl::StrCat(name, " ended in an unexpected state"));
+}
+
+}  // namespace
+
+absl::StatusOr<ExecHandler> ExecHandler::Create(const ExecOptions& options, ExecLimits limits) {
+  absl::StatusOr<ExecConfig> config = BuildExecConfig(options, environ);
+  if (!config.ok()) return config.status();
+  ExecHandler handler;
+  handler.limits_ = limits;
+  if (!config->commands.empty()) {
+    absl::StatusOr<std::shared_ptr<ExecContainment>> containment =
+        ExecContainment::Create(config->cgroup);
+    if (!containment.ok()) return containment.status();
+    handler.containment_ = *std::move(containment);
+    for (const std::string& warning : config->warnings) LogWarning("%s", warning);
+    std::vector<std::string> names;
+    for (const auto& [name, command] : config->commands) names.push_back(name);
+    std::sort(names.begin(), names.end());
+    LogInfo("exec: commands %s; processes contained by %s", absl::StrJoin(names, ", "),
+            handler.containment_->description());
+  }
+  handler.config_ = std::make_shared<const ExecConfig>(*std::move(config));
+  return handler;
 }
 
 rt::Task<absl::StatusOr<std::string>> ExecHandler::operator()(HandlerContext& context) const {
-  if (context.args().empty()) {
+  const auto& args = context.args();
+  if (args.empty()) {
     co_return absl::InvalidArgumentError(
-        "exec needs the program in args[0] (e.g. taskq submit --handler exec --arg /bin/cat)");
+        "exec needs a command name in args[0] (e.g. taskq submit --handler exec --arg wc)");
   }
-  const std::string& program = context.args()[0];
-  if (std::find(allowed_.begin(), allowed_.end(), program) == allowed_.end()) {
-    co_return absl::FailedPreconditionError(
-        absl::StrCat("program \"", absl::CHexEscape(program), "\" is not allowed on worker ",
-                     context.worker_id(), " (start the worker with --allow-exec ",
-                     absl::CHexEscape(program), ")"));
+  const std::string& name = args[0];
+  const ExecCommand* command = nullptr;
+  if (config_ != nullptr) {
+    auto it = config_->commands.find(name);
+    if (it != config_->commands.end()) command = &it->second;
   }
-  std::vector<std::string> argv(context.args().begin(), context.args().end());
-  bool search_path = program.find('/') == std::string::npos;
-  co_return co_await RunProgram(std::move(argv), search_path, context.payload(),
-                                context.stop_token(), limits_);
+  if (command == nullptr || containment_ == nullptr) {
+    co_return absl::FailedPreconditionError(absl::StrCat(
+        "exec command \"", absl::CHexEscape(name), "\" is not allowed on worker ",
+        context.worker_id(), " (its operator allows one with --allow-exec 'NAME=PROGRAM ARG...')"));
+  }
+  if (args.size() > 1 && !command->task_args) {
+    co_return absl::FailedPreconditionError(absl::StrCat(
+        "exec command \"", absl::CHexEscape(name), "\" takes no arguments from tasks (this task sent ",
+        args.size() - 1, "): worker ", context.worker_id(),
+        " fixes its command line with --allow-exec; its operator can let tasks append "
+        "arguments with --allow-exec-args ", absl::CHexEscape(name), " (see docs/WORKER.md)"));
+  }
+  std::vector<std::string> argv = command->argv;
+  for (int i = 1; i < args.size(); ++i) argv.push_back(args[i]);
+  for (const auto& a : argv) {
+    if (a.find('\0') != std::string::npos) {
+      co_return absl::InvalidArgumentError("exec: an argument contains a NUL byte");
+    }
+  }
+  co_return co_await RunCommand(*config_, *containment_, limits_, name, std::move(argv),
+                                context.payload(), context.stop_token());
 }
 
 }  // namespace taskq

@@ -20,7 +20,7 @@
 
 namespace {
 
-// posix_spawn'd children get fds 0-2 by dup2; if the worker itself started
+// exec children get fds 0-2 by dup2; if the worker itself started
 // with one closed, a pipe could land there and be clobbered.
 void EnsureStdFdsOpen() {
   for (int fd = 0; fd <= 2; ++fd) {
@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   unsigned threads = 0;
   unsigned concurrency = 0;
   unsigned prefetch = 0;
+  double exec_timeout_seconds = 0;
 
   CLI::App app{"taskq-worker: runs tasks from a taskq master's queues"};
   app.add_option("--master", options.connect.master,
@@ -84,10 +85,38 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 100000u));
   app.add_option("--prefetch", prefetch, "tasks taken beyond --concurrency, waiting to run")
       ->check(CLI::Range(0u, 100000u));
-  app.add_option("--allow-exec", options.allow_exec,
-                 "program the exec handler may run, exactly as tasks name it in args[0] "
-                 "(repeatable)")
+  app.add_option("--allow-exec", options.exec.allow,
+                 "a command the exec handler may run: 'NAME=PROGRAM ARG...' (one value: the "
+                 "whole command line; tasks name it in args[0] and send only stdin). The old "
+                 "form PROGRAM is NAME=PROGRAM. Repeatable")
       ->allow_extra_args(false);
+  app.add_option("--allow-exec-file", options.exec.allow_file,
+                 "file of --allow-exec values, one a line (# comments); it must not be "
+                 "writable by group or others");
+  app.add_option("--allow-exec-args", options.exec.allow_args,
+                 "let tasks append arguments to the --allow-exec command NAME (the program must "
+                 "treat them as hostile; see docs/WORKER.md). Repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--exec-env", options.exec.env,
+                 "NAME: pass the worker's NAME to exec children; NAME=VALUE: set it. They get "
+                 "only PATH, LANG, LC_ALL, TZ and these. Repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--exec-timeout", exec_timeout_seconds,
+                 "seconds an exec task may run before it and everything it started are killed "
+                 "(a retryable failure; default 0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--exec-rlimit-as", options.exec.rlimits.address_space_mb,
+                 "address space limit of exec children, in MiB (RLIMIT_AS)");
+  app.add_option("--exec-rlimit-cpu", options.exec.rlimits.cpu_seconds,
+                 "CPU seconds limit of exec children (RLIMIT_CPU)");
+  app.add_option("--exec-rlimit-nofile", options.exec.rlimits.open_files,
+                 "open files limit of exec children (RLIMIT_NOFILE)");
+  app.add_option("--exec-rlimit-fsize", options.exec.rlimits.file_size_mb,
+                 "largest file exec children may write, in MiB (RLIMIT_FSIZE)");
+  app.add_option("--exec-cgroup", options.exec.cgroup,
+                 "auto: a cgroup v2 per exec task when the worker can create one, else process "
+                 "sessions; off: sessions; DIR: create task cgroups under this cgroup v2 directory "
+                 "(default auto)");
   app.add_option("--id", options.id, "worker name shown by the master (default: hostname:pid)");
   app.add_option("--drain-timeout", drain_seconds,
                  "on SIGTERM/SIGINT, seconds running tasks may take to finish before they are "
@@ -108,6 +137,7 @@ int main(int argc, char** argv) {
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);
   options.drain_timeout = absl::Seconds(drain_seconds);
+  options.exec.timeout = absl::Seconds(exec_timeout_seconds);
 
   // The stop signals are read through a signalfd that the worker watches
   // as a coroutine (no thread waits for them): the first drains, a second

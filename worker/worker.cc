@@ -78,8 +78,13 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   if (options_.concurrency == 0) options_.concurrency = options_.threads;
   if (options_.id.empty()) options_.id = DefaultWorkerId();
   options_.connect = ResolveConnectOptions(options_.connect);
+  absl::StatusOr<ExecHandler> exec = ExecHandler::Create(options_.exec);
+  if (!exec.ok()) {
+    exec_status_ = exec.status();
+    exec = ExecHandler();  // Run() refuses to start anyway
+  }
   // Cannot fail: the names are valid and the registry is empty.
-  RegisterBuiltinHandlers(&handlers_, options_.allow_exec).IgnoreError();
+  RegisterBuiltinHandlers(&handlers_, *std::move(exec)).IgnoreError();
 }
 
 Worker::~Worker() {
@@ -91,6 +96,7 @@ Worker::~Worker() {
 }
 
 absl::Status Worker::ValidateOptions() const {
+  if (!exec_status_.ok()) return exec_status_;
   if (options_.queues.size() > kMaxQueuesPerWorker) {
     return absl::InvalidArgumentError(absl::StrCat(
         options_.queues.size(), " queues given; a worker serves at most ", kMaxQueuesPerWorker));

@@ -55,6 +55,7 @@
 #include "common/runtime/task.h"
 #include "common/sync.h"
 #include "taskq/v1/taskq.grpc.pb.h"
+#include "worker/exec_config.h"
 #include "worker/handler_registry.h"
 #include "worker/thread_pool.h"
 
@@ -72,8 +73,8 @@ struct WorkerOptions {
   int prefetch = 0;
   // Threads of the scheduler running the session and async handlers.
   int io_threads = 1;
-  // Programs the exec handler may run (see exec_handler.h).
-  std::vector<std::string> allow_exec;
+  // What the exec handler may run, and how (see exec_config.h).
+  ExecOptions exec;
   // Shown in the master's stats and logs; empty = "hostname:pid".
   std::string id;
   // On Stop(): how long running tasks may take to finish before they are
@@ -201,6 +202,8 @@ class Worker {
   }
 
   WorkerOptions options_;
+  // Why the exec flags were refused (Run() returns it), or OK.
+  absl::Status exec_status_;
   HandlerRegistry handlers_;
   // Created by Run() before any coroutine starts; never reset while one
   // runs.
