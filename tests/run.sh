@@ -6,8 +6,9 @@
 #                [-- CTEST_ARGS...]        e.g.  tests/run.sh -- -R seed
 #
 # Installs missing build packages first (deploy/install-deps.sh). The
-# clang-tsa preset is an analysis build (-Wthread-safety as errors) and has
-# no test preset, so it is only built. Exits non-zero if anything fails.
+# clang-tsa preset (-Wthread-safety as errors, ASan, the fuzz targets of
+# tests/fuzz.sh) has no test preset, so it is only built. Exits non-zero if
+# anything fails.
 set -euo pipefail
 
 usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }

@@ -1,7 +1,7 @@
 // Fuzz target: the small parsers of outside input that are not requests:
 // token files (read, trimmed, checked), the authorization header, gRPC
-// peer strings (the listener's connection bookkeeping) and fsync policy
-// names (framing: tests/fuzz/make_seeds.py). Each must accept or refuse
+// peer strings (the listener's connection bookkeeping), fsync policy names
+// and the worker's --allow-exec command lines (framing: tests/fuzz/make_seeds.py). Each must accept or refuse
 // with a status, never crash.
 #include <fcntl.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include "common/auth.h"
 #include "master/listener.h"
 #include "master/store.h"
+#include "worker/exec_config.h"
 #include "tests/fuzz/fuzz_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -22,6 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string header = in.String(/*wide=*/true);
   const std::string peer = in.String();
   const std::string policy = in.String();
+  const std::string command_line = in.String(/*wide=*/true);
 
   static const std::string path = [] {
     std::string tmpl = "/tmp/taskq-token-fuzz-XXXXXX";
@@ -42,5 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   taskq::PeerKey(peer);
   taskq::ParseFsyncPolicy(policy).IgnoreError();
+  taskq::SplitCommandLine(command_line).IgnoreError();
+  taskq::ParseAllowExec(command_line).IgnoreError();
   return 0;
 }

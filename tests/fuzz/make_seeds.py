@@ -107,9 +107,27 @@ def main():
     write("config_fuzz", "token",
           wide(b"0123456789abcdef0123456789abcdef\n") +
           wide(b"Bearer 0123456789abcdef0123456789abcdef") + short(b"ipv6:%5B::1%5D:5000") +
-          short(b"always"))
+          short(b"always") + wide(b"wc=/usr/bin/wc -l"))
     write("config_fuzz", "peer-v4", wide(b"abc") + wide(b"Bearer abc") +
-          short(b"ipv4:127.0.0.1:40000") + short(b"interval"))
+          short(b"ipv4:127.0.0.1:40000") + short(b"interval") +
+          wide(b"conv='/usr/bin/convert' \"in put\" 'a b' x\\ y"))
+
+    # A real write-ahead log, as SQLite leaves it when the process dies.
+    import sqlite3
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        db = sqlite3.connect(os.path.join(d, "t.db"))
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        for i in range(3):
+            db.execute("INSERT INTO t(v) VALUES (?)", (bytes([i]) * 300,))
+            db.commit()
+        with open(os.path.join(d, "t.db-wal"), "rb") as f:
+            wal = f.read()
+        db.close()
+    write("wal_fuzz", "three-transactions", struct.pack("<H", 2048) + wal)
+    write("wal_fuzz", "torn", struct.pack("<H", 2048) + wal[:len(wal) - 100])
     return 0
 
 
