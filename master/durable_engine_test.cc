@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/runtime/async_test_util.h"
+#include "gmock/gmock.h"
 #include "common/sync.h"
 #include "master/engine_test_util.h"
 #include "master/sqlite_store.h"
@@ -50,7 +51,7 @@ class DurableEngineTest : public EngineTest {
     auto store = SqliteStore::Open(std::move(options));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
-    EngineOptions engine_options;
+    EngineOptions engine_options = options_;
     engine_options.memory_budget_bytes = memory_budget;
     Reset(engine_options);
     absl::Status s = engine_->Recover(store_.get());
@@ -90,9 +91,32 @@ class DurableEngineTest : public EngineTest {
   }
 
   std::string dir_;
+  // Engine options for the next Open (the memory budget is Open's argument).
+  EngineOptions options_;
   std::unique_ptr<SqliteStore> store_;
   std::atomic<bool> healthy_again_{false};
 };
+
+// A master restarted with a lower --max-queues than it holds still serves
+// every stored queue; it only creates no new ones.
+TEST_F(DurableEngineTest, RecoveryLoadsMoreQueuesThanTheQuota) {
+  for (const char* name : {"a", "b", "c", "d", "e"}) MustPut(name, {Spec(name)});
+  options_.max_queues = 3;
+  Restart();
+  v1::ListQueuesRequest all;
+  auto page = engine_->ListQueues(all);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->queues_size(), 5);
+  EXPECT_THAT(Payloads(MustGet("e")), ::testing::ElementsAre("e"));
+  MustPut("a", {Spec("again")});
+  absl::Status refused = PutStatus("f", {Spec("f")});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  ASSERT_TRUE(engine_->DeleteQueue("a").ok());
+  ASSERT_TRUE(engine_->DeleteQueue("b").ok());
+  ASSERT_TRUE(engine_->DeleteQueue("c").ok());
+  MustPut("f", {Spec("f")});  // 3 queues: d, e, f
+  EXPECT_EQ(PutStatus("g", {Spec("g")}).code(), absl::StatusCode::kResourceExhausted);
+}
 
 TEST_F(DurableEngineTest, QueuesAndTheirSettingsSurviveARestart) {
   CreateQueue("stack", v1::QUEUE_KIND_LIFO, /*maxsize=*/10, /*max_attempts=*/5);

@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_flag("--no-auto-create", no_auto_create,
                "refuse unknown queues instead of creating them on first use");
+  app.add_option("--max-queues", options.engine.max_queues,
+                 "most queues the master holds; creating one more (explicitly or on first use) "
+                 "is refused with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
   app.add_option("--max-payload-bytes", options.engine.max_payload_bytes,
                  "largest task payload or result accepted")
       ->capture_default_str()

@@ -139,8 +139,18 @@ MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config) {
   q->config = std::move(config);
   Queue* raw = q.get();
   queues_[raw->config.name()] = std::move(q);
+  queue_names_.insert(raw->config.name());
   MarkQueue(raw->config.name());
   return raw;
+}
+
+absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
+  if (queues_.size() < options_.max_queues) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "queue \"", name, "\" cannot be created: the master holds ", queues_.size(),
+      " queues, its limit (--max-queues ", options_.max_queues,
+      "); delete queues that are no longer used (taskq queue delete) or restart the master "
+      "with a larger --max-queues"));
 }
 
 absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name) {
@@ -149,6 +159,7 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   if (Queue* q = FindQueue(name)) return q;
   if (auto s = ValidateName("queue", name); !s.ok()) return s;
   if (!options_.auto_create_queues) return QueueMissing(name);
+  if (auto s = RoomForAQueue(name); !s.ok()) return s;
   v1::QueueConfig config;
   config.set_name(name);
   Queue* q = AddQueue(FillDefaults(config));
@@ -172,6 +183,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
                                                    ")"));
     }
     if (auto s = Writable(); !s.ok()) return s;
+    if (auto s = RoomForAQueue(config.name()); !s.ok()) return s;
     config = AddQueue(config)->config;
     EndStep(pending);
   }
@@ -228,15 +240,29 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   return s;
 }
 
-std::vector<v1::QueueStats> MemoryEngine::ListQueues() {
+absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
+    const v1::ListQueuesRequest& request) {
+  const uint32_t page_size = request.page_size() == 0
+                                 ? kDefaultQueuePage
+                                 : std::min(request.page_size(), kMaxQueuePage);
+  // The token is the last name of the previous page: any valid name pages
+  // on (also one deleted meanwhile); anything else was not given out.
+  const std::string& after = request.page_token();
+  if (!after.empty() && !ValidateName("queue", after).ok()) {
+    return absl::InvalidArgumentError(
+        "page_token is not one this master gave out: start again with an empty page_token");
+  }
   MutexLock lock(&mu_);
-  std::vector<v1::QueueStats> out;
-  out.reserve(queues_.size());
-  for (const auto& [name, q] : queues_) out.push_back(StatsOf(*q));
-  std::sort(out.begin(), out.end(), [](const v1::QueueStats& a, const v1::QueueStats& b) {
-    return a.config().name() < b.config().name();
-  });
-  return out;
+  v1::ListQueuesResponse page;
+  auto it = after.empty() ? queue_names_.begin() : queue_names_.upper_bound(after);
+  for (; it != queue_names_.end() && static_cast<uint32_t>(page.queues_size()) < page_size;
+       ++it) {
+    *page.add_queues() = StatsOf(*queues_.at(*it));
+  }
+  if (it != queue_names_.end() && page.queues_size() > 0) {
+    page.set_next_page_token(page.queues(page.queues_size() - 1).config().name());
+  }
+  return page;
 }
 
 absl::StatusOr<v1::QueueStats> MemoryEngine::Stats(const std::string& queue) {
@@ -287,6 +313,7 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
       }
     }
     queues_.erase(queue);
+    queue_names_.erase(queue);
     MarkQueue(queue);
     EndStep(pending);
   }
@@ -587,7 +614,21 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
   if (args.max_tasks == 0) args.max_tasks = 1;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
+    // A get that will not wait only reads: an unknown queue is an empty one
+    // and is not created (a get that waits must park on its queue).
+    const bool waits = !args.nowait && args.deadline > clock_->Now();
+    absl::StatusOr<Queue*> found = absl::NotFoundError("");
+    if (waits || FindQueue(args.queue) != nullptr) {
+      found = FindOrCreateQueue(args.queue);
+    } else if (shut_down_) {
+      found = ShuttingDown();
+    } else if (auto s = ValidateName("queue", args.queue); !s.ok()) {
+      found = s;
+    } else if (!options_.auto_create_queues) {
+      found = QueueMissing(args.queue);
+    } else {
+      found = absl::DeadlineExceededError(absl::StrCat("queue \"", args.queue, "\" is empty"));
+    }
     Queue* q = found.ok() ? *found : nullptr;
     absl::Status writable = Writable();
     if (!found.ok()) {

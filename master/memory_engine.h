@@ -61,7 +61,8 @@ class MemoryEngine final : public QueueEngine {
 
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                               bool exist_ok) override;
-  std::vector<v1::QueueStats> ListQueues() override;
+  absl::StatusOr<v1::ListQueuesResponse> ListQueues(
+      const v1::ListQueuesRequest& request) override;
   absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) override;
   absl::Status DeleteQueue(const std::string& queue) override;
   absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue) override;
@@ -216,6 +217,9 @@ class MemoryEngine final : public QueueEngine {
   absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* FindQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK if one more queue fits under options_.max_queues; otherwise
+  // RESOURCE_EXHAUSTED naming `name` and --max-queues.
+  absl::Status RoomForAQueue(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* AddQueue(v1::QueueConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;
   absl::Status ValidateConfig(const v1::QueueConfig& config) const;
@@ -382,6 +386,8 @@ class MemoryEngine final : public QueueEngine {
   uint64_t next_delay_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  // The names of queues_ in order, for ListQueues pages.
+  absl::btree_set<std::string> queue_names_ ABSL_GUARDED_BY(mu_);
   // Node map: a TaskRecord& stays valid while other tasks come and go.
   absl::node_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, uint64_t> lease_to_task_ ABSL_GUARDED_BY(mu_);

@@ -423,6 +423,11 @@ absl::Status MemoryEngine::Recover(Store* store) {
     ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
 
     if (auto s = LoadQueues(); !s.ok()) return s;
+    if (queues_.size() > options_.max_queues) {
+      LogWarning("store: %d queues recovered, more than --max-queues %d: all are served, but "
+                 "no new queue can be created until enough are deleted",
+                 queues_.size(), options_.max_queues);
+    }
     std::vector<uint64_t> leased;
     if (auto s = LoadTasks(leased); !s.ok()) return s;
     // What was just read needs no writing back.

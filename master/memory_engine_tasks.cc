@@ -187,15 +187,17 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
   std::string dlq_name = rec.task.queue();
   if (origin && !origin->config.dead_letter().empty()) dlq_name = origin->config.dead_letter();
   Queue* dlq = FindQueue(dlq_name);
-  if (!dlq && options_.auto_create_queues && !shut_down_) {
+  if (!dlq && options_.auto_create_queues && !shut_down_ && RoomForAQueue(dlq_name).ok()) {
     v1::QueueConfig config;
     config.set_name(dlq_name);
     dlq = AddQueue(FillDefaults(config));
     LogInfo("dead-letter queue \"%s\" created on first use", dlq_name);
   }
   if (!dlq) {
-    LogWarning("dead-letter queue \"%s\" of queue \"%s\" does not exist; task %d stays in \"%s\"",
-               dlq_name, rec.task.queue(), rec.task.id(), rec.task.queue());
+    LogWarning("dead-letter queue \"%s\" of queue \"%s\" does not exist%s; task %d stays in \"%s\"",
+               dlq_name, rec.task.queue(),
+               options_.auto_create_queues ? " and --max-queues is reached" : "", rec.task.id(),
+               rec.task.queue());
     dlq = origin;
   }
   MarkTask(rec.task.id());

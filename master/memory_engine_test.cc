@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -388,6 +391,146 @@ TEST_F(EngineTest, NextDeadlineTracksWaitersAndLeases) {
   GetAsync("q", &r, false, 1, clock_.Now() + absl::Seconds(3));
   EXPECT_EQ(engine_->NextDeadline(), clock_.Now() + absl::Seconds(3));
   engine_->Shutdown();  // finishes the waiter while `r` is still alive
+}
+
+// --- queue quota, paging, reads that do not create (issue 12, item 9) ---------
+
+std::vector<std::string> QueueNames(const v1::ListQueuesResponse& page) {
+  std::vector<std::string> names;
+  for (const v1::QueueStats& q : page.queues()) names.push_back(q.config().name());
+  return names;
+}
+
+TEST_F(EngineTest, ReadsOfAnUnknownQueueCreateNothing) {
+  EXPECT_EQ(GetStatus("nope").code(), absl::StatusCode::kDeadlineExceeded);
+  GetCapture leased;
+  GetAsync("nope2", &leased, /*lease=*/true, 1, absl::InfiniteFuture(), /*nowait=*/true);
+  ASSERT_TRUE(leased.done());
+  EXPECT_EQ(leased.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+  // A get whose timeout has passed already is a nowait get.
+  GetCapture expired;
+  GetAsync("nope3", &expired, false, 1, clock_.Now());
+  ASSERT_TRUE(expired.done());
+  EXPECT_EQ(expired.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(engine_->Stats("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->ListDead("nope", 0, 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->TaskDone("nope", 1).code(), absl::StatusCode::kNotFound);
+  Result<absl::Status> joined;
+  engine_->Join("nope", absl::InfiniteFuture(), [&](absl::Status s) { joined.Set(s); });
+  ASSERT_TRUE(joined.done());
+  EXPECT_EQ(joined.value->code(), absl::StatusCode::kNotFound);
+  auto page = engine_->ListQueues({});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(QueueNames(*page), ElementsAre());
+  // A bad name is still refused as such.
+  EXPECT_EQ(GetStatus("bad name!").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, ABlockingGetCreatesItsQueue) {
+  GetCapture waiting;
+  GetAsync("later", &waiting, false, 1, clock_.Now() + absl::Seconds(5));
+  EXPECT_FALSE(waiting.done());
+  EXPECT_EQ(Stats("later").waiting_consumers(), 1u);
+  MustPut("later", {Spec("x")});
+  ASSERT_TRUE(waiting.done());
+  EXPECT_THAT(Payloads(**waiting.value), ElementsAre("x"));
+}
+
+TEST_F(EngineTest, QueueQuotaRefusesNewQueuesNamingTheFlag) {
+  EngineOptions options;
+  options.max_queues = 3;
+  Reset(options);
+  CreateQueue("a", v1::QUEUE_KIND_FIFO);
+  MustPut("b", {Spec("x")});          // auto-created by a put
+  MustPut("c", {Spec("y")});
+  auto expect_quota = [](const absl::Status& s) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("--max-queues"));
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("3 queues"));
+  };
+  v1::QueueConfig d;
+  d.set_name("d");
+  expect_quota(engine_->CreateQueue(d, false).status());
+  expect_quota(PutStatus("d", {Spec("z")}));
+  expect_quota(PutStatus("a", {Spec("z", 0, "replies")}));  // a new reply_to queue
+  EXPECT_EQ(Stats("a").ready(), 0u) << "the refused put stored its task";
+  expect_quota(engine_->Subscribe({"a", "d"}, "w", [](std::vector<v1::Delivery>) {}).status());
+  GetCapture waiting;
+  GetAsync("d", &waiting, false, 1, clock_.Now() + absl::Seconds(5));
+  ASSERT_TRUE(waiting.done());
+  expect_quota(waiting.value->status());
+  // Existing queues work as before; a delete makes room.
+  MustPut("a", {Spec("fine", 0, "b")});
+  ASSERT_TRUE(engine_->DeleteQueue("c").ok());
+  EXPECT_TRUE(engine_->CreateQueue(d, false).ok());
+}
+
+TEST_F(EngineTest, DeadLetterQueueOverTheQuotaFallsBackToTheQueuesOwnSet) {
+  EngineOptions options;
+  options.max_queues = 1;
+  options.default_max_attempts = 1;
+  Reset(options);
+  v1::QueueConfig c;
+  c.set_name("q");
+  c.set_dead_letter("q.dead");
+  CreateQueue(c);
+  MustPut("q", {Spec("x")});
+  v1::Delivery d = MustLease("q");
+  ASSERT_TRUE(engine_->Fail(d.task().id(), d.lease_id(), "boom", false).ok());
+  EXPECT_EQ(Stats("q").dead(), 1u);
+  EXPECT_EQ(engine_->Stats("q.dead").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, ListQueuesPagesInNameOrder) {
+  std::vector<std::string> all;
+  for (int i = 0; i < 25; ++i) {
+    all.push_back(absl::StrFormat("q%02d", (i * 7) % 25));  // created out of order
+    CreateQueue(all.back(), v1::QUEUE_KIND_FIFO);
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<std::string> seen;
+  v1::ListQueuesRequest request;
+  request.set_page_size(10);
+  int pages = 0;
+  for (;;) {
+    auto page = engine_->ListQueues(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ++pages;
+    EXPECT_LE(page->queues_size(), 10);
+    for (const std::string& name : QueueNames(*page)) seen.push_back(name);
+    if (page->next_page_token().empty()) break;
+    request.set_page_token(page->next_page_token());
+    ASSERT_LT(pages, 10) << "paging does not end";
+  }
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, all);
+
+  // No page size: the default page; over the maximum: the maximum.
+  auto first = engine_->ListQueues({});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->queues_size(), 25);
+  EXPECT_TRUE(first->next_page_token().empty());
+  request.set_page_size(kMaxQueuePage + 1);
+  request.clear_page_token();
+  EXPECT_TRUE(engine_->ListQueues(request).ok());
+  // A token that is no queue name was not given out by the master.
+  request.set_page_token("not a token!");
+  EXPECT_EQ(engine_->ListQueues(request).status().code(), absl::StatusCode::kInvalidArgument);
+  // A token whose queue was deleted meanwhile still pages on.
+  request.set_page_size(10);
+  request.set_page_token("q09");
+  ASSERT_TRUE(engine_->DeleteQueue("q09").ok());
+  auto rest = engine_->ListQueues(request);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(QueueNames(*rest).front(), "q10");
+}
+
+TEST_F(EngineTest, DefaultPageIsAThousandQueues) {
+  for (int i = 0; i < 1001; ++i) CreateQueue(absl::StrCat("q", i), v1::QUEUE_KIND_FIFO);
+  auto first = engine_->ListQueues({});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->queues_size(), 1000);
+  EXPECT_FALSE(first->next_page_token().empty());
 }
 
 }  // namespace

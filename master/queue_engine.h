@@ -40,9 +40,14 @@ struct EngineOptions {
   // times a random factor in [0.5, 1] (jitter).
   absl::Duration default_backoff = absl::Seconds(1);
   absl::Duration default_backoff_max = absl::Seconds(60);
-  // Create a queue (with defaults) on first Put/Get/subscribe, as the seed's
-  // QueueManager users expect; false = NOT_FOUND for unknown queues.
+  // Create a queue (with defaults) on first Put, waiting Get or subscribe,
+  // as the seed's QueueManager users expect; false = NOT_FOUND for unknown
+  // queues. Reads (a nowait Get, Stats, Join, ListDead) never create one.
   bool auto_create_queues = true;
+  // Most queues the engine holds: creating one more (CreateQueue or on
+  // first use) is refused with RESOURCE_EXHAUSTED. Recovery loads every
+  // stored queue, even beyond it.
+  size_t max_queues = 10000;
   size_t max_payload_bytes = 1 << 20;
   // Seed of the backoff jitter; 0 = seeded from std::random_device. Tests
   // set it to get reproducible delays.
@@ -105,7 +110,10 @@ class QueueEngine {
   // exists. Returns the stored settings (defaults filled in).
   virtual absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                                       bool exist_ok) = 0;
-  virtual std::vector<v1::QueueStats> ListQueues() = 0;
+  // One page of queues in name order (see ListQueuesRequest);
+  // INVALID_ARGUMENT for a page token the engine did not give out.
+  virtual absl::StatusOr<v1::ListQueuesResponse> ListQueues(
+      const v1::ListQueuesRequest& request) = 0;
   virtual absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) = 0;
   // Fails every call waiting on the queue with NOT_FOUND; outstanding leases
   // can no longer complete.

@@ -83,10 +83,12 @@ grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerCont
 }
 
 grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListQueuesRequest*,
+                                                       const v1::ListQueuesRequest* req,
                                                        v1::ListQueuesResponse* resp) {
   if (auto s = Authenticate(ctx); !s.ok()) return FinishNow(ctx, s);
-  for (auto& stats : engine_->ListQueues()) *resp->add_queues() = std::move(stats);
+  auto page = engine_->ListQueues(*req);
+  if (!page.ok()) return FinishNow(ctx, page.status());
+  *resp = *std::move(page);
   return FinishNow(ctx, grpc::Status::OK);
 }
 
