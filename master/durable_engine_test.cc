@@ -446,6 +446,74 @@ void PutInto(MemoryEngine& engine, const std::string& queue, PutReply* reply) {
   });
 }
 
+// --- the memory budget with a store (issue 12, item 8) -----------------------
+
+void ExpectBudgetRefusal(const absl::Status& s) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "memory budget")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "--memory-budget-mb")) << s;
+}
+
+TEST_F(DurableEngineTest, DelayedPutsBeyondTheBudgetAreRefusedReadyOnesGoCold) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/1 << 20);
+  const std::string big(64 << 10, 'x');
+  // 4 MiB of ready tasks: accepted, they go cold.
+  for (int i = 0; i < 64; ++i) MustPut("ready", {Spec(big)});
+  CoolEverything();
+  EXPECT_LE(engine_->Memory().task_bytes, size_t{2} << 20);
+  // Delayed tasks stay in memory until due: refused beyond the budget.
+  absl::Status refused;
+  int delayed = 0;
+  for (; delayed < 64; ++delayed) {
+    refused = PutStatus("later", {Delayed(big, absl::Hours(1))});
+    if (!refused.ok()) break;
+  }
+  ExpectBudgetRefusal(refused);
+  EXPECT_TRUE(absl::StrContains(refused.message(), "delayed")) << refused;
+  EXPECT_GE(delayed, 12);
+  EXPECT_LE(delayed, 15);
+  // Ready tasks are still welcome; delayed ones again once some came due.
+  MustPut("ready", {Spec(big)});
+  Advance(absl::Hours(2));
+  MustPut("later", {Delayed(big, absl::Hours(1))});
+}
+
+TEST_F(DurableEngineTest, HardCapWhenCoolingLagsBehindUncommittedPuts) {
+  SyncGate gate;
+  options_.cooling_slack_bytes = 1 << 20;  // hard cap: 3 MiB
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); }, /*memory_budget=*/1 << 20);
+  gate.Arm();
+  // While no commit completes, ready tasks cannot go cold: puts are
+  // accepted up to the hard cap, then refused. (Every reply, a refusal
+  // too, waits for the commit.)
+  const std::string big(64 << 10, 'x');
+  std::vector<std::unique_ptr<PutCapture>> puts;
+  for (int i = 0; i < 100; ++i) {  // 6.4 MiB
+    puts.push_back(std::make_unique<PutCapture>());
+    PutAsync("q", {Spec(big)}, puts.back().get(), absl::InfiniteFuture(), /*nowait=*/true);
+  }
+  const MemoryUsage held = engine_->Memory();
+  EXPECT_LE(held.task_bytes, held.hard_cap_bytes);
+  EXPECT_GE(held.task_bytes, held.hard_cap_bytes - (100 << 10));
+  gate.Open();
+  int stored = 0, refused = 0;
+  for (auto& put : puts) {
+    ASSERT_TRUE(put->Wait());
+    if (put->value->ok()) {
+      ++stored;
+    } else {
+      ++refused;
+      ExpectBudgetRefusal(put->value->status());
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GE(stored, 40);  // ~3 MiB of 64 KiB tasks
+  // Committed now: they go cold and puts are welcome again.
+  CoolEverything();
+  MustPut("q", {Spec(big)});
+  EXPECT_LT(engine_->Memory().task_bytes, held.task_bytes);
+}
+
 TEST_F(DurableEngineTest, FsyncAlwaysRepliesOnlyAfterTheSync) {
   SyncGate gate;
   Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); });

@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
   app.add_option("--memory-budget-mb", memory_budget_mb,
                  "memory for task records and payloads; beyond it queued tasks keep only their "
                  "place in their queue (~30 bytes) and are read back from the store when handed "
-                 "out")
+                 "out, and puts of delayed tasks are refused (RESOURCE_EXHAUSTED); with --store "
+                 "memory every put beyond it is refused")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, size_t{1} << 30));
   uint64_t min_free_disk_mb = 128;
@@ -139,6 +140,11 @@ int main(int argc, char** argv) {
   options.fsync_interval = absl::Milliseconds(fsync_interval_ms);
   options.min_free_disk_bytes = min_free_disk_mb << 20;
   options.engine.memory_budget_bytes = memory_budget_mb << 20;
+  if (options.store == "memory" && memory_budget_mb == 0) {
+    std::fprintf(stderr, "taskq-master: --memory-budget-mb 0 with --store memory would refuse "
+                         "every put: give the memory the master may use for tasks\n");
+    return 2;
+  }
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.

@@ -60,7 +60,9 @@ MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
     : options_(options),
       clock_(clock),
       on_earlier_deadline_(std::move(on_earlier_deadline)),
-      rng_(SeedOf(options)) {}
+      rng_(SeedOf(options)),
+      memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
+              options.cooling_slack_bytes) {}
 
 MemoryEngine::~MemoryEngine() { Shutdown(); }
 
@@ -454,6 +456,20 @@ size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& s
   return n;
 }
 
+PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+  PutDemand demand;
+  absl::flat_hash_set<absl::string_view> batch_keys;
+  const int64_t now_ms = absl::ToUnixMillis(clock_->Now());
+  for (const v1::TaskSpec& spec : specs) {
+    const std::string& key = spec.dedup_key();
+    if (!key.empty() && (q.dedup.contains(key) || !batch_keys.insert(key).second)) continue;
+    const size_t bytes = kRecordOverhead + SpecBytes(spec, q.config.name());
+    demand.bytes += bytes;
+    if (spec.delay_ms() > 0 || spec.not_before_unix_ms() > now_ms) demand.delayed_bytes += bytes;
+  }
+  return demand;
+}
+
 bool MemoryEngine::Fits(const Queue& q, size_t n) const {
   if (q.config.maxsize() == 0) return true;
   return Held(q) + n <= q.config.maxsize();
@@ -503,13 +519,13 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
     if (spec.not_before_unix_ms() > 0) {
       due = std::max(due, absl::FromUnixMillis(spec.not_before_unix_ms()));
     }
+    Recount(rec);
     if (due > now) {
       MakeDelayed(q, rec, due, pending);
     } else {
       MakeReady(q, rec, /*new_place=*/true);
       MaybeCool(rec);
     }
-    hot_bytes_ += rec.task.payload().size();  // AddRecord counted it empty
     ++q.total_put;
     out.ids.push_back(id);
     out.existing.push_back(false);
@@ -531,7 +547,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
     if (status.ok()) status = Writable();
     Queue* q = found.ok() ? *found : nullptr;
     if (status.ok() && q->shut_down) status = QueueShutDown(args.queue);
-    size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
+    const size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
     if (status.ok() && q->config.maxsize() != 0 && fresh > q->config.maxsize()) {
       status = absl::InvalidArgumentError(
           absl::StrCat("put of ", fresh, " tasks can never fit queue \"", args.queue,
@@ -547,12 +563,22 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
         }
       }
     }
+    const bool fits_now = status.ok() && q->live_putters == 0 && Fits(*q, fresh);
+    const bool may_wait = !args.nowait && args.deadline > clock_->Now();
+    PutDemand demand;
+    if (status.ok() && (fits_now || may_wait)) {
+      // Whatever the put stores, or holds while it waits, must fit the
+      // memory budget (a put that fails "full" at once holds nothing).
+      demand = MeasureNew(*q, args.tasks);
+      demand.will_wait = !fits_now;
+      status = memory_.Admit(demand);
+    }
     if (!status.ok()) {
       fail(status);
-    } else if (q->live_putters == 0 && Fits(*q, fresh)) {
+    } else if (fits_now) {
       PutResult stored = Insert(*q, args.tasks, pending);
       pending.Reply(std::move(done), std::move(stored));
-    } else if (args.nowait || args.deadline <= clock_->Now()) {
+    } else if (!may_wait) {
       fail(absl::ResourceExhaustedError(absl::StrCat(
           "queue \"", args.queue, "\" is full (maxsize ", q->config.maxsize(),
           "); retry later or put with a timeout to wait for room")));
@@ -562,6 +588,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       w.queue = args.queue;
       w.deadline = args.deadline;
       w.put = std::move(args);
+      w.put_bytes = demand.bytes;
       w.put_done = std::move(done);
       wait_id = AddWaiter(*q, std::move(w), pending);
     }
@@ -746,6 +773,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
     if (!Fits(q, CountNew(q, w.put.tasks))) break;
     q.putters.pop_front();
     --q.live_putters;
+    memory_.RemoveWaiting(w.put_bytes);  // counted as records from here on
     PutResult stored = Insert(q, w.put.tasks, pending);
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
     pending.Reply(std::move(w.put_done), std::move(stored));
@@ -931,6 +959,7 @@ WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
     case WaitKind::kPut:
       q.putters.push_back(id);
       ++q.live_putters;
+      memory_.AddWaiting(w.put_bytes);
       break;
     case WaitKind::kGet:
       q.getters.push_back(id);
@@ -956,6 +985,7 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
         --q->live_putters;
         Touch(*q, pending);  // a smaller batch behind it may fit now
       }
+      memory_.RemoveWaiting(w.put_bytes);
       pending.Reply(std::move(w.put_done), status);
       break;
     case WaitKind::kGet:

@@ -533,6 +533,123 @@ TEST_F(EngineTest, DefaultPageIsAThousandQueues) {
   EXPECT_FALSE(first->next_page_token().empty());
 }
 
+
+// --- the memory budget without a store (issue 12, item 8) ----------------------
+
+constexpr size_t kKiB = 1024;
+
+EngineOptions SmallBudget() {
+  EngineOptions options;
+  options.memory_budget_bytes = 1 << 20;  // 1 MiB
+  return options;
+}
+
+void ExpectBudgetRefusal(const absl::Status& s) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("memory budget"));
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("--memory-budget-mb"));
+}
+
+// Puts `spec` one at a time until a put is refused (or 200 were stored);
+// returns how many were stored and the refusal.
+std::pair<int, absl::Status> PutUntilRefused(MemoryEngine* engine, const std::string& queue,
+                                             const v1::TaskSpec& spec) {
+  for (int i = 0; i < 200; ++i) {
+    PutCapture r;
+    PutArgs args;
+    args.queue = queue;
+    args.tasks = {spec};
+    args.nowait = true;
+    engine->Put(std::move(args), [&r](auto stored) { r.Set(std::move(stored)); });
+    if (!r.done()) return {i, absl::UnknownError("put did not finish")};
+    if (!r.value->ok()) return {i, r.value->status()};
+  }
+  return {200, absl::OkStatus()};
+}
+
+TEST_F(EngineTest, MemoryBudgetRefusesPutsBeyondItWithoutAStore) {
+  Reset(SmallBudget());
+  auto [stored, refusal] = PutUntilRefused(engine_.get(), "q", Spec(std::string(64 * kKiB, 'x')));
+  ExpectBudgetRefusal(refusal);
+  // 1 MiB holds 15 tasks of 64 KiB and their records, not 16.
+  EXPECT_GE(stored, 12);
+  EXPECT_LE(stored, 15);
+  EXPECT_LE(engine_->Memory().task_bytes, size_t{1} << 20);
+  // A put that may wait is refused at once too: its payload would wait in
+  // memory.
+  PutCapture waiting;
+  PutAsync("q", {Spec(std::string(64 * kKiB, 'y'))}, &waiting, clock_.Now() + absl::Seconds(5));
+  ASSERT_TRUE(waiting.done());
+  ExpectBudgetRefusal(waiting.value->status());
+  // Taking tasks gives their memory back (also after many rounds).
+  for (int round = 0; round < 50; ++round) {
+    EXPECT_EQ(MustGet("q", false, 4).size(), 4u) << "round " << round;
+    MustPut("q", {Spec(std::string(64 * kKiB, 'z')), Spec(std::string(64 * kKiB, 'z')),
+                  Spec(std::string(64 * kKiB, 'z')), Spec(std::string(64 * kKiB, 'z'))});
+  }
+  EXPECT_EQ(MustGet("q", false, 1000).size(), static_cast<size_t>(stored));
+  EXPECT_EQ(engine_->Memory().task_bytes, 0u);
+}
+
+// bench/backlog.sh measures ~950-980 B of master RSS per queued 100-byte
+// task; the budget's estimate should be near that.
+TEST_F(EngineTest, BudgetCountsASmallTaskNearWhatItCosts) {
+  std::vector<v1::TaskSpec> specs(1000, Spec(std::string(100, 'x')));
+  MustPut("backlog", std::move(specs));
+  const size_t per_task = engine_->Memory().task_bytes / 1000;
+  EXPECT_GE(per_task, 800u);
+  EXPECT_LE(per_task, 1200u);
+}
+
+TEST_F(EngineTest, HeadersAndArgsCountAgainstTheBudget) {
+  Reset(SmallBudget());
+  v1::TaskSpec fat = Spec("tiny");
+  for (int i = 0; i < 64; ++i) (*fat.mutable_headers())[absl::StrCat("h", i)] = std::string(4000, 'h');
+  auto [stored, refusal] = PutUntilRefused(engine_.get(), "q", fat);
+  ExpectBudgetRefusal(refusal);
+  EXPECT_LE(stored, 4);  // 256 KiB of headers each
+  v1::TaskSpec args = Spec("tiny");
+  for (int i = 0; i < 256; ++i) args.add_args(std::string(4000, 'a'));
+  EXPECT_EQ(PutStatus("q2", {args}).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(EngineTest, CompletionsAreNeverRefusedAndTheirResultsMayExceedTheBudget) {
+  Reset(SmallBudget());
+  auto [stored, refusal] =
+      PutUntilRefused(engine_.get(), "q", Spec(std::string(64 * kKiB, 'x'), 0, "r"));
+  ExpectBudgetRefusal(refusal);
+  std::vector<v1::Delivery> leased = MustGet("q", /*lease=*/true, 1000);
+  ASSERT_EQ(static_cast<int>(leased.size()), stored);
+  // Results of the same size: the engine briefly holds both.
+  for (const v1::Delivery& d : leased) {
+    absl::Status done = engine_->Complete(d.task().id(), d.lease_id(), std::string(64 * kKiB, 'r'));
+    EXPECT_TRUE(done.ok()) << done;
+  }
+  EXPECT_EQ(Stats("r").ready(), static_cast<uint64_t>(stored));
+  // A failure that retries keeps its task (delayed) whatever the budget.
+  MustPut("q", {Spec("small")});
+  v1::Delivery d = MustLease("q");
+  EXPECT_TRUE(engine_->Fail(d.task().id(), d.lease_id(), "again", false).ok());
+}
+
+TEST_F(EngineTest, PutsWaitingForRoomCountAgainstTheBudget) {
+  Reset(SmallBudget());
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, /*maxsize=*/1);
+  MustPut("small", {Spec("first")});
+  // Each waiting put holds its 300 KiB payload in the master.
+  std::vector<std::unique_ptr<PutCapture>> waiting;
+  absl::Status refused;
+  for (int i = 0; i < 10 && refused.ok(); ++i) {
+    waiting.push_back(std::make_unique<PutCapture>());
+    PutAsync("small", {Spec(std::string(300 * kKiB, 'w'))}, waiting.back().get(),
+             clock_.Now() + absl::Seconds(60));
+    if (waiting.back()->done()) refused = waiting.back()->value->status();
+  }
+  ExpectBudgetRefusal(refused);
+  EXPECT_LE(waiting.size(), 4u);
+  EXPECT_EQ(Stats("small").waiting_producers(), waiting.size() - 1);
+  engine_->Shutdown();  // fails the waiting puts while their captures live
+}
 }  // namespace
 }  // namespace taskq
 

@@ -56,10 +56,21 @@ struct EngineOptions {
   // memory of the most recent ones, without payloads; bounded by both.
   size_t finished_task_memory = 100000;
   size_t finished_task_memory_bytes = 64 << 20;
-  // With a durable store: beyond this many bytes of task records in memory,
-  // newly queued ready tasks keep only their place in their queue (about
-  // 30 bytes) and are read back from the store when they are handed out.
+  // Memory for task records (master/memory_budget.h). With a durable
+  // store: beyond it newly queued ready tasks keep only their place in
+  // their queue (about 30 bytes) and are read back from the store when
+  // they are handed out, and puts of delayed tasks are refused. Without a
+  // store: puts beyond it are refused.
   size_t memory_budget_bytes = size_t{256} << 20;
+  // With a store: the most bytes of records that cannot go cold (delayed,
+  // leased, dead); puts of delayed tasks beyond it are refused. 0 = the
+  // memory budget (what the master uses; tests may keep ready tasks cold
+  // without starving delayed ones).
+  size_t pinned_budget_bytes = 0;
+  // With a store: every put is refused beyond the memory budget plus the
+  // pinned budget plus this, which ready tasks whose write is not committed
+  // yet (so they cannot go cold) may take.
+  size_t cooling_slack_bytes = size_t{64} << 20;
   // Leases revoked by CancelTask, remembered so that the holder's next
   // heartbeat is answered CANCELLED ("stop") rather than "lease lost".
   size_t revoked_lease_memory = 10000;
