@@ -94,8 +94,11 @@ TEST(MemoryBudget, StoreMemoryRefusesPutsBeyondTheBudgetAndStaysBounded) {
         << first_refusal;
   }
   // The budget plus room for gRPC's buffers and the allocator's slack.
+  // (AddressSanitizer keeps freed memory in quarantine: RSS means nothing.)
+#if !defined(__SANITIZE_ADDRESS__)
   EXPECT_LT(rss, baseline + 64 * kMiB)
       << "RSS " << (rss >> 20) << " MiB, at start " << (baseline >> 20) << " MiB";
+#endif
 
   std::cout << "[measure] 16 MiB budget: " << stored_tasks.load() << " tasks of 16 KiB stored, "
             << refused.load() << " puts refused; master RSS " << (baseline >> 20) << " -> "
