@@ -180,9 +180,16 @@ describe_data_dir() {
     "$(mib "$(file_bytes taskq.db-shm)")" "$(mib "$apparent")" "$(mib "$allocated")"
 }
 
+# With --store memory every task stays in memory and puts beyond
+# --memory-budget-mb are refused: give the backlog room (~1.1 KiB a task
+# plus its payload) unless the caller chose a budget.
+budget_flags=()
+if [[ $store == memory && " ${master_extra[*]} " != *" --memory-budget-mb "* ]]; then
+  budget_flags=(--memory-budget-mb $(( (tasks * (1200 + bytes) >> 20) + 64 )))
+fi
 master_cmd=("$master_bin" --listen 127.0.0.1:0 --port-file "$port_file"
   --token-file "$token_file" --log-level info
-  --store "$store" --data-dir "$data_dir" --fsync "$fsync" "${master_extra[@]}")
+  --store "$store" --data-dir "$data_dir" --fsync "$fsync" "${budget_flags[@]}" "${master_extra[@]}")
 
 echo "backlog: $tasks tasks x $bytes B, store $store, fsync $fsync, $streams Put streams x batch $batch"
 if ((${#master_extra[@]})); then echo "master flags: ${master_extra[*]}"; fi

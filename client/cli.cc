@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/str_cat.h"
+
 #include "client/cli_common.h"
 #include "client/dlq_commands.h"
 #include "client/interrupt.h"
@@ -47,8 +49,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version are "errors" with exit code 0.
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "taskq: %s\nRun `taskq --help` or `taskq VERB --help` for usage.\n",
-                 e.what());
+    PrintError(absl::StrCat(e.what(), "\nRun `taskq --help` or `taskq VERB --help` for usage."));
     return kExitUsage;
   }
   for (const Verb& verb : verbs) {

@@ -5,8 +5,11 @@
 #include <limits>
 #include <cstdlib>
 
+#include <unistd.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/task_format.h"
 #include "common/channel.h"
 
 namespace taskq::cli {
@@ -66,7 +69,7 @@ std::string MasterAddress(const GlobalOptions& options) {
 std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
   auto client = Client::Connect(ToConnectOptions(options));
   if (!client.ok()) {
-    std::fprintf(stderr, "taskq: %s\n", std::string(client.status().message()).c_str());
+    PrintError(client.status().message());
     return nullptr;
   }
   return *std::move(client);
@@ -105,12 +108,12 @@ std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string
 }
 
 int ReportError(const absl::Status& status, CallKind kind, const GlobalOptions& options) {
-  std::fprintf(stderr, "taskq: %s\n", ErrorMessage(status, kind, MasterAddress(options)).c_str());
+  PrintError(ErrorMessage(status, kind, MasterAddress(options)));
   return ExitCodeFor(status, kind);
 }
 
 int UsageError(absl::string_view message) {
-  std::fprintf(stderr, "taskq: %s\n", std::string(message).c_str());
+  PrintError(message);
   return kExitUsage;
 }
 
@@ -201,10 +204,26 @@ std::string KindName(v1::QueueKind kind) {
   }
 }
 
+void WriteText(std::FILE* stream, absl::string_view text) {
+  // Checked once per stream: it does not change while the CLI runs.
+  static const bool stdout_tty = ::isatty(STDOUT_FILENO) == 1;
+  static const bool stderr_tty = ::isatty(STDERR_FILENO) == 1;
+  const bool tty = stream == stdout ? stdout_tty : stream == stderr ? stderr_tty : false;
+  if (tty) {
+    const std::string shown = EscapeForTerminal(text);
+    std::fwrite(shown.data(), 1, shown.size(), stream);
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stream);
+  }
+  std::fflush(stream);
+}
+
+void PrintError(absl::string_view message) {
+  WriteText(stderr, absl::StrCat("taskq: ", message, "\n"));
+}
+
 void PrintLine(absl::string_view prefix, absl::string_view payload) {
-  std::string line = absl::StrCat(prefix, payload, "\n");
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fflush(stdout);
+  WriteText(stdout, absl::StrCat(prefix, payload, "\n"));
 }
 
 void PrintIds(const std::vector<uint64_t>& ids) {

@@ -7,6 +7,7 @@
 // used from main's thread only.
 #pragma once
 
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -108,8 +109,19 @@ absl::StatusOr<std::vector<v1::TaskSpec>> BuildTasks(const std::vector<std::stri
 // "fifo", "lifo" or "priority".
 std::string KindName(v1::QueueKind kind);
 
-// Writes `prefix` + `payload` + "\n" to stdout and flushes, so that a
-// reader on a pipe sees each line as it is printed.
+// Output. What the CLI prints may hold text from other clients (payloads,
+// results, errors, worker ids): on a terminal it goes through
+// EscapeForTerminal (client/task_format.h) so it cannot move the cursor or
+// change the terminal; on a pipe or file the bytes are written exactly
+// (scripts need exact payloads).
+//
+// Writes `text` to `stream` (stdout or stderr) as described, and flushes.
+void WriteText(std::FILE* stream, absl::string_view text);
+// Prints "taskq: <message>" and a newline on stderr (WriteText).
+void PrintError(absl::string_view message);
+
+// Writes `prefix` + `payload` + "\n" to stdout (WriteText) and flushes, so
+// that a reader on a pipe sees each line as it is printed.
 void PrintLine(absl::string_view prefix, absl::string_view payload);
 
 // Prints task ids, one per line, in one write.

@@ -85,10 +85,10 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-int RunList(const GlobalOptions& globals) {
+int RunList(const GlobalOptions& globals, uint32_t page_size) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
-  auto queues = client->ListQueues();
+  auto queues = client->ListQueues(page_size);
   if (!queues.ok()) return ReportError(queues.status(), CallKind::kAdmin, globals);
   std::sort(queues->begin(), queues->end(),
             [](const v1::QueueStats& a, const v1::QueueStats& b) {
@@ -161,10 +161,16 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
               "Succeed if the queue already exists with the same settings");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
 
+  auto page_size = std::make_shared<uint32_t>(0);
   CLI::App* l = AddVerb(queue, "list",
                         "List the queues, one row each: NAME KIND READY LEASED UNFINISHED "
-                        "WORKERS DELAYED DEAD (header first)");
-  verbs->push_back({l, [globals] { return RunList(*globals); }});
+                        "WORKERS DELAYED DEAD (header first). Asks the master a page at a "
+                        "time and prints all of them");
+  l->add_option("--page-size", *page_size,
+                "Queues per call to the master (1-10000; default: the master's, 1000)")
+      ->check(CLI::Range(1u, 10000u))
+      ->type_name("N");
+  verbs->push_back({l, [globals, page_size] { return RunList(*globals, *page_size); }});
 
   auto stats_name = std::make_shared<std::string>();
   CLI::App* s = AddVerb(queue, "stats",

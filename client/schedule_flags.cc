@@ -108,9 +108,8 @@ void ReportExisting(const PutReceipt& receipt, const std::vector<std::string>& k
                                     " already exists with dedup key \"",
                                     absl::CHexEscape(i < keys.size() ? keys[i] : ""),
                                     "\": nothing stored\n");
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    WriteText(stderr, line);
   }
-  std::fflush(stderr);
 }
 
 }  // namespace taskq::cli

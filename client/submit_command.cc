@@ -42,10 +42,7 @@ int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs&
   return kExitOk;
 }
 
-void PrintToStderr(const std::string& line) {
-  std::fwrite(line.data(), 1, line.size(), stderr);
-  std::fflush(stderr);
-}
+void PrintToStderr(const std::string& line) { WriteText(stderr, line); }
 
 void PrintResult(const v1::Task& result, bool show_ids) {
   if (result.outcome() == v1::OUTCOME_FAILED) {
@@ -78,8 +75,8 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
   auto delete_private_queue = [&] {
     if (!created.exchange(false)) return;
     if (auto s = quick->DeleteQueue(options.reply_to); !s.ok()) {
-      std::fprintf(stderr, "taskq: could not delete results queue %s: %s\n",
-                   options.reply_to.c_str(), std::string(s.message()).c_str());
+      PrintError(absl::StrCat("could not delete results queue ", options.reply_to, ": ",
+                              s.message()));
     }
   };
 

@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cli_common.h"
 
@@ -45,6 +46,80 @@ std::string OneLine(absl::string_view text, size_t max_chars) {
   if (out.size() > max_chars) {
     out.resize(max_chars);
     out += "...";
+  }
+  return out;
+}
+
+namespace {
+
+// Length of the valid UTF-8 sequence at the start of `s` and its code
+// point, or 0 if it is not one (overlong forms, surrogates and code points
+// above U+10FFFF are not valid).
+size_t DecodeUtf8(absl::string_view s, uint32_t* code_point) {
+  const auto byte = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
+  const uint8_t lead = byte(0);
+  size_t len;
+  uint32_t cp;
+  uint32_t min;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    len = 2, cp = lead & 0x1f, min = 0x80;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    len = 3, cp = lead & 0x0f, min = 0x800;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    len = 4, cp = lead & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() < len) return 0;
+  for (size_t i = 1; i < len; ++i) {
+    if ((byte(i) & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (byte(i) & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  *code_point = cp;
+  return len;
+}
+
+bool IsTerminalControl(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+}  // namespace
+
+std::string EscapeForTerminal(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const uint8_t c = static_cast<uint8_t>(text[i]);
+    if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f)) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (c < 0x20) {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+      ++i;
+      continue;
+    }
+    if (c == 0x7f) {
+      out += "\\u007f";
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    const size_t len = DecodeUtf8(text.substr(i), &cp);
+    if (len == 0) {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+      ++i;
+    } else if (IsTerminalControl(cp)) {
+      absl::StrAppendFormat(&out, "\\u%04x", cp);
+      i += len;
+    } else {
+      out.append(text.data() + i, len);
+      i += len;
+    }
   }
   return out;
 }

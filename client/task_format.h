@@ -27,6 +27,17 @@ std::string FormatUnixMs(int64_t unix_ms);
 // is dropped, and it is cut to `max_chars` with "..." appended.
 std::string OneLine(absl::string_view text, size_t max_chars);
 
+// `text` made safe to show on a terminal: whatever could move the cursor or
+// change the terminal's state is written as an escape; printable ASCII,
+// valid UTF-8 text, newlines and tabs stay as they are.
+// - C0 controls other than \n and \t (ESC, CR, BEL, backspace, ...) and
+//   bytes that are not valid UTF-8: \xNN;
+// - DEL, the C1 controls U+0080..U+009F (an 8-bit CSI is U+009B) and the
+//   bidirectional overrides U+202A..U+202E, U+2066..U+2069: \uNNNN.
+// Backslashes are not doubled: this is for reading, not for parsing
+// (scripts read the CLI through a pipe, which gets the exact bytes).
+std::string EscapeForTerminal(absl::string_view text);
+
 // A payload for humans: C-escaped and cut to `max_chars` (with "...").
 std::string ShowPayload(absl::string_view payload, size_t max_chars = 200);
 

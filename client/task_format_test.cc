@@ -159,5 +159,36 @@ TEST(StatsFields, NewCountersAndDefaults) {
   }
 }
 
+TEST(EscapeForTerminal, EscapesWhatCanMoveTheCursorOrChangeTheTerminal) {
+  EXPECT_EQ(EscapeForTerminal("\x1b[2J\x1b]0;title\x07"), "\\x1b[2J\\x1b]0;title\\x07");
+  EXPECT_EQ(EscapeForTerminal("over\rwrite\b!"), "over\\x0dwrite\\x08!");
+  EXPECT_EQ(EscapeForTerminal(std::string("nul\0end", 7)), "nul\\x00end");
+  EXPECT_EQ(EscapeForTerminal("del\x7f"), "del\\u007f");
+  // C1 controls: 8-bit CSI as UTF-8 (U+009B) and as a lone byte.
+  EXPECT_EQ(EscapeForTerminal("\xc2\x9b" "31m"), "\\u009b31m");
+  EXPECT_EQ(EscapeForTerminal("\x9b" "31m"), "\\x9b31m");
+  // Bidirectional override (U+202E) reorders what follows on screen.
+  EXPECT_EQ(EscapeForTerminal("a\xe2\x80\xae" "b"), "a\\u202eb");
+}
+
+TEST(EscapeForTerminal, KeepsTextNewlinesAndTabs) {
+  EXPECT_EQ(EscapeForTerminal("plain text 123 ~!@#$%^&*()\\"), "plain text 123 ~!@#$%^&*()\\");
+  EXPECT_EQ(EscapeForTerminal("two\nlines\tand a tab"), "two\nlines\tand a tab");
+  // Valid UTF-8: 2, 3 and 4 bytes.
+  EXPECT_EQ(EscapeForTerminal("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80"),
+            "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+  EXPECT_EQ(EscapeForTerminal(""), "");
+}
+
+TEST(EscapeForTerminal, EscapesBytesThatAreNotUtf8) {
+  // Overlong, a surrogate, truncated sequences, above U+10FFFF.
+  EXPECT_EQ(EscapeForTerminal("\xc0\xaf"), "\\xc0\\xaf");
+  EXPECT_EQ(EscapeForTerminal("\xed\xa0\x80"), "\\xed\\xa0\\x80");
+  EXPECT_EQ(EscapeForTerminal("x\xe2\x9c"), "x\\xe2\\x9c");
+  EXPECT_EQ(EscapeForTerminal("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");
+  // A lone lead byte before ESC: both escaped, nothing swallowed.
+  EXPECT_EQ(EscapeForTerminal("\xc3\x1b"), "\\xc3\\x1b");
+}
+
 }  // namespace
 }  // namespace taskq::cli

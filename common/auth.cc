@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/token_strength.h"
 
 namespace taskq {
 namespace {
@@ -114,6 +115,13 @@ absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path) {
   ok = (::fsync(fd) == 0) && ok;
   ::close(fd);
   if (!ok) return ErrnoStatus("cannot write token file", path);
+  return token;
+}
+
+absl::StatusOr<std::string> LoadMasterToken(const std::string& path) {
+  auto token = LoadOrCreateToken(path);
+  if (!token.ok()) return token;
+  if (absl::Status s = CheckTokenStrength(*token, path); !s.ok()) return s;
   return token;
 }
 

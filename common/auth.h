@@ -29,6 +29,12 @@ absl::StatusOr<std::string> LoadToken(const std::string& path);
 // directory, mode 0700) with mode 0600 and a fresh random 256-bit token.
 absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path);
 
+// The master's token: LoadOrCreateToken, then refused (FAILED_PRECONDITION,
+// saying how to make a good one) if it is weak (common/token_strength.h).
+// Workers and the CLI read their copy with LoadToken and do not judge it:
+// a token the master accepts always works for them.
+absl::StatusOr<std::string> LoadMasterToken(const std::string& path);
+
 // Compares in time that depends only on the lengths, not on where the
 // strings differ.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);

@@ -156,16 +156,27 @@ absl::StatusOr<v1::QueueConfig> Client::CreateQueue(const v1::QueueConfig& confi
   return std::move(*response.mutable_config());
 }
 
-absl::StatusOr<std::vector<v1::QueueStats>> Client::ListQueues() {
+absl::StatusOr<std::vector<v1::QueueStats>> Client::ListQueues(uint32_t page_size) {
   v1::ListQueuesRequest request;
-  v1::ListQueuesResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->ListQueues(c, request, &response); },
-                     options_.call_timeout, nullptr);
-  if (!status.ok()) return status;
+  request.set_page_size(page_size);
   std::vector<v1::QueueStats> queues;
-  queues.reserve(response.queues_size());
-  for (auto& q : *response.mutable_queues()) queues.push_back(std::move(q));
-  return queues;
+  for (;;) {
+    v1::ListQueuesResponse response;
+    auto status = Call(
+        [&](grpc::ClientContext* c) { return stub_->ListQueues(c, request, &response); },
+        options_.call_timeout, nullptr);
+    if (!status.ok()) return status;
+    for (auto& q : *response.mutable_queues()) queues.push_back(std::move(q));
+    // A master from before paging sends everything and no token.
+    if (response.next_page_token().empty()) return queues;
+    // Tokens only move forward (names in order); anything else would loop.
+    if (response.next_page_token() <= request.page_token()) {
+      return absl::InternalError(absl::StrCat(
+          "the master's queue list did not move forward (page token \"",
+          response.next_page_token(), "\" after \"", request.page_token(), "\")"));
+    }
+    request.set_page_token(response.next_page_token());
+  }
 }
 
 absl::StatusOr<v1::QueueStats> Client::Stats(const std::string& queue) {

@@ -156,7 +156,10 @@ class Client {
   // if an equal queue exists (ALREADY_EXISTS if it differs).
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                               bool exist_ok = false);
-  absl::StatusOr<std::vector<v1::QueueStats>> ListQueues();
+  // Every queue, sorted by name: follows the master's pages
+  // (ListQueuesRequest) until the last one. `page_size` queues per call
+  // (0 = the master's default, 1,000).
+  absl::StatusOr<std::vector<v1::QueueStats>> ListQueues(uint32_t page_size = 0);
   absl::StatusOr<v1::QueueStats> Stats(const std::string& queue);
   absl::Status DeleteQueue(const std::string& queue);
   // Drops the ready tasks; returns how many.

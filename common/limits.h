@@ -38,6 +38,11 @@ inline constexpr size_t kMaxDedupKeyBytes = 128;
 // each attempt's error kept there (last_error keeps up to kMaxErrorBytes).
 inline constexpr size_t kTaskHistoryLength = 16;
 inline constexpr size_t kMaxHistoryErrorBytes = 1024;
+// ListQueues pages (ListQueuesRequest.page_size).
+inline constexpr uint32_t kDefaultQueuePage = 1000;
+inline constexpr uint32_t kMaxQueuePage = 10000;
+// Queues a master holds (--max-queues).
+inline constexpr size_t kDefaultMaxQueues = 10000;
 // ListDead page size; a page also stops early at kMaxListDeadBytes of tasks.
 inline constexpr uint32_t kDefaultListDead = 100;
 inline constexpr uint32_t kMaxListDead = 1000;

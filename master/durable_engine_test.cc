@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/runtime/async_test_util.h"
+#include "gmock/gmock.h"
 #include "common/sync.h"
 #include "master/engine_test_util.h"
 #include "master/sqlite_store.h"
@@ -50,7 +51,7 @@ class DurableEngineTest : public EngineTest {
     auto store = SqliteStore::Open(std::move(options));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
-    EngineOptions engine_options;
+    EngineOptions engine_options = options_;
     engine_options.memory_budget_bytes = memory_budget;
     Reset(engine_options);
     absl::Status s = engine_->Recover(store_.get());
@@ -90,9 +91,32 @@ class DurableEngineTest : public EngineTest {
   }
 
   std::string dir_;
+  // Engine options for the next Open (the memory budget is Open's argument).
+  EngineOptions options_;
   std::unique_ptr<SqliteStore> store_;
   std::atomic<bool> healthy_again_{false};
 };
+
+// A master restarted with a lower --max-queues than it holds still serves
+// every stored queue; it only creates no new ones.
+TEST_F(DurableEngineTest, RecoveryLoadsMoreQueuesThanTheQuota) {
+  for (const char* name : {"a", "b", "c", "d", "e"}) MustPut(name, {Spec(name)});
+  options_.max_queues = 3;
+  Restart();
+  v1::ListQueuesRequest all;
+  auto page = engine_->ListQueues(all);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->queues_size(), 5);
+  EXPECT_THAT(Payloads(MustGet("e")), ::testing::ElementsAre("e"));
+  MustPut("a", {Spec("again")});
+  absl::Status refused = PutStatus("f", {Spec("f")});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  ASSERT_TRUE(engine_->DeleteQueue("a").ok());
+  ASSERT_TRUE(engine_->DeleteQueue("b").ok());
+  ASSERT_TRUE(engine_->DeleteQueue("c").ok());
+  MustPut("f", {Spec("f")});  // 3 queues: d, e, f
+  EXPECT_EQ(PutStatus("g", {Spec("g")}).code(), absl::StatusCode::kResourceExhausted);
+}
 
 TEST_F(DurableEngineTest, QueuesAndTheirSettingsSurviveARestart) {
   CreateQueue("stack", v1::QUEUE_KIND_LIFO, /*maxsize=*/10, /*max_attempts=*/5);
@@ -420,6 +444,74 @@ void PutInto(MemoryEngine& engine, const std::string& queue, PutReply* reply) {
     reply->value = std::move(r);
     reply->done.Notify();
   });
+}
+
+// --- the memory budget with a store (issue 12, item 8) -----------------------
+
+void ExpectBudgetRefusal(const absl::Status& s) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "memory budget")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "--memory-budget-mb")) << s;
+}
+
+TEST_F(DurableEngineTest, DelayedPutsBeyondTheBudgetAreRefusedReadyOnesGoCold) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/1 << 20);
+  const std::string big(64 << 10, 'x');
+  // 4 MiB of ready tasks: accepted, they go cold.
+  for (int i = 0; i < 64; ++i) MustPut("ready", {Spec(big)});
+  CoolEverything();
+  EXPECT_LE(engine_->Memory().task_bytes, size_t{2} << 20);
+  // Delayed tasks stay in memory until due: refused beyond the budget.
+  absl::Status refused;
+  int delayed = 0;
+  for (; delayed < 64; ++delayed) {
+    refused = PutStatus("later", {Delayed(big, absl::Hours(1))});
+    if (!refused.ok()) break;
+  }
+  ExpectBudgetRefusal(refused);
+  EXPECT_TRUE(absl::StrContains(refused.message(), "delayed")) << refused;
+  EXPECT_GE(delayed, 12);
+  EXPECT_LE(delayed, 15);
+  // Ready tasks are still welcome; delayed ones again once some came due.
+  MustPut("ready", {Spec(big)});
+  Advance(absl::Hours(2));
+  MustPut("later", {Delayed(big, absl::Hours(1))});
+}
+
+TEST_F(DurableEngineTest, HardCapWhenCoolingLagsBehindUncommittedPuts) {
+  SyncGate gate;
+  options_.cooling_slack_bytes = 1 << 20;  // hard cap: 3 MiB
+  Restart(FsyncPolicy::kAlways, [&gate] { return gate.Sync(); }, /*memory_budget=*/1 << 20);
+  gate.Arm();
+  // While no commit completes, ready tasks cannot go cold: puts are
+  // accepted up to the hard cap, then refused. (Every reply, a refusal
+  // too, waits for the commit.)
+  const std::string big(64 << 10, 'x');
+  std::vector<std::unique_ptr<PutCapture>> puts;
+  for (int i = 0; i < 100; ++i) {  // 6.4 MiB
+    puts.push_back(std::make_unique<PutCapture>());
+    PutAsync("q", {Spec(big)}, puts.back().get(), absl::InfiniteFuture(), /*nowait=*/true);
+  }
+  const MemoryUsage held = engine_->Memory();
+  EXPECT_LE(held.task_bytes, held.hard_cap_bytes);
+  EXPECT_GE(held.task_bytes, held.hard_cap_bytes - (100 << 10));
+  gate.Open();
+  int stored = 0, refused = 0;
+  for (auto& put : puts) {
+    ASSERT_TRUE(put->Wait());
+    if (put->value->ok()) {
+      ++stored;
+    } else {
+      ++refused;
+      ExpectBudgetRefusal(put->value->status());
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GE(stored, 40);  // ~3 MiB of 64 KiB tasks
+  // Committed now: they go cold and puts are welcome again.
+  CoolEverything();
+  MustPut("q", {Spec(big)});
+  EXPECT_LT(engine_->Memory().task_bytes, held.task_bytes);
 }
 
 TEST_F(DurableEngineTest, FsyncAlwaysRepliesOnlyAfterTheSync) {

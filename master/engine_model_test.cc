@@ -172,6 +172,8 @@ class ModelRun {
       return;
     }
     options.memory_budget_bytes = memory_budget_;
+    // Ready tasks go cold; delayed ones are never refused for memory here.
+    options.pinned_budget_bytes = size_t{1} << 30;
     SqliteStoreOptions store_options;
     store_options.dir = dir_ + "/data";
     store_options.fsync = FsyncPolicy::kNever;

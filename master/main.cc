@@ -76,6 +76,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_flag("--no-auto-create", no_auto_create,
                "refuse unknown queues instead of creating them on first use");
+  app.add_option("--max-queues", options.engine.max_queues,
+                 "most queues the master holds; creating one more (explicitly or on first use) "
+                 "is refused with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
   app.add_option("--max-payload-bytes", options.engine.max_payload_bytes,
                  "largest task payload or result accepted")
       ->capture_default_str()
@@ -107,7 +112,8 @@ int main(int argc, char** argv) {
   app.add_option("--memory-budget-mb", memory_budget_mb,
                  "memory for task records and payloads; beyond it queued tasks keep only their "
                  "place in their queue (~30 bytes) and are read back from the store when handed "
-                 "out")
+                 "out, and puts of delayed tasks are refused (RESOURCE_EXHAUSTED); with --store "
+                 "memory every put beyond it is refused")
       ->capture_default_str()
       ->check(CLI::Range(size_t{0}, size_t{1} << 30));
   uint64_t min_free_disk_mb = 128;
@@ -172,6 +178,11 @@ int main(int argc, char** argv) {
   options.unauthenticated_timeout =
       absl::Milliseconds(static_cast<int64_t>(unauthenticated_timeout_s * 1000));
   options.grpc_memory_bytes = grpc_memory_mb << 20;
+  if (options.store == "memory" && memory_budget_mb == 0) {
+    std::fprintf(stderr, "taskq-master: --memory-budget-mb 0 with --store memory would refuse "
+                         "every put: give the memory the master may use for tasks\n");
+    return 2;
+  }
   taskq::InitLogging("taskq-master", ParseLevel(log_level));
   taskq::RouteProtobufLogs();
 

@@ -60,7 +60,9 @@ MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
     : options_(options),
       clock_(clock),
       on_earlier_deadline_(std::move(on_earlier_deadline)),
-      rng_(SeedOf(options)) {}
+      rng_(SeedOf(options)),
+      memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
+              options.cooling_slack_bytes) {}
 
 MemoryEngine::~MemoryEngine() { Shutdown(); }
 
@@ -139,8 +141,18 @@ MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config) {
   q->config = std::move(config);
   Queue* raw = q.get();
   queues_[raw->config.name()] = std::move(q);
+  queue_names_.insert(raw->config.name());
   MarkQueue(raw->config.name());
   return raw;
+}
+
+absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
+  if (queues_.size() < options_.max_queues) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "queue \"", name, "\" cannot be created: the master holds ", queues_.size(),
+      " queues, its limit (--max-queues ", options_.max_queues,
+      "); delete queues that are no longer used (taskq queue delete) or restart the master "
+      "with a larger --max-queues"));
 }
 
 absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name) {
@@ -149,6 +161,7 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   if (Queue* q = FindQueue(name)) return q;
   if (auto s = ValidateName("queue", name); !s.ok()) return s;
   if (!options_.auto_create_queues) return QueueMissing(name);
+  if (auto s = RoomForAQueue(name); !s.ok()) return s;
   v1::QueueConfig config;
   config.set_name(name);
   Queue* q = AddQueue(FillDefaults(config));
@@ -172,6 +185,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
                                                    ")"));
     }
     if (auto s = Writable(); !s.ok()) return s;
+    if (auto s = RoomForAQueue(config.name()); !s.ok()) return s;
     config = AddQueue(config)->config;
     EndStep(pending);
   }
@@ -228,15 +242,29 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   return s;
 }
 
-std::vector<v1::QueueStats> MemoryEngine::ListQueues() {
+absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
+    const v1::ListQueuesRequest& request) {
+  const uint32_t page_size = request.page_size() == 0
+                                 ? kDefaultQueuePage
+                                 : std::min(request.page_size(), kMaxQueuePage);
+  // The token is the last name of the previous page: any valid name pages
+  // on (also one deleted meanwhile); anything else was not given out.
+  const std::string& after = request.page_token();
+  if (!after.empty() && !ValidateName("queue", after).ok()) {
+    return absl::InvalidArgumentError(
+        "page_token is not one this master gave out: start again with an empty page_token");
+  }
   MutexLock lock(&mu_);
-  std::vector<v1::QueueStats> out;
-  out.reserve(queues_.size());
-  for (const auto& [name, q] : queues_) out.push_back(StatsOf(*q));
-  std::sort(out.begin(), out.end(), [](const v1::QueueStats& a, const v1::QueueStats& b) {
-    return a.config().name() < b.config().name();
-  });
-  return out;
+  v1::ListQueuesResponse page;
+  auto it = after.empty() ? queue_names_.begin() : queue_names_.upper_bound(after);
+  for (; it != queue_names_.end() && static_cast<uint32_t>(page.queues_size()) < page_size;
+       ++it) {
+    *page.add_queues() = StatsOf(*queues_.at(*it));
+  }
+  if (it != queue_names_.end() && page.queues_size() > 0) {
+    page.set_next_page_token(page.queues(page.queues_size() - 1).config().name());
+  }
+  return page;
 }
 
 absl::StatusOr<v1::QueueStats> MemoryEngine::Stats(const std::string& queue) {
@@ -287,6 +315,7 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
       }
     }
     queues_.erase(queue);
+    queue_names_.erase(queue);
     MarkQueue(queue);
     EndStep(pending);
   }
@@ -427,6 +456,20 @@ size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& s
   return n;
 }
 
+PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+  PutDemand demand;
+  absl::flat_hash_set<absl::string_view> batch_keys;
+  const int64_t now_ms = absl::ToUnixMillis(clock_->Now());
+  for (const v1::TaskSpec& spec : specs) {
+    const std::string& key = spec.dedup_key();
+    if (!key.empty() && (q.dedup.contains(key) || !batch_keys.insert(key).second)) continue;
+    const size_t bytes = kRecordOverhead + SpecBytes(spec, q.config.name());
+    demand.bytes += bytes;
+    if (spec.delay_ms() > 0 || spec.not_before_unix_ms() > now_ms) demand.delayed_bytes += bytes;
+  }
+  return demand;
+}
+
 bool MemoryEngine::Fits(const Queue& q, size_t n) const {
   if (q.config.maxsize() == 0) return true;
   return Held(q) + n <= q.config.maxsize();
@@ -476,13 +519,13 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
     if (spec.not_before_unix_ms() > 0) {
       due = std::max(due, absl::FromUnixMillis(spec.not_before_unix_ms()));
     }
+    Recount(rec);
     if (due > now) {
       MakeDelayed(q, rec, due, pending);
     } else {
       MakeReady(q, rec, /*new_place=*/true);
       MaybeCool(rec);
     }
-    hot_bytes_ += rec.task.payload().size();  // AddRecord counted it empty
     ++q.total_put;
     out.ids.push_back(id);
     out.existing.push_back(false);
@@ -504,7 +547,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
     if (status.ok()) status = Writable();
     Queue* q = found.ok() ? *found : nullptr;
     if (status.ok() && q->shut_down) status = QueueShutDown(args.queue);
-    size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
+    const size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
     if (status.ok() && q->config.maxsize() != 0 && fresh > q->config.maxsize()) {
       status = absl::InvalidArgumentError(
           absl::StrCat("put of ", fresh, " tasks can never fit queue \"", args.queue,
@@ -520,12 +563,22 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
         }
       }
     }
+    const bool fits_now = status.ok() && q->live_putters == 0 && Fits(*q, fresh);
+    const bool may_wait = !args.nowait && args.deadline > clock_->Now();
+    PutDemand demand;
+    if (status.ok() && (fits_now || may_wait)) {
+      // Whatever the put stores, or holds while it waits, must fit the
+      // memory budget (a put that fails "full" at once holds nothing).
+      demand = MeasureNew(*q, args.tasks);
+      demand.will_wait = !fits_now;
+      status = memory_.Admit(demand);
+    }
     if (!status.ok()) {
       fail(status);
-    } else if (q->live_putters == 0 && Fits(*q, fresh)) {
+    } else if (fits_now) {
       PutResult stored = Insert(*q, args.tasks, pending);
       pending.Reply(std::move(done), std::move(stored));
-    } else if (args.nowait || args.deadline <= clock_->Now()) {
+    } else if (!may_wait) {
       fail(absl::ResourceExhaustedError(absl::StrCat(
           "queue \"", args.queue, "\" is full (maxsize ", q->config.maxsize(),
           "); retry later or put with a timeout to wait for room")));
@@ -535,6 +588,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
       w.queue = args.queue;
       w.deadline = args.deadline;
       w.put = std::move(args);
+      w.put_bytes = demand.bytes;
       w.put_done = std::move(done);
       wait_id = AddWaiter(*q, std::move(w), pending);
     }
@@ -593,7 +647,21 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
   if (args.max_tasks == 0) args.max_tasks = 1;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
+    // A get that will not wait only reads: an unknown queue is an empty one
+    // and is not created (a get that waits must park on its queue).
+    const bool waits = !args.nowait && args.deadline > clock_->Now();
+    absl::StatusOr<Queue*> found = absl::NotFoundError("");
+    if (waits || FindQueue(args.queue) != nullptr) {
+      found = FindOrCreateQueue(args.queue);
+    } else if (shut_down_) {
+      found = ShuttingDown();
+    } else if (auto s = ValidateName("queue", args.queue); !s.ok()) {
+      found = s;
+    } else if (!options_.auto_create_queues) {
+      found = QueueMissing(args.queue);
+    } else {
+      found = absl::DeadlineExceededError(absl::StrCat("queue \"", args.queue, "\" is empty"));
+    }
     Queue* q = found.ok() ? *found : nullptr;
     absl::Status writable = Writable();
     if (!found.ok()) {
@@ -713,6 +781,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
     if (!Fits(q, CountNew(q, w.put.tasks))) break;
     q.putters.pop_front();
     --q.live_putters;
+    memory_.RemoveWaiting(w.put_bytes);  // counted as records from here on
     PutResult stored = Insert(q, w.put.tasks, pending);
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
     pending.Reply(std::move(w.put_done), std::move(stored));
@@ -914,6 +983,7 @@ WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
     case WaitKind::kPut:
       q.putters.push_back(id);
       ++q.live_putters;
+      memory_.AddWaiting(w.put_bytes);
       break;
     case WaitKind::kGet:
       q.getters.push_back(id);
@@ -939,6 +1009,7 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
         --q->live_putters;
         Touch(*q, pending);  // a smaller batch behind it may fit now
       }
+      memory_.RemoveWaiting(w.put_bytes);
       pending.Reply(std::move(w.put_done), status);
       break;
     case WaitKind::kGet:

@@ -46,6 +46,7 @@
 #include "absl/container/node_hash_map.h"
 #include "common/clock.h"
 #include "common/sync.h"
+#include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
 
@@ -61,7 +62,8 @@ class MemoryEngine final : public QueueEngine {
 
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                               bool exist_ok) override;
-  std::vector<v1::QueueStats> ListQueues() override;
+  absl::StatusOr<v1::ListQueuesResponse> ListQueues(
+      const v1::ListQueuesRequest& request) override;
   absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) override;
   absl::Status DeleteQueue(const std::string& queue) override;
   absl::StatusOr<uint64_t> PurgeQueue(const std::string& queue) override;
@@ -111,6 +113,9 @@ class MemoryEngine final : public QueueEngine {
   // what waited meanwhile.
   void OnStoreHealthy();
 
+  // Memory taken by task records and waiting puts (memory_budget.h).
+  MemoryUsage Memory();
+
  private:
   // Work to do once the lock is released (memory_engine_pending.h).
   class Pending;
@@ -158,6 +163,10 @@ class MemoryEngine final : public QueueEngine {
     std::vector<v1::Attempt> history;
     std::string dead_in;  // while dead: the queue whose dead-letter set holds it
     uint64_t written_seq = 0;  // the store batch that last wrote it
+    // What memory_ counts for it (Recount), and of that what it counts as
+    // pinned (in memory for good while delayed, leased or dead).
+    size_t counted_bytes = 0;
+    size_t pinned_bytes = 0;
   };
 
   enum class WaitKind { kPut, kGet, kJoin };
@@ -166,6 +175,7 @@ class MemoryEngine final : public QueueEngine {
     std::string queue;
     absl::Time deadline;
     PutArgs put;   // kPut
+    size_t put_bytes = 0;  // kPut: what memory_ counts for it while it waits
     GetArgs get;   // kGet
     PutCallback put_done;
     GetCallback get_done;
@@ -220,6 +230,9 @@ class MemoryEngine final : public QueueEngine {
   absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* FindQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK if one more queue fits under options_.max_queues; otherwise
+  // RESOURCE_EXHAUSTED naming `name` and --max-queues.
+  absl::Status RoomForAQueue(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* AddQueue(v1::QueueConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;
   absl::Status ValidateConfig(const v1::QueueConfig& config) const;
@@ -235,6 +248,8 @@ class MemoryEngine final : public QueueEngine {
   absl::Status ValidatePut(const PutArgs& args) const;
   // How many of `specs` a put would store (the rest are dedup hits).
   size_t CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const;
+  // What storing them would add to memory (the count is CountNew's).
+  PutDemand MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const;
   bool Fits(const Queue& q, size_t n) const;
   // Drops ready and delayed tasks, each with a CANCELLED result saying `why`.
   uint64_t DropWaiting(Queue& q, absl::string_view why, Pending& pending)
@@ -300,14 +315,20 @@ class MemoryEngine final : public QueueEngine {
   // Beyond the memory budget a ready task can be "cold": in its queue's ready
   // set but not in tasks_; its record is read back from the store when
   // needed. Only tasks whose last write is committed go cold.
-  // What a record costs in memory, near enough (measured: ~950 B for a
-  // 100-byte task with its map node, strings and allocator overhead).
-  static size_t Footprint(const TaskRecord& rec) {
-    return sizeof(TaskRecord) + 288 + rec.task.payload().size();
-  }
-  // Adds a record to tasks_ (keeping hot_bytes_).
+  // What a record costs in memory besides its strings, near enough
+  // (measured: ~950 B for a 100-byte task with its map node, its place in
+  // its queue's set and allocator overhead).
+  static constexpr size_t kRecordOverhead = sizeof(TaskRecord) + 288;
+  static size_t Footprint(const TaskRecord& rec);
+  // Adds an empty record to tasks_; Recount it once filled.
   TaskRecord& AddRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes a record from tasks_ (keeping hot_bytes_).
+  // Brings what memory_ counts for rec up to date (after it was filled or
+  // grew).
+  void Recount(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts rec as pinned (it entered a state that cannot go cold), or not.
+  void Pin(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unpin(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a record from tasks_ (and from memory_).
   void DropRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads cold ready tasks back into tasks_ (those the store has); the
   // store's error if it could not read (nothing is dropped then).
@@ -386,6 +407,8 @@ class MemoryEngine final : public QueueEngine {
   uint64_t next_delay_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  // The names of queues_ in order, for ListQueues pages.
+  absl::btree_set<std::string> queue_names_ ABSL_GUARDED_BY(mu_);
   // Node map: a TaskRecord& stays valid while other tasks come and go.
   absl::node_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, uint64_t> lease_to_task_ ABSL_GUARDED_BY(mu_);
@@ -414,8 +437,9 @@ class MemoryEngine final : public QueueEngine {
   // Task ids below this are reserved on disk: a restarted master never
   // reuses an id (ids are reserved in blocks, one small write per block).
   uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
-  // Bytes of the records in tasks_ (approximate: Footprint).
-  size_t hot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes of the records in tasks_ (approximate: Footprint), which of them
+  // are pinned, and of waiting puts; what puts it admits.
+  MemoryBudget memory_ ABSL_GUARDED_BY(mu_);
   // New ready tasks to go cold: ids of this step, then (batch seq, id).
   std::vector<uint64_t> to_cool_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<uint64_t, uint64_t>> cooling_ ABSL_GUARDED_BY(mu_);

@@ -139,21 +139,50 @@ void MemoryEngine::Persist(Pending& pending) {
 
 // --- cold ready tasks -------------------------------------------------------------
 
-MemoryEngine::TaskRecord& MemoryEngine::AddRecord(uint64_t id) {
-  TaskRecord& rec = tasks_[id];
-  hot_bytes_ += Footprint(rec);
-  return rec;
+size_t MemoryEngine::Footprint(const TaskRecord& rec) {
+  size_t n = kRecordOverhead + TaskBytes(rec.task) + rec.dedup_key.size() +
+             rec.last_error.size() + rec.holder_name.size();
+  for (const v1::Attempt& a : rec.history) {
+    n += sizeof(v1::Attempt) + a.error().size() + a.worker().size() + a.how().size();
+  }
+  return n;
+}
+
+MemoryEngine::TaskRecord& MemoryEngine::AddRecord(uint64_t id) { return tasks_[id]; }
+
+void MemoryEngine::Recount(TaskRecord& rec) {
+  const size_t now = Footprint(rec);
+  memory_.Remove(rec.counted_bytes);
+  memory_.Add(now);
+  rec.counted_bytes = now;
+}
+
+void MemoryEngine::Pin(TaskRecord& rec) {
+  if (rec.pinned_bytes != 0) return;
+  rec.pinned_bytes = std::max<size_t>(rec.counted_bytes, 1);
+  memory_.Pin(rec.pinned_bytes);
+}
+
+void MemoryEngine::Unpin(TaskRecord& rec) {
+  memory_.Unpin(rec.pinned_bytes);
+  rec.pinned_bytes = 0;
 }
 
 void MemoryEngine::DropRecord(uint64_t id) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
-  hot_bytes_ -= std::min(hot_bytes_, Footprint(it->second));
+  Unpin(it->second);
+  memory_.Remove(it->second.counted_bytes);
   tasks_.erase(it);
 }
 
+MemoryUsage MemoryEngine::Memory() {
+  MutexLock lock(&mu_);
+  return memory_.usage();
+}
+
 void MemoryEngine::MaybeCool(const TaskRecord& rec) {
-  if (store_ != nullptr && hot_bytes_ > options_.memory_budget_bytes) {
+  if (store_ != nullptr && memory_.over_budget()) {
     to_cool_.push_back(rec.task.id());
   }
 }
@@ -188,7 +217,7 @@ absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
     rec.state = State::kReady;  // only ready tasks go cold
     TaskRecord& added = AddRecord(id);
     added = std::move(rec);
-    hot_bytes_ += added.task.payload().size();
+    Recount(added);
     return true;
   });
   if (!s.ok()) LogError("store: reading queued tasks back failed (tried again later): %s", s.message());
@@ -239,7 +268,7 @@ MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
   rec.state = State::kReady;
   TaskRecord& added = AddRecord(id);
   added = std::move(rec);
-  hot_bytes_ += added.task.payload().size();
+  Recount(added);
   return &added;
 }
 
@@ -371,7 +400,8 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
     mu_.AssertHeld();  // called back inside LoadTasks
     TaskRecord& rec = AddRecord(id);
     if (!Decode(id, record, payload, rec).ok()) return true;  // parsed once already
-    hot_bytes_ += rec.task.payload().size();
+    Recount(rec);
+    Pin(rec);  // delayed, leased or dead: in memory for good
     Queue* q = FindQueue(rec.task.queue());
     switch (rec.state) {
       case State::kDelayed:
@@ -413,6 +443,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
   {
     MutexLock lock(&mu_);
     store_ = store;
+    memory_.set_durable(true);  // ready tasks can go cold from now on
     auto epoch_value = store_->GetRecord(kEpochKey);
     if (!epoch_value.ok()) return epoch_value.status();
     const uint64_t epoch = (*epoch_value ? ParseU64(**epoch_value) : 0) + 1;
@@ -423,6 +454,11 @@ absl::Status MemoryEngine::Recover(Store* store) {
     ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
 
     if (auto s = LoadQueues(); !s.ok()) return s;
+    if (queues_.size() > options_.max_queues) {
+      LogWarning("store: %d queues recovered, more than --max-queues %d: all are served, but "
+                 "no new queue can be created until enough are deleted",
+                 queues_.size(), options_.max_queues);
+    }
     std::vector<uint64_t> leased;
     if (auto s = LoadTasks(leased); !s.ok()) return s;
     // What was just read needs no writing back.

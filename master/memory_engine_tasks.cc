@@ -62,6 +62,7 @@ v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holde
     rec.holder_name = sub.worker_id.empty() ? "worker" : sub.worker_id;
   }
   rec.task.set_attempt(rec.task.attempt() + 1);
+  Pin(rec);
   WatchDeadline(rec.lease_deadline, pending);
   lease_deadlines_.insert({rec.lease_deadline, rec.lease_id});
   lease_to_task_[rec.lease_id] = rec.task.id();
@@ -89,6 +90,7 @@ void MemoryEngine::ClearLease(TaskRecord& rec) {
 
 void MemoryEngine::Detach(TaskRecord& rec) {
   MarkTask(rec.task.id());
+  Unpin(rec);  // whatever it becomes next pins it again if it must
   Queue* q = FindQueue(rec.task.queue());
   switch (rec.state) {
     case State::kReady:
@@ -119,6 +121,7 @@ void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pendin
   MarkTask(rec.task.id());
   rec.state = State::kDelayed;
   rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
+  Pin(rec);
   WatchDeadline(due, pending);
   q.delayed.insert(rec.delay);
   delayed_.insert(rec.delay);
@@ -149,6 +152,7 @@ void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::stri
     rec.history.erase(rec.history.begin(),
                       rec.history.begin() + (rec.history.size() - kTaskHistoryLength));
   }
+  Recount(rec);
 }
 
 void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
@@ -187,21 +191,25 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
   std::string dlq_name = rec.task.queue();
   if (origin && !origin->config.dead_letter().empty()) dlq_name = origin->config.dead_letter();
   Queue* dlq = FindQueue(dlq_name);
-  if (!dlq && options_.auto_create_queues && !shut_down_) {
+  if (!dlq && options_.auto_create_queues && !shut_down_ && RoomForAQueue(dlq_name).ok()) {
     v1::QueueConfig config;
     config.set_name(dlq_name);
     dlq = AddQueue(FillDefaults(config));
     LogInfo("dead-letter queue \"%s\" created on first use", dlq_name);
   }
   if (!dlq) {
-    LogWarning("dead-letter queue \"%s\" of queue \"%s\" does not exist; task %d stays in \"%s\"",
-               dlq_name, rec.task.queue(), rec.task.id(), rec.task.queue());
+    LogWarning("dead-letter queue \"%s\" of queue \"%s\" does not exist%s; task %d stays in \"%s\"",
+               dlq_name, rec.task.queue(),
+               options_.auto_create_queues ? " and --max-queues is reached" : "", rec.task.id(),
+               rec.task.queue());
     dlq = origin;
   }
   MarkTask(rec.task.id());
   rec.state = State::kDead;
   rec.dead_in = dlq->config.name();
   dlq->dead.insert(rec.task.id());
+  Recount(rec);  // its last error
+  Pin(rec);
   if (origin) {
     ++origin->total_failed;
     Touch(*origin, pending);  // room for putters, maybe joiners done
@@ -254,7 +262,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   r.task.set_outcome(outcome);
   r.task.set_error(std::move(error));
   r.task.set_enqueued_unix_ms(absl::ToUnixMillis(clock_->Now()));
-  hot_bytes_ += r.task.payload().size();  // AddRecord counted it empty
+  Recount(r);  // never refused: a result is never lost to the budget
   MakeReady(*q, r, /*new_place=*/true);
   MaybeCool(r);
   ++q->total_put;

@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -390,6 +393,263 @@ TEST_F(EngineTest, NextDeadlineTracksWaitersAndLeases) {
   engine_->Shutdown();  // finishes the waiter while `r` is still alive
 }
 
+// --- queue quota, paging, reads that do not create (issue 12, item 9) ---------
+
+std::vector<std::string> QueueNames(const v1::ListQueuesResponse& page) {
+  std::vector<std::string> names;
+  for (const v1::QueueStats& q : page.queues()) names.push_back(q.config().name());
+  return names;
+}
+
+TEST_F(EngineTest, ReadsOfAnUnknownQueueCreateNothing) {
+  EXPECT_EQ(GetStatus("nope").code(), absl::StatusCode::kDeadlineExceeded);
+  GetCapture leased;
+  GetAsync("nope2", &leased, /*lease=*/true, 1, absl::InfiniteFuture(), /*nowait=*/true);
+  ASSERT_TRUE(leased.done());
+  EXPECT_EQ(leased.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+  // A get whose timeout has passed already is a nowait get.
+  GetCapture expired;
+  GetAsync("nope3", &expired, false, 1, clock_.Now());
+  ASSERT_TRUE(expired.done());
+  EXPECT_EQ(expired.value->status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(engine_->Stats("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->ListDead("nope", 0, 10).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->TaskDone("nope", 1).code(), absl::StatusCode::kNotFound);
+  Result<absl::Status> joined;
+  engine_->Join("nope", absl::InfiniteFuture(), [&](absl::Status s) { joined.Set(s); });
+  ASSERT_TRUE(joined.done());
+  EXPECT_EQ(joined.value->code(), absl::StatusCode::kNotFound);
+  auto page = engine_->ListQueues({});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(QueueNames(*page), ElementsAre());
+  // A bad name is still refused as such.
+  EXPECT_EQ(GetStatus("bad name!").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, ABlockingGetCreatesItsQueue) {
+  GetCapture waiting;
+  GetAsync("later", &waiting, false, 1, clock_.Now() + absl::Seconds(5));
+  EXPECT_FALSE(waiting.done());
+  EXPECT_EQ(Stats("later").waiting_consumers(), 1u);
+  MustPut("later", {Spec("x")});
+  ASSERT_TRUE(waiting.done());
+  EXPECT_THAT(Payloads(**waiting.value), ElementsAre("x"));
+}
+
+TEST_F(EngineTest, QueueQuotaRefusesNewQueuesNamingTheFlag) {
+  EngineOptions options;
+  options.max_queues = 3;
+  Reset(options);
+  CreateQueue("a", v1::QUEUE_KIND_FIFO);
+  MustPut("b", {Spec("x")});          // auto-created by a put
+  MustPut("c", {Spec("y")});
+  auto expect_quota = [](const absl::Status& s) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("--max-queues"));
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("3 queues"));
+  };
+  v1::QueueConfig d;
+  d.set_name("d");
+  expect_quota(engine_->CreateQueue(d, false).status());
+  expect_quota(PutStatus("d", {Spec("z")}));
+  expect_quota(PutStatus("a", {Spec("z", 0, "replies")}));  // a new reply_to queue
+  EXPECT_EQ(Stats("a").ready(), 0u) << "the refused put stored its task";
+  expect_quota(engine_->Subscribe({"a", "d"}, "w", [](std::vector<v1::Delivery>) {}).status());
+  GetCapture waiting;
+  GetAsync("d", &waiting, false, 1, clock_.Now() + absl::Seconds(5));
+  ASSERT_TRUE(waiting.done());
+  expect_quota(waiting.value->status());
+  // Existing queues work as before; a delete makes room.
+  MustPut("a", {Spec("fine", 0, "b")});
+  ASSERT_TRUE(engine_->DeleteQueue("c").ok());
+  EXPECT_TRUE(engine_->CreateQueue(d, false).ok());
+}
+
+TEST_F(EngineTest, DeadLetterQueueOverTheQuotaFallsBackToTheQueuesOwnSet) {
+  EngineOptions options;
+  options.max_queues = 1;
+  options.default_max_attempts = 1;
+  Reset(options);
+  v1::QueueConfig c;
+  c.set_name("q");
+  c.set_dead_letter("q.dead");
+  CreateQueue(c);
+  MustPut("q", {Spec("x")});
+  v1::Delivery d = MustLease("q");
+  ASSERT_TRUE(engine_->Fail(d.task().id(), d.lease_id(), "boom", false).ok());
+  EXPECT_EQ(Stats("q").dead(), 1u);
+  EXPECT_EQ(engine_->Stats("q.dead").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, ListQueuesPagesInNameOrder) {
+  std::vector<std::string> all;
+  for (int i = 0; i < 25; ++i) {
+    all.push_back(absl::StrFormat("q%02d", (i * 7) % 25));  // created out of order
+    CreateQueue(all.back(), v1::QUEUE_KIND_FIFO);
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<std::string> seen;
+  v1::ListQueuesRequest request;
+  request.set_page_size(10);
+  int pages = 0;
+  for (;;) {
+    auto page = engine_->ListQueues(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ++pages;
+    EXPECT_LE(page->queues_size(), 10);
+    for (const std::string& name : QueueNames(*page)) seen.push_back(name);
+    if (page->next_page_token().empty()) break;
+    request.set_page_token(page->next_page_token());
+    ASSERT_LT(pages, 10) << "paging does not end";
+  }
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, all);
+
+  // No page size: the default page; over the maximum: the maximum.
+  auto first = engine_->ListQueues({});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->queues_size(), 25);
+  EXPECT_TRUE(first->next_page_token().empty());
+  request.set_page_size(kMaxQueuePage + 1);
+  request.clear_page_token();
+  EXPECT_TRUE(engine_->ListQueues(request).ok());
+  // A token that is no queue name was not given out by the master.
+  request.set_page_token("not a token!");
+  EXPECT_EQ(engine_->ListQueues(request).status().code(), absl::StatusCode::kInvalidArgument);
+  // A token whose queue was deleted meanwhile still pages on.
+  request.set_page_size(10);
+  request.set_page_token("q09");
+  ASSERT_TRUE(engine_->DeleteQueue("q09").ok());
+  auto rest = engine_->ListQueues(request);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(QueueNames(*rest).front(), "q10");
+}
+
+TEST_F(EngineTest, DefaultPageIsAThousandQueues) {
+  for (int i = 0; i < 1001; ++i) CreateQueue(absl::StrCat("q", i), v1::QUEUE_KIND_FIFO);
+  auto first = engine_->ListQueues({});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->queues_size(), 1000);
+  EXPECT_FALSE(first->next_page_token().empty());
+}
+
+
+// --- the memory budget without a store (issue 12, item 8) ----------------------
+
+constexpr size_t kKiB = 1024;
+
+EngineOptions SmallBudget() {
+  EngineOptions options;
+  options.memory_budget_bytes = 1 << 20;  // 1 MiB
+  return options;
+}
+
+void ExpectBudgetRefusal(const absl::Status& s) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("memory budget"));
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("--memory-budget-mb"));
+}
+
+// Puts `spec` one at a time until a put is refused (or 200 were stored);
+// returns how many were stored and the refusal.
+std::pair<int, absl::Status> PutUntilRefused(MemoryEngine* engine, const std::string& queue,
+                                             const v1::TaskSpec& spec) {
+  for (int i = 0; i < 200; ++i) {
+    PutCapture r;
+    PutArgs args;
+    args.queue = queue;
+    args.tasks = {spec};
+    args.nowait = true;
+    engine->Put(std::move(args), [&r](auto stored) { r.Set(std::move(stored)); });
+    if (!r.done()) return {i, absl::UnknownError("put did not finish")};
+    if (!r.value->ok()) return {i, r.value->status()};
+  }
+  return {200, absl::OkStatus()};
+}
+
+TEST_F(EngineTest, MemoryBudgetRefusesPutsBeyondItWithoutAStore) {
+  Reset(SmallBudget());
+  auto [stored, refusal] = PutUntilRefused(engine_.get(), "q", Spec(std::string(64 * kKiB, 'x')));
+  ExpectBudgetRefusal(refusal);
+  // 1 MiB holds 15 tasks of 64 KiB and their records, not 16.
+  EXPECT_GE(stored, 12);
+  EXPECT_LE(stored, 15);
+  EXPECT_LE(engine_->Memory().task_bytes, size_t{1} << 20);
+  // A put that may wait is refused at once too: its payload would wait in
+  // memory.
+  PutCapture waiting;
+  PutAsync("q", {Spec(std::string(64 * kKiB, 'y'))}, &waiting, clock_.Now() + absl::Seconds(5));
+  ASSERT_TRUE(waiting.done());
+  ExpectBudgetRefusal(waiting.value->status());
+  // Taking tasks gives their memory back (also after many rounds).
+  for (int round = 0; round < 50; ++round) {
+    EXPECT_EQ(MustGet("q", false, 4).size(), 4u) << "round " << round;
+    MustPut("q", {Spec(std::string(64 * kKiB, 'z')), Spec(std::string(64 * kKiB, 'z')),
+                  Spec(std::string(64 * kKiB, 'z')), Spec(std::string(64 * kKiB, 'z'))});
+  }
+  EXPECT_EQ(MustGet("q", false, 1000).size(), static_cast<size_t>(stored));
+  EXPECT_EQ(engine_->Memory().task_bytes, 0u);
+}
+
+// bench/backlog.sh measures ~950-980 B of master RSS per queued 100-byte
+// task; the budget's estimate should be near that.
+TEST_F(EngineTest, BudgetCountsASmallTaskNearWhatItCosts) {
+  std::vector<v1::TaskSpec> specs(1000, Spec(std::string(100, 'x')));
+  MustPut("backlog", std::move(specs));
+  const size_t per_task = engine_->Memory().task_bytes / 1000;
+  EXPECT_GE(per_task, 800u);
+  EXPECT_LE(per_task, 1200u);
+}
+
+TEST_F(EngineTest, HeadersAndArgsCountAgainstTheBudget) {
+  Reset(SmallBudget());
+  v1::TaskSpec fat = Spec("tiny");
+  for (int i = 0; i < 64; ++i) (*fat.mutable_headers())[absl::StrCat("h", i)] = std::string(4000, 'h');
+  auto [stored, refusal] = PutUntilRefused(engine_.get(), "q", fat);
+  ExpectBudgetRefusal(refusal);
+  EXPECT_LE(stored, 4);  // 256 KiB of headers each
+  v1::TaskSpec args = Spec("tiny");
+  for (int i = 0; i < 256; ++i) args.add_args(std::string(4000, 'a'));
+  EXPECT_EQ(PutStatus("q2", {args}).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(EngineTest, CompletionsAreNeverRefusedAndTheirResultsMayExceedTheBudget) {
+  Reset(SmallBudget());
+  auto [stored, refusal] =
+      PutUntilRefused(engine_.get(), "q", Spec(std::string(64 * kKiB, 'x'), 0, "r"));
+  ExpectBudgetRefusal(refusal);
+  std::vector<v1::Delivery> leased = MustGet("q", /*lease=*/true, 1000);
+  ASSERT_EQ(static_cast<int>(leased.size()), stored);
+  // Results of the same size: the engine briefly holds both.
+  for (const v1::Delivery& d : leased) {
+    absl::Status done = engine_->Complete(d.task().id(), d.lease_id(), std::string(64 * kKiB, 'r'));
+    EXPECT_TRUE(done.ok()) << done;
+  }
+  EXPECT_EQ(Stats("r").ready(), static_cast<uint64_t>(stored));
+  // A failure that retries keeps its task (delayed) whatever the budget.
+  MustPut("q", {Spec("small")});
+  v1::Delivery d = MustLease("q");
+  EXPECT_TRUE(engine_->Fail(d.task().id(), d.lease_id(), "again", false).ok());
+}
+
+TEST_F(EngineTest, PutsWaitingForRoomCountAgainstTheBudget) {
+  Reset(SmallBudget());
+  CreateQueue("small", v1::QUEUE_KIND_FIFO, /*maxsize=*/1);
+  MustPut("small", {Spec("first")});
+  // Each waiting put holds its 300 KiB payload in the master.
+  std::vector<std::unique_ptr<PutCapture>> waiting;
+  absl::Status refused;
+  for (int i = 0; i < 10 && refused.ok(); ++i) {
+    waiting.push_back(std::make_unique<PutCapture>());
+    PutAsync("small", {Spec(std::string(300 * kKiB, 'w'))}, waiting.back().get(),
+             clock_.Now() + absl::Seconds(60));
+    if (waiting.back()->done()) refused = waiting.back()->value->status();
+  }
+  ExpectBudgetRefusal(refused);
+  EXPECT_LE(waiting.size(), 4u);
+  EXPECT_EQ(Stats("small").waiting_producers(), waiting.size() - 1);
+  engine_->Shutdown();  // fails the waiting puts while their captures live
+}
 }  // namespace
 }  // namespace taskq
 

@@ -40,9 +40,14 @@ struct EngineOptions {
   // times a random factor in [0.5, 1] (jitter).
   absl::Duration default_backoff = absl::Seconds(1);
   absl::Duration default_backoff_max = absl::Seconds(60);
-  // Create a queue (with defaults) on first Put/Get/subscribe, as the seed's
-  // QueueManager users expect; false = NOT_FOUND for unknown queues.
+  // Create a queue (with defaults) on first Put, waiting Get or subscribe,
+  // as the seed's QueueManager users expect; false = NOT_FOUND for unknown
+  // queues. Reads (a nowait Get, Stats, Join, ListDead) never create one.
   bool auto_create_queues = true;
+  // Most queues the engine holds: creating one more (CreateQueue or on
+  // first use) is refused with RESOURCE_EXHAUSTED. Recovery loads every
+  // stored queue, even beyond it.
+  size_t max_queues = 10000;
   size_t max_payload_bytes = 1 << 20;
   // Seed of the backoff jitter; 0 = seeded from std::random_device. Tests
   // set it to get reproducible delays.
@@ -51,10 +56,21 @@ struct EngineOptions {
   // memory of the most recent ones, without payloads; bounded by both.
   size_t finished_task_memory = 100000;
   size_t finished_task_memory_bytes = 64 << 20;
-  // With a durable store: beyond this many bytes of task records in memory,
-  // newly queued ready tasks keep only their place in their queue (about
-  // 30 bytes) and are read back from the store when they are handed out.
+  // Memory for task records (master/memory_budget.h). With a durable
+  // store: beyond it newly queued ready tasks keep only their place in
+  // their queue (about 30 bytes) and are read back from the store when
+  // they are handed out, and puts of delayed tasks are refused. Without a
+  // store: puts beyond it are refused.
   size_t memory_budget_bytes = size_t{256} << 20;
+  // With a store: the most bytes of records that cannot go cold (delayed,
+  // leased, dead); puts of delayed tasks beyond it are refused. 0 = the
+  // memory budget (what the master uses; tests may keep ready tasks cold
+  // without starving delayed ones).
+  size_t pinned_budget_bytes = 0;
+  // With a store: every put is refused beyond the memory budget plus the
+  // pinned budget plus this, which ready tasks whose write is not committed
+  // yet (so they cannot go cold) may take.
+  size_t cooling_slack_bytes = size_t{64} << 20;
   // Leases revoked by CancelTask, remembered so that the holder's next
   // heartbeat is answered CANCELLED ("stop") rather than "lease lost".
   size_t revoked_lease_memory = 10000;
@@ -113,7 +129,10 @@ class QueueEngine {
   // exists. Returns the stored settings (defaults filled in).
   virtual absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                                       bool exist_ok) = 0;
-  virtual std::vector<v1::QueueStats> ListQueues() = 0;
+  // One page of queues in name order (see ListQueuesRequest);
+  // INVALID_ARGUMENT for a page token the engine did not give out.
+  virtual absl::StatusOr<v1::ListQueuesResponse> ListQueues(
+      const v1::ListQueuesRequest& request) = 0;
   virtual absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) = 0;
   // Fails every call waiting on the queue with NOT_FOUND; outstanding leases
   // can no longer complete.

@@ -76,7 +76,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
         "or --insecure if the network is trusted"));
   }
   std::string token_path = options_.token_file.empty() ? DefaultTokenPath() : options_.token_file;
-  auto token = LoadOrCreateToken(token_path);
+  auto token = LoadMasterToken(token_path);
   if (!token.ok()) return token.status();
 
   // TLS, and plaintext on loopback (gRPC's local credentials), check the

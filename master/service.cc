@@ -170,7 +170,9 @@ void TaskQueueService::HandleCreateQueue(
 
 void TaskQueueService::HandleListQueues(
     UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call) {
-  for (auto& stats : engine_->ListQueues()) *call->response().add_queues() = std::move(stats);
+  auto page = engine_->ListQueues(call->request());
+  if (!page.ok()) return call->Reply(ToGrpcStatus(page.status()));
+  call->response() = *std::move(page);
   call->Reply(grpc::Status::OK);
 }
 

@@ -105,5 +105,40 @@ TEST_F(Auth, WorkerWithWrongTokenGetsNoTasks) {
   EXPECT_EQ(res.out, "4 * 4 = 16\n");
 }
 
+// A guessable token must not protect a master: it refuses to start and
+// says how to make a good one.
+TEST(MasterToken, WeakTokenFileStopsTheMaster) {
+  for (const std::string& weak : {std::string("abc"), std::string(64, 'a'),
+                                  std::string("0123456789abcdef0123456789abcdef")}) {
+    Cluster cluster;
+    ASSERT_TRUE(WriteFile(cluster.token_file(), weak + "\n", 0600).ok());
+    absl::Status s = cluster.Start({}, absl::Seconds(20));
+    ASSERT_FALSE(s.ok()) << "master started with the token \"" << weak << "\"";
+    ASSERT_NE(cluster.master(), nullptr);
+    EXPECT_NE(cluster.master()->exit_status().value_or(0), 0);
+    const std::string err = cluster.master()->Stderr();
+    EXPECT_TRUE(absl::StrContains(err, "weak token")) << err;
+    EXPECT_TRUE(absl::StrContains(err, "openssl rand -hex 32")) << err;
+    EXPECT_TRUE(absl::StrContains(err, cluster.token_file())) << err;
+    if (weak.size() > 8) {
+      EXPECT_FALSE(absl::StrContains(err, weak)) << "the token was printed: " << err;
+    }
+  }
+}
+
+// A random token the operator made (openssl rand -hex 16: 128 bits) works
+// for the master, the CLI and a worker.
+TEST(MasterToken, OperatorMadeRandomTokenWorks) {
+  Cluster cluster;
+  ASSERT_TRUE(WriteFile(cluster.token_file(), "3f9a1c07be5d4e2a8c6b0f1d7e3a9520\n", 0600).ok());
+  absl::Status s = cluster.Start();
+  ASSERT_TRUE(s.ok()) << s;
+  Process* worker = cluster.StartWorker({"--concurrency", "1"});
+  ASSERT_NE(worker, nullptr);
+  CliResult r = cluster.Cli({"submit", "--queue", "tasks", "--handler", "square", "--wait", "3"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "3 * 3 = 9\n");
+}
+
 }  // namespace
 }  // namespace taskq::testing

@@ -1,11 +1,13 @@
 #include "tests/harness.h"
 
 #include <fcntl.h>
+#include <pty.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -172,11 +174,17 @@ absl::StatusOr<std::unique_ptr<Process>> Process::Start(ProcessOptions options) 
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, p->stdout_path_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, p->stderr_path_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!o.terminal.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 0, o.terminal.c_str(), O_RDWR | O_NOCTTY, 0);
+    posix_spawn_file_actions_adddup2(&actions, 0, 1);
+    posix_spawn_file_actions_adddup2(&actions, 0, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, p->stdout_path_.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, p->stderr_path_.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -514,6 +522,62 @@ CliResult Cluster::CliRaw(std::vector<std::string> args, const std::string& stdi
   std::vector<std::string> argv = {BinPath("taskq")};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCli(std::move(argv), stdin_data, timeout);
+}
+
+CliResult Cluster::CliOnTerminal(std::vector<std::string> args, absl::Duration timeout) {
+  CliResult r;
+  int master_fd = -1, slave_fd = -1;
+  if (::openpty(&master_fd, &slave_fd, nullptr, nullptr, nullptr) != 0) {
+    ADD_FAILURE() << "openpty: " << ErrnoText(errno);
+    return r;
+  }
+  // Raw: the terminal passes bytes through as written (no "\n" -> "\r\n").
+  struct termios mode;
+  ::tcgetattr(slave_fd, &mode);
+  ::cfmakeraw(&mode);
+  ::tcsetattr(slave_fd, TCSANOW, &mode);
+  ::fcntl(master_fd, F_SETFL, ::fcntl(master_fd, F_GETFL) | O_NONBLOCK);
+  std::vector<std::string> argv = {BinPath("taskq"), "--master", address_, "--token-file",
+                                   token_file()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ProcessOptions o;
+  o.argv = std::move(argv);
+  o.env = ChildEnv();
+  o.output_dir = dir();
+  o.name = NextName("cli-tty");
+  o.terminal = ::ttyname(slave_fd);
+  const absl::Time start = absl::Now();
+  auto p = Process::Start(std::move(o));
+  auto drain = [&] {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(master_fd, buf, sizeof buf)) > 0;) r.out.append(buf, n);
+  };
+  if (p.ok()) {
+    // Read while it runs: a full terminal buffer would block it. Our copy
+    // of the slave stays open, so reads never see EIO before the end.
+    bool done = WaitFor(
+        [&] {
+          drain();
+          return !(*p)->Running();
+        },
+        timeout, absl::Milliseconds(2));
+    if (!done) {
+      (*p)->Kill(SIGKILL);
+      (*p)->Wait(kReapTimeout);
+      r.timed_out = true;
+      ADD_FAILURE() << "taskq on a terminal still running after "
+                    << absl::FormatDuration(timeout) << "; killed";
+    } else {
+      r.exit_code = (*p)->exit_status().value_or(-1);
+    }
+    drain();
+  } else {
+    ADD_FAILURE() << p.status();
+  }
+  r.elapsed = absl::Now() - start;
+  ::close(slave_fd);
+  ::close(master_fd);
+  return r;
 }
 
 std::unique_ptr<Process> Cluster::StartCli(std::vector<std::string> args,

@@ -66,6 +66,9 @@ struct ProcessOptions {
   // Where <name>.out / <name>.err (and <name>.in) are written.
   std::string output_dir;
   std::string name;
+  // If set, stdin, stdout and stderr are this terminal device (a pty's
+  // slave, see Cluster::CliOnTerminal) instead of files.
+  std::string terminal;
 };
 
 // One child process in its own process group. Signals go to the whole
@@ -198,6 +201,11 @@ class Cluster {
   // Runs `taskq args...` with nothing added (for --master/--token-file tests).
   CliResult CliRaw(std::vector<std::string> args, const std::string& stdin_data = "",
                    absl::Duration timeout = absl::Seconds(30));
+  // Runs the CLI like Cli, but with stdin, stdout and stderr on a pseudo-
+  // terminal (raw mode: no newline translation). `out` receives every byte
+  // the terminal got (stdout and stderr interleaved); `err` stays empty.
+  CliResult CliOnTerminal(std::vector<std::string> args,
+                          absl::Duration timeout = absl::Seconds(30));
   // Starts the CLI in the background (e.g. a blocked get); the caller owns it.
   std::unique_ptr<Process> StartCli(std::vector<std::string> args,
                                     const std::string& stdin_data = "");
