@@ -1,9 +1,10 @@
 // Fuzz target: the small parsers of outside input that are not requests:
-// token files (read, trimmed, checked), the authorization header, gRPC
+// token files (read, trimmed, judged for strength), the authorization header, gRPC
 // peer strings (the listener's connection bookkeeping), fsync policy names
 // and the worker's --allow-exec command lines (framing: tests/fuzz/make_seeds.py). Each must accept or refuse
 // with a status, never crash.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ::close(fd);
   }
   auto token = taskq::LoadToken(path);
+  taskq::LoadMasterToken(path).IgnoreError();  // the strength check too
   if (token.ok()) {
     taskq::BearerMatches(header, *token);
     taskq::BearerMatches(taskq::BearerValue(*token), *token);

@@ -71,7 +71,9 @@ void Run(fuzz::FuzzReader& in, const std::string& dir) {
   engine_options.memory_budget_bytes = (flags & 4) ? 0 : 1 << 20;
   MemoryEngine engine(engine_options, RealClock::Get());
   if (!engine.Recover(store->get()).ok()) return;  // refused: fine
-  for (const v1::QueueStats& q : engine.ListQueues()) {
+  auto page = engine.ListQueues(v1::ListQueuesRequest());
+  if (!page.ok()) return;
+  for (const v1::QueueStats& q : page->queues()) {
     engine.Stats(q.config().name()).IgnoreError();
     GetArgs get;
     get.queue = q.config().name();
