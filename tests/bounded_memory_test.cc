@@ -4,6 +4,7 @@
 // deliveries into one message over the 64 MiB cap.
 #include <grpcpp/grpcpp.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,9 @@ TEST(BoundedMemoryTest, WorkerThatGrantsCreditsButNeverReadsHoldsABoundedAmount)
       },
       absl::Seconds(30), absl::Milliseconds(500)));
   const long rss_after = ProcStatus(master, "VmRSS");
+  std::printf("a stream granting %d credits and never reading got %ld leases; master RSS %ld -> "
+              "%ld kB\n",
+              kTasks, leased, rss_before, rss_after);
   EXPECT_LT(leased, kTasks / 2) << "the master leased everything to a stream that never reads";
   if (!RssIsMeaningless()) {
     EXPECT_LT(rss_after - rss_before, 64 * 1024)

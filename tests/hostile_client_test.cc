@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -144,6 +145,9 @@ void PartialMessagesWith(const RawHttp2Client::Headers& auth, const std::string&
         absl::Seconds(10)))
         << "connection " << c << ": a call without a valid token is still being read";
   }
+  std::printf("%s: 48 streams announced 64 MiB each; the master took %zu bytes of bodies; "
+              "RSS %ld -> %ld kB\n",
+              why.c_str(), sent, rss_before, rss_peak);
   // The master let at most the initial flow-control windows through.
   EXPECT_LT(sent, size_t{16} << 20) << sent << " bytes of unauthenticated message bodies taken";
   if (!RssIsMeaningless()) {
