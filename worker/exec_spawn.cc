@@ -26,6 +26,23 @@ namespace taskq {
 namespace {
 
 constexpr unsigned kCloseRangeCloexec = 1U << 2;  // CLOSE_RANGE_CLOEXEC
+
+// Under ThreadSanitizer the child gets its own copy of memory instead of
+// sharing ours: TSan does not know about a raw clone, and a child running
+// in the parent's memory (with its thread's TSan state) corrupted that
+// state and made TSan report races that are not there. The child then
+// reports a failure through a pipe rather than in `ChildPlan`.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kShareMemory = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kShareMemory = false;
+#else
+constexpr bool kShareMemory = true;
+#endif
+#else
+constexpr bool kShareMemory = true;
+#endif
 // The child's stack: it only makes system calls.
 constexpr size_t kChildStack = 64 * 1024;
 
@@ -52,6 +69,7 @@ struct ChildPlan {
   int max_fd;  // for the close-on-exec loop when close_range is missing
   int failed_step;
   int failed_errno;
+  int report_fd;  // !kShareMemory: where the child writes {step, errno}
 };
 
 const char* StepName(int step) {
@@ -79,6 +97,10 @@ const uint64_t kEmptySigset = 0;
 TASKQ_CHILD_CODE int ChildFail(ChildPlan* plan, int step, int err) {
   plan->failed_step = step;
   plan->failed_errno = err;
+  if (plan->report_fd >= 0) {
+    const int report[2] = {step, err};
+    syscall(SYS_write, plan->report_fd, report, sizeof report);
+  }
   syscall(SYS_exit_group, 127);
   return 127;
 }
@@ -151,14 +173,33 @@ absl::StatusOr<SpawnedProcess> CloneChild(int (*fn)(void*), ChildPlan* plan) {
   void* stack = stack_memory.get();
   // The child starts with every signal blocked, so no handler of ours runs
   // on its stack before it has reset them all.
+  int report[2] = {-1, -1};
+  plan->report_fd = -1;
+  if (!kShareMemory) {
+    if (::pipe2(report, O_CLOEXEC) != 0) {
+      return absl::UnavailableError(absl::StrCat("pipe: ", std::strerror(errno)));
+    }
+    plan->report_fd = report[1];
+  }
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int pidfd = -1;
   pid_t pid = ::clone(fn, static_cast<char*>(stack) + kChildStack,
-                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, plan, &pidfd);
+                      (kShareMemory ? CLONE_VM : 0) | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, plan,
+                      &pidfd);
   const int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (!kShareMemory) {
+    // The child has exec'd (closing its end) or exited by now (vfork).
+    ::close(report[1]);
+    int failure[2];
+    if (pid >= 0 && ::read(report[0], failure, sizeof failure) == sizeof failure) {
+      plan->failed_step = failure[0];
+      plan->failed_errno = failure[1];
+    }
+    ::close(report[0]);
+  }
   if (pid < 0) {
     std::string why = absl::StrCat("clone: ", std::strerror(clone_errno));
     if (clone_errno == EAGAIN || clone_errno == ENOMEM) return absl::UnavailableError(why);
@@ -263,7 +304,8 @@ absl::StatusOr<SpawnedProcess> SpawnProcess(const SpawnRequest& request) {
                  resources.size(),
                  max_fd,
                  0,
-                 0};
+                 0,
+                 -1};
   absl::StatusOr<SpawnedProcess> child = CloneChild(RunChild, &plan);
   if (procs >= 0) ::close(procs);
   if (!child.ok()) {
