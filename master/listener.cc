@@ -7,7 +7,6 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "common/fd_limit.h"
 #include "common/log.h"
 #include "master/refusals.h"
 
@@ -119,17 +119,6 @@ std::string PeerKey(absl::string_view peer) {
     return "";
   }
   return absl::StrCat(buf, "|", rest.substr(colon + 1));
-}
-
-uint64_t RaiseFdLimit() {
-  rlimit lim;
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
-  if (lim.rlim_cur < lim.rlim_max) {
-    rlimit raised = lim;
-    raised.rlim_cur = lim.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
-  }
-  return lim.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : lim.rlim_cur;
 }
 
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(ListenerOptions options) {
@@ -399,7 +388,7 @@ void Listener::Admit(int listen_fd, int fd) {
       if (from_ip == 0) unauthenticated_by_ip_.erase(ip);
       ::close(fd);
       Refusals().Refuse(Refusal::kUnauthenticatedCap, shown,
-                        absl::StrCat(unauthenticated_, " unauthenticated connections (", from_ip,
+                        absl::StrCat(unauthenticated_.load(), " unauthenticated connections (", from_ip,
                                      " from this address); the limits are ",
                                      options_.max_unauthenticated, " and ",
                                      options_.max_unauthenticated_per_ip, " per address"));
@@ -427,7 +416,7 @@ void Listener::Admit(int listen_fd, int fd) {
     const absl::Time now = absl::Now();
     conns_[dup_fd] = Conn{key, ip, now, false};
     by_key_[key] = dup_fd;
-    ++unauthenticated_;
+    unauthenticated_.fetch_add(1, std::memory_order_relaxed);
     ++unauthenticated_by_ip_[ip];
     pending_.push_back(Pending{now + options_.unauthenticated_timeout, dup_fd, key});
   }
@@ -441,11 +430,7 @@ void Listener::Forget(int dup_fd) {
   auto it = conns_.find(dup_fd);
   if (it == conns_.end()) return;
   const Conn& conn = it->second;
-  if (!conn.authenticated) {
-    --unauthenticated_;
-    auto ip = unauthenticated_by_ip_.find(conn.ip);
-    if (ip != unauthenticated_by_ip_.end() && --ip->second == 0) unauthenticated_by_ip_.erase(ip);
-  }
+  if (!conn.authenticated) Uncount(conn);
   auto k = by_key_.find(conn.key);
   if (k != by_key_.end() && k->second == dup_fd) by_key_.erase(k);
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, dup_fd, nullptr);
@@ -453,7 +438,17 @@ void Listener::Forget(int dup_fd) {
   conns_.erase(it);
 }
 
+void Listener::Uncount(const Conn& conn) {
+  unauthenticated_.fetch_sub(1, std::memory_order_relaxed);
+  auto ip = unauthenticated_by_ip_.find(conn.ip);
+  if (ip != unauthenticated_by_ip_.end() && --ip->second == 0) unauthenticated_by_ip_.erase(ip);
+}
+
 void Listener::MarkAuthenticated(absl::string_view peer) {
+  // Every connection authenticated already (the usual case): nothing to
+  // look up. A connection accepted meanwhile is counted before gRPC sees
+  // it, so its first call never misses this.
+  if (unauthenticated_.load(std::memory_order_relaxed) == 0) return;
   const std::string key = PeerKey(peer);
   if (key.empty()) return;
   MutexLock lock(&mu_);
@@ -462,9 +457,7 @@ void Listener::MarkAuthenticated(absl::string_view peer) {
   auto it = conns_.find(k->second);
   if (it == conns_.end() || it->second.authenticated) return;
   it->second.authenticated = true;
-  --unauthenticated_;
-  auto ip = unauthenticated_by_ip_.find(it->second.ip);
-  if (ip != unauthenticated_by_ip_.end() && --ip->second == 0) unauthenticated_by_ip_.erase(ip);
+  Uncount(it->second);
 }
 
 void Listener::CloseIdleUnauthenticated() {
@@ -497,9 +490,6 @@ size_t Listener::connections() {
   return conns_.size();
 }
 
-size_t Listener::unauthenticated() {
-  MutexLock lock(&mu_);
-  return unauthenticated_;
-}
+size_t Listener::unauthenticated() { return unauthenticated_.load(std::memory_order_relaxed); }
 
 }  // namespace taskq

@@ -27,6 +27,7 @@
 // and the accessors from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -101,6 +102,8 @@ class Listener {
   // Takes a freshly accepted socket: refuses it or tracks and hands it over.
   void Admit(int listen_fd, int fd);
   void Forget(int dup_fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `conn` no longer counts as unauthenticated (it authenticated or left).
+  void Uncount(const Conn& conn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseIdleUnauthenticated();
   void Fatal(absl::Status status);
 
@@ -123,7 +126,9 @@ class Listener {
   absl::flat_hash_map<int, Conn> conns_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> by_key_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> unauthenticated_by_ip_ ABSL_GUARDED_BY(mu_);
-  size_t unauthenticated_ ABSL_GUARDED_BY(mu_) = 0;
+  // Changed under mu_; read without it by MarkAuthenticated, whose every
+  // call (one per authenticated RPC) returns at once while it is 0.
+  std::atomic<size_t> unauthenticated_{0};
   // Unauthenticated connections by accept time: (deadline, dup fd, key).
   struct Pending {
     absl::Time deadline;
@@ -136,9 +141,5 @@ class Listener {
 // "ip|port" for gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5",
 // "ipv6:%5B::1%5D:5"); "" if it is not an IP peer.
 std::string PeerKey(absl::string_view grpc_peer);
-
-// Raises the soft limit on open files to the hard limit; returns the soft
-// limit now in effect.
-uint64_t RaiseFdLimit();
 
 }  // namespace taskq

@@ -78,83 +78,34 @@ absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint
   return deadline;
 }
 
-// The raw entry points: each authenticates, parses and hands over.
-grpc::ServerUnaryReactor* TaskQueueService::CreateQueue(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleCreateQueue);
-}
-grpc::ServerUnaryReactor* TaskQueueService::ListQueues(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleListQueues);
-}
-grpc::ServerUnaryReactor* TaskQueueService::GetQueueStats(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleGetQueueStats);
-}
-grpc::ServerUnaryReactor* TaskQueueService::DeleteQueue(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleDeleteQueue);
-}
-grpc::ServerUnaryReactor* TaskQueueService::PurgeQueue(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandlePurgeQueue);
-}
-grpc::ServerUnaryReactor* TaskQueueService::UpdateQueue(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleUpdateQueue);
-}
-grpc::ServerUnaryReactor* TaskQueueService::ShutdownQueue(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleShutdownQueue);
-}
-grpc::ServerUnaryReactor* TaskQueueService::GetTask(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleGetTask);
-}
-grpc::ServerUnaryReactor* TaskQueueService::CancelTask(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleCancelTask);
-}
-grpc::ServerUnaryReactor* TaskQueueService::ListDead(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleListDead);
-}
-grpc::ServerUnaryReactor* TaskQueueService::RequeueDead(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleRequeueDead);
-}
-grpc::ServerUnaryReactor* TaskQueueService::PurgeDead(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandlePurgeDead);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Put(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandlePut);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Get(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleGet);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Complete(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleComplete);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Fail(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleFail);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Release(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleRelease);
-}
-grpc::ServerUnaryReactor* TaskQueueService::TaskDone(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleTaskDone);
-}
-grpc::ServerUnaryReactor* TaskQueueService::Join(grpc::CallbackServerContext* ctx,
-                                               const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
-  return Serve(ctx, in, out, &TaskQueueService::HandleJoin);
-}
+// The raw entry points: each authenticates, parses and hands over to its
+// Handle<Method>.
+#define TASKQ_SERVE_RAW(Method)                                                         \
+  grpc::ServerUnaryReactor* TaskQueueService::Method(grpc::CallbackServerContext* ctx,  \
+                                                     const grpc::ByteBuffer* in,        \
+                                                     grpc::ByteBuffer* out) {           \
+    return Serve(ctx, in, out, &TaskQueueService::Handle##Method);                      \
+  }
+TASKQ_SERVE_RAW(CreateQueue)
+TASKQ_SERVE_RAW(ListQueues)
+TASKQ_SERVE_RAW(GetQueueStats)
+TASKQ_SERVE_RAW(DeleteQueue)
+TASKQ_SERVE_RAW(PurgeQueue)
+TASKQ_SERVE_RAW(UpdateQueue)
+TASKQ_SERVE_RAW(ShutdownQueue)
+TASKQ_SERVE_RAW(GetTask)
+TASKQ_SERVE_RAW(CancelTask)
+TASKQ_SERVE_RAW(ListDead)
+TASKQ_SERVE_RAW(RequeueDead)
+TASKQ_SERVE_RAW(PurgeDead)
+TASKQ_SERVE_RAW(Put)
+TASKQ_SERVE_RAW(Get)
+TASKQ_SERVE_RAW(Complete)
+TASKQ_SERVE_RAW(Fail)
+TASKQ_SERVE_RAW(Release)
+TASKQ_SERVE_RAW(TaskDone)
+TASKQ_SERVE_RAW(Join)
+#undef TASKQ_SERVE_RAW
 
 // --- admin -----------------------------------------------------------------------
 

@@ -5,7 +5,6 @@
 // user would notice: the master still accepts and serves afterwards, its
 // memory stayed bounded, and its log did not become a flood.
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,21 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/client.h"
+#include "common/fd_limit.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
 #include "tests/harness_http2.h"
 
 namespace taskq::testing {
 namespace {
-
-// The test opens many sockets itself.
-void RaiseOwnFdLimit() {
-  rlimit lim;
-  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-    lim.rlim_cur = lim.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
-  }
-}
 
 // Lines of the master's log that mention a refusal.
 size_t RefusalLines(Process* master) {
@@ -45,7 +36,7 @@ size_t RefusalLines(Process* master) {
 // accept loop fail with EMFILE and never accept again, while the process
 // stayed alive.
 TEST(HostileClientTest, IdleConnectionsBeyondTheFdLimitNeverStopTheMasterAccepting) {
-  RaiseOwnFdLimit();
+  RaiseFdLimit();  // the test opens many sockets itself
   Cluster cluster;
   cluster.set_master_wrapper({"prlimit", "--nofile=256:256", "--"});
   ASSERT_TRUE(cluster.Start({"--unauthenticated-timeout", "1"}).ok());
@@ -75,7 +66,7 @@ TEST(HostileClientTest, IdleConnectionsBeyondTheFdLimitNeverStopTheMasterAccepti
 // A token-holding client keeps being served while strangers hold the
 // unauthenticated slots: they are closed within the timeout.
 TEST(HostileClientTest, ClientsWithATokenAreServedWhileStrangersHoldConnectionsOpen) {
-  RaiseOwnFdLimit();
+  RaiseFdLimit();  // the test opens many sockets itself
   Cluster cluster;
   ASSERT_TRUE(cluster.Start({"--unauthenticated-timeout", "1", "--max-unauthenticated-per-ip",
                              "20"})
