@@ -1,5 +1,6 @@
 #include "common/channel.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -21,6 +22,10 @@ ConnectOptions ResolveConnectOptions(ConnectOptions options) {
     options.master = env && *env ? env : kDefaultMaster;
   }
   if (options.token_file.empty()) options.token_file = DefaultTokenPath();
+  if (options.tls_ca_file.empty()) {
+    const char* env = std::getenv("TASKQ_TLS_CA");
+    if (env && *env) options.tls_ca_file = env;
+  }
   if (!options.tls_ca_file.empty()) options.tls = true;
   return options;
 }
@@ -53,14 +58,27 @@ absl::StatusOr<Connection> Connect(const ConnectOptions& raw) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
-  // Notice a dead master on an idle worker stream within ~30 s.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // Notice a dead link within 2 x keepalive, busy or idle (the master
+  // permits pings this often: master/server.cc).
+  const int keepalive_ms = static_cast<int>(
+      absl::ToInt64Milliseconds(std::max(options.keepalive, kMinKeepalive)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_ms);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // Reconnect quickly after a master restart.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC uses the minimum reconnect backoff as the deadline of one connect
+  // attempt (TCP, TLS handshake, HTTP/2 settings): at 100 ms, as it once
+  // was here, nothing 40 ms away could connect over TLS. Retry soon after
+  // a failure (a master restart), at most every 2 s.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(
+                  std::max(options.connect_timeout, kMinConnectTimeout))));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // A channel of its own subchannels: a new channel made just after a
+  // master restart must not reuse another channel's dead connection
+  // (its first call failed with "Socket closed").
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   if (!options.tls_server_name.empty()) {
     args.SetSslTargetNameOverride(options.tls_server_name);
   }

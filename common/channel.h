@@ -18,6 +18,12 @@
 namespace taskq {
 
 inline constexpr char kDefaultMaster[] = "127.0.0.1:5000";
+inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(20);
+inline constexpr absl::Duration kDefaultKeepalive = absl::Seconds(5);
+// Bounds of --connect-timeout and --keepalive (gRPC's own floor for
+// keepalive is 1 s; a timeout below 1 s would fail on any real distance).
+inline constexpr absl::Duration kMinConnectTimeout = absl::Seconds(1);
+inline constexpr absl::Duration kMinKeepalive = absl::Seconds(1);
 
 struct ConnectOptions {
   // HOST:PORT. Default: $TASKQ_MASTER, else 127.0.0.1:5000.
@@ -30,9 +36,18 @@ struct ConnectOptions {
   std::string tls_ca_file;
   // Overrides the name checked against the master's certificate.
   std::string tls_server_name;
+  // How long one attempt to connect (TCP + TLS handshake + HTTP/2
+  // settings) may take before it counts as failed. Over a long or lossy
+  // link a handshake takes several round trips: keep this well above them.
+  absl::Duration connect_timeout = kDefaultConnectTimeout;
+  // Keepalive: a PING is sent after this long without one, and a PING not
+  // answered within the same time closes the connection. So a dead link is
+  // noticed within 2 x keepalive (the default: 10 s).
+  absl::Duration keepalive = kDefaultKeepalive;
 };
 
-// Fills empty fields from the environment and defaults.
+// Fills empty fields from the environment ($TASKQ_MASTER,
+// $TASKQ_TOKEN_FILE, $TASKQ_TLS_CA) and defaults.
 ConnectOptions ResolveConnectOptions(ConnectOptions options);
 
 // A connected-on-demand channel plus the token to send with every call.
