@@ -614,7 +614,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     const uint64_t id = rec.task.id();
     q.ready.erase(q.ready.begin());
     if (args.lease) {
-      out.push_back(Lease(q, rec, 0, pending));
+      out.push_back(Lease(q, rec, 0, pending, args.lease_time));
       bytes += DeliveryBytes(out.back());
       continue;
     }

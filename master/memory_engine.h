@@ -351,7 +351,9 @@ class MemoryEngine final : public QueueEngine {
   void CoolDown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
-  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending)
+  // lease_time zero = the queue's lease_ms.
+  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending,
+                     absl::Duration lease_time = absl::ZeroDuration())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes rec out of whichever set of its state holds it.
   void Detach(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -48,12 +48,13 @@ v1::TaskState MemoryEngine::ProtoState(State state) {
 }
 
 v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
-                                 Pending& pending) {
+                                 Pending& pending, absl::Duration lease_time) {
   absl::Time now = clock_->Now();
   MarkTask(rec.task.id());
   rec.state = State::kLeased;
   rec.lease_id = next_lease_id_++;
-  rec.lease_deadline = now + absl::Milliseconds(q.config.lease_ms());
+  if (lease_time <= absl::ZeroDuration()) lease_time = absl::Milliseconds(q.config.lease_ms());
+  rec.lease_deadline = now + lease_time;
   rec.holder = holder;
   rec.holder_name = "consumer";
   if (holder != 0) {
@@ -166,6 +167,16 @@ void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pe
   Detach(rec);
   if (!q) {  // cannot happen: a deleted queue's tasks are gone
     Forget(rec);
+    return;
+  }
+  if (rec.task.outcome() != v1::OUTCOME_UNSPECIFIED && how != LostHow::kFailed) {
+    // A result message is data for its reader, not work that can crash
+    // anyone: a lease on it lapses because a reply was lost on the way or
+    // the reader went away. It goes back at once, in its old place, never
+    // to a dead-letter set: results are delivered until acknowledged.
+    rec.last_error = std::move(error);
+    MakeReady(*q, rec, /*new_place=*/false);
+    Touch(*q, pending);
     return;
   }
   const uint32_t attempt = rec.task.attempt();

@@ -90,6 +90,8 @@ struct GetArgs {
   absl::Time deadline = absl::InfiniteFuture();
   bool lease = false;             // false = take-and-acknowledge
   bool manual_task_done = false;  // take mode: count done only on TaskDone
+  // Lease mode: how long these leases last; zero = the queue's lease_ms.
+  absl::Duration lease_time = absl::ZeroDuration();
 };
 
 // What a Put stored: ids in request order, and which of them are existing
