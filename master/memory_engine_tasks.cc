@@ -93,6 +93,8 @@ void MemoryEngine::Detach(TaskRecord& rec) {
   MarkTask(rec.task.id());
   Unpin(rec);  // whatever it becomes next pins it again if it must
   Queue* q = FindQueue(rec.task.queue());
+  // A lease or a delay held the queue in use until now (idle TTL).
+  if (q && (rec.state == State::kLeased || rec.state == State::kDelayed)) Used(*q);
   switch (rec.state) {
     case State::kReady:
       if (q) q->ready.erase(rec.key);
@@ -205,7 +207,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
   if (!dlq && options_.auto_create_queues && !shut_down_ && RoomForAQueue(dlq_name).ok()) {
     v1::QueueConfig config;
     config.set_name(dlq_name);
-    dlq = AddQueue(FillDefaults(config));
+    dlq = AddQueue(FillDefaults(config), pending);
     LogInfo("dead-letter queue \"%s\" created on first use", dlq_name);
   }
   if (!dlq) {
@@ -215,6 +217,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
                rec.task.queue());
     dlq = origin;
   }
+  if (OwesResult(rec)) UncountOwed(rec);  // its FAILED result goes out below
   MarkTask(rec.task.id());
   rec.state = State::kDead;
   rec.dead_in = dlq->config.name();
@@ -235,6 +238,9 @@ void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcom
                           Pending& pending) {
   const uint64_t id = rec.task.id();
   Queue* q = FindQueue(rec.task.queue());
+  // Its one result goes out now (or was sent when it died; or, with
+  // send_result false, none is sent).
+  if (OwesResult(rec)) UncountOwed(rec);
   Detach(rec);
   if (q) {
     if (final_state == v1::TASK_STATE_DONE) ++q->total_completed;
@@ -277,6 +283,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   MakeReady(*q, r, /*new_place=*/true);
   MaybeCool(r);
   ++q->total_put;
+  Used(*q);
   Touch(*q, pending);
 }
 
@@ -290,6 +297,7 @@ void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
 
 void MemoryEngine::Forget(TaskRecord& rec) {
   const uint64_t id = rec.task.id();
+  if (OwesResult(rec)) UncountOwed(rec);  // it ends without a result
   Detach(rec);
   FreeDedupKey(rec);
   DropRecord(id);
@@ -543,7 +551,7 @@ absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& 
 
 absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
   const std::string origin = rec.task.queue();
-  absl::StatusOr<Queue*> found = FindOrCreateQueue(origin);
+  absl::StatusOr<Queue*> found = FindOrCreateQueue(origin, pending);
   if (!found.ok()) {
     return absl::Status(found.status().code(),
                         absl::StrCat("task ", rec.task.id(), " cannot go back to queue \"", origin,
@@ -563,6 +571,8 @@ absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
     if (!inserted && it->second != rec.task.id()) rec.dedup_key.clear();
   }
   MakeReady(q, rec, /*new_place=*/true);
+  CountOwed(q, rec);  // a new life: one more result
+  Used(q);
   Touch(q, pending);
   return absl::OkStatus();
 }
