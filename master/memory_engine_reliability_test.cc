@@ -897,3 +897,51 @@ TEST_F(EngineTest, StatsCountEveryState) {
 
 }  // namespace
 }  // namespace taskq
+
+namespace taskq {
+namespace {
+
+// A result message is data for its reader: a lease on it that lapses (the
+// reply carrying it was lost) gives it back at once and in its old place,
+// any number of times, never to a dead-letter set.
+TEST_F(EngineTest, ResultMessagesComeBackWheneverTheirLeaseLapsesAndAreNeverGivenUp) {
+  CreateQueue("res", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/1);
+  auto ids = MustPut("tasks", {Spec("7", 0, "res"), Spec("8", 0, "res")});
+  for (uint64_t id : ids) ASSERT_TRUE(engine_->Complete(id, MustLease("tasks").lease_id(), "r").ok());
+  for (int round = 0; round < 5; ++round) {
+    GetCapture r;
+    GetArgs args;
+    args.queue = "res";
+    args.lease = true;
+    args.max_tasks = 10;
+    args.nowait = true;
+    args.lease_time = absl::Seconds(2);  // shorter than the queue's 30 s
+    engine_->Get(std::move(args), [&r](auto got) { r.Set(std::move(got)); });
+    ASSERT_TRUE(r.Wait());
+    ASSERT_TRUE(r.value->ok()) << r.value->status();
+    ASSERT_EQ((*r.value)->size(), 2u) << "round " << round;
+    EXPECT_EQ((**r.value)[0].task().result_of(), ids[0]) << "old place kept";
+    EXPECT_EQ((**r.value)[0].lease_deadline_unix_ms(),
+              absl::ToUnixMillis(clock_.Now() + absl::Seconds(2)));
+    Advance(absl::Seconds(2));  // lapses: ready again at once, no backoff
+    EXPECT_EQ(Stats("res").ready(), 2u) << "round " << round;
+  }
+  EXPECT_EQ(Stats("res").dead(), 0u);
+  // Acknowledged (Complete with no result), it is gone for good.
+  for (const v1::Delivery& d : MustGet("res", true, 10)) {
+    ASSERT_TRUE(engine_->Complete(d.task().id(), d.lease_id(), "").ok());
+  }
+  EXPECT_EQ(Stats("res").ready() + Stats("res").leased(), 0u);
+}
+
+// An ordinary task's lease still counts attempts and dead-letters.
+TEST_F(EngineTest, AnOrdinaryTaskWhoseLeaseLapsesStillCountsAnAttempt) {
+  CreateQueue("q", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/1);
+  MustPut("q", {Spec("x")});
+  MustLease("q");
+  Advance(absl::Seconds(31));
+  EXPECT_EQ(Stats("q").dead(), 1u);
+}
+
+}  // namespace
+}  // namespace taskq
