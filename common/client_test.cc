@@ -40,7 +40,8 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
  public:
   bool complete_on_put = false;
   bool answer_put_after_results_taken = false;
-  bool duplicate_results = false;
+  bool duplicate_results = false;   // a second result message per task
+  bool redeliver_results = false;   // the same result message twice
   uint64_t maxsize = 0;  // reported by GetQueueStats for every queue
 
   std::vector<int> put_sizes() {
@@ -215,7 +216,11 @@ class FakeTaskQueue final : public v1::TaskQueue::Service {
       result.set_outcome(spec.payload() == "bad" ? v1::OUTCOME_FAILED : v1::OUTCOME_OK);
       if (spec.payload() == "bad") result.set_error("bad payload");
       queues_[reply_to].push_back(result);
-      if (duplicate_results) queues_[reply_to].push_back(result);
+      if (redeliver_results) queues_[reply_to].push_back(result);
+      if (duplicate_results) {
+        result.set_id(next_id_++);
+        queues_[reply_to].push_back(result);
+      }
     }
     // As the master: the flags only when something was deduplicated.
     if (any_existing) {
@@ -486,6 +491,22 @@ TEST_F(ClientTest, ResultWaiterCountsDuplicatesAndStrayResults) {
   EXPECT_EQ(summary.duplicates + service_.Size("res"), 2u);
   // The stray result came before any put finished: held, then dropped.
   EXPECT_EQ(summary.ignored, 1u);
+}
+
+// A result delivered again (a lost reply or acknowledgement: the same
+// message) is reported once and not taken for the master's bug.
+TEST_F(ClientTest, ResultWaiterReportsAResultDeliveredAgainOnce) {
+  service_.complete_on_put = true;
+  service_.redeliver_results = true;
+  size_t count = 0;
+  SubmitSummary summary;
+  absl::Status s =
+      SubmitAndWait(*client_, {.queue = "tasks", .reply_to = "res"}, Specs({"a", "b", "c"}),
+                    [&](size_t, const v1::Task&) { ++count; }, &summary);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(count, 3u);
+  EXPECT_EQ(summary.duplicates, 0u);
+  EXPECT_EQ(summary.redelivered + service_.Size("res"), 3u);
 }
 
 TEST_F(ClientTest, ResultWaiterTimesOut) {
