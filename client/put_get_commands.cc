@@ -1,7 +1,9 @@
 #include "client/put_get_commands.h"
 
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -59,6 +61,9 @@ struct GetArgs {
   bool lease = false;
 };
 
+// How long a plain get's tasks stay leased while it prints them.
+constexpr absl::Duration kGetAckLease = absl::Seconds(30);
+
 int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
@@ -68,6 +73,15 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   options.timeout = args.wait.timeout();
   options.manual_task_done = args.manual_task_done;
   options.lease = args.lease;
+  // A take whose reply is lost on the way loses what it took. So a plain
+  // get leases, prints, then acknowledges: a reply lost to a cut or a
+  // master restart comes again (and the get can safely be retried), at the
+  // price that tasks printed but not acknowledged come again too.
+  const bool ack_after_print = !args.lease && !args.manual_task_done;
+  if (ack_after_print) {
+    options.lease = true;
+    options.lease_time = kGetAckLease;
+  }
   auto got = client->Get(args.queue, options);
   if (!got.ok()) return ReportError(got.status(), CallKind::kGet, globals);
   for (const v1::Delivery& d : *got) {
@@ -82,6 +96,21 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
                                      "\t", absl::StripTrailingAsciiWhitespace(t.error())));
     } else {
       PrintPayload(prefix, t.payload());
+    }
+  }
+  if (ack_after_print) {
+    std::fflush(stdout);
+    std::vector<v1::LeaseRef> leases;
+    for (const v1::Delivery& d : *got) {
+      v1::LeaseRef& lease = leases.emplace_back();
+      lease.set_task_id(d.task().id());
+      lease.set_lease_id(d.lease_id());
+    }
+    if (auto acked = client->Ack(leases); !acked.ok()) {
+      PrintError(absl::StrCat("printed ", leases.size(), " tasks but could not acknowledge them (",
+                              acked.status().message(), "): they will be delivered again in ",
+                              absl::FormatDuration(kGetAckLease)));
+      return ExitCodeFor(acked.status(), CallKind::kGet);
     }
   }
   return kExitOk;
