@@ -24,6 +24,8 @@ inline constexpr absl::Duration kDefaultKeepalive = absl::Seconds(5);
 // keepalive is 1 s; a timeout below 1 s would fail on any real distance).
 inline constexpr absl::Duration kMinConnectTimeout = absl::Seconds(1);
 inline constexpr absl::Duration kMinKeepalive = absl::Seconds(1);
+inline constexpr absl::Duration kMaxConnectTimeout = absl::Hours(1);
+inline constexpr absl::Duration kMaxKeepalive = absl::Hours(1);
 
 struct ConnectOptions {
   // HOST:PORT. Default: $TASKQ_MASTER, else 127.0.0.1:5000.

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "common/log.h"
 #include "master/refusals.h"
 #include "master/server.h"
@@ -158,6 +159,15 @@ int main(int argc, char** argv) {
                  "calls one connection may have open at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 1'000'000));
+  double keepalive_s = absl::ToDoubleSeconds(taskq::kDefaultMasterKeepalive);
+  app.add_option("--keepalive", keepalive_s,
+                 "seconds: ping every connection after this long, and close it if the answer "
+                 "takes as long again. A worker that vanished (power off, a cut link) is "
+                 "noticed within 2 x this and its leases return to ready; keep it above the "
+                 "round trip to the farthest worker")
+      ->capture_default_str()
+      ->check(CLI::Range(absl::ToDoubleSeconds(taskq::kMinKeepalive),
+                         absl::ToDoubleSeconds(taskq::kMaxKeepalive)));
   app.add_flag("--recover-truncate", options.recover_truncate,
                "start even if the store's write-ahead log is damaged before its end (not just "
                "torn by a crash), dropping the committed changes after the damage; the damaged "
@@ -186,6 +196,7 @@ int main(int argc, char** argv) {
   options.unauthenticated_timeout =
       absl::Milliseconds(static_cast<int64_t>(unauthenticated_timeout_s * 1000));
   options.grpc_memory_bytes = grpc_memory_mb << 20;
+  options.keepalive = absl::Milliseconds(static_cast<int64_t>(keepalive_s * 1000));
   if (options.store == "memory" && memory_budget_mb == 0) {
     std::fprintf(stderr, "taskq-master: --memory-budget-mb 0 with --store memory would refuse "
                          "every put: give the memory the master may use for tasks\n");

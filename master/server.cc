@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
+#include "common/channel.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "master/token_auth.h"
@@ -22,6 +23,34 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Keepalive both ways. The master pings every connection (busy or idle,
+// with or without calls) after `keepalive` and closes it when a ping stays
+// unanswered as long: a dead worker's Work stream ends within 2 x keepalive
+// and its leases go back to ready without waiting for their deadline.
+//
+// Clients ping too (their --keepalive, at least kMinKeepalive). gRPC counts
+// a client ping that comes sooner than MIN_RECV_PING_INTERVAL after the
+// previous one, while the master sent no data, as a strike, and closes the
+// connection at the third (GOAWAY too_many_pings): an idle worker or a long
+// poll, which get no data, are exactly those. With the default (5 min) a
+// client pinging every 5 s lost its connection every ~20 s. Allow half the
+// smallest client keepalive, so timer jitter never strikes; a client that
+// pings faster than that is still cut off.
+void AddKeepaliveArguments(absl::Duration keepalive, grpc::ServerBuilder* builder) {
+  const int keepalive_ms = static_cast<int>(absl::ToInt64Milliseconds(
+      std::clamp(keepalive, kMinKeepalive, kMaxKeepalive)));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Keep pinging a worker we send nothing to (gRPC's default stops after
+  // two pings without data).
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(kMinKeepalive / 2)));
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
 }
 
 }  // namespace
@@ -145,12 +174,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(
                                  std::min(options_.unauthenticated_timeout, absl::Seconds(10)))));
-  // Workers ping every 20 s to notice a dead master; accept that, and ping
-  // them too so a dead worker's leases come back without waiting for expiry.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  AddKeepaliveArguments(options_.keepalive, &builder);
   server_ = builder.BuildAndStart();
   if (!server_) return absl::UnavailableError("cannot start the gRPC server");
   listener_->Start(acceptor_.get());

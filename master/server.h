@@ -14,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "master/memory_engine.h"
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
@@ -22,6 +23,8 @@
 #include "master/sqlite_store.h"
 
 namespace taskq {
+
+inline constexpr absl::Duration kDefaultMasterKeepalive = absl::Seconds(5);
 
 struct MasterOptions {
   std::string listen = "127.0.0.1:5000";
@@ -51,6 +54,11 @@ struct MasterOptions {
   size_t grpc_memory_bytes = size_t{1} << 30;
   // Streams one connection may have open at once.
   int max_concurrent_streams = 16384;
+  // The master pings every connection after this long and closes it if the
+  // answer takes as long again: a worker that vanished without closing its
+  // connection (power off, a link turned black hole) is noticed within
+  // 2 x keepalive, its Work stream ends and its leases return to ready.
+  absl::Duration keepalive = kDefaultMasterKeepalive;
   // Start on a WAL damaged before its end, dropping what follows the damage.
   bool recover_truncate = false;
 };

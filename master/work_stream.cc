@@ -1,8 +1,11 @@
 #include "master/work_stream.h"
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -21,6 +24,20 @@ constexpr int kMaxAcksPerMessage = 1024;
 // kResumeReadAt.
 constexpr size_t kPauseReadAbove = 32;
 constexpr size_t kResumeReadAt = 8;
+// The time left of each lease in `message`, as of now (it is about to be
+// written): the worker measures it on its own clock from when it reads it,
+// so the two clocks need not agree.
+void StampLeaseTimeLeft(v1::WorkResponse* message) {
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  auto left = [now_ms](int64_t deadline_ms) { return std::max<int64_t>(1, deadline_ms - now_ms); };
+  for (auto& d : *message->mutable_deliveries()) {
+    if (d.lease_deadline_unix_ms() > 0) d.set_lease_ms_left(left(d.lease_deadline_unix_ms()));
+  }
+  for (auto& e : *message->mutable_extended()) {
+    e.set_lease_ms_left(left(e.lease_deadline_unix_ms()));
+  }
+}
+
 }  // namespace
 
 WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth)
@@ -116,10 +133,20 @@ void WorkStream::Handle(v1::WorkRequest& req) {
   }
   // A refused heartbeat is acked with task_id 0: CANCELLED = the task was
   // cancelled (stop running it), FAILED_PRECONDITION = the lease was lost.
+  // An applied one is confirmed at once (a lease lives in memory only, so
+  // there is nothing to wait for), with the new deadline.
+  std::vector<v1::WorkResponse::Extended> extended;
   for (uint64_t lease_id : req.extend_lease_ids()) {
-    auto extended = engine_->ExtendLease(lease_id);
-    if (!extended.ok()) acks.push_back(MakeAck(0, lease_id, extended.status()));
+    auto deadline = engine_->ExtendLease(lease_id);
+    if (!deadline.ok()) {
+      acks.push_back(MakeAck(0, lease_id, deadline.status()));
+      continue;
+    }
+    v1::WorkResponse::Extended& e = extended.emplace_back();
+    e.set_lease_id(lease_id);
+    e.set_lease_deadline_unix_ms(absl::ToUnixMillis(*deadline));
   }
+  if (!extended.empty()) SendExtended(std::move(extended));
   if (!acks.empty()) {
     // An ack tells the worker its report is settled for good: it goes out
     // only once the change is durable (fsync policy), in report order.
@@ -215,6 +242,18 @@ void WorkStream::SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::S
   if (!writing_) WriteNext();
 }
 
+void WorkStream::SendExtended(std::vector<v1::WorkResponse::Extended> extended) {
+  MutexLock lock(&mu_);
+  if (finished_ || broken_) return;
+  for (auto& e : extended) {
+    constexpr size_t kBytes = 32;
+    Outgoing& out = Tail(kBytes);
+    *out.message.add_extended() = std::move(e);
+    out.bytes += kBytes;
+  }
+  if (!writing_) WriteNext();
+}
+
 WorkStream::Outgoing& WorkStream::Tail(size_t bytes) {
   const bool front_in_flight = writing_ && outbox_.size() == 1;
   if (outbox_.empty() || front_in_flight) {
@@ -233,6 +272,7 @@ WorkStream::Outgoing& WorkStream::Tail(size_t bytes) {
 void WorkStream::WriteNext() {
   writing_ = true;
   Outgoing& front = outbox_.front();
+  StampLeaseTimeLeft(&front.message);
   if (grpc::Status s = SerializeResponse(front.message, &writing_bytes_); !s.ok()) {
     LogError("worker stream %s: cannot serialize a message: %s", peer_, s.error_message());
   }

@@ -3,8 +3,12 @@
 // worker's credits into engine credits, writes deliveries and acks
 // (coalescing whatever queued up while a write was in flight into one
 // message), and settles the completions, failures, releases and heartbeats
-// the worker sends. When the stream ends for any reason it unsubscribes,
-// which returns the worker's leases to ready at once.
+// the worker sends. Heartbeats are confirmed (WorkResponse.extended), and
+// every lease in a message carries its time left as of the write, so the
+// worker can stop a task before its lease may run out here. When the
+// stream ends for any reason (the worker's keepalive or the master's:
+// --keepalive) it unsubscribes, which returns the worker's leases to ready
+// at once.
 //
 // It parses the worker's messages itself (a malformed one ends the stream
 // with INVALID_ARGUMENT) and serializes its own, so it knows their size:
@@ -68,6 +72,8 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   v1::WorkResponse::Ack MakeAck(uint64_t task_id, uint64_t lease_id, const absl::Status& s);
   // Queues acks whose changes are now durable (or failed to be: `durable`).
   void SendAcks(std::vector<v1::WorkResponse::Ack> acks, const absl::Status& durable);
+  // Queues confirmations of applied heartbeats.
+  void SendExtended(std::vector<v1::WorkResponse::Extended> extended);
   // The message `bytes` more can be appended to (not the one being written).
   Outgoing& Tail(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

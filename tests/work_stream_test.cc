@@ -2,7 +2,7 @@
 // gRPC client: a worker that floods reports without reading the acks does
 // not grow the master's memory (the master stops reading when its outbox is
 // deep) and loses nothing, and a message with too many reports is refused
-// with a clear status.
+// with a clear status. Leases on the stream state their time left.
 #include <atomic>
 #include <cstdlib>
 #include <thread>
@@ -119,6 +119,51 @@ TEST_F(WorkStreamLimits, FirstMessageMustSubscribe) {
   grpc::Status status = SendOneAndFinish(req);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(status.error_message(), "start")) << status.error_message();
+}
+
+// Fencing needs the lease's time left, stated without clock agreement: on
+// the delivery, and on every confirmed heartbeat (issue 13).
+TEST_F(WorkStreamLimits, DeliveriesAndConfirmedHeartbeatsStateTheLeaseTimeLeft) {
+  CliResult create = cluster_.Cli({"queue", "create", "short", "--lease", "3"});
+  ASSERT_EQ(create.exit_code, 0) << Describe(create);
+  ASSERT_EQ(cluster_.Cli({"put", "short", "x"}).exit_code, 0);
+  grpc::ClientContext ctx;
+  PrepareContext(&ctx, conn_.token, absl::Seconds(60));
+  auto stream = stub_->Work(&ctx);
+  v1::WorkRequest start;
+  start.mutable_start()->add_queues("short");
+  start.set_credits(1);
+  ASSERT_TRUE(stream->Write(start));
+  v1::WorkResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  ASSERT_EQ(resp.deliveries_size(), 1);
+  const v1::Delivery d = resp.deliveries(0);  // a copy: resp is read into again
+  EXPECT_GT(d.lease_ms_left(), 2000);
+  EXPECT_LE(d.lease_ms_left(), 3000);
+
+  v1::WorkRequest beat;
+  beat.add_extend_lease_ids(d.lease_id());
+  beat.add_extend_lease_ids(d.lease_id() + 12345);  // not held: refused
+  ASSERT_TRUE(stream->Write(beat));
+  bool confirmed = false, refused = false;
+  while (!(confirmed && refused) && stream->Read(&resp)) {
+    for (const auto& e : resp.extended()) {
+      EXPECT_EQ(e.lease_id(), d.lease_id());
+      EXPECT_GT(e.lease_ms_left(), 2000);
+      EXPECT_LE(e.lease_ms_left(), 3000);
+      EXPECT_GE(e.lease_deadline_unix_ms(), d.lease_deadline_unix_ms());
+      confirmed = true;
+    }
+    for (const auto& a : resp.acks()) {
+      EXPECT_EQ(a.task_id(), 0u);
+      EXPECT_EQ(a.lease_id(), d.lease_id() + 12345);
+      EXPECT_EQ(a.code(), grpc::StatusCode::FAILED_PRECONDITION);
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(confirmed);
+  EXPECT_TRUE(refused);
+  ctx.TryCancel();
 }
 
 }  // namespace

@@ -72,6 +72,22 @@ int main(int argc, char** argv) {
                  "PEM file of the CA that signed the master's certificate (implies --tls)");
   app.add_option("--tls-server-name", options.connect.tls_server_name,
                  "name to check in the master's certificate");
+  const double min_keepalive = absl::ToDoubleSeconds(taskq::kMinKeepalive);
+  const double max_keepalive = absl::ToDoubleSeconds(taskq::kMaxKeepalive);
+  double keepalive_seconds = absl::ToDoubleSeconds(taskq::kDefaultWorkerKeepalive);
+  app.add_option("--keepalive", keepalive_seconds,
+                 "seconds: ping the master after this long without one, and give the connection "
+                 "up when a ping stays unanswered as long. A dead link is noticed within 2 x "
+                 "this, and the running tasks stop; keep it below half the master's "
+                 "--keepalive, and above the round trip plus the time to send a large result "
+                 "on a slow link (default 2)")
+      ->check(CLI::Range(min_keepalive, max_keepalive));
+  double connect_timeout_seconds = absl::ToDoubleSeconds(taskq::kDefaultConnectTimeout);
+  app.add_option("--connect-timeout", connect_timeout_seconds,
+                 "seconds one attempt to connect (TCP, TLS handshake, HTTP/2) may take before "
+                 "it is retried; raise it over long or lossy links (default 20)")
+      ->check(CLI::Range(absl::ToDoubleSeconds(taskq::kMinConnectTimeout),
+                         absl::ToDoubleSeconds(taskq::kMaxConnectTimeout)));
   app.add_option("--queue", options.queues, "queue to take tasks from (repeatable; default: tasks)")
       ->take_all()
       ->allow_extra_args(false);
@@ -137,6 +153,8 @@ int main(int argc, char** argv) {
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);
   options.drain_timeout = absl::Seconds(drain_seconds);
+  options.connect.keepalive = absl::Seconds(keepalive_seconds);
+  options.connect.connect_timeout = absl::Seconds(connect_timeout_seconds);
   options.exec.timeout = absl::Seconds(exec_timeout_seconds);
 
   // The stop signals are read through a signalfd that the worker watches

@@ -38,6 +38,11 @@ constexpr absl::Duration kMinExtendEvery = absl::Milliseconds(200);
 constexpr absl::Duration kMaxExtendEvery = absl::Seconds(10);
 // Heartbeats due this soon ride along with one due now (fewer messages).
 constexpr absl::Duration kExtendSlack = absl::Milliseconds(50);
+// A lease's time left, as the master states it, is counted from when we
+// read it; the message was in flight before that. This much of the time
+// left (at most a quarter of it) is not counted on, so a task stops before
+// its lease can run out on the master.
+constexpr absl::Duration kFenceMargin = absl::Seconds(1);
 // After WritesDone, how long the master gets to end the stream.
 constexpr absl::Duration kHalfCloseWait = absl::Seconds(5);
 // The master refuses a stream (bad token, unknown queue) right after our
@@ -56,6 +61,13 @@ absl::Duration ExtendPeriod(int64_t deadline_unix_ms, absl::Time now) {
   if (deadline_unix_ms <= 0) return kMaxExtendEvery;
   absl::Duration left = absl::FromUnixMillis(deadline_unix_ms) - now;
   return std::clamp(left / 3, kMinExtendEvery, kMaxExtendEvery);
+}
+
+// When a lease the master says has `left_ms` left, read at `now`, may run
+// out on the master (see TaskRun::fence_at).
+absl::Time FenceAt(int64_t left_ms, absl::Time now) {
+  const absl::Duration left = absl::Milliseconds(left_ms);
+  return now + left - std::min(kFenceMargin, left / 4);
 }
 
 std::string Ms(absl::Duration d) {
@@ -123,6 +135,18 @@ absl::Status Worker::ValidateOptions() const {
   }
   if (options_.drain_timeout < absl::ZeroDuration() || options_.stop_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("drain timeout must not be negative");
+  }
+  const absl::Duration keepalive = options_.connect.keepalive;
+  if (keepalive < kMinKeepalive || keepalive > kMaxKeepalive) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keepalive must be ", absl::FormatDuration(kMinKeepalive), " to ",
+        absl::FormatDuration(kMaxKeepalive), ", not ", absl::FormatDuration(keepalive)));
+  }
+  const absl::Duration connect = options_.connect.connect_timeout;
+  if (connect < kMinConnectTimeout || connect > kMaxConnectTimeout) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "connect timeout must be ", absl::FormatDuration(kMinConnectTimeout), " to ",
+        absl::FormatDuration(kMaxConnectTimeout), ", not ", absl::FormatDuration(connect)));
   }
   return absl::OkStatus();
 }
@@ -301,13 +325,20 @@ void Worker::EndSession(uint64_t session) {
     }
     session_live_ = false;
     session_over_ = true;
-    // Deliveries of this stream that have not started never will: the
-    // master has taken them back.
+    // The master takes this stream's leases back when it sees it end, and
+    // may hand the tasks to another worker at once: stop them all now
+    // (those not started never start).
+    size_t running = 0;
     for (auto& [id, run] : runs_) {
-      if (run.session == session && !run.started) Settle(id, run, Settled::kStreamEnded, &to_stop);
+      if (run.session != session || run.settled != Settled::kNo) continue;
+      running += run.started ? 1 : 0;
+      Settle(id, run, Settled::kStreamEnded, &to_stop);
     }
-    // While stopping there is no next stream to report on: stop them now.
-    if (stopping_) StopDeadStreamTasks(&to_stop);
+    if (running > 0) {
+      LogWarning("the stream to %s ended: stopping %d running task(s); the master hands them "
+                 "out again",
+                 options_.connect.master, running);
+    }
     leases_.clear();
     completions_.clear();
     failures_.clear();
@@ -339,6 +370,7 @@ rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
         action = Action::kExit;
       } else {
         if (!connected_ && now >= confirm_at) MarkConnected();
+        FenceLapsedLeases(now, &to_stop);
         if (stopping_ && !drain_expired_ && now >= drain_deadline_) {
           drain_expired_ = true;
           size_t released = ReleaseLiveTasks(/*only_waiting=*/false, &to_stop);
@@ -402,7 +434,8 @@ absl::Time Worker::NextWake(absl::Time confirm_at, absl::Time close_deadline) co
   absl::Time wake = absl::InfiniteFuture();
   if (half_closed_) return close_deadline;
   for (const auto& [lease_id, run_id] : leases_) {
-    wake = std::min(wake, runs_.at(run_id).next_extend);
+    const TaskRun& run = runs_.at(run_id);
+    wake = std::min({wake, run.next_extend, run.fence_at});
   }
   if (stopping_ && !drain_expired_) wake = std::min(wake, drain_deadline_);
   if (!connected_) wake = std::min(wake, confirm_at);
@@ -481,6 +514,13 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
     MutexLock lock(&mu_);
     for (const auto& ack : response->acks()) HandleAck(ack, &to_stop);
     const absl::Time now = absl::Now();
+    if (session_live_ && session_ == session) {
+      for (const auto& extended : response->extended()) {
+        auto it = leases_.find(extended.lease_id());
+        if (it == leases_.end() || extended.lease_ms_left() <= 0) continue;
+        runs_.at(it->second).fence_at = FenceAt(extended.lease_ms_left(), now);
+      }
+    }
     for (auto& delivery : *response->mutable_deliveries()) {
       if (!session_live_ || session_ != session || half_closed_) {
         // We closed our side; the master takes the lease back when the
@@ -499,7 +539,14 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
       run.task_id = delivery.task().id();
       run.lease_id = delivery.lease_id();
       run.session = session;
-      run.extend_every = ExtendPeriod(delivery.lease_deadline_unix_ms(), now);
+      if (delivery.lease_ms_left() > 0) {
+        // Measured on our clock from now: no clock skew in it.
+        run.extend_every = std::clamp(absl::Milliseconds(delivery.lease_ms_left()) / 3,
+                                      kMinExtendEvery, kMaxExtendEvery);
+        run.fence_at = FenceAt(delivery.lease_ms_left(), now);
+      } else {
+        run.extend_every = ExtendPeriod(delivery.lease_deadline_unix_ms(), now);
+      }
       run.next_extend = now + run.extend_every;
       leases_[run.lease_id] = run_id;
       to_start.push_back({run_id, std::move(*delivery.mutable_task()), run.stop.get_token()});
@@ -631,6 +678,10 @@ void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
       case Settled::kLeaseLost:
         LogInfo("task %d stopped: its lease was lost, so its result is not reported", run.task_id);
         break;
+      case Settled::kLeaseLapsed:
+        LogInfo("task %d stopped: its lease may have run out, so its result is not reported",
+                run.task_id);
+        break;
       case Settled::kCancelled:
         LogInfo("task %d stopped: it was cancelled, so its result is not reported", run.task_id);
         break;
@@ -638,6 +689,12 @@ void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
         LogDebug("task %d stopped: it was released to the master", run.task_id);
         break;
       case Settled::kStreamEnded:
+        if (run.started) {
+          LogInfo("task %d stopped: its stream ended, so the master took its lease back and its "
+                  "result is not reported",
+                  run.task_id);
+        }
+        break;
       case Settled::kStopped:
         LogDebug("task %d stopped: no stream can take its result", run.task_id);
         break;
@@ -737,17 +794,17 @@ size_t Worker::ReleaseLiveTasks(bool only_waiting, StopList* to_stop) {
   return released;
 }
 
-void Worker::StopDeadStreamTasks(StopList* to_stop) {
-  size_t stopped = 0;
-  for (auto& [id, run] : runs_) {
-    const bool live = session_live_ && run.session == session_;
-    if (live || run.settled != Settled::kNo) continue;
-    Settle(id, run, Settled::kStopped, to_stop);
-    ++stopped;
+void Worker::FenceLapsedLeases(absl::Time now, StopList* to_stop) {
+  std::vector<uint64_t> lapsed;
+  for (const auto& [lease_id, run_id] : leases_) {
+    if (runs_.at(run_id).fence_at <= now) lapsed.push_back(run_id);
   }
-  if (stopped > 0) {
-    LogInfo("stopping %d task(s) of a closed stream: their results can no longer be reported",
-            stopped);
+  for (uint64_t run_id : lapsed) {
+    TaskRun& run = runs_.at(run_id);
+    LogWarning("task %d: no heartbeat of lease %d was confirmed in time; the lease may run out "
+               "on the master, which then hands the task to another worker: stopping it",
+               run.task_id, run.lease_id);
+    Settle(run_id, run, Settled::kLeaseLapsed, to_stop);
   }
 }
 
@@ -781,7 +838,6 @@ void Worker::Stop() {
               options_.id, running, absl::FormatDuration(options_.drain_timeout),
               released > 0 ? absl::StrCat("; releasing ", released, " task(s) not started")
                            : std::string());
-      StopDeadStreamTasks(&to_stop);
     }
     // Still connecting (gRPC may wait up to its connect timeout): nothing
     // was delivered on this stream, so there is nothing to drain on it; do

@@ -6,8 +6,15 @@
 // through a HandlerRegistry, extends leases while tasks run, and reports
 // completions, failures and releases (batched; each finished task returns
 // its credit). When the stream ends it reconnects with backoff (100 ms
-// doubling to 5 s, jittered); results of tasks whose stream died are
-// dropped, because the master already took their leases back.
+// doubling to 5 s, jittered); tasks whose stream died are stopped and
+// their results dropped, because the master took their leases back.
+//
+// Fencing (docs/WORKER.md, "Failure detection"): a task stops no later than
+// the master may hand it to another worker. The channel's keepalive ends a
+// stream whose link died within 2 x keepalive (default 2 s: within 4 s,
+// before the master, whose own --keepalive needs at least 5 s, can notice),
+// and a lease whose time left, as the master last confirmed it, runs out on
+// our clock stops its task even while the stream looks alive.
 //
 // Threads: an rt::Scheduler of `io_threads` threads (default 1, plus its
 // epoll thread) runs the session and the async handlers (sleep, exec, ...),
@@ -26,7 +33,8 @@
 // finish until drain_timeout, then they are released (no failure counted)
 // and told to stop, and the stream is closed. StopNow() is Stop() with the
 // drain timeout already passed. A task's stop token also fires when a user
-// cancels it or its lease is lost (a refused heartbeat); its result is then
+// cancels it, its lease is lost (a refused heartbeat) or may have run out
+// (no heartbeat confirmed in time), or its stream ends; its result is then
 // not reported.
 //
 // Thread-safety: Run() is called once, from one thread that no runtime
@@ -61,8 +69,26 @@
 
 namespace taskq {
 
+// A worker pings the master after 2 s without one and gives the connection
+// up when a ping stays unanswered for 2 s: a dead link is noticed within
+// 4 s, before the master can notice it (2 x its --keepalive at most, and
+// never sooner than its --keepalive, 5 s by default), so the worker's
+// tasks stop before the master hands them out again. Keep it below half
+// the master's --keepalive.
+inline constexpr absl::Duration kDefaultWorkerKeepalive = absl::Seconds(2);
+
+// ConnectOptions with the worker's keepalive.
+inline ConnectOptions DefaultWorkerConnectOptions() {
+  ConnectOptions options;
+  options.keepalive = kDefaultWorkerKeepalive;
+  return options;
+}
+
 struct WorkerOptions {
-  ConnectOptions connect;
+  // The master, token, TLS, connect timeout and keepalive (kMinKeepalive to
+  // kMaxKeepalive; the connect timeout kMinConnectTimeout to
+  // kMaxConnectTimeout).
+  ConnectOptions connect = DefaultWorkerConnectOptions();
   // Queues to take tasks from; empty = {"tasks"}.
   std::vector<std::string> queues;
   // Threads of the CPU pool running synchronous handlers; 0 = cores.
@@ -130,8 +156,9 @@ class Worker {
     kNo,           // report the result when the handler returns
     kReleased,     // given back to the master (drain); told to stop
     kLeaseLost,    // a heartbeat was refused: expired or revoked
+    kLeaseLapsed,  // no heartbeat confirmed before the lease may run out
     kCancelled,    // a heartbeat was refused: cancelled by a user
-    kStreamEnded,  // its stream ended before it started
+    kStreamEnded,  // its stream ended: the master took the lease back
     kStopped,      // no stream can take its result (stopping)
   };
   // One delivery, from acceptance until its handler returned.
@@ -144,6 +171,12 @@ class Worker {
     Settled settled = Settled::kNo;
     absl::Duration extend_every;  // heartbeat period
     absl::Time next_extend;
+    // When the lease may run out on the master, by our clock: its time
+    // left as the master last stated it (on the delivery or a confirmed
+    // heartbeat), counted from when we read that, less a margin for the
+    // message's time in flight. Infinite if the master does not say (an
+    // older one).
+    absl::Time fence_at = absl::InfiniteFuture();
   };
   enum class ReportKind { kCompletion, kFailure, kRelease };
   struct SessionResult {
@@ -190,9 +223,9 @@ class Worker {
   // Releases the live stream's unsettled tasks (only those not started, or
   // all); returns how many.
   size_t ReleaseLiveTasks(bool only_waiting, StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stops the unsettled tasks of streams that ended (nobody takes their
-  // results).
-  void StopDeadStreamTasks(StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops the tasks whose lease may have run out on the master by `now`
+  // (fence_at passed without a confirmed heartbeat).
+  void FenceLapsedLeases(absl::Time now, StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unsettled tasks of the live stream (what a drain still waits for).
   size_t LiveUnsettled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RequestStops(StopList& to_stop);

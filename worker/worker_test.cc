@@ -45,6 +45,10 @@ struct MasterState {
   int completion_ack_code = 0;    // ack code for completions
   std::vector<v1::Delivery> pending;  // waiting for credits
   std::vector<v1::WorkResponse::Ack> acks;
+  // Applied heartbeats are confirmed with this time left (0: not at all,
+  // as an older master).
+  int64_t confirm_lease_ms = 0;
+  std::vector<v1::WorkResponse::Extended> extended;  // to send
   uint64_t next_lease = 1000;
   int refused = 0;                // streams refused for a bad token
   // Heartbeats for these tasks are refused with this code (task id -> code).
@@ -118,6 +122,10 @@ class FakeMaster final : public v1::TaskQueue::Service {
             ack.set_code(refused->second);
             ack.set_message("refused by the test");
             state_.acks.push_back(ack);
+          } else if (state_.confirm_lease_ms > 0) {
+            v1::WorkResponse::Extended& e = state_.extended.emplace_back();
+            e.set_lease_id(id);
+            e.set_lease_ms_left(state_.confirm_lease_ms);
           }
         }
         cv_.SignalAll();
@@ -141,7 +149,10 @@ class FakeMaster final : public v1::TaskQueue::Service {
       }
       for (auto& ack : state_.acks) *response.add_acks() = std::move(ack);
       state_.acks.clear();
-      if (response.deliveries_size() > 0 || response.acks_size() > 0) {
+      for (auto& e : state_.extended) *response.add_extended() = std::move(e);
+      state_.extended.clear();
+      if (response.deliveries_size() > 0 || response.acks_size() > 0 ||
+          response.extended_size() > 0) {
         mu_.Unlock();
         bool ok = stream->Write(response);
         mu_.Lock();
@@ -168,9 +179,11 @@ class FakeMaster final : public v1::TaskQueue::Service {
     return status;
   }
 
-  // Queues a task; it is delivered when the worker has credit.
+  // Queues a task; it is delivered when the worker has credit. With
+  // `lease_ms_left`, the delivery states its lease's time left (as the
+  // master does since issue 13).
   void AddTask(uint64_t id, const std::string& handler, const std::string& payload,
-               absl::Duration lease = absl::Seconds(30)) {
+               absl::Duration lease = absl::Seconds(30), int64_t lease_ms_left = 0) {
     v1::Delivery d;
     d.mutable_task()->set_id(id);
     d.mutable_task()->set_queue("q1");
@@ -178,6 +191,7 @@ class FakeMaster final : public v1::TaskQueue::Service {
     d.mutable_task()->set_payload(payload);
     d.mutable_task()->set_attempt(1);
     d.set_lease_deadline_unix_ms(absl::ToUnixMillis(absl::Now() + lease));
+    d.set_lease_ms_left(lease_ms_left);
     MutexLock lock(&mu_);
     state_.pending.push_back(std::move(d));
     cv_.SignalAll();
@@ -192,6 +206,12 @@ class FakeMaster final : public v1::TaskQueue::Service {
   void SetCompletionAckCode(int code) {
     MutexLock lock(&mu_);
     state_.completion_ack_code = code;
+  }
+
+  // From now on, applied heartbeats are confirmed with `lease_ms` left.
+  void ConfirmHeartbeats(int64_t lease_ms) {
+    MutexLock lock(&mu_);
+    state_.confirm_lease_ms = lease_ms;
   }
 
   // From now on, heartbeats for `task_id` are refused with `code`.
@@ -697,7 +717,7 @@ TEST_F(WorkerTest, LostLeaseAckIsOnlyLogged) {
   EXPECT_TRUE(master_.Snapshot().failures.empty());
 }
 
-TEST_F(WorkerTest, ReconnectsAndDropsResultsOfTheDeadStream) {
+TEST_F(WorkerTest, StreamEndStopsItsTasksAndReconnects) {
   Gate gate;
   Start(Options(), [&](Worker* w) {
     ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
@@ -705,22 +725,23 @@ TEST_F(WorkerTest, ReconnectsAndDropsResultsOfTheDeadStream) {
   master_.AddTask(1, "gate", "old");
   ASSERT_TRUE(gate.WaitEntered(1));
   master_.EndStream();
+  // The master took the lease back with the stream: the task is told to
+  // stop at once, and its result is never sent.
+  ASSERT_TRUE(gate.WaitInterrupted(1));
   ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.starts.size() == 2; }));
-  // One slot is still busy with the old task: the new window is one short.
-  EXPECT_EQ(master_.Snapshot().first_credits, 2u);
-  gate.Open();
-  // Its slot comes back as a credit, but its result is not sent.
+  // Its slot comes back as a credit.
   ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.credits == 3; }));
   master_.AddTask(2, "square", "6");
   ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 1; }));
   MasterState s = master_.Snapshot();
   EXPECT_EQ(s.completions[0].task_id(), 2u);
   EXPECT_EQ(s.completions[0].result(), "6 * 6 = 36");
+  EXPECT_TRUE(s.failures.empty());
   worker_->Stop();
   EXPECT_TRUE(WaitForRun().ok());
 }
 
-TEST_F(WorkerTest, StopInterruptsOnlyTasksOfDeadStreams) {
+TEST_F(WorkerTest, StopDrainsTheLiveStreamsTasks) {
   Gate old_gate, new_gate;
   Start(Options(), [&](Worker* w) {
     ASSERT_TRUE(w->handlers().Register("old", old_gate.AsHandler()).ok());
@@ -729,13 +750,12 @@ TEST_F(WorkerTest, StopInterruptsOnlyTasksOfDeadStreams) {
   master_.AddTask(1, "old", "a");
   ASSERT_TRUE(old_gate.WaitEntered(1));
   master_.EndStream();
+  ASSERT_TRUE(old_gate.WaitInterrupted(1));
   ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.starts.size() == 2; }));
   master_.AddTask(2, "new", "b");
   ASSERT_TRUE(new_gate.WaitEntered(1));
   worker_->Stop();
-  // Task 1's result can never be reported: it is stopped at once. Task 2
-  // drains normally.
-  ASSERT_TRUE(old_gate.WaitInterrupted(1));
+  // Task 2 drains normally.
   EXPECT_EQ(new_gate.interrupted(), 0);
   new_gate.Open();
   EXPECT_TRUE(WaitForRun().ok());
@@ -743,6 +763,61 @@ TEST_F(WorkerTest, StopInterruptsOnlyTasksOfDeadStreams) {
   ASSERT_EQ(s.completions.size(), 1u);
   EXPECT_EQ(s.completions[0].result(), "passed b");
   EXPECT_TRUE(s.failures.empty());
+}
+
+// The master states a 600 ms lease and never confirms a heartbeat: by our
+// clock the lease may run out 450 ms after delivery (a quarter is kept as
+// margin), so the task is stopped then and not reported.
+TEST_F(WorkerTest, LeaseWithoutConfirmedHeartbeatsStopsItsTask) {
+  Gate gate;
+  Start(Options(), [&](Worker* w) {
+    ASSERT_TRUE(w->handlers().Register("gate", gate.AsHandler()).ok());
+  });
+  const absl::Time delivered = absl::Now();
+  master_.AddTask(1, "gate", "x", absl::Milliseconds(600), /*lease_ms_left=*/600);
+  ASSERT_TRUE(gate.WaitEntered(1));
+  ASSERT_TRUE(gate.WaitInterrupted(1));
+  const absl::Duration took = absl::Now() - delivered;
+  EXPECT_GE(took, absl::Milliseconds(400));
+  EXPECT_LT(took, absl::Milliseconds(600) + absl::Seconds(1));
+  gate.Open();
+  ASSERT_TRUE(WaitForInFlight(0));
+  // Heartbeats went out (every 200 ms) and stopped with the task.
+  const size_t extends = master_.Snapshot().extends.size();
+  EXPECT_GE(extends, 1u);
+  master_.AddTask(2, "square", "3");
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 1; }));
+  MasterState s = master_.Snapshot();
+  EXPECT_EQ(s.completions[0].task_id(), 2u);
+  EXPECT_TRUE(s.failures.empty());
+  EXPECT_EQ(s.extends.size(), extends);
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+// Confirmed heartbeats move the fence: a task far longer than its 600 ms
+// lease runs to the end and is reported.
+TEST_F(WorkerTest, ConfirmedHeartbeatsKeepAShortLeaseAlive) {
+  master_.ConfirmHeartbeats(600);
+  Start(Options());
+  master_.AddTask(1, "sleep", "1.5", absl::Milliseconds(600), /*lease_ms_left=*/600);
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 1; }));
+  MasterState s = master_.Snapshot();
+  EXPECT_EQ(s.completions[0].result(), "slept 1.5");
+  EXPECT_GE(s.extends.size(), 5u);
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
+}
+
+// An older master states no time left: no fence, the lease lives while
+// heartbeats go out (as before).
+TEST_F(WorkerTest, DeliveryWithoutTimeLeftIsNotFenced) {
+  Start(Options());
+  master_.AddTask(1, "sleep", "1", absl::Milliseconds(600));
+  ASSERT_TRUE(master_.WaitFor([](const MasterState& s) { return s.completions.size() == 1; }));
+  EXPECT_EQ(master_.Snapshot().completions[0].result(), "slept 1");
+  worker_->Stop();
+  EXPECT_TRUE(WaitForRun().ok());
 }
 
 TEST_F(WorkerTest, KeepsRetryingAWrongTokenUntilStopped) {
@@ -774,6 +849,23 @@ TEST_F(WorkerTest, BadOptionsFailAtOnce) {
   o2.connect.token_file = dir_ + "/missing";
   Worker w2(o2);
   EXPECT_FALSE(w2.Run().ok());
+  for (absl::Duration keepalive : {absl::Milliseconds(500), absl::Hours(2)}) {
+    WorkerOptions o3 = Options();
+    o3.connect.keepalive = keepalive;
+    Worker w3(o3);
+    absl::Status s = w3.Run();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("keepalive"), absl::string_view::npos) << s;
+  }
+  WorkerOptions o4 = Options();
+  o4.connect.connect_timeout = absl::ZeroDuration();
+  Worker w4(o4);
+  absl::Status s4 = w4.Run();
+  EXPECT_EQ(s4.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s4.message().find("connect timeout"), absl::string_view::npos) << s4;
+  // A worker pings more often than a CLI: it must notice a dead link before
+  // the master does (docs/WORKER.md, "Failure detection").
+  EXPECT_EQ(WorkerOptions().connect.keepalive, kDefaultWorkerKeepalive);
 }
 
 }  // namespace
