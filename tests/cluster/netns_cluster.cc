@@ -104,8 +104,9 @@ absl::Status NetnsCluster::MakeCertificates() {
                                        m + "/master.key", "-out", dir() + "/master.csr"};
   make_csr.insert(make_csr.begin() + 2, ec.begin(), ec.end());
   if (auto s = RunToEnd("openssl-csr", make_csr); !s.ok()) return s;
+  // 127.0.0.1 too: programs on the master host itself may use loopback.
   if (auto s = WriteFile(ext, absl::StrCat("subjectAltName=IP:", master_ip(),
-                                           ",DNS:taskq-master\n"
+                                           ",IP:127.0.0.1,DNS:taskq-master\n"
                                            "basicConstraints=CA:FALSE\n"
                                            "extendedKeyUsage=serverAuth\n"));
       !s.ok()) {
