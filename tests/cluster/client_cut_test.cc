@@ -4,6 +4,7 @@
 // `taskq submit --wait` runs. Workers keep completing tasks meanwhile, so
 // results pile up for the client; after 30 s all of them are done.
 // What a user must see: every result printed exactly once, exit 0.
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return absl::StrCat(info.param.cut == Cut::kLinkDown ? "LinkDown" : "BlackHole",
                       info.param.seconds, "s");
 }
+
+// For gtest's messages ("GetParam() = LinkDown5s").
+void PrintTo(const Case& c, std::ostream* os) { *os << CaseName({c, 0}); }
 
 class ClientCut : public ::testing::TestWithParam<Case> {
  protected:

@@ -284,6 +284,7 @@ class Proxy {
   int NextTimeoutMs() {
     int64_t next = -1;
     for (auto& [id, p] : pairs_) {
+      if (!p->connected) continue;  // EPOLLOUT on the upstream wakes us
       for (const Direction* d : {&p->up, &p->down}) {
         if (d->blocked || d->queue.empty()) continue;
         if (next < 0 || d->queue.front().due_us < next) next = d->queue.front().due_us;

@@ -207,7 +207,15 @@ absl::Status NetnsCluster::RestartMaster(int signal, absl::Duration timeout) {
     master_->Wait(kStopGrace);
   }
   old_masters_.push_back(std::move(master_));
-  return StartMasterProcess(timeout);
+  // The port is free once the old process is gone (the master binds with
+  // SO_REUSEADDR); a failed start is retried a couple of times anyway.
+  absl::Status s;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    s = StartMasterProcess(timeout);
+    if (s.ok() || !master_ || master_->Running()) return s;
+    old_masters_.push_back(std::move(master_));
+  }
+  return s;
 }
 
 Process* NetnsCluster::StartWorker(const std::string& host, std::vector<std::string> extra) {

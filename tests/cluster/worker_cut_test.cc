@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ std::string CutName(const ::testing::TestParamInfo<Cut>& info) {
   }
   return "?";
 }
+
+// For gtest's messages ("GetParam() = BlackHole").
+void PrintTo(Cut cut, std::ostream* os) { *os << CutName({cut, 0}); }
 
 bool Exists(const std::string& path) {
   struct stat st;
