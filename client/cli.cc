@@ -12,6 +12,7 @@
 #include "client/interrupt.h"
 #include "client/put_get_commands.h"
 #include "client/queue_commands.h"
+#include "client/results_command.h"
 #include "client/submit_command.h"
 #include "client/task_commands.h"
 
@@ -37,6 +38,7 @@ int Main(int argc, char** argv) {
   AddQueueCommands(app, &globals, &verbs);
   AddPutGetCommands(app, &globals, &verbs);
   AddSubmitCommand(app, &globals, &verbs);
+  AddResultsCommand(app, &globals, &verbs);
   AddTaskCommands(app, &globals, &verbs);
   AddDlqCommands(app, &globals, &verbs);
 

@@ -1,5 +1,6 @@
 #include "client/cli_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -16,7 +17,8 @@ namespace taskq::cli {
 
 const char kVerbFooter[] =
     "\nGlobal options (before or after the verb): --master HOST:PORT ($TASKQ_MASTER),\n"
-    "--token-file PATH ($TASKQ_TOKEN_FILE), --tls, --tls-ca FILE, --tls-server-name NAME.\n"
+    "--token-file PATH ($TASKQ_TOKEN_FILE), --tls, --tls-ca FILE ($TASKQ_TLS_CA),\n"
+    "--tls-server-name NAME, --connect-timeout SECONDS, --keepalive SECONDS, --retry-for SECONDS.\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 queue empty, 4 queue full, 5 refused by\n"
     "the master, 6 master unreachable, 7 a task failed or was cancelled, 8 timed out,\n"
     "9 queue shut down, 130 Ctrl-C.";
@@ -41,10 +43,27 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
   app.add_flag("--tls", options->tls, "Connect with TLS (system root certificates)");
   app.add_option("--tls-ca", options->tls_ca,
                  "PEM file of the CA that signed the master's certificate (implies --tls)")
+      ->envname("TASKQ_TLS_CA")
       ->type_name("FILE");
   app.add_option("--tls-server-name", options->tls_server_name,
                  "Name to check against the master's certificate instead of HOST")
       ->type_name("NAME");
+  app.add_option("--connect-timeout", options->connect_timeout,
+                 "Seconds one attempt to connect (TCP, TLS handshake) may take; raise it for "
+                 "long or lossy links (default 20)")
+      ->check(CLI::Range(absl::ToDoubleSeconds(kMinConnectTimeout), 3600.0))
+      ->type_name("SECONDS");
+  app.add_option("--keepalive", options->keepalive,
+                 "Seconds between keepalive pings; a dead link is noticed within twice this "
+                 "(default 5)")
+      ->check(CLI::Range(absl::ToDoubleSeconds(kMinKeepalive), 3600.0))
+      ->type_name("SECONDS");
+  app.add_option("--retry-for", options->retry_for,
+                 "Seconds a call that does not wait keeps retrying a master it cannot reach "
+                 "before giving up with exit 6 (default 30; 0 = do not retry). Waiting calls "
+                 "(submit --wait, get, join, put on a full queue) retry until their own timeout")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->type_name("SECONDS");
   app.option_defaults()->group("Options");
 }
 
@@ -57,6 +76,8 @@ ConnectOptions ToConnectOptions(const GlobalOptions& options) {
   c.tls = options.tls;
   c.tls_ca_file = options.tls_ca;
   c.tls_server_name = options.tls_server_name;
+  c.connect_timeout = absl::Seconds(options.connect_timeout);
+  c.keepalive = absl::Seconds(options.keepalive);
   return c;
 }
 
@@ -67,7 +88,18 @@ std::string MasterAddress(const GlobalOptions& options) {
 }
 
 std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
-  auto client = Client::Connect(ToConnectOptions(options));
+  ClientOptions client_options;
+  client_options.retry = options.retry_for > 0;
+  if (client_options.retry) client_options.call_timeout = absl::Seconds(options.retry_for);
+  const std::string master = MasterAddress(options);
+  client_options.on_unreachable = [master](const absl::Status& status) {
+    PrintError(absl::StrCat("cannot reach the master at ", master, " (", status.message(),
+                            "); retrying"));
+  };
+  client_options.on_reachable = [master] {
+    PrintError(absl::StrCat("reached the master at ", master, " again"));
+  };
+  auto client = Client::Connect(ToConnectOptions(options), client_options);
   if (!client.ok()) {
     PrintError(client.status().message());
     return nullptr;

@@ -21,19 +21,26 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/exit_codes.h"
+#include "common/channel.h"
 #include "common/client.h"
 #include "taskq/v1/taskq.pb.h"
 
 namespace taskq::cli {
 
-// --master, --token-file, --tls, --tls-ca, --tls-server-name: accepted
-// before or after the verb.
+// --master, --token-file, --tls, --tls-ca, --tls-server-name,
+// --connect-timeout, --keepalive, --retry-for: accepted before or after
+// the verb.
 struct GlobalOptions {
   std::string master;
   std::string token_file;
   bool tls = false;
   std::string tls_ca;
   std::string tls_server_name;
+  double connect_timeout = absl::ToDoubleSeconds(kDefaultConnectTimeout);
+  double keepalive = absl::ToDoubleSeconds(kDefaultKeepalive);
+  // How long a call that does not wait (admin, nowait put/get) keeps
+  // retrying an unreachable master before exit 6.
+  double retry_for = 30;
 };
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options);
@@ -55,6 +62,8 @@ CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& 
 std::string MasterAddress(const GlobalOptions& options);
 
 // Builds the client; on failure prints why and returns nullptr (exit 1).
+// While the master cannot be reached its calls retry (common/call_retry.h)
+// and one line on stderr says so, and one more when it is back.
 std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options);
 
 // Prints "taskq: <message>" on stderr (ErrorMessage) and returns the exit

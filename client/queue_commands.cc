@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "client/queue_settings.h"
 #include "client/task_format.h"
 
@@ -85,6 +86,12 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// "24h", "1m30s", "500ms"; "-" = never expires.
+std::string IdleTtlText(uint64_t ms) {
+  if (ms == 0) return "-";
+  return absl::FormatDuration(absl::Milliseconds(static_cast<int64_t>(ms)));
+}
+
 int RunList(const GlobalOptions& globals, uint32_t page_size) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
@@ -96,12 +103,14 @@ int RunList(const GlobalOptions& globals, uint32_t page_size) {
             });
   std::vector<std::vector<std::string>> rows;
   // New columns go at the end: scripts read the first ones by position.
-  rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS", "DELAYED", "DEAD"});
+  rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS", "DELAYED", "DEAD",
+                  "PENDING_RESULTS", "IDLE_TTL"});
   for (const v1::QueueStats& q : *queues) {
     rows.push_back({q.config().name(), KindName(q.config().kind()), absl::StrCat(q.ready()),
                     absl::StrCat(q.leased()), absl::StrCat(q.unfinished()),
                     absl::StrCat(q.workers()), absl::StrCat(q.delayed()),
-                    absl::StrCat(q.dead())});
+                    absl::StrCat(q.dead()), absl::StrCat(q.pending_results()),
+                    IdleTtlText(q.config().idle_ttl_ms())});
   }
   PrintTable(rows);
   return kExitOk;
@@ -147,8 +156,8 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   CLI::App* c = AddVerb(queue, "create",
                         "Create a queue. Queues are also created on first use with the "
                         "master's defaults (unless it runs with --no-auto-create); create one "
-                        "explicitly to choose its kind, bound, lease, attempts, retry backoff "
-                        "or dead-letter queue.");
+                        "explicitly to choose its kind, bound, lease, attempts, retry backoff, "
+                        "dead-letter queue or idle TTL.");
   c->add_option("NAME", create->name, "Queue name: 1-128 characters of [A-Za-z0-9_.:-]")
       ->required();
   c->add_option("--kind", create->kind,
@@ -164,8 +173,10 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   auto page_size = std::make_shared<uint32_t>(0);
   CLI::App* l = AddVerb(queue, "list",
                         "List the queues, one row each: NAME KIND READY LEASED UNFINISHED "
-                        "WORKERS DELAYED DEAD (header first). Asks the master a page at a "
-                        "time and prints all of them");
+                        "WORKERS DELAYED DEAD PENDING_RESULTS IDLE_TTL (header first; "
+                        "PENDING_RESULTS: tasks that still owe this queue a result; IDLE_TTL: "
+                        "unused this long, the master deletes it, - = never). Asks the master "
+                        "a page at a time and prints all of them");
   l->add_option("--page-size", *page_size,
                 "Queues per call to the master (1-10000; default: the master's, 1000)")
       ->check(CLI::Range(1u, 10000u))

@@ -1,12 +1,26 @@
 #include "client/queue_settings.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "client/cli_common.h"
+#include "common/limits.h"
 
 namespace taskq::cli {
 namespace {
 
 bool Given(const CLI::Option* option) { return option != nullptr && option->count() > 0; }
+
+// --idle-ttl in ms; longer than SecondsToMs allows (up to 365 days).
+absl::StatusOr<uint64_t> IdleTtlMs(double seconds) {
+  const double ms = std::ceil(seconds * 1000);
+  if (!(ms >= 0) || ms > static_cast<double>(kMaxIdleTtlMs)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--idle-ttl ", seconds, " is out of range (0 = never, up to ", kMaxIdleTtlMs / 1000,
+        " seconds: 365 days)"));
+  }
+  return static_cast<uint64_t>(ms);
+}
 
 }  // namespace
 
@@ -50,6 +64,14 @@ void AddQueueSettingsFlags(CLI::App* app, QueueSettingsFlags* f, bool for_update
                       "(see `taskq dlq`); '' = the queue's own" +
                           deflt("the queue's own"))
           ->type_name("QUEUE");
+  f->idle_ttl_option =
+      app->add_option("--idle-ttl", f->idle_ttl_seconds,
+                      "Delete the queue, with what it holds, once nobody has read from or put on "
+                      "it for SECONDS and nothing holds it (a waiting call, a worker, a leased or "
+                      "delayed task, a result still owed to it); 0 = never" +
+                          deflt("never; _results.* queues: the master's --results-ttl"))
+          ->check(CLI::NonNegativeNumber)
+          ->type_name("SECONDS");
 }
 
 absl::Status FillConfig(const QueueSettingsFlags& f, v1::QueueConfig* config) {
@@ -71,6 +93,11 @@ absl::Status FillConfig(const QueueSettingsFlags& f, v1::QueueConfig* config) {
     config->set_backoff_max_ms(*ms);
   }
   if (Given(f.dead_letter_option)) config->set_dead_letter(f.dead_letter);
+  if (Given(f.idle_ttl_option)) {
+    auto ms = IdleTtlMs(f.idle_ttl_seconds);
+    if (!ms.ok()) return ms.status();
+    config->set_idle_ttl_ms(*ms);
+  }
   return absl::OkStatus();
 }
 
@@ -84,10 +111,11 @@ absl::StatusOr<v1::QueueConfigUpdate> ToUpdate(const QueueSettingsFlags& f) {
   if (Given(f.backoff_option)) update.set_backoff_ms(config.backoff_ms());
   if (Given(f.backoff_max_option)) update.set_backoff_max_ms(config.backoff_max_ms());
   if (Given(f.dead_letter_option)) update.set_dead_letter(config.dead_letter());
+  if (Given(f.idle_ttl_option)) update.set_idle_ttl_ms(config.idle_ttl_ms());
   if (update.ByteSizeLong() == 0) {
     return absl::InvalidArgumentError(
         "nothing to change: give at least one of --maxsize, --lease, --max-attempts, "
-        "--backoff, --backoff-max, --dead-letter");
+        "--backoff, --backoff-max, --dead-letter, --idle-ttl");
   }
   return update;
 }

@@ -1,6 +1,6 @@
 // The per-queue settings flags `taskq queue create` and `taskq queue
 // update` share (--maxsize, --lease, --max-attempts, --backoff,
-// --backoff-max, --dead-letter), and their conversion into a QueueConfig
+// --backoff-max, --dead-letter, --idle-ttl), and their conversion into a QueueConfig
 // (create) or a QueueConfigUpdate holding only the flags given (update).
 //
 // Thread-safety: used from main's thread only.
@@ -25,6 +25,7 @@ struct QueueSettingsFlags {
   double backoff_seconds = 0;
   double backoff_max_seconds = 0;
   std::string dead_letter;
+  double idle_ttl_seconds = 0;
   // The options, to tell "given" from "left at the default".
   CLI::Option* maxsize_option = nullptr;
   CLI::Option* lease_option = nullptr;
@@ -32,6 +33,7 @@ struct QueueSettingsFlags {
   CLI::Option* backoff_option = nullptr;
   CLI::Option* backoff_max_option = nullptr;
   CLI::Option* dead_letter_option = nullptr;
+  CLI::Option* idle_ttl_option = nullptr;
 };
 
 // Adds the flags to `app`. `for_update` words the help for `queue update`.

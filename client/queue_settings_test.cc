@@ -82,5 +82,28 @@ TEST(QueueSettings, FlagChecks) {
   EXPECT_THROW(app.parse(zero_lease), CLI::ValidationError);
 }
 
+TEST(QueueSettings, IdleTtlInSecondsUpToAYearAndZeroMeansNever) {
+  Parsed day({"--idle-ttl", "86400"});
+  v1::QueueConfig config;
+  ASSERT_TRUE(FillConfig(day.flags, &config).ok());
+  EXPECT_TRUE(config.has_idle_ttl_ms());
+  EXPECT_EQ(config.idle_ttl_ms(), 86'400'000u);
+  Parsed year({"--idle-ttl", "31536000"});  // beyond what 32-bit ms hold
+  auto update = ToUpdate(year.flags);
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_EQ(update->idle_ttl_ms(), uint64_t{31'536'000'000});
+  Parsed never({"--idle-ttl", "0"});
+  update = ToUpdate(never.flags);
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_TRUE(update->has_idle_ttl_ms());
+  EXPECT_EQ(update->idle_ttl_ms(), 0u);
+  Parsed unset({"--maxsize", "1"});
+  config.Clear();
+  ASSERT_TRUE(FillConfig(unset.flags, &config).ok());
+  EXPECT_FALSE(config.has_idle_ttl_ms());  // the master's rule decides
+  Parsed too_long({"--idle-ttl", "31622400"});  // 366 days
+  EXPECT_EQ(ToUpdate(too_long.flags).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace taskq::cli

@@ -10,7 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/interrupt.h"
+#include "client/results_command.h"
 #include "client/schedule_flags.h"
+#include "common/result_waiter.h"
 
 namespace taskq::cli {
 namespace {
@@ -27,6 +29,7 @@ struct SubmitArgs {
   bool show_ids = false;
   std::vector<std::string> payloads;
   ScheduleFlags schedule;
+  std::string resume;  // --resume JOB: read JOB's results instead
 };
 
 // Without --wait: put and print the ids.
@@ -43,21 +46,6 @@ int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs&
 }
 
 void PrintToStderr(const std::string& line) { WriteText(stderr, line); }
-
-void PrintResult(const v1::Task& result, bool show_ids) {
-  if (result.outcome() == v1::OUTCOME_FAILED) {
-    absl::string_view error = absl::StripTrailingAsciiWhitespace(result.error());
-    PrintToStderr(absl::StrCat("task ", result.result_of(), " failed: ", error, "\n"));
-    return;
-  }
-  if (result.outcome() == v1::OUTCOME_CANCELLED) {
-    absl::string_view why = absl::StripTrailingAsciiWhitespace(result.error());
-    PrintToStderr(absl::StrCat("task ", result.result_of(), " cancelled",
-                               why.empty() ? "" : ": ", why, "\n"));
-    return;
-  }
-  PrintPayload(show_ids ? absl::StrCat(result.result_of(), "\t") : "", result.payload());
-}
 
 int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const SubmitArgs& args,
                             std::vector<v1::TaskSpec> tasks) {
@@ -79,6 +67,14 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
                               s.message()));
     }
   };
+  // Leaving early (Ctrl-C, timeout, error): the results still to come keep
+  // arriving in the queue, which the master expires once unread for its
+  // --results-ttl; say how to read them.
+  auto keep_private_queue = [&] {
+    if (!created.exchange(false)) return;
+    PrintError(absl::StrCat("results still to come go to queue ", options.reply_to,
+                            ": read them with `taskq results ", options.reply_to, "`"));
+  };
 
   // A payload deduplicated onto a task whose result goes elsewhere.
   const std::vector<std::string> keys = DedupKeys(tasks);
@@ -97,12 +93,14 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
   ResultWaiter waiter(&client, options);
   SetInterruptCleanup([&] {
     waiter.Cancel();
-    delete_private_queue();
+    keep_private_queue();
   });
   if (private_queue) {
     v1::QueueConfig config;
     config.set_name(options.reply_to);
-    auto made = client.CreateQueue(config, /*exist_ok=*/false);
+    // exist_ok: sent again after a lost reply, the create must not fail on
+    // the queue it made (the name is random: nobody else's).
+    auto made = client.CreateQueue(config, /*exist_ok=*/true);
     if (!made.ok()) {
       ClearInterruptCleanup();
       return ReportError(made.status(), CallKind::kAdmin, globals);
@@ -112,7 +110,11 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
   absl::Status status = waiter.Run(
       std::move(tasks), [&](size_t, const v1::Task& result) { PrintResult(result, args.show_ids); });
   ClearInterruptCleanup();  // from here on, Ctrl-C simply exits
-  delete_private_queue();
+  if (status.ok()) {
+    delete_private_queue();
+  } else {
+    keep_private_queue();
+  }
 
   const SubmitSummary summary = waiter.summary();
   if (summary.duplicates > 0) {
@@ -135,6 +137,14 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
 }
 
 int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
+  if (!args.resume.empty()) {
+    if (!args.payloads.empty()) return UsageError("--resume reads a job's results: give no payloads");
+    return RunResults(globals, {.queue = args.resume,
+                                .timeout = args.wait_timeout,
+                                .show_ids = args.show_ids,
+                                .keep = false});
+  }
+  if (args.payloads.empty()) return UsageError("ARGS is required: one payload per task");
   v1::TaskSpec shared;
   shared.set_handler(args.handler);
   shared.set_priority(args.priority);
@@ -165,7 +175,9 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       "(not in submission order), failures as `task ID failed: ERROR` and cancelled tasks as "
       "`task ID cancelled: REASON` on stderr, and exits when every task has a result: 0 if "
       "all succeeded, 7 if any failed or was cancelled, 8 if --wait-timeout ran out, 9 if "
-      "the queue is shut down.\n"
+      "the queue is shut down. With --wait, a network cut or a master restart is waited "
+      "out (a line on stderr says so) and each result is printed exactly once; if it stops "
+      "early, it names the queue its results go to (read them with `taskq results`).\n"
       "Example: taskq submit --queue tasks --handler square --wait 1 2 3");
   s->add_option("--queue", args->queue, "Queue the tasks go to (workers serve it)")->required();
   s->add_option("--handler", args->handler,
@@ -196,8 +208,13 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
   AddScheduleFlags(s, &args->schedule);
   s->add_option("ARGS", args->payloads,
                 "Task payloads, one task each; `-` reads one per line from stdin (empty lines "
-                "skipped). Use `--` before payloads that start with `-`")
-      ->required();
+                "skipped). Use `--` before payloads that start with `-`");
+  s->add_option("--resume", args->resume,
+                "With --wait: read the results of an earlier `submit --wait` that was "
+                "interrupted or lost the master, from the queue it named (as `taskq results "
+                "JOB`)")
+      ->type_name("JOB")
+      ->needs(wait);
   verbs->push_back({s, [globals, args] { return RunSubmit(*globals, *args); }});
 }
 

@@ -192,6 +192,7 @@ std::vector<std::pair<std::string, std::string>> ConfigFields(const v1::QueueCon
       {"backoff_max_ms", absl::StrCat(c.backoff_max_ms())},
       // Empty = the queue keeps its own dead letters.
       {"dead_letter", c.dead_letter().empty() ? c.name() : c.dead_letter()},
+      {"idle_ttl_ms", absl::StrCat(c.idle_ttl_ms())},  // 0 = never expires
   };
 }
 
@@ -216,6 +217,7 @@ std::vector<std::pair<std::string, std::string>> StatsFields(const v1::QueueStat
       {"waiting_consumers", absl::StrCat(s.waiting_consumers())},
       {"waiting_producers", absl::StrCat(s.waiting_producers())},
       {"workers", absl::StrCat(s.workers())},
+      {"pending_results", absl::StrCat(s.pending_results())},
   };
   fields.insert(fields.end(), std::begin(counters), std::end(counters));
   return fields;

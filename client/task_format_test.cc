@@ -159,6 +159,17 @@ TEST(StatsFields, NewCountersAndDefaults) {
   }
 }
 
+TEST(StatsFields, IdleTtlAndPendingResults) {
+  v1::QueueStats s;
+  s.mutable_config()->set_name("_results.a");
+  s.mutable_config()->set_idle_ttl_ms(86'400'000);
+  s.set_pending_results(3);
+  std::map<std::string, std::string> kv;
+  for (const auto& [k, v] : StatsFields(s)) kv[k] = v;
+  EXPECT_EQ(kv["idle_ttl_ms"], "86400000");
+  EXPECT_EQ(kv["pending_results"], "3");
+}
+
 TEST(EscapeForTerminal, EscapesWhatCanMoveTheCursorOrChangeTheTerminal) {
   EXPECT_EQ(EscapeForTerminal("\x1b[2J\x1b]0;title\x07"), "\\x1b[2J\\x1b]0;title\\x07");
   EXPECT_EQ(EscapeForTerminal("over\rwrite\b!"), "over\\x0dwrite\\x08!");

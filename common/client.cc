@@ -80,9 +80,18 @@ constexpr size_t kMaxPutRequestBytes = kMaxStreamMessageBytes;
 
 // --- CallCanceller ----------------------------------------------------------
 
+bool CallCanceller::SleepUnlessCancelled(absl::Duration d) const {
+  const absl::Time until = absl::Now() + d;
+  MutexLock lock(&mu_);
+  while (!cancelled_ && !cancelled_cv_.WaitWithDeadline(&mu_, until)) {
+  }
+  return !cancelled_;
+}
+
 void CallCanceller::Cancel() {
   MutexLock lock(&mu_);
   cancelled_ = true;
+  cancelled_cv_.SignalAll();
   // TryCancel only flags the call; it does not block or call back into us.
   for (grpc::ClientContext* context : active_) context->TryCancel();
 }
@@ -119,22 +128,46 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, std::string token,
     : channel_(std::move(channel)),
       stub_(v1::TaskQueue::NewStub(channel_)),
       token_(std::move(token)),
-      options_(client_options) {}
+      options_(client_options),
+      reachability_(options_.on_unreachable, options_.on_reachable) {}
 
 std::unique_ptr<Client> Client::WithOptions(ClientOptions client_options) const {
   return std::make_unique<Client>(channel_, token_, client_options);
 }
 
 absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
-                          absl::Duration deadline_in, CallCanceller* canceller) {
-  grpc::ClientContext context;
-  PrepareContext(&context, token_, deadline_in);
-  if (canceller != nullptr && !canceller->Register(&context)) {
-    return absl::CancelledError("call cancelled");
+                          absl::Duration deadline_in, CallCanceller* canceller, Retry retry) {
+  const absl::Time deadline =
+      deadline_in == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + deadline_in;
+  if (!options_.retry) retry = Retry::kNever;
+  for (int attempt = 1;; ++attempt) {
+    absl::Status status;
+    {
+      grpc::ClientContext context;
+      PrepareContext(&context, token_,
+                     deadline == absl::InfiniteFuture()
+                         ? absl::InfiniteDuration()
+                         : std::max(deadline - absl::Now(), absl::Milliseconds(1)));
+      if (canceller != nullptr && !canceller->Register(&context)) {
+        return absl::CancelledError("call cancelled");
+      }
+      status = ToAbslStatus(rpc(&context));
+      if (canceller != nullptr) canceller->Unregister(&context);
+    }
+    if (status.ok() || MasterAnswered(status)) {
+      reachability_.Reachable();
+      return status;
+    }
+    if (!ShouldRetry(retry, status)) return status;
+    const absl::Duration pause = RetryBackoff(attempt);
+    if (absl::Now() + pause >= deadline) return status;
+    reachability_.Unreachable(status);
+    if (canceller != nullptr) {
+      if (!canceller->SleepUnlessCancelled(pause)) return absl::CancelledError("call cancelled");
+    } else {
+      absl::SleepFor(pause);
+    }
   }
-  grpc::Status status = rpc(&context);
-  if (canceller != nullptr) canceller->Unregister(&context);
-  return ToAbslStatus(status);
 }
 
 absl::Duration Client::WaitingDeadline(bool nowait, absl::Duration timeout) const {
@@ -150,8 +183,10 @@ absl::StatusOr<v1::QueueConfig> Client::CreateQueue(const v1::QueueConfig& confi
   *request.mutable_config() = config;
   request.set_exist_ok(exist_ok);
   v1::CreateQueueResponse response;
+  // With exist_ok, creating again is harmless.
   auto status = Call([&](grpc::ClientContext* c) { return stub_->CreateQueue(c, request, &response); },
-                     options_.call_timeout, nullptr);
+                     options_.call_timeout, nullptr,
+                     exist_ok ? Retry::kAlways : Retry::kIfNotSent);
   if (!status.ok()) return status;
   return std::move(*response.mutable_config());
 }
@@ -164,7 +199,7 @@ absl::StatusOr<std::vector<v1::QueueStats>> Client::ListQueues(uint32_t page_siz
     v1::ListQueuesResponse response;
     auto status = Call(
         [&](grpc::ClientContext* c) { return stub_->ListQueues(c, request, &response); },
-        options_.call_timeout, nullptr);
+        options_.call_timeout, nullptr, Retry::kAlways);
     if (!status.ok()) return status;
     for (auto& q : *response.mutable_queues()) queues.push_back(std::move(q));
     // A master from before paging sends everything and no token.
@@ -185,7 +220,7 @@ absl::StatusOr<v1::QueueStats> Client::Stats(const std::string& queue) {
   request.set_queue(queue);
   v1::QueueStats response;
   auto status = Call([&](grpc::ClientContext* c) { return stub_->GetQueueStats(c, request, &response); },
-                     options_.call_timeout, nullptr);
+                     options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -229,7 +264,7 @@ absl::StatusOr<v1::QueueConfig> Client::UpdateQueue(const std::string& queue,
   *request.mutable_update() = update;
   v1::QueueConfig response;
   auto status = Call([&](grpc::ClientContext* c) { return stub_->UpdateQueue(c, request, &response); },
-                     options_.call_timeout, nullptr);
+                     options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -253,7 +288,7 @@ absl::StatusOr<v1::Task> Client::GetTask(uint64_t task_id) {
   request.set_task_id(task_id);
   v1::Task response;
   auto status = Call([&](grpc::ClientContext* c) { return stub_->GetTask(c, request, &response); },
-                     options_.call_timeout, nullptr);
+                     options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -283,7 +318,7 @@ absl::StatusOr<std::vector<v1::Task>> Client::ListDead(const std::string& queue,
   request.set_after_id(options.after_id);
   v1::ListDeadResponse response;
   auto status = Call([&](grpc::ClientContext* c) { return stub_->ListDead(c, request, &response); },
-                     options_.call_timeout, nullptr);
+                     options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   std::vector<v1::Task> tasks;
   tasks.reserve(response.tasks_size());
@@ -350,11 +385,21 @@ absl::StatusOr<PutReceipt> Client::PutWithReceipt(const std::string& queue,
     WaitPlan this_plan = plan;
     if (!plan.nowait && !plan.forever) this_plan = PlanWait(false, deadline - absl::Now());
     request.set_nowait(this_plan.nowait);
-    if (!this_plan.nowait && !this_plan.forever) request.set_timeout_ms(TimeoutMs(this_plan.timeout));
-
+    // Sent twice, a request whose every task has a dedup key stores its
+    // tasks once (the copy finds them by key); others may be stored twice.
+    const bool all_keyed = std::all_of(request.tasks().begin(), request.tasks().end(),
+                                       [](const v1::TaskSpec& t) { return !t.dedup_key().empty(); });
     v1::PutResponse response;
-    auto status = Call([&](grpc::ClientContext* c) { return stub_->Put(c, request, &response); },
-                       WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller);
+    auto status = Call(
+        [&](grpc::ClientContext* c) {
+          // A retry waits only for what is left of the caller's timeout.
+          if (!this_plan.nowait && !this_plan.forever) {
+            request.set_timeout_ms(TimeoutMs(std::max(deadline - absl::Now(), absl::Milliseconds(1))));
+          }
+          return stub_->Put(c, request, &response);
+        },
+        WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller,
+        all_keyed ? Retry::kAlways : Retry::kIfNotSent);
     if (!status.ok()) {
       if (receipt.ids.empty()) return status;
       return Annotate(status, absl::StrCat(receipt.ids.size(), " of ", tasks.size(),
@@ -386,17 +431,36 @@ absl::StatusOr<std::vector<v1::Delivery>> Client::Get(const std::string& queue,
                                                    " tasks at once (asked for ",
                                                    options.max_tasks, ")"));
   }
+  if (options.acks.size() > kMaxTasksPerGet) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot acknowledge more than ",
+                                                   kMaxTasksPerGet, " leases at once"));
+  }
   const WaitPlan plan = PlanWait(options.nowait, options.timeout);
+  const absl::Time wait_until = plan.nowait || plan.forever ? absl::InfiniteFuture()
+                                                            : absl::Now() + plan.timeout;
   v1::GetRequest request;
   request.set_queue(queue);
   request.set_max_tasks(std::max<uint32_t>(options.max_tasks, 1));
   request.set_nowait(plan.nowait);
-  if (!plan.nowait && !plan.forever) request.set_timeout_ms(TimeoutMs(plan.timeout));
   request.set_mode(options.lease ? v1::GET_MODE_LEASE : v1::GET_MODE_TAKE);
   request.set_manual_task_done(options.manual_task_done);
+  if (options.lease && options.lease_time > absl::ZeroDuration()) {
+    request.set_lease_ms(TimeoutMs(options.lease_time));
+  }
+  for (const v1::LeaseRef& ack : options.acks) *request.add_acks() = ack;
   v1::GetResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->Get(c, request, &response); },
-                     WaitingDeadline(plan.nowait, plan.timeout), options.canceller);
+  // A lease-mode Get sent twice is harmless: what the lost reply carried
+  // comes again when its lease lapses. A take is not: its reply is the
+  // only copy of the tasks it took.
+  auto status = Call(
+      [&](grpc::ClientContext* c) {
+        if (wait_until != absl::InfiniteFuture()) {
+          request.set_timeout_ms(TimeoutMs(std::max(wait_until - absl::Now(), absl::Milliseconds(1))));
+        }
+        return stub_->Get(c, request, &response);
+      },
+      WaitingDeadline(plan.nowait, plan.timeout), options.canceller,
+      options.lease ? Retry::kAlways : Retry::kIfNotSent);
   if (!status.ok()) return status;
   std::vector<v1::Delivery> deliveries;
   deliveries.reserve(response.deliveries_size());
@@ -412,6 +476,21 @@ absl::Status Client::Complete(uint64_t task_id, uint64_t lease_id, const std::st
   v1::CompleteResponse response;
   return Call([&](grpc::ClientContext* c) { return stub_->Complete(c, request, &response); },
               options_.call_timeout, nullptr);
+}
+
+absl::StatusOr<uint32_t> Client::Ack(const std::vector<v1::LeaseRef>& leases) {
+  if (leases.size() > kMaxTasksPerGet) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot acknowledge more than ",
+                                                   kMaxTasksPerGet, " leases at once"));
+  }
+  if (leases.empty()) return 0;
+  v1::AckRequest request;
+  for (const v1::LeaseRef& lease : leases) *request.add_leases() = lease;
+  v1::AckResponse response;
+  auto status = Call([&](grpc::ClientContext* c) { return stub_->Ack(c, request, &response); },
+                     options_.call_timeout, nullptr, Retry::kAlways);
+  if (!status.ok()) return status;
+  return response.acked();
 }
 
 absl::Status Client::Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
@@ -456,10 +535,16 @@ absl::Status Client::Join(const std::string& queue, absl::Duration timeout,
   // Join has no nowait: a timeout already over becomes the shortest wait.
   const bool forever = IsForever(timeout);
   const absl::Duration wait = forever ? timeout : std::max(timeout, absl::Milliseconds(1));
-  if (!forever) request.set_timeout_ms(TimeoutMs(wait));
+  const absl::Time wait_until = forever ? absl::InfiniteFuture() : absl::Now() + wait;
   v1::JoinResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->Join(c, request, &response); },
-              WaitingDeadline(false, forever ? absl::InfiniteDuration() : wait), canceller);
+  return Call(
+      [&](grpc::ClientContext* c) {
+        if (!forever) {
+          request.set_timeout_ms(TimeoutMs(std::max(wait_until - absl::Now(), absl::Milliseconds(1))));
+        }
+        return stub_->Join(c, request, &response);
+      },
+      WaitingDeadline(false, forever ? absl::InfiniteDuration() : wait), canceller, Retry::kAlways);
 }
 
 // --- helpers ----------------------------------------------------------------
@@ -508,228 +593,6 @@ size_t PutBatchLimit(Client& client, const std::string& queue, size_t limit) {
     n = static_cast<size_t>(std::min<uint64_t>(n, stats->config().maxsize()));
   }
   return n;
-}
-
-// --- ResultWaiter -----------------------------------------------------------
-
-ResultWaiter::ResultWaiter(Client* client, SubmitOptions options)
-    : client_(client), options_(std::move(options)) {}
-
-ResultWaiter::~ResultWaiter() = default;
-
-void ResultWaiter::Cancel() { canceller_.Cancel(); }
-
-SubmitSummary ResultWaiter::summary() const {
-  MutexLock lock(&mu_);
-  return summary_;
-}
-
-std::vector<std::pair<size_t, v1::Task>> ResultWaiter::Match(std::vector<v1::Task> results) {
-  std::vector<std::pair<size_t, v1::Task>> matched;
-  for (v1::Task& result : results) {
-    auto it = ids_.find(result.result_of());
-    if (it == ids_.end()) {
-      // Its Put may still be on the way back to us: the master acknowledges
-      // a put before we learn the ids, and a fast worker can finish first.
-      if (!puts_done_ && put_status_.ok()) {
-        early_.push_back(std::move(result));
-      } else {
-        ++summary_.ignored;
-      }
-      continue;
-    }
-    if (it->second.have_result) {
-      ++summary_.duplicates;
-      continue;
-    }
-    it->second.have_result = true;
-    ++summary_.results;
-    if (result.outcome() == v1::OUTCOME_FAILED) ++summary_.failed;
-    if (result.outcome() == v1::OUTCOME_CANCELLED) ++summary_.cancelled;
-    matched.emplace_back(it->second.index, std::move(result));
-  }
-  return matched;
-}
-
-void ResultWaiter::Report(std::vector<std::pair<size_t, v1::Task>> matched) {
-  if (matched.empty()) return;
-  MutexLock lock(&report_mu_);
-  for (const auto& [index, result] : matched) on_result_(index, result);
-}
-
-void ResultWaiter::Register(size_t first, const PutReceipt& receipt) {
-  // Deduplicated tasks may belong to someone else: ask where their results
-  // go (before locking: these are calls to the master).
-  std::vector<std::pair<size_t, absl::StatusOr<v1::Task>>> looked_up;
-  for (size_t k = 0; k < receipt.ids.size(); ++k) {
-    if (receipt.existing[k]) looked_up.emplace_back(k, client_->GetTask(receipt.ids[k]));
-  }
-  struct NotWaited {
-    size_t index;
-    uint64_t id;
-    absl::StatusOr<v1::Task> existing;
-  };
-  std::vector<NotWaited> not_waited;
-  {
-    MutexLock lock(&mu_);
-    size_t next_lookup = 0;
-    for (size_t k = 0; k < receipt.ids.size(); ++k) {
-      const uint64_t id = receipt.ids[k];
-      summary_.ids.push_back(id);
-      const absl::StatusOr<v1::Task>* existing = nullptr;
-      if (receipt.existing[k]) {
-        ++summary_.existing;
-        existing = &looked_up[next_lookup++].second;
-      }
-      // Deduplicated onto a task of this submission: waited for already.
-      if (ids_.contains(id)) continue;
-      if (existing != nullptr &&
-          !(existing->ok() && (*existing)->reply_to() == options_.reply_to)) {
-        ++summary_.not_waited;
-        not_waited.push_back({first + k, id, *existing});
-        continue;
-      }
-      ids_[id] = Entry{first + k, false};
-      ++waiting_;
-    }
-  }
-  if (not_waited.empty() || !options_.on_not_waited) return;
-  MutexLock lock(&report_mu_);
-  for (const NotWaited& n : not_waited) options_.on_not_waited(n.index, n.id, n.existing);
-}
-
-void ResultWaiter::PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit,
-                          absl::Time deadline) {
-  size_t next = 0;
-  while (next < tasks.size()) {
-    const size_t first = next;
-    const size_t n = std::min(batch_limit, tasks.size() - next);
-    std::vector<v1::TaskSpec> batch(std::make_move_iterator(tasks.begin() + first),
-                                    std::make_move_iterator(tasks.begin() + first + n));
-    next += n;
-    PutOptions put;
-    put.timeout = deadline == absl::InfiniteFuture() ? absl::InfiniteDuration()
-                                                     : deadline - absl::Now();
-    put.max_batch = batch_limit;
-    put.canceller = &canceller_;
-    auto receipt = client_->PutWithReceipt(options_.queue, std::move(batch), put);
-    if (!receipt.ok()) {
-      {
-        MutexLock lock(&mu_);
-        put_status_ =
-            Annotate(receipt.status(), absl::StrCat("putting tasks on ", options_.queue, ": "));
-        puts_done_ = true;
-        early_.clear();
-      }
-      // Wakes the poller out of its long-poll so Run returns the error now.
-      canceller_.Cancel();
-      return;
-    }
-    Register(first, *receipt);
-    std::vector<std::pair<size_t, v1::Task>> matched;
-    bool all_done;
-    {
-      MutexLock lock(&mu_);
-      if (next == tasks.size()) puts_done_ = true;
-      std::vector<v1::Task> early = std::move(early_);
-      early_.clear();
-      matched = Match(std::move(early));
-      all_done = puts_done_ && summary_.results == waiting_;
-    }
-    Report(std::move(matched));
-    // Every result came before the last Put returned: wake the poller from
-    // its long-poll now rather than at the end of its chunk. Nothing it
-    // could still receive is ours, so cutting its call short loses nothing.
-    if (all_done) canceller_.Cancel();
-  }
-}
-
-absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_result) {
-  if (options_.reply_to.empty()) {
-    return absl::InvalidArgumentError("a submission needs a reply_to queue for its results");
-  }
-  if (auto s = ValidateName("queue", options_.queue); !s.ok()) return s;
-  if (auto s = ValidateName("reply_to queue", options_.reply_to); !s.ok()) return s;
-  on_result_ = std::move(on_result);
-  {
-    MutexLock lock(&mu_);
-    summary_ = SubmitSummary{};
-    summary_.ids.reserve(tasks.size());
-    waiting_ = 0;
-    ids_.clear();
-    ids_.reserve(tasks.size());
-    early_.clear();
-    puts_done_ = false;
-    put_status_ = absl::OkStatus();
-  }
-  if (tasks.empty()) return absl::OkStatus();
-
-  const absl::Time deadline = IsForever(options_.timeout)
-                                  ? absl::InfiniteFuture()
-                                  : absl::Now() + std::max(options_.timeout, absl::ZeroDuration());
-  for (v1::TaskSpec& task : tasks) task.set_reply_to(options_.reply_to);
-  const size_t batch_limit = PutBatchLimit(*client_, options_.queue, options_.put_batch);
-  std::thread putter(
-      [this, &tasks, batch_limit, deadline] { PutAll(std::move(tasks), batch_limit, deadline); });
-
-  absl::Status status;
-  for (;;) {
-    {
-      MutexLock lock(&mu_);
-      if (!put_status_.ok()) {
-        status = put_status_;
-        break;
-      }
-      if (puts_done_ && summary_.results == waiting_) break;
-    }
-    if (canceller_.cancelled()) {
-      status = absl::CancelledError("submission cancelled");
-      break;
-    }
-    const absl::Time now = absl::Now();
-    if (now >= deadline) {
-      MutexLock lock(&mu_);
-      status = absl::DeadlineExceededError(absl::StrCat(
-          "timed out waiting for results: ", waiting_ - summary_.results, " of ", waiting_,
-          " tasks have none yet", puts_done_ ? "" : " (and not every task was put yet)"));
-      break;
-    }
-    GetOptions get;
-    get.max_tasks = std::clamp<uint32_t>(options_.get_batch, 1, kMaxTasksPerGet);
-    get.timeout = std::min(options_.poll_chunk, deadline - now);
-    get.canceller = &canceller_;
-    auto got = client_->Get(options_.reply_to, get);
-    if (!got.ok()) {
-      // Empty for now, or cancelled (by Cancel() or a failed put): the top
-      // of the loop decides.
-      if (absl::IsDeadlineExceeded(got.status())) continue;
-      if (absl::IsCancelled(got.status()) && canceller_.cancelled()) continue;
-      status = Annotate(got.status(),
-                        absl::StrCat("reading results from ", options_.reply_to, ": "));
-      break;
-    }
-    std::vector<v1::Task> results;
-    results.reserve(got->size());
-    for (v1::Delivery& d : *got) results.push_back(std::move(*d.mutable_task()));
-    std::vector<std::pair<size_t, v1::Task>> matched;
-    {
-      MutexLock lock(&mu_);
-      matched = Match(std::move(results));
-    }
-    Report(std::move(matched));
-  }
-  if (!status.ok()) canceller_.Cancel();  // stops a putter still waiting for room
-  putter.join();
-  return status;
-}
-
-absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
-                           std::vector<v1::TaskSpec> tasks, ResultWaiter::OnResult on_result,
-                           SubmitSummary* summary) {
-  ResultWaiter waiter(&client, options);
-  absl::Status status = waiter.Run(std::move(tasks), std::move(on_result));
-  if (summary != nullptr) *summary = waiter.summary();
-  return status;
 }
 
 }  // namespace taskq

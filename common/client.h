@@ -1,7 +1,7 @@
 // taskq::Client: a small synchronous C++ client of the taskq master, one
-// method per RPC of taskq.v1.TaskQueue (except the worker's Work stream),
-// plus ResultWaiter / SubmitAndWait, which put tasks and collect their
-// results as they arrive (what `taskq submit --wait` runs).
+// method per RPC of taskq.v1.TaskQueue (except the worker's Work stream).
+// ResultWaiter / SubmitAndWait (common/result_waiter.h) put tasks and
+// collect their results as they arrive (what `taskq submit --wait` runs).
 //
 //   auto client = taskq::Client::Connect({.master = "10.0.0.5:5000"});
 //   if (!client.ok()) ...;
@@ -21,8 +21,7 @@
 //
 // Thread-safety: a Client is safe to share between threads (gRPC stubs and
 // channels are); calls may run concurrently. A CallCanceller is safe to use
-// from any thread. A ResultWaiter serves one Run() call; Cancel() and
-// summary() may be called from any thread meanwhile.
+// from any thread.
 #pragma once
 
 #include <cstddef>
@@ -43,6 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/call_retry.h"
 #include "common/channel.h"
 #include "common/grpc_status.h"
 #include "common/sync.h"
@@ -58,6 +58,8 @@ class CallCanceller {
  public:
   void Cancel();
   bool cancelled() const;
+  // Waits `d` unless Cancel() comes first; false if cancelled.
+  bool SleepUnlessCancelled(absl::Duration d) const;
 
  private:
   friend class Client;
@@ -66,6 +68,7 @@ class CallCanceller {
   void Unregister(grpc::ClientContext* context);
 
   mutable Mutex mu_;
+  mutable CondVar cancelled_cv_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::set<grpc::ClientContext*> active_ ABSL_GUARDED_BY(mu_);
 };
@@ -76,6 +79,17 @@ struct ClientOptions {
   absl::Duration call_timeout = absl::Seconds(30);
   // Added to a waiting call's timeout to form its gRPC deadline.
   absl::Duration wait_margin = absl::Seconds(5);
+  // Through UNAVAILABLE (master unreachable, connection lost, master
+  // restarting) calls are sent again with backoff until their deadline,
+  // when that cannot do harm (common/call_retry.h): reads, Join, lease-mode
+  // Get, Ack, and Puts whose tasks all carry a dedup key; other calls only
+  // when the request never left this host. false = never retry.
+  bool retry = true;
+  // Told once when a call starts retrying because the master cannot be
+  // reached, and once when a call gets through again (e.g. a line on
+  // stderr). May be called from any thread calling the client.
+  std::function<void(const absl::Status&)> on_unreachable = nullptr;
+  std::function<void()> on_reachable = nullptr;
 };
 
 struct PutOptions {
@@ -134,6 +148,12 @@ struct GetOptions {
   bool lease = false;
   // Take mode: the task stays unfinished (for Join) until TaskDone.
   bool manual_task_done = false;
+  // Lease mode: how long the leases last (100 ms .. 24 h); zero = the
+  // queue's lease time.
+  absl::Duration lease_time = absl::ZeroDuration();
+  // Leases of earlier lease-mode Gets to acknowledge first (see Ack), sent
+  // with this request; at most kMaxTasksPerGet.
+  std::vector<v1::LeaseRef> acks = {};
   CallCanceller* canceller = nullptr;
 };
 
@@ -216,6 +236,11 @@ class Client {
   // Settles a lease from Get(lease = true); `result` goes to reply_to.
   // FAILED_PRECONDITION if the lease was lost.
   absl::Status Complete(uint64_t task_id, uint64_t lease_id, const std::string& result);
+  // Settles many leases at once, each as Complete with an empty result: a
+  // reader acknowledging the result messages it has processed. Leases no
+  // longer held are skipped. Returns how many were settled. At most
+  // kMaxTasksPerGet leases.
+  absl::StatusOr<uint32_t> Ack(const std::vector<v1::LeaseRef>& leases);
   // permanent = give up now (FAILED result to reply_to); otherwise retry.
   absl::Status Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
                     bool permanent = false);
@@ -240,10 +265,12 @@ class Client {
   const std::string& token() const { return token_; }
 
  private:
-  // Runs `rpc` with a fresh context carrying the token and `deadline_in`
-  // (infinite = none), registered with `canceller` if given.
+  // Runs `rpc` with a fresh context carrying the token and the time left
+  // of `deadline_in` (infinite = none), registered with `canceller` if
+  // given; through UNAVAILABLE sends it again as `retry` allows.
   absl::Status Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
-                    absl::Duration deadline_in, CallCanceller* canceller);
+                    absl::Duration deadline_in, CallCanceller* canceller,
+                    Retry retry = Retry::kIfNotSent);
   // Deadline for a call that waits up to `timeout` on the master.
   absl::Duration WaitingDeadline(bool nowait, absl::Duration timeout) const;
 
@@ -251,6 +278,7 @@ class Client {
   std::unique_ptr<v1::TaskQueue::Stub> stub_;
   const std::string token_;
   const ClientOptions options_;
+  Reachability reachability_;
 };
 
 // "_results.<16 random hex digits>": a fresh name for a private queue that
@@ -262,112 +290,5 @@ std::string RandomResultQueueName();
 // could never fit). `limit` caps it further (0 = no cap). Unknown queue
 // (it will be auto-created) or any error: the limit alone.
 size_t PutBatchLimit(Client& client, const std::string& queue, size_t limit = 0);
-
-struct SubmitOptions {
-  std::string queue;     // where the tasks go
-  std::string reply_to;  // where their results come back; required
-  // For the whole submission (puts and results); then DEADLINE_EXCEEDED.
-  absl::Duration timeout = absl::InfiniteDuration();
-  size_t put_batch = 1000;                      // tasks per Put request
-  uint32_t get_batch = 1000;                    // results per Get request
-  absl::Duration poll_chunk = absl::Seconds(1);  // long-poll per Get
-  // Called (serialised with OnResult) for a task the master deduplicated
-  // onto the existing task `id` whose reply_to is another queue: its result
-  // will not come here, so it is not waited for. `existing` is GetTask's
-  // answer (NOT_FOUND if the master no longer knows the task).
-  std::function<void(size_t index, uint64_t id, const absl::StatusOr<v1::Task>& existing)>
-      on_not_waited = nullptr;
-};
-
-struct SubmitSummary {
-  std::vector<uint64_t> ids;  // ids of the tasks put, in submission order
-  size_t results = 0;         // tasks that have their result
-  size_t failed = 0;          // of those, OUTCOME_FAILED
-  size_t cancelled = 0;       // of those, OUTCOME_CANCELLED
-  // Tasks the master deduplicated onto an existing task (PutReceipt), and
-  // of those the ones not waited for (their result goes to another queue).
-  // A payload deduplicated onto a task of the same submission is counted
-  // in `existing` and reported once, under the first index.
-  size_t existing = 0;
-  size_t not_waited = 0;
-  // Second result for a task: the master broke exactly-once delivery.
-  size_t duplicates = 0;
-  // Results for tasks this submission did not put (e.g. left over on a
-  // shared reply_to queue from an earlier run); they are consumed and
-  // dropped.
-  size_t ignored = 0;
-};
-
-// Puts tasks (reply_to set to SubmitOptions::reply_to) and collects their
-// results, pipelined: one thread puts batches while the calling thread
-// long-polls the reply_to queue and reports each result the moment it
-// arrives, so a long job shows progress and no result waits for the last
-// put. The reply_to queue should belong to this submission alone: results
-// are taken from it, and results of other tasks are dropped.
-class ResultWaiter {
- public:
-  // Called once per task waited for with its index in the submitted vector
-  // and its result message (result_of = the task id, outcome, payload or
-  // error). Calls are serialised (never concurrent) but may come from the
-  // put thread or the calling thread. Tasks the master deduplicated onto a
-  // task whose results go elsewhere are not waited for (see
-  // SubmitOptions::on_not_waited).
-  using OnResult = std::function<void(size_t index, const v1::Task& result)>;
-
-  ResultWaiter(Client* client, SubmitOptions options);
-  ~ResultWaiter();
-  ResultWaiter(const ResultWaiter&) = delete;
-  ResultWaiter& operator=(const ResultWaiter&) = delete;
-
-  // Call once per ResultWaiter.
-  // Blocks until every task waited for has a result (OK), the timeout
-  // passes (DEADLINE_EXCEEDED), Cancel() (CANCELLED), or a put or get fails
-  // (its status). A failed or cancelled task is not an error here: see
-  // summary().failed and summary().cancelled.
-  absl::Status Run(std::vector<v1::TaskSpec> tasks, OnResult on_result);
-  // Makes Run return CANCELLED soon, aborting calls in flight.
-  void Cancel();
-  // Counters so far (final once Run returned).
-  SubmitSummary summary() const;
-
- private:
-  void PutAll(std::vector<v1::TaskSpec> tasks, size_t batch_limit, absl::Time deadline);
-  // Files the results under their tasks; returns the ones to report.
-  std::vector<std::pair<size_t, v1::Task>> Match(std::vector<v1::Task> results)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Report(std::vector<std::pair<size_t, v1::Task>> matched);
-  // Registers the ids of one stored batch starting at index `first`.
-  // Deduplicated ones are waited for only if their results come to our
-  // reply_to queue (asks the master with GetTask).
-  void Register(size_t first, const PutReceipt& receipt);
-
-  Client* const client_;
-  const SubmitOptions options_;
-  CallCanceller canceller_;
-  OnResult on_result_;
-
-  mutable Mutex mu_;
-  SubmitSummary summary_ ABSL_GUARDED_BY(mu_);
-  // Distinct tasks registered to be waited for so far.
-  size_t waiting_ ABSL_GUARDED_BY(mu_) = 0;
-  struct Entry {
-    size_t index;      // in the submitted vector
-    bool have_result;  // its result was reported
-  };
-  absl::flat_hash_map<uint64_t, Entry> ids_ ABSL_GUARDED_BY(mu_);
-  // Results that came before the Put that created their task returned.
-  std::vector<v1::Task> early_ ABSL_GUARDED_BY(mu_);
-  bool puts_done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status put_status_ ABSL_GUARDED_BY(mu_);
-
-  // Serialises on_result_ and on_not_waited calls.
-  Mutex report_mu_;
-};
-
-// One-call form of ResultWaiter::Run. `summary` (optional) receives the
-// counters whatever the outcome.
-absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
-                           std::vector<v1::TaskSpec> tasks, ResultWaiter::OnResult on_result,
-                           SubmitSummary* summary = nullptr);
 
 }  // namespace taskq

@@ -3,6 +3,7 @@
 // and token plumbing, batching, wait/deadline handling, cancellation, and
 // the result matching of ResultWaiter (early, duplicate and stray results).
 #include "common/client.h"
+#include "common/result_waiter.h"
 
 #include <algorithm>
 #include <atomic>

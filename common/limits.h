@@ -31,6 +31,7 @@ inline constexpr uint32_t kMaxLeaseMs = 86'400'000;        // 24 h
 inline constexpr uint32_t kMaxMaxAttempts = 1000;
 inline constexpr uint32_t kMaxBackoffMs = 3'600'000;       // 1 h (first retry)
 inline constexpr uint32_t kMaxBackoffMaxMs = 86'400'000;   // 24 h (cap)
+inline constexpr uint64_t kMaxIdleTtlMs = uint64_t{365} * 24 * 3600 * 1000;  // 365 days
 // Delayed tasks (TaskSpec.delay_ms / not_before_unix_ms, Release.delay_ms).
 inline constexpr int64_t kMaxDelayMs = int64_t{365} * 24 * 3600 * 1000;  // 365 days
 inline constexpr size_t kMaxDedupKeyBytes = 128;

@@ -21,6 +21,7 @@
 #include "common/sync.h"
 #include "master/engine_test_util.h"
 #include "master/sqlite_store.h"
+#include "taskq/v1/stored.pb.h"
 
 namespace taskq {
 namespace {
@@ -631,6 +632,79 @@ TEST_F(DurableEngineTest, FsyncNeverAndIntervalDoNotWaitForASync) {
     EXPECT_EQ(MustPut("q", {Spec("x")}).size(), 1u) << FsyncPolicyName(policy);
     gate.Open();  // lets the interval syncer (and Close) finish
   }
+}
+
+// Issue 13: idle TTLs and the results owed to a reply queue are kept; the
+// idle clock is not (it starts again from the restart), and an expiry is
+// stored like a delete.
+TEST_F(DurableEngineTest, IdleTtlAndResultsOwedSurviveARestartTheIdleClockStartsAgain) {
+  options_.results_ttl = absl::Minutes(5);
+  Restart();
+  CreateQueue("jobs", v1::QUEUE_KIND_FIFO, 0, /*max_attempts=*/1);
+  std::vector<uint64_t> ids = MustPut(
+      "jobs", {Spec("a", 0, "_results.a"), Spec("b", 0, "_results.a"), Spec("c", 0, "_results.a")});
+  v1::Delivery a = MustLease("jobs");
+  ASSERT_TRUE(engine_->Fail(ids[0], a.lease_id(), "fatal", /*permanent=*/true).ok());
+  MustLease("jobs");  // b, on its only attempt: given up by the restart
+  v1::QueueConfig idle;
+  idle.set_name("idle");
+  idle.set_idle_ttl_ms(60'000);
+  CreateQueue(idle);
+  EXPECT_EQ(Stats("_results.a").pending_results(), 2u);
+  Advance(absl::Seconds(50));
+
+  Restart();
+  EXPECT_EQ(Stats("_results.a").config().idle_ttl_ms(), 300'000u);
+  EXPECT_EQ(Stats("idle").config().idle_ttl_ms(), 60'000u);
+  EXPECT_EQ(Stats("_results.a").pending_results(), 1u);  // c
+  EXPECT_EQ(Stats("_results.a").ready(), 2u);            // a's and b's FAILED results
+  Advance(absl::Seconds(50));  // 100 s after "idle" was made, 50 s after the restart
+  EXPECT_TRUE(engine_->Stats("idle").ok());
+  Advance(absl::Seconds(10));
+  EXPECT_FALSE(engine_->Stats("idle").ok());
+  Restart();
+  EXPECT_FALSE(engine_->Stats("idle").ok());
+  EXPECT_EQ(Stats("_results.a").pending_results(), 1u);
+}
+
+TEST_F(DurableEngineTest, ResultsOwedByColdTasksAreCountedAfterARestartAndSettledByADelete) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  MustPut("jobs", {Spec("a", 0, "r"), Spec("b", 0, "r"), Spec("c", 0, "r")});
+  CoolEverything();
+  EXPECT_EQ(Stats("r").pending_results(), 3u);
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);  // they come back cold
+  EXPECT_EQ(Stats("r").pending_results(), 3u);
+  ASSERT_TRUE(engine_->DeleteQueue("jobs").ok());
+  EXPECT_EQ(Stats("r").pending_results(), 0u);
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  EXPECT_EQ(Stats("r").pending_results(), 0u);
+}
+
+// A "_results.*" queue stored by a master from before idle TTLs (no
+// idle_ttl_ms in its record) gets --results-ttl when loaded: the orphaned
+// result queues issue 13 found are cleaned up after an upgrade.
+TEST_F(DurableEngineTest, ResultQueueStoredWithoutATtlGetsTheResultsTtlWhenLoaded) {
+  engine_.reset();
+  v1::StoredQueue old;
+  old.mutable_config()->set_name("_results.old");
+  old.mutable_config()->set_kind(v1::QUEUE_KIND_FIFO);
+  std::unique_ptr<StoreBatch> batch = store_->NewBatch();
+  batch->PutRecord("q_results.old", old.SerializeAsString());
+  const uint64_t seq = store_->Write(std::move(batch));
+  Notification stored;
+  store_->WhenDurable(seq, [&](absl::Status s) {
+    EXPECT_TRUE(s.ok()) << s;
+    stored.Notify();
+  });
+  ASSERT_TRUE(stored.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  options_.results_ttl = absl::Minutes(5);
+  Restart();
+  EXPECT_EQ(Stats("_results.old").config().idle_ttl_ms(), 300'000u);
+  options_.results_ttl = absl::Minutes(50);
+  Restart();  // what it got was stored
+  EXPECT_EQ(Stats("_results.old").config().idle_ttl_ms(), 300'000u);
+  Advance(absl::Minutes(5));
+  EXPECT_FALSE(engine_->Stats("_results.old").ok());
 }
 
 }  // namespace

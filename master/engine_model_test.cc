@@ -22,6 +22,8 @@
 // puts of thousands of tasks and credit windows beyond one read-back batch
 // (> 1024): every acknowledged task stays in exactly one state, counted, and
 // is delivered or finished (issue 12: cold tasks once vanished).
+// Both variants check the results owed to the reply queue
+// (QueueStats.pending_results) against the model after every operation.
 //
 // Fixed seeds; a failure names the seed and the operation index.
 // TASKQ_MODEL_SEQUENCES=N runs N sequences instead (for bug hunts).
@@ -1008,6 +1010,16 @@ class ModelRun {
     EXPECT_EQ(stats->unfinished(),
               Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased))
         << Where();
+    // Results owed to "r" (every task is put with reply_to "r"): one per
+    // live task; none once it is dead, finished or forgotten.
+    EXPECT_EQ(stats->pending_results(), 0u) << Where();
+    auto r_stats = engine_->Stats("r");
+    EXPECT_TRUE(r_stats.ok()) << Where();
+    if (r_stats.ok()) {
+      EXPECT_EQ(r_stats->pending_results(),
+                Count(MState::kReady) + Count(MState::kDelayed) + Count(MState::kLeased))
+          << "results owed; " << Where();
+    }
     auto dlq_stats = engine_->Stats(dlq_);
     EXPECT_EQ(dlq_stats.ok(), dlq_exists_) << Where();
     if (dlq_stats.ok()) {

@@ -81,6 +81,13 @@ int main(int argc, char** argv) {
                  "is refused with RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
+  double results_ttl_s = 86400;
+  app.add_option("--results-ttl", results_ttl_s,
+                 "seconds a private result queue (_results.*, e.g. of `submit --wait`) that "
+                 "sets no idle TTL may sit unread, with no result still owed to it, before the "
+                 "master deletes it; 0 = never")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 365 * 86400.0));
   app.add_option("--max-payload-bytes", options.engine.max_payload_bytes,
                  "largest task payload or result accepted")
       ->capture_default_str()
@@ -171,6 +178,7 @@ int main(int argc, char** argv) {
   options.engine.default_backoff_max =
       absl::Milliseconds(static_cast<int64_t>(default_backoff_max_s * 1000));
   options.engine.auto_create_queues = !no_auto_create;
+  options.engine.results_ttl = absl::Milliseconds(static_cast<int64_t>(results_ttl_s * 1000));
   options.fsync = *taskq::ParseFsyncPolicy(fsync);
   options.fsync_interval = absl::Milliseconds(fsync_interval_ms);
   options.min_free_disk_bytes = min_free_disk_mb << 20;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -26,7 +27,12 @@ std::string DescribeConfig(const v1::QueueConfig& c) {
   return absl::StrCat("kind ", KindName(c.kind()), ", maxsize ", c.maxsize(), ", lease ",
                       c.lease_ms(), " ms, max attempts ", c.max_attempts(), ", backoff ",
                       c.backoff_ms(), "..", c.backoff_max_ms(), " ms, dead letters to \"",
-                      c.dead_letter().empty() ? c.name() : c.dead_letter(), "\"");
+                      c.dead_letter().empty() ? c.name() : c.dead_letter(), "\"",
+                      c.idle_ttl_ms() == 0
+                          ? ""
+                          : absl::StrCat(", idle TTL ",
+                                         absl::FormatDuration(absl::Milliseconds(
+                                             static_cast<int64_t>(c.idle_ttl_ms())))));
 }
 
 absl::Status QueueMissing(const std::string& name) {
@@ -95,6 +101,14 @@ v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
         c.backoff_ms(), static_cast<uint32_t>(std::max<int64_t>(
                             1, absl::ToInt64Milliseconds(options_.default_backoff_max)))));
   }
+  if (!c.has_idle_ttl_ms()) {
+    // Private result queues (`submit --wait`'s, and any made on first use
+    // as a reply_to) must not outlive their reader for ever.
+    const bool results = absl::StartsWith(c.name(), kResultQueuePrefix);
+    c.set_idle_ttl_ms(results ? static_cast<uint64_t>(std::max<int64_t>(
+                                    0, absl::ToInt64Milliseconds(options_.results_ttl)))
+                              : 0);
+  }
   return c;
 }
 
@@ -128,6 +142,11 @@ absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
   if (!c.dead_letter().empty()) {
     if (auto s = ValidateName("dead-letter queue", c.dead_letter()); !s.ok()) return s;
   }
+  if (c.idle_ttl_ms() > kMaxIdleTtlMs) {
+    return absl::InvalidArgumentError(absl::StrCat("idle TTL of ", c.idle_ttl_ms(),
+                                                   " ms is above the limit of ", kMaxIdleTtlMs,
+                                                   " ms (365 days); 0 = never"));
+  }
   return absl::OkStatus();
 }
 
@@ -136,13 +155,17 @@ MemoryEngine::Queue* MemoryEngine::FindQueue(const std::string& name) {
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config) {
+MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config, Pending& pending) {
   auto q = std::make_unique<Queue>();
   q->config = std::move(config);
   Queue* raw = q.get();
   queues_[raw->config.name()] = std::move(q);
   queue_names_.insert(raw->config.name());
   MarkQueue(raw->config.name());
+  Used(*raw);
+  ArmIdleCheck(*raw, raw->last_used + absl::Milliseconds(static_cast<int64_t>(
+                                          raw->config.idle_ttl_ms())),
+               pending);
   return raw;
 }
 
@@ -155,7 +178,8 @@ absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
       "with a larger --max-queues"));
 }
 
-absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name) {
+absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name,
+                                                                     Pending& pending) {
   // Every caller is a new call (put, get, subscribe): refuse them all here.
   if (shut_down_) return ShuttingDown();
   if (Queue* q = FindQueue(name)) return q;
@@ -164,7 +188,7 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   if (auto s = RoomForAQueue(name); !s.ok()) return s;
   v1::QueueConfig config;
   config.set_name(name);
-  Queue* q = AddQueue(FillDefaults(config));
+  Queue* q = AddQueue(FillDefaults(config), pending);
   LogInfo("queue \"%s\" created on first use (%s)", name, DescribeConfig(q->config));
   return q;
 }
@@ -186,7 +210,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
     }
     if (auto s = Writable(); !s.ok()) return s;
     if (auto s = RoomForAQueue(config.name()); !s.ok()) return s;
-    config = AddQueue(config)->config;
+    config = AddQueue(config, pending)->config;
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
@@ -210,10 +234,16 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& que
     if (update.has_backoff_ms()) config.set_backoff_ms(update.backoff_ms());
     if (update.has_backoff_max_ms()) config.set_backoff_max_ms(update.backoff_max_ms());
     if (update.has_dead_letter()) config.set_dead_letter(update.dead_letter());
+    if (update.has_idle_ttl_ms()) config.set_idle_ttl_ms(update.idle_ttl_ms());
     // 0 = the master's default, as at create.
     if (auto s = ValidateConfig(config); !s.ok()) return s;
     config = FillDefaults(config);
     q->config = config;
+    // A new TTL counts from now.
+    Used(*q);
+    ArmIdleCheck(*q, q->last_used + absl::Milliseconds(static_cast<int64_t>(
+                                        config.idle_ttl_ms())),
+                 pending);
     Touch(*q, pending);  // a larger maxsize admits waiting putters
     EndStep(pending);
   }
@@ -237,6 +267,7 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   s.set_waiting_consumers(q.live_getters);
   s.set_waiting_producers(q.live_putters);
   s.set_shut_down(q.shut_down);
+  s.set_pending_results(ResultsOwedTo(q.config.name()));
   auto it = subs_by_queue_.find(q.config.name());
   s.set_workers(it == subs_by_queue_.end() ? 0 : static_cast<uint32_t>(it->second.size()));
   return s;
@@ -279,48 +310,57 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
-    // Copies: FailWaiter compacts the lists it is called for.
-    std::vector<WaitId> waiting(q->getters.begin(), q->getters.end());
-    waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
-    waiting.insert(waiting.end(), q->joiners.begin(), q->joiners.end());
-    for (WaitId id : waiting) FailWaiter(id, gone, pending);
-    // Everything the queue holds: its own tasks in any state, and the dead
-    // tasks (of any origin) in its dead-letter set. Its own tasks that died
-    // into another queue's dead-letter set stay there.
-    std::vector<uint64_t> ids;
-    for (const ReadyKey& key : q->ready) ids.push_back(key.id);
-    for (const DelayKey& key : q->delayed) ids.push_back(key.id);
-    ids.insert(ids.end(), q->leased.begin(), q->leased.end());
-    ids.insert(ids.end(), q->dead.begin(), q->dead.end());
-    for (uint64_t id : ids) {
-      if (auto it = tasks_.find(id); it != tasks_.end()) {
-        Forget(it->second);
-      } else {
-        MarkTask(id);  // a cold ready task: only its stored copy to delete
-      }
-    }
-    // Its dedup keys die with it, also those of its tasks that sit dead in
-    // another queue's dead-letter set (written, so a restart agrees).
-    for (const auto& [name, other] : queues_) {
-      if (name == queue) continue;
-      for (uint64_t id : other->dead) {
-        TaskRecord& rec = tasks_.at(id);
-        if (rec.task.queue() == queue && !rec.dedup_key.empty()) {
-          rec.dedup_key.clear();
-          MarkTask(id);
-        }
-      }
-    }
-    queues_.erase(queue);
-    queue_names_.erase(queue);
-    MarkQueue(queue);
+    if (!FindQueue(queue)) return QueueMissing(queue);
+    RemoveQueue(queue, pending);
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
+}
+
+void MemoryEngine::RemoveQueue(const std::string& queue, Pending& pending) {
+  Queue* q = FindQueue(queue);
+  absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
+  // Copies: FailWaiter compacts the lists it is called for.
+  std::vector<WaitId> waiting(q->getters.begin(), q->getters.end());
+  waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
+  waiting.insert(waiting.end(), q->joiners.begin(), q->joiners.end());
+  for (WaitId id : waiting) FailWaiter(id, gone, pending);
+  // Everything the queue holds: its own tasks in any state, and the dead
+  // tasks (of any origin) in its dead-letter set. Its own tasks that died
+  // into another queue's dead-letter set stay there.
+  std::vector<uint64_t> ids;
+  for (const ReadyKey& key : q->ready) ids.push_back(key.id);
+  for (const DelayKey& key : q->delayed) ids.push_back(key.id);
+  ids.insert(ids.end(), q->leased.begin(), q->leased.end());
+  ids.insert(ids.end(), q->dead.begin(), q->dead.end());
+  for (uint64_t id : ids) {
+    if (auto it = tasks_.find(id); it != tasks_.end()) {
+      Forget(it->second);
+    } else {
+      MarkTask(id);  // a cold ready task: only its stored copy to delete
+    }
+  }
+  // What is still counted as owed is the cold tasks' share: they will send
+  // no result either.
+  for (const auto& [reply_to, n] : q->owed_by_reply_to) SubtractOwed(reply_to, n);
+  q->owed_by_reply_to.clear();
+  // Its dedup keys die with it, also those of its tasks that sit dead in
+  // another queue's dead-letter set (written, so a restart agrees).
+  for (const auto& [name, other] : queues_) {
+    if (name == queue) continue;
+    for (uint64_t id : other->dead) {
+      TaskRecord& rec = tasks_.at(id);
+      if (rec.task.queue() == queue && !rec.dedup_key.empty()) {
+        rec.dedup_key.clear();
+        MarkTask(id);
+      }
+    }
+  }
+  DisarmIdleCheck(*q);
+  queues_.erase(queue);
+  queue_names_.erase(queue);
+  MarkQueue(queue);
 }
 
 uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
@@ -515,6 +555,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
       rec.dedup_key = spec.dedup_key();
       q.dedup[rec.dedup_key] = id;
     }
+    CountOwed(q, rec);
     absl::Time due = now + absl::Milliseconds(spec.delay_ms());
     if (spec.not_before_unix_ms() > 0) {
       due = std::max(due, absl::FromUnixMillis(spec.not_before_unix_ms()));
@@ -530,6 +571,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
     out.ids.push_back(id);
     out.existing.push_back(false);
   }
+  Used(q);
   Touch(q, pending);
   return out;
 }
@@ -542,7 +584,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
   };
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue);
+    absl::StatusOr<Queue*> found = FindOrCreateQueue(args.queue, pending);
     absl::Status status = found.ok() ? ValidatePut(args) : found.status();
     if (status.ok()) status = Writable();
     Queue* q = found.ok() ? *found : nullptr;
@@ -557,7 +599,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
     for (size_t i = 0; status.ok() && i < args.tasks.size(); ++i) {
       const std::string& r = args.tasks[i].reply_to();
       if (!r.empty() && (i == 0 || r != args.tasks[i - 1].reply_to())) {
-        if (auto rq = FindOrCreateQueue(r); !rq.ok()) {
+        if (auto rq = FindOrCreateQueue(r, pending); !rq.ok()) {
           status = absl::Status(rq.status().code(),
                                 absl::StrCat("reply_to: ", rq.status().message()));
         }
@@ -614,11 +656,13 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     const uint64_t id = rec.task.id();
     q.ready.erase(q.ready.begin());
     if (args.lease) {
-      out.push_back(Lease(q, rec, 0, pending));
+      out.push_back(Lease(q, rec, 0, pending, args.lease_time));
       bytes += DeliveryBytes(out.back());
       continue;
     }
-    // Take: handed out and acknowledged in one step.
+    // Take: handed out and acknowledged in one step. The taker has it: the
+    // master sends no result for it.
+    if (OwesResult(rec)) UncountOwed(rec);
     MarkTask(id);
     rec.task.set_attempt(rec.task.attempt() + 1);
     FreeDedupKey(rec);
@@ -652,7 +696,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
     const bool waits = !args.nowait && args.deadline > clock_->Now();
     absl::StatusOr<Queue*> found = absl::NotFoundError("");
     if (waits || FindQueue(args.queue) != nullptr) {
-      found = FindOrCreateQueue(args.queue);
+      found = FindOrCreateQueue(args.queue, pending);
     } else if (shut_down_) {
       found = ShuttingDown();
     } else if (auto s = ValidateName("queue", args.queue); !s.ok()) {
@@ -663,6 +707,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
       found = absl::DeadlineExceededError(absl::StrCat("queue \"", args.queue, "\" is empty"));
     }
     Queue* q = found.ok() ? *found : nullptr;
+    if (q != nullptr) Used(*q);  // a reader, whatever it finds
     absl::Status writable = Writable();
     if (!found.ok()) {
       fail(found.status());
@@ -731,6 +776,7 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     Waiter& w = it->second;
     std::vector<v1::Delivery> got = TakeReady(q, w.get, pending);
     --q.live_getters;
+    Used(q);
     if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
     pending.Reply(std::move(w.get_done), std::move(got));
     waiters_.erase(it);
@@ -793,6 +839,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
 
 void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
   if (Unfinished(q) != 0 || q.joiners.empty()) return;
+  Used(q);
   for (WaitId id : q.joiners) {
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;
@@ -869,20 +916,24 @@ absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::st
         absl::StrCat("worker id is longer than ", kMaxWorkerIdBytes, " bytes"));
   }
   Pending pending;  // queues created on first use are written
-  MutexLock lock(&mu_);
-  for (const std::string& name : queues) {
-    if (auto q = FindOrCreateQueue(name); !q.ok()) return q.status();
+  SubscriptionId id;
+  {
+    MutexLock lock(&mu_);
+    for (const std::string& name : queues) {
+      if (auto q = FindOrCreateQueue(name, pending); !q.ok()) return q.status();
+    }
+    Persist(pending);
+    id = next_sub_id_++;
+    Subscription& sub = subs_[id];
+    sub.worker_id = worker_id;
+    sub.deliver = std::move(deliver);
+    for (const std::string& name : queues) {
+      if (std::find(sub.queues.begin(), sub.queues.end(), name) != sub.queues.end()) continue;
+      sub.queues.push_back(name);
+      subs_by_queue_[name].push_back(id);
+    }
   }
-  Persist(pending);
-  SubscriptionId id = next_sub_id_++;
-  Subscription& sub = subs_[id];
-  sub.worker_id = worker_id;
-  sub.deliver = std::move(deliver);
-  for (const std::string& name : queues) {
-    if (std::find(sub.queues.begin(), sub.queues.end(), name) != sub.queues.end()) continue;
-    sub.queues.push_back(name);
-    subs_by_queue_[name].push_back(id);
-  }
+  pending.Run(on_earlier_deadline_);  // a new queue's idle check may be the earliest
   return id;
 }
 
@@ -931,6 +982,7 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
     // Detach first so the returned tasks are not handed straight back to it.
     sub.credits = 0;
     for (const std::string& name : sub.queues) {
+      if (Queue* q = FindQueue(name)) Used(*q);  // a reader until now
       auto list = subs_by_queue_.find(name);
       if (list == subs_by_queue_.end()) continue;
       std::erase(list->second, sub_id);
@@ -961,6 +1013,7 @@ absl::Time MemoryEngine::NextDeadlineLocked() {
   if (!wait_deadlines_.empty()) t = wait_deadlines_.begin()->first;
   if (!lease_deadlines_.empty()) t = std::min(t, lease_deadlines_.begin()->first);
   if (!delayed_.empty()) t = std::min(t, delayed_.begin()->due);
+  if (!idle_checks_.empty()) t = std::min(t, idle_checks_.begin()->first);
   return t;
 }
 
@@ -1003,6 +1056,7 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
   Waiter& w = it->second;
   if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
   Queue* q = FindQueue(w.queue);
+  if (q) Used(*q);  // a waiting call counts as use until it ends
   switch (w.kind) {
     case WaitKind::kPut:
       if (q) {
@@ -1107,6 +1161,9 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
       }
       FailWaiter(id, status, pending);
     }
+    // 4. Queues idle past their TTL (after everything above: an expiry or
+    //    time-out now may have been their last use).
+    ExpireIdleQueues(now, pending);
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);

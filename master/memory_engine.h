@@ -25,7 +25,8 @@
 // The implementation is split: memory_engine.cc (queues, put, get,
 // dispatch, time), memory_engine_tasks.cc (settling leases, retries, dead
 // letters, cancel, task lookup), memory_engine_store.cc (writing changes to
-// the store, recovery).
+// the store, recovery), memory_engine_idle.cc (results owed to each queue,
+// and deleting queues idle past their TTL).
 //
 // Thread-safety: all public methods are safe from any thread.
 #pragma once
@@ -203,6 +204,15 @@ class MemoryEngine final : public QueueEngine {
     std::vector<WaitId> joiners;
     uint32_t live_getters = 0;
     uint32_t live_putters = 0;
+    // This queue's tasks that still owe a result, by reply_to: its share of
+    // pending_results_, subtracted whole when the queue is deleted (cold
+    // tasks included, whose records are not in memory).
+    absl::flat_hash_map<std::string, uint64_t> owed_by_reply_to;
+    // Idle TTL: when it was last used (a get, a put, a waiting call or
+    // lease ending, ...; the master's start), and when its idle check is
+    // due (InfiniteFuture: none armed). Not stored.
+    absl::Time last_used = absl::InfinitePast();
+    absl::Time idle_check = absl::InfiniteFuture();
   };
 
   struct Subscription {
@@ -227,13 +237,16 @@ class MemoryEngine final : public QueueEngine {
 
   // --- queues (memory_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
-  absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name)
+  absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Queue* FindQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK if one more queue fits under options_.max_queues; otherwise
   // RESOURCE_EXHAUSTED naming `name` and --max-queues.
   absl::Status RoomForAQueue(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Queue* AddQueue(v1::QueueConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a queue (config complete) and arms its idle check.
+  Queue* AddQueue(v1::QueueConfig config, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes a queue with everything it holds; waiting calls fail NOT_FOUND.
+  void RemoveQueue(const std::string& name, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;
   absl::Status ValidateConfig(const v1::QueueConfig& config) const;
   v1::QueueStats StatsOf(const Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -284,6 +297,32 @@ class MemoryEngine final : public QueueEngine {
   // Asks the timer to re-arm if `t` is earlier than every pending deadline.
   void WatchDeadline(absl::Time t, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // --- results owed, idle TTL (memory_engine_idle.cc); all require mu_ ---------
+  // A task that will send a result: live (delayed, ready or leased) with a
+  // reply_to. Counted when it becomes one (put, requeue, recovery) and
+  // uncounted when it stops (finished, given up, taken, forgotten).
+  static bool OwesResult(const TaskRecord& rec) {
+    return !rec.task.reply_to().empty() && rec.state != State::kDead;
+  }
+  void CountOwed(Queue& q, const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UncountOwed(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops `n` results owed to `reply_to`; when none is left, the reply
+  // queue's idle clock starts now.
+  void SubtractOwed(const std::string& reply_to, uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t ResultsOwedTo(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // q is in use now: its idle clock starts again.
+  void Used(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { q.last_used = clock_->Now(); }
+  // (Re-)arms q's idle check for `at` (none if q has no TTL).
+  void ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DisarmIdleCheck(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True while q is in use whatever its clock says: a call waits on it, a
+  // worker takes from it, a task of it is leased or delayed, or a result
+  // is still owed to it.
+  bool InUse(const Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs the idle checks due at `now`: deletes the queues idle past their
+  // TTL, re-arms the others.
+  void ExpireIdleQueues(absl::Time now, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // --- the store (memory_engine_store.cc); all require mu_ ----------------------
   void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (store_ != nullptr) dirty_tasks_.insert(id);
@@ -305,7 +344,7 @@ class MemoryEngine final : public QueueEngine {
   static std::string SerializeTask(TaskRecord& rec);
   // OK, or why the store refuses writes now (the call is refused with it).
   absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status LoadQueues() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadQueues(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadTasks(std::vector<uint64_t>& leased) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills `rec` from a stored record; returns the state it was stored in.
   static absl::StatusOr<v1::TaskState> Decode(uint64_t id, absl::string_view record,
@@ -351,7 +390,9 @@ class MemoryEngine final : public QueueEngine {
   void CoolDown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
-  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending)
+  // lease_time zero = the queue's lease_ms.
+  v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending,
+                     absl::Duration lease_time = absl::ZeroDuration())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes rec out of whichever set of its state holds it.
   void Detach(TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -421,6 +462,12 @@ class MemoryEngine final : public QueueEngine {
   absl::btree_set<std::pair<absl::Time, WaitId>> wait_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, uint64_t>> lease_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<DelayKey> delayed_ ABSL_GUARDED_BY(mu_);
+  // Idle checks of queues with an idle TTL: (when, queue name), one each.
+  absl::btree_set<std::pair<absl::Time, std::string>> idle_checks_ ABSL_GUARDED_BY(mu_);
+  // Results owed to each queue name by tasks on any queue (only names
+  // with some owed; QueueStats.pending_results). By name, not by queue: a
+  // reply queue deleted and made again is still owed them.
+  absl::flat_hash_map<std::string, uint64_t> pending_results_ ABSL_GUARDED_BY(mu_);
   // Recently finished tasks, oldest first (bounded by options_).
   absl::flat_hash_map<uint64_t, Finished> finished_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> finished_order_ ABSL_GUARDED_BY(mu_);
@@ -434,6 +481,9 @@ class MemoryEngine final : public QueueEngine {
   absl::flat_hash_set<uint64_t> dirty_tasks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> new_tasks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> dirty_queues_ ABSL_GUARDED_BY(mu_);
+  // Recovery: queues loaded without an idle TTL (stored by an older
+  // master), written back with the one they got.
+  std::vector<std::string> upgraded_queues_ ABSL_GUARDED_BY(mu_);
   // Task ids below this are reserved on disk: a restarted master never
   // reuses an id (ids are reserved in blocks, one small write per block).
   uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;

@@ -299,7 +299,7 @@ std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
   return bytes;
 }
 
-absl::Status MemoryEngine::LoadQueues() {
+absl::Status MemoryEngine::LoadQueues(Pending& pending) {
   absl::Status bad;
   absl::Status s = store_->ScanRecords(kQueuePrefix, [&](absl::string_view key,
                                                          absl::string_view value) {
@@ -309,7 +309,11 @@ absl::Status MemoryEngine::LoadQueues() {
       bad = Corrupt("queue", key);
       return false;
     }
-    Queue* q = AddQueue(sq.config());
+    // Stored by a master from before idle TTLs: the rule for new queues
+    // applies (a "_results.*" queue gets --results-ttl).
+    const bool upgraded = !sq.config().has_idle_ttl_ms();
+    Queue* q = AddQueue(upgraded ? FillDefaults(sq.config()) : sq.config(), pending);
+    if (upgraded) upgraded_queues_.push_back(q->config.name());
     q->shut_down = sq.shut_down();
     q->awaiting_task_done = sq.awaiting_task_done();
     q->total_put = sq.total_put();
@@ -381,6 +385,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
           MarkTask(id);  // deleted by the recovery batch
           return true;
         }
+        if (OwesResult(rec)) CountOwed(*q, rec);  // a leased one is settled below
         next_seq_ = std::max(next_seq_, std::abs(rec.key.minor) + 1);
         next_task_id_ = std::max(next_task_id_, id + 1);
         if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
@@ -453,7 +458,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
     if (*next_id) next_task_id_ = std::max(next_task_id_, ParseU64(**next_id));
     ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
 
-    if (auto s = LoadQueues(); !s.ok()) return s;
+    if (auto s = LoadQueues(pending); !s.ok()) return s;
     if (queues_.size() > options_.max_queues) {
       LogWarning("store: %d queues recovered, more than --max-queues %d: all are served, but "
                  "no new queue can be created until enough are deleted",
@@ -466,6 +471,8 @@ absl::Status MemoryEngine::Recover(Store* store) {
     dirty_tasks_.clear();
     dirty_queues_.clear();
     for (uint64_t id : orphans) MarkTask(id);
+    for (const std::string& name : upgraded_queues_) MarkQueue(name);  // their TTL, written
+    upgraded_queues_.clear();
     for (uint64_t id : leased) {
       LoseLease(tasks_.at(id), LostHow::kRestarted,
                 "the master restarted while the task was leased", pending);

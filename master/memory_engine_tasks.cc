@@ -48,12 +48,13 @@ v1::TaskState MemoryEngine::ProtoState(State state) {
 }
 
 v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
-                                 Pending& pending) {
+                                 Pending& pending, absl::Duration lease_time) {
   absl::Time now = clock_->Now();
   MarkTask(rec.task.id());
   rec.state = State::kLeased;
   rec.lease_id = next_lease_id_++;
-  rec.lease_deadline = now + absl::Milliseconds(q.config.lease_ms());
+  if (lease_time <= absl::ZeroDuration()) lease_time = absl::Milliseconds(q.config.lease_ms());
+  rec.lease_deadline = now + lease_time;
   rec.holder = holder;
   rec.holder_name = "consumer";
   if (holder != 0) {
@@ -92,6 +93,8 @@ void MemoryEngine::Detach(TaskRecord& rec) {
   MarkTask(rec.task.id());
   Unpin(rec);  // whatever it becomes next pins it again if it must
   Queue* q = FindQueue(rec.task.queue());
+  // A lease or a delay held the queue in use until now (idle TTL).
+  if (q && (rec.state == State::kLeased || rec.state == State::kDelayed)) Used(*q);
   switch (rec.state) {
     case State::kReady:
       if (q) q->ready.erase(rec.key);
@@ -168,6 +171,16 @@ void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pe
     Forget(rec);
     return;
   }
+  if (rec.task.outcome() != v1::OUTCOME_UNSPECIFIED && how != LostHow::kFailed) {
+    // A result message is data for its reader, not work that can crash
+    // anyone: a lease on it lapses because a reply was lost on the way or
+    // the reader went away. It goes back at once, in its old place, never
+    // to a dead-letter set: results are delivered until acknowledged.
+    rec.last_error = std::move(error);
+    MakeReady(*q, rec, /*new_place=*/false);
+    Touch(*q, pending);
+    return;
+  }
   const uint32_t attempt = rec.task.attempt();
   if (attempt >= q->config.max_attempts()) {
     std::string why = absl::StrCat("gave up after ", Attempts(attempt), "; last error: ", error);
@@ -194,7 +207,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
   if (!dlq && options_.auto_create_queues && !shut_down_ && RoomForAQueue(dlq_name).ok()) {
     v1::QueueConfig config;
     config.set_name(dlq_name);
-    dlq = AddQueue(FillDefaults(config));
+    dlq = AddQueue(FillDefaults(config), pending);
     LogInfo("dead-letter queue \"%s\" created on first use", dlq_name);
   }
   if (!dlq) {
@@ -204,6 +217,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
                rec.task.queue());
     dlq = origin;
   }
+  if (OwesResult(rec)) UncountOwed(rec);  // its FAILED result goes out below
   MarkTask(rec.task.id());
   rec.state = State::kDead;
   rec.dead_in = dlq->config.name();
@@ -224,6 +238,9 @@ void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcom
                           Pending& pending) {
   const uint64_t id = rec.task.id();
   Queue* q = FindQueue(rec.task.queue());
+  // Its one result goes out now (or was sent when it died; or, with
+  // send_result false, none is sent).
+  if (OwesResult(rec)) UncountOwed(rec);
   Detach(rec);
   if (q) {
     if (final_state == v1::TASK_STATE_DONE) ++q->total_completed;
@@ -266,6 +283,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   MakeReady(*q, r, /*new_place=*/true);
   MaybeCool(r);
   ++q->total_put;
+  Used(*q);
   Touch(*q, pending);
 }
 
@@ -279,6 +297,7 @@ void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
 
 void MemoryEngine::Forget(TaskRecord& rec) {
   const uint64_t id = rec.task.id();
+  if (OwesResult(rec)) UncountOwed(rec);  // it ends without a result
   Detach(rec);
   FreeDedupKey(rec);
   DropRecord(id);
@@ -532,7 +551,7 @@ absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& 
 
 absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
   const std::string origin = rec.task.queue();
-  absl::StatusOr<Queue*> found = FindOrCreateQueue(origin);
+  absl::StatusOr<Queue*> found = FindOrCreateQueue(origin, pending);
   if (!found.ok()) {
     return absl::Status(found.status().code(),
                         absl::StrCat("task ", rec.task.id(), " cannot go back to queue \"", origin,
@@ -552,6 +571,8 @@ absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
     if (!inserted && it->second != rec.task.id()) rec.dedup_key.clear();
   }
   MakeReady(q, rec, /*new_place=*/true);
+  CountOwed(q, rec);  // a new life: one more result
+  Used(q);
   Touch(q, pending);
   return absl::OkStatus();
 }

@@ -31,6 +31,10 @@ using WaitId = uint64_t;
 // Identifies a worker's subscription (one Work stream).
 using SubscriptionId = uint64_t;
 
+// Names of private result queues (`taskq submit --wait`'s): they get the
+// master's results_ttl unless they set an idle TTL.
+inline constexpr char kResultQueuePrefix[] = "_results.";
+
 // Master-wide defaults for queues that do not set their own, and the
 // engine's own memory bounds.
 struct EngineOptions {
@@ -74,6 +78,10 @@ struct EngineOptions {
   // Leases revoked by CancelTask, remembered so that the holder's next
   // heartbeat is answered CANCELLED ("stop") rather than "lease lost".
   size_t revoked_lease_memory = 10000;
+  // The idle TTL of queues named "_results.*" created without one (the
+  // master's --results-ttl); zero = never. Applied when the queue is
+  // created (or, for one stored by an older master, when it is loaded).
+  absl::Duration results_ttl = absl::Hours(24);
 };
 
 struct PutArgs {
@@ -90,6 +98,8 @@ struct GetArgs {
   absl::Time deadline = absl::InfiniteFuture();
   bool lease = false;             // false = take-and-acknowledge
   bool manual_task_done = false;  // take mode: count done only on TaskDone
+  // Lease mode: how long these leases last; zero = the queue's lease_ms.
+  absl::Duration lease_time = absl::ZeroDuration();
 };
 
 // What a Put stored: ids in request order, and which of them are existing

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/grpc_status.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/grpc_coro.h"
 #include "master/engine_await.h"
@@ -101,6 +102,7 @@ TASKQ_SERVE_RAW(PurgeDead)
 TASKQ_SERVE_RAW(Put)
 TASKQ_SERVE_RAW(Get)
 TASKQ_SERVE_RAW(Complete)
+TASKQ_SERVE_RAW(Ack)
 TASKQ_SERVE_RAW(Fail)
 TASKQ_SERVE_RAW(Release)
 TASKQ_SERVE_RAW(TaskDone)
@@ -253,6 +255,18 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
   args.deadline = WaitDeadline(call->context(), req.timeout_ms());
   args.lease = req.mode() == v1::GET_MODE_LEASE;
   args.manual_task_done = req.manual_task_done();
+  if (req.lease_ms() != 0) {
+    if (req.lease_ms() < kMinLeaseMs || req.lease_ms() > kMaxLeaseMs) {
+      return call->Reply(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("lease of ", req.lease_ms(), " ms is outside ", kMinLeaseMs, " ms .. ",
+                       kMaxLeaseMs / 3'600'000, " h")));
+    }
+    args.lease_time = absl::Milliseconds(req.lease_ms());
+  }
+  auto acked = SettleAcks(req.acks());
+  if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
+  call->response().set_acked(*acked);
   rt::ServeUnaryOn(call, [this, args = std::move(args),
                           call](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
     auto got = co_await AwaitGet(*engine_, std::move(args), std::move(stop), scheduler_);
@@ -268,6 +282,28 @@ void TaskQueueService::HandleComplete(
   v1::CompleteRequest& req = call->request();
   ReplyDurable(call, engine_->Complete(req.task_id(), req.lease_id(),
                                        std::move(*req.mutable_result())));
+}
+
+absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
+    const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks) {
+  if (acks.size() > static_cast<int>(kMaxTasksPerGet)) {
+    return absl::InvalidArgumentError(absl::StrCat(acks.size(), " acks in one call; at most ",
+                                                   kMaxTasksPerGet));
+  }
+  uint32_t settled = 0;
+  for (const v1::LeaseRef& ack : acks) {
+    // A lease no longer held was acknowledged before (a retried call) or
+    // lapsed (its message comes again): nothing to do either way.
+    if (engine_->Complete(ack.task_id(), ack.lease_id(), "").ok()) ++settled;
+  }
+  return settled;
+}
+
+void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call) {
+  auto acked = SettleAcks(call->request().leases());
+  if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
+  call->response().set_acked(*acked);
+  ReplyDurable(call, absl::OkStatus());
 }
 
 void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call) {

@@ -42,12 +42,13 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_Put<
     v1::TaskQueue::WithRawCallbackMethod_Get<
     v1::TaskQueue::WithRawCallbackMethod_Complete<
+    v1::TaskQueue::WithRawCallbackMethod_Ack<
     v1::TaskQueue::WithRawCallbackMethod_Fail<
     v1::TaskQueue::WithRawCallbackMethod_Release<
     v1::TaskQueue::WithRawCallbackMethod_TaskDone<
     v1::TaskQueue::WithRawCallbackMethod_Join<
     v1::TaskQueue::WithRawCallbackMethod_Work<
-    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>;
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>;
 
 class TaskQueueService final : public RawTaskQueueService {
  public:
@@ -87,6 +88,8 @@ class TaskQueueService final : public RawTaskQueueService {
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -122,6 +125,10 @@ class TaskQueueService final : public RawTaskQueueService {
   void HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call);
   void HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call);
   void HandleComplete(UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call);
+  void HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call);
+  // Settles the leases (Ack, GetRequest.acks); returns how many were held.
+  // INVALID_ARGUMENT beyond kMaxTasksPerGet leases.
+  absl::StatusOr<uint32_t> SettleAcks(const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks);
   void HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call);
   void HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call);
   void HandleTaskDone(UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call);

@@ -424,9 +424,10 @@ TEST_F(CliSemantics, StatsCountersAndPythonSizes) {
   ASSERT_GE(rows.size(), 2u);
   std::vector<std::string> header = absl::StrSplit(rows[0], ' ', absl::SkipEmpty());
   EXPECT_EQ(header, (std::vector<std::string>{"NAME", "KIND", "READY", "LEASED", "UNFINISHED",
-                                              "WORKERS", "DELAYED", "DEAD"}));
+                                              "WORKERS", "DELAYED", "DEAD", "PENDING_RESULTS",
+                                              "IDLE_TTL"}));
   std::vector<std::string> row = absl::StrSplit(rows[1], ' ', absl::SkipEmpty());
-  ASSERT_EQ(row.size(), 8u) << rows[1];
+  ASSERT_EQ(row.size(), 10u) << rows[1];
   EXPECT_EQ(row[0], "st");
   EXPECT_EQ(row[6], "1");  // DELAYED
 }

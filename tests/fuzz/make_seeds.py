@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
 METHODS = ["CreateQueue", "ListQueues", "GetQueueStats", "DeleteQueue", "PurgeQueue",
            "UpdateQueue", "ShutdownQueue", "GetTask", "CancelTask", "ListDead", "RequeueDead",
-           "PurgeDead", "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join"]
+           "PurgeDead", "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join", "Ack"]
 WORK = len(METHODS)
 
 
@@ -59,7 +59,9 @@ def main():
         "CreateQueue": ("CreateQueueRequest", 'config { name: "q" kind: QUEUE_KIND_PRIORITY maxsize: 10 }'),
         "Put": ("PutRequest", 'queue: "q" tasks { payload: "7" handler: "square" reply_to: "r" '
                 'dedup_key: "k" headers { key: "h" value: "v" } } nowait: true'),
-        "Get": ("GetRequest", 'queue: "q" max_tasks: 5 nowait: true mode: GET_MODE_LEASE'),
+        "Get": ("GetRequest", 'queue: "q" max_tasks: 5 nowait: true mode: GET_MODE_LEASE '
+                'lease_ms: 500 acks { task_id: 1 lease_id: 1 }'),
+        "Ack": ("AckRequest", 'leases { task_id: 1 lease_id: 1 } leases { task_id: 2 lease_id: 9 }'),
         "Complete": ("CompleteRequest", 'task_id: 1 lease_id: 1 result: "49"'),
         "Fail": ("FailRequest", 'task_id: 1 lease_id: 1 error: "boom" permanent: true'),
         "Release": ("ReleaseRequest", "task_id: 1 lease_id: 1 delay_ms: 5"),

@@ -32,7 +32,7 @@ constexpr char kToken[] = "fuzz-token-0123456789abcdef0123456789abcdef";
 constexpr const char* kMethods[] = {
     "CreateQueue", "ListQueues", "GetQueueStats", "DeleteQueue", "PurgeQueue", "UpdateQueue",
     "ShutdownQueue", "GetTask", "CancelTask", "ListDead", "RequeueDead", "PurgeDead",
-    "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join"};
+    "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join", "Ack"};
 constexpr int kUnaryMethods = sizeof(kMethods) / sizeof(kMethods[0]);
 
 struct Master {

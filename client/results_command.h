@@ -1,0 +1,37 @@
+// `taskq results QUEUE`: reads the results of a job that `submit --wait`
+// left behind (its client went away, or was interrupted), printing each
+// task's result once, until every task replying to QUEUE has its result.
+// `submit --wait --resume QUEUE` runs the same. PrintResult is how both
+// print a result.
+//
+// Thread-safety: used from main's thread only (PrintResult from any).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "client/cli_common.h"
+#include "taskq/v1/taskq.pb.h"
+
+namespace taskq::cli {
+
+struct ResultsArgs {
+  std::string queue;
+  double timeout = -1;  // < 0: wait as long as it takes
+  bool show_ids = false;
+  bool keep = false;    // keep a private _results.* queue once read
+};
+
+// A result message as `submit --wait` prints it: the payload on stdout
+// (TASKID<TAB> first with show_ids), failures and cancellations on stderr.
+void PrintResult(const v1::Task& result, bool show_ids);
+
+// Reads and prints the results in args.queue until none is pending (exit
+// 0, or 7 if any failed or was cancelled), or the timeout (exit 8).
+int RunResults(const GlobalOptions& globals, const ResultsArgs& args);
+
+void AddResultsCommand(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs);
+
+}  // namespace taskq::cli
