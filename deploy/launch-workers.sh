@@ -524,7 +524,7 @@ start_host() {
     printf '%s\n%s\n' "$remote_funcs" "$start_body")" || rc=$?
   if [[ $rc -ne 0 ]]; then ssh_failed "$host" "$rc"; return; fi
 
-  local started=() differs=0 i pid id
+  local started=() restarted=0 differs=0 i pid id
   while read -r kind rest; do
     case $kind in
       started) read -r i pid id <<<"$rest"; started+=("$i:$pid:$id")
@@ -532,7 +532,7 @@ start_host() {
       running) read -r i pid id <<<"$rest"; note "$host: worker $i already running (id $id, pid $pid), left alone" ;;
       differs) read -r i pid id <<<"$rest"; differs=1
                note "$host: worker $i (id $id, pid $pid) runs with other settings than these" ;;
-      exited) read -r i pid <<<"$rest"
+      exited) read -r i pid <<<"$rest"; restarted=$((restarted + 1))
               note "$host: worker $i (pid $pid) had exited; its log is kept as ~/$remote_dir/worker-$i.log.1, which ended:" ;;
       said) note "    ${rest#* }" ;;
     esac
@@ -544,44 +544,52 @@ start_host() {
   fi
   [[ ${#started[@]} -gt 0 ]] || return 0
   if [[ $dry_run -eq 1 ]]; then
-    printf '# then, every 0.5 s for up to %s s, until the master lists %s more worker(s) on %s:\n' \
-      "$wait_s" "$count" "${queues[*]}"
+    printf '# then, every 0.5 s for up to %s s, until the master lists the new worker(s) on %s:\n' \
+      "$wait_s" "${queues[*]}"
     printf '%s\n' "$(print_cmd "$taskq_bin" "${cli_args[@]}" queue list)"
     return 0
   fi
   [[ $wait_s -gt 0 ]] || { note "$host: not checked that the master lists them (--wait 0)"; return 0; }
 
-  # 5. Wait until the master lists them; fail at once if one exits or logs
-  # an error that waiting cannot fix.
-  local deadline=$((SECONDS + wait_s)) need ok q check_script lines=12
+  # 5. Wait until the master lists them and each says it is connected; fail
+  # at once if one exits or logs an error that waiting cannot fix. A worker
+  # restarted after a crash may still be counted by the master until it
+  # notices the old stream is gone, so those are not required to add to
+  # the count (their own log must still say they are connected).
+  local deadline=$((SECONDS + wait_s)) counted count_err linked q check_script lines=12
+  local -A need=()
+  for q in "${queues[@]}"; do need[$q]=$(( ${before[$q]} + ${#started[@]} - restarted )); done
   check_script=$(prelude; printf 'workers=%s lines=%s\n%s\n%s\n' \
     "$(sq "${started[*]}")" "$lines" "$remote_funcs" "$check_body")
   for (( ; ; )); do
-    ok=1
-    if read_counts; then
-      for q in "${queues[@]}"; do
-        need=$(( ${before[$q]} + ${#started[@]} ))
-        [[ $(count_of "$q") -ge $need ]] || ok=0
-      done
-      if [[ $ok -eq 1 ]]; then
-        note "$host: the master lists the ${#started[@]} new worker(s) (queue ${queues[0]}: $(count_of "${queues[0]}") in all)"
-        return 0
-      fi
+    counted=0 count_err=""
+    if ! read_counts; then
+      count_err=$(tr '\n' ' ' <"$tmp/cli_err")
     else
-      ok=0
+      counted=1
+      for q in "${queues[@]}"; do [[ $(count_of "$q") -ge ${need[$q]} ]] || counted=0; done
     fi
     rc=0
     remote "$host" "$check_script" || rc=$?
     if [[ $rc -ne 0 ]]; then ssh_failed "$host" "$rc"; stop_started "$host" "${started[@]}"; return; fi
-    local dead=() fatal=()
+    local dead=() fatal=() unlinked=()
+    linked=0
     for w in "${started[@]}"; do
       i=${w%%:*}
       grep "^said $i " "$tmp/out" | cut -d' ' -f3- >"$tmp/log-$i" || true
       if grep -qx "exited $i" "$tmp/out"; then dead+=("$i")
-      elif explain_log "$tmp/log-$i" >/dev/null; then fatal+=("$i"); fi
+      elif grep -q "^link $i .*connected to" "$tmp/out"; then linked=$((linked + 1))
+      else
+        unlinked+=("$i")
+        if explain_log "$tmp/log-$i" >/dev/null; then fatal+=("$i"); fi
+      fi
     done
+    if [[ ${#dead[@]} -eq 0 && ${#fatal[@]} -eq 0 && $counted -eq 1 && $linked -eq ${#started[@]} ]]; then
+      note "$host: the master lists the new worker(s) (queue ${queues[0]}: $(count_of "${queues[0]}") in all)"
+      return 0
+    fi
     if [[ ${#dead[@]} -gt 0 || ${#fatal[@]} -gt 0 || $SECONDS -ge $deadline ]]; then
-      report_not_serving "$host" "${started[0]%%:*}" "${dead[*]}" "${fatal[*]}"
+      report_not_serving "$host"
       stop_started "$host" "${started[@]}"
       return
     fi
@@ -589,31 +597,35 @@ start_host() {
   done
 }
 
-# report_not_serving HOST FIRST "DEAD_I..." "FATAL_I...": the failure
-# message, showing the log of the first worker that exited, else of the
-# first that logged an error waiting cannot fix, else of worker FIRST.
+# report_not_serving HOST: the failure message, with the log of the first
+# worker that exited, else of the first that logged an error waiting
+# cannot fix, else of the first not connected. Reads start_host's locals
+# (dead, fatal, unlinked, started, need; bash scopes them dynamically).
 report_not_serving() {
-  local host=$1 i=$2 short="worker not connected" msg=() hint line
-  local dead fatal
-  read -r -a dead <<<"$3"
-  read -r -a fatal <<<"$4"
+  local host=$1 i short="worker not connected" msg=() hint line q
   if [[ ${#dead[@]} -gt 0 ]]; then
     i=${dead[0]} short="worker exited"
     msg+=("worker $i on $host exited right after start. The end of its log (~/$remote_dir/worker-$i.log):")
   elif [[ ${#fatal[@]} -gt 0 ]]; then
     i=${fatal[0]}
     msg+=("worker $i on $host cannot connect to the master at $master. The end of its log (~/$remote_dir/worker-$i.log):")
-  else
-    msg+=("the master at $check_master did not list the new worker(s) of $host within $wait_s s (--wait).")
-    if grep -q "^link $i .*connected to" "$tmp/out"; then
-      msg+=("Yet worker $i says it is connected to $master: is that the master this host checks (--check-master $check_master)?")
-    fi
+  elif [[ ${#unlinked[@]} -gt 0 ]]; then
+    i=${unlinked[0]}
+    msg+=("worker $i on $host did not connect to the master at $master within $wait_s s (--wait). The end of its log (~/$remote_dir/worker-$i.log):")
+  elif [[ -n $count_err ]]; then
+    i=${started[0]%%:*}
+    msg+=("the worker(s) say they are connected, but the master's counts cannot be read from here: $count_err")
     msg+=("The end of worker $i's log (~/$remote_dir/worker-$i.log):")
+  else
+    i=${started[0]%%:*} short="not listed by the master"
+    q=${queues[0]}
+    msg+=("the master at $check_master does not list the new worker(s) of $host after $wait_s s (--wait): it lists $(count_of "$q") on queue $q, expected at least ${need[$q]}.")
+    msg+=("Yet they say they are connected to $master: is that the master this host checks (--check-master $check_master)? The end of worker $i's log (~/$remote_dir/worker-$i.log):")
   fi
   while IFS= read -r line; do msg+=("  | $line"); done < <(tail -n 8 "$tmp/log-$i")
   hint=$(explain_log "$tmp/log-$i") || true
   [[ -z $hint ]] || msg+=("$hint")
-  msg+=("The worker(s) this run started on $host were stopped again, so that a corrected run starts them afresh.")
+  msg+=("The workers this run started on $host (those still running) were stopped again, so that a corrected run starts them afresh.")
   fail "$host" "$short" "${msg[@]}"
 }
 
