@@ -7,11 +7,12 @@
 // another master than the one checked) ends in a non-zero exit and a
 // message that says what to do.
 //
-// Hosts (tests/cluster/netns.h): master (TLS, certificate for its address),
-// worker1 and worker2 (sshd on port 2222, each in a private mount and UTS
-// namespace: its own hostname, its own /run, and a home directory of its
-// own from the test's temp dir bound over the login user's), client (runs
-// the launcher and the CLI). ssh and scp read only the test's ssh_config
+// Hosts (tests/cluster/netns_cluster.h): master (README's recipe: TLS with
+// the cluster's CA), worker1 and worker2 (sshd on port 2222, each in a
+// private mount and UTS namespace: its own hostname, its own /run, and a
+// home directory of its own from the test's temp dir bound over the login
+// user's), client (runs the launcher and the CLI, with the token and CA the
+// cluster copied there). ssh and scp read only the test's ssh_config
 // (-F), known_hosts and key: the real ~/.ssh and the system's sshd are
 // never touched. Everything runs inside the namespaces, which the network
 // tears down (also on SIGINT/SIGTERM); each test kills the workers it left.
@@ -35,7 +36,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
-#include "tests/cluster/netns.h"
+#include "tests/cluster/netns_cluster.h"
 #include "tests/harness.h"
 
 namespace taskq::testing {
@@ -54,21 +55,22 @@ std::string Describe(const RunResult& r) {
   return absl::StrCat("exit=", r.exit_code, "\nstdout:\n", r.out, "\nstderr:\n", r.err);
 }
 
-// What every test shares: the network, the master, the sshds, the keys.
+// What every test shares: the hosts and master, the sshds, the keys.
 struct Site {
   std::string skip_reason;
   std::string setup_error;
-  std::unique_ptr<TempDir> dir;
-  std::unique_ptr<TestNetwork> net;
-  std::unique_ptr<Process> master;
-  std::vector<std::unique_ptr<Process>> sshds;
-  std::string master_address;  // HOST:PORT
-  std::string token, cert;     // files in dir
+  std::unique_ptr<NetnsCluster> cluster;
+  std::vector<std::unique_ptr<Process>> sshds;  // declared after: stopped first
+  std::string master_address;                   // HOST:PORT
+  std::string token, ca;                        // on the client host
   std::string ssh_config;
-  std::string login_home;      // the login user's home, as sshd sees it
+  std::string login_home;  // the login user's home, as sshd sees it
   int runs = 0;
 
-  std::string Home(const std::string& host) const { return dir->path() + "/home-" + host; }
+  const std::string& dir() const { return cluster->dir(); }
+  TestNetwork& net() { return cluster->net(); }
+  // What sshd's login home is on `host`: a directory of the test's.
+  std::string Home(const std::string& host) const { return dir() + "/sshd-home-" + host; }
 };
 Site* site = nullptr;
 
@@ -76,11 +78,11 @@ class LauncherTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     site = new Site;
-    site->skip_reason = TestNetwork::WhyUnavailable();
+    site->skip_reason = NetnsCluster::WhyUnavailable();
     if (site->skip_reason.empty()) {
       for (const char* tool : {"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/scp",
                                "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server",
-                               "/usr/bin/unshare", "/usr/bin/openssl"}) {
+                               "/usr/bin/unshare"}) {
         if (::access(tool, X_OK) != 0) {
           site->skip_reason = absl::StrCat(tool, " is missing (deploy/install-deps.sh installs it)");
         }
@@ -93,13 +95,10 @@ class LauncherTest : public ::testing::Test {
 
   static void TearDownTestSuite() {
     if (site == nullptr) return;
-    // Daemons first (SIGTERM, then SIGKILL), then the namespaces (which kill
-    // whatever is left inside), then the files.
+    // The sshds, then the cluster: it stops the master and deletes the
+    // network, which kills whatever is left inside.
     site->sshds.clear();
-    if (site->master) site->master->Stop(absl::Seconds(10));
-    site->master.reset();
-    site->net.reset();
-    site->dir.reset();
+    site->cluster.reset();
     delete site;
     site = nullptr;
   }
@@ -109,7 +108,7 @@ class LauncherTest : public ::testing::Test {
     ASSERT_TRUE(site->setup_error.empty()) << site->setup_error;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     remote_dir_ = absl::StrCat(".taskq-", info->name());
-    known_hosts_ = absl::StrCat(site->dir->path(), "/known_hosts-", info->name());
+    known_hosts_ = absl::StrCat(site->dir(), "/known_hosts-", info->name());
     std::filesystem::remove(known_hosts_);
   }
 
@@ -117,7 +116,7 @@ class LauncherTest : public ::testing::Test {
   // them: they are orphans, adopted by this process (the harness makes it a
   // subreaper).
   void TearDown() override {
-    if (site == nullptr || !site->net) return;
+    if (site == nullptr || !site->cluster) return;
     for (const char* host : kWorkerHosts) {
       for (pid_t pid : WorkerPids(host)) ::kill(pid, SIGKILL);
     }
@@ -138,44 +137,17 @@ class LauncherTest : public ::testing::Test {
 
   // ------------------------------------------------------------ set-up
   static absl::Status BuildSite() {
-    site->dir = std::make_unique<TempDir>();
-    const std::string d = site->dir->path();
-    auto net = TestNetwork::Create({"master", "worker1", "worker2", "client"});
-    if (!net.ok()) return net.status();
-    site->net = *std::move(net);
-    const std::string master_ip = site->net->host("master").address;
-
-    // Keys: the master's TLS certificate (for its address), one host key
-    // per worker host, the client's key.
-    site->cert = d + "/master.crt";
-    const std::string key = d + "/master.key";
-    if (auto s = Tool("openssl", {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048",
-                                  "-nodes", "-days", "1", "-subj", "/CN=taskq-test", "-addext",
-                                  absl::StrCat("subjectAltName=IP:", master_ip), "-keyout", key,
-                                  "-out", site->cert});
-        !s.ok()) {
-      return s;
-    }
+    site->cluster = std::make_unique<NetnsCluster>();
+    if (auto s = site->cluster->Create(2); !s.ok()) return s;
+    if (auto s = site->cluster->StartMaster(); !s.ok()) return s;
+    site->master_address = site->cluster->master_address();
+    site->token = site->cluster->TokenFile("client");
+    site->ca = site->cluster->CaFile("client");
+    const std::string d = site->dir();
     if (auto s = Tool("keygen-client", {"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "",
                                         "-C", "taskq-launcher-test", "-f", d + "/client_key"});
         !s.ok()) {
       return s;
-    }
-
-    // The master, on its own host.
-    site->token = d + "/token";
-    const std::string port_file = d + "/master.port";
-    site->master = Start("master", site->net->Wrap("master", {
-        BinPath("taskq-master"), "--listen", master_ip + ":0", "--port-file", port_file,
-        "--token-file", site->token, "--data-dir", d + "/data", "--tls-cert", site->cert,
-        "--tls-key", key}));
-    if (!site->master) return absl::InternalError("cannot start the master");
-    WaitFor([&] { return absl::EndsWith(ReadFile(port_file), "\n") || !site->master->Running(); },
-            absl::Seconds(30));
-    site->master_address = std::string(absl::StripAsciiWhitespace(ReadFile(port_file)));
-    if (site->master_address.empty()) {
-      return absl::InternalError(absl::StrCat("the master did not start:\n",
-                                              site->master->Stderr()));
     }
 
     // An sshd in each worker host.
@@ -184,7 +156,7 @@ class LauncherTest : public ::testing::Test {
     site->login_home = pw->pw_dir;
     std::string ssh_config;
     for (const char* host : kWorkerHosts) {
-      const std::string address = site->net->host(host).address;
+      const std::string address = site->net().host(host).address;
       const std::string host_key = d + "/host_key-" + host;
       if (auto s = Tool(absl::StrCat("keygen-", host),
                         {"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key});
@@ -208,18 +180,18 @@ class LauncherTest : public ::testing::Test {
       }
       // Private mount and UTS namespaces: the host's own name, an empty
       // /run with sshd's privilege-separation directory, its own home.
-      auto sshd = Start(absl::StrCat("sshd-", host), site->net->Wrap(host, {
+      auto sshd = site->cluster->Spawn(host, absl::StrCat(host, "-sshd"), {
           "/usr/bin/unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh",
           "-c",
           "hostname \"$1\" && mount -t tmpfs -o mode=755 tmpfs /run && mkdir /run/sshd && "
           "mount --bind \"$2\" \"$3\" && exec /usr/sbin/sshd -D -e -f \"$4\"",
-          "sh", host, site->Home(host), site->login_home, config}));
+          "sh", host, site->Home(host), site->login_home, config});
       if (!sshd) return absl::InternalError("cannot start sshd");
       Process* p = sshd.get();
       site->sshds.push_back(std::move(sshd));
       bool up = WaitFor(
           [&] {
-            auto fd = site->net->ConnectFrom("client", address, kSshPort, absl::Seconds(1));
+            auto fd = site->net().ConnectFrom("client", address, kSshPort, absl::Seconds(1));
             if (fd.ok()) ::close(*fd);
             return fd.ok() || !p->Running();
           },
@@ -237,34 +209,16 @@ class LauncherTest : public ::testing::Test {
         "  GlobalKnownHostsFile /dev/null\n  ConnectTimeout 10\n  LogLevel ERROR\n"));
   }
 
-  static std::map<std::string, std::string> Env() {
-    return {{"HOME", site->dir->path() + "/client-home"},
-            {"PATH", BinDir() + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"},
-            {"SSH_AUTH_SOCK", ""}, {"TASKQ_MASTER", ""}, {"TASKQ_TOKEN_FILE", ""},
-            {"TASKQ_TLS_CA", ""}};
-  }
-
-  static std::unique_ptr<Process> Start(const std::string& name, std::vector<std::string> argv,
-                                        std::map<std::string, std::string> env = {}) {
-    ProcessOptions o;
-    o.argv = std::move(argv);
-    o.env = Env();
-    for (auto& [k, v] : env) o.env[k] = v;
-    o.output_dir = site->dir->path();
-    o.name = absl::StrCat(name, "-", ++site->runs);
-    auto p = Process::Start(std::move(o));
-    if (!p.ok()) {
-      ADD_FAILURE() << p.status();
-      return nullptr;
-    }
-    return *std::move(p);
-  }
-
-  static RunResult Run(const std::string& name, std::vector<std::string> argv,
-                       std::map<std::string, std::string> env = {},
+  // Runs `argv` on `host` to its end (the cluster's environment for that
+  // host, no ssh agent, the taskq binaries first in PATH).
+  static RunResult Run(const std::string& host, const std::string& name,
+                       std::vector<std::string> argv, std::map<std::string, std::string> env = {},
                        absl::Duration timeout = absl::Seconds(120)) {
     RunResult r;
-    auto p = Start(name, std::move(argv), std::move(env));
+    env.emplace("PATH", BinDir() + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+    env.emplace("SSH_AUTH_SOCK", "");
+    auto p = site->cluster->Spawn(host, absl::StrCat(host, "-", name, "-", ++site->runs),
+                                  std::move(argv), std::move(env));
     if (!p) return r;
     std::optional<int> status = p->Wait(timeout);
     if (!status) {
@@ -279,7 +233,7 @@ class LauncherTest : public ::testing::Test {
   }
 
   static absl::Status Tool(const std::string& name, std::vector<std::string> argv) {
-    RunResult r = Run(name, std::move(argv));
+    RunResult r = Run("client", name, std::move(argv));
     if (r.exit_code == 0) return absl::OkStatus();
     return absl::InternalError(absl::StrCat(name, " failed: ", Describe(r)));
   }
@@ -290,12 +244,12 @@ class LauncherTest : public ::testing::Test {
     std::vector<std::string> argv = {"/bin/bash", Launcher(), "--ssh-config", site->ssh_config,
                                      "--ssh-option", "UserKnownHostsFile=" + known_hosts_};
     argv.insert(argv.end(), args.begin(), args.end());
-    return Run("launcher", site->net->Wrap("client", argv), std::move(env));
+    return Run("client", "launcher", argv, std::move(env));
   }
   // The options of a start that works, before the hosts.
   std::vector<std::string> StartArgs(std::vector<std::string> more = {}) {
     std::vector<std::string> args = {
-        "--master", site->master_address, "--token-file", site->token, "--tls-ca", site->cert,
+        "--master", site->master_address, "--token-file", site->token, "--tls-ca", site->ca,
         "--worker-bin", BinPath("taskq-worker"), "--remote-dir", remote_dir_,
         "--accept-new-host-keys"};
     args.insert(args.end(), more.begin(), more.end());
@@ -304,9 +258,9 @@ class LauncherTest : public ::testing::Test {
   // The CLI on the client host.
   RunResult Cli(std::vector<std::string> args) {
     std::vector<std::string> argv = {BinPath("taskq"), "--master", site->master_address,
-                                     "--token-file", site->token, "--tls-ca", site->cert};
+                                     "--token-file", site->token, "--tls-ca", site->ca};
     argv.insert(argv.end(), args.begin(), args.end());
-    return Run("cli", site->net->Wrap("client", argv));
+    return Run("client", "cli", argv);
   }
   // The master's WORKERS column for `queue` (0 if it is not listed; -1 if
   // the CLI failed).
@@ -326,7 +280,7 @@ class LauncherTest : public ::testing::Test {
   // taskq-worker processes running inside a host.
   static std::vector<pid_t> WorkerPids(const std::string& host) {
     std::vector<pid_t> pids;
-    for (pid_t pid : site->net->Pids(host)) {
+    for (pid_t pid : site->net().Pids(host)) {
       if (absl::StripAsciiWhitespace(ReadFile(absl::StrCat("/proc/", pid, "/comm"))) ==
           "taskq-worker") {
         pids.push_back(pid);
@@ -362,7 +316,7 @@ TEST_F(LauncherTest, StartsWorkersThatServeThenListsAndStopsThem) {
   ASSERT_FALSE(token.empty());
   EXPECT_FALSE(absl::StrContains(r.out + r.err, token));
   for (const char* host : kWorkerHosts) {
-    for (pid_t pid : site->net->Pids(host)) {
+    for (pid_t pid : site->net().Pids(host)) {
       EXPECT_FALSE(absl::StrContains(ReadFile(absl::StrCat("/proc/", pid, "/cmdline")), token));
     }
     EXPECT_EQ(ReadFile(RemoteFile(host, "token")), ReadFile(site->token));
@@ -386,7 +340,7 @@ TEST_F(LauncherTest, StartsWorkersThatServeThenListsAndStopsThem) {
 
   // --list: each worker, running and connected, and the master's count.
   r = Launch({"--list", "--master", site->master_address, "--token-file", site->token,
-              "--tls-ca", site->cert, "--remote-dir", remote_dir_, "worker1", "worker2"});
+              "--tls-ca", site->ca, "--remote-dir", remote_dir_, "worker1", "worker2"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   int running_and_connected = 0;
   for (const std::string& line : Lines(r.out)) {
@@ -456,14 +410,14 @@ TEST_F(LauncherTest, UnknownOrChangedHostKeyFailsLoudly) {
   EXPECT_TRUE(NoWorkersAnywhere());
 
   // worker1's key recorded as another one: a changed key.
-  const std::string other = site->dir->path() + "/other_key";
+  const std::string other = site->dir() + "/other_key";
   std::filesystem::remove(other);
   std::filesystem::remove(other + ".pub");
   ASSERT_TRUE(Tool("keygen-other", {"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
                                     other}).ok());
   std::vector<std::string> pub = absl::StrSplit(ReadFile(other + ".pub"), ' ');
   ASSERT_GE(pub.size(), 2u);
-  ASSERT_TRUE(WriteFile(known_hosts_, absl::StrCat("[", site->net->host("worker1").address, "]:",
+  ASSERT_TRUE(WriteFile(known_hosts_, absl::StrCat("[", site->net().host("worker1").address, "]:",
                                                    kSshPort, " ", pub[0], " ", pub[1], "\n"))
                   .ok());
   r = Launch(StartArgs({"worker1"}));
@@ -526,7 +480,7 @@ TEST_F(LauncherTest, TlsWithoutTheCaFailsLoudly) {
   auto ca = std::find(args.begin(), args.end(), "--tls-ca");
   args.erase(ca, ca + 2);
   const absl::Time start = absl::Now();
-  RunResult r = Launch(args, {{"TASKQ_TLS_CA", site->cert}});
+  RunResult r = Launch(args, {{"TASKQ_TLS_CA", site->ca}});
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
   EXPECT_EQ(r.exit_code, 1) << Describe(r);
   EXPECT_TRUE(absl::StrContains(r.err, "worker 1 on worker1 cannot connect to the master")) << r.err;
@@ -549,12 +503,14 @@ TEST_F(LauncherTest, TlsWithoutTheCaFailsLoudly) {
 // Workers that are up but connected to another master than the one this
 // host checks: the check goes through the master, so it fails.
 TEST_F(LauncherTest, WorkersTheCheckedMasterDoesNotListFail) {
-  const std::string d = site->dir->path();
+  const std::string d = site->dir();
   const std::string port_file = d + "/other.port";
-  auto other = Start("other-master", site->net->Wrap("master", {
-      BinPath("taskq-master"), "--listen", site->net->host("master").address + ":0",
-      "--port-file", port_file, "--token-file", site->token, "--data-dir", d + "/other-data",
-      "--tls-cert", site->cert, "--tls-key", d + "/master.key"}));
+  const std::string m = site->cluster->HostDir("master");
+  auto other = site->cluster->Spawn("master", "other-master", {
+      BinPath("taskq-master"), "--listen", site->cluster->master_ip() + ":0",
+      "--port-file", port_file, "--token-file", site->cluster->TokenFile("master"),
+      "--data-dir", d + "/other-data", "--tls-cert", m + "/master.pem",
+      "--tls-key", m + "/master.key"});
   ASSERT_NE(other, nullptr);
   ASSERT_TRUE(WaitFor([&] { return absl::EndsWith(ReadFile(port_file), "\n"); },
                       absl::Seconds(30)));
@@ -582,9 +538,9 @@ TEST_F(LauncherTest, DryRunPrintsCommandsThatCanBePasted) {
   const std::string token(absl::StripAsciiWhitespace(ReadFile(site->token)));
   EXPECT_FALSE(absl::StrContains(r.out, token));
 
-  const std::string script = site->dir->path() + "/dry-run.sh";
+  const std::string script = site->dir() + "/dry-run.sh";
   ASSERT_TRUE(WriteFile(script, r.out, 0700).ok());
-  RunResult pasted = Run("pasted", site->net->Wrap("client", {"/bin/bash", "-e", script}));
+  RunResult pasted = Run("client", "pasted", {"/bin/bash", "-e", script});
   ASSERT_EQ(pasted.exit_code, 0) << Describe(pasted);
   EXPECT_TRUE(absl::StrContains(pasted.out, "started 1 ")) << pasted.out;
   EXPECT_TRUE(WaitFor([&] { return WorkersOnMaster() == 1; }, absl::Seconds(20)))
