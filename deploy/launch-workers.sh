@@ -162,8 +162,10 @@ comment=""
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/launch-workers.XXXXXX")
 # One ssh connection per host for the whole run (each new one costs a key
 # exchange: ~0.35 s of CPU, more round trips over a WAN), closed at exit.
-# Under /tmp: a socket path must stay under 108 bytes.
-share_dir=$(mktemp -d /tmp/tqlw.XXXXXX 2>/dev/null) || share_dir=""
+# A socket path must stay under 108 bytes: $TMPDIR if short, else /tmp.
+share_base=${TMPDIR:-/tmp}
+[[ ${#share_base} -le 50 ]] || share_base=/tmp
+share_dir=$(mktemp -d "$share_base/tqlw.XXXXXX" 2>/dev/null) || share_dir=""
 
 # ssh takes the first value given for an option: ours, then the user's
 # --ssh-option values, then connection sharing (which those may turn off).

@@ -217,6 +217,8 @@ class LauncherTest : public ::testing::Test {
     RunResult r;
     env.emplace("PATH", BinDir() + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
     env.emplace("SSH_AUTH_SOCK", "");
+    // The launcher's temporary files (and ssh's sockets) in the test's dir.
+    env.emplace("TMPDIR", site->dir());
     auto p = site->cluster->Spawn(host, absl::StrCat(host, "-", name, "-", ++site->runs),
                                   std::move(argv), std::move(env));
     if (!p) return r;
