@@ -284,6 +284,10 @@ remote_funcs=$(cat <<'EOF'
 is_ours() {
   [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" | grep -qxF -- "$2"
 }
+# The --id worker $1 was started with (recorded: the hostname may change).
+id_of() {
+  cat "$dir/worker-$1.id" 2>/dev/null || echo "$(uname -n)-$1"
+}
 # The last line of a worker log that tells whether it is connected.
 link_state() {
   grep -E 'connected to|cannot reach|disconnected from|refused the stream|refused this worker|certificate|handshake|Handshake' "$1" 2>/dev/null | tail -n 1
@@ -332,7 +336,8 @@ rotate() {
 host=$(uname -n)
 i=1
 while [ "$i" -le "$count" ]; do
-  id="$host-$i" pidf="$dir/worker-$i.pid" log="$dir/worker-$i.log"
+  pidf="$dir/worker-$i.pid" log="$dir/worker-$i.log"
+  id=$(id_of "$i")
   pid=$(cat "$pidf" 2>/dev/null) || pid=
   if is_ours "$pid" "$id"; then
     if [ "$(cat "$dir/worker-$i.settings" 2>/dev/null)" = "$settings" ]; then
@@ -346,10 +351,12 @@ while [ "$i" -le "$count" ]; do
       tail -n 3 "$log" 2>/dev/null | sed "s/^/said $i /"
     fi
     rotate "$log"
+    id="$host-$i"
     start_worker "$id" "$log"
     pid=$!
     echo "$pid" >"$pidf"
     echo "$settings" >"$dir/worker-$i.settings"
+    echo "$id" >"$dir/worker-$i.id"
     echo "started $i $pid $id"
   fi
   i=$((i + 1))
@@ -371,14 +378,13 @@ EOF
 # SIGTERM to each worker of the pid files (only those numbered in $only,
 # if set), then waits for them to exit.
 stop_body=$(cat <<'EOF'
-host=$(uname -n)
 pending=
 for pidf in "$dir"/worker-*.pid; do
   [ -f "$pidf" ] || continue
   i=${pidf##*/worker-}; i=${i%.pid}
   case " ${only:-$i} " in *" $i "*) ;; *) continue ;; esac
   pid=$(cat "$pidf" 2>/dev/null) || pid=
-  if is_ours "$pid" "$host-$i"; then
+  if is_ours "$pid" "$(id_of "$i")"; then
     kill -TERM "$pid" && echo "stopping $i $pid" && pending="$pending $i:$pid"
   else
     echo "gone $i"; rm -f "$pidf"
@@ -389,7 +395,7 @@ while [ -n "$pending" ]; do
   left=
   for w in $pending; do
     i=${w%%:*} pid=${w#*:}
-    if is_ours "$pid" "$host-$i"; then left="$left $w"; else echo "stopped $i $pid"; rm -f "$dir/worker-$i.pid"; fi
+    if is_ours "$pid" "$(id_of "$i")"; then left="$left $w"; else echo "stopped $i $pid"; rm -f "$dir/worker-$i.pid"; fi
   done
   pending=$left
   [ -n "$pending" ] || break
@@ -404,13 +410,13 @@ EOF
 
 # Every worker of the pid files: pid, running or not, connection per its log.
 list_body=$(cat <<'EOF'
-host=$(uname -n)
 for pidf in "$dir"/worker-*.pid; do
   [ -f "$pidf" ] || continue
   i=${pidf##*/worker-}; i=${i%.pid}
   pid=$(cat "$pidf" 2>/dev/null) || pid=
-  if is_ours "$pid" "$host-$i"; then state=running; else state=exited; fi
-  echo "worker $i $pid $state $host-$i $(link_state "$dir/worker-$i.log")"
+  id=$(id_of "$i")
+  if is_ours "$pid" "$id"; then state=running; else state=exited; fi
+  echo "worker $i $pid $state $id $(link_state "$dir/worker-$i.log")"
   if [ "$state" = exited ]; then tail -n 1 "$dir/worker-$i.log" 2>/dev/null | sed "s/^/said $i /"; fi
 done
 EOF
@@ -422,8 +428,8 @@ cli_args=(--master "$check_master" --token-file "$token_file")
 [[ -n $tls_ca ]] && cli_args+=(--tls-ca "$tls_ca")
 [[ -n $tls_server_name ]] && cli_args+=(--tls-server-name "$tls_server_name")
 
-# Reads the master's workers count per queue into $tmp/counts ("QUEUE N"
-# lines); its error into $tmp/cli_err. At most 15 s per call.
+# Reads the master's WORKERS count per queue into workers_on[QUEUE]; its
+# error into $tmp/cli_err. At most 15 s per call.
 declare -A workers_on=()
 read_counts() {
   workers_on=()
