@@ -372,6 +372,26 @@ TEST_F(LauncherTest, StartsWorkersThatServeThenListsAndStopsThem) {
                                 "worker1-1 connected to"));
 }
 
+// --stop waits --stop-timeout for a worker finishing a long task, then says
+// so and exits non-zero; the worker keeps draining.
+TEST_F(LauncherTest, StopThatTimesOutFailsLoudly) {
+  RunResult r = Launch(StartArgs({"--queue", "slow", "worker1"}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  r = Cli({"submit", "--queue", "slow", "--handler", "sleep", "60"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        RunResult stats = Cli({"queue", "stats", "slow"});
+        return absl::StrContains(stats.out, "\nleased: 1\n");
+      },
+      absl::Seconds(20)));
+  r = Launch({"--stop", "--stop-timeout", "1", "--remote-dir", remote_dir_, "worker1"});
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_TRUE(absl::StrContains(r.err, "worker1: FAILED: worker 1 (pid ")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "still running after 1 s (--stop-timeout)")) << r.err;
+  EXPECT_EQ(WorkerPids("worker1").size(), 1u);
+}
+
 // A worker that crashed is restarted; its log is kept, not overwritten.
 TEST_F(LauncherTest, RestartAfterACrashKeepsTheCrashedWorkersLog) {
   RunResult r = Launch(StartArgs({"worker1"}));
