@@ -31,6 +31,8 @@
 #                           an exec command, passed to the worker (one
 #                           value, quoted for the remote shell); repeatable
 #   --allow-exec-args NAME  passed to the worker; repeatable
+#   --worker-arg ARG        any other worker argument, e.g. --worker-arg
+#                           --log-level=debug; repeatable
 #   --worker-bin PATH       taskq-worker on the remote hosts (default:
 #                           taskq-worker, found in the remote PATH)
 #   --remote-dir DIR        directory relative to the remote home
@@ -73,12 +75,12 @@ sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 master="" token_file="" count=1 concurrency="" tls=0 tls_ca="" tls_server_name=""
 worker_bin=taskq-worker remote_dir=.taskq keep_logs=5 wait_s=30 check_master=""
 taskq_bin=taskq accept_new=0 ssh_config="" mode=start stop_timeout=45 dry_run=0
-queues=() allow_exec=() allow_exec_args=() ssh_extra=() hosts=()
+queues=() allow_exec=() allow_exec_args=() worker_extra=() ssh_extra=() hosts=()
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --master|--token-file|--count|--queue|--concurrency|--tls-ca|--tls-server-name|\
-    --allow-exec|--allow-exec-args|--worker-bin|--remote-dir|--keep-logs|--wait|\
+    --allow-exec|--allow-exec-args|--worker-arg|--worker-bin|--remote-dir|--keep-logs|--wait|\
     --check-master|--taskq-bin|--ssh-config|--ssh-option|--stop-timeout)
       [[ $# -ge 2 ]] || die "$1 needs a value" ;;
   esac
@@ -93,6 +95,7 @@ while [[ $# -gt 0 ]]; do
     --tls-server-name) tls_server_name=$2; shift 2 ;;
     --allow-exec) allow_exec+=("$2"); shift 2 ;;
     --allow-exec-args) allow_exec_args+=("$2"); shift 2 ;;
+    --worker-arg) worker_extra+=("$2"); shift 2 ;;
     --worker-bin) worker_bin=$2; shift 2 ;;
     --remote-dir) remote_dir=$2; shift 2 ;;
     --keep-logs) keep_logs=$2; shift 2 ;;
@@ -548,6 +551,7 @@ start_host() {
   [[ -n $tls_server_name ]] && { flags+=" --tls-server-name $(sq "$tls_server_name")"; words+=(--tls-server-name "$tls_server_name"); }
   for p in "${allow_exec[@]}"; do flags+=" --allow-exec $(sq "$p")"; words+=(--allow-exec "$p"); done
   for p in "${allow_exec_args[@]}"; do flags+=" --allow-exec-args $(sq "$p")"; words+=(--allow-exec-args "$p"); done
+  for p in "${worker_extra[@]}"; do flags+=" $(sq "$p")"; words+=("$p"); done
 
   # 4. Before starting: how many workers the master lists now.
   local -A before=()
