@@ -37,6 +37,7 @@ int RunPut(const GlobalOptions& globals, const PutArgs& args) {
     return UsageError(s.message());
   }
   const std::vector<std::string> keys = DedupKeys(tasks);
+  AddRetryDedupKeys(tasks, "put");
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
 

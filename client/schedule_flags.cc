@@ -103,7 +103,9 @@ std::vector<std::string> DedupKeys(const std::vector<v1::TaskSpec>& tasks) {
 
 void ReportExisting(const PutReceipt& receipt, const std::vector<std::string>& keys) {
   for (size_t i = 0; i < receipt.ids.size(); ++i) {
-    if (!receipt.existing[i]) continue;
+    // A task the user gave no key found "existing" is our own put sent
+    // again after a lost reply (its retry key matched): stored once, fine.
+    if (!receipt.existing[i] || i >= keys.size() || keys[i].empty()) continue;
     std::string line = absl::StrCat("taskq: task ", receipt.ids[i],
                                     " already exists with dedup key \"",
                                     absl::CHexEscape(i < keys.size() ? keys[i] : ""),

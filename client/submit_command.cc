@@ -38,6 +38,7 @@ int SubmitNoWait(const GlobalOptions& globals, Client& client, const SubmitArgs&
   PutOptions options;
   options.max_batch = PutBatchLimit(client, args.queue);
   const std::vector<std::string> keys = DedupKeys(tasks);
+  AddRetryDedupKeys(tasks, "submit");
   auto receipt = client.PutWithReceipt(args.queue, std::move(tasks), options);
   if (!receipt.ok()) return ReportError(receipt.status(), CallKind::kPut, globals);
   PrintIds(receipt->ids);

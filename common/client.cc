@@ -586,6 +586,15 @@ std::string RandomResultQueueName() {
   return absl::StrFormat("_results.%016x", absl::Uniform<uint64_t>(gen));
 }
 
+void AddRetryDedupKeys(std::vector<v1::TaskSpec>& tasks, absl::string_view kind) {
+  absl::BitGen gen;
+  // At most 5 + 1 + 16 + 1 + 20 bytes with a short kind: within kMaxDedupKeyBytes.
+  const std::string prefix = absl::StrFormat("%s.%016x:", kind, absl::Uniform<uint64_t>(gen));
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i].dedup_key().empty()) tasks[i].set_dedup_key(absl::StrCat(prefix, i));
+  }
+}
+
 size_t PutBatchLimit(Client& client, const std::string& queue, size_t limit) {
   size_t n = limit == 0 ? kMaxTasksPerPut : std::min(limit, kMaxTasksPerPut);
   auto stats = client.Stats(queue);

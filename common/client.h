@@ -285,6 +285,12 @@ class Client {
 // receives the results of one submission.
 std::string RandomResultQueueName();
 
+// Gives every task without a dedup_key the key "<kind>.<16 random hex
+// digits>:<index>" (one random part per call), so that a Put sent again
+// after a lost reply stores each task once, and the client may retry it
+// (Retry::kAlways). Tasks with a key of their own keep it.
+void AddRetryDedupKeys(std::vector<v1::TaskSpec>& tasks, absl::string_view kind);
+
 // The most tasks one Put request to `queue` may carry: kMaxTasksPerPut, or
 // the queue's maxsize when it is smaller (a request larger than maxsize
 // could never fit). `limit` caps it further (0 = no cap). Unknown queue

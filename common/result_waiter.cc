@@ -4,9 +4,7 @@
 #include <thread>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/limits.h"
 
 namespace taskq {
@@ -16,11 +14,6 @@ absl::Status Annotate(const absl::Status& status, absl::string_view prefix) {
   return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
 }
 
-// Dedup keys are at most kMaxDedupKeyBytes; this prefix plus an index fits.
-std::string RandomDedupPrefix() {
-  absl::BitGen gen;
-  return absl::StrFormat("submit.%016x:", absl::Uniform<uint64_t>(gen));
-}
 
 }  // namespace
 
@@ -187,12 +180,13 @@ absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_resu
   const absl::Time deadline = options_.timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + std::max(options_.timeout, absl::ZeroDuration());
-  const std::string dedup_prefix =
-      options_.dedup_prefix.empty() ? RandomDedupPrefix() : options_.dedup_prefix;
   for (size_t i = 0; i < tasks.size(); ++i) {
     tasks[i].set_reply_to(options_.reply_to);
-    if (tasks[i].dedup_key().empty()) tasks[i].set_dedup_key(absl::StrCat(dedup_prefix, i));
+    if (!options_.dedup_prefix.empty() && tasks[i].dedup_key().empty()) {
+      tasks[i].set_dedup_key(absl::StrCat(options_.dedup_prefix, i));
+    }
   }
+  AddRetryDedupKeys(tasks, "submit");
   const size_t batch_limit = PutBatchLimit(*client_, options_.queue, options_.put_batch);
   std::thread putter(
       [this, &tasks, batch_limit, deadline] { PutAll(std::move(tasks), batch_limit, deadline); });
