@@ -84,7 +84,7 @@ class LauncherTest : public ::testing::Test {
                                "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server",
                                "/usr/bin/unshare"}) {
         if (::access(tool, X_OK) != 0) {
-          site->skip_reason = absl::StrCat(tool, " is missing (deploy/install-deps.sh installs it)");
+          site->skip_reason = absl::StrCat(tool, " is missing (tests/cluster.sh installs it)");
         }
       }
     }
