@@ -11,10 +11,6 @@ packages=(build-essential cmake ninja-build pkg-config
           libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
           librocksdb-dev libsqlite3-dev
           openssl)  # openssl: the TLS test makes its certificate with it
-# The launcher's cluster test runs its own sshd (tests/cluster/launcher_test.cc).
-# On a machine with systemd, installing openssh-server also enables the
-# system's sshd: `systemctl disable --now ssh` if you do not want it.
-packages+=(openssh-server openssh-client)
 for arg in "$@"; do
   case "$arg" in
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;

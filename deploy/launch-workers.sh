@@ -431,13 +431,28 @@ cli_args=(--master "$check_master" --token-file "$token_file")
 [[ -n $tls_ca ]] && cli_args+=(--tls-ca "$tls_ca")
 [[ -n $tls_server_name ]] && cli_args+=(--tls-server-name "$tls_server_name")
 
+# The launcher retries by itself (its --wait loop): a CLI that can retry an
+# unreachable master on its own is told not to, so that an error is seen
+# at once.
+cli_retry=() cli_retry_known=0
+
 # Reads the master's WORKERS count per queue into workers_on[QUEUE]; its
-# error into $tmp/cli_err. At most 15 s per call.
+# error into $tmp/cli_err. At most 30 s per call.
 declare -A workers_on=()
+probe_cli() {
+  [[ $cli_retry_known -eq 0 ]] || return 0
+  cli_retry_known=1
+  # (Not `| grep -q`: under pipefail its early exit fails the pipeline.)
+  local help
+  help=$("$taskq_bin" --help 2>/dev/null) || true
+  [[ $help != *--retry-for* ]] || cli_retry=(--retry-for 0)
+}
 read_counts() {
   workers_on=()
-  if ! timeout -k 2 15 "$taskq_bin" "${cli_args[@]}" queue list >"$tmp/cli_out" 2>"$tmp/cli_err"; then
-    [[ -s $tmp/cli_err ]] || echo "taskq queue list failed or took over 15 s" >"$tmp/cli_err"
+  probe_cli
+  if ! timeout -k 2 30 "$taskq_bin" "${cli_args[@]}" "${cli_retry[@]}" queue list \
+      >"$tmp/cli_out" 2>"$tmp/cli_err"; then
+    [[ -s $tmp/cli_err ]] || echo "taskq queue list failed or took over 30 s" >"$tmp/cli_err"
     return 1
   fi
   local name rest n
@@ -526,8 +541,8 @@ start_host() {
     done <"$tmp/out"
     if [[ $rc -ne 0 || ${#says[@]} -gt 0 ]]; then
       local hint="It must be taskq-worker (the same build as the master), runnable on $host."
-      printf '%s\n' "${says[@]}" | grep -q 'shared librar' \
-        && hint="Its libraries are missing on $host: install the runtime packages (deploy/install-deps.sh) or build taskq there."
+      [[ ${says[*]} != *"shared librar"* ]] \
+        || hint="Its libraries are missing on $host: install the runtime packages (deploy/install-deps.sh) or build taskq there."
       fail "$host" "taskq-worker broken" \
         "$path on $host does not run as taskq-worker (\`$path --help\` exited $rc):" "${says[@]}" "$hint"
       return
@@ -590,13 +605,15 @@ start_host() {
       "workers run there with other settings (master, queues, TLS, binary...) than this command's; they were left running." \
       "To apply these settings: $0 --stop $host, then run this command again."
   fi
-  [[ ${#started[@]} -gt 0 ]] || return 0
   if [[ $dry_run -eq 1 ]]; then
+    [[ $wait_s -gt 0 ]] || return 0
     printf '# then, every 0.5 s for up to %s s, until the master lists the new worker(s) on %s:\n' \
       "$wait_s" "${queues[*]}"
-    printf '%s\n' "$(print_cmd "$taskq_bin" "${cli_args[@]}" queue list)"
+    probe_cli
+    printf '%s\n' "$(print_cmd "$taskq_bin" "${cli_args[@]}" "${cli_retry[@]}" queue list)"
     return 0
   fi
+  [[ ${#started[@]} -gt 0 ]] || return 0
   [[ $wait_s -gt 0 ]] || { note "$host: not checked that the master lists them (--wait 0)"; return 0; }
 
   # 5. Wait until the master lists them and each says it is connected; fail

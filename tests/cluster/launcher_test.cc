@@ -84,7 +84,7 @@ class LauncherTest : public ::testing::Test {
                                "/usr/bin/ssh-keygen", "/usr/lib/openssh/sftp-server",
                                "/usr/bin/unshare"}) {
         if (::access(tool, X_OK) != 0) {
-          site->skip_reason = absl::StrCat(tool, " is missing (deploy/install-deps.sh installs it)");
+          site->skip_reason = absl::StrCat(tool, " is missing (tests/cluster.sh installs it)");
         }
       }
     }
@@ -515,7 +515,10 @@ TEST_F(LauncherTest, TlsWithoutTheCaFailsLoudly) {
   args = StartArgs({"worker1"});
   ca = std::find(args.begin(), args.end(), "--tls-ca");
   args.erase(ca, ca + 2);
+  const absl::Time precheck = absl::Now();
   r = Launch(args);
+  // At once: the CLI is told not to retry (the launcher does).
+  EXPECT_LT(absl::Now() - precheck, absl::Seconds(10));
   EXPECT_EQ(r.exit_code, 2) << Describe(r);
   EXPECT_TRUE(absl::StrContains(r.err, "cannot reach the master")) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "add --tls and --tls-ca FILE")) << r.err;
@@ -557,6 +560,7 @@ TEST_F(LauncherTest, DryRunPrintsCommandsThatCanBePasted) {
   EXPECT_TRUE(NoWorkersAnywhere());
   EXPECT_TRUE(absl::StrContains(r.out, "\nscp -q -F " + site->ssh_config)) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "\nssh -F " + site->ssh_config)) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, " --retry-for 0 queue list\n")) << r.out;
   const std::string token(absl::StripAsciiWhitespace(ReadFile(site->token)));
   EXPECT_FALSE(absl::StrContains(r.out, token));
 
