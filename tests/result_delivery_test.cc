@@ -118,5 +118,29 @@ TEST(ResultDelivery, ACliCallWaitsForAMasterThatIsNotUpYet) {
   EXPECT_EQ(quick.exit_code, 6) << quick.err;
 }
 
+// A waiting get and a join ride out a master restart too: the get takes
+// the task put after the restart, the join returns once it is done.
+TEST(ResultDelivery, WaitingGetAndJoinRideOutAMasterRestart) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.Start().ok());
+  ASSERT_EQ(cluster.Cli({"put", "jq", "first"}).exit_code, 0);
+  auto get = cluster.StartCli({"get", "gq", "--timeout", "60"});
+  auto join = cluster.StartCli({"join", "jq", "--timeout", "60"});
+  ASSERT_TRUE(WaitFor([&] { return cluster.StatNumber("gq", "waiting_consumers") == 1; },
+                      absl::Seconds(20)));
+  ASSERT_TRUE(cluster.RestartMaster(SIGKILL).ok());
+  ASSERT_EQ(cluster.Cli({"put", "gq", "after the restart"}).exit_code, 0);
+  auto got = get->Wait(absl::Seconds(60));
+  ASSERT_TRUE(got.has_value()) << get->Stderr();
+  EXPECT_EQ(*got, 0) << get->Stderr();
+  EXPECT_EQ(get->Stdout(), "after the restart\n");
+  EXPECT_EQ(cluster.Cli({"get", "jq"}).out, "first\n");
+  auto joined = join->Wait(absl::Seconds(60));
+  ASSERT_TRUE(joined.has_value()) << join->Stderr();
+  EXPECT_EQ(*joined, 0) << join->Stderr();
+  // The get's lease was acknowledged: nothing comes again.
+  EXPECT_EQ(cluster.Cli({"get", "gq", "--nowait"}).exit_code, 3);
+}
+
 }  // namespace
 }  // namespace taskq::testing
