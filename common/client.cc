@@ -80,18 +80,9 @@ constexpr size_t kMaxPutRequestBytes = kMaxStreamMessageBytes;
 
 // --- CallCanceller ----------------------------------------------------------
 
-bool CallCanceller::SleepUnlessCancelled(absl::Duration d) const {
-  const absl::Time until = absl::Now() + d;
-  MutexLock lock(&mu_);
-  while (!cancelled_ && !cancelled_cv_.WaitWithDeadline(&mu_, until)) {
-  }
-  return !cancelled_;
-}
-
 void CallCanceller::Cancel() {
   MutexLock lock(&mu_);
   cancelled_ = true;
-  cancelled_cv_.SignalAll();
   // TryCancel only flags the call; it does not block or call back into us.
   for (grpc::ClientContext* context : active_) context->TryCancel();
 }
@@ -162,10 +153,23 @@ absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)
     const absl::Duration pause = RetryBackoff(attempt);
     if (absl::Now() + pause >= deadline) return status;
     reachability_.Unreachable(status);
-    if (canceller != nullptr) {
-      if (!canceller->SleepUnlessCancelled(pause)) return absl::CancelledError("call cancelled");
-    } else {
-      absl::SleepFor(pause);
+    if (!PauseBeforeRetry(pause, canceller)) return absl::CancelledError("call cancelled");
+  }
+}
+
+bool Client::PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller) {
+  // Not a plain sleep: gRPC makes no progress on a connection nobody waits
+  // for, so after a long cut the first attempt would find it still
+  // connecting (seconds of TCP and TLS retries). Waiting for it to connect
+  // reconnects now, and ends the pause as soon as the master is there. In
+  // slices, so that a Cancel() is seen.
+  const absl::Time until = absl::Now() + pause;
+  for (;;) {
+    if (canceller != nullptr && canceller->cancelled()) return false;
+    const absl::Time now = absl::Now();
+    if (now >= until) return true;
+    if (channel_->WaitForConnected(absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))))) {
+      return true;
     }
   }
 }

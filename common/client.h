@@ -58,8 +58,6 @@ class CallCanceller {
  public:
   void Cancel();
   bool cancelled() const;
-  // Waits `d` unless Cancel() comes first; false if cancelled.
-  bool SleepUnlessCancelled(absl::Duration d) const;
 
  private:
   friend class Client;
@@ -68,7 +66,6 @@ class CallCanceller {
   void Unregister(grpc::ClientContext* context);
 
   mutable Mutex mu_;
-  mutable CondVar cancelled_cv_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::set<grpc::ClientContext*> active_ ABSL_GUARDED_BY(mu_);
 };
@@ -271,6 +268,9 @@ class Client {
   absl::Status Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
                     absl::Duration deadline_in, CallCanceller* canceller,
                     Retry retry = Retry::kIfNotSent);
+  // Waits up to `pause` before a retry while asking gRPC to connect; ends
+  // early once connected. False if `canceller` cancelled.
+  bool PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller);
   // Deadline for a call that waits up to `timeout` on the master.
   absl::Duration WaitingDeadline(bool nowait, absl::Duration timeout) const;
 
