@@ -28,17 +28,7 @@ std::set<std::string> Squares() {
   return out;
 }
 
-class AcrossHosts : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (std::string why = NetnsCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(cluster_.Create().ok());
-    absl::Status s = cluster_.StartMaster();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-
-  NetnsCluster cluster_;
-};
+class AcrossHosts : public ClusterFixture<> {};
 
 TEST_F(AcrossHosts, ReadmeRecipeGivesEachOf10000ResultsExactlyOnce) {
   for (const std::string& host : cluster_.worker_hosts()) {

@@ -34,24 +34,9 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
 // For gtest's messages ("GetParam() = LinkDown5s").
 void PrintTo(const Case& c, std::ostream* os) { *os << CaseName({c, 0}); }
 
-class ClientCut : public ::testing::TestWithParam<Case> {
- protected:
-  void SetUp() override {
-    if (std::string why = NetnsCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(cluster_.Create().ok());
-    absl::Status s = cluster_.StartMaster();
-    ASSERT_TRUE(s.ok()) << s;
-    // 0.2 s a task, 6 at a time: about 7 s of work for 200 tasks.
-    for (const std::string& host : cluster_.worker_hosts()) {
-      Process* w = cluster_.StartWorker(
-          host, {"--concurrency", "2", "--allow-exec",
-                 R"(slow=/bin/sh -c "read n; /bin/sleep 0.2; echo $n")"});
-      ASSERT_TRUE(cluster_.WaitWorkerConnected(w)) << host;
-    }
-  }
-
-  NetnsCluster cluster_;
-};
+// 0.2 s a task, 6 at a time: about 7 s of work for 200 tasks.
+class ClientCut
+    : public ClusterFixture<::testing::TestWithParam<Case>, ClusterStart::kSlowWorkers> {};
 
 TEST_P(ClientCut, SubmitWaitPrintsEveryResultOnceAndExitsZero) {
   const Case c = GetParam();

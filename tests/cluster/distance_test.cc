@@ -15,17 +15,7 @@
 namespace taskq::testing {
 namespace {
 
-class Distance : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (std::string why = NetnsCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(cluster_.Create().ok());
-    absl::Status s = cluster_.StartMaster();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-
-  NetnsCluster cluster_;
-};
+class Distance : public ClusterFixture<> {};
 
 TEST_F(Distance, CliWorkersAndSubmitWaitWorkWithTheMaster200MsAway) {
   ASSERT_NE(cluster_.StartDelayProxy(5001, absl::Milliseconds(100)), nullptr);

@@ -17,23 +17,7 @@ namespace {
 constexpr int kTasks = 200;
 constexpr size_t kBeforeKill = 40;
 
-class MasterRestart : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (std::string why = NetnsCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(cluster_.Create().ok());
-    absl::Status s = cluster_.StartMaster();
-    ASSERT_TRUE(s.ok()) << s;
-    for (const std::string& host : cluster_.worker_hosts()) {
-      Process* w = cluster_.StartWorker(
-          host, {"--concurrency", "2", "--allow-exec",
-                 R"(slow=/bin/sh -c "read n; /bin/sleep 0.2; echo $n")"});
-      ASSERT_TRUE(cluster_.WaitWorkerConnected(w)) << host;
-    }
-  }
-
-  NetnsCluster cluster_;
-};
+class MasterRestart : public ClusterFixture<::testing::Test, ClusterStart::kSlowWorkers> {};
 
 TEST_F(MasterRestart, SubmitWaitSurvivesKill9AndRestartOfTheMaster) {
   std::vector<std::string> args = {"submit", "--queue", "tasks", "--handler", "exec",

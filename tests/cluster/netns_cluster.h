@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "gtest/gtest.h"
 #include "tests/cluster/netns.h"
 #include "tests/harness.h"
 
@@ -128,5 +129,31 @@ class NetnsCluster {
 // otherwise how it differs (counts, and a few examples of each kind).
 std::string CheckEachOnce(const std::vector<std::string>& lines,
                           const std::set<std::string>& expected);
+
+// The start every cluster scenario shares: skip where namespaces cannot be
+// made, else the hosts and the TLS master of the README recipe, and with
+// kSlowWorkers a worker on each worker host serving queue "tasks" with the
+// exec command `slow` (reads a line, sleeps 0.2 s, prints it back),
+// 2 at a time. Base is ::testing::Test or ::testing::TestWithParam<P>.
+enum class ClusterStart { kMasterOnly, kSlowWorkers };
+template <typename Base = ::testing::Test, ClusterStart kStart = ClusterStart::kMasterOnly>
+class ClusterFixture : public Base {
+ protected:
+  void SetUp() override {
+    if (std::string why = NetnsCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_TRUE(cluster_.Create().ok());
+    absl::Status s = cluster_.StartMaster();
+    ASSERT_TRUE(s.ok()) << s;
+    if (kStart != ClusterStart::kSlowWorkers) return;
+    for (const std::string& host : cluster_.worker_hosts()) {
+      Process* w = cluster_.StartWorker(
+          host, {"--concurrency", "2", "--allow-exec",
+                 R"(slow=/bin/sh -c "read n; /bin/sleep 0.2; echo $n")"});
+      ASSERT_TRUE(cluster_.WaitWorkerConnected(w)) << host;
+    }
+  }
+
+  NetnsCluster cluster_;
+};
 
 }  // namespace taskq::testing
