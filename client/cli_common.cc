@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/task_format.h"
 #include "common/channel.h"
+#include "common/seconds_validator.h"
 
 namespace taskq::cli {
 
@@ -51,18 +52,18 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
   app.add_option("--connect-timeout", options->connect_timeout,
                  "Seconds one attempt to connect (TCP, TLS handshake) may take; raise it for "
                  "long or lossy links (default 20)")
-      ->check(CLI::Range(absl::ToDoubleSeconds(kMinConnectTimeout), 3600.0))
+      ->check(SecondsIn(absl::ToDoubleSeconds(kMinConnectTimeout), absl::ToDoubleSeconds(kMaxConnectTimeout)))
       ->type_name("SECONDS");
   app.add_option("--keepalive", options->keepalive,
                  "Seconds between keepalive pings; a dead link is noticed within twice this "
                  "(default 5)")
-      ->check(CLI::Range(absl::ToDoubleSeconds(kMinKeepalive), 3600.0))
+      ->check(SecondsIn(absl::ToDoubleSeconds(kMinKeepalive), absl::ToDoubleSeconds(kMaxKeepalive)))
       ->type_name("SECONDS");
   app.add_option("--retry-for", options->retry_for,
                  "Seconds a call that does not wait keeps retrying a master it cannot reach "
                  "before giving up with exit 6 (default 30; 0 = do not retry). Waiting calls "
                  "(submit --wait, get, join, put on a full queue) retry until their own timeout")
-      ->check(CLI::Range(0.0, 86400.0))
+      ->check(SecondsIn(0, 86400))
       ->type_name("SECONDS");
   app.option_defaults()->group("Options");
 }

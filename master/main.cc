@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/channel.h"
+#include "common/seconds_validator.h"
 #include "common/log.h"
 #include "master/refusals.h"
 #include "master/server.h"
@@ -29,18 +30,6 @@ bool WritePortFile(const std::string& path, const std::string& address) {
     if (!out.flush()) return false;
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-// A CLI11 check for a number of seconds in [lo, hi], with a message that
-// says what to give (CLI::Range prints "not in range 1.000000 to ...").
-CLI::Validator SecondsIn(double lo, double hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& value) -> std::string {
-        double seconds = 0;
-        if (absl::SimpleAtod(value, &seconds) && seconds >= lo && seconds <= hi) return "";
-        return absl::StrFormat("\"%s\" is not a number of seconds from %g to %g", value, lo, hi);
-      },
-      absl::StrFormat("SECONDS in [%g, %g]", lo, hi));
 }
 
 taskq::LogLevel ParseLevel(const std::string& s) {
@@ -180,7 +169,7 @@ int main(int argc, char** argv) {
                  "noticed within 2 x this and its leases return to ready; keep it above the "
                  "round trip to the farthest worker")
       ->capture_default_str()
-      ->check(SecondsIn(absl::ToDoubleSeconds(taskq::kMinKeepalive),
+      ->check(taskq::SecondsIn(absl::ToDoubleSeconds(taskq::kMinKeepalive),
                          absl::ToDoubleSeconds(taskq::kMaxKeepalive)));
   app.add_flag("--recover-truncate", options.recover_truncate,
                "start even if the store's write-ahead log is damaged before its end (not just "

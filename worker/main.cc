@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/seconds_validator.h"
 #include "worker/worker.h"
 
 namespace {
@@ -31,18 +32,6 @@ void EnsureStdFdsOpen() {
       if (null_fd >= 0 && null_fd != fd) ::close(null_fd);
     }
   }
-}
-
-// A CLI11 check for a number of seconds in [lo, hi], with a message that
-// says what to give (CLI::Range prints "not in range 1.000000 to ...").
-CLI::Validator SecondsIn(double lo, double hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& value) -> std::string {
-        double seconds = 0;
-        if (absl::SimpleAtod(value, &seconds) && seconds >= lo && seconds <= hi) return "";
-        return absl::StrFormat("\"%s\" is not a number of seconds from %g to %g", value, lo, hi);
-      },
-      absl::StrFormat("SECONDS in [%g, %g]", lo, hi));
 }
 
 bool ParseLogLevel(const std::string& text, taskq::LogLevel* level) {
@@ -95,12 +84,12 @@ int main(int argc, char** argv) {
                  "this, and the running tasks stop; keep it below half the master's "
                  "--keepalive, and above the round trip plus the time to send a large result "
                  "on a slow link (default 2)")
-      ->check(SecondsIn(min_keepalive, max_keepalive));
+      ->check(taskq::SecondsIn(min_keepalive, max_keepalive));
   double connect_timeout_seconds = absl::ToDoubleSeconds(taskq::kDefaultConnectTimeout);
   app.add_option("--connect-timeout", connect_timeout_seconds,
                  "seconds one attempt to connect (TCP, TLS handshake, HTTP/2) may take before "
                  "it is retried; raise it over long or lossy links (default 20)")
-      ->check(SecondsIn(absl::ToDoubleSeconds(taskq::kMinConnectTimeout),
+      ->check(taskq::SecondsIn(absl::ToDoubleSeconds(taskq::kMinConnectTimeout),
                          absl::ToDoubleSeconds(taskq::kMaxConnectTimeout)));
   app.add_option("--queue", options.queues, "queue to take tasks from (repeatable; default: tasks)")
       ->take_all()
