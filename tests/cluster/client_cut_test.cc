@@ -40,20 +40,10 @@ class ClientCut
 
 TEST_P(ClientCut, SubmitWaitPrintsEveryResultOnceAndExitsZero) {
   const Case c = GetParam();
-  std::vector<std::string> args = {"submit", "--queue", "tasks", "--handler", "exec",
-                                   "--arg",  "slow",    "--wait"};
   std::set<std::string> expected;
-  for (int i = 1; i <= kTasks; ++i) {
-    args.push_back(absl::StrCat(i));
-    expected.insert(absl::StrCat(i));
-  }
-  std::unique_ptr<Process> submit = cluster_.StartCli(args);
+  std::unique_ptr<Process> submit = StartSlowSubmit(kTasks, kBeforeCut, &expected);
   ASSERT_NE(submit, nullptr);
   auto printed = [&] { return Lines(submit->Stdout()).size(); };
-  ASSERT_TRUE(WaitFor([&] { return printed() >= kBeforeCut || !submit->Running(); },
-                      absl::Seconds(60), absl::Milliseconds(10)))
-      << submit->Stderr();
-  ASSERT_TRUE(submit->Running()) << "ended before the cut: " << submit->Stderr();
 
   absl::Status s = c.cut == Cut::kLinkDown ? cluster_.net().LinkDown("client")
                                            : cluster_.net().BlackHole("client");

@@ -20,20 +20,10 @@ constexpr size_t kBeforeKill = 40;
 class MasterRestart : public ClusterFixture<::testing::Test, ClusterStart::kSlowWorkers> {};
 
 TEST_F(MasterRestart, SubmitWaitSurvivesKill9AndRestartOfTheMaster) {
-  std::vector<std::string> args = {"submit", "--queue", "tasks", "--handler", "exec",
-                                   "--arg",  "slow",    "--wait"};
   std::set<std::string> expected;
-  for (int i = 1; i <= kTasks; ++i) {
-    args.push_back(absl::StrCat(i));
-    expected.insert(absl::StrCat(i));
-  }
-  std::unique_ptr<Process> submit = cluster_.StartCli(args);
+  std::unique_ptr<Process> submit = StartSlowSubmit(kTasks, kBeforeKill, &expected);
   ASSERT_NE(submit, nullptr);
   auto printed = [&] { return Lines(submit->Stdout()).size(); };
-  ASSERT_TRUE(WaitFor([&] { return printed() >= kBeforeKill || !submit->Running(); },
-                      absl::Seconds(60), absl::Milliseconds(5)))
-      << submit->Stderr();
-  ASSERT_TRUE(submit->Running()) << "ended before the kill: " << submit->Stderr();
 
   const absl::Time killed = absl::Now();
   const size_t at_kill = printed();

@@ -153,6 +153,33 @@ class ClusterFixture : public Base {
     }
   }
 
+  // Starts `submit --wait` from the client host of the payloads 1..n for
+  // the `slow` exec command (fills `expected` with them) and waits until
+  // `printed` results are out while it still runs. nullptr, with the test
+  // failed, if it cannot start or ends first.
+  std::unique_ptr<Process> StartSlowSubmit(int n, size_t printed, std::set<std::string>* expected) {
+    std::vector<std::string> args = {"submit", "--queue", "tasks", "--handler", "exec",
+                                     "--arg",  "slow",    "--wait"};
+    for (int i = 1; i <= n; ++i) {
+      args.push_back(std::to_string(i));
+      expected->insert(std::to_string(i));
+    }
+    std::unique_ptr<Process> submit = cluster_.StartCli(args);
+    if (submit == nullptr) {
+      ADD_FAILURE() << "submit --wait did not start";
+      return nullptr;
+    }
+    const bool out = WaitFor(
+        [&] { return Lines(submit->Stdout()).size() >= printed || !submit->Running(); },
+        absl::Seconds(60), absl::Milliseconds(5));
+    if (!out || !submit->Running()) {
+      ADD_FAILURE() << "submit --wait ended or stalled before " << printed
+                    << " results: " << submit->Stderr();
+      return nullptr;
+    }
+    return submit;
+  }
+
   NetnsCluster cluster_;
 };
 
