@@ -161,21 +161,6 @@ std::string SetsidDaemon(const std::string& pid_file) {
                       pid_file, " ]; do sleep 0.01; done");
 }
 
-std::optional<pid_t> PidIn(const std::string& file) {
-  int pid = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(file)), &pid) || pid <= 0) {
-    return std::nullopt;
-  }
-  return pid;
-}
-
-// True once the process is gone or a zombie.
-bool Dead(pid_t pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t close = stat.rfind(')');
-  return stat.empty() || close == std::string::npos || stat.substr(close + 2, 1) == "Z";
-}
-
 // With a cgroup per task where the worker may create cgroups (as root),
 // and with the session fallback (--exec-cgroup off).
 class ExecTree : public ::testing::TestWithParam<std::string> {};

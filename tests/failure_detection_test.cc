@@ -40,21 +40,6 @@ namespace {
 constexpr absl::Duration kDefaultBound = absl::Seconds(10);
 constexpr absl::Duration kSlack = absl::Seconds(2);
 
-std::optional<pid_t> PidIn(const std::string& file) {
-  int pid = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(file)), &pid) || pid <= 0) {
-    return std::nullopt;
-  }
-  return pid;
-}
-
-// True once the process is gone or a zombie.
-bool Dead(pid_t pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t close = stat.rfind(')');
-  return stat.empty() || close == std::string::npos || stat.substr(close + 2, 1) == "Z";
-}
-
 // --allow-exec value: command `hold` writes its pid to `pid_file`, then
 // sleeps `seconds` and prints "held".
 std::string Hold(const std::string& pid_file, int seconds) {

@@ -108,6 +108,21 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+std::optional<pid_t> PidIn(const std::string& file) {
+  int pid = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(file)), &pid) || pid <= 0) {
+    return std::nullopt;
+  }
+  return pid;
+}
+
+// True once the process is gone or a zombie.
+bool Dead(pid_t pid) {
+  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  size_t close = stat.rfind(')');
+  return stat.empty() || close == std::string::npos || stat.substr(close + 2, 1) == "Z";
+}
+
 absl::Status WriteFile(const std::string& path, const std::string& contents, int mode) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", ErrnoText(errno)));

@@ -51,6 +51,10 @@ class TempDir {
 
 // Reads a whole file ("" if it cannot be read).
 std::string ReadFile(const std::string& path);
+// The pid written in `file` (a pid file), if it holds a positive number.
+std::optional<pid_t> PidIn(const std::string& file);
+// True once the process is gone or a zombie.
+bool Dead(pid_t pid);
 // Writes `contents` to `path` with the given mode (replacing the file).
 absl::Status WriteFile(const std::string& path, const std::string& contents, int mode = 0600);
 
