@@ -82,12 +82,20 @@ TEST_F(InvalidInput, UsageErrorsExitTwo) {
 }
 
 TEST_F(InvalidInput, UnreachableMasterExitsSix) {
-  // Port 1 on loopback: nothing listens there.
-  CliResult r = cluster_.CliRaw({"--master", "127.0.0.1:1", "--token-file",
-                                 cluster_.token_file(), "queue", "list"},
-                                "", absl::Seconds(30));
-  EXPECT_EQ(r.exit_code, 6) << Describe(r);
-  EXPECT_TRUE(absl::StartsWith(r.err, "taskq: ")) << Describe(r);
+  // Port 1 on loopback: nothing listens there. The CLI keeps trying for
+  // --retry-for (default 30 s, too long for a test), then exits 6; with
+  // --retry-for 0 it gives up at once.
+  for (const char* retry_for : {"2", "0"}) {
+    absl::Time start = absl::Now();
+    CliResult r = cluster_.CliRaw(
+        {"--master", "127.0.0.1:1", "--token-file", cluster_.token_file(),
+         "--retry-for", retry_for, "queue", "list"},
+        "", absl::Seconds(25));
+    absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(r.exit_code, 6) << Describe(r);
+    EXPECT_TRUE(absl::StartsWith(r.err, "taskq: ")) << Describe(r);
+    EXPECT_LT(took, absl::Seconds(15)) << "--retry-for " << retry_for;
+  }
 }
 
 TEST_F(InvalidInput, UnknownQueueWithoutAutoCreate) {
