@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/task_format.h"
+#include "common/call_retry.h"
 #include "common/channel.h"
 #include "common/seconds_validator.h"
 
@@ -108,8 +109,41 @@ std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
   return *std::move(client);
 }
 
+namespace {
+
+// What to do about a refused TLS connection (common/call_retry.h); empty
+// if the failure is not one.
+std::string TlsRefusalHint(TlsRefusal refusal, absl::string_view master) {
+  switch (refusal) {
+    case TlsRefusal::kNone: return "";
+    case TlsRefusal::kUntrustedCertificate:
+      return "the master's TLS certificate is not signed by the CA this client trusts: give "
+             "the master's CA with --tls-ca FILE (its <data-dir>/tls/ca.pem) or a join bundle "
+             "with --join FILE";
+    case TlsRefusal::kWrongName:
+      return absl::StrCat(
+          "the master's TLS certificate is not made for the name in ", master,
+          ": connect by a name or address it names (`taskq-master init --rotate-server-cert "
+          "--host NAME` on the master adds one), or check another with --tls-server-name NAME");
+    case TlsRefusal::kHandshakeRefused:
+      return "the TLS handshake with the master failed: if the master serves plaintext, "
+             "connect without --tls/--tls-ca (or run `taskq-master init` on it); if this client "
+             "sends a certificate, the master did not accept it";
+    case TlsRefusal::kMasterWantsTls:
+      return "the master serves TLS and this client connected without it: give --tls-ca FILE "
+             "(the master's <data-dir>/tls/ca.pem) or --join FILE";
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string_view master) {
   std::string message(status.message());
+  // Not retried (common/call_retry.h); gRPC's text alone does not say what to do.
+  if (std::string hint = TlsRefusalHint(ClassifyTlsRefusal(status), master); !hint.empty()) {
+    return absl::StrCat("cannot connect to the master at ", master, ": ", hint, " (", message, ")");
+  }
   if (absl::IsUnavailable(status)) {
     // The master's own UNAVAILABLE says everything: "outcome unknown" (a
     // commit failed, the change is kept and retried), or a refusal that

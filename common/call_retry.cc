@@ -5,6 +5,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
+#include "common/tls_probe.h"
 
 namespace taskq {
 
@@ -39,8 +40,31 @@ bool NeverReachedMaster(const absl::Status& status) {
          absl::StrContains(m, "before receiving SETTINGS frame");
 }
 
+TlsRefusal ClassifyTlsRefusal(const absl::Status& status) {
+  if (!absl::IsUnavailable(status)) return TlsRefusal::kNone;
+  const absl::string_view m = status.message();
+  if (absl::StrContains(m, "certificate verify failed") ||
+      absl::StrContains(m, "CERTIFICATE_VERIFY_FAILED")) {
+    return TlsRefusal::kUntrustedCertificate;
+  }
+  if (absl::StrContains(m, "Peer name") && absl::StrContains(m, "is not in peer certificate")) {
+    return TlsRefusal::kWrongName;
+  }
+  // SSL_ERROR_SSL is OpenSSL's protocol error; a cut or slow link shows as
+  // SSL_ERROR_SYSCALL or "Handshake read failed" instead.
+  if (absl::StrContains(m, "SSL_ERROR_SSL")) return TlsRefusal::kHandshakeRefused;
+  // Closed while connecting (not a call cut on an open connection).
+  if (absl::StrContains(m, "failed to connect to all addresses") &&
+      absl::StrContains(m, "Socket closed")) {
+    const std::string address = AddressInMessage(m);
+    if (!address.empty() && SpeaksTls(address, absl::Seconds(2))) return TlsRefusal::kMasterWantsTls;
+  }
+  return TlsRefusal::kNone;
+}
+
 bool ShouldRetry(Retry retry, const absl::Status& status) {
-  if (!absl::IsUnavailable(status)) return false;
+  if (!absl::IsUnavailable(status) || retry == Retry::kNever) return false;
+  if (ClassifyTlsRefusal(status) != TlsRefusal::kNone) return false;
   switch (retry) {
     case Retry::kNever: return false;
     case Retry::kIfNotSent: return NeverReachedMaster(status);

@@ -35,7 +35,32 @@ bool MasterAnswered(const absl::Status& status);
 // sent.
 bool NeverReachedMaster(const absl::Status& status);
 
+// Why the TLS of a connection to the master was refused — something only
+// the user can fix, so never retried. gRPC reports all of these as
+// UNAVAILABLE, like a master that is down; what tells them apart is the
+// message of the connect failure:
+enum class TlsRefusal {
+  kNone,
+  // The master's certificate is not signed by the CA this client trusts
+  // ("certificate verify failed").
+  kUntrustedCertificate,
+  // It is, but for other names ("Peer name X is not in peer certificate").
+  kWrongName,
+  // The handshake failed otherwise (SSL_ERROR_SSL): a TLS client to a
+  // plaintext master ("wrong version number"), a client certificate the
+  // master refused, no common protocol.
+  kHandshakeRefused,
+  // A plaintext client to a TLS master: gRPC says only "Socket closed" at
+  // connect, as for a master at its connection limit; a probe
+  // (common/tls_probe.h, up to 2 s) tells them apart.
+  kMasterWantsTls,
+};
+// Timeouts and resets during a handshake ("Handshake read failed", slow or
+// lossy links) are kNone: they are retried.
+TlsRefusal ClassifyTlsRefusal(const absl::Status& status);
+
 // Whether a call that failed with `status` may be sent again under `retry`.
+// Never after a TlsRefusal.
 bool ShouldRetry(Retry retry, const absl::Status& status);
 
 // The wait before retry number `attempt` (1, 2, ...): 100 ms doubling to
