@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -91,19 +92,24 @@ class CredentialTable {
  private:
   CredentialTable(std::string path, std::string master_token);
 
+  // UNAUTHENTICATED if `c` is revoked or expired, else its Principal.
   absl::StatusOr<Principal> Usable(const v1::StoredCredential& c) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  const v1::StoredCredential* FindLocked(absl::string_view name) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status SaveLocked(const v1::StoredCredentials& next) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int64_t NowMs() const;
+  // Writes `next` to the file (temp, fsync, rename, fsync the directory)
+  // and, once it is there, makes it the table.
+  absl::Status CommitLocked(v1::StoredCredentials next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void IndexLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t NowMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
   const std::string master_token_;
   // State below is protected by mu_.
   mutable Mutex mu_;
   v1::StoredCredentials stored_ ABSL_GUARDED_BY(mu_);
+  // Indexes into stored_.credentials(): by name, token id, certificate hash.
+  absl::flat_hash_map<std::string, int> by_name_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> by_token_id_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> by_certificate_ ABSL_GUARDED_BY(mu_);
   std::vector<std::function<void(const std::string&)>> listeners_ ABSL_GUARDED_BY(mu_);
   std::function<int64_t()> clock_ ABSL_GUARDED_BY(mu_);
 };
