@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/channel.h"
 #include "taskq/v1/join_bundle.pb.h"
 
 namespace taskq {
@@ -42,5 +43,19 @@ absl::Status WriteJoinBundle(const std::string& path, const v1::JoinBundle& bund
 // credential: a token, or a client certificate together with its key
 // (one of the pair alone is refused).
 absl::Status ValidateJoinBundle(const v1::JoinBundle& bundle);
+
+// Fills what explicit flags left empty from the bundle, so flags win:
+//   masters         unless `master` or `masters` is set;
+//   tls_ca_pem      unless tls_ca_file or tls_ca_pem is set;
+//   tls_server_name unless set;
+//   the credential  (token, or client certificate + key) unless a token,
+//                   token_file or client certificate is set: a credential
+//                   is taken whole from one place, never mixed.
+// A bundle always means TLS.
+void ApplyJoinBundle(const v1::JoinBundle& bundle, ConnectOptions* options);
+
+// ReadJoinBundle + ApplyJoinBundle; the path empty = no bundle (nothing
+// changes). The error names the path and, for a bad mode, the fix.
+absl::Status ApplyJoinBundleFile(const std::string& path, ConnectOptions* options);
 
 }  // namespace taskq
