@@ -17,40 +17,80 @@
 namespace taskq {
 
 ConnectOptions ResolveConnectOptions(ConnectOptions options) {
-  if (options.master.empty()) {
+  if (options.master.empty() && options.masters.empty()) {
     const char* env = std::getenv("TASKQ_MASTER");
     options.master = env && *env ? env : kDefaultMaster;
   }
-  if (options.token_file.empty()) options.token_file = DefaultTokenPath();
-  if (options.tls_ca_file.empty()) {
+  if (options.master.empty() && options.masters.size() == 1) {
+    options.master = options.masters.front();
+  }
+  const bool has_credential = !options.token.empty() || !options.client_cert_pem.empty();
+  if (options.token_file.empty() && !has_credential) options.token_file = DefaultTokenPath();
+  if (options.tls_ca_file.empty() && options.tls_ca_pem.empty()) {
     const char* env = std::getenv("TASKQ_TLS_CA");
     if (env && *env) options.tls_ca_file = env;
   }
-  if (!options.tls_ca_file.empty()) options.tls = true;
+  if (!options.tls_ca_file.empty() || !options.tls_ca_pem.empty() ||
+      !options.client_cert_pem.empty()) {
+    options.tls = true;
+  }
   return options;
 }
 
+namespace {
+
+absl::StatusOr<std::string> ReadCaFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read TLS CA file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Waits up to `timeout` for the channel to connect. Gives up early when an
+// attempt fails (connection refused, handshake failed): that address is
+// not the one to use now.
+bool ConnectsWithin(grpc::Channel& channel, absl::Duration timeout) {
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) return false;
+    if (!channel.WaitForStateChange(state, deadline)) return false;
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<Connection> Connect(const ConnectOptions& raw) {
   ConnectOptions options = ResolveConnectOptions(raw);
-  auto token = LoadToken(options.token_file);
-  if (!token.ok()) {
-    return absl::Status(token.status().code(),
-                        absl::StrCat(token.status().message(),
-                                     " (set --token-file or TASKQ_TOKEN_FILE to the master's token)"));
+  Connection conn;
+  if (!options.token.empty()) {
+    conn.token = options.token;
+  } else if (!options.token_file.empty()) {
+    auto token = LoadToken(options.token_file);
+    if (!token.ok()) {
+      return absl::Status(
+          token.status().code(),
+          absl::StrCat(token.status().message(),
+                       " (set --token-file or TASKQ_TOKEN_FILE to the master's token, or use "
+                       "--join with a join bundle)"));
+    }
+    conn.token = *std::move(token);
   }
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls) {
     grpc::SslCredentialsOptions ssl;
     if (!options.tls_ca_file.empty()) {
-      std::ifstream in(options.tls_ca_file);
-      if (!in) {
-        return absl::NotFoundError(
-            absl::StrCat("cannot read TLS CA file ", options.tls_ca_file));
-      }
-      std::stringstream ss;
-      ss << in.rdbuf();
-      ssl.pem_root_certs = ss.str();
+      auto pem = ReadCaFile(options.tls_ca_file);
+      if (!pem.ok()) return pem.status();
+      ssl.pem_root_certs = *std::move(pem);
+    } else {
+      ssl.pem_root_certs = options.tls_ca_pem;
     }
+    ssl.pem_cert_chain = options.client_cert_pem;
+    ssl.pem_private_key = options.client_key_pem;
     creds = grpc::SslCredentials(ssl);
   } else {
     creds = grpc::InsecureChannelCredentials();
@@ -82,15 +122,29 @@ absl::StatusOr<Connection> Connect(const ConnectOptions& raw) {
   if (!options.tls_server_name.empty()) {
     args.SetSslTargetNameOverride(options.tls_server_name);
   }
-  Connection conn;
-  conn.channel = grpc::CreateCustomChannel(options.master, creds, args);
-  conn.token = *std::move(token);
+  std::vector<std::string> candidates = options.masters;
+  if (!options.master.empty()) candidates = {options.master};
+  conn.master = candidates.front();
+  if (candidates.size() == 1) {
+    conn.channel = grpc::CreateCustomChannel(conn.master, creds, args);
+    return conn;
+  }
+  for (const std::string& address : candidates) {
+    auto channel = grpc::CreateCustomChannel(address, creds, args);
+    if (ConnectsWithin(*channel, std::max(options.connect_timeout, kMinConnectTimeout))) {
+      conn.master = address;
+      conn.channel = std::move(channel);
+      return conn;
+    }
+  }
+  // None answers now: the first, and the calls' retrying waits for it.
+  conn.channel = grpc::CreateCustomChannel(conn.master, creds, args);
   return conn;
 }
 
 void PrepareContext(grpc::ClientContext* context, const std::string& token,
                     absl::Duration timeout) {
-  context->AddMetadata(kAuthMetadataKey, BearerValue(token));
+  if (!token.empty()) context->AddMetadata(kAuthMetadataKey, BearerValue(token));
   if (timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }

@@ -1,6 +1,8 @@
 // How a taskq client (CLI, worker, library user) reaches the master: the
-// address, the TLS choice and the token, turned into a gRPC channel plus
-// per-call authorization metadata.
+// address (or a list of them), the TLS choice and the credential (a token,
+// a client certificate, or both), turned into a gRPC channel plus per-call
+// authorization metadata. A join bundle (common/join_bundle.h) fills these
+// in one go.
 //
 // Thread-safety: ConnectOptions is a plain value; the functions are
 // stateless. The returned channel is thread-safe (gRPC).
@@ -8,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -28,14 +31,30 @@ inline constexpr absl::Duration kMaxConnectTimeout = absl::Hours(1);
 inline constexpr absl::Duration kMaxKeepalive = absl::Hours(1);
 
 struct ConnectOptions {
-  // HOST:PORT. Default: $TASKQ_MASTER, else 127.0.0.1:5000.
+  // HOST:PORT. Default: the first of `masters` that connects (see there),
+  // else $TASKQ_MASTER, else 127.0.0.1:5000.
   std::string master;
-  // Path of the token file. Default: DefaultTokenPath().
+  // Used when `master` is empty: the addresses are tried in order and the
+  // first that connects within connect_timeout is used (one that refuses
+  // at once is skipped at once). If none does, the first is used, and the
+  // calls' own retrying waits for it.
+  std::vector<std::string> masters;
+  // The token, inline. Used instead of token_file when set.
+  std::string token;
+  // Path of the token file. Default (when neither `token` nor a client
+  // certificate is given): DefaultTokenPath().
   std::string token_file;
-  // Use TLS. With tls_ca_file empty, the system's root certificates verify
-  // the master; otherwise that PEM file does.
+  // Use TLS. The master is verified against tls_ca_file (a PEM file), else
+  // tls_ca_pem (PEM contents), else the system's root certificates. Either
+  // CA, or a client certificate, implies TLS.
   bool tls = false;
   std::string tls_ca_file;
+  std::string tls_ca_pem;
+  // mTLS: a client certificate chain and its private key (PEM contents),
+  // presented to the master. Without a token, nothing else is sent: the
+  // master knows the caller by the certificate.
+  std::string client_cert_pem;
+  std::string client_key_pem;
   // Overrides the name checked against the master's certificate.
   std::string tls_server_name;
   // How long one attempt to connect (TCP + TLS handshake + HTTP/2
@@ -48,21 +67,29 @@ struct ConnectOptions {
   absl::Duration keepalive = kDefaultKeepalive;
 };
 
-// Fills empty fields from the environment ($TASKQ_MASTER,
-// $TASKQ_TOKEN_FILE, $TASKQ_TLS_CA) and defaults.
+// Fills empty fields from the environment and defaults: master from
+// $TASKQ_MASTER (unless `masters` is set), token_file from
+// DefaultTokenPath() (unless a token or client certificate is set),
+// tls_ca_file from $TASKQ_TLS_CA (unless tls_ca_pem is set).
 ConnectOptions ResolveConnectOptions(ConnectOptions options);
 
-// A connected-on-demand channel plus the token to send with every call.
+// A connected-on-demand channel plus the token to send with every call
+// (empty for a certificate-only credential).
 struct Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::string token;
+  // The address the channel goes to (the chosen one of `masters`).
+  std::string master;
 };
 
-// Reads the token file and builds the channel. Fails with a clear message if
-// the token cannot be read or the TLS files are unreadable.
+// Reads the token file (unless the token is inline or only a certificate
+// is given) and builds the channel; with several `masters`, picks one (see
+// there), which may take up to connect_timeout per address. Fails with a
+// clear message if the token cannot be read or the TLS files are unreadable.
 absl::StatusOr<Connection> Connect(const ConnectOptions& options);
 
-// Adds the bearer token to a call and, if timeout is finite, a deadline.
+// Adds the bearer token to a call (none if `token` is empty) and, if
+// timeout is finite, a deadline.
 void PrepareContext(grpc::ClientContext* context, const std::string& token,
                     absl::Duration timeout = absl::InfiniteDuration());
 

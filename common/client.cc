@@ -249,6 +249,37 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {
   return response.purged();
 }
 
+absl::StatusOr<v1::CreateCredentialResponse> Client::CreateCredential(
+    const v1::CreateCredentialRequest& request) {
+  v1::CreateCredentialResponse response;
+  auto status = Call(
+      [&](grpc::ClientContext* c) { return stub_->CreateCredential(c, request, &response); },
+      options_.call_timeout, nullptr, Retry::kIfNotSent);
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::CredentialInfo>> Client::ListCredentials(bool include_revoked) {
+  v1::ListCredentialsRequest request;
+  request.set_include_revoked(include_revoked);
+  v1::ListCredentialsResponse response;
+  auto status = Call(
+      [&](grpc::ClientContext* c) { return stub_->ListCredentials(c, request, &response); },
+      options_.call_timeout, nullptr, Retry::kAlways);
+  if (!status.ok()) return status;
+  return std::vector<v1::CredentialInfo>(response.credentials().begin(),
+                                         response.credentials().end());
+}
+
+absl::Status Client::RevokeCredential(const std::string& name) {
+  v1::RevokeCredentialRequest request;
+  request.set_name(name);
+  v1::RevokeCredentialResponse response;
+  return Call(
+      [&](grpc::ClientContext* c) { return stub_->RevokeCredential(c, request, &response); },
+      options_.call_timeout, nullptr, Retry::kIfNotSent);
+}
+
 absl::StatusOr<std::vector<uint64_t>> Client::Put(const std::string& queue,
                                                   std::vector<v1::TaskSpec> tasks,
                                                   const PutOptions& options) {

@@ -191,6 +191,16 @@ class Client {
   // Returns how many were dropped.
   absl::StatusOr<uint64_t> ShutdownQueue(const std::string& queue, bool immediate = false);
 
+  // --- credentials (admin) -----------------------------------------------
+  // Creates a credential; the response carries its token (or certificate)
+  // this once. Not idempotent: sent again only if it never left this host.
+  absl::StatusOr<v1::CreateCredentialResponse> CreateCredential(
+      const v1::CreateCredentialRequest& request);
+  // Every credential, revoked ones too if `include_revoked`.
+  absl::StatusOr<std::vector<v1::CredentialInfo>> ListCredentials(bool include_revoked = false);
+  // Revokes at once (the master ends the credential's open streams).
+  absl::Status RevokeCredential(const std::string& name);
+
   // --- tasks by id ---------------------------------------------------------
   // State, attempt, holder, last error and history of a live task, or of a
   // recently finished one (without its payload). NOT_FOUND otherwise.

@@ -155,6 +155,8 @@ absl::Status Worker::Run() {
   if (auto s = ValidateOptions(); !s.ok()) return s;
   auto connection = Connect(options_.connect);
   if (!connection.ok()) return connection.status();
+  // The one of --join's masters that answered (the logs name it).
+  options_.connect.master = connection->master;
   io_ = std::make_unique<rt::Scheduler>(
       rt::SchedulerOptions{.threads = options_.io_threads, .name = "worker-io"});
   cpu_ = std::make_unique<ThreadPool>(static_cast<size_t>(options_.threads), "worker-cpu");
@@ -198,8 +200,12 @@ rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
                  master, why, Ms(delay));
     }
     if (absl::IsUnauthenticated(result.status) || absl::IsPermissionDenied(result.status)) {
-      LogError("the master refused this worker's token; check --token-file (%s)",
-               options_.connect.token_file);
+      if (options_.connect.token_file.empty()) {
+        LogError("the master refused this worker's credential; check its join bundle");
+      } else {
+        LogError("the master refused this worker's token; check --token-file (%s)",
+                 options_.connect.token_file);
+      }
     }
     // CANCELLED when Stop() interrupts the wait.
     absl::Status slept = co_await rt::SleepFor(delay, stop_.get_token());
@@ -208,13 +214,16 @@ rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
       MutexLock lock(&mu_);
       if (stopping_) break;
     }
-    // Pick up a rotated token before trying again.
-    auto fresh = LoadToken(options_.connect.token_file);
-    if (fresh.ok()) {
-      token = *std::move(fresh);
-    } else {
-      LogWarning("cannot re-read the token file: %s; using the previous token",
-                 fresh.status().message());
+    // Pick up a rotated token before trying again (a token file's; an
+    // inline token from a join bundle stays as it is).
+    if (!options_.connect.token_file.empty()) {
+      auto fresh = LoadToken(options_.connect.token_file);
+      if (fresh.ok()) {
+        token = *std::move(fresh);
+      } else {
+        LogWarning("cannot re-read the token file: %s; using the previous token",
+                   fresh.status().message());
+      }
     }
   }
   co_await WaitForHandlers();
