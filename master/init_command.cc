@@ -24,7 +24,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/join_bundle.h"
 #include "common/x509.h"
+#include "master/credentials.h"
 #include "master/tls_config.h"
 
 namespace taskq {
@@ -35,6 +37,10 @@ namespace {
 // rotated with `init --rotate-server-cert` before it ends.
 constexpr absl::Duration kCaValidity = absl::Hours(24 * 3650);
 constexpr absl::Duration kServerCertValidity = absl::Hours(24 * 825);
+// <data-dir>/credentials (master/credentials.h) and the admin's bundle.
+constexpr char kCredentialsFile[] = "credentials";
+constexpr char kAdminBundleFile[] = "admin.join";
+constexpr char kAdminCredential[] = "admin";
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -211,18 +217,63 @@ absl::StatusOr<std::string> WriteServerCert(const std::string& dir, const KeyAnd
                       *fingerprint, "\n  ", kServerKeyFile, "  its private key\n");
 }
 
+// HOST:PORT, with IPv6 addresses bracketed.
+std::string JoinAddress(const std::string& host, int port) {
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
+
 std::string NextSteps(const InitOptions& options, const std::string& dir) {
   const std::string host = options.hosts.empty() ? "127.0.0.1" : options.hosts.front();
-  const std::string address = absl::StrContains(host, ':')
-                                  ? absl::StrCat("[", host, "]:", options.port)
-                                  : absl::StrCat(host, ":", options.port);
+  const std::string address = JoinAddress(host, options.port);
   const std::string listen = options.hosts.empty() ? absl::StrCat("127.0.0.1:", options.port)
                                                    : absl::StrCat("0.0.0.0:", options.port);
-  return absl::StrCat("Next:\n  taskq-master --data-dir ", options.data_dir, " --listen ", listen,
-                      "\n  taskq --master ", address, " --tls-ca ", dir, "/", kCaCertFile,
-                      " queue list\n",
-                      "The master serves TLS on every address from now on. Clients need ", dir,
-                      "/", kCaCertFile, " (not the key).\n");
+  return absl::StrCat(
+      "Next:\n  taskq-master --data-dir ", options.data_dir, " --listen ", listen,
+      "\n  taskq --join ", options.data_dir, "/", kAdminBundleFile, " queue list",
+      "\n  taskq --join ", options.data_dir, "/", kAdminBundleFile,
+      " credential create w1 --role worker --queues tasks --bundle w1.join",
+      "\n  taskq-worker --join w1.join      (on a worker host, after copying w1.join there)\n",
+      "The master serves TLS on every address from now on. Without a bundle, clients need ",
+      dir, "/", kCaCertFile, " (--tls-ca; not the key) and --master ", address, ".\n");
+}
+
+// Creates the admin credential offline in <data-dir>/credentials and
+// writes its join bundle (the --host names at --port, else 127.0.0.1, the
+// CA, the token). The token is shown nowhere else.
+absl::StatusOr<std::string> MakeAdminBundle(const InitOptions& options, const KeyAndCert& ca) {
+  auto table = CredentialTable::Open(absl::StrCat(options.data_dir, "/", kCredentialsFile), "");
+  if (!table.ok()) return table.status();
+  v1::CreateCredentialRequest request;
+  request.set_role(v1::ROLE_ADMIN);
+  request.add_queues("*");
+  // A data dir that already has an "admin" (made through a running
+  // master) keeps it; this one gets a name of its own.
+  absl::StatusOr<v1::CreateCredentialResponse> made = absl::UnknownError("not tried");
+  for (const std::string& name :
+       {std::string(kAdminCredential),
+        absl::StrCat(kAdminCredential, "-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(),
+                                                             absl::UTCTimeZone()))}) {
+    request.set_name(name);
+    made = (*table)->Create(request, "taskq-master init", &ca);
+    if (!absl::IsAlreadyExists(made.status())) break;
+  }
+  if (!made.ok()) return made.status();
+  v1::JoinBundle bundle;
+  if (options.hosts.empty()) {
+    bundle.add_master(JoinAddress("127.0.0.1", options.port));
+  } else {
+    for (const std::string& host : options.hosts) bundle.add_master(JoinAddress(host, options.port));
+  }
+  bundle.set_ca_pem(ca.cert_pem);
+  bundle.set_credential(made->credential().name());
+  bundle.set_token(made->token());
+  const std::string path = absl::StrCat(options.data_dir, "/", kAdminBundleFile);
+  if (absl::Status s = WriteJoinBundle(path, bundle); !s.ok()) return s;
+  return absl::StrCat("  ", path, "\n              credential \"", made->credential().name(),
+                      "\" (role admin, every queue) with the CA and the masters ",
+                      absl::StrJoin(bundle.master(), ", "),
+                      ": taskq --join FILE ... (keep it private: it holds the token)\n");
 }
 
 }  // namespace
@@ -287,13 +338,15 @@ absl::StatusOr<std::string> RunInit(const InitOptions& options) {
   // that init refuses to overwrite, not a certificate without its key.
   if (absl::Status s = WritePrivateFile(ca_key, ca->key_pem); !s.ok()) return s;
   if (absl::Status s = WritePrivateFile(ca_cert, ca->cert_pem); !s.ok()) return s;
+  auto admin = MakeAdminBundle(options, *ca);
+  if (!admin.ok()) return admin.status();
   return absl::StrCat(
       "taskq-master init: made in ", dir, " (0700; files 0600):\n", "  ", kCaCertFile,
       "      the CA certificate: clients verify the master with it (--tls-ca)\n", "  ",
       kCaKeyFile,
       "      the CA's private key: signs server and client certificates; keep it here\n", *made,
       "  ", kHostsFile, "       the --host names (the addresses clients are given)\n",
-      NextSteps(options, dir));
+      "and an admin credential and its join bundle:\n", *admin, NextSteps(options, dir));
 }
 
 int InitMain(int argc, char** argv) {
