@@ -130,8 +130,9 @@ std::string TlsRefusalHint(TlsRefusal refusal, absl::string_view master) {
              "connect without --tls/--tls-ca (or run `taskq-master init` on it); if this client "
              "sends a certificate, the master did not accept it";
     case TlsRefusal::kMasterWantsTls:
-      return "the master serves TLS and this client connected without it: give --tls-ca FILE "
-             "(the master's <data-dir>/tls/ca.pem) or --join FILE";
+      return "the master serves TLS and closed the connection: without TLS, give --tls-ca "
+             "FILE (the master's <data-dir>/tls/ca.pem) or --join FILE; with a client "
+             "certificate, the master did not accept it";
   }
   return "";
 }
