@@ -40,17 +40,12 @@ TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler
 }
 
 absl::StatusOr<Principal> TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
-  absl::StatusOr<Principal> who;
-  auto named = ctx->auth_context() ? ctx->auth_context()->FindPropertyValues(kCredentialProperty)
-                                   : std::vector<grpc::string_ref>{};
-  if (!named.empty()) {
-    // Authenticated at the headers (token_auth.h); the credential's role and
-    // queues as they are now (it may have been revoked since).
-    who = security_.credentials->Find(absl::string_view(named.front().data(), named.front().size()));
-  } else {
-    // Plaintext off loopback (--insecure): no auth processor ran.
-    who = AuthenticateCall(*security_.credentials, ctx->client_metadata(), ctx->auth_context().get());
-  }
+  // The token (or the connection's verified client certificate) again: the
+  // auth processor checked it at the headers but cannot tell the service
+  // whose it was (token_auth.h). Looked up now, so a credential revoked
+  // since is refused.
+  absl::StatusOr<Principal> who =
+      AuthenticateCall(*security_.credentials, ctx->client_metadata(), ctx->auth_context().get());
   if (!who.ok()) {
     Audit(ctx, nullptr, "authenticate", "", who.status());
     return who.status();

@@ -65,7 +65,10 @@ grpc::Status CredentialAuthProcessor::Process(const InputMetadata& metadata,
     if (audit_ != nullptr) audit_->Record({"authenticate", "", "", "", "", who.status()});
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(who.status().message()));
   }
-  context->AddProperty(kCredentialProperty, who->name);
+  // No auth-context property naming the credential: in gRPC 1.51 the
+  // context a processor gets is the connection's, shared by every call on
+  // it, so a property would name the first caller for all of them (and grow
+  // by one per call). The service authenticates the same headers again.
   return grpc::Status::OK;
 }
 

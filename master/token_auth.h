@@ -3,11 +3,13 @@
 // (CredentialTable::AuthenticateToken: a credential's `tq1.` token or the
 // master token), or, without a token, the verified client certificate of a
 // TLS connection (CredentialTable::AuthenticateCertificate by its SHA-256).
-// It adds the auth-context property kCredentialProperty = the credential's
-// name; the service then looks the credential up for its role and queues
-// (master/roles.h), so a revocation applies to the next call. A call
-// without a usable credential is refused here with UNAUTHENTICATED, so an
-// unauthenticated client cannot make the master buffer request bodies.
+// A call without a usable credential is refused here with UNAUTHENTICATED,
+// so an unauthenticated client cannot make the master buffer request
+// bodies. The service authenticates the same headers again
+// (AuthenticateCall) to learn the call's credential and its current role
+// and queues, so a revocation applies to the next call: the auth context
+// gRPC 1.51 hands a processor is the connection's, shared by all its calls,
+// so it cannot carry a per-call credential name.
 //
 // gRPC 1.51 runs auth metadata processors only for secure server
 // credentials: TLS, and the local (loopback) credentials the master uses
@@ -30,9 +32,6 @@
 #include "master/credentials.h"
 
 namespace taskq {
-
-// The auth-context property naming the call's credential.
-inline constexpr char kCredentialProperty[] = "taskq-credential";
 
 class CredentialAuthProcessor final : public grpc::AuthMetadataProcessor {
  public:
