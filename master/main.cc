@@ -1,5 +1,6 @@
 // taskq-master: serves named task and result queues over authenticated gRPC.
 // Usage: taskq-master [--listen HOST:PORT] [--token-file PATH] ... (--help)
+//        taskq-master init --data-dir DIR [--host NAME_OR_IP ...] (init --help)
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "common/channel.h"
 #include "common/seconds_validator.h"
 #include "common/log.h"
+#include "master/init_command.h"
 #include "master/refusals.h"
 #include "master/server.h"
 
@@ -42,6 +44,8 @@ taskq::LogLevel ParseLevel(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `taskq-master init ...` has flags of its own (master/init_command.h).
+  if (argc >= 2 && std::string(argv[1]) == "init") return taskq::InitMain(argc - 1, argv + 1);
   taskq::MasterOptions options;
   std::string port_file, log_level = "info";
   double default_lease_s = 30;
@@ -50,6 +54,9 @@ int main(int argc, char** argv) {
   bool no_auto_create = false;
 
   CLI::App app{"taskq-master: serves named task queues to workers and clients over gRPC"};
+  app.footer("Setup: `taskq-master init --data-dir DIR [--host NAME_OR_IP ...]` makes a CA and "
+             "a server certificate in DIR/tls; a master on that --data-dir then serves TLS on "
+             "every address (taskq-master init --help)");
   app.add_option("--listen", options.listen,
                  "HOST:PORT to serve on; port 0 picks a free port")
       ->capture_default_str();
@@ -57,7 +64,7 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", options.token_file,
                  "shared-secret token file (created 0600 with a random token if absent); "
                  "default $TASKQ_TOKEN_FILE or ~/.config/taskq/token");
-  app.add_option("--tls-cert", options.tls_cert_file, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-cert", options.tls_cert_file, "PEM certificate chain: serve TLS (default: DIR/tls/server.pem of --data-dir, made by init)");
   app.add_option("--tls-key", options.tls_key_file, "PEM private key for --tls-cert");
   app.add_flag("--insecure", options.insecure,
                "allow plaintext on a non-loopback address (trusted networks only)");

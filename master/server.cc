@@ -11,19 +11,12 @@
 #include "common/channel.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/tls_config.h"
 #include "master/token_auth.h"
 
 namespace taskq {
 
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Keepalive both ways. The master pings every connection (busy or idle,
 // with or without calls) after `keepalive` and closes it when a ping stays
@@ -80,10 +73,12 @@ MasterServer::MasterServer(MasterOptions options)
 MasterServer::~MasterServer() { Shutdown(); }
 
 absl::StatusOr<std::string> MasterServer::Start() {
-  bool tls = !options_.tls_cert_file.empty() || !options_.tls_key_file.empty();
-  if (tls && (options_.tls_cert_file.empty() || options_.tls_key_file.empty())) {
-    return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
-  }
+  // --tls-cert/--tls-key, else what `taskq-master init` made in the data
+  // dir (master/tls_config.h): once initialised, TLS on every address.
+  const std::string data_dir = options_.data_dir.empty() ? DefaultDataDir() : options_.data_dir;
+  auto tls_files = FindServerTls(data_dir, options_.tls_cert_file, options_.tls_key_file);
+  if (!tls_files.ok()) return tls_files.status();
+  const bool tls = tls_files->has_value();
   ListenerOptions listen;
   listen.address = options_.listen;
   listen.max_connections = options_.max_connections;
@@ -101,8 +96,8 @@ absl::StatusOr<std::string> MasterServer::Start() {
   if (!tls && !listener_->loopback_only() && !options_.insecure) {
     return absl::FailedPreconditionError(absl::StrCat(
         "refusing to serve plaintext on non-loopback address ", options_.listen,
-        ": the token would cross the network in the clear. Give --tls-cert and --tls-key, "
-        "or --insecure if the network is trusted"));
+        ": the token would cross the network in the clear. Run `taskq-master init --data-dir ",
+        data_dir, "` (or give --tls-cert and --tls-key), or --insecure if the network is trusted"));
   }
   std::string token_path = options_.token_file.empty() ? DefaultTokenPath() : options_.token_file;
   auto token = LoadMasterToken(token_path);
@@ -115,13 +110,12 @@ absl::StatusOr<std::string> MasterServer::Start() {
   std::shared_ptr<grpc::ServerCredentials> creds;
   bool token_at_headers = true;
   if (tls) {
-    auto cert = ReadFile(options_.tls_cert_file, "TLS certificate");
-    if (!cert.ok()) return cert.status();
-    auto key = ReadFile(options_.tls_key_file, "TLS key");
-    if (!key.ok()) return key.status();
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
-    creds = grpc::SslServerCredentials(ssl);
+    creds = MakeServerTlsCredentials(**tls_files);
+    LogInfo("TLS: certificate %s, key %s (re-read when replaced), %s", (*tls_files)->cert,
+            (*tls_files)->key,
+            (*tls_files)->ca.empty()
+                ? std::string("no client certificates")
+                : absl::StrCat("client certificates verified against ", (*tls_files)->ca));
   } else if (listener_->loopback_only()) {
     creds = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
   } else {
@@ -134,7 +128,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
                                            [this] { timer_.Wake(); });
   if (options_.store == "sqlite") {
     SqliteStoreOptions store_options;
-    store_options.dir = options_.data_dir.empty() ? DefaultDataDir() : options_.data_dir;
+    store_options.dir = data_dir;
     store_options.fsync = options_.fsync;
     store_options.fsync_interval = options_.fsync_interval;
     store_options.min_free_bytes = options_.min_free_disk_bytes;

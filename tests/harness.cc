@@ -31,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/harness_secret_scan.h"
 
 extern char** environ;
 
@@ -350,6 +351,7 @@ Cluster::~Cluster() {
   }
   if (master_) master_->Stop(kStopGrace);
   DumpLogsIfFailed();
+  ExpectNoSecretsInLogs(dir());
   workers_.clear();
   master_.reset();
   old_masters_.clear();
@@ -412,6 +414,8 @@ absl::Status Cluster::StartMasterAs(const std::string& name, const std::string& 
                                    "--port-file", port_file, "--token-file", token_file()};
   // Durable by default, like production: the store lives in the cluster's
   // directory (kept across RestartMaster) unless the test chose otherwise.
+  // (Without --data-dir the master's default data dir is under HOME, which
+  // is the cluster's own home directory: never the user's.)
   bool store_chosen = false;
   for (const std::string& arg : master_extra_args_) {
     if (absl::StartsWith(arg, "--store") || absl::StartsWith(arg, "--data-dir")) {

@@ -1,5 +1,7 @@
 #include "tests/cluster/netns_cluster.h"
 
+#include "tests/harness_secret_scan.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -295,6 +297,7 @@ NetnsCluster::~NetnsCluster() {
   }
   if (master_) master_->Stop(kStopGrace);
   DumpLogsIfFailed();
+  ExpectNoSecretsInLogs(dir());
   proxies_.clear();
   workers_.clear();
   master_.reset();
