@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/join_bundle.h"
+#include "common/x509.h"
 
 namespace taskq::cli {
 namespace {
@@ -87,6 +88,30 @@ absl::Status CheckCanCreate(const std::string& path, absl::string_view flag) {
   return absl::OkStatus();
 }
 
+// Creates `path` mode 0600 (never replacing a file) holding `data`.
+absl::Status WritePrivateFile(const std::string& path, const std::string& data) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::FailedPreconditionError(
+      absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  size_t done = 0;
+  bool ok = true;
+  while (ok && done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(path.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
@@ -152,9 +177,24 @@ int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
   if (!args.bundle.empty()) {
     if (auto s = CheckCanCreate(args.bundle, "--bundle"); !s.ok()) return UsageError(s.message());
   }
+  if (!args.cert_out.empty() && args.bundle.empty()) {
+    for (const char* ext : {".pem", ".key"}) {
+      const std::string path = args.cert_out + ext;
+      if (auto s = CheckCanCreate(path, "--cert-out"); !s.ok()) return UsageError(s.message());
+    }
+  }
+  // The private key is made here and never leaves this host: the master
+  // gets only the public key and signs a certificate for it.
   std::string key_pem;
   if (args.cert) {
-    return UsageError("--cert is not available yet in this build");
+    auto key = MakePrivateKeyPem();
+    auto public_key = key.ok() ? PublicKeyPem(*key) : key.status();
+    if (!public_key.ok()) {
+      PrintError(absl::StrCat("cannot make a key: ", public_key.status().message()));
+      return kExitError;
+    }
+    key_pem = *std::move(key);
+    request.set_public_key_pem(*public_key);
   }
 
   auto used = ResolvedConnectOptions(globals);
@@ -193,6 +233,19 @@ int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
           "given): its users verify the master with the system's root certificates");
     }
     PrintLine("", args.bundle);
+    return kExitOk;
+  }
+  if (args.cert) {
+    const std::string cert_path = args.cert_out + ".pem";
+    const std::string key_path = args.cert_out + ".key";
+    absl::Status s = WritePrivateFile(cert_path, created->certificate_pem());
+    if (s.ok()) s = WritePrivateFile(key_path, key_pem);
+    if (!s.ok()) {
+      PrintError(absl::StrCat(s.message(), lost_hint));
+      return kExitError;
+    }
+    PrintLine("", cert_path);
+    PrintLine("", key_path);
     return kExitOk;
   }
   PrintLine("", created->token());
