@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "client/cli_common.h"
+#include "client/credential_commands.h"
 #include "client/dlq_commands.h"
 #include "client/interrupt.h"
 #include "client/put_get_commands.h"
@@ -41,6 +42,7 @@ int Main(int argc, char** argv) {
   AddResultsCommand(app, &globals, &verbs);
   AddTaskCommands(app, &globals, &verbs);
   AddDlqCommands(app, &globals, &verbs);
+  AddCredentialCommands(app, &globals, &verbs);
 
   if (argc <= 1) {
     std::fputs(app.help().c_str(), stderr);

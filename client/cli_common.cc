@@ -10,16 +10,19 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/task_format.h"
 #include "common/call_retry.h"
 #include "common/channel.h"
+#include "common/join_bundle.h"
 #include "common/seconds_validator.h"
 
 namespace taskq::cli {
 
 const char kVerbFooter[] =
-    "\nGlobal options (before or after the verb): --master HOST:PORT ($TASKQ_MASTER),\n"
-    "--token-file PATH ($TASKQ_TOKEN_FILE), --tls, --tls-ca FILE ($TASKQ_TLS_CA),\n"
+    "\nGlobal options (before or after the verb): --join FILE ($TASKQ_JOIN),\n"
+    "--master HOST:PORT ($TASKQ_MASTER), --token-file PATH ($TASKQ_TOKEN_FILE),\n"
+    "--tls, --tls-ca FILE ($TASKQ_TLS_CA),\n"
     "--tls-server-name NAME, --connect-timeout SECONDS, --keepalive SECONDS, --retry-for SECONDS.\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 queue empty, 4 queue full, 5 refused by\n"
     "the master, 6 master unreachable, 7 a task failed or was cancelled, 8 timed out,\n"
@@ -33,19 +36,26 @@ CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& 
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
   app.option_defaults()->group("Global options");
+  app.add_option("--join", options->join,
+                 "Join bundle (from `taskq credential create --bundle`): the master's "
+                 "addresses, its CA and a credential, so nothing else is needed; the flags "
+                 "below override its parts. Must be mode 0600")
+      ->envname("TASKQ_JOIN")
+      ->type_name("FILE");
+  // $TASKQ_MASTER, $TASKQ_TOKEN_FILE and $TASKQ_TLS_CA are read in
+  // ResolveConnectOptions, after the join bundle: a bundle beats them.
   app.add_option("--master", options->master,
-                 "Address of the master, HOST:PORT (default 127.0.0.1:5000)")
-      ->envname("TASKQ_MASTER")
+                 "Address of the master, HOST:PORT (default $TASKQ_MASTER, else "
+                 "127.0.0.1:5000)")
       ->type_name("HOST:PORT");
   app.add_option("--token-file", options->token_file,
-                 "File holding the master's token (default ~/.config/taskq/token, "
-                 "the master's default too); must be mode 0600")
-      ->envname("TASKQ_TOKEN_FILE")
+                 "File holding the master's token (default $TASKQ_TOKEN_FILE, else "
+                 "~/.config/taskq/token, the master's default too); must be mode 0600")
       ->type_name("PATH");
   app.add_flag("--tls", options->tls, "Connect with TLS (system root certificates)");
   app.add_option("--tls-ca", options->tls_ca,
-                 "PEM file of the CA that signed the master's certificate (implies --tls)")
-      ->envname("TASKQ_TLS_CA")
+                 "PEM file of the CA that signed the master's certificate (implies --tls; "
+                 "default $TASKQ_TLS_CA)")
       ->type_name("FILE");
   app.add_option("--tls-server-name", options->tls_server_name,
                  "Name to check against the master's certificate instead of HOST")
@@ -85,8 +95,16 @@ ConnectOptions ToConnectOptions(const GlobalOptions& options) {
 
 }  // namespace
 
+absl::StatusOr<ConnectOptions> ResolvedConnectOptions(const GlobalOptions& options) {
+  ConnectOptions c = ToConnectOptions(options);
+  if (absl::Status s = ApplyJoinBundleFile(options.join, &c); !s.ok()) return s;
+  return ResolveConnectOptions(std::move(c));
+}
+
 std::string MasterAddress(const GlobalOptions& options) {
-  return ResolveConnectOptions(ToConnectOptions(options)).master;
+  auto c = ResolvedConnectOptions(options);
+  if (!c.ok()) return ResolveConnectOptions(ToConnectOptions(options)).master;
+  return c->master.empty() ? absl::StrJoin(c->masters, ",") : c->master;
 }
 
 std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
@@ -101,7 +119,12 @@ std::unique_ptr<Client> ConnectOrReport(const GlobalOptions& options) {
   client_options.on_reachable = [master] {
     PrintError(absl::StrCat("reached the master at ", master, " again"));
   };
-  auto client = Client::Connect(ToConnectOptions(options), client_options);
+  auto connect = ResolvedConnectOptions(options);
+  if (!connect.ok()) {
+    PrintError(connect.status().message());
+    return nullptr;
+  }
+  auto client = Client::Connect(*connect, client_options);
   if (!client.ok()) {
     PrintError(client.status().message());
     return nullptr;
@@ -305,6 +328,22 @@ void PrintIds(const std::vector<uint64_t>& ids) {
 void PrintPayload(absl::string_view prefix, absl::string_view payload) {
   if (!payload.empty() && payload.back() == '\n') payload.remove_suffix(1);
   PrintLine(prefix, payload);
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    PrintLine("", line);
+  }
 }
 
 }  // namespace taskq::cli

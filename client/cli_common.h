@@ -27,10 +27,13 @@
 
 namespace taskq::cli {
 
-// --master, --token-file, --tls, --tls-ca, --tls-server-name,
+// --join, --master, --token-file, --tls, --tls-ca, --tls-server-name,
 // --connect-timeout, --keepalive, --retry-for: accepted before or after
-// the verb.
+// the verb. Precedence: a flag, else the join bundle (--join or
+// $TASKQ_JOIN), else $TASKQ_MASTER / $TASKQ_TOKEN_FILE / $TASKQ_TLS_CA,
+// else the defaults.
 struct GlobalOptions {
+  std::string join;  // join bundle path (common/join_bundle.h)
   std::string master;
   std::string token_file;
   bool tls = false;
@@ -58,7 +61,13 @@ extern const char kVerbFooter[];
 // Adds a verb (subcommand) with the common footer.
 CLI::App* AddVerb(CLI::App* parent, const std::string& name, const std::string& description);
 
-// The master address the options resolve to (flag, $TASKQ_MASTER, default).
+// The connection the options resolve to: flags, then the join bundle,
+// then the environment and defaults (ResolveConnectOptions). Fails if the
+// bundle cannot be read (the message says why and how to fix it).
+absl::StatusOr<ConnectOptions> ResolvedConnectOptions(const GlobalOptions& options);
+
+// The master address the options resolve to (flag, join bundle,
+// $TASKQ_MASTER, default); a bundle's fallback list is joined by commas.
 std::string MasterAddress(const GlobalOptions& options);
 
 // Builds the client; on failure prints why and returns nullptr (exit 1).
@@ -132,6 +141,9 @@ void PrintError(absl::string_view message);
 // Writes `prefix` + `payload` + "\n" to stdout (WriteText) and flushes, so
 // that a reader on a pipe sees each line as it is printed.
 void PrintLine(absl::string_view prefix, absl::string_view payload);
+
+// Left-aligned columns, two spaces apart, header first (PrintLine each).
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
 
 // Prints task ids, one per line, in one write.
 void PrintIds(const std::vector<uint64_t>& ids);

@@ -69,23 +69,6 @@ int RunShutdown(const GlobalOptions& globals, const std::string& name, bool imme
   return kExitOk;
 }
 
-// Left-aligned columns, two spaces apart, header first.
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
-    }
-    PrintLine("", line);
-  }
-}
-
 // "24h", "1m30s", "500ms"; "-" = never expires.
 std::string IdleTtlText(uint64_t ms) {
   if (ms == 0) return "-";

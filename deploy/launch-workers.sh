@@ -2,13 +2,15 @@
 # Starts, lists or stops taskq workers on other hosts over ssh, and says
 # plainly when a worker is not serving.
 #
+#   launch-workers.sh --join FILE [options] HOST...
 #   launch-workers.sh --master HOST:PORT --token-file PATH [options] HOST...
-#   launch-workers.sh --list [--master HOST:PORT --token-file PATH] HOST...
+#   launch-workers.sh --list [--join FILE | --master HOST:PORT --token-file PATH] HOST...
 #   launch-workers.sh --stop HOST...
 #
 # Start, for each HOST ([user@]name, one after the other): checks over ssh
-# that taskq-worker runs there, copies the token with scp into
-# ~/<remote-dir>/token (directory 0700, file 0600), starts --count workers
+# that taskq-worker runs there, copies the join bundle with scp into
+# ~/<remote-dir>/join (or the token into ~/<remote-dir>/token; directory
+# 0700, file 0600), starts --count workers
 # with nohup (log ~/<remote-dir>/worker-N.log, the previous one kept as
 # worker-N.log.1 ... .K; pid in worker-N.pid), then waits until the master
 # lists them: the workers count of each --queue, read with the taskq CLI on
@@ -18,8 +20,21 @@
 # are then stopped again). Exit 0 only when every host succeeded.
 #
 # Options:
-#   --master HOST:PORT      the master workers connect to (required to start)
-#   --token-file PATH       local token file, mode 0600 (required to start)
+#   --join FILE             a join bundle, mode 0600 (`taskq credential
+#                           create NAME --role worker --queues ... --bundle
+#                           FILE`): the master's addresses, its CA and the
+#                           workers' credential, copied to each host; the
+#                           workers start with --join. Replaces --master,
+#                           --token-file and the TLS options (--master still
+#                           overrides the bundle's addresses)
+#   --check-join FILE       the bundle this host checks the master's counts
+#                           with (default: --join; a worker credential may
+#                           not list queues, so then only the workers' logs
+#                           are checked: pass an admin or reader bundle)
+#   --master HOST:PORT      the master workers connect to (required to
+#                           start without --join)
+#   --token-file PATH       local token file, mode 0600 (required to start
+#                           without --join)
 #   --count N               workers per host (default 1)
 #   --queue Q               queue to serve; repeatable (default: tasks)
 #   --concurrency N         tasks per worker at a time (default: its cores)
@@ -52,7 +67,7 @@
 #                           repeatable (BatchMode=yes is always set)
 #   --list                  show each host's workers: pid, running or not,
 #                           connected or not (its log), and the master's
-#                           counts when --master and --token-file are given
+#                           counts when --join, or --master and --token-file, are given
 #   --stop                  stop the workers this script started (SIGTERM:
 #                           they finish their tasks first)
 #   --stop-timeout SECONDS  how long --stop waits for them (default 45)
@@ -60,7 +75,7 @@
 #                           a shell script (they can be pasted)
 #
 # Exit status: 0 every host fine, 1 some host failed, 2 bad usage or the
-# master cannot be checked from here. The token never appears on a command
+# master cannot be checked from here. The token (or bundle) never appears on a command
 # line: scp copies the file.
 set -euo pipefail
 
@@ -72,19 +87,21 @@ note() { printf '%s  %s\n' "${comment-}" "$*"; }
 # Single-quotes a value for a POSIX shell.
 sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
-master="" token_file="" count=1 concurrency="" tls=0 tls_ca="" tls_server_name=""
+join="" check_join="" master="" token_file="" count=1 concurrency="" tls=0 tls_ca="" tls_server_name=""
 worker_bin=taskq-worker remote_dir=.taskq keep_logs=5 wait_s=30 check_master=""
 taskq_bin=taskq accept_new=0 ssh_config="" mode=start stop_timeout=45 dry_run=0
 queues=() allow_exec=() allow_exec_args=() worker_extra=() ssh_extra=() hosts=()
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --master|--token-file|--count|--queue|--concurrency|--tls-ca|--tls-server-name|\
+    --join|--check-join|--master|--token-file|--count|--queue|--concurrency|--tls-ca|--tls-server-name|\
     --allow-exec|--allow-exec-args|--worker-arg|--worker-bin|--remote-dir|--keep-logs|--wait|\
     --check-master|--taskq-bin|--ssh-config|--ssh-option|--stop-timeout)
       [[ $# -ge 2 ]] || die "$1 needs a value" ;;
   esac
   case "$1" in
+    --join) join=$2; shift 2 ;;
+    --check-join) check_join=$2; shift 2 ;;
     --master) master=$2; shift 2 ;;
     --token-file) token_file=$2; shift 2 ;;
     --count) count=$2; shift 2 ;;
@@ -128,13 +145,32 @@ done
 master_re='^[][A-Za-z0-9_.:-]+:[0-9]+$'
 [[ -z $tls_server_name || $tls -eq 1 ]] || die "--tls-server-name needs --tls (or --tls-ca)"
 
-if [[ $mode == start || -n $master ]]; then
-  [[ -n $master ]] || die "--master HOST:PORT is required"
+# A bundle file: readable here and by no one else (it holds a secret).
+check_bundle() {  # check_bundle FLAG FILE
+  [[ -r $2 ]] || die "cannot read $1 file $2"
+  [[ $(stat -L -c %a "$2") =~ ^[4-7]00$ ]] \
+    || die "$1 file $2 is readable by others (it holds a secret); run: chmod 600 $2"
+  grep -q '^master:' "$2" \
+    || die "$1 $2 is not a join bundle (no master: line; make one with taskq credential create NAME --role worker --queues Q --bundle FILE)"
+}
+if [[ -n $join ]]; then
+  [[ -z $token_file && $tls -eq 0 && -z $tls_server_name ]] \
+    || die "--join holds the credential and the master's CA: leave out --token-file, --tls, --tls-ca and --tls-server-name"
+  check_bundle --join "$join"
+  [[ -z $check_join ]] || check_bundle --check-join "$check_join"
+  [[ -z $master || $master =~ $master_re ]] || die "--master must be HOST:PORT: $master"
+  [[ -z $check_master || $check_master =~ $master_re ]] \
+    || die "--check-master must be HOST:PORT: $check_master"
+  [[ -n $check_master ]] || check_master=$master
+elif [[ -n $check_join ]]; then
+  die "--check-join needs --join"
+elif [[ $mode == start || -n $master ]]; then
+  [[ -n $master ]] || die "--master HOST:PORT is required (or --join FILE)"
   [[ $master =~ $master_re ]] || die "--master must be HOST:PORT: $master"
   [[ -z $check_master || $check_master =~ $master_re ]] \
     || die "--check-master must be HOST:PORT: $check_master"
   [[ -n $check_master ]] || check_master=$master
-  [[ -n $token_file ]] || die "--token-file is required"
+  [[ -n $token_file ]] || die "--token-file is required (or --join FILE)"
   [[ -r $token_file ]] || die "cannot read token file $token_file"
   [[ $(stat -L -c %a "$token_file") =~ ^[4-7]00$ ]] \
     || die "token file $token_file is readable by others; run: chmod 600 $token_file"
@@ -154,12 +190,14 @@ if [[ $mode == start ]]; then
   for q in "${queues[@]}"; do
     [[ $q =~ ^[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$ ]] || die "bad queue name: $q"
   done
-  case ${master%:*} in
-    127.*|localhost|\[::1\])
+  case ${master:-x}:${master%:*} in
+    *:127.*|*:localhost|*:\[::1\])
       printf 'launch-workers: warning: --master %s is the loopback address: a worker on another host would look for the master on that host itself\n' "$master" >&2 ;;
   esac
 fi
 
+secret=token
+[[ -z $join ]] || secret="join"
 comment=""
 [[ $dry_run -eq 0 ]] || comment="# "
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/launch-workers.XXXXXX")
@@ -280,7 +318,7 @@ ssh_failed() {
 
 # ---------------------------------------------------- remote scripts
 # Each is a prelude of variables (quoted with sq) + a literal POSIX sh body.
-prelude() { printf 'dir=%s\n' "$(sq "$remote_dir")"; }
+prelude() { printf 'dir=%s secret=%s\n' "$(sq "$remote_dir")" "$secret"; }
 
 # is_ours PID ID: PID runs and is the worker whose --id is ID (not a pid reused).
 remote_funcs=$(cat <<'EOF'
@@ -315,17 +353,17 @@ case $rc:$help in
 esac
 case $path in /*) ;; *) path=$(pwd)/$path ;; esac
 umask 077
-mkdir -p "$dir" && chmod 700 "$dir" && : >"$dir/token.new" && chmod 600 "$dir/token.new"
+mkdir -p "$dir" && chmod 700 "$dir" && : >"$dir/$secret.new" && chmod 600 "$dir/$secret.new"
 echo "bin_ok $path"
 EOF
 )
 
-# Installs the token and starts the workers that are not running yet.
+# Installs the token (or bundle) and starts the workers that are not running yet.
 start_body=$(cat <<'EOF'
 umask 077
 case $bin in */*) ;; *) bin=$(command -v "$bin") ;; esac
 adir=$(pwd)/$dir
-chmod 600 "$dir/token.new" && mv -f "$dir/token.new" "$dir/token"
+chmod 600 "$dir/$secret.new" && mv -f "$dir/$secret.new" "$dir/$secret"
 rotate() {
   [ -e "$1" ] || return 0
   n=$keep
@@ -426,7 +464,15 @@ EOF
 )
 
 # ------------------------------------------------------------ master
-cli_args=(--master "$check_master" --token-file "$token_file")
+if [[ -n $join ]]; then
+  cli_args=(--join "${check_join:-$join}")
+  [[ -z $check_master ]] || cli_args+=(--master "$check_master")
+  # What the messages call the master: the bundle's addresses unless overridden.
+  [[ -n $master ]] || master="the bundle's master address"
+  [[ -n $check_master ]] || check_master="the bundle's master address"
+else
+  cli_args=(--master "$check_master" --token-file "$token_file")
+fi
 [[ $tls -eq 1 ]] && cli_args+=(--tls)
 [[ -n $tls_ca ]] && cli_args+=(--tls-ca "$tls_ca")
 [[ -n $tls_server_name ]] && cli_args+=(--tls-server-name "$tls_server_name")
@@ -447,11 +493,23 @@ probe_cli() {
   help=$("$taskq_bin" --help 2>/dev/null) || true
   [[ $help != *--retry-for* ]] || cli_retry=(--retry-for 0)
 }
+# counts_skipped=1: the --join bundle's credential may not list queues (a
+# worker's) and no --check-join was given: only the workers' logs count.
+counts_skipped=0
 read_counts() {
   workers_on=()
+  [[ $counts_skipped -eq 0 ]] || return 0
   probe_cli
-  if ! timeout -k 2 30 "$taskq_bin" "${cli_args[@]}" "${cli_retry[@]}" queue list \
-      >"$tmp/cli_out" 2>"$tmp/cli_err"; then
+  local rc=0
+  timeout -k 2 30 "$taskq_bin" "${cli_args[@]}" "${cli_retry[@]}" queue list \
+      >"$tmp/cli_out" 2>"$tmp/cli_err" || rc=$?
+  if [[ $rc -eq 5 && -n $join && -z $check_join ]] && grep -q 'may not' "$tmp/cli_err"; then
+    counts_skipped=1
+    printf "launch-workers: note: the bundle's credential may not list queues (%s), so the master's worker counts are not checked, only the workers' logs; pass --check-join with an admin or reader bundle to check them\n" \
+      "$(tr '\n' ' ' <"$tmp/cli_err" | sed 's/^taskq: //; s/ *$//')" >&2
+    return 0
+  fi
+  if [[ $rc -ne 0 ]]; then
     [[ -s $tmp/cli_err ]] || echo "taskq queue list failed or took over 30 s" >"$tmp/cli_err"
     return 1
   fi
@@ -482,6 +540,10 @@ explain_log() {
   fi
   if grep -q "refused this worker's token" "$f"; then
     echo "The master refused the token: --token-file must be a copy of the master's token file."
+    return 0
+  fi
+  if grep -q "refused this worker's credential" "$f"; then
+    echo "The master refused the bundle's credential: is it revoked or expired, or not a worker credential for these queues? Check with taskq credential list --all, and make a new bundle if needed."
     return 0
   fi
   if grep -qi 'wrong version number\|ssl3_get_record\|packet length too long' "$f" && [[ $tls -eq 1 ]]; then
@@ -550,15 +612,25 @@ start_host() {
     [[ -n $path ]] || { fail "$host" "ssh failed" "no answer from $host's shell: $(tr '\n' ' ' <"$tmp/err")"; return; }
   fi
 
-  # 2. The token (and CA) by scp: never on a command line.
-  copy "$host" "$token_file" "$remote_dir/token.new" || { rc=$?; ssh_failed "$host" "$rc"; return; }
+  # 2. The token (and CA) or the bundle by scp: never on a command line.
+  copy "$host" "${join:-$token_file}" "$remote_dir/$secret.new" || { rc=$?; ssh_failed "$host" "$rc"; return; }
   if [[ -n $tls_ca ]]; then
     copy "$host" "$tls_ca" "$remote_dir/ca.crt" || { rc=$?; ssh_failed "$host" "$rc"; return; }
   fi
 
   # 3. The workers' command line, each word quoted for the remote shell.
-  local flags words=(--master "$master" --token-file "\$dir/token")
-  flags="--master $(sq "$master") --token-file \"\$adir/token\""
+  local flags words
+  if [[ -n $join ]]; then
+    # The bundle's hash: a new bundle means new settings.
+    words=(--join "$(sha256sum <"$join")")
+    flags="--join \"\$adir/join\""
+    if [[ $master != "the bundle's master address" ]]; then
+      flags+=" --master $(sq "$master")"; words+=(--master "$master")
+    fi
+  else
+    words=(--master "$master" --token-file "\$dir/token")
+    flags="--master $(sq "$master") --token-file \"\$adir/token\""
+  fi
   for q in "${queues[@]}"; do flags+=" --queue $(sq "$q")"; words+=(--queue "$q"); done
   [[ -n $concurrency ]] && { flags+=" --concurrency $concurrency"; words+=(--concurrency "$concurrency"); }
   [[ $tls -eq 1 ]] && { flags+=" --tls"; words+=(--tls); }
@@ -632,7 +704,9 @@ start_host() {
       count_err=$(tr '\n' ' ' <"$tmp/cli_err")
     else
       counted=1
-      for q in "${queues[@]}"; do [[ $(count_of "$q") -ge ${need[$q]} ]] || counted=0; done
+      if [[ $counts_skipped -eq 0 ]]; then
+        for q in "${queues[@]}"; do [[ $(count_of "$q") -ge ${need[$q]} ]] || counted=0; done
+      fi
     fi
     rc=0
     remote "$host" "$check_script" || rc=$?
@@ -650,7 +724,11 @@ start_host() {
       fi
     done
     if [[ ${#dead[@]} -eq 0 && ${#fatal[@]} -eq 0 && $counted -eq 1 && $linked -eq ${#started[@]} ]]; then
-      note "$host: the master lists the new worker(s) (queue ${queues[0]}: $(count_of "${queues[0]}") in all)"
+      if [[ $counts_skipped -eq 1 ]]; then
+        note "$host: the new worker(s) say they are connected (the master's counts not checked)"
+      else
+        note "$host: the master lists the new worker(s) (queue ${queues[0]}: $(count_of "${queues[0]}") in all)"
+      fi
       return 0
     fi
     if [[ ${#dead[@]} -gt 0 || ${#fatal[@]} -gt 0 || $SECONDS -ge $deadline ]]; then
@@ -771,8 +849,8 @@ for host in "${hosts[@]}"; do
   esac
 done
 
-if [[ $mode == list && -n $master && $dry_run -eq 0 ]]; then
-  if read_counts; then
+if [[ $mode == list && ( -n $master || -n $join ) && $dry_run -eq 0 ]]; then
+  if read_counts && [[ $counts_skipped -eq 0 ]]; then
     for q in $(printf '%s\n' "${!workers_on[@]}" | sort); do
       note "master $check_master: queue $q has $(count_of "$q") worker(s) connected"
     done

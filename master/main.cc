@@ -111,6 +111,9 @@ int main(int argc, char** argv) {
                  "directory of the durable store (created if missing; one master per directory). "
                  "Default: $STATE_DIRECTORY/data under systemd, else $XDG_DATA_HOME/taskq or "
                  "~/.local/share/taskq");
+  app.add_option("--audit-log", options.audit_log,
+                 "append a line per admin action and per refused credential use here (0600; "
+                 "rate-limited); '-' = stderr. Default: <data-dir>/audit.log");
   app.add_option("--store", options.store,
                  "sqlite (durable, in --data-dir) or memory (everything lost on exit)")
       ->capture_default_str()

@@ -493,6 +493,14 @@ absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
   return UnknownTask(task_id);
 }
 
+absl::StatusOr<std::string> MemoryEngine::QueueOfTask(uint64_t task_id) {
+  MutexLock lock(&mu_);
+  if (auto it = tasks_.find(task_id); it != tasks_.end()) return it->second.task.queue();
+  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task.queue();
+  if (TaskRecord* cold = FindCold(task_id)) return cold->task.queue();
+  return UnknownTask(task_id);
+}
+
 absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   Pending pending;

@@ -162,6 +162,14 @@ class QueueEngine {
   // A live task (state, attempt, holder, history, ...) or a recently
   // finished one (without its payload). NOT_FOUND otherwise.
   virtual absl::StatusOr<v1::Task> GetTask(uint64_t task_id) = 0;
+  // The queue a live or recently finished task belongs to (what
+  // GetTask(...).queue() says, without copying the task): the master checks
+  // a credential's right to touch a task by it. NOT_FOUND otherwise.
+  virtual absl::StatusOr<std::string> QueueOfTask(uint64_t task_id) {
+    auto task = GetTask(task_id);
+    if (!task.ok()) return task.status();
+    return task->queue();
+  }
   // Cancels a delayed, ready, leased or dead task; returns the state it was
   // in. FAILED_PRECONDITION if it already finished, NOT_FOUND if unknown.
   virtual absl::StatusOr<v1::TaskState> CancelTask(uint64_t task_id) = 0;

@@ -16,6 +16,7 @@ absl::string_view RefusalName(Refusal kind) {
     case Refusal::kUnauthenticatedCap: return "connections over the unauthenticated-connection caps";
     case Refusal::kIdleUnauthenticated: return "connections closed for not authenticating in time";
     case Refusal::kAcceptError: return "failed accepts";
+    case Refusal::kPermissionDenied: return "calls refused by a credential's role or queues";
   }
   return "refusals";
 }

@@ -31,8 +31,9 @@ enum class Refusal {
   kUnauthenticatedCap,   // a connection over the caps on unauthenticated ones
   kIdleUnauthenticated,  // a connection closed for not authenticating in time
   kAcceptError,          // accept() failed (fd or memory exhaustion)
+  kPermissionDenied,     // a credential's role or queues do not allow the call
 };
-inline constexpr size_t kRefusalKinds = 7;
+inline constexpr size_t kRefusalKinds = 8;
 
 // What a refusal kind is called in logs ("calls without a token", ...).
 absl::string_view RefusalName(Refusal kind);

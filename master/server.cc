@@ -1,6 +1,7 @@
 #include "master/server.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -65,6 +66,30 @@ std::string DefaultDataDir() {
   return absl::StrCat(home && *home ? home : ".", "/.local/share/taskq");
 }
 
+std::string BoundAddress(absl::string_view listen, int port) {
+  absl::string_view host = listen.substr(0, listen.rfind(':'));
+  if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
+
+absl::Status MasterServer::OpenCredentialsAndAudit(const std::string& data_dir,
+                                                   const std::string& master_token) {
+  std::error_code ec;
+  if (std::filesystem::create_directories(data_dir, ec)) {
+    std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all, ec);
+  }
+  auto credentials = CredentialTable::Open(data_dir + "/credentials", master_token);
+  if (!credentials.ok()) return credentials.status();
+  credentials_ = *std::move(credentials);
+  const std::string audit_path =
+      options_.audit_log.empty() ? data_dir + "/audit.log" : options_.audit_log;
+  auto audit = AuditLog::Open(audit_path);
+  if (!audit.ok()) return audit.status();
+  audit_ = *std::move(audit);
+  return absl::OkStatus();
+}
+
 MasterServer::MasterServer(MasterOptions options)
     : options_(std::move(options)),
       scheduler_({.threads = options_.threads, .name = "master"}),
@@ -102,6 +127,9 @@ absl::StatusOr<std::string> MasterServer::Start() {
   std::string token_path = options_.token_file.empty() ? DefaultTokenPath() : options_.token_file;
   auto token = LoadMasterToken(token_path);
   if (!token.ok()) return token.status();
+  // Credentials and the audit log live in the data dir, whatever the store.
+  const std::string security_dir = options_.data_dir.empty() ? DefaultDataDir() : options_.data_dir;
+  if (absl::Status s = OpenCredentialsAndAudit(security_dir, *token); !s.ok()) return s;
 
   // TLS, and plaintext on loopback (gRPC's local credentials), check the
   // token on a call's headers, before its message is read
@@ -122,7 +150,10 @@ absl::StatusOr<std::string> MasterServer::Start() {
     creds = grpc::InsecureServerCredentials();
     token_at_headers = false;
   }
-  if (token_at_headers) creds->SetAuthMetadataProcessor(std::make_shared<TokenAuthProcessor>(*token));
+  if (token_at_headers) {
+    creds->SetAuthMetadataProcessor(
+        std::make_shared<CredentialAuthProcessor>(credentials_.get(), audit_.get()));
+  }
 
   engine_ = std::make_unique<MemoryEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
@@ -147,8 +178,14 @@ absl::StatusOr<std::string> MasterServer::Start() {
     LogWarning("store: memory only; every task is lost when the master stops");
   }
   Listener* listener_ptr = listener_.get();
+  ServiceSecurity security;
+  security.credentials = credentials_.get();
+  security.audit = audit_.get();
+  security.tls_dir = security_dir + "/tls";
+  security.port = listener_->port();
+  security.bound_address = BoundAddress(options_.listen, listener_->port());
   service_ = std::make_unique<TaskQueueService>(
-      engine_.get(), &scheduler_, *std::move(token),
+      engine_.get(), &scheduler_, std::move(security),
       [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
 
   grpc::ServerBuilder builder;

@@ -15,6 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "master/audit_log.h"
+#include "master/credentials.h"
 #include "master/memory_engine.h"
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
@@ -40,6 +42,9 @@ struct MasterOptions {
   // "sqlite" (durable, in data_dir) or "memory" (lost on exit).
   std::string store = "sqlite";
   std::string data_dir;  // empty = DefaultDataDir()
+  // Audit log (master/audit_log.h): empty = <data-dir>/audit.log, "-" =
+  // stderr.
+  std::string audit_log;
   FsyncPolicy fsync = FsyncPolicy::kAlways;
   absl::Duration fsync_interval = absl::Milliseconds(10);
   // Writes are refused while the data dir has less free space than this.
@@ -62,6 +67,9 @@ struct MasterOptions {
   // Start on a WAL damaged before its end, dropping what follows the damage.
   bool recover_truncate = false;
 };
+
+// HOST:PORT of `listen` with the port actually bound.
+std::string BoundAddress(absl::string_view listen, int port);
 
 // Where the store lives without --data-dir: $STATE_DIRECTORY/data (systemd),
 // else $XDG_DATA_HOME/taskq, else ~/.local/share/taskq.
@@ -91,11 +99,18 @@ class MasterServer {
   void set_on_fatal(std::function<void()> on_fatal) { on_fatal_ = std::move(on_fatal); }
 
  private:
+  // <data-dir>/credentials (the master token is its admin) and the audit log.
+  absl::Status OpenCredentialsAndAudit(const std::string& data_dir,
+                                       const std::string& master_token);
+
   MasterOptions options_;
   rt::Scheduler scheduler_;
   EngineTimer timer_;
   std::unique_ptr<SqliteStore> store_;  // outlives the engine
   std::unique_ptr<MemoryEngine> engine_;
+  // Outlive the service and the auth processor's calls.
+  std::unique_ptr<CredentialTable> credentials_;
+  std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<TaskQueueService> service_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;

@@ -16,33 +16,132 @@
 
 namespace taskq {
 
+namespace {
+
+template <typename Ids>
+std::vector<uint64_t> TaskIds(const Ids& refs) {
+  std::vector<uint64_t> ids;
+  ids.reserve(refs.size());
+  for (const auto& r : refs) ids.push_back(r.task_id());
+  return ids;
+}
+
+}  // namespace
+
 TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler,
-                                   std::string token,
+                                   ServiceSecurity security,
                                    std::function<void(absl::string_view)> on_authenticated)
     : engine_(engine),
       scheduler_(scheduler),
-      token_(std::move(token)),
-      on_authenticated_(std::move(on_authenticated)) {}
+      security_(std::move(security)),
+      on_authenticated_(std::move(on_authenticated)) {
+  security_.credentials->OnRevoked(
+      [this](const std::string& name) { revocations_.Revoke(name); });
+}
 
-grpc::Status TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
-  const auto& md = ctx->client_metadata();
-  auto it = md.find(kAuthMetadataKey);
-  if (it != md.end() &&
-      BearerMatches(absl::string_view(it->second.data(), it->second.size()), token_)) {
-    if (on_authenticated_) on_authenticated_(ctx->peer());
-    return grpc::Status::OK;
+absl::StatusOr<Principal> TaskQueueService::Authenticate(grpc::CallbackServerContext* ctx) const {
+  // The token (or the connection's verified client certificate) again: the
+  // auth processor checked it at the headers but cannot tell the service
+  // whose it was (token_auth.h). Looked up now, so a credential revoked
+  // since is refused.
+  absl::StatusOr<Principal> who =
+      AuthenticateCall(*security_.credentials, ctx->client_metadata(), ctx->auth_context().get());
+  if (!who.ok()) {
+    Audit(ctx, nullptr, "authenticate", "", who.status());
+    return who.status();
   }
-  return RefuseUnauthenticated(it != md.end(), ctx->peer());
+  if (on_authenticated_) on_authenticated_(ctx->peer());
+  return who;
+}
+
+void TaskQueueService::Audit(grpc::CallbackServerContext* ctx, const Principal* who,
+                             const char* action, absl::string_view target,
+                             const absl::Status& result) const {
+  if (security_.audit == nullptr) return;
+  security_.audit->Record({action, who ? who->name : "", who ? RoleName(who->role) : "",
+                           ctx->peer(), std::string(target), result});
+}
+
+void TaskQueueService::AuditAction(grpc::CallbackServerContext* ctx, const Principal& who,
+                                   const char* rpc, absl::string_view target,
+                                   const absl::Status& result) const {
+  const RpcRule* rule = FindRule(rpc);
+  if (rule != nullptr && rule->audit != nullptr) Audit(ctx, &who, rule->audit, target, result);
+}
+
+std::string TaskQueueService::OwnerOf(const std::string& queue) const {
+  auto stats = engine_->Stats(queue);
+  return stats.ok() ? stats->config().owner() : std::string();
+}
+
+absl::Status TaskQueueService::CheckQueues(grpc::CallbackServerContext* ctx, const Principal& who,
+                                           const RpcRule& rule,
+                                           const std::vector<std::string>& queues) const {
+  const Access access = rule.For(who.role);
+  if (access == Access::kAny) return absl::OkStatus();
+  std::vector<QueueRef> refs;
+  refs.reserve(queues.size());
+  for (const std::string& q : queues) {
+    if (std::any_of(refs.begin(), refs.end(), [&q](const QueueRef& r) { return r.name == q; })) {
+      continue;
+    }
+    // A pattern match needs no lookup; ownership does.
+    const bool need_owner = access != Access::kInScope || !InScope(who, q, "");
+    refs.push_back({q, need_owner ? OwnerOf(q) : std::string()});
+  }
+  absl::Status s = Authorize(who, rule, refs);
+  if (!s.ok()) {
+    Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), s.message());
+    Audit(ctx, &who, rule.rpc, queues.empty() ? "" : queues.front(), s);
+  }
+  return s;
+}
+
+absl::Status TaskQueueService::CheckTasks(grpc::CallbackServerContext* ctx, const Principal& who,
+                                          const RpcRule& rule,
+                                          const std::vector<uint64_t>& task_ids) const {
+  if (rule.For(who.role) == Access::kAny) return absl::OkStatus();
+  std::vector<std::string> queues;
+  for (uint64_t id : task_ids) {
+    auto queue = engine_->QueueOfTask(id);
+    if (queue.ok()) queues.push_back(*std::move(queue));
+  }
+  return CheckQueues(ctx, who, rule, queues);
+}
+
+// Replies with `s` if it is a refusal.
+template <typename Call>
+bool Refused(Call* call, const absl::Status& s) {
+  if (s.ok()) return false;
+  call->Reply(ToGrpcStatus(s));
+  return true;
+}
+
+template <typename Call>
+void TaskQueueService::WatchRevocation(Call* call, const Principal& who) {
+  if (who.kind == v1::CREDENTIAL_KIND_MASTER_TOKEN) return;  // cannot be revoked
+  call->set_revocation(revocations_.Watch(who.name, call->stop_source()));
 }
 
 template <typename Req, typename Resp>
 grpc::ServerUnaryReactor* TaskQueueService::Serve(grpc::CallbackServerContext* ctx,
                                                   const grpc::ByteBuffer* in,
                                                   grpc::ByteBuffer* out,
-                                                  Handler<Req, Resp> handler) {
+                                                  Handler<Req, Resp> handler, const char* rpc) {
   auto* call = new UnaryCall<Req, Resp>(ctx, out);
-  if (grpc::Status auth = Authenticate(ctx); !auth.ok()) {
-    call->Reply(auth);
+  auto who = Authenticate(ctx);
+  if (!who.ok()) {
+    call->Reply(ToGrpcStatus(who.status()));
+    return call;
+  }
+  // The role's right to the RPC at all, before its message is parsed.
+  const RpcRule* rule = FindRule(rpc);
+  absl::Status allowed = rule ? AuthorizeCall(*who, *rule)
+                              : absl::PermissionDeniedError(absl::StrCat("unknown RPC ", rpc));
+  if (!allowed.ok()) {
+    Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), allowed.message());
+    Audit(ctx, &*who, rpc, "", allowed);
+    call->Reply(ToGrpcStatus(allowed));
     return call;
   }
   if (in == nullptr || !ParseRequest(*in, &call->request())) {
@@ -55,7 +154,7 @@ grpc::ServerUnaryReactor* TaskQueueService::Serve(grpc::CallbackServerContext* c
                      "proto/taskq/v1/taskq.proto")));
     return call;
   }
-  (this->*handler)(call);
+  (this->*handler)(call, *who);
   return call;
 }
 
@@ -85,7 +184,7 @@ absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint
   grpc::ServerUnaryReactor* TaskQueueService::Method(grpc::CallbackServerContext* ctx,  \
                                                      const grpc::ByteBuffer* in,        \
                                                      grpc::ByteBuffer* out) {           \
-    return Serve(ctx, in, out, &TaskQueueService::Handle##Method);                      \
+    return Serve(ctx, in, out, &TaskQueueService::Handle##Method, #Method);             \
   }
 TASKQ_SERVE_RAW(CreateQueue)
 TASKQ_SERVE_RAW(ListQueues)
@@ -107,30 +206,48 @@ TASKQ_SERVE_RAW(Fail)
 TASKQ_SERVE_RAW(Release)
 TASKQ_SERVE_RAW(TaskDone)
 TASKQ_SERVE_RAW(Join)
+TASKQ_SERVE_RAW(CreateCredential)
+TASKQ_SERVE_RAW(ListCredentials)
+TASKQ_SERVE_RAW(RevokeCredential)
 #undef TASKQ_SERVE_RAW
 
 // --- admin -----------------------------------------------------------------------
 
 void TaskQueueService::HandleCreateQueue(
-    UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call) {
-  const auto& req = call->request();
+    UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call, const Principal& who) {
+  auto& req = call->request();
+  const std::string& name = req.config().name();
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("CreateQueue"), {name}))) return;
+  // The owner is the master's to set: a non-admin's queue is its own.
+  req.mutable_config()->set_owner(who.role == v1::ROLE_ADMIN ? "" : who.name);
   auto created = engine_->CreateQueue(req.config(), req.exist_ok());
+  AuditAction(call->context(), who, "CreateQueue", name, created.status());
   if (!created.ok()) return call->Reply(ToGrpcStatus(created.status()));
   *call->response().mutable_config() = *created;
-  LogInfo("queue \"%s\" created", created->name());
+  LogInfo("queue \"%s\" created by credential \"%s\"", created->name(), who.name);
   ReplyDurable(call, absl::OkStatus());
 }
 
 void TaskQueueService::HandleListQueues(
-    UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call) {
+    UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call, const Principal& who) {
   auto page = engine_->ListQueues(call->request());
   if (!page.ok()) return call->Reply(ToGrpcStatus(page.status()));
   call->response() = *std::move(page);
+  if (who.role != v1::ROLE_ADMIN) {
+    // Only the queues in the credential's scope; the page token still
+    // walks every queue.
+    auto* queues = call->response().mutable_queues();
+    auto out_of_scope = [&who](const v1::QueueStats& q) {
+      return !InScope(who, q.config().name(), q.config().owner());
+    };
+    queues->erase(std::remove_if(queues->begin(), queues->end(), out_of_scope), queues->end());
+  }
   call->Reply(grpc::Status::OK);
 }
 
 void TaskQueueService::HandleGetQueueStats(
-    UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call) {
+    UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("GetQueueStats"), {call->request().queue()}))) return;
   auto stats = engine_->Stats(call->request().queue());
   if (!stats.ok()) return call->Reply(ToGrpcStatus(stats.status()));
   call->response() = *std::move(stats);
@@ -138,34 +255,42 @@ void TaskQueueService::HandleGetQueueStats(
 }
 
 void TaskQueueService::HandleDeleteQueue(
-    UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call) {
+    UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("DeleteQueue"), {call->request().queue()}))) return;
   const std::string& queue = call->request().queue();
   absl::Status s = engine_->DeleteQueue(queue);
-  if (s.ok()) LogInfo("queue \"%s\" deleted", queue);
+  AuditAction(call->context(), who, "DeleteQueue", queue, s);
+  if (s.ok()) LogInfo("queue \"%s\" deleted by credential \"%s\"", queue, who.name);
   ReplyDurable(call, s);
 }
 
 void TaskQueueService::HandlePurgeQueue(
-    UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call) {
+    UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("PurgeQueue"), {call->request().queue()}))) return;
   auto purged = engine_->PurgeQueue(call->request().queue());
+  AuditAction(call->context(), who, "PurgeQueue", call->request().queue(), purged.status());
   if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
   call->response().set_purged(*purged);
   ReplyDurable(call, absl::OkStatus());
 }
 
 void TaskQueueService::HandleUpdateQueue(
-    UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call) {
+    UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("UpdateQueue"), {call->request().queue()}))) return;
   const auto& req = call->request();
   auto updated = engine_->UpdateQueue(req.queue(), req.update());
+  AuditAction(call->context(), who, "UpdateQueue", req.queue(), updated.status());
   if (!updated.ok()) return call->Reply(ToGrpcStatus(updated.status()));
   call->response() = *std::move(updated);
   ReplyDurable(call, absl::OkStatus());
 }
 
 void TaskQueueService::HandleShutdownQueue(
-    UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call) {
+    UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("ShutdownQueue"), {call->request().queue()}))) return;
   const auto& req = call->request();
   auto dropped = engine_->ShutdownQueue(req.queue(), req.immediate());
+  AuditAction(call->context(), who, "ShutdownQueue", req.queue(), dropped.status());
   if (!dropped.ok()) return call->Reply(ToGrpcStatus(dropped.status()));
   call->response().set_dropped(*dropped);
   ReplyDurable(call, absl::OkStatus());
@@ -173,7 +298,8 @@ void TaskQueueService::HandleShutdownQueue(
 
 // --- tasks by id and dead letters ----------------------------------------------------
 
-void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call) {
+void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("GetTask"), {call->request().task_id()}))) return;
   auto task = engine_->GetTask(call->request().task_id());
   if (!task.ok()) return call->Reply(ToGrpcStatus(task.status()));
   call->response() = *std::move(task);
@@ -181,14 +307,18 @@ void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* ca
 }
 
 void TaskQueueService::HandleCancelTask(
-    UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call) {
+    UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("CancelTask"), {call->request().task_id()}))) return;
   auto previous = engine_->CancelTask(call->request().task_id());
+  AuditAction(call->context(), who, "CancelTask", absl::StrCat("task ", call->request().task_id()),
+              previous.status());
   if (!previous.ok()) return call->Reply(ToGrpcStatus(previous.status()));
   call->response().set_previous_state(*previous);
   ReplyDurable(call, absl::OkStatus());
 }
 
-void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call) {
+void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("ListDead"), {call->request().queue()}))) return;
   const auto& req = call->request();
   auto tasks = engine_->ListDead(req.queue(), req.after_id(), req.limit());
   if (!tasks.ok()) return call->Reply(ToGrpcStatus(tasks.status()));
@@ -197,9 +327,11 @@ void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDea
 }
 
 void TaskQueueService::HandleRequeueDead(
-    UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call) {
+    UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("RequeueDead"), {call->request().queue()}))) return;
   const auto& req = call->request();
   auto requeued = engine_->RequeueDead(req.queue(), req.task_id());
+  AuditAction(call->context(), who, "RequeueDead", req.queue(), requeued.status());
   if (!requeued.ok()) return call->Reply(ToGrpcStatus(requeued.status()));
   call->response().set_requeued(*requeued);
   if (*requeued > 0) LogInfo("%d dead tasks of \"%s\" requeued", *requeued, req.queue());
@@ -207,8 +339,10 @@ void TaskQueueService::HandleRequeueDead(
 }
 
 void TaskQueueService::HandlePurgeDead(
-    UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call) {
+    UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("PurgeDead"), {call->request().queue()}))) return;
   auto purged = engine_->PurgeDead(call->request().queue());
+  AuditAction(call->context(), who, "PurgeDead", call->request().queue(), purged.status());
   if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
   call->response().set_purged(*purged);
   ReplyDurable(call, absl::OkStatus());
@@ -216,8 +350,17 @@ void TaskQueueService::HandlePurgeDead(
 
 // --- producers and consumers --------------------------------------------------------
 
-void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call) {
+void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call, const Principal& who) {
   v1::PutRequest& req = call->request();
+  {
+    // The queue and every reply_to: results go only where the producer may.
+    std::vector<std::string> queues{req.queue()};
+    for (const v1::TaskSpec& t : req.tasks()) {
+      if (!t.reply_to().empty()) queues.push_back(t.reply_to());
+    }
+    if (Refused(call, CheckQueues(call->context(), who, *FindRule("Put"), queues))) return;
+  }
+  WatchRevocation(call, who);
   PutArgs args;
   args.queue = req.queue();
   args.nowait = req.nowait();
@@ -240,7 +383,7 @@ void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* cal
   });
 }
 
-void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call) {
+void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call, const Principal& who) {
   const v1::GetRequest& req = call->request();
   // An unknown mode must not fall back to the destructive take.
   if (!v1::GetMode_IsValid(req.mode())) {
@@ -248,6 +391,8 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
         grpc::StatusCode::INVALID_ARGUMENT,
         absl::StrCat("unknown get mode ", req.mode(), ": use GET_MODE_TAKE or GET_MODE_LEASE")));
   }
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("Get"), {req.queue()}))) return;
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("Get"), TaskIds(req.acks())))) return;
   GetArgs args;
   args.queue = req.queue();
   args.max_tasks = req.max_tasks();
@@ -267,6 +412,7 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
   auto acked = SettleAcks(req.acks());
   if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
   call->response().set_acked(*acked);
+  WatchRevocation(call, who);
   rt::ServeUnaryOn(call, [this, args = std::move(args),
                           call](std::stop_token stop) mutable -> rt::Task<grpc::Status> {
     auto got = co_await AwaitGet(*engine_, std::move(args), std::move(stop), scheduler_);
@@ -278,7 +424,8 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
 }
 
 void TaskQueueService::HandleComplete(
-    UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call) {
+    UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("Complete"), {call->request().task_id()}))) return;
   v1::CompleteRequest& req = call->request();
   ReplyDurable(call, engine_->Complete(req.task_id(), req.lease_id(),
                                        std::move(*req.mutable_result())));
@@ -299,32 +446,38 @@ absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
   return settled;
 }
 
-void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call) {
+void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("Ack"), TaskIds(call->request().leases())))) return;
   auto acked = SettleAcks(call->request().leases());
   if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
   call->response().set_acked(*acked);
   ReplyDurable(call, absl::OkStatus());
 }
 
-void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call) {
+void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("Fail"), {call->request().task_id()}))) return;
   v1::FailRequest& req = call->request();
   ReplyDurable(call, engine_->Fail(req.task_id(), req.lease_id(),
                                    std::move(*req.mutable_error()), req.permanent()));
 }
 
-void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call) {
+void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call, const Principal& who) {
+  if (Refused(call, CheckTasks(call->context(), who, *FindRule("Release"), {call->request().task_id()}))) return;
   const auto& req = call->request();
   ReplyDurable(call, engine_->Release(req.task_id(), req.lease_id(),
                                       absl::Milliseconds(req.delay_ms())));
 }
 
 void TaskQueueService::HandleTaskDone(
-    UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call) {
+    UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("TaskDone"), {call->request().queue()}))) return;
   const auto& req = call->request();
   ReplyDurable(call, engine_->TaskDone(req.queue(), req.count()));
 }
 
-void TaskQueueService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call) {
+void TaskQueueService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call, const Principal& who) {
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("Join"), {call->request().queue()}))) return;
+  WatchRevocation(call, who);
   const auto& req = call->request();
   rt::ServeUnaryOn(call, [this, queue = req.queue(),
                           deadline = WaitDeadline(call->context(), req.timeout_ms())](
@@ -336,7 +489,27 @@ void TaskQueueService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* 
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::Work(
     grpc::CallbackServerContext* ctx) {
-  return new WorkStream(engine_, ctx, Authenticate(ctx));
+  auto who = Authenticate(ctx);
+  WorkStreamAuth auth;
+  const RpcRule& rule = *FindRule("Work");
+  if (!who.ok()) {
+    auth.status = ToGrpcStatus(who.status());
+  } else if (absl::Status allowed = AuthorizeCall(*who, rule); !allowed.ok()) {
+    Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), allowed.message());
+    Audit(ctx, &*who, rule.rpc, "", allowed);
+    auth.status = ToGrpcStatus(allowed);
+  } else {
+    if (who->role != v1::ROLE_ADMIN) {
+      auth.check_queues = [this, ctx, who = *who, &rule](const std::vector<std::string>& queues) {
+        return CheckQueues(ctx, who, rule, queues);
+      };
+    }
+    if (who->kind != v1::CREDENTIAL_KIND_MASTER_TOKEN) {
+      auth.revocations = &revocations_;
+      auth.credential = who->name;
+    }
+  }
+  return new WorkStream(engine_, ctx, std::move(auth));
 }
 
 }  // namespace taskq

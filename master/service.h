@@ -1,6 +1,9 @@
 // TaskQueueService: the taskq.v1.TaskQueue gRPC service on the callback API.
-// Each RPC checks the bearer token, validates, and hands the work to the
-// QueueEngine; waiting calls (Put on a full queue, Get on an empty one,
+// Each RPC finds its caller's credential (named by the auth processor,
+// master/token_auth.h, or from the bearer token under --insecure), checks
+// the role table (master/roles.h) for the RPC and every queue it touches,
+// validates, and hands the work to the QueueEngine; refusals and admin
+// actions go to the audit log (master/audit_log.h); waiting calls (Put on a full queue, Get on an empty one,
 // Join) are coroutines (common/grpc_coro.h) suspended on an engine wait
 // (engine_await.h) and resumed on the master's scheduler, so no thread is
 // held while they wait; a client that goes away cancels the wait. Every other RPC (admin,
@@ -18,7 +21,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/runtime/scheduler.h"
+#include "master/audit_log.h"
+#include "master/credentials.h"
 #include "master/queue_engine.h"
+#include "master/revocations.h"
+#include "master/roles.h"
 #include "master/unary_call.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
@@ -27,6 +34,9 @@ namespace taskq {
 // Every method on the raw (ByteBuffer) callback API: the service parses
 // requests itself, after the token check (master/unary_call.h).
 using RawTaskQueueService =
+    v1::TaskQueue::WithRawCallbackMethod_CreateCredential<
+    v1::TaskQueue::WithRawCallbackMethod_ListCredentials<
+    v1::TaskQueue::WithRawCallbackMethod_RevokeCredential<
     v1::TaskQueue::WithRawCallbackMethod_CreateQueue<
     v1::TaskQueue::WithRawCallbackMethod_ListQueues<
     v1::TaskQueue::WithRawCallbackMethod_GetQueueStats<
@@ -48,14 +58,27 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_TaskDone<
     v1::TaskQueue::WithRawCallbackMethod_Join<
     v1::TaskQueue::WithRawCallbackMethod_Work<
-    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>;
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>;
+
+// Who may call, and what the credential RPCs need to know.
+struct ServiceSecurity {
+  CredentialTable* credentials = nullptr;  // required; outlives the service
+  AuditLog* audit = nullptr;               // may be null
+  // <data-dir>/tls: ca.pem and ca.key sign client certificates; ca.pem and
+  // the hosts file go into CreateCredentialResponse (for join bundles).
+  std::string tls_dir;
+  // The port the master listens on, and its address as bound (used for
+  // join_addresses when tls/hosts names none).
+  int port = 0;
+  std::string bound_address;
+};
 
 class TaskQueueService final : public RawTaskQueueService {
  public:
   // Waiting calls resume on `scheduler`. `on_authenticated(peer)` is
-  // called for every call whose token checked out (the listener then stops
-  // counting its connection as unauthenticated); may be empty.
-  TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler, std::string token,
+  // called for every call whose credential checked out (the listener then
+  // stops counting its connection as unauthenticated); may be empty.
+  TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler, ServiceSecurity security,
                    std::function<void(absl::string_view peer)> on_authenticated = nullptr);
 
   grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -100,43 +123,102 @@ class TaskQueueService final : public RawTaskQueueService {
                                 grpc::ByteBuffer* out) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Work(
       grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* CreateCredential(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListCredentials(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* RevokeCredential(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) override;
 
  private:
   template <typename Req, typename Resp>
-  using Handler = void (TaskQueueService::*)(UnaryCall<Req, Resp>*);
-  // Authenticates, parses `in` as Req, and runs `handler` (which replies);
+  using Handler = void (TaskQueueService::*)(UnaryCall<Req, Resp>*, const Principal&);
+  // Authenticates, checks that the caller's role may call `rpc`, parses
+  // `in` as Req, and runs `handler` (which checks the queues and replies);
   // refusals are answered here.
   template <typename Req, typename Resp>
   grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                  grpc::ByteBuffer* out, Handler<Req, Resp> handler);
+                                  grpc::ByteBuffer* out, Handler<Req, Resp> handler,
+                                  const char* rpc);
 
-  void HandleCreateQueue(UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call);
-  void HandleListQueues(UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call);
-  void HandleGetQueueStats(UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call);
-  void HandleDeleteQueue(UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call);
-  void HandlePurgeQueue(UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call);
-  void HandleUpdateQueue(UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call);
-  void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call);
-  void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call);
-  void HandleCancelTask(UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call);
-  void HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call);
-  void HandleRequeueDead(UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call);
-  void HandlePurgeDead(UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call);
-  void HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call);
-  void HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call);
-  void HandleComplete(UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call);
-  void HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call);
+  void HandleCreateQueue(UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call,
+                    const Principal& who);
+  void HandleListQueues(UnaryCall<v1::ListQueuesRequest, v1::ListQueuesResponse>* call,
+                    const Principal& who);
+  void HandleGetQueueStats(UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call,
+                    const Principal& who);
+  void HandleDeleteQueue(UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call,
+                    const Principal& who);
+  void HandlePurgeQueue(UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call,
+                    const Principal& who);
+  void HandleUpdateQueue(UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call,
+                    const Principal& who);
+  void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call,
+                    const Principal& who);
+  void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call,
+                    const Principal& who);
+  void HandleCancelTask(UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call,
+                    const Principal& who);
+  void HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call,
+                    const Principal& who);
+  void HandleRequeueDead(UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call,
+                    const Principal& who);
+  void HandlePurgeDead(UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call,
+                    const Principal& who);
+  void HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* call,
+                    const Principal& who);
+  void HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* call,
+                    const Principal& who);
+  void HandleComplete(UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call,
+                    const Principal& who);
+  void HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call,
+                    const Principal& who);
   // Settles the leases (Ack, GetRequest.acks); returns how many were held.
   // INVALID_ARGUMENT beyond kMaxTasksPerGet leases.
   absl::StatusOr<uint32_t> SettleAcks(const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks);
-  void HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call);
-  void HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call);
-  void HandleTaskDone(UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call);
-  void HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call);
+  void HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call,
+                    const Principal& who);
+  void HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call,
+                    const Principal& who);
+  void HandleTaskDone(UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call,
+                    const Principal& who);
+  void HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call,
+                    const Principal& who);
 
-  // OK, or UNAUTHENTICATED (counted and rate-limited in the refusal log
-  // with the peer address, never the token).
-  grpc::Status Authenticate(grpc::CallbackServerContext* ctx) const;
+  void HandleCreateCredential(
+      UnaryCall<v1::CreateCredentialRequest, v1::CreateCredentialResponse>* call,
+      const Principal& who);
+  void HandleListCredentials(
+      UnaryCall<v1::ListCredentialsRequest, v1::ListCredentialsResponse>* call,
+      const Principal& who);
+  void HandleRevokeCredential(
+      UnaryCall<v1::RevokeCredentialRequest, v1::RevokeCredentialResponse>* call,
+      const Principal& who);
+
+  // The caller's credential, or UNAUTHENTICATED (counted and rate-limited in
+  // the refusal log with the peer address, never the token; audited).
+  absl::StatusOr<Principal> Authenticate(grpc::CallbackServerContext* ctx) const;
+  // OK if `who` may make call `rule` on `queues` (owners looked up as
+  // needed); else PERMISSION_DENIED, audited.
+  absl::Status CheckQueues(grpc::CallbackServerContext* ctx, const Principal& who,
+                           const RpcRule& rule, const std::vector<std::string>& queues) const;
+  // The same for the queues of `task_ids` (unknown tasks are left to the
+  // engine, which answers NOT_FOUND or "lease lost").
+  absl::Status CheckTasks(grpc::CallbackServerContext* ctx, const Principal& who,
+                          const RpcRule& rule, const std::vector<uint64_t>& task_ids) const;
+  std::string OwnerOf(const std::string& queue) const;
+  // An audit line for `who` doing `rule` on `target`.
+  void Audit(grpc::CallbackServerContext* ctx, const Principal* who, const char* action,
+             absl::string_view target, const absl::Status& result) const;
+  // Audits an admin action (rules with an audit name).
+  void AuditAction(grpc::CallbackServerContext* ctx, const Principal& who, const char* rpc,
+                   absl::string_view target, const absl::Status& result) const;
+  // Waiting calls end when their credential is revoked.
+  template <typename Call>
+  void WatchRevocation(Call* call, const Principal& who);
   // Deadline for a waiting call: the request's timeout, capped by the
   // call's own gRPC deadline.
   static absl::Time WaitDeadline(grpc::CallbackServerContext* ctx, uint32_t timeout_ms);
@@ -147,8 +229,10 @@ class TaskQueueService final : public RawTaskQueueService {
 
   QueueEngine* const engine_;
   rt::Scheduler* const scheduler_;
-  const std::string token_;
+  const ServiceSecurity security_;
   const std::function<void(absl::string_view)> on_authenticated_;
+  // Open waiting calls and Work streams by credential.
+  mutable Revocations revocations_;
 };
 
 }  // namespace taskq

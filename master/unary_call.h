@@ -16,11 +16,14 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <stop_token>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
+
+#include "master/revocations.h"
 
 namespace taskq {
 
@@ -38,8 +41,16 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   Req& request() { return request_; }
   Resp& response() { return response_; }
   std::stop_token token() const { return stop_.get_token(); }
+  // What revoking the caller's credential stops (the same as a cancel).
+  std::stop_source stop_source() const { return stop_; }
+  // Set before the call starts waiting: once revoked, the call answers
+  // with the ticket's status whatever it ended with.
+  void set_revocation(std::unique_ptr<Revocations::Ticket> ticket) {
+    revocation_ = std::move(ticket);
+  }
 
   void Reply(grpc::Status status) {
+    if (revocation_ && revocation_->revoked()) status = revocation_->status();
     if (status.ok()) status = SerializeResponse(response_, out_);
     Finish(status);
     Unref();
@@ -60,6 +71,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   Req request_;
   Resp response_;
   std::stop_source stop_;
+  std::unique_ptr<Revocations::Ticket> revocation_;
   std::atomic<int> refs_{2};  // Reply + OnDone
 };
 

@@ -40,19 +40,35 @@ void StampLeaseTimeLeft(v1::WorkResponse* message) {
 
 }  // namespace
 
-WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth)
-    : engine_(engine), peer_(ctx->peer()), link_(std::make_shared<Link>()) {
+WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, WorkStreamAuth auth)
+    : engine_(engine),
+      peer_(ctx->peer()),
+      check_queues_(std::move(auth.check_queues)),
+      link_(std::make_shared<Link>()) {
   {
     MutexLock lock(&link_->mu);
     link_->stream = this;
   }
-  if (!auth.ok()) {
+  if (!auth.status.ok()) {
     MutexLock lock(&mu_);
     finished_ = true;
-    Finish(auth);
+    Finish(auth.status);
     return;
   }
   StartRead(&request_bytes_);
+  if (auth.revocations != nullptr) {
+    revocation_ = auth.revocations->Watch(auth.credential, revoke_stop_);
+    // Runs at once if the credential was revoked meanwhile.
+    on_revoke_.emplace(revoke_stop_.get_token(),
+                       std::function<void()>([this] { EndWith(revocation_->status()); }));
+  }
+}
+
+absl::Status WorkStream::CheckTask(uint64_t task_id) {
+  if (!check_queues_) return absl::OkStatus();
+  auto queue = engine_->QueueOfTask(task_id);
+  if (!queue.ok()) return absl::OkStatus();
+  return check_queues_({*std::move(queue)});
 }
 
 void WorkStream::OnReadDone(bool ok) {
@@ -116,20 +132,23 @@ void WorkStream::Handle(v1::WorkRequest& req) {
                      kMaxReportsPerWorkMessage, ": send them in several messages")));
   }
   std::vector<v1::WorkResponse::Ack> acks;
+  // A report on a task outside the credential's queues is refused alone.
   for (auto& c : *req.mutable_completions()) {
-    acks.push_back(MakeAck(c.task_id(), c.lease_id(),
-                           engine_->Complete(c.task_id(), c.lease_id(),
-                                             std::move(*c.mutable_result()))));
+    absl::Status s = CheckTask(c.task_id());
+    if (s.ok()) s = engine_->Complete(c.task_id(), c.lease_id(), std::move(*c.mutable_result()));
+    acks.push_back(MakeAck(c.task_id(), c.lease_id(), s));
   }
   for (auto& f : *req.mutable_failures()) {
-    acks.push_back(MakeAck(f.task_id(), f.lease_id(),
-                           engine_->Fail(f.task_id(), f.lease_id(),
-                                         std::move(*f.mutable_error()), f.permanent())));
+    absl::Status s = CheckTask(f.task_id());
+    if (s.ok()) {
+      s = engine_->Fail(f.task_id(), f.lease_id(), std::move(*f.mutable_error()), f.permanent());
+    }
+    acks.push_back(MakeAck(f.task_id(), f.lease_id(), s));
   }
   for (const auto& r : req.releases()) {
-    acks.push_back(MakeAck(r.task_id(), r.lease_id(),
-                           engine_->Release(r.task_id(), r.lease_id(),
-                                            absl::Milliseconds(r.delay_ms()))));
+    absl::Status s = CheckTask(r.task_id());
+    if (s.ok()) s = engine_->Release(r.task_id(), r.lease_id(), absl::Milliseconds(r.delay_ms()));
+    acks.push_back(MakeAck(r.task_id(), r.lease_id(), s));
   }
   // A refused heartbeat is acked with task_id 0: CANCELLED = the task was
   // cancelled (stop running it), FAILED_PRECONDITION = the lease was lost.
@@ -173,6 +192,9 @@ void WorkStream::Handle(v1::WorkRequest& req) {
 
 absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   std::vector<std::string> queues(start.queues().begin(), start.queues().end());
+  if (check_queues_) {
+    if (absl::Status s = check_queues_(queues); !s.ok()) return s;
+  }
   auto sub = engine_->Subscribe(queues, start.worker_id(),
                                 [link = link_](std::vector<v1::Delivery> deliveries) {
                                   MutexLock lock(&link->mu);

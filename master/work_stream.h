@@ -25,6 +25,12 @@
 // a shared `Link` that OnDone clears, and drops what arrives late (those
 // leases were already returned by Unsubscribe).
 //
+// Credentials: the stream checks the queues the worker subscribes to and
+// the queue of each task it reports on (WorkStreamAuth::check_queues; a
+// report on a task outside them is acked PERMISSION_DENIED), and ends with
+// UNAUTHENTICATED when its credential is revoked (its leases return to
+// ready at once, as for any stream that ends).
+//
 // Thread-safety: gRPC serialises OnReadDone and OnWriteDone per operation
 // type but runs them concurrently with engine deliveries; mu_ guards the
 // outbox and stream state. The engine is never called with mu_ held (it
@@ -32,7 +38,10 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -40,15 +49,26 @@
 
 #include "common/sync.h"
 #include "master/queue_engine.h"
+#include "master/revocations.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
 namespace taskq {
 
+// Who opened the stream, as the service decided.
+struct WorkStreamAuth {
+  // A refusal ends the stream at once with this status.
+  grpc::Status status;
+  // OK if the credential may work on these queues (else PERMISSION_DENIED,
+  // already audited); empty = no check (an admin).
+  std::function<absl::Status(const std::vector<std::string>& queues)> check_queues;
+  // When set, the stream ends once `credential` is revoked.
+  Revocations* revocations = nullptr;
+  std::string credential;
+};
+
 class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  // `auth` is the result of checking the caller's token; a refusal ends the
-  // stream at once with that status.
-  WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, grpc::Status auth);
+  WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, WorkStreamAuth auth);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -81,10 +101,14 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   // resumes it).
   void ReadNextOrPause() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndWith(const grpc::Status& status);
+  // OK if the credential may report on `task_id` (an unknown task is left
+  // to the engine).
+  absl::Status CheckTask(uint64_t task_id);
   void Unsubscribe();
 
   QueueEngine* const engine_;
   const std::string peer_;
+  const std::function<absl::Status(const std::vector<std::string>&)> check_queues_;
   std::shared_ptr<Link> link_;
 
   Mutex mu_;
@@ -107,6 +131,13 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   bool unsubscribed_ ABSL_GUARDED_BY(mu_) = false;
   SubscriptionId sub_ ABSL_GUARDED_BY(mu_) = 0;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
+
+  // Revocation: the ticket marks the stream revoked and stops
+  // revoke_stop_, whose callback ends the stream. Declared last so the
+  // callback is destroyed first (its destructor waits for a running one).
+  std::stop_source revoke_stop_;
+  std::unique_ptr<Revocations::Ticket> revocation_;
+  std::optional<std::stop_callback<std::function<void()>>> on_revoke_;
 };
 
 }  // namespace taskq

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "common/join_bundle.h"
 #include "common/log.h"
 #include "common/seconds_validator.h"
 #include "worker/worker.h"
@@ -65,6 +66,13 @@ int main(int argc, char** argv) {
   double exec_timeout_seconds = 0;
 
   CLI::App app{"taskq-worker: runs tasks from a taskq master's queues"};
+  std::string join;
+  app.add_option("--join", join,
+                 "join bundle (from `taskq credential create --bundle`): the master's "
+                 "addresses, its CA and this worker's credential, so nothing else is needed; "
+                 "--master, --token-file, --tls-ca and --tls-server-name override its parts "
+                 "(default: $TASKQ_JOIN)")
+      ->envname("TASKQ_JOIN");
   app.add_option("--master", options.connect.master,
                  "master HOST:PORT (default: $TASKQ_MASTER, else 127.0.0.1:5000)");
   app.add_option("--token-file", options.connect.token_file,
@@ -159,6 +167,10 @@ int main(int argc, char** argv) {
   options.connect.keepalive = absl::Seconds(keepalive_seconds);
   options.connect.connect_timeout = absl::Seconds(connect_timeout_seconds);
   options.exec.timeout = absl::Seconds(exec_timeout_seconds);
+  if (absl::Status s = taskq::ApplyJoinBundleFile(join, &options.connect); !s.ok()) {
+    taskq::LogError("%s", s.message());
+    return 1;
+  }
 
   // The stop signals are read through a signalfd that the worker watches
   // as a coroutine (no thread waits for them): the first drains, a second

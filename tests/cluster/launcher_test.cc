@@ -12,7 +12,7 @@
 // private mount and UTS namespace: its own hostname, its own /run, and a
 // home directory of its own from the test's temp dir bound over the login
 // user's), client (runs the launcher and the CLI, with the token and CA the
-// cluster copied there). ssh and scp read only the test's ssh_config
+// cluster copied there, or a join bundle made of them). ssh and scp read only the test's ssh_config
 // (-F), known_hosts and key: the real ~/.ssh and the system's sshd are
 // never touched. Everything runs inside the namespaces, which the network
 // tears down (also on SIGINT/SIGTERM); each test kills the workers it left.
@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/join_bundle.h"
 #include "gtest/gtest.h"
 #include "tests/cluster/netns_cluster.h"
 #include "tests/harness.h"
@@ -370,6 +371,46 @@ TEST_F(LauncherTest, StartsWorkersThatServeThenListsAndStopsThem) {
   EXPECT_EQ(WorkersOnMaster(), 4);
   EXPECT_TRUE(absl::StrContains(ReadFile(RemoteFile("worker1", "worker-1.log.1")),
                                 "worker1-1 connected to"));
+}
+
+// --join ships one bundle instead of the token and the CA: each host gets
+// it 0600, the workers start with --join alone (no secret on a command
+// line) and serve; the check reads the counts with the same bundle.
+TEST_F(LauncherTest, ShipsAJoinBundleInsteadOfTokenAndCa) {
+  // The site's master token (an admin credential) and CA in one bundle.
+  v1::JoinBundle bundle;
+  bundle.add_master(site->master_address);
+  bundle.set_ca_pem(ReadFile(site->ca));
+  bundle.set_credential("master-token");
+  const std::string token(absl::StripAsciiWhitespace(ReadFile(site->token)));
+  bundle.set_token(token);
+  const std::string path = site->dir() + "/launcher.join";
+  ASSERT_TRUE(WriteJoinBundle(path, bundle).ok());
+
+  RunResult r = Launch({"--join", path, "--worker-bin", BinPath("taskq-worker"), "--remote-dir",
+                        remote_dir_, "--accept-new-host-keys", "worker1"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(absl::StrContains(r.out, "the master lists the new worker(s)")) << r.out;
+  EXPECT_EQ(WorkersOnMaster(), 1);
+  EXPECT_FALSE(absl::StrContains(r.out + r.err, token));
+  EXPECT_EQ(ReadFile(RemoteFile("worker1", "join")), ReadFile(path));
+  EXPECT_EQ(std::filesystem::status(RemoteFile("worker1", "join")).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  for (pid_t pid : WorkerPids("worker1")) {
+    const std::string cmdline = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+    EXPECT_TRUE(absl::StrContains(cmdline, "--join")) << cmdline;
+    EXPECT_FALSE(absl::StrContains(cmdline, "--token-file")) << cmdline;
+  }
+  r = Cli({"submit", "--queue", "tasks", "--handler", "square", "--wait", "1", "2", "3"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Lines(r.out).size(), 3u) << r.out;
+
+  // A bundle others may read is refused before anything is copied.
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  r = Launch({"--join", path, "--remote-dir", remote_dir_, "worker2"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  EXPECT_TRUE(absl::StrContains(r.err, "run: chmod 600 " + path)) << r.err;
+  EXPECT_TRUE(WorkerPids("worker2").empty());
 }
 
 // --stop waits --stop-timeout for a worker finishing a long task, then says

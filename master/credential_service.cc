@@ -1,0 +1,94 @@
+// The credential RPCs of TaskQueueService (admin only, by the role table):
+// create a token or certificate credential, list, revoke. Revoking ends the
+// credential's waiting calls and Work streams (the table's OnRevoked
+// listener, set in service.cc).
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "master/service.h"
+#if __has_include("common/x509.h")  // until the tls helper's x509 is on main
+#include "common/x509.h"
+#define TASKQ_HAVE_X509 1
+#endif
+
+namespace taskq {
+namespace {
+
+// The whole file, or nullopt if it cannot be read.
+std::optional<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string HostPort(absl::string_view host, int port) {
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
+
+}  // namespace
+
+void TaskQueueService::HandleCreateCredential(
+    UnaryCall<v1::CreateCredentialRequest, v1::CreateCredentialResponse>* call,
+    const Principal& who) {
+  const v1::CreateCredentialRequest& req = call->request();
+  const std::string tls = security_.tls_dir;
+  std::optional<std::string> ca_pem = tls.empty() ? std::nullopt : ReadSmallFile(tls + "/ca.pem");
+  absl::StatusOr<v1::CreateCredentialResponse> made;
+#ifdef TASKQ_HAVE_X509
+  std::optional<KeyAndCert> ca;
+  if (!req.public_key_pem().empty() && ca_pem) {
+    if (auto key = ReadSmallFile(tls + "/ca.key")) ca = KeyAndCert{*std::move(key), *ca_pem};
+  }
+  made = security_.credentials->Create(req, who.name, ca ? &*ca : nullptr);
+#else
+  made = security_.credentials->Create(req, who.name, nullptr);
+#endif
+  AuditAction(call->context(), who, "CreateCredential", req.name(), made.status());
+  if (!made.ok()) return call->Reply(ToGrpcStatus(made.status()));
+  LogInfo("credential \"%s\" (role %s) created by \"%s\"", req.name(), RoleName(req.role()),
+          who.name);
+  v1::CreateCredentialResponse& resp = call->response();
+  resp = *std::move(made);
+  if (ca_pem) resp.set_ca_pem(*ca_pem);
+  // init's --host names with the port we listen on; else the bound address.
+  if (auto hosts = tls.empty() ? std::nullopt : ReadSmallFile(tls + "/hosts")) {
+    for (absl::string_view line : absl::StrSplit(*hosts, '\n')) {
+      line = absl::StripAsciiWhitespace(line);
+      if (!line.empty()) resp.add_join_addresses(HostPort(line, security_.port));
+    }
+  }
+  if (resp.join_addresses().empty() && !security_.bound_address.empty()) {
+    resp.add_join_addresses(security_.bound_address);
+  }
+  call->Reply(grpc::Status::OK);
+}
+
+void TaskQueueService::HandleListCredentials(
+    UnaryCall<v1::ListCredentialsRequest, v1::ListCredentialsResponse>* call,
+    const Principal&) {
+  for (auto& c : security_.credentials->List(call->request().include_revoked())) {
+    *call->response().add_credentials() = std::move(c);
+  }
+  call->Reply(grpc::Status::OK);
+}
+
+void TaskQueueService::HandleRevokeCredential(
+    UnaryCall<v1::RevokeCredentialRequest, v1::RevokeCredentialResponse>* call,
+    const Principal& who) {
+  const std::string& name = call->request().name();
+  absl::Status s = security_.credentials->Revoke(name);
+  AuditAction(call->context(), who, "RevokeCredential", name, s);
+  if (s.ok()) LogInfo("credential \"%s\" revoked by \"%s\"", name, who.name);
+  call->Reply(ToGrpcStatus(s));
+}
+
+}  // namespace taskq
