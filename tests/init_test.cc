@@ -135,6 +135,11 @@ TEST_F(Init, MasterServesTlsOnlyAndRefusalsComeAtOnce) {
   list.insert(list.end(), {"queue", "list"});
   CliResult ok = cluster_.Cli(list);
   EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  // The admin's bundle alone (its token, its CA) is enough.
+  CliResult joined = cluster_.CliRaw({"--join",
+                                      cluster_.data_dir() + "/admin.join", "--master",
+                                      cluster_.address(), "queue", "create", "jobs"});
+  EXPECT_EQ(joined.exit_code, 0) << Describe(joined);
 
   // Another deployment's CA does not vouch for this master.
   const std::string other = cluster_.dir() + "/other";
