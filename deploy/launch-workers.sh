@@ -832,11 +832,15 @@ if [[ $mode == start && $wait_s -gt 0 && $dry_run -eq 0 ]]; then
   if ! read_counts; then
     cli_msg=$(tr '\n' ' ' <"$tmp/cli_err")
     hint=""
+    # A plaintext client first: the CLI's message for it mentions client
+    # certificates too.
     case $cli_msg in
+      *"Socket closed"*|*"Connection reset"*|*"serves TLS"*)
+        if [[ $tls -eq 0 && -z $join ]]; then
+          hint=" If the master serves TLS (it must off loopback, unless started with --insecure), add --tls and --tls-ca FILE, or use --join FILE."
+        fi ;;
       *certificate*|*CERTIFICATE*|*[Hh]andshake*)
         hint=" Check the TLS settings: --tls-ca FILE (the CA that signed the master's certificate), --tls-server-name NAME." ;;
-      *"Socket closed"*|*"Connection reset"*)
-        [[ $tls -eq 1 ]] || hint=" If the master serves TLS (it must off loopback, unless started with --insecure), add --tls and --tls-ca FILE." ;;
     esac
     die "cannot reach the master at $check_master from here to check the workers: $cli_msg${hint} (--check-master ADDR if this host reaches it at another address; --wait 0 to skip the check.)"
   fi

@@ -405,7 +405,30 @@ TEST_F(LauncherTest, ShipsAJoinBundleInsteadOfTokenAndCa) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(Lines(r.out).size(), 3u) << r.out;
 
+  // A worker credential's bundle, made by `credential create --bundle` (the
+  // CA from this CLI's --tls-ca: the site's master was not made by init).
+  // It may not list queues: only the workers' logs are checked, and the
+  // launcher says so; --check-join with the admin bundle checks the counts.
+  const std::string worker_bundle = site->dir() + "/launcher-worker.join";
+  r = Cli({"credential", "create", "launcher-w", "--role", "worker", "--queues", "tasks",
+           "--bundle", worker_bundle, "--bundle-master", site->master_address});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  r = Launch({"--join", worker_bundle, "--worker-bin", BinPath("taskq-worker"), "--remote-dir",
+              remote_dir_, "--accept-new-host-keys", "worker2"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(absl::StrContains(r.err, "the master's worker counts are not checked")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "say they are connected")) << r.out;
+  EXPECT_TRUE(WaitFor([&] { return WorkersOnMaster() == 2; }, absl::Seconds(20)));
+  r = Launch({"--stop", "--remote-dir", remote_dir_, "worker2"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  r = Launch({"--join", worker_bundle, "--check-join", path, "--worker-bin",
+              BinPath("taskq-worker"), "--remote-dir", remote_dir_, "worker2"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(absl::StrContains(r.out, "the master lists the new worker(s)")) << r.out;
+
   // A bundle others may read is refused before anything is copied.
+  r = Launch({"--stop", "--remote-dir", remote_dir_, "worker2"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
   ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
   r = Launch({"--join", path, "--remote-dir", remote_dir_, "worker2"});
   EXPECT_EQ(r.exit_code, 2) << Describe(r);
