@@ -12,10 +12,7 @@
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "master/service.h"
-#if __has_include("common/x509.h")  // until the tls helper's x509 is on main
 #include "common/x509.h"
-#define TASKQ_HAVE_X509 1
-#endif
 
 namespace taskq {
 namespace {
@@ -43,15 +40,11 @@ void TaskQueueService::HandleCreateCredential(
   const std::string tls = security_.tls_dir;
   std::optional<std::string> ca_pem = tls.empty() ? std::nullopt : ReadSmallFile(tls + "/ca.pem");
   absl::StatusOr<v1::CreateCredentialResponse> made;
-#ifdef TASKQ_HAVE_X509
   std::optional<KeyAndCert> ca;
   if (!req.public_key_pem().empty() && ca_pem) {
     if (auto key = ReadSmallFile(tls + "/ca.key")) ca = KeyAndCert{*std::move(key), *ca_pem};
   }
   made = security_.credentials->Create(req, who.name, ca ? &*ca : nullptr);
-#else
-  made = security_.credentials->Create(req, who.name, nullptr);
-#endif
   AuditAction(call->context(), who, "CreateCredential", req.name(), made.status());
   if (!made.ok()) return call->Reply(ToGrpcStatus(made.status()));
   LogInfo("credential \"%s\" (role %s) created by \"%s\"", req.name(), RoleName(req.role()),

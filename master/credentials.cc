@@ -16,12 +16,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
-#include "openssl/rand.h"
-#include "openssl/sha.h"
-#if __has_include("common/x509.h")  // until the tls helper's x509 is on main
 #include "common/x509.h"
-#define TASKQ_HAVE_X509 1
-#endif
 
 namespace taskq {
 namespace {
@@ -39,19 +34,6 @@ constexpr size_t kMaxFileBytes = size_t{64} << 20;
 constexpr absl::Duration kDefaultCertificateValidity = absl::Hours(24 * 365);
 // Longest --expires (keeps the arithmetic far from overflow).
 constexpr uint64_t kMaxExpiresInMs = uint64_t{100} * 365 * 24 * 3600 * 1000;
-
-#ifndef TASKQ_HAVE_X509
-std::string Sha256(absl::string_view data) {
-  unsigned char out[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out);
-  return std::string(reinterpret_cast<char*>(out), sizeof out);
-}
-std::string RandomBytes(size_t n) {
-  std::string out(n, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) abort();
-  return out;
-}
-#endif
 
 absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
   const int err = errno;
@@ -375,9 +357,6 @@ absl::StatusOr<v1::CreateCredentialResponse> CredentialTable::Create(
   }
   info->set_created_by(std::string(created_by));
   if (certificate) {
-#ifndef TASKQ_HAVE_X509
-    return absl::UnimplementedError("certificates need common/x509.h");
-#else
     const absl::Duration validity = req.expires_in_ms() != 0
                                         ? absl::Milliseconds(req.expires_in_ms())
                                         : kDefaultCertificateValidity;
@@ -391,7 +370,6 @@ absl::StatusOr<v1::CreateCredentialResponse> CredentialTable::Create(
       info->set_expires_unix_ms(now + absl::ToInt64Milliseconds(validity));
     }
     resp.set_certificate_pem(*cert);
-#endif
   } else {
     std::string id;
     do {

@@ -7,10 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "master/refusals.h"
-#if __has_include("common/x509.h")  // until the tls helper's x509 is on main
 #include "common/x509.h"
-#define TASKQ_HAVE_X509 1
-#endif
 
 namespace taskq {
 
@@ -44,12 +41,10 @@ absl::StatusOr<CredentialTable::Principal> AuthenticateCall(
   if (context != nullptr) {
     auto certs = context->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
     if (!certs.empty()) {
-#ifdef TASKQ_HAVE_X509
       auto fingerprint =
           CertificateSha256Hex(absl::string_view(certs.front().data(), certs.front().size()));
       if (!fingerprint.ok()) return absl::UnauthenticatedError("unreadable client certificate");
       return credentials.AuthenticateCertificate(*fingerprint);
-#endif
     }
   }
   return absl::UnauthenticatedError(RefuseUnauthenticated(false, "a connection").error_message());
