@@ -2,7 +2,9 @@
 // everything, and refusals name the right and the credential.
 #include "master/roles.h"
 
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -93,6 +95,18 @@ TEST(RoleTableTest, MarkdownHasARowPerRpc) {
   for (const RpcRule& r : RoleTable()) {
     EXPECT_TRUE(absl::StrContains(md, absl::StrCat("| ", r.rpc, " |"))) << r.rpc;
   }
+}
+
+// docs/SECURITY.md shows the table the master enforces: regenerate it from
+// RoleTableMarkdown() when a rule changes.
+TEST(RoleTableTest, SecurityDocShowsThisTable) {
+  std::ifstream in(std::string(TASKQ_SOURCE_DIR) + "/docs/SECURITY.md");
+  ASSERT_TRUE(in) << "cannot read docs/SECURITY.md";
+  std::stringstream doc;
+  doc << in.rdbuf();
+  EXPECT_TRUE(absl::StrContains(doc.str(), RoleTableMarkdown()))
+      << "docs/SECURITY.md \"Roles\" is out of date; the table is now:\n"
+      << RoleTableMarkdown();
 }
 
 }  // namespace
