@@ -381,6 +381,8 @@ std::map<std::string, std::string> Cluster::ChildEnv() const {
       {"XDG_CONFIG_HOME", dir() + "/config"},
       {"TASKQ_MASTER", ""},
       {"TASKQ_TOKEN_FILE", ""},
+      {"TASKQ_TLS_CA", ""},
+      {"TASKQ_JOIN", ""},
   };
 }
 

@@ -46,7 +46,10 @@ TEST(MasterStartup, RefusesNonLoopbackWithoutTls) {
   ProcessOptions o;
   o.argv = {BinPath("taskq-master"), "--listen", "0.0.0.0:0", "--port-file",
             dir.path() + "/port", "--token-file", dir.path() + "/token"};
-  o.env = {{"HOME", dir.path()}, {"TASKQ_MASTER", ""}, {"TASKQ_TOKEN_FILE", ""}};
+  o.env = {{"HOME", dir.path()},
+           {"TASKQ_MASTER", ""},
+           {"TASKQ_TOKEN_FILE", ""},
+           {"TASKQ_JOIN", ""}};
   o.output_dir = dir.path();
   o.name = "master";
   auto p = Process::Start(std::move(o));

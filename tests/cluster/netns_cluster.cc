@@ -139,6 +139,7 @@ std::unique_ptr<Process> NetnsCluster::Spawn(const std::string& host, const std:
       {"TASKQ_MASTER", ""},
       {"TASKQ_TOKEN_FILE", ""},
       {"TASKQ_TLS_CA", ""},
+      {"TASKQ_JOIN", ""},
   };
   for (auto& [k, v] : env) o.env[k] = v;
   o.output_dir = dir();

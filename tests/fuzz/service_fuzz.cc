@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/runtime/scheduler.h"
 #include "common/sync.h"
+#include "master/credentials.h"
 #include "master/memory_engine.h"
 #include "master/service.h"
 #include "tests/fuzz/fuzz_reader.h"
@@ -32,18 +33,29 @@ constexpr char kToken[] = "fuzz-token-0123456789abcdef0123456789abcdef";
 constexpr const char* kMethods[] = {
     "CreateQueue", "ListQueues", "GetQueueStats", "DeleteQueue", "PurgeQueue", "UpdateQueue",
     "ShutdownQueue", "GetTask", "CancelTask", "ListDead", "RequeueDead", "PurgeDead",
-    "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join", "Ack"};
+    "Put", "Get", "Complete", "Fail", "Release", "TaskDone", "Join", "Ack",
+    "ListCredentials", "RevokeCredential", "CreateCredential"};
 constexpr int kUnaryMethods = sizeof(kMethods) / sizeof(kMethods[0]);
 
 struct Master {
   Master()
       : scheduler({.threads = 1, .name = "fuzz"}),
         engine(Options(), RealClock::Get()),
-        service(&engine, &scheduler, kToken) {
+        credentials(OpenCredentials()),
+        service(&engine, &scheduler, ServiceSecurity{.credentials = credentials.get()}) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service);
     server = builder.BuildAndStart();
     channel = server->InProcessChannel(grpc::ChannelArguments());
+  }
+  // The master token only (an admin): every RPC gets past the role check
+  // to the request parsing being fuzzed. The file is never written (no
+  // credential is created: CreateCredential's name checks refuse first or
+  // the write fails), so a missing directory is fine.
+  static std::unique_ptr<CredentialTable> OpenCredentials() {
+    auto table = CredentialTable::Open("/nonexistent-taskq-fuzz/credentials", kToken);
+    if (!table.ok()) std::abort();
+    return *std::move(table);
   }
   static EngineOptions Options() {
     EngineOptions o;
@@ -65,6 +77,7 @@ struct Master {
 
   rt::Scheduler scheduler;
   MemoryEngine engine;
+  std::unique_ptr<CredentialTable> credentials;
   TaskQueueService service;
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<grpc::Channel> channel;
