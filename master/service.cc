@@ -62,6 +62,12 @@ void TaskQueueService::Audit(grpc::CallbackServerContext* ctx, const Principal* 
                            ctx->peer(), std::string(target), result});
 }
 
+// An admin action is logged under one name whether it was done or
+// refused ("queue.delete"); other refused calls under their RPC ("Put").
+static const char* AuditName(const RpcRule& rule) {
+  return rule.audit != nullptr ? rule.audit : rule.rpc;
+}
+
 void TaskQueueService::AuditAction(grpc::CallbackServerContext* ctx, const Principal& who,
                                    const char* rpc, absl::string_view target,
                                    const absl::Status& result) const {
@@ -92,7 +98,7 @@ absl::Status TaskQueueService::CheckQueues(grpc::CallbackServerContext* ctx, con
   absl::Status s = Authorize(who, rule, refs);
   if (!s.ok()) {
     Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), s.message());
-    Audit(ctx, &who, rule.rpc, queues.empty() ? "" : queues.front(), s);
+    Audit(ctx, &who, AuditName(rule), queues.empty() ? "" : queues.front(), s);
   }
   return s;
 }
@@ -140,7 +146,7 @@ grpc::ServerUnaryReactor* TaskQueueService::Serve(grpc::CallbackServerContext* c
                               : absl::PermissionDeniedError(absl::StrCat("unknown RPC ", rpc));
   if (!allowed.ok()) {
     Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), allowed.message());
-    Audit(ctx, &*who, rpc, "", allowed);
+    Audit(ctx, &*who, rule ? AuditName(*rule) : rpc, "", allowed);
     call->Reply(ToGrpcStatus(allowed));
     return call;
   }
@@ -496,7 +502,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::W
     auth.status = ToGrpcStatus(who.status());
   } else if (absl::Status allowed = AuthorizeCall(*who, rule); !allowed.ok()) {
     Refusals().Refuse(Refusal::kPermissionDenied, ctx->peer(), allowed.message());
-    Audit(ctx, &*who, rule.rpc, "", allowed);
+    Audit(ctx, &*who, AuditName(rule), "", allowed);
     auth.status = ToGrpcStatus(allowed);
   } else {
     if (who->role != v1::ROLE_ADMIN) {

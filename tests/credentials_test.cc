@@ -249,7 +249,7 @@ TEST_F(CredentialsTest, AuditLogRecordsAdminActionsAndRefusalsWithinARateLimit) 
   EXPECT_TRUE(absl::StrContains(log, "target=r1 result=OK")) << log;
   EXPECT_TRUE(absl::StrContains(log, "queue.create credential=master-token role=admin")) << log;
   EXPECT_TRUE(absl::StrContains(
-      log, "CreateQueue credential=r1 role=reader peer=ipv4:127.0.0.1:")) << log;
+      log, "queue.create credential=r1 role=reader peer=ipv4:127.0.0.1:")) << log;
   EXPECT_TRUE(absl::StrContains(log, "result=PERMISSION_DENIED: credential \\\"r1\\\" (role reader) may not create queues")) << log;
   EXPECT_FALSE(absl::StrContains(log, r));
   EXPECT_FALSE(absl::StrContains(log, master_token_));
