@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/join_bundle.h"
 #include "common/x509.h"
+#include "common/private_file.h"
 
 namespace taskq::cli {
 namespace {
@@ -90,26 +91,8 @@ absl::Status CheckCanCreate(const std::string& path, absl::string_view flag) {
 
 // Creates `path` mode 0600 (never replacing a file) holding `data`.
 absl::Status WritePrivateFile(const std::string& path, const std::string& data) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::FailedPreconditionError(
-      absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
-  size_t done = 0;
-  bool ok = true;
-  while (ok && done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  ok = ok && ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(path.c_str());
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot write ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
+  absl::Status s = CreatePrivateFile(path, data);
+  return s.ok() ? s : absl::FailedPreconditionError(s.message());
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
+#include "common/private_file.h"
 
 namespace taskq {
 namespace {
@@ -148,41 +149,8 @@ absl::Status WriteJoinBundle(const std::string& path, const v1::JoinBundle& bund
     return absl::InternalError("cannot format the join bundle");
   }
   text = absl::StrCat(kHeader, text);
-  // A temporary file beside the target (same file system: rename is
-  // atomic). mkstemp creates it 0600.
-  std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
-  int fd = ::mkstemp(tmp.data());
-  if (fd < 0) return ErrnoStatus("cannot create join bundle", path);
-  bool ok = ::fchmod(fd, 0600) == 0;
-  size_t done = 0;
-  while (ok && done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  ok = ok && ::fsync(fd) == 0;
-  absl::Status failure = ok ? absl::OkStatus() : ErrnoStatus("cannot write join bundle", path);
-  ::close(fd);
-  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    failure = ErrnoStatus("cannot write join bundle", path);
-    ok = false;
-  }
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return failure;
-  }
-  // Make the rename durable (best effort: the bundle is already whole).
-  std::string dir = ".";
-  if (auto slash = path.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : path.substr(0, slash);
-  }
-  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  if (absl::Status s = ReplacePrivateFile(path, text); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("join bundle: ", s.message()));
   }
   return absl::OkStatus();
 }

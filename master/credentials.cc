@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/x509.h"
+#include "common/private_file.h"
 
 namespace taskq {
 namespace {
@@ -62,42 +63,7 @@ bool IsBase64Url(absl::string_view s) {
   return true;
 }
 
-absl::Status WriteWhole(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoStatus("cannot create", tmp);
-  // O_CREAT's mode does not apply to a leftover temp file.
-  bool ok = ::fchmod(fd, 0600) == 0;
-  size_t done = 0;
-  while (ok && done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  ok = ok && ::fsync(fd) == 0;
-  absl::Status status = ok ? absl::OkStatus() : ErrnoStatus("cannot write", tmp);
-  ::close(fd);
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    status = ErrnoStatus("cannot rename onto", path);
-  }
-  if (!status.ok()) {
-    ::unlink(tmp.c_str());
-    return status;
-  }
-  // The rename itself must survive a power cut.
-  const auto slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  if (int dfd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return absl::OkStatus();
-}
+
 
 absl::StatusOr<v1::StoredCredentials> ReadFile(const std::string& path) {
   v1::StoredCredentials stored;
@@ -436,7 +402,9 @@ void CredentialTable::OnRevoked(std::function<void(const std::string& name)> lis
 }
 
 absl::Status CredentialTable::CommitLocked(v1::StoredCredentials next) {
-  if (absl::Status s = WriteWhole(path_, next.SerializeAsString()); !s.ok()) return s;
+  if (absl::Status s = ReplacePrivateFile(path_, next.SerializeAsString()); !s.ok()) {
+    return absl::FailedPreconditionError(s.message());
+  }
   stored_ = std::move(next);
   IndexLocked();
   return absl::OkStatus();

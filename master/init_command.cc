@@ -28,6 +28,7 @@
 #include "common/x509.h"
 #include "master/credentials.h"
 #include "master/tls_config.h"
+#include "common/private_file.h"
 
 namespace taskq {
 
@@ -68,47 +69,6 @@ absl::Status MakePrivateDir(const std::string& dir) {
     }
   }
   if (::chmod(dir.c_str(), 0700) != 0) return ErrnoError("make private (0700)", dir);
-  return absl::OkStatus();
-}
-
-// Writes `content` to `path` mode 0600, whole: a temp file beside it,
-// fsync, rename, fsync of the directory. A reader (the master's file
-// watcher) sees the old file or the new one, never a mix.
-absl::Status WritePrivateFile(const std::string& path, absl::string_view content) {
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError("create", tmp);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      absl::Status s = ErrnoError("write", tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    absl::Status s = ErrnoError("sync", tmp);
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = ErrnoError("replace", path);
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  const std::string dir = path.substr(0, path.find_last_of('/'));
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
   return absl::OkStatus();
 }
 
@@ -200,11 +160,11 @@ absl::StatusOr<std::string> WriteServerCert(const std::string& dir, const KeyAnd
   const std::vector<std::string> hosts = CertificateHosts(given_hosts);
   auto server = MakeServerCert(ca, hosts, kServerCertValidity);
   if (!server.ok()) return server.status();
-  if (absl::Status s = WritePrivateFile(absl::StrCat(dir, "/", kServerKeyFile), server->key_pem);
+  if (absl::Status s = ReplacePrivateFile(absl::StrCat(dir, "/", kServerKeyFile), server->key_pem);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = WritePrivateFile(absl::StrCat(dir, "/", kServerCertFile), server->cert_pem);
+  if (absl::Status s = ReplacePrivateFile(absl::StrCat(dir, "/", kServerCertFile), server->cert_pem);
       !s.ok()) {
     return s;
   }
@@ -303,7 +263,7 @@ absl::StatusOr<std::string> RunInit(const InitOptions& options) {
       auto saved = ReadHostsFile(hosts_file);
       if (!saved.ok()) return saved.status();
       hosts = *std::move(saved);
-    } else if (absl::Status s = WritePrivateFile(hosts_file, absl::StrCat(absl::StrJoin(hosts, "\n"), "\n"));
+    } else if (absl::Status s = ReplacePrivateFile(hosts_file, absl::StrCat(absl::StrJoin(hosts, "\n"), "\n"));
                !s.ok()) {
       return s;
     }
@@ -328,7 +288,7 @@ absl::StatusOr<std::string> RunInit(const InitOptions& options) {
   if (!ca.ok()) return ca.status();
   auto made = WriteServerCert(dir, *ca, options.hosts);
   if (!made.ok()) return made.status();
-  if (absl::Status s = WritePrivateFile(hosts_file, options.hosts.empty()
+  if (absl::Status s = ReplacePrivateFile(hosts_file, options.hosts.empty()
                                                         ? std::string()
                                                         : absl::StrCat(absl::StrJoin(options.hosts, "\n"), "\n"));
       !s.ok()) {
@@ -336,8 +296,8 @@ absl::StatusOr<std::string> RunInit(const InitOptions& options) {
   }
   // The CA key before the certificate: a crash between them leaves a CA
   // that init refuses to overwrite, not a certificate without its key.
-  if (absl::Status s = WritePrivateFile(ca_key, ca->key_pem); !s.ok()) return s;
-  if (absl::Status s = WritePrivateFile(ca_cert, ca->cert_pem); !s.ok()) return s;
+  if (absl::Status s = ReplacePrivateFile(ca_key, ca->key_pem); !s.ok()) return s;
+  if (absl::Status s = ReplacePrivateFile(ca_cert, ca->cert_pem); !s.ok()) return s;
   auto admin = MakeAdminBundle(options, *ca);
   if (!admin.ok()) return admin.status();
   return absl::StrCat(
