@@ -20,7 +20,7 @@ constexpr Access C = Access::kCreateOwned;
 const std::vector<RpcRule>& Table() {
   static const auto* table = new std::vector<RpcRule>{
     //  rpc               right                         queues checked                                   audit               admin prod  work  read
-    {"CreateQueue",      "create queues",              "config.name",                                   "queue.create",     A,    C,    D,    D},
+    {"CreateQueue",      "create queues",              "config.name and config.dead_letter",            "queue.create",     A,    C,    D,    D},
     {"ListQueues",       "list queues",                "each listed queue (others are left out)",       nullptr,            A,    D,    D,    S},
     {"GetQueueStats",    "read queue stats",           "queue",                                         nullptr,            A,    S,    D,    S},
     {"DeleteQueue",      "delete queues",              "queue",                                         "queue.delete",     A,    O,    D,    D},

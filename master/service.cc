@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/auth.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
@@ -224,6 +225,18 @@ void TaskQueueService::HandleCreateQueue(
   auto& req = call->request();
   const std::string& name = req.config().name();
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("CreateQueue"), {name}))) return;
+  // Its dead letters may only go where the credential may put: else a
+  // producer could fill another queue's dead-letter set.
+  const std::string& dead_letter = req.config().dead_letter();
+  if (who.role != v1::ROLE_ADMIN && !dead_letter.empty() && dead_letter != name &&
+      !InScope(who, dead_letter, OwnerOf(dead_letter))) {
+    absl::Status denied = absl::PermissionDeniedError(absl::StrCat(
+        "credential \"", who.name, "\" may not send dead letters to queue \"", dead_letter,
+        "\" (its queues: ", absl::StrJoin(who.queues, ", "), ")"));
+    Refusals().Refuse(Refusal::kPermissionDenied, call->context()->peer(), denied.message());
+    Audit(call->context(), &who, AuditName(*FindRule("CreateQueue")), name, denied);
+    return call->Reply(ToGrpcStatus(denied));
+  }
   // The owner is the master's to set: a non-admin's queue is its own.
   req.mutable_config()->set_owner(who.role == v1::ROLE_ADMIN ? "" : who.name);
   auto created = engine_->CreateQueue(req.config(), req.exist_ok());

@@ -159,6 +159,23 @@ TEST_F(CredentialsTest, ProducerReadsItsOwnResultQueueButNotAnothers) {
   EXPECT_EQ(Stats(p2, "_results.one").error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
+// A producer's own queue may not send its dead letters to a queue outside
+// its scope: that would let it put tasks into another queue's dead-letter
+// set.
+TEST_F(CredentialsTest, ProducerQueueCannotDeadLetterIntoAQueueOutsideItsScope) {
+  const std::string p1 = Make("p1", v1::ROLE_PRODUCER, {"tasks"});
+  ASSERT_TRUE(CreateQueue(master_token_, "billing", false).ok());
+  v1::CreateQueueRequest req;
+  req.mutable_config()->set_name("_results.dl");
+  req.mutable_config()->set_dead_letter("billing");
+  v1::CreateQueueResponse resp;
+  grpc::Status s = stub_->CreateQueue(Context(p1).get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "billing")) << s.error_message();
+  req.mutable_config()->set_dead_letter("tasks");  // in its scope
+  EXPECT_TRUE(stub_->CreateQueue(Context(p1).get(), req, &resp).ok());
+}
+
 TEST_F(CredentialsTest, MasterTokenStaysAdminAndCannotBeRevoked) {
   EXPECT_TRUE(CreateQueue(master_token_, "anything", false).ok());
   grpc::Status s = Revoke("master-token");
