@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
-          librocksdb-dev libsqlite3-dev libssl-dev
+          libsqlite3-dev libssl-dev
           openssl)  # openssl: the TLS test makes its certificate with it
 for arg in "$@"; do
   case "$arg" in
