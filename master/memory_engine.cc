@@ -305,6 +305,13 @@ absl::StatusOr<v1::QueueStats> MemoryEngine::Stats(const std::string& queue) {
   return StatsOf(*q);
 }
 
+absl::StatusOr<std::string> MemoryEngine::QueueOwner(const std::string& queue) {
+  MutexLock lock(&mu_);
+  const Queue* q = FindQueue(queue);
+  if (!q) return QueueMissing(queue);
+  return q->config.owner();
+}
+
 absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
   Pending pending;
   {

@@ -74,6 +74,7 @@ class MemoryEngine final : public QueueEngine {
 
   absl::StatusOr<v1::Task> GetTask(uint64_t task_id) override;
   absl::StatusOr<std::string> QueueOfTask(uint64_t task_id) override;
+  absl::StatusOr<std::string> QueueOwner(const std::string& queue) override;
   absl::StatusOr<v1::TaskState> CancelTask(uint64_t task_id) override;
 
   absl::StatusOr<std::vector<v1::Task>> ListDead(const std::string& queue, uint64_t after_id,

@@ -401,6 +401,19 @@ std::vector<std::string> QueueNames(const v1::ListQueuesResponse& page) {
   return names;
 }
 
+TEST_F(EngineTest, QueueOwnerIsTheConfiguredOwner) {
+  v1::QueueConfig config;
+  config.set_name("_results.p1");
+  config.set_owner("p1");
+  ASSERT_TRUE(engine_->CreateQueue(config, false).ok());
+  EXPECT_EQ(*engine_->QueueOwner("_results.p1"), "p1");
+  config.set_name("shared");
+  config.clear_owner();
+  ASSERT_TRUE(engine_->CreateQueue(config, false).ok());
+  EXPECT_EQ(*engine_->QueueOwner("shared"), "");
+  EXPECT_EQ(engine_->QueueOwner("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(EngineTest, ReadsOfAnUnknownQueueCreateNothing) {
   EXPECT_EQ(GetStatus("nope").code(), absl::StatusCode::kDeadlineExceeded);
   GetCapture leased;

@@ -144,6 +144,15 @@ class QueueEngine {
   virtual absl::StatusOr<v1::ListQueuesResponse> ListQueues(
       const v1::ListQueuesRequest& request) = 0;
   virtual absl::StatusOr<v1::QueueStats> Stats(const std::string& queue) = 0;
+  // The queue's owner (QueueConfig.owner: the credential that created it,
+  // empty if none) without computing its stats: the master checks a
+  // producer's right to its own queues by it on every call. NOT_FOUND if
+  // there is no such queue.
+  virtual absl::StatusOr<std::string> QueueOwner(const std::string& queue) {
+    auto stats = Stats(queue);
+    if (!stats.ok()) return stats.status();
+    return stats->config().owner();
+  }
   // Fails every call waiting on the queue with NOT_FOUND; outstanding leases
   // can no longer complete.
   virtual absl::Status DeleteQueue(const std::string& queue) = 0;

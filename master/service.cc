@@ -77,8 +77,8 @@ void TaskQueueService::AuditAction(grpc::CallbackServerContext* ctx, const Princ
 }
 
 std::string TaskQueueService::OwnerOf(const std::string& queue) const {
-  auto stats = engine_->Stats(queue);
-  return stats.ok() ? stats->config().owner() : std::string();
+  auto owner = engine_->QueueOwner(queue);
+  return owner.ok() ? *std::move(owner) : std::string();
 }
 
 absl::Status TaskQueueService::CheckQueues(grpc::CallbackServerContext* ctx, const Principal& who,
