@@ -10,11 +10,17 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/limits.h"
 
 namespace taskq {
+
+std::string JoinHostPort(absl::string_view host, int port) {
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
 
 ConnectOptions ResolveConnectOptions(ConnectOptions options) {
   if (options.master.empty() && options.masters.empty()) {

@@ -16,6 +16,7 @@
 #include <grpcpp/client_context.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace taskq {
@@ -66,6 +67,9 @@ struct ConnectOptions {
   // noticed within 2 x keepalive (the default: 10 s).
   absl::Duration keepalive = kDefaultKeepalive;
 };
+
+// "HOST:PORT", with an IPv6 address in brackets ("[::1]:5000").
+std::string JoinHostPort(absl::string_view host, int port);
 
 // Fills empty fields from the environment and defaults: master from
 // $TASKQ_MASTER (unless `masters` is set), token_file from

@@ -10,8 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/grpc_status.h"
+#include "common/channel.h"
 #include "common/log.h"
 #include "master/service.h"
+#include "master/tls_config.h"
 #include "common/x509.h"
 
 namespace taskq {
@@ -26,10 +28,6 @@ std::optional<std::string> ReadSmallFile(const std::string& path) {
   return ss.str();
 }
 
-std::string HostPort(absl::string_view host, int port) {
-  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
-                                      : absl::StrCat(host, ":", port);
-}
 
 }  // namespace
 
@@ -38,11 +36,11 @@ void TaskQueueService::HandleCreateCredential(
     const Principal& who) {
   const v1::CreateCredentialRequest& req = call->request();
   const std::string tls = security_.tls_dir;
-  std::optional<std::string> ca_pem = tls.empty() ? std::nullopt : ReadSmallFile(tls + "/ca.pem");
+  std::optional<std::string> ca_pem = tls.empty() ? std::nullopt : ReadSmallFile(absl::StrCat(tls, "/", kCaCertFile));
   absl::StatusOr<v1::CreateCredentialResponse> made;
   std::optional<KeyAndCert> ca;
   if (!req.public_key_pem().empty() && ca_pem) {
-    if (auto key = ReadSmallFile(tls + "/ca.key")) ca = KeyAndCert{*std::move(key), *ca_pem};
+    if (auto key = ReadSmallFile(absl::StrCat(tls, "/", kCaKeyFile))) ca = KeyAndCert{*std::move(key), *ca_pem};
   }
   made = security_.credentials->Create(req, who.name, ca ? &*ca : nullptr);
   AuditAction(call->context(), who, "CreateCredential", req.name(), made.status());
@@ -53,10 +51,10 @@ void TaskQueueService::HandleCreateCredential(
   resp = *std::move(made);
   if (ca_pem) resp.set_ca_pem(*ca_pem);
   // init's --host names with the port we listen on; else the bound address.
-  if (auto hosts = tls.empty() ? std::nullopt : ReadSmallFile(tls + "/hosts")) {
+  if (auto hosts = tls.empty() ? std::nullopt : ReadSmallFile(absl::StrCat(tls, "/", kHostsFile))) {
     for (absl::string_view line : absl::StrSplit(*hosts, '\n')) {
       line = absl::StripAsciiWhitespace(line);
-      if (!line.empty()) resp.add_join_addresses(HostPort(line, security_.port));
+      if (!line.empty()) resp.add_join_addresses(JoinHostPort(line, security_.port));
     }
   }
   if (resp.join_addresses().empty() && !security_.bound_address.empty()) {

@@ -28,6 +28,7 @@
 #include "common/x509.h"
 #include "master/credentials.h"
 #include "master/tls_config.h"
+#include "common/channel.h"
 #include "common/private_file.h"
 
 namespace taskq {
@@ -177,15 +178,10 @@ absl::StatusOr<std::string> WriteServerCert(const std::string& dir, const KeyAnd
                       *fingerprint, "\n  ", kServerKeyFile, "  its private key\n");
 }
 
-// HOST:PORT, with IPv6 addresses bracketed.
-std::string JoinAddress(const std::string& host, int port) {
-  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
-                                      : absl::StrCat(host, ":", port);
-}
 
 std::string NextSteps(const InitOptions& options, const std::string& dir) {
   const std::string host = options.hosts.empty() ? "127.0.0.1" : options.hosts.front();
-  const std::string address = JoinAddress(host, options.port);
+  const std::string address = JoinHostPort(host, options.port);
   const std::string listen = options.hosts.empty() ? absl::StrCat("127.0.0.1:", options.port)
                                                    : absl::StrCat("0.0.0.0:", options.port);
   return absl::StrCat(
@@ -221,9 +217,9 @@ absl::StatusOr<std::string> MakeAdminBundle(const InitOptions& options, const Ke
   if (!made.ok()) return made.status();
   v1::JoinBundle bundle;
   if (options.hosts.empty()) {
-    bundle.add_master(JoinAddress("127.0.0.1", options.port));
+    bundle.add_master(JoinHostPort("127.0.0.1", options.port));
   } else {
-    for (const std::string& host : options.hosts) bundle.add_master(JoinAddress(host, options.port));
+    for (const std::string& host : options.hosts) bundle.add_master(JoinHostPort(host, options.port));
   }
   bundle.set_ca_pem(ca.cert_pem);
   bundle.set_credential(made->credential().name());

@@ -69,8 +69,7 @@ std::string DefaultDataDir() {
 std::string BoundAddress(absl::string_view listen, int port) {
   absl::string_view host = listen.substr(0, listen.rfind(':'));
   if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
-  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
-                                      : absl::StrCat(host, ":", port);
+  return JoinHostPort(host, port);
 }
 
 absl::Status MasterServer::OpenCredentialsAndAudit(const std::string& data_dir,
@@ -128,8 +127,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
   auto token = LoadMasterToken(token_path);
   if (!token.ok()) return token.status();
   // Credentials and the audit log live in the data dir, whatever the store.
-  const std::string security_dir = options_.data_dir.empty() ? DefaultDataDir() : options_.data_dir;
-  if (absl::Status s = OpenCredentialsAndAudit(security_dir, *token); !s.ok()) return s;
+  if (absl::Status s = OpenCredentialsAndAudit(data_dir, *token); !s.ok()) return s;
 
   // TLS, and plaintext on loopback (gRPC's local credentials), check the
   // token on a call's headers, before its message is read
@@ -181,9 +179,11 @@ absl::StatusOr<std::string> MasterServer::Start() {
   ServiceSecurity security;
   security.credentials = credentials_.get();
   security.audit = audit_.get();
-  security.tls_dir = security_dir + "/tls";
+  security.tls_dir = TlsDir(data_dir);
   security.port = listener_->port();
-  security.bound_address = BoundAddress(options_.listen, listener_->port());
+  // Shown as given (a name stays a name), with the real port.
+  const std::string bound = BoundAddress(options_.listen, listener_->port());
+  security.bound_address = bound;
   service_ = std::make_unique<TaskQueueService>(
       engine_.get(), &scheduler_, std::move(security),
       [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
@@ -210,13 +210,6 @@ absl::StatusOr<std::string> MasterServer::Start() {
   if (!server_) return absl::UnavailableError("cannot start the gRPC server");
   listener_->Start(acceptor_.get());
   timer_.Start(engine_.get());
-  // Shown as given (a name stays a name), with the real port.
-  absl::string_view host = options_.listen;
-  host = host.substr(0, host.rfind(':'));
-  if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
-  const int bound_port = listener_->port();
-  std::string bound = absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", bound_port)
-                                                    : absl::StrCat(host, ":", bound_port);
   LogInfo("serving taskq.v1 on %s (%s), token file %s; up to %d connections (%d not yet "
           "authenticated, %d per address, %s to authenticate)",
           bound,
