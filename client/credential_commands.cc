@@ -6,9 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +17,7 @@
 #include "common/join_bundle.h"
 #include "common/x509.h"
 #include "common/private_file.h"
+#include "common/read_file.h"
 
 namespace taskq::cli {
 namespace {
@@ -95,14 +94,6 @@ absl::Status WritePrivateFile(const std::string& path, const std::string& data) 
   return s.ok() ? s : absl::FailedPreconditionError(s.message());
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Where the bundle's clients reach the master: --bundle-master, else the
 // addresses the master announces (init's --host names), else the ones this
 // CLI used (then with its --tls-server-name).
@@ -125,7 +116,7 @@ void FillBundleMasters(const CreateArgs& args, const v1::CreateCredentialRespons
 absl::StatusOr<std::string> BundleCa(const v1::CreateCredentialResponse& response,
                                      const ConnectOptions& used) {
   if (!response.ca_pem().empty()) return response.ca_pem();
-  if (!used.tls_ca_file.empty()) return ReadFile(used.tls_ca_file);
+  if (!used.tls_ca_file.empty()) return ReadFileToString(used.tls_ca_file);
   return used.tls_ca_pem;
 }
 

@@ -2,8 +2,6 @@
 // create a token or certificate credential, list, revoke. Revoking ends the
 // credential's waiting calls and Work streams (the table's OnRevoked
 // listener, set in service.cc).
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -12,6 +10,7 @@
 #include "common/grpc_status.h"
 #include "common/channel.h"
 #include "common/log.h"
+#include "common/read_file.h"
 #include "master/service.h"
 #include "master/tls_config.h"
 #include "common/x509.h"
@@ -19,13 +18,12 @@
 namespace taskq {
 namespace {
 
-// The whole file, or nullopt if it cannot be read.
-std::optional<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// A file of the data dir's tls/, or nullopt if it cannot be read (a
+// master without init has none).
+std::optional<std::string> ReadTlsFile(const std::string& tls_dir, const char* name) {
+  if (tls_dir.empty()) return std::nullopt;
+  auto text = ReadFileToString(absl::StrCat(tls_dir, "/", name));
+  return text.ok() ? std::optional<std::string>(*std::move(text)) : std::nullopt;
 }
 
 
@@ -36,11 +34,11 @@ void TaskQueueService::HandleCreateCredential(
     const Principal& who) {
   const v1::CreateCredentialRequest& req = call->request();
   const std::string tls = security_.tls_dir;
-  std::optional<std::string> ca_pem = tls.empty() ? std::nullopt : ReadSmallFile(absl::StrCat(tls, "/", kCaCertFile));
+  std::optional<std::string> ca_pem = ReadTlsFile(tls, kCaCertFile);
   absl::StatusOr<v1::CreateCredentialResponse> made;
   std::optional<KeyAndCert> ca;
   if (!req.public_key_pem().empty() && ca_pem) {
-    if (auto key = ReadSmallFile(absl::StrCat(tls, "/", kCaKeyFile))) ca = KeyAndCert{*std::move(key), *ca_pem};
+    if (auto key = ReadTlsFile(tls, kCaKeyFile)) ca = KeyAndCert{*std::move(key), *ca_pem};
   }
   made = security_.credentials->Create(req, who.name, ca ? &*ca : nullptr);
   AuditAction(call->context(), who, "CreateCredential", req.name(), made.status());
@@ -51,7 +49,7 @@ void TaskQueueService::HandleCreateCredential(
   resp = *std::move(made);
   if (ca_pem) resp.set_ca_pem(*ca_pem);
   // init's --host names with the port we listen on; else the bound address.
-  if (auto hosts = tls.empty() ? std::nullopt : ReadSmallFile(absl::StrCat(tls, "/", kHostsFile))) {
+  if (auto hosts = ReadTlsFile(tls, kHostsFile)) {
     for (absl::string_view line : absl::StrSplit(*hosts, '\n')) {
       line = absl::StripAsciiWhitespace(line);
       if (!line.empty()) resp.add_join_addresses(JoinHostPort(line, security_.port));

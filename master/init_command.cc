@@ -12,8 +12,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 
@@ -30,6 +28,7 @@
 #include "master/tls_config.h"
 #include "common/channel.h"
 #include "common/private_file.h"
+#include "common/read_file.h"
 
 namespace taskq {
 
@@ -71,14 +70,6 @@ absl::Status MakePrivateDir(const std::string& dir) {
   }
   if (::chmod(dir.c_str(), 0700) != 0) return ErrnoError("make private (0700)", dir);
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return ErrnoError("read", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // What a certificate can name: letters, digits, '-' and '.'.
@@ -144,7 +135,7 @@ std::vector<std::string> CertificateHosts(const std::vector<std::string>& given)
 
 absl::StatusOr<std::vector<std::string>> ReadHostsFile(const std::string& path) {
   if (!Exists(path)) return std::vector<std::string>{};
-  auto text = ReadFile(path);
+  auto text = ReadFileToString(path);
   if (!text.ok()) return text.status();
   std::vector<std::string> hosts;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
@@ -249,9 +240,9 @@ absl::StatusOr<std::string> RunInit(const InitOptions& options) {
           options.data_dir, "` first"));
     }
     KeyAndCert ca;
-    auto cert = ReadFile(ca_cert);
+    auto cert = ReadFileToString(ca_cert);
     if (!cert.ok()) return cert.status();
-    auto key = ReadFile(ca_key);
+    auto key = ReadFileToString(ca_key);
     if (!key.ok()) return key.status();
     ca = {*std::move(key), *std::move(cert)};
     std::vector<std::string> hosts = options.hosts;

@@ -2,9 +2,7 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -15,6 +13,7 @@
 #include <openssl/x509.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_file.h"
 
 namespace taskq {
 
@@ -26,11 +25,11 @@ bool Exists(const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
-  std::ifstream in(path);
-  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read ", what, " ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto text = ReadFileToString(path);
+  if (!text.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": ", text.status().message()));
+  }
+  return text;
 }
 
 // Parses the files the way the handshake will, so that a wrong path or a
