@@ -47,20 +47,14 @@
 #include "gtest/gtest.h"
 #include "master/memory_engine.h"
 #include "master/sqlite_store.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq {
 namespace {
 
 // The model runs on one thread, so ThreadSanitizer (30x slower here) has
 // nothing to find in it that the other builds miss: fewer sequences there.
-#if defined(__SANITIZE_THREAD__)
-#define TASKQ_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TASKQ_UNDER_TSAN 1
-#endif
-#endif
-#ifdef TASKQ_UNDER_TSAN
+#ifdef TASKQ_TSAN
 constexpr int kSequences = 40;
 constexpr int kDurableSequences = 8;
 #else

@@ -32,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/harness_secret_scan.h"
+#include "common/runtime/sanitizers.h"
 
 extern char** environ;
 
@@ -307,17 +308,7 @@ long ProcStatus(pid_t pid, const std::string& field) {
 }
 
 bool RssIsMeaningless() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-  return true;
-#else
-  return false;
-#endif
-#else
-  return false;
-#endif
+  return kUnderSanitizer;
 }
 
 size_t Count(const std::string& haystack, const std::string& text) {

@@ -17,6 +17,7 @@
 #include "common/sync.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq::testing {
 namespace {
@@ -95,7 +96,7 @@ TEST(MemoryBudget, StoreMemoryRefusesPutsBeyondTheBudgetAndStaysBounded) {
   }
   // The budget plus room for gRPC's buffers and the allocator's slack.
   // (AddressSanitizer keeps freed memory in quarantine: RSS means nothing.)
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(TASKQ_ASAN)
   EXPECT_LT(rss, baseline + 64 * kMiB)
       << "RSS " << (rss >> 20) << " MiB, at start " << (baseline >> 20) << " MiB";
 #endif

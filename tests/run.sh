@@ -6,9 +6,9 @@
 #                [-- CTEST_ARGS...]        e.g.  tests/run.sh -- -R seed
 #
 # Installs missing build packages first (deploy/install-deps.sh). The
-# clang-tsa preset (-Wthread-safety as errors, ASan, the fuzz targets of
-# tests/fuzz.sh) has no test preset, so it is only built. Exits non-zero if
-# anything fails.
+# clang-tsa preset is clang++ with -Wthread-safety as errors, ASan+UBSan and
+# the fuzz targets of tests/fuzz.sh: one build that CI both tests and fuzzes.
+# Exits non-zero if anything fails.
 set -euo pipefail
 
 usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
@@ -40,7 +40,7 @@ cmake --preset "$preset"
 echo "==> Building preset $preset ($jobs jobs)"
 cmake --build --preset "$preset" -j "$jobs"
 
-if [[ $build_only -eq 1 || $preset == clang-tsa ]]; then
+if [[ $build_only -eq 1 ]]; then
   echo "==> Preset $preset built"
   exit 0
 fi

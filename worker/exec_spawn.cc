@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/runtime/sanitizers.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -32,17 +33,7 @@ constexpr unsigned kCloseRangeCloexec = 1U << 2;  // CLOSE_RANGE_CLOEXEC
 // in the parent's memory (with its thread's TSan state) corrupted that
 // state and made TSan report races that are not there. The child then
 // reports a failure through a pipe rather than in `ChildPlan`.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kShareMemory = false;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kShareMemory = false;
-#else
-constexpr bool kShareMemory = true;
-#endif
-#else
-constexpr bool kShareMemory = true;
-#endif
+constexpr bool kShareMemory = !kUnderTsan;
 // The child's stack: it only makes system calls.
 constexpr size_t kChildStack = 64 * 1024;
 

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/runtime/task.h"
 #include "common/sync.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq::rt::testing {
 
@@ -23,17 +24,7 @@ inline constexpr absl::Duration kTestTimeout = absl::Seconds(20);
 
 // Iterations of each wake-versus-cancel race test. ThreadSanitizer makes
 // thread start-up ~50x dearer and finds races in fewer rounds.
-#if defined(__SANITIZE_THREAD__)
-inline constexpr int kRaceIterations = 100;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-inline constexpr int kRaceIterations = 100;
-#else
-inline constexpr int kRaceIterations = 300;
-#endif
-#else
-inline constexpr int kRaceIterations = 300;
-#endif
+inline constexpr int kRaceIterations = kUnderTsan ? 100 : 300;
 
 // Polls `cond` until it holds or `timeout` passes; returns whether it held.
 inline bool WaitUntil(const std::function<bool()>& cond, absl::Duration timeout = kTestTimeout) {

@@ -17,15 +17,12 @@
 #include "common/runtime/timer_queue.h"
 #include "common/sync.h"
 #include "gtest/gtest.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq::rt {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr int kRaceRounds = 1500;
-#else
-constexpr int kRaceRounds = 5000;
-#endif
+constexpr int kRaceRounds = kUnderSanitizer ? 1500 : 5000;
 
 // Opens once; every waiter (present or future) then completes OK.
 class Gate {

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq::rt {
 namespace {
@@ -78,7 +79,7 @@ Task<int> Chain(int depth) {
 // optimisation (-O2 and up) and never under ASan/TSan instrumentation. So the
 // deep version runs in optimised, uninstrumented builds (release, the one
 // shipped); the others check the same code at a depth any stack holds.
-#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(NDEBUG) && !defined(TASKQ_ASAN) && !defined(TASKQ_TSAN)
 constexpr int kChainDepth = 200000;
 #else
 constexpr int kChainDepth = 1000;

@@ -22,15 +22,12 @@
 #include "common/sync.h"
 #include "common/runtime/async_test_util.h"
 #include "gtest/gtest.h"
+#include "common/runtime/sanitizers.h"
 
 namespace taskq::rt {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr bool kSanitized = kUnderSanitizer;
 
 absl::Duration Since(MonoNanos start) { return absl::Nanoseconds(MonotonicNow() - start); }
 
