@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -272,6 +273,10 @@ absl::StatusOr<std::unique_ptr<TestNetwork>> TestNetwork::Create(
 }
 
 absl::Status TestNetwork::Run(std::vector<std::string> argv) {
+  return Output(std::move(argv)).status();
+}
+
+absl::StatusOr<std::string> TestNetwork::Output(std::vector<std::string> argv) {
   ProcessOptions o;
   o.output_dir = logs_->path();
   o.name = absl::StrCat("cmd-", ++runs_);
@@ -280,7 +285,7 @@ absl::Status TestNetwork::Run(std::vector<std::string> argv) {
   auto p = Process::Start(std::move(o));
   if (!p.ok()) return p.status();
   std::optional<int> rc = (*p)->Wait(absl::Seconds(30));
-  if (rc == 0) return absl::OkStatus();
+  if (rc == 0) return (*p)->Stdout();
   return absl::InternalError(absl::StrCat(what, ": ", rc ? absl::StrCat("exit ", *rc) : "timed out",
                                           ": ", (*p)->Stderr()));
 }
@@ -339,6 +344,9 @@ absl::Status TestNetwork::Build(const std::vector<std::string>& host_names) {
       if (auto s = Run(std::move(step)); !s.ok()) return s;
     }
     hosts_.push_back(std::move(h));
+  }
+  for (const NetHost& h : hosts_) {
+    if (auto s = WaitOperational(h); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -412,7 +420,21 @@ absl::Status TestNetwork::Heal(const std::string& name) {
   const NetHost& h = host(name);
   if (auto s = SetBridgeRules(h, {}); !s.ok()) return s;
   if (auto s = SetHostFirewall(h, false); !s.ok()) return s;
-  return Run({"ip", "-n", h.netns, "link", "set", "eth0", "up"});
+  if (auto s = Run({"ip", "-n", h.netns, "link", "set", "eth0", "up"}); !s.ok()) return s;
+  return WaitOperational(h);
+}
+
+absl::Status TestNetwork::WaitOperational(const NetHost& h) {
+  const auto is_up = [&](const std::string& ns, const std::string& dev) {
+    absl::StatusOr<std::string> out = Output({"ip", "-n", ns, "-o", "link", "show", "dev", dev});
+    return out.ok() && absl::StrContains(*out, " state UP ");
+  };
+  if (WaitFor([&] { return is_up(h.netns, "eth0") && is_up(bridge_ns_, h.bridge_port); },
+              absl::Seconds(10))) {
+    return absl::OkStatus();
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("host ", h.name, ": eth0 not operationally up within 10 s"));
 }
 
 absl::Status TestNetwork::LinkDown(const std::string& name) {

@@ -110,6 +110,12 @@ class TestNetwork {
   absl::Status Build(const std::vector<std::string>& host_names);
   // Runs a command to completion (30 s at most); its stderr in the error.
   absl::Status Run(std::vector<std::string> argv);
+  // The same, returning what it printed.
+  absl::StatusOr<std::string> Output(std::vector<std::string> argv);
+  // Waits until the host's eth0 and its bridge port are operationally up:
+  // `ip link set up` returns before the kernel's link watch (up to 1 s
+  // later) lets packets through, and a probe in between is lost.
+  absl::Status WaitOperational(const NetHost& host);
   // Replaces the host's bridge chain with `rules` (nft syntax, one a line).
   absl::Status SetBridgeRules(const NetHost& host, const std::vector<std::string>& rules);
   absl::Status SetHostFirewall(const NetHost& host, bool reject);
