@@ -53,10 +53,12 @@ TEST_P(ClientCut, SubmitWaitPrintsEveryResultOnceAndExitsZero) {
   const absl::Time heal_at = absl::Now() + absl::Seconds(c.seconds);
   WaitFor([&] { return !submit->Running(); }, heal_at - absl::Now(), absl::Milliseconds(50));
   EXPECT_TRUE(submit->Running()) << "submit --wait gave up during the cut: " << submit->Stderr();
+  // Counted before healing: Heal returns once the link is up again, and
+  // results already flow by then.
+  const size_t at_heal = printed();
+  const absl::Time healed = absl::Now();
   s = cluster_.net().Heal("client");
   ASSERT_TRUE(s.ok()) << s;
-  const absl::Time healed = absl::Now();
-  const size_t at_heal = printed();
 
   // Recovery: the next result printed after the link came back.
   bool resumed = WaitFor([&] { return printed() > at_heal || !submit->Running(); },

@@ -171,9 +171,9 @@ TEST_P(WorkerCut, ItsTasksMoveWithinTheBoundItStopsThemAndItsLateResultsAreRefus
 
   // 3. It comes back; worker2 and worker3 leave, so the next task can only
   //    run on worker1, after whatever it sends first on its new stream.
+  const absl::Time healed = absl::Now();  // Heal returns once the link is up
   s = cluster_.net().Heal("worker1");
   ASSERT_TRUE(s.ok()) << s;
-  const absl::Time healed = absl::Now();
   ASSERT_TRUE(cluster_.WaitWorkerConnected(w1, absl::Seconds(60), 2)) << "worker1 did not return";
   std::cout << "[measure] worker cut (" << CutName({GetParam(), 0})
             << "): worker1 reconnected " << absl::FormatDuration(absl::Now() - healed)
