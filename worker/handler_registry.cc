@@ -100,6 +100,13 @@ absl::Status HandlerRegistry::Register(absl::string_view name, Handler handler) 
   return Add(name, Entry{std::move(handler), nullptr});
 }
 
+absl::Status HandlerRegistry::RegisterInline(absl::string_view name, Handler handler) {
+  if (!handler) {
+    return absl::InvalidArgumentError(absl::StrCat("handler ", name, " is an empty function"));
+  }
+  return Add(name, Entry{std::move(handler), nullptr, /*inline_sync=*/true});
+}
+
 absl::Status HandlerRegistry::RegisterAsync(absl::string_view name, AsyncHandler handler) {
   if (!handler) {
     return absl::InvalidArgumentError(absl::StrCat("handler ", name, " is an empty function"));
@@ -145,7 +152,7 @@ rt::Task<absl::StatusOr<std::string>> HandlerRegistry::Run(HandlerContext& conte
   // Synchronous: hop onto the CPU pool for the call, then back home, so
   // the caller continues where it was (the worker's I/O scheduler).
   rt::Executor* home = rt::CurrentExecutor();
-  const bool hop = cpu != nullptr && cpu != home;
+  const bool hop = cpu != nullptr && cpu != home && !entry->inline_sync;
   if (hop) co_await rt::ScheduleOn(*cpu);
   absl::StatusOr<std::string> result = CallSync(entry->sync, context);
   if (hop && home != nullptr) co_await rt::ScheduleOn(*home);

@@ -6,6 +6,11 @@
 //   Register("name", Handler)        synchronous, CPU-bound: runs on the
 //                                    worker's CPU pool (--threads), holding
 //                                    one of its threads until it returns.
+//   RegisterInline("name", Handler)  synchronous and cheap (microseconds,
+//                                    never blocks, e.g. square): runs right
+//                                    on the worker's I/O scheduler. Two
+//                                    thread hand-offs per task cost more
+//                                    than such a handler itself.
 //   RegisterAsync("name", AsyncHandler)  a coroutine (rt::Task): runs on the
 //                                    worker's I/O scheduler and holds no
 //                                    thread while it awaits (timers, fds,
@@ -111,11 +116,12 @@ class HandlerRegistry {
   // Adds a handler. Fails with INVALID_ARGUMENT for a bad name (same rules
   // as queue names) or an empty function, ALREADY_EXISTS if taken.
   absl::Status Register(absl::string_view name, Handler handler);
+  absl::Status RegisterInline(absl::string_view name, Handler handler);
   absl::Status RegisterAsync(absl::string_view name, AsyncHandler handler);
 
   // Runs the handler the task names: a synchronous one on `cpu` (and back
-  // to the caller's executor afterwards; inline if `cpu` is null), an async
-  // one in the calling coroutine. An unknown name is a permanent failure
+  // to the caller's executor afterwards; inline if `cpu` is null or the
+  // handler was registered inline), an async one in the calling coroutine. An unknown name is a permanent failure
   // ("no handler named X on worker Y"); an exception thrown by a handler
   // becomes a retryable INTERNAL error (nothing escapes). `context` must
   // outlive the returned task.
@@ -129,6 +135,7 @@ class HandlerRegistry {
   struct Entry {
     Handler sync;        // exactly one of the two is set
     AsyncHandler async;
+    bool inline_sync = false;  // `sync` runs on the caller's thread
   };
   absl::Status Add(absl::string_view name, Entry entry);
 

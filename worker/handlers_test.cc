@@ -4,8 +4,8 @@
 #include <atomic>
 #include <stdexcept>
 #include <stop_token>
-#include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/runtime/scheduler.h"
 #include "common/runtime/sleep.h"
@@ -186,6 +186,36 @@ TEST(Registry, SyncHandlersRunOnTheCpuPoolAndComeBack) {
   rt::Executor* after = sched.BlockOn(Probe::Run(&registry, &cpu));
   EXPECT_EQ(ran_on.load(), &cpu);    // the handler ran on the CPU pool
   EXPECT_EQ(after, &sched);          // and the caller continued at home
+}
+
+TEST(Registry, InlineHandlersAndSquareRunOnTheCallersThread) {
+  rt::Scheduler sched({.threads = 1});
+  // The CPU pool's only thread is kept busy: a handler that hopped there
+  // would wait until it is let go (10 s at most).
+  ThreadPool cpu(1, "test-cpu");
+  absl::Notification let_go;
+  cpu.Submit([&] { let_go.WaitForNotificationWithTimeout(absl::Seconds(10)); });
+  HandlerRegistry registry;
+  ASSERT_TRUE(RegisterBuiltinHandlers(&registry, ExecHandler()).ok());
+  std::atomic<rt::Executor*> ran_on{nullptr};
+  ASSERT_TRUE(registry
+                  .RegisterInline("where",
+                                  [&](const HandlerContext&) -> absl::StatusOr<std::string> {
+                                    ran_on = rt::CurrentExecutor();
+                                    return "here";
+                                  })
+                  .ok());
+  EXPECT_FALSE(registry.RegisterInline("empty", nullptr).ok());
+  const absl::Time start = absl::Now();
+  v1::Task where = MakeTask("where", "");
+  HandlerContext where_context(where, "w1");
+  EXPECT_EQ(*RunOn(sched, registry, where_context, &cpu), "here");
+  EXPECT_EQ(ran_on.load(), &sched);  // the caller's scheduler, not the pool
+  v1::Task sq = MakeTask("square", "7");
+  HandlerContext sq_context(sq, "w1");
+  EXPECT_EQ(*RunOn(sched, registry, sq_context, &cpu), "7 * 7 = 49");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "an inline handler waited for the CPU pool";
+  let_go.Notify();
 }
 
 rt::Task<absl::StatusOr<std::string>> AsyncEcho(HandlerContext& context) {

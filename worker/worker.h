@@ -18,8 +18,8 @@
 //
 // Threads: an rt::Scheduler of `io_threads` threads (default 1, plus its
 // epoll thread) runs the session and the async handlers (sleep, exec, ...),
-// which hold no thread while they wait; a ThreadPool of `threads` threads
-// runs synchronous (CPU-bound) handlers such as square. `concurrency` tasks
+// which hold no thread while they wait, and inline handlers such as square;
+// a ThreadPool of `threads` threads runs synchronous (CPU-bound) handlers. `concurrency` tasks
 // run at once whatever their kind; so --threads 2 --concurrency 1000 runs
 // 1000 sleeps at once on a handful of threads.
 //
