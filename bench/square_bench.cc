@@ -584,7 +584,7 @@ void PrintReport(const Options& options, const Report& r) {
                r.put_calls, put_mean_ms, static_cast<double>(r.put_rtt_max_ns) / 1e6,
                r.get_calls, r.get_calls ? static_cast<double>(r.tasks) / static_cast<double>(r.get_calls) : 0.0);
   absl::PrintF("bench CPU:    %.2f s (this process, warmup included)\n", CpuSeconds());
-  absl::PrintF("RESULT tasks=%d seconds=%.3f tasks_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p90_ms=%.2f max_ms=%.2f ok=%d\n",
+  absl::PrintF("RESULT tasks=%d seconds=%.3f tasks_per_s=%.0f p50_ms=%.3f p99_ms=%.3f p90_ms=%.3f max_ms=%.3f ok=%d\n",
                r.tasks, r.seconds, rate, p50, p99, p90, max, r.ok() ? 1 : 0);
   std::fflush(stdout);
 }
