@@ -5,7 +5,8 @@
 //
 //   CLI::App app{"what this program measures", "taskq-foo-bench"};
 //   bench::AddConnectFlags(app, &options.connect);
-//   bench::AddCount(app, "--tasks", &options.tasks, "tasks measured", 1, 1 << 30);
+//   bench::AddBatchFlag(app, &options.batch);
+//   bench::AddCount<uint64_t>(app, "--tasks", &options.tasks, "tasks measured", 1, 1 << 30);
 //   if (std::optional<int> exit = bench::Parse(app, argc, argv)) return *exit;
 //
 // Thread-safety: call from main() before any thread starts; it only fills
@@ -20,6 +21,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/channel.h"
+#include "common/limits.h"
 
 namespace taskq::bench {
 
@@ -46,6 +48,38 @@ CLI::Option* AddCount(CLI::App& app, const std::string& name, T* value,
 inline CLI::Option* AddText(CLI::App& app, const std::string& name, std::string* value,
                             const std::string& description) {
   return app.add_option(name, *value, description)->capture_default_str();
+}
+
+// --queue: a queue name the master accepts (common/limits.h).
+inline CLI::Option* AddQueueFlag(CLI::App& app, std::string* queue, const std::string& description) {
+  return AddText(app, "--queue", queue, description)->check([](const std::string& name) {
+    absl::Status s = ValidateName("queue", name);
+    return s.ok() ? std::string() : std::string(s.message());
+  });
+}
+
+// The flags of the square-shaped taskq benches (square, soak): how tasks
+// are put and how long a run may wait. Each keeps the default it was given.
+inline void AddBatchFlag(CLI::App& app, uint64_t* batch) {
+  AddCount<uint64_t>(app, "--batch", batch, "tasks per Put", 1, kMaxTasksPerPut);
+}
+inline void AddWindowFlag(CLI::App& app, uint64_t* window) {
+  AddCount<uint64_t>(app, "--window", window, "most tasks in flight (put, no result yet)", 1,
+                     uint64_t{1} << 32);
+}
+inline void AddProducersFlag(CLI::App& app, uint64_t* producers) {
+  AddCount<uint64_t>(app, "--producers", producers, "threads issuing Puts (Puts in flight)", 1,
+                     64);
+}
+inline void AddMinWorkersFlag(CLI::App& app, uint64_t* min_workers) {
+  AddCount<uint64_t>(app, "--min-workers", min_workers,
+                     "first wait (up to the stall timeout) until this many Work streams serve "
+                     "the queue (0: do not wait)",
+                     0, 100000);
+}
+inline void AddStallTimeoutFlag(CLI::App& app, uint64_t* seconds) {
+  AddCount<uint64_t>(app, "--stall-timeout", seconds,
+                     "give up after this many seconds without a result", 1, 86400);
 }
 
 // Parses argv. Returns nothing when the program should go on, else the exit
