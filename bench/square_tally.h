@@ -168,7 +168,8 @@ inline bool RunSquarePhases(uint64_t warmup, uint64_t tasks, uint64_t window,
     if (phase == 0 && !ok) return false;
     if (phase == 1) {
       std::vector<int64_t> latencies = tally.TakeLatencies();
-      PrintResult(tasks, static_cast<double>(tally.last_ns() - start_ns) / 1e9, latencies, ok);
+      int64_t elapsed_ns = std::max<int64_t>(0, tally.last_ns() - start_ns);
+      PrintResult(tasks, static_cast<double>(elapsed_ns) / 1e9, latencies, ok);
       return ok;
     }
   }
