@@ -52,6 +52,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_flags.h"
 #include "common/client.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -61,26 +62,6 @@ extern char** environ;
 
 namespace taskq {
 namespace {
-
-constexpr char kUsage[] =
-    "usage: taskq-backlog-bench fill  --master HOST:PORT --token-file PATH [--queue Q]\n"
-    "                                 [--tasks N] [--bytes B] [--batch 1000] [--streams 4]\n"
-    "                                 [--timeout S]\n"
-    "       taskq-backlog-bench start --port-file F --log-file L --pid-file P\n"
-    "                                 [--token-file PATH --probe-queue Q] [--timeout S]\n"
-    "                                 -- MASTER_BINARY ARGS...\n"
-    "       taskq-backlog-bench drain --master HOST:PORT --token-file PATH [--queue Q]\n"
-    "                                 [--tasks N] [--streams 2] [--timeout S]\n"
-    "\n"
-    "  fill:  put N (default 1000000) tasks of B (default 100) random bytes on Q\n"
-    "         (default backlog), --batch tasks per Put, --streams Puts in flight.\n"
-    "  start: spawn the master with stdout and stderr appended to L, write its\n"
-    "         pid to P, and time its recovery log line, its port file F (which\n"
-    "         must name the same file as its --port-file) and, with\n"
-    "         --probe-queue, the first Get that returns a task. Leaves it running.\n"
-    "  drain: take up to N tasks (default: all ready) off Q with --streams\n"
-    "         concurrent Gets of up to 1000.\n"
-    "  --timeout S: give up after S seconds (default 600; start: 120).\n";
 
 struct Options {
   std::string mode;
@@ -96,98 +77,62 @@ struct Options {
   std::vector<std::string> command;  // start: the master's argv
 };
 
-bool ParseFlags(int argc, char** argv, Options* options, std::string* error) {
-  if (argc < 2) {
-    *error = "missing mode (fill, start or drain)";
-    return false;
+// Fills `options` from argv; the exit status when the program must stop.
+std::optional<int> ParseFlags(int argc, char** argv, Options* options) {
+  CLI::App app{"The measuring half of bench/backlog.sh: what a large backlog costs a "
+               "durable master.",
+               "taskq-backlog-bench"};
+  app.require_subcommand(1);
+  CLI::App* fill = app.add_subcommand(
+      "fill", "put --tasks tasks of --bytes random bytes on --queue, --batch tasks per Put, "
+              "--streams Puts in flight");
+  CLI::App* start = app.add_subcommand(
+      "start", "spawn the master (the command after --) with stdout and stderr appended to "
+               "--log-file, write its pid to --pid-file, and time its recovery log line, its "
+               "port file (which must name the same file as its --port-file) and, with "
+               "--probe-queue, the first Get that returns a task. Leaves it running.");
+  CLI::App* drain = app.add_subcommand(
+      "drain", "take up to --tasks tasks (default: all ready) off --queue with --streams "
+               "concurrent Gets of up to 1000");
+  for (CLI::App* mode : {fill, drain}) {
+    bench::AddConnectFlags(*mode, &options->connect);
+    mode->get_option("--master")->required();
+    mode->get_option("--token-file")->required();
+    bench::AddQueueFlag(*mode, &options->queue, "the queue");
+    mode->add_option("--streams", options->streams,
+                     mode == fill ? "Puts in flight (default 4)" : "Gets in flight (default 2)")
+        ->check(CLI::Range(1, 64));
   }
-  options->mode = argv[1];
-  if (options->mode == "-h" || options->mode == "--help") {
-    error->clear();
-    return false;
+  bench::AddCount<uint64_t>(*fill, "--tasks", &options->tasks, "tasks to put", 1,
+                            uint64_t{1} << 32);
+  CLI::Option* drain_tasks = drain->add_option("--tasks", options->tasks, "most tasks to take")
+                                 ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+  bench::AddCount<uint64_t>(*fill, "--bytes", &options->bytes, "payload bytes per task", 0,
+                            1 << 20);
+  bench::AddBatchFlag(*fill, &options->batch);
+  start->add_option("--token-file", options->connect.token_file,
+                    "the master's token file (for --probe-queue)");
+  start->add_option("--port-file", options->port_file, "the master's port file")->required();
+  start->add_option("--log-file", options->log_file, "append the master's output here")
+      ->required();
+  start->add_option("--pid-file", options->pid_file, "write the master's pid here")
+      ->required();
+  start->add_option("--probe-queue", options->probe_queue,
+                    "time the first Get that returns a task from this queue")
+      ->needs(start->get_option("--token-file"));
+  start->add_option("command", options->command, "-- MASTER_BINARY ARGS...")->required();
+  for (CLI::App* mode : {fill, start, drain}) {
+    mode->add_option("--timeout", options->timeout_s,
+                     mode == start ? "give up after this many seconds (default 120)"
+                                   : "give up after this many seconds (default 600)")
+        ->check(CLI::Range(1, 86400));
   }
-  if (options->mode != "fill" && options->mode != "start" && options->mode != "drain") {
-    *error = absl::StrCat("unknown mode '", options->mode, "'");
-    return false;
-  }
-  for (int i = 2; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      error->clear();
-      return false;
-    }
-    if (arg == "--") {
-      for (++i; i < argc; ++i) options->command.emplace_back(argv[i]);
-      break;
-    }
-    std::string value;
-    size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      *error = absl::StrCat(arg, " needs a value");
-      return false;
-    }
-    auto number = [&](uint64_t* out, uint64_t min, uint64_t max) {
-      if (!absl::SimpleAtoi(value, out) || *out < min || *out > max) {
-        *error = absl::StrCat(arg, " must be an integer in [", min, ", ", max, "], got '",
-                              value, "'");
-        return false;
-      }
-      return true;
-    };
-    bool ok = true;
-    if (arg == "--master") {
-      options->connect.master = value;
-    } else if (arg == "--token-file") {
-      options->connect.token_file = value;
-    } else if (arg == "--queue") {
-      options->queue = value;
-    } else if (arg == "--tasks") {
-      ok = number(&options->tasks, 1, uint64_t{1} << 32);
-      options->tasks_set = true;
-    } else if (arg == "--bytes") {
-      ok = number(&options->bytes, 0, 1 << 20);
-    } else if (arg == "--batch") {
-      ok = number(&options->batch, 1, kMaxTasksPerPut);
-    } else if (arg == "--streams") {
-      ok = number(&options->streams, 1, 64);
-    } else if (arg == "--timeout") {
-      ok = number(&options->timeout_s, 1, 86400);
-    } else if (arg == "--port-file") {
-      options->port_file = value;
-    } else if (arg == "--log-file") {
-      options->log_file = value;
-    } else if (arg == "--pid-file") {
-      options->pid_file = value;
-    } else if (arg == "--probe-queue") {
-      options->probe_queue = value;
-    } else {
-      *error = absl::StrCat("unknown flag ", arg);
-      return false;
-    }
-    if (!ok) return false;
-  }
-  if (options->mode == "start") {
-    if (options->command.empty() || options->port_file.empty() ||
-        options->log_file.empty() || options->pid_file.empty()) {
-      *error = "start needs --port-file, --log-file, --pid-file and -- MASTER_BINARY ARGS";
-      return false;
-    }
-    if (!options->probe_queue.empty() && options->connect.token_file.empty()) {
-      *error = "--probe-queue needs --token-file";
-      return false;
-    }
-  } else if (options->connect.master.empty() || options->connect.token_file.empty()) {
-    *error = absl::StrCat(options->mode, " needs --master and --token-file");
-    return false;
-  }
+  if (std::optional<int> exit = bench::Parse(app, argc, argv)) return exit;
+  options->mode = fill->parsed() ? "fill" : start->parsed() ? "start" : "drain";
+  options->tasks_set = fill->parsed() || drain_tasks->count() > 0;
   if (options->streams == 0) options->streams = options->mode == "fill" ? 4 : 2;
   if (options->timeout_s == 0) options->timeout_s = options->mode == "start" ? 120 : 600;
-  return true;
+  return std::nullopt;
 }
 
 using SteadyClock = std::chrono::steady_clock;
@@ -682,15 +627,7 @@ int Drain(const Options& options) {
 int Main(int argc, char** argv) {
   InitLogging("taskq-backlog-bench");
   Options options;
-  std::string error;
-  if (!ParseFlags(argc, argv, &options, &error)) {
-    if (error.empty()) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    std::fprintf(stderr, "taskq-backlog-bench: %s\n%s", error.c_str(), kUsage);
-    return 2;
-  }
+  if (std::optional<int> exit = ParseFlags(argc, argv, &options)) return *exit;
   if (options.mode == "fill") return Fill(options);
   if (options.mode == "start") return Start(options);
   return Drain(options);

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Shell helpers shared by the benchmark scripts (square.sh, soak.sh):
-# stopping what a script started, showing its logs when it failed, waiting
-# for the master's port file, and a process's peak RSS and CPU. Source it;
-# it defines functions only.
+# Shell helpers shared by the benchmark scripts (square.sh, soak.sh,
+# compare.sh): stopping what a script started, showing its logs when it
+# failed, waiting for the master's port file or a server's port, a free
+# port, and a process's peak RSS and CPU. Source it; it defines functions
+# only.
 
 # Sends SIGTERM to every pid, waits up to 10 s in all, then SIGKILLs what
 # is left and reaps them. $1 names the script in its messages.
@@ -62,4 +63,54 @@ report_process() {
   cpu=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')
   printf '%-12s peak RSS (VmHWM) %6d MiB (%d kB), CPU %s s\n' \
     "$name" $((hwm / 1024)) "$hwm" "$cpu"
+}
+
+# CPU clock ticks (user+system) process $1 has used so far; 0 if gone.
+cpu_ticks() {
+  [[ -r /proc/$1/stat ]] || { echo 0; return 0; }
+  sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# Peak RSS (VmHWM) of process $1 in kB; 0 if gone.
+peak_rss_kb() {
+  [[ -r /proc/$1/status ]] || { echo 0; return 0; }
+  awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+# Prints a free TCP port on 127.0.0.1 (for servers that cannot bind port 0
+# and report it, like redis-server and beanstalkd). Another process may
+# take it before the server binds it: callers check the server came up.
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    return
+  fi
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 30000))
+    # A refused connect means nothing listens there.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+# Waits until something accepts connections on 127.0.0.1:$3 while process
+# $2 lives, at most $4 seconds; exits the script with a message otherwise.
+# $1 names the script in its messages.
+wait_port_open() {
+  local script=$1 pid=$2 port=$3 timeout=$4
+  local deadline=$((SECONDS + timeout))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$script: the server on port $port (pid $pid) exited during startup" >&2
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "$script: nothing listens on port $port after $timeout s" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
 }

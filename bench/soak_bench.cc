@@ -54,6 +54,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_flags.h"
 #include "common/client.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -61,16 +62,6 @@
 
 namespace taskq {
 namespace {
-
-constexpr char kUsage[] =
-    "usage: taskq-soak-bench --master HOST:PORT --token-file PATH [--queue soak.tasks]\n"
-    "         [--seconds 600] [--sample-interval 10] [--window 1000] [--batch 100]\n"
-    "         [--producers 2] [--min-workers 0] [--stall-timeout 30]\n"
-    "         [--data-dir DIR] [--master-pid PID]\n"
-    "\n"
-    "Runs the square workload for --seconds and prints a sample row every\n"
-    "--sample-interval seconds (sizes of DIR's taskq.db files, the master's RSS\n"
-    "from /proc/PID). Needs taskq-worker processes serving --queue.\n";
 
 struct Options {
   ConnectOptions connect;
@@ -86,68 +77,32 @@ struct Options {
   uint64_t master_pid = 0;
 };
 
-bool ParseFlags(int argc, char** argv, Options* options, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      error->clear();
-      return false;
-    }
-    std::string value;
-    size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      *error = absl::StrCat(arg, " needs a value");
-      return false;
-    }
-    auto number = [&](uint64_t* out, uint64_t min, uint64_t max) {
-      if (!absl::SimpleAtoi(value, out) || *out < min || *out > max) {
-        *error = absl::StrCat(arg, " must be an integer in [", min, ", ", max, "], got '",
-                              value, "'");
-        return false;
-      }
-      return true;
-    };
-    bool ok = true;
-    if (arg == "--master") {
-      options->connect.master = value;
-    } else if (arg == "--token-file") {
-      options->connect.token_file = value;
-    } else if (arg == "--queue") {
-      options->queue = value;
-    } else if (arg == "--seconds") {
-      ok = number(&options->seconds, 1, 7 * 86400);
-    } else if (arg == "--sample-interval") {
-      ok = number(&options->sample_interval_s, 1, 3600);
-    } else if (arg == "--window") {
-      ok = number(&options->window, 1, 1000000);
-    } else if (arg == "--batch") {
-      ok = number(&options->batch, 1, kMaxTasksPerPut);
-    } else if (arg == "--producers") {
-      ok = number(&options->producers, 1, 64);
-    } else if (arg == "--min-workers") {
-      ok = number(&options->min_workers, 0, 100000);
-    } else if (arg == "--stall-timeout") {
-      ok = number(&options->stall_timeout_s, 1, 86400);
-    } else if (arg == "--data-dir") {
-      options->data_dir = value;
-    } else if (arg == "--master-pid") {
-      ok = number(&options->master_pid, 1, 1u << 30);
-    } else {
-      *error = absl::StrCat("unknown flag ", arg);
-      return false;
-    }
-    if (!ok) return false;
-  }
-  if (options->connect.master.empty() || options->connect.token_file.empty()) {
-    *error = "--master and --token-file are required";
-    return false;
-  }
-  return true;
+// Fills `options` from argv; the exit status when the program must stop.
+std::optional<int> ParseFlags(int argc, char** argv, Options* options) {
+  CLI::App app{
+      "Runs the square workload for --seconds and prints a sample row every "
+      "--sample-interval seconds (sizes of DIR's taskq.db files, the master's RSS from "
+      "/proc/PID). Needs taskq-worker processes serving --queue.",
+      "taskq-soak-bench"};
+  bench::AddConnectFlags(app, &options->connect);
+  app.get_option("--master")->required();
+  app.get_option("--token-file")->required();
+  bench::AddQueueFlag(app, &options->queue, "the task queue the workers serve");
+  bench::AddCount<uint64_t>(app, "--seconds", &options->seconds, "how long the load runs", 1,
+                            7 * 86400);
+  bench::AddCount<uint64_t>(app, "--sample-interval", &options->sample_interval_s,
+                            "seconds between sample rows", 1, 3600);
+  bench::AddWindowFlag(app, &options->window);
+  bench::AddBatchFlag(app, &options->batch);
+  bench::AddProducersFlag(app, &options->producers);
+  bench::AddMinWorkersFlag(app, &options->min_workers);
+  bench::AddStallTimeoutFlag(app, &options->stall_timeout_s);
+  bench::AddText(app, "--data-dir", &options->data_dir,
+                 "the master's data dir, whose taskq.db files are sampled");
+  bench::AddCount<uint64_t>(app, "--master-pid", &options->master_pid,
+                            "the master's pid, for its RSS and CPU (0: not sampled)", 0,
+                            uint64_t{1} << 30);
+  return bench::Parse(app, argc, argv);
 }
 
 // Monotonic nanoseconds since the program started.
@@ -533,15 +488,7 @@ void Consume(Client& client, const Options& options, const std::string& result_q
 int Main(int argc, char** argv) {
   InitLogging("taskq-soak-bench");
   Options options;
-  std::string error;
-  if (!ParseFlags(argc, argv, &options, &error)) {
-    if (error.empty()) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    std::fprintf(stderr, "taskq-soak-bench: %s\n%s", error.c_str(), kUsage);
-    return 2;
-  }
+  if (std::optional<int> exit = ParseFlags(argc, argv, &options)) return *exit;
   // Signals are taken by the sampler loop (sigtimedwait), in every thread.
   sigset_t signals;
   sigemptyset(&signals);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -29,11 +30,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "bench/bench_flags.h"
 #include "common/channel.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -44,26 +45,6 @@ namespace taskq {
 namespace {
 
 namespace v1 = ::taskq::v1;
-
-constexpr char kUsage[] =
-    "usage: taskq-square-bench [--master HOST:PORT] [--token-file PATH]\n"
-    "         [--tls] [--tls-ca FILE] [--tls-server-name NAME]\n"
-    "         [--tasks N] [--batch B] [--queue NAME] [--window W]\n"
-    "         [--warmup N] [--producers P] [--stall-timeout SECONDS]\n"
-    "         [--min-workers K]\n"
-    "\n"
-    "Puts N `square` tasks on QUEUE (default bench.tasks) and waits for all\n"
-    "their results on a private result queue. Needs a running master and\n"
-    "taskq-worker processes serving QUEUE (see bench/square.sh).\n"
-    "  --tasks N          tasks measured (default 100000)\n"
-    "  --batch B          tasks per Put (default 500, at most 10000)\n"
-    "  --window W         most tasks in flight, put but no result yet\n"
-    "                     (default 1000)\n"
-    "  --warmup N         tasks run and checked before measuring (default 1000)\n"
-    "  --producers P      threads issuing Puts, i.e. Puts in flight (default 2)\n"
-    "  --stall-timeout S  give up after S seconds without a result (default 30)\n"
-    "  --min-workers K    first wait (up to the stall timeout) until K Work\n"
-    "                     streams serve QUEUE (default 0: do not wait)\n";
 
 struct Options {
   ConnectOptions connect;
@@ -77,74 +58,25 @@ struct Options {
   uint64_t min_workers = 0;
 };
 
-// Parses "--name value" and "--name=value". Returns false (with *error set,
-// empty for --help) on bad usage.
-bool ParseFlags(int argc, char** argv, Options* options, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      error->clear();
-      return false;
-    }
-    if (arg == "--tls") {
-      options->connect.tls = true;
-      continue;
-    }
-    std::string value;
-    size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      *error = absl::StrCat(arg, " needs a value");
-      return false;
-    }
-    auto number = [&](uint64_t* out, uint64_t min, uint64_t max) {
-      if (!absl::SimpleAtoi(value, out) || *out < min || *out > max) {
-        *error = absl::StrCat(arg, " must be an integer in [", min, ", ", max,
-                              "], got '", value, "'");
-        return false;
-      }
-      return true;
-    };
-    bool ok = true;
-    if (arg == "--master") {
-      options->connect.master = value;
-    } else if (arg == "--token-file") {
-      options->connect.token_file = value;
-    } else if (arg == "--tls-ca") {
-      options->connect.tls_ca_file = value;
-    } else if (arg == "--tls-server-name") {
-      options->connect.tls_server_name = value;
-    } else if (arg == "--queue") {
-      options->queue = value;
-    } else if (arg == "--tasks") {
-      ok = number(&options->tasks, 1, uint64_t{1} << 32);
-    } else if (arg == "--batch") {
-      ok = number(&options->batch, 1, kMaxTasksPerPut);
-    } else if (arg == "--window") {
-      ok = number(&options->window, 1, uint64_t{1} << 32);
-    } else if (arg == "--warmup") {
-      ok = number(&options->warmup, 0, uint64_t{1} << 32);
-    } else if (arg == "--producers") {
-      ok = number(&options->producers, 1, 64);
-    } else if (arg == "--min-workers") {
-      ok = number(&options->min_workers, 0, 100000);
-    } else if (arg == "--stall-timeout") {
-      ok = number(&options->stall_timeout_s, 1, 86400);
-    } else {
-      *error = absl::StrCat("unknown flag ", arg);
-      return false;
-    }
-    if (!ok) return false;
-  }
-  if (absl::Status s = ValidateName("queue", options->queue); !s.ok()) {
-    *error = std::string(s.message());
-    return false;
-  }
-  return true;
+// Fills `options` from argv; the exit status when the program must stop.
+std::optional<int> ParseFlags(int argc, char** argv, Options* options) {
+  CLI::App app{
+      "Puts N `square` tasks on QUEUE and waits for all their results on a private "
+      "result queue. Needs a running master and taskq-worker processes serving QUEUE "
+      "(see bench/square.sh).",
+      "taskq-square-bench"};
+  bench::AddConnectFlags(app, &options->connect);
+  bench::AddQueueFlag(app, &options->queue, "the task queue the workers serve");
+  bench::AddCount<uint64_t>(app, "--tasks", &options->tasks, "tasks measured", 1,
+                            uint64_t{1} << 32);
+  bench::AddBatchFlag(app, &options->batch);
+  bench::AddWindowFlag(app, &options->window);
+  bench::AddCount<uint64_t>(app, "--warmup", &options->warmup,
+                            "tasks run and checked before measuring", 0, uint64_t{1} << 32);
+  bench::AddProducersFlag(app, &options->producers);
+  bench::AddStallTimeoutFlag(app, &options->stall_timeout_s);
+  bench::AddMinWorkersFlag(app, &options->min_workers);
+  return bench::Parse(app, argc, argv);
 }
 
 // Monotonic nanoseconds since the program started.
@@ -584,7 +516,7 @@ void PrintReport(const Options& options, const Report& r) {
                r.put_calls, put_mean_ms, static_cast<double>(r.put_rtt_max_ns) / 1e6,
                r.get_calls, r.get_calls ? static_cast<double>(r.tasks) / static_cast<double>(r.get_calls) : 0.0);
   absl::PrintF("bench CPU:    %.2f s (this process, warmup included)\n", CpuSeconds());
-  absl::PrintF("RESULT tasks=%d seconds=%.3f tasks_per_s=%.0f p50_ms=%.2f p99_ms=%.2f p90_ms=%.2f max_ms=%.2f ok=%d\n",
+  absl::PrintF("RESULT tasks=%d seconds=%.3f tasks_per_s=%.0f p50_ms=%.3f p99_ms=%.3f p90_ms=%.3f max_ms=%.3f ok=%d\n",
                r.tasks, r.seconds, rate, p50, p99, p90, max, r.ok() ? 1 : 0);
   std::fflush(stdout);
 }
@@ -592,15 +524,7 @@ void PrintReport(const Options& options, const Report& r) {
 int Main(int argc, char** argv) {
   InitLogging("taskq-square-bench");
   Options options;
-  std::string error;
-  if (!ParseFlags(argc, argv, &options, &error)) {
-    if (error.empty()) {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    std::fprintf(stderr, "taskq-square-bench: %s\n%s", error.c_str(), kUsage);
-    return 2;
-  }
+  if (std::optional<int> exit = ParseFlags(argc, argv, &options)) return *exit;
   absl::StatusOr<Connection> connection = Connect(options.connect);
   if (!connection.ok()) {
     std::fprintf(stderr, "taskq-square-bench: %s\n",
