@@ -1,7 +1,7 @@
-// MemoryEngine, part 1: queues and their settings, put, get, hand-out
+// TaskEngine, part 1: queues and their settings, put, get, hand-out
 // (getters and worker subscriptions), waiting calls and time. Part 2
-// (memory_engine_tasks.cc) settles leases and keeps task states.
-#include "master/memory_engine.h"
+// (task_engine_states.cc) settles leases and keeps task states.
+#include "master/engine/task_engine.h"
 
 #include <algorithm>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
@@ -61,7 +61,7 @@ uint64_t SeedOf(const EngineOptions& options) {
 
 }  // namespace
 
-MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
+TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
                            std::function<void()> on_earlier_deadline)
     : options_(options),
       clock_(clock),
@@ -70,14 +70,14 @@ MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
       memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
               options.cooling_slack_bytes) {}
 
-MemoryEngine::~MemoryEngine() { Shutdown(); }
+TaskEngine::~TaskEngine() { Shutdown(); }
 
-void MemoryEngine::Touch(const Queue& q, Pending& pending) {
+void TaskEngine::Touch(const Queue& q, Pending& pending) {
   pending.Touch(q.config.name());
   MarkQueue(q.config.name());
 }
 
-void MemoryEngine::EndStep(Pending& pending) {
+void TaskEngine::EndStep(Pending& pending) {
   SettleTouched(pending);
   Persist(pending);
   CoolDown();
@@ -85,7 +85,7 @@ void MemoryEngine::EndStep(Pending& pending) {
 
 // --- queues -------------------------------------------------------------------
 
-v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
+v1::QueueConfig TaskEngine::FillDefaults(v1::QueueConfig c) const {
   if (c.kind() == v1::QUEUE_KIND_UNSPECIFIED) c.set_kind(v1::QUEUE_KIND_FIFO);
   if (c.lease_ms() == 0) {
     c.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.default_lease)));
@@ -112,7 +112,7 @@ v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
   return c;
 }
 
-absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
+absl::Status TaskEngine::ValidateConfig(const v1::QueueConfig& c) const {
   if (auto s = ValidateName("queue", c.name()); !s.ok()) return s;
   if (!v1::QueueKind_IsValid(c.kind())) {
     return absl::InvalidArgumentError(absl::StrCat("unknown queue kind ", c.kind()));
@@ -150,12 +150,12 @@ absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
   return absl::OkStatus();
 }
 
-MemoryEngine::Queue* MemoryEngine::FindQueue(const std::string& name) {
+TaskEngine::Queue* TaskEngine::FindQueue(const std::string& name) {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config, Pending& pending) {
+TaskEngine::Queue* TaskEngine::AddQueue(v1::QueueConfig config, Pending& pending) {
   auto q = std::make_unique<Queue>();
   q->config = std::move(config);
   Queue* raw = q.get();
@@ -169,7 +169,7 @@ MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config, Pending& pen
   return raw;
 }
 
-absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
+absl::Status TaskEngine::RoomForAQueue(const std::string& name) const {
   if (queues_.size() < options_.max_queues) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
       "queue \"", name, "\" cannot be created: the master holds ", queues_.size(),
@@ -178,7 +178,7 @@ absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
       "with a larger --max-queues"));
 }
 
-absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name,
+absl::StatusOr<TaskEngine::Queue*> TaskEngine::FindOrCreateQueue(const std::string& name,
                                                                      Pending& pending) {
   // Every caller is a new call (put, get, subscribe): refuse them all here.
   if (shut_down_) return ShuttingDown();
@@ -193,7 +193,7 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   return q;
 }
 
-absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig& requested,
+absl::StatusOr<v1::QueueConfig> TaskEngine::CreateQueue(const v1::QueueConfig& requested,
                                                           bool exist_ok) {
   if (auto s = ValidateConfig(requested); !s.ok()) return s;
   v1::QueueConfig config = FillDefaults(requested);
@@ -217,7 +217,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
   return config;
 }
 
-absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& queue,
+absl::StatusOr<v1::QueueConfig> TaskEngine::UpdateQueue(const std::string& queue,
                                                           const v1::QueueConfigUpdate& update) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
@@ -252,7 +252,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& que
   return config;
 }
 
-v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
+v1::QueueStats TaskEngine::StatsOf(const Queue& q) {
   v1::QueueStats s;
   *s.mutable_config() = q.config;
   s.set_ready(q.ready.size());
@@ -273,7 +273,7 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   return s;
 }
 
-absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
+absl::StatusOr<v1::ListQueuesResponse> TaskEngine::ListQueues(
     const v1::ListQueuesRequest& request) {
   const uint32_t page_size = request.page_size() == 0
                                  ? kDefaultQueuePage
@@ -298,21 +298,21 @@ absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
   return page;
 }
 
-absl::StatusOr<v1::QueueStats> MemoryEngine::Stats(const std::string& queue) {
+absl::StatusOr<v1::QueueStats> TaskEngine::Stats(const std::string& queue) {
   MutexLock lock(&mu_);
   Queue* q = FindQueue(queue);
   if (!q) return QueueMissing(queue);
   return StatsOf(*q);
 }
 
-absl::StatusOr<std::string> MemoryEngine::QueueOwner(const std::string& queue) {
+absl::StatusOr<std::string> TaskEngine::QueueOwner(const std::string& queue) {
   MutexLock lock(&mu_);
   const Queue* q = FindQueue(queue);
   if (!q) return QueueMissing(queue);
   return q->config.owner();
 }
 
-absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
+absl::Status TaskEngine::DeleteQueue(const std::string& queue) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -325,7 +325,7 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
   return absl::OkStatus();
 }
 
-void MemoryEngine::RemoveQueue(const std::string& queue, Pending& pending) {
+void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending) {
   Queue* q = FindQueue(queue);
   absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
   // Copies: FailWaiter compacts the lists it is called for.
@@ -370,7 +370,7 @@ void MemoryEngine::RemoveQueue(const std::string& queue, Pending& pending) {
   MarkQueue(queue);
 }
 
-uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
+uint64_t TaskEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
   uint64_t dropped = 0;
   // Ready tasks a chunk at a time: cold ones are read back (their reply_to
   // gets a result), and a huge cold backlog is never all in memory at once.
@@ -389,7 +389,7 @@ uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pen
   return dropped;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
+absl::StatusOr<uint64_t> TaskEngine::PurgeQueue(const std::string& queue) {
   Pending pending;
   uint64_t purged;
   {
@@ -405,7 +405,7 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
   return purged;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, bool immediate) {
+absl::StatusOr<uint64_t> TaskEngine::ShutdownQueue(const std::string& queue, bool immediate) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t dropped = 0;
@@ -431,7 +431,7 @@ absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, b
 
 // --- put ------------------------------------------------------------------------
 
-absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
+absl::Status TaskEngine::ValidatePut(const PutArgs& args) const {
   if (args.tasks.empty()) return absl::InvalidArgumentError("put carries no tasks");
   if (args.tasks.size() > kMaxTasksPerPut) {
     return absl::InvalidArgumentError(absl::StrCat("put carries ", args.tasks.size(),
@@ -489,7 +489,7 @@ absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
   return absl::OkStatus();
 }
 
-size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+size_t TaskEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
   size_t n = 0;
   absl::flat_hash_set<absl::string_view> batch_keys;
   for (const v1::TaskSpec& spec : specs) {
@@ -503,7 +503,7 @@ size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& s
   return n;
 }
 
-PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+PutDemand TaskEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
   PutDemand demand;
   absl::flat_hash_set<absl::string_view> batch_keys;
   const int64_t now_ms = absl::ToUnixMillis(clock_->Now());
@@ -517,12 +517,12 @@ PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpe
   return demand;
 }
 
-bool MemoryEngine::Fits(const Queue& q, size_t n) const {
+bool TaskEngine::Fits(const Queue& q, size_t n) const {
   if (q.config.maxsize() == 0) return true;
   return Held(q) + n <= q.config.maxsize();
 }
 
-MemoryEngine::ReadyKey MemoryEngine::MakeKey(const Queue& q, const v1::Task& task) {
+TaskEngine::ReadyKey TaskEngine::MakeKey(const Queue& q, const v1::Task& task) {
   int64_t seq = next_seq_++;
   switch (q.config.kind()) {
     case v1::QUEUE_KIND_LIFO: return ReadyKey{0, -seq, task.id()};
@@ -531,7 +531,7 @@ MemoryEngine::ReadyKey MemoryEngine::MakeKey(const Queue& q, const v1::Task& tas
   }
 }
 
-PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
+PutResult TaskEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
   PutResult out;
   out.ids.reserve(specs.size());
   out.existing.reserve(specs.size());
@@ -583,7 +583,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
   return out;
 }
 
-WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
+WaitId TaskEngine::Put(PutArgs args, PutCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
@@ -649,7 +649,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 
 // --- get --------------------------------------------------------------------------
 
-std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
+std::vector<v1::Delivery> TaskEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
   // The reply is bounded in bytes as well as tasks (one task alone may be
@@ -689,7 +689,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
   return out;
 }
 
-WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
+WaitId TaskEngine::Get(GetArgs args, GetCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
@@ -747,7 +747,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
 
 // --- hand-out ---------------------------------------------------------------------
 
-void MemoryEngine::SettleTouched(Pending& pending) {
+void TaskEngine::SettleTouched(Pending& pending) {
   for (;;) {
     std::vector<std::string> touched = pending.TakeTouched();
     if (touched.empty()) return;
@@ -757,7 +757,7 @@ void MemoryEngine::SettleTouched(Pending& pending) {
   }
 }
 
-void MemoryEngine::Settle(Queue& q, Pending& pending) {
+void TaskEngine::Settle(Queue& q, Pending& pending) {
   // Iterative, not recursive: admitting a putter makes tasks ready, serving
   // a take-mode getter makes room for putters.
   for (;;) {
@@ -771,7 +771,7 @@ void MemoryEngine::Settle(Queue& q, Pending& pending) {
   WakeJoiners(q, pending);
 }
 
-void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
+void TaskEngine::Dispatch(Queue& q, Pending& pending) {
   // Nothing is handed out while the store refuses writes (a take or a lease
   // could not be recorded); OnStoreHealthy settles every queue again.
   if (!Writable().ok()) return;
@@ -820,7 +820,7 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
   }
 }
 
-bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
+bool TaskEngine::AdmitPutters(Queue& q, Pending& pending) {
   bool admitted = false;
   while (!q.putters.empty()) {
     WaitId id = q.putters.front();
@@ -844,7 +844,7 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
   return admitted;
 }
 
-void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
+void TaskEngine::WakeJoiners(Queue& q, Pending& pending) {
   if (Unfinished(q) != 0 || q.joiners.empty()) return;
   Used(q);
   for (WaitId id : q.joiners) {
@@ -859,7 +859,7 @@ void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
   q.joiners.clear();
 }
 
-absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
+absl::Status TaskEngine::TaskDone(const std::string& queue, uint32_t count) {
   if (count == 0) count = 1;
   Pending pending;
   {
@@ -881,7 +881,7 @@ absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
   return absl::OkStatus();
 }
 
-WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCallback done) {
+WaitId TaskEngine::Join(const std::string& queue, absl::Time deadline, DoneCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   {
@@ -910,7 +910,7 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
 
 // --- workers ----------------------------------------------------------------------------
 
-absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::string>& queues,
+absl::StatusOr<SubscriptionId> TaskEngine::Subscribe(const std::vector<std::string>& queues,
                                                        const std::string& worker_id,
                                                        DeliverFn deliver) {
   if (queues.empty() || queues.size() > kMaxQueuesPerWorker) {
@@ -944,7 +944,7 @@ absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::st
   return id;
 }
 
-absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
+absl::Status TaskEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -963,7 +963,7 @@ absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
   return absl::OkStatus();
 }
 
-void MemoryEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
+void TaskEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -979,7 +979,7 @@ void MemoryEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
+void TaskEngine::Unsubscribe(SubscriptionId sub_id) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -1015,7 +1015,7 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
 
 // --- waiting and time -----------------------------------------------------------------------
 
-absl::Time MemoryEngine::NextDeadlineLocked() {
+absl::Time TaskEngine::NextDeadlineLocked() {
   absl::Time t = absl::InfiniteFuture();
   if (!wait_deadlines_.empty()) t = wait_deadlines_.begin()->first;
   if (!lease_deadlines_.empty()) t = std::min(t, lease_deadlines_.begin()->first);
@@ -1024,16 +1024,16 @@ absl::Time MemoryEngine::NextDeadlineLocked() {
   return t;
 }
 
-absl::Time MemoryEngine::NextDeadline() {
+absl::Time TaskEngine::NextDeadline() {
   MutexLock lock(&mu_);
   return NextDeadlineLocked();
 }
 
-void MemoryEngine::WatchDeadline(absl::Time t, Pending& pending) {
+void TaskEngine::WatchDeadline(absl::Time t, Pending& pending) {
   if (t < NextDeadlineLocked()) pending.WakeTimer();
 }
 
-WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
+WaitId TaskEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   WaitId id = next_wait_id_++;
   if (w.deadline != absl::InfiniteFuture()) {
     WatchDeadline(w.deadline, pending);
@@ -1057,7 +1057,7 @@ WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   return id;
 }
 
-void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
+void TaskEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return;
   Waiter& w = it->second;
@@ -1085,7 +1085,7 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
   if (q) CompactWaitLists(*q);
 }
 
-void MemoryEngine::CompactWaitLists(Queue& q) {
+void TaskEngine::CompactWaitLists(Queue& q) {
   // Lazy deletion leaves ids of finished waiters behind; drop them once they
   // outnumber the live ones so churn cannot grow the lists without bound.
   auto drop_finished = [this](auto& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -1100,7 +1100,7 @@ void MemoryEngine::CompactWaitLists(Queue& q) {
   if (q.joiners.size() > 64) drop_finished(q.joiners);
 }
 
-void MemoryEngine::CancelWait(WaitId id) {
+void TaskEngine::CancelWait(WaitId id) {
   if (id == 0) return;
   Pending pending;
   {
@@ -1111,7 +1111,7 @@ void MemoryEngine::CancelWait(WaitId id) {
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::AdvanceTo(absl::Time now) {
+void TaskEngine::AdvanceTo(absl::Time now) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -1176,7 +1176,7 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::Shutdown() {
+void TaskEngine::Shutdown() {
   Pending pending;
   {
     MutexLock lock(&mu_);

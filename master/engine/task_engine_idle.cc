@@ -1,4 +1,4 @@
-// MemoryEngine, part 4: the lifecycle of reply queues. Results owed to each
+// TaskEngine, part 4: the lifecycle of reply queues. Results owed to each
 // queue (QueueStats.pending_results: a reader knows a job's results are all
 // in when none is owed and nothing is left to read), and the idle TTL: a
 // queue nobody has used for its idle_ttl_ms, that nothing holds in use and
@@ -21,21 +21,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
 // --- results owed -------------------------------------------------------------------
 
-void MemoryEngine::CountOwed(Queue& q, const TaskRecord& rec) {
+void TaskEngine::CountOwed(Queue& q, const TaskRecord& rec) {
   const std::string& reply_to = rec.task.reply_to();
   if (reply_to.empty()) return;
   ++q.owed_by_reply_to[reply_to];
   ++pending_results_[reply_to];
 }
 
-void MemoryEngine::UncountOwed(const TaskRecord& rec) {
+void TaskEngine::UncountOwed(const TaskRecord& rec) {
   const std::string& reply_to = rec.task.reply_to();
   if (reply_to.empty()) return;
   if (Queue* q = FindQueue(rec.task.queue())) {
@@ -45,7 +45,7 @@ void MemoryEngine::UncountOwed(const TaskRecord& rec) {
   SubtractOwed(reply_to, 1);
 }
 
-void MemoryEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
+void TaskEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
   auto it = pending_results_.find(reply_to);
   if (it == pending_results_.end()) return;
   it->second -= std::min(n, it->second);
@@ -55,20 +55,20 @@ void MemoryEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
   if (Queue* q = FindQueue(reply_to)) Used(*q);
 }
 
-uint64_t MemoryEngine::ResultsOwedTo(const std::string& name) const {
+uint64_t TaskEngine::ResultsOwedTo(const std::string& name) const {
   auto it = pending_results_.find(name);
   return it == pending_results_.end() ? 0 : it->second;
 }
 
 // --- idle TTL -----------------------------------------------------------------------
 
-void MemoryEngine::DisarmIdleCheck(Queue& q) {
+void TaskEngine::DisarmIdleCheck(Queue& q) {
   if (q.idle_check == absl::InfiniteFuture()) return;
   idle_checks_.erase({q.idle_check, q.config.name()});
   q.idle_check = absl::InfiniteFuture();
 }
 
-void MemoryEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
+void TaskEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
   DisarmIdleCheck(q);
   if (q.config.idle_ttl_ms() == 0) return;
   WatchDeadline(at, pending);
@@ -76,7 +76,7 @@ void MemoryEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
   idle_checks_.insert({at, q.config.name()});
 }
 
-bool MemoryEngine::InUse(const Queue& q) const {
+bool TaskEngine::InUse(const Queue& q) const {
   if (q.live_getters != 0 || q.live_putters != 0) return true;
   for (WaitId id : q.joiners) {
     if (waiters_.contains(id)) return true;
@@ -91,7 +91,7 @@ bool MemoryEngine::InUse(const Queue& q) const {
   return !q.leased.empty() || !q.delayed.empty() || ResultsOwedTo(q.config.name()) != 0;
 }
 
-void MemoryEngine::ExpireIdleQueues(absl::Time now, Pending& pending) {
+void TaskEngine::ExpireIdleQueues(absl::Time now, Pending& pending) {
   while (!idle_checks_.empty() && idle_checks_.begin()->first <= now) {
     const std::string name = idle_checks_.begin()->second;
     Queue* q = FindQueue(name);

@@ -1,7 +1,7 @@
-// MemoryEngine::Pending: what one locked step of the engine leaves to do
+// TaskEngine::Pending: what one locked step of the engine leaves to do
 // after unlocking (callbacks that finish RPCs, batched deliveries to worker
 // streams, a timer wake-up), plus the queues it touched, which the step
-// settles before unlocking. Internal to memory_engine*.cc.
+// settles before unlocking. Internal to task_engine*.cc.
 //
 // With a store, the step's changes were written as one batch before
 // unlocking, and the replies wait until that batch (and so everything the
@@ -20,12 +20,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/store.h"
 
 namespace taskq {
 
-class MemoryEngine::Pending {
+class TaskEngine::Pending {
  public:
   // Replies `result` to `done` once the step is durable; the store's error
   // instead if it is not — unless `result` is a refusal: that changed

@@ -1,6 +1,6 @@
-// MemoryEngine: the QueueEngine. All state lives in RAM; with a Store
+// TaskEngine: the QueueEngine. All state lives in RAM; with a Store
 // (Recover) every change is also written to it, so that a restarted master
-// rebuilds the same state (memory_engine_store.cc). Without one, everything
+// rebuilds the same state (task_engine_store.cc). Without one, everything
 // is lost when the master exits (--store memory).
 //
 // A task is in exactly one state: delayed (per-queue set ordered by due
@@ -20,12 +20,12 @@
 // With a store, each locked step marks the tasks and queues it changed;
 // EndStep writes them as one batch (the step is atomic on disk too: a
 // completion and its result, a put of many tasks) and the step's replies
-// wait for that batch to be durable (memory_engine_pending.h).
+// wait for that batch to be durable (pending.h).
 //
-// The implementation is split: memory_engine.cc (queues, put, get,
-// dispatch, time), memory_engine_tasks.cc (settling leases, retries, dead
-// letters, cancel, task lookup), memory_engine_store.cc (writing changes to
-// the store, recovery), memory_engine_idle.cc (results owed to each queue,
+// The implementation is split: task_engine.cc (queues, put, get,
+// dispatch, time), task_engine_states.cc (settling leases, retries, dead
+// letters, cancel, task lookup), task_engine_store.cc (writing changes to
+// the store, recovery), task_engine_idle.cc (results owed to each queue,
 // and deleting queues idle past their TTL).
 //
 // Thread-safety: all public methods are safe from any thread.
@@ -53,13 +53,13 @@
 
 namespace taskq {
 
-class MemoryEngine final : public QueueEngine {
+class TaskEngine final : public QueueEngine {
  public:
   // `on_earlier_deadline` is called (without the lock) whenever the earliest
   // pending deadline moves earlier, so a timer thread can re-arm.
-  MemoryEngine(EngineOptions options, Clock* clock,
+  TaskEngine(EngineOptions options, Clock* clock,
                std::function<void()> on_earlier_deadline = nullptr);
-  ~MemoryEngine() override;
+  ~TaskEngine() override;
 
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                               bool exist_ok) override;
@@ -120,7 +120,7 @@ class MemoryEngine final : public QueueEngine {
   MemoryUsage Memory();
 
  private:
-  // Work to do once the lock is released (memory_engine_pending.h).
+  // Work to do once the lock is released (pending.h).
   class Pending;
 
   // Order of ready tasks in a queue: (major, minor, id), smallest first.
@@ -237,7 +237,7 @@ class MemoryEngine final : public QueueEngine {
   // How a lease ended without completing (history's `how`).
   enum class LostHow { kFailed, kExpired, kDisconnected, kRestarted };
 
-  // --- queues (memory_engine.cc); all require mu_ ----------------------------
+  // --- queues (task_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
   absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -299,7 +299,7 @@ class MemoryEngine final : public QueueEngine {
   // Asks the timer to re-arm if `t` is earlier than every pending deadline.
   void WatchDeadline(absl::Time t, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- results owed, idle TTL (memory_engine_idle.cc); all require mu_ ---------
+  // --- results owed, idle TTL (task_engine_idle.cc); all require mu_ ---------
   // A task that will send a result: live (delayed, ready or leased) with a
   // reply_to. Counted when it becomes one (put, requeue, recovery) and
   // uncounted when it stops (finished, given up, taken, forgotten).
@@ -325,7 +325,7 @@ class MemoryEngine final : public QueueEngine {
   // TTL, re-arms the others.
   void ExpireIdleQueues(absl::Time now, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- the store (memory_engine_store.cc); all require mu_ ----------------------
+  // --- the store (task_engine_store.cc); all require mu_ ----------------------
   void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (store_ != nullptr) dirty_tasks_.insert(id);
   }
@@ -352,7 +352,7 @@ class MemoryEngine final : public QueueEngine {
   static absl::StatusOr<v1::TaskState> Decode(uint64_t id, absl::string_view record,
                                               absl::string_view payload, TaskRecord& rec);
 
-  // --- cold ready tasks (memory_engine_store.cc) ---------------------------------
+  // --- cold ready tasks (task_engine_store.cc) ---------------------------------
   // Beyond the memory budget a ready task can be "cold": in its queue's ready
   // set but not in tasks_; its record is read back from the store when
   // needed. Only tasks whose last write is committed go cold.
@@ -391,7 +391,7 @@ class MemoryEngine final : public QueueEngine {
   // Drops the records of cooling tasks whose writes are committed.
   void CoolDown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
+  // --- task states (task_engine_states.cc); all require mu_ -------------------
   // lease_time zero = the queue's lease_ms.
   v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending,
                      absl::Duration lease_time = absl::ZeroDuration())

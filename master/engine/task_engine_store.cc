@@ -1,4 +1,4 @@
-// MemoryEngine, part 3: the durable copy. Each locked step's changes are
+// TaskEngine, part 3: the durable copy. Each locked step's changes are
 // written to the Store as one batch (Persist), and Recover rebuilds the
 // engine from it after a restart. Record formats: proto/taskq/v1/stored.proto.
 //
@@ -10,7 +10,7 @@
 // ids carry the store's boot epoch in their top bits, so a lease granted
 // before the restart can never settle a task afterwards.
 //
-// Beyond the memory budget, ready tasks go cold (see memory_engine.h) and
+// Beyond the memory budget, ready tasks go cold (see task_engine.h) and
 // are read back in batches when handed out; restart brings ready tasks back
 // cold, reading records but no payloads.
 #include <algorithm>
@@ -18,8 +18,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 #include "taskq/v1/stored.pb.h"
 
 namespace taskq {
@@ -65,12 +65,12 @@ absl::Status Corrupt(absl::string_view what, uint64_t id) {
 
 }  // namespace
 
-absl::Status MemoryEngine::Writable() {
+absl::Status TaskEngine::Writable() {
   if (store_ == nullptr) return absl::OkStatus();
   return store_->Health();
 }
 
-void MemoryEngine::WhenDurable(DoneCallback done) {
+void TaskEngine::WhenDurable(DoneCallback done) {
   Store* store;
   {
     MutexLock lock(&mu_);
@@ -80,7 +80,7 @@ void MemoryEngine::WhenDurable(DoneCallback done) {
   store->WhenDurable(store->LastWritten(), std::move(done));
 }
 
-void MemoryEngine::Persist(Pending& pending) {
+void TaskEngine::Persist(Pending& pending) {
   if (store_ == nullptr) return;
   if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
@@ -139,7 +139,7 @@ void MemoryEngine::Persist(Pending& pending) {
 
 // --- cold ready tasks -------------------------------------------------------------
 
-size_t MemoryEngine::Footprint(const TaskRecord& rec) {
+size_t TaskEngine::Footprint(const TaskRecord& rec) {
   size_t n = kRecordOverhead + TaskBytes(rec.task) + rec.dedup_key.size() +
              rec.last_error.size() + rec.holder_name.size();
   for (const v1::Attempt& a : rec.history) {
@@ -148,27 +148,27 @@ size_t MemoryEngine::Footprint(const TaskRecord& rec) {
   return n;
 }
 
-MemoryEngine::TaskRecord& MemoryEngine::AddRecord(uint64_t id) { return tasks_[id]; }
+TaskEngine::TaskRecord& TaskEngine::AddRecord(uint64_t id) { return tasks_[id]; }
 
-void MemoryEngine::Recount(TaskRecord& rec) {
+void TaskEngine::Recount(TaskRecord& rec) {
   const size_t now = Footprint(rec);
   memory_.Remove(rec.counted_bytes);
   memory_.Add(now);
   rec.counted_bytes = now;
 }
 
-void MemoryEngine::Pin(TaskRecord& rec) {
+void TaskEngine::Pin(TaskRecord& rec) {
   if (rec.pinned_bytes != 0) return;
   rec.pinned_bytes = std::max<size_t>(rec.counted_bytes, 1);
   memory_.Pin(rec.pinned_bytes);
 }
 
-void MemoryEngine::Unpin(TaskRecord& rec) {
+void TaskEngine::Unpin(TaskRecord& rec) {
   memory_.Unpin(rec.pinned_bytes);
   rec.pinned_bytes = 0;
 }
 
-void MemoryEngine::DropRecord(uint64_t id) {
+void TaskEngine::DropRecord(uint64_t id) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Unpin(it->second);
@@ -176,18 +176,18 @@ void MemoryEngine::DropRecord(uint64_t id) {
   tasks_.erase(it);
 }
 
-MemoryUsage MemoryEngine::Memory() {
+MemoryUsage TaskEngine::Memory() {
   MutexLock lock(&mu_);
   return memory_.usage();
 }
 
-void MemoryEngine::MaybeCool(const TaskRecord& rec) {
+void TaskEngine::MaybeCool(const TaskRecord& rec) {
   if (store_ != nullptr && memory_.over_budget()) {
     to_cool_.push_back(rec.task.id());
   }
 }
 
-void MemoryEngine::CoolDown() {
+void TaskEngine::CoolDown() {
   if (cooling_.empty()) return;
   const uint64_t committed = store_->LastCommitted();
   while (!cooling_.empty() && cooling_.front().first <= committed) {
@@ -202,7 +202,7 @@ void MemoryEngine::CoolDown() {
   }
 }
 
-absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
+absl::Status TaskEngine::Hydrate(const std::vector<uint64_t>& ids) {
   if (ids.empty() || store_ == nullptr) return absl::OkStatus();
   absl::Status s = store_->ReadTasks(ids, [&](uint64_t id, absl::string_view record,
                                               absl::string_view payload) {
@@ -224,7 +224,7 @@ absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
   return s;
 }
 
-absl::Status MemoryEngine::HydrateHead(const Queue& q, size_t n) {
+absl::Status TaskEngine::HydrateHead(const Queue& q, size_t n) {
   if (store_ == nullptr || n == 0) return absl::OkStatus();
   std::vector<uint64_t> cold;
   size_t seen = 0;
@@ -234,7 +234,7 @@ absl::Status MemoryEngine::HydrateHead(const Queue& q, size_t n) {
   return Hydrate(cold);
 }
 
-MemoryEngine::TaskRecord* MemoryEngine::HotHead(Queue& q, size_t batch) {
+TaskEngine::TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
   while (!q.ready.empty()) {
     const uint64_t id = q.ready.begin()->id;
     if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
@@ -251,7 +251,7 @@ MemoryEngine::TaskRecord* MemoryEngine::HotHead(Queue& q, size_t batch) {
   return nullptr;
 }
 
-MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
+TaskEngine::TaskRecord* TaskEngine::FindCold(uint64_t id) {
   if (store_ == nullptr) return nullptr;
   TaskRecord rec;
   bool found = false;
@@ -272,7 +272,7 @@ MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
   return &added;
 }
 
-std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
+std::string TaskEngine::SerializeTask(TaskRecord& rec) {
   v1::StoredTask out;
   v1::Task& t = *out.mutable_task();
   // Borrow the task (a swap, not a copy) without its payload, which is
@@ -299,7 +299,7 @@ std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
   return bytes;
 }
 
-absl::Status MemoryEngine::LoadQueues(Pending& pending) {
+absl::Status TaskEngine::LoadQueues(Pending& pending) {
   absl::Status bad;
   absl::Status s = store_->ScanRecords(kQueuePrefix, [&](absl::string_view key,
                                                          absl::string_view value) {
@@ -325,7 +325,7 @@ absl::Status MemoryEngine::LoadQueues(Pending& pending) {
   return s.ok() ? bad : s;
 }
 
-absl::StatusOr<v1::TaskState> MemoryEngine::Decode(uint64_t id, absl::string_view record,
+absl::StatusOr<v1::TaskState> TaskEngine::Decode(uint64_t id, absl::string_view record,
                                                   absl::string_view payload, TaskRecord& rec) {
   v1::StoredTask st;
   if (!st.ParseFromArray(record.data(), static_cast<int>(record.size()))) {
@@ -364,7 +364,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::Decode(uint64_t id, absl::string_vie
   return state;
 }
 
-absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
+absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
   absl::Status bad;
   uint64_t orphans = 0;
   // Ready tasks come back cold (only their place in their queue): restart
@@ -442,7 +442,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Recover(Store* store) {
+absl::Status TaskEngine::Recover(Store* store) {
   const absl::Time start = absl::Now();
   Pending pending;
   {
@@ -514,7 +514,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
   return absl::OkStatus();
 }
 
-void MemoryEngine::OnStoreHealthy() {
+void TaskEngine::OnStoreHealthy() {
   Pending pending;
   {
     MutexLock lock(&mu_);

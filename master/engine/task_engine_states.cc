@@ -1,4 +1,4 @@
-// MemoryEngine, part 2: task states. Leasing, settling leases (complete,
+// TaskEngine, part 2: task states. Leasing, settling leases (complete,
 // fail, release, heartbeat), retries with backoff, dead letters, cancel,
 // and status lookup by id (live tasks and recently finished ones).
 #include <algorithm>
@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
@@ -37,7 +37,7 @@ absl::Status UnknownTask(uint64_t id) {
 
 // --- states ---------------------------------------------------------------------------
 
-v1::TaskState MemoryEngine::ProtoState(State state) {
+v1::TaskState TaskEngine::ProtoState(State state) {
   switch (state) {
     case State::kDelayed: return v1::TASK_STATE_DELAYED;
     case State::kReady: return v1::TASK_STATE_READY;
@@ -47,7 +47,7 @@ v1::TaskState MemoryEngine::ProtoState(State state) {
   return v1::TASK_STATE_UNSPECIFIED;
 }
 
-v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
+v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
                                  Pending& pending, absl::Duration lease_time) {
   absl::Time now = clock_->Now();
   MarkTask(rec.task.id());
@@ -75,7 +75,7 @@ v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holde
   return d;
 }
 
-void MemoryEngine::ClearLease(TaskRecord& rec) {
+void TaskEngine::ClearLease(TaskRecord& rec) {
   if (rec.state != State::kLeased) return;
   lease_deadlines_.erase({rec.lease_deadline, rec.lease_id});
   lease_to_task_.erase(rec.lease_id);
@@ -89,7 +89,7 @@ void MemoryEngine::ClearLease(TaskRecord& rec) {
   rec.holder_name.clear();
 }
 
-void MemoryEngine::Detach(TaskRecord& rec) {
+void TaskEngine::Detach(TaskRecord& rec) {
   MarkTask(rec.task.id());
   Unpin(rec);  // whatever it becomes next pins it again if it must
   Queue* q = FindQueue(rec.task.queue());
@@ -113,14 +113,14 @@ void MemoryEngine::Detach(TaskRecord& rec) {
   }
 }
 
-void MemoryEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
+void TaskEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
   if (new_place) rec.key = MakeKey(q, rec.task);
   MarkTask(rec.task.id());
   rec.state = State::kReady;
   q.ready.insert(rec.key);
 }
 
-void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
+void TaskEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
   MarkTask(rec.task.id());
   rec.state = State::kDelayed;
   rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
@@ -130,7 +130,7 @@ void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pendin
   delayed_.insert(rec.delay);
 }
 
-absl::Duration MemoryEngine::Backoff(const Queue& q, uint32_t attempt) {
+absl::Duration TaskEngine::Backoff(const Queue& q, uint32_t attempt) {
   // min(backoff * 2^(attempt-1), cap), then a uniform factor in [0.5, 1]:
   // whole milliseconds in [ceil(d/2), d], never 0, so a retry always passes
   // through "delayed".
@@ -143,7 +143,7 @@ absl::Duration MemoryEngine::Backoff(const Queue& q, uint32_t attempt) {
   return absl::Milliseconds(static_cast<int64_t>(jittered));
 }
 
-void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error) {
+void TaskEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error) {
   v1::Attempt a;
   a.set_attempt(rec.task.attempt());
   a.set_worker(rec.holder_name);
@@ -158,7 +158,7 @@ void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::stri
   Recount(rec);
 }
 
-void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
+void TaskEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
   Queue* q = FindQueue(rec.task.queue());
   AddHistory(rec,
              how == LostHow::kFailed       ? "failed"
@@ -199,7 +199,7 @@ void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pe
   Touch(*q, pending);
 }
 
-void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pending) {
+void TaskEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pending) {
   Queue* origin = FindQueue(rec.task.queue());
   std::string dlq_name = rec.task.queue();
   if (origin && !origin->config.dead_letter().empty()) dlq_name = origin->config.dead_letter();
@@ -233,7 +233,7 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
   }
 }
 
-void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
+void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
                           std::string result, std::string error, bool send_result,
                           Pending& pending) {
   const uint64_t id = rec.task.id();
@@ -255,7 +255,7 @@ void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcom
   DropRecord(id);
 }
 
-void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
+void TaskEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
                                  std::string error, Pending& pending) {
   const std::string& reply_to = rec.task.reply_to();
   // The reply queue was made (or checked) when the task was put. If it is
@@ -287,7 +287,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   Touch(*q, pending);
 }
 
-void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
+void TaskEngine::FreeDedupKey(const TaskRecord& rec) {
   if (rec.dedup_key.empty()) return;
   Queue* q = FindQueue(rec.task.queue());
   if (!q) return;
@@ -295,7 +295,7 @@ void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
   if (it != q->dedup.end() && it->second == rec.task.id()) q->dedup.erase(it);
 }
 
-void MemoryEngine::Forget(TaskRecord& rec) {
+void TaskEngine::Forget(TaskRecord& rec) {
   const uint64_t id = rec.task.id();
   if (OwesResult(rec)) UncountOwed(rec);  // it ends without a result
   Detach(rec);
@@ -305,7 +305,7 @@ void MemoryEngine::Forget(TaskRecord& rec) {
 
 // --- settling leases ----------------------------------------------------------------
 
-absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_id,
+absl::StatusOr<TaskEngine::TaskRecord*> TaskEngine::FindLease(uint64_t task_id,
                                                                   uint64_t lease_id) {
   auto it = tasks_.find(task_id);
   if (it != tasks_.end()) {
@@ -337,7 +337,7 @@ absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_
       "this report is discarded"));
 }
 
-absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
+absl::Status TaskEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
   if (result.size() > options_.max_payload_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("result is too large (", result.size(),
                                                    " bytes; the limit is ",
@@ -356,7 +356,7 @@ absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::st
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
+absl::Status TaskEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
                                 bool permanent) {
   if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
   Pending pending;
@@ -380,7 +380,7 @@ absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+absl::Status TaskEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
   if (delay < absl::ZeroDuration() || delay > absl::Milliseconds(kMaxDelayMs)) {
     return absl::InvalidArgumentError("release delay must be between 0 and 365 days");
   }
@@ -408,7 +408,7 @@ absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Du
   return absl::OkStatus();
 }
 
-absl::StatusOr<absl::Time> MemoryEngine::ExtendLease(uint64_t lease_id) {
+absl::StatusOr<absl::Time> TaskEngine::ExtendLease(uint64_t lease_id) {
   MutexLock lock(&mu_);
   auto it = lease_to_task_.find(lease_id);
   if (it == lease_to_task_.end()) {
@@ -430,7 +430,7 @@ absl::StatusOr<absl::Time> MemoryEngine::ExtendLease(uint64_t lease_id) {
 
 // --- tasks by id -------------------------------------------------------------------
 
-v1::Task MemoryEngine::Describe(const TaskRecord& rec) const {
+v1::Task TaskEngine::Describe(const TaskRecord& rec) const {
   v1::Task t = rec.task;
   t.set_state(ProtoState(rec.state));
   if (rec.state == State::kDelayed) t.set_not_before_unix_ms(absl::ToUnixMillis(rec.delay.due));
@@ -442,7 +442,7 @@ v1::Task MemoryEngine::Describe(const TaskRecord& rec) const {
   return t;
 }
 
-void MemoryEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) {
+void TaskEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) {
   if (options_.finished_task_memory == 0) return;
   // Everything but the payload, headers and args: enough for `taskq status`.
   const v1::Task& src = rec.task;
@@ -474,7 +474,7 @@ void MemoryEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) 
   }
 }
 
-void MemoryEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
+void TaskEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
   if (options_.revoked_lease_memory == 0) return;
   revoked_[lease_id] = task_id;
   revoked_order_.push_back(lease_id);
@@ -484,7 +484,7 @@ void MemoryEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
   }
 }
 
-absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
+absl::StatusOr<v1::Task> TaskEngine::GetTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return Describe(it->second);
@@ -493,7 +493,7 @@ absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
   return UnknownTask(task_id);
 }
 
-absl::StatusOr<std::string> MemoryEngine::QueueOfTask(uint64_t task_id) {
+absl::StatusOr<std::string> TaskEngine::QueueOfTask(uint64_t task_id) {
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return it->second.task.queue();
   if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task.queue();
@@ -501,7 +501,7 @@ absl::StatusOr<std::string> MemoryEngine::QueueOfTask(uint64_t task_id) {
   return UnknownTask(task_id);
 }
 
-absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
+absl::StatusOr<v1::TaskState> TaskEngine::CancelTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   Pending pending;
   v1::TaskState previous;
@@ -534,7 +534,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
 
 // --- dead letters ---------------------------------------------------------------------
 
-absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& queue,
+absl::StatusOr<std::vector<v1::Task>> TaskEngine::ListDead(const std::string& queue,
                                                              uint64_t after_id, uint32_t limit) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   if (limit == 0) limit = kDefaultListDead;
@@ -557,7 +557,7 @@ absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& 
   return out;
 }
 
-absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
+absl::Status TaskEngine::Requeue(TaskRecord& rec, Pending& pending) {
   const std::string origin = rec.task.queue();
   absl::StatusOr<Queue*> found = FindOrCreateQueue(origin, pending);
   if (!found.ok()) {
@@ -585,7 +585,7 @@ absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uint64_t task_id) {
+absl::StatusOr<uint64_t> TaskEngine::RequeueDead(const std::string& queue, uint64_t task_id) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t requeued = 0;
@@ -622,7 +622,7 @@ absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uin
   return requeued;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::PurgeDead(const std::string& queue) {
+absl::StatusOr<uint64_t> TaskEngine::PurgeDead(const std::string& queue) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t purged;
