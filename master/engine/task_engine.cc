@@ -67,6 +67,7 @@ TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
       clock_(clock),
       on_earlier_deadline_(std::move(on_earlier_deadline)),
       rng_(SeedOf(options)),
+      finished_(options.finished_task_memory, options.finished_task_memory_bytes),
       memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
               options.cooling_slack_bytes) {}
 

@@ -47,6 +47,7 @@
 #include "absl/container/node_hash_map.h"
 #include "common/clock.h"
 #include "common/sync.h"
+#include "master/engine/finished_tasks.h"
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
@@ -226,12 +227,6 @@ class TaskEngine final : public QueueEngine {
     size_t unwritten_bytes = 0;
     DeliverFn deliver;
     absl::flat_hash_set<uint64_t> lease_ids;
-  };
-
-  // A finished task as GetTask reports it (no payload).
-  struct Finished {
-    v1::Task task;
-    size_t bytes;
   };
 
   // How a lease ended without completing (history's `how`).
@@ -421,7 +416,9 @@ class TaskEngine final : public QueueEngine {
               std::string result, std::string error, bool send_result, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts a result message on the task's reply_to queue, bypassing maxsize.
-  void DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
+  // `last_use`: rec is dropped next, so its headers move into the result
+  // instead of being copied.
+  void DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outcome, std::string result,
                      std::string error, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeDedupKey(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops a record whose queue (or dead-letter set) is being deleted.
@@ -430,7 +427,9 @@ class TaskEngine final : public QueueEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The full status view of a live task.
   v1::Task Describe(const TaskRecord& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberFinished(const TaskRecord& rec, v1::TaskState state)
+  // Remembers rec as finished in `state`, taking its dedup key, last error
+  // and history (its record is dropped next).
+  void RememberFinished(TaskRecord& rec, v1::TaskState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberRevoked(uint64_t lease_id, uint64_t task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Back from a dead-letter set to its origin queue, or why not.
@@ -471,9 +470,7 @@ class TaskEngine final : public QueueEngine {
   // reply queue deleted and made again is still owed them.
   absl::flat_hash_map<std::string, uint64_t> pending_results_ ABSL_GUARDED_BY(mu_);
   // Recently finished tasks, oldest first (bounded by options_).
-  absl::flat_hash_map<uint64_t, Finished> finished_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> finished_order_ ABSL_GUARDED_BY(mu_);
-  size_t finished_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  FinishedTasks finished_ ABSL_GUARDED_BY(mu_);
   // Leases revoked by CancelTask: lease id -> task id, oldest first.
   absl::flat_hash_map<uint64_t, uint64_t> revoked_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> revoked_order_ ABSL_GUARDED_BY(mu_);

@@ -229,7 +229,8 @@ void TaskEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pend
     Touch(*origin, pending);  // room for putters, maybe joiners done
   }
   if (!rec.task.reply_to().empty()) {
-    DeliverResult(rec, v1::OUTCOME_FAILED, "", std::move(result_error), pending);
+    DeliverResult(rec, /*last_use=*/false, v1::OUTCOME_FAILED, "", std::move(result_error),
+                  pending);
   }
 }
 
@@ -250,13 +251,13 @@ void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome 
   FreeDedupKey(rec);
   RememberFinished(rec, final_state);
   if (send_result && !rec.task.reply_to().empty()) {
-    DeliverResult(rec, outcome, std::move(result), std::move(error), pending);
+    DeliverResult(rec, /*last_use=*/true, outcome, std::move(result), std::move(error), pending);
   }
   DropRecord(id);
 }
 
-void TaskEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
-                                 std::string error, Pending& pending) {
+void TaskEngine::DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outcome,
+                               std::string result, std::string error, Pending& pending) {
   const std::string& reply_to = rec.task.reply_to();
   // The reply queue was made (or checked) when the task was put. If it is
   // gone now, its owner deleted it (e.g. `submit --wait` gave up): do not
@@ -274,7 +275,11 @@ void TaskEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::
   r.task.set_id(id);
   r.task.set_queue(reply_to);
   r.task.set_payload(std::move(result));
-  *r.task.mutable_headers() = rec.task.headers();
+  if (last_use) {
+    r.task.mutable_headers()->swap(*rec.task.mutable_headers());
+  } else {
+    *r.task.mutable_headers() = rec.task.headers();
+  }
   r.task.set_result_of(rec.task.id());
   r.task.set_outcome(outcome);
   r.task.set_error(std::move(error));
@@ -322,8 +327,8 @@ absl::StatusOr<TaskEngine::TaskRecord*> TaskEngine::FindLease(uint64_t task_id,
         " (it expired or was given back; the task is ", StateName(ProtoState(rec.state)),
         " now); this report is discarded"));
   }
-  if (auto f = finished_.find(task_id); f != finished_.end()) {
-    v1::TaskState state = f->second.task.state();
+  if (std::optional<v1::TaskState> finished = finished_.StateOf(task_id)) {
+    const v1::TaskState state = *finished;
     if (state == v1::TASK_STATE_CANCELLED) {
       return absl::FailedPreconditionError(
           absl::StrCat("task ", task_id, " was cancelled; this report is discarded"));
@@ -442,36 +447,10 @@ v1::Task TaskEngine::Describe(const TaskRecord& rec) const {
   return t;
 }
 
-void TaskEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) {
-  if (options_.finished_task_memory == 0) return;
-  // Everything but the payload, headers and args: enough for `taskq status`.
-  const v1::Task& src = rec.task;
-  Finished f;
-  v1::Task& t = f.task;
-  t.set_id(src.id());
-  t.set_queue(src.queue());
-  t.set_handler(src.handler());
-  t.set_priority(src.priority());
-  t.set_reply_to(src.reply_to());
-  t.set_attempt(src.attempt());
-  t.set_enqueued_unix_ms(src.enqueued_unix_ms());
-  t.set_result_of(src.result_of());
-  t.set_outcome(src.outcome());
-  t.set_state(state);
-  t.set_dedup_key(rec.dedup_key);
-  t.set_last_error(rec.last_error);
-  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
-  f.bytes = t.ByteSizeLong() + 64;  // + bookkeeping
-  finished_bytes_ += f.bytes;
-  finished_order_.push_back(t.id());
-  finished_[t.id()] = std::move(f);
-  while (finished_order_.size() > options_.finished_task_memory ||
-         (finished_bytes_ > options_.finished_task_memory_bytes && finished_order_.size() > 1)) {
-    auto it = finished_.find(finished_order_.front());
-    finished_bytes_ -= it->second.bytes;
-    finished_.erase(it);
-    finished_order_.pop_front();
-  }
+void TaskEngine::RememberFinished(TaskRecord& rec, v1::TaskState state) {
+  finished_.Add(rec.task, state,
+                FinishedTasks::Extra{std::move(rec.dedup_key), std::move(rec.last_error),
+                                     std::move(rec.history)});
 }
 
 void TaskEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
@@ -488,7 +467,7 @@ absl::StatusOr<v1::Task> TaskEngine::GetTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return Describe(it->second);
-  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task;
+  if (std::optional<v1::Task> f = finished_.Describe(task_id)) return *std::move(f);
   if (TaskRecord* cold = FindCold(task_id)) return Describe(*cold);
   return UnknownTask(task_id);
 }
@@ -496,7 +475,7 @@ absl::StatusOr<v1::Task> TaskEngine::GetTask(uint64_t task_id) {
 absl::StatusOr<std::string> TaskEngine::QueueOfTask(uint64_t task_id) {
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return it->second.task.queue();
-  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task.queue();
+  if (const std::string* queue = finished_.QueueOf(task_id)) return *queue;
   if (TaskRecord* cold = FindCold(task_id)) return cold->task.queue();
   return UnknownTask(task_id);
 }
@@ -511,10 +490,9 @@ absl::StatusOr<v1::TaskState> TaskEngine::CancelTask(uint64_t task_id) {
     auto it = tasks_.find(task_id);
     if (it == tasks_.end() && FindCold(task_id) != nullptr) it = tasks_.find(task_id);
     if (it == tasks_.end()) {
-      if (auto f = finished_.find(task_id); f != finished_.end()) {
+      if (std::optional<v1::TaskState> finished = finished_.StateOf(task_id)) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "task ", task_id, " cannot be cancelled: it is already ",
-            StateName(f->second.task.state())));
+            "task ", task_id, " cannot be cancelled: it is already ", StateName(*finished)));
       }
       return UnknownTask(task_id);
     }
