@@ -67,6 +67,7 @@ TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
       clock_(clock),
       on_earlier_deadline_(std::move(on_earlier_deadline)),
       rng_(SeedOf(options)),
+      leases_(options.revoked_lease_memory),
       finished_(options.finished_task_memory, options.finished_task_memory_bytes),
       memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
               options.cooling_slack_bytes) {}
@@ -523,13 +524,8 @@ bool TaskEngine::Fits(const Queue& q, size_t n) const {
   return Held(q) + n <= q.config.maxsize();
 }
 
-TaskEngine::ReadyKey TaskEngine::MakeKey(const Queue& q, const v1::Task& task) {
-  int64_t seq = next_seq_++;
-  switch (q.config.kind()) {
-    case v1::QUEUE_KIND_LIFO: return ReadyKey{0, -seq, task.id()};
-    case v1::QUEUE_KIND_PRIORITY: return ReadyKey{task.priority(), seq, task.id()};
-    default: return ReadyKey{0, seq, task.id()};
-  }
+ReadyKey TaskEngine::MakeKey(const Queue& q, const v1::Task& task) {
+  return ReadySet::KeyFor(q.config.kind(), task.priority(), next_seq_++, task.id());
 }
 
 PutResult TaskEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
@@ -662,7 +658,7 @@ std::vector<v1::Delivery> TaskEngine::TakeReady(Queue& q, const GetArgs& args,
     if (head == nullptr) break;  // none left, or the store cannot be read now
     TaskRecord& rec = *head;
     const uint64_t id = rec.task.id();
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
     if (args.lease) {
       out.push_back(Lease(q, rec, 0, pending, args.lease_time));
       bytes += DeliveryBytes(out.back());
@@ -785,7 +781,7 @@ void TaskEngine::Dispatch(Queue& q, Pending& pending) {
     std::vector<v1::Delivery> got = TakeReady(q, w.get, pending);
     --q.live_getters;
     Used(q);
-    if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+    if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
     pending.Reply(std::move(w.get_done), std::move(got));
     waiters_.erase(it);
   }
@@ -814,7 +810,7 @@ void TaskEngine::Dispatch(Queue& q, Pending& pending) {
     if (rec == nullptr) return;  // none left, or the store cannot be read now
     --sub.credits;
     --credits;
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
     v1::Delivery delivery = Lease(q, *rec, sub_id, pending);
     sub.unwritten_bytes += DeliveryBytes(delivery);
     pending.Deliver(sub_id, sub.deliver, std::move(delivery));
@@ -837,7 +833,7 @@ bool TaskEngine::AdmitPutters(Queue& q, Pending& pending) {
     --q.live_putters;
     memory_.RemoveWaiting(w.put_bytes);  // counted as records from here on
     PutResult stored = Insert(q, w.put.tasks, pending);
-    if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+    if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
     pending.Reply(std::move(w.put_done), std::move(stored));
     waiters_.erase(it);
     admitted = true;
@@ -852,7 +848,7 @@ void TaskEngine::WakeJoiners(Queue& q, Pending& pending) {
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;
     if (it->second.deadline != absl::InfiniteFuture()) {
-      wait_deadlines_.erase({it->second.deadline, id});
+      schedule_.RemoveWait(it->second.deadline, id);
     }
     pending.Reply(std::move(it->second.join_done), absl::OkStatus());
     waiters_.erase(it);
@@ -1003,9 +999,8 @@ void TaskEngine::Unsubscribe(SubscriptionId sub_id) {
     std::sort(leases.begin(), leases.end());  // deterministic order
     std::string why = absl::StrCat("worker ", sub.worker_id, " disconnected");
     for (uint64_t lease_id : leases) {
-      auto t = lease_to_task_.find(lease_id);
-      if (t != lease_to_task_.end()) {
-        LoseLease(tasks_.at(t->second), LostHow::kDisconnected, why, pending);
+      if (std::optional<uint64_t> task_id = leases_.TaskOf(lease_id)) {
+        LoseLease(tasks_.at(*task_id), LostHow::kDisconnected, why, pending);
       }
     }
     subs_.erase(sub_id);
@@ -1017,12 +1012,7 @@ void TaskEngine::Unsubscribe(SubscriptionId sub_id) {
 // --- waiting and time -----------------------------------------------------------------------
 
 absl::Time TaskEngine::NextDeadlineLocked() {
-  absl::Time t = absl::InfiniteFuture();
-  if (!wait_deadlines_.empty()) t = wait_deadlines_.begin()->first;
-  if (!lease_deadlines_.empty()) t = std::min(t, lease_deadlines_.begin()->first);
-  if (!delayed_.empty()) t = std::min(t, delayed_.begin()->due);
-  if (!idle_checks_.empty()) t = std::min(t, idle_checks_.begin()->first);
-  return t;
+  return schedule_.Next();
 }
 
 absl::Time TaskEngine::NextDeadline() {
@@ -1038,7 +1028,7 @@ WaitId TaskEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   WaitId id = next_wait_id_++;
   if (w.deadline != absl::InfiniteFuture()) {
     WatchDeadline(w.deadline, pending);
-    wait_deadlines_.insert({w.deadline, id});
+    schedule_.AddWait(w.deadline, id);
   }
   switch (w.kind) {
     case WaitKind::kPut:
@@ -1062,7 +1052,7 @@ void TaskEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return;
   Waiter& w = it->second;
-  if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+  if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
   Queue* q = FindQueue(w.queue);
   if (q) Used(*q);  // a waiting call counts as use until it ends
   switch (w.kind) {
@@ -1118,22 +1108,21 @@ void TaskEngine::AdvanceTo(absl::Time now) {
     MutexLock lock(&mu_);
     // 1. Lease expiries, oldest deadline first: retried after backoff or
     //    given up.
-    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
-      uint64_t lease_id = lease_deadlines_.begin()->second;
-      auto t = lease_to_task_.find(lease_id);
-      if (t == lease_to_task_.end()) {
-        lease_deadlines_.erase(lease_deadlines_.begin());
+    while (auto due = schedule_.LeaseDue(now)) {
+      std::optional<uint64_t> task_id = leases_.TaskOf(due->second);
+      if (!task_id) {
+        schedule_.RemoveLease(due->first, due->second);
         continue;
       }
-      TaskRecord& rec = tasks_.at(t->second);
+      TaskRecord& rec = tasks_.at(*task_id);
       std::string why = absl::StrCat("lease expired: ", rec.holder_name,
                                      " neither finished nor extended it in time");
       LoseLease(rec, LostHow::kExpired, std::move(why), pending);
     }
     // 2. Delayed tasks that are due become ready, in due order; all of them
     //    before any is handed out, so the queue's order decides among them.
-    while (!delayed_.empty() && delayed_.begin()->due <= now) {
-      TaskRecord& rec = tasks_.at(delayed_.begin()->id);
+    while (std::optional<DelayKey> due = schedule_.DelayedDue(now)) {
+      TaskRecord& rec = tasks_.at(due->id);
       Queue* q = FindQueue(rec.task.queue());
       Detach(rec);
       MakeReady(*q, rec, /*new_place=*/true);
@@ -1142,11 +1131,11 @@ void TaskEngine::AdvanceTo(absl::Time now) {
     SettleTouched(pending);
     // 3. Waiting calls whose time is up (after hand-out: a getter whose
     //    deadline is now still gets a task that became ready now).
-    while (!wait_deadlines_.empty() && wait_deadlines_.begin()->first <= now) {
-      WaitId id = wait_deadlines_.begin()->second;
+    while (auto due = schedule_.WaitDue(now)) {
+      const WaitId id = due->second;
       auto it = waiters_.find(id);
       if (it == waiters_.end()) {
-        wait_deadlines_.erase(wait_deadlines_.begin());
+        schedule_.RemoveWait(due->first, id);
         continue;
       }
       const std::string& name = it->second.queue;

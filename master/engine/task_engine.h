@@ -48,6 +48,9 @@
 #include "common/clock.h"
 #include "common/sync.h"
 #include "master/engine/finished_tasks.h"
+#include "master/engine/lease_table.h"
+#include "master/engine/ready_set.h"
+#include "master/engine/schedule.h"
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
@@ -124,28 +127,6 @@ class TaskEngine final : public QueueEngine {
   // Work to do once the lock is released (pending.h).
   class Pending;
 
-  // Order of ready tasks in a queue: (major, minor, id), smallest first.
-  // FIFO: (0, seq); LIFO: (0, -seq); PRIORITY: (priority, seq), where seq
-  // counts the moments tasks become ready.
-  struct ReadyKey {
-    int64_t major;
-    int64_t minor;
-    uint64_t id;
-    bool operator<(const ReadyKey& o) const {
-      return std::tie(major, minor, id) < std::tie(o.major, o.minor, o.id);
-    }
-  };
-
-  // Order of delayed tasks: due time, then the order they were delayed in.
-  struct DelayKey {
-    absl::Time due;
-    uint64_t seq;
-    uint64_t id;
-    bool operator<(const DelayKey& o) const {
-      return std::tie(due, seq, id) < std::tie(o.due, o.seq, o.id);
-    }
-  };
-
   enum class State { kDelayed, kReady, kLeased, kDead };
   static v1::TaskState ProtoState(State state);
 
@@ -188,7 +169,7 @@ class TaskEngine final : public QueueEngine {
 
   struct Queue {
     v1::QueueConfig config;
-    absl::btree_set<ReadyKey> ready;
+    ReadySet ready;
     absl::btree_set<DelayKey> delayed;
     absl::flat_hash_set<uint64_t> leased;
     absl::btree_set<uint64_t> dead;  // this queue's dead-letter set, by id
@@ -431,7 +412,6 @@ class TaskEngine final : public QueueEngine {
   // and history (its record is dropped next).
   void RememberFinished(TaskRecord& rec, v1::TaskState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberRevoked(uint64_t lease_id, uint64_t task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Back from a dead-letter set to its origin queue, or why not.
   absl::Status Requeue(TaskRecord& rec, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -442,38 +422,29 @@ class TaskEngine final : public QueueEngine {
   Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_task_id_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_sub_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_delay_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   // The names of queues_ in order, for ListQueues pages.
   absl::btree_set<std::string> queue_names_ ABSL_GUARDED_BY(mu_);
   // Node map: a TaskRecord& stays valid while other tasks come and go.
   absl::node_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, uint64_t> lease_to_task_ ABSL_GUARDED_BY(mu_);
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WaitId, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<SubscriptionId, Subscription> subs_ ABSL_GUARDED_BY(mu_);
   // Subscribers per queue name (kept across delete/re-create of the queue).
   absl::flat_hash_map<std::string, std::vector<SubscriptionId>> subs_by_queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> round_robin_ ABSL_GUARDED_BY(mu_);
-  // Deadlines: (when, wait id), (when, lease id), and every delayed task.
-  absl::btree_set<std::pair<absl::Time, WaitId>> wait_deadlines_ ABSL_GUARDED_BY(mu_);
-  absl::btree_set<std::pair<absl::Time, uint64_t>> lease_deadlines_ ABSL_GUARDED_BY(mu_);
-  absl::btree_set<DelayKey> delayed_ ABSL_GUARDED_BY(mu_);
-  // Idle checks of queues with an idle TTL: (when, queue name), one each.
-  absl::btree_set<std::pair<absl::Time, std::string>> idle_checks_ ABSL_GUARDED_BY(mu_);
+  // Every deadline: leases, delayed tasks, waiting calls, idle checks.
+  Schedule schedule_ ABSL_GUARDED_BY(mu_);
   // Results owed to each queue name by tasks on any queue (only names
   // with some owed; QueueStats.pending_results). By name, not by queue: a
   // reply queue deleted and made again is still owed them.
   absl::flat_hash_map<std::string, uint64_t> pending_results_ ABSL_GUARDED_BY(mu_);
   // Recently finished tasks, oldest first (bounded by options_).
   FinishedTasks finished_ ABSL_GUARDED_BY(mu_);
-  // Leases revoked by CancelTask: lease id -> task id, oldest first.
-  absl::flat_hash_map<uint64_t, uint64_t> revoked_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> revoked_order_ ABSL_GUARDED_BY(mu_);
 
   // The durable copy (null: memory only), and what the current step changed.
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;

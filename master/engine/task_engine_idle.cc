@@ -11,7 +11,7 @@
 // (the taker has the task), or the deletion of the task's own queue settles
 // it. Recovery counts them again from the stored tasks.
 //
-// Idle checks sit in the engine's deadline index (idle_checks_, one per
+// Idle checks sit in the engine's Schedule (schedule.h, one per
 // queue with a TTL) and are fired by AdvanceTo like every other deadline.
 // A use of the queue only stamps last_used (cheap, on the hot path); the
 // check, when it comes due, re-arms itself at last_used + TTL if the queue
@@ -64,7 +64,7 @@ uint64_t TaskEngine::ResultsOwedTo(const std::string& name) const {
 
 void TaskEngine::DisarmIdleCheck(Queue& q) {
   if (q.idle_check == absl::InfiniteFuture()) return;
-  idle_checks_.erase({q.idle_check, q.config.name()});
+  schedule_.RemoveIdleCheck(q.idle_check, q.config.name());
   q.idle_check = absl::InfiniteFuture();
 }
 
@@ -73,7 +73,7 @@ void TaskEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
   if (q.config.idle_ttl_ms() == 0) return;
   WatchDeadline(at, pending);
   q.idle_check = at;
-  idle_checks_.insert({at, q.config.name()});
+  schedule_.AddIdleCheck(at, q.config.name());
 }
 
 bool TaskEngine::InUse(const Queue& q) const {
@@ -92,11 +92,11 @@ bool TaskEngine::InUse(const Queue& q) const {
 }
 
 void TaskEngine::ExpireIdleQueues(absl::Time now, Pending& pending) {
-  while (!idle_checks_.empty() && idle_checks_.begin()->first <= now) {
-    const std::string name = idle_checks_.begin()->second;
+  while (auto due = schedule_.IdleCheckDue(now)) {
+    const std::string name = std::move(due->second);
     Queue* q = FindQueue(name);
     if (q == nullptr) {  // cannot happen: a deleted queue disarms its check
-      idle_checks_.erase(idle_checks_.begin());
+      schedule_.RemoveIdleCheck(due->first, name);
       continue;
     }
     DisarmIdleCheck(*q);

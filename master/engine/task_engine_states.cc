@@ -52,7 +52,7 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
   absl::Time now = clock_->Now();
   MarkTask(rec.task.id());
   rec.state = State::kLeased;
-  rec.lease_id = next_lease_id_++;
+  rec.lease_id = leases_.Grant(rec.task.id());
   if (lease_time <= absl::ZeroDuration()) lease_time = absl::Milliseconds(q.config.lease_ms());
   rec.lease_deadline = now + lease_time;
   rec.holder = holder;
@@ -65,8 +65,7 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
   rec.task.set_attempt(rec.task.attempt() + 1);
   Pin(rec);
   WatchDeadline(rec.lease_deadline, pending);
-  lease_deadlines_.insert({rec.lease_deadline, rec.lease_id});
-  lease_to_task_[rec.lease_id] = rec.task.id();
+  schedule_.AddLease(rec.lease_deadline, rec.lease_id);
   q.leased.insert(rec.task.id());
   v1::Delivery d;
   *d.mutable_task() = rec.task;
@@ -77,8 +76,8 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
 
 void TaskEngine::ClearLease(TaskRecord& rec) {
   if (rec.state != State::kLeased) return;
-  lease_deadlines_.erase({rec.lease_deadline, rec.lease_id});
-  lease_to_task_.erase(rec.lease_id);
+  schedule_.RemoveLease(rec.lease_deadline, rec.lease_id);
+  leases_.End(rec.lease_id);
   if (Queue* q = FindQueue(rec.task.queue())) q->leased.erase(rec.task.id());
   if (rec.holder != 0) {
     if (auto it = subs_.find(rec.holder); it != subs_.end()) it->second.lease_ids.erase(rec.lease_id);
@@ -97,11 +96,11 @@ void TaskEngine::Detach(TaskRecord& rec) {
   if (q && (rec.state == State::kLeased || rec.state == State::kDelayed)) Used(*q);
   switch (rec.state) {
     case State::kReady:
-      if (q) q->ready.erase(rec.key);
+      if (q) q->ready.Erase(rec.key);
       break;
     case State::kDelayed:
       if (q) q->delayed.erase(rec.delay);
-      delayed_.erase(rec.delay);
+      schedule_.RemoveDelayed(rec.delay);
       break;
     case State::kLeased:
       ClearLease(rec);
@@ -117,17 +116,16 @@ void TaskEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
   if (new_place) rec.key = MakeKey(q, rec.task);
   MarkTask(rec.task.id());
   rec.state = State::kReady;
-  q.ready.insert(rec.key);
+  q.ready.Insert(rec.key);
 }
 
 void TaskEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
   MarkTask(rec.task.id());
   rec.state = State::kDelayed;
-  rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
+  rec.delay = schedule_.AddDelayed(due, rec.task.id());
   Pin(rec);
   WatchDeadline(due, pending);
   q.delayed.insert(rec.delay);
-  delayed_.insert(rec.delay);
 }
 
 absl::Duration TaskEngine::Backoff(const Queue& q, uint32_t attempt) {
@@ -415,21 +413,21 @@ absl::Status TaskEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Dura
 
 absl::StatusOr<absl::Time> TaskEngine::ExtendLease(uint64_t lease_id) {
   MutexLock lock(&mu_);
-  auto it = lease_to_task_.find(lease_id);
-  if (it == lease_to_task_.end()) {
-    if (auto r = revoked_.find(lease_id); r != revoked_.end()) {
-      return absl::CancelledError(absl::StrCat("task ", r->second,
+  std::optional<uint64_t> task_id = leases_.TaskOf(lease_id);
+  if (!task_id) {
+    if (std::optional<uint64_t> revoked = leases_.RevokedTask(lease_id)) {
+      return absl::CancelledError(absl::StrCat("task ", *revoked,
                                                " was cancelled: stop running it (lease ",
                                                lease_id, " is revoked)"));
     }
     return absl::FailedPreconditionError(absl::StrCat(
         "lease lost: lease ", lease_id, " is no longer held (expired, released or completed)"));
   }
-  TaskRecord& rec = tasks_.at(it->second);
+  TaskRecord& rec = tasks_.at(*task_id);
   Queue* q = FindQueue(rec.task.queue());
-  lease_deadlines_.erase({rec.lease_deadline, lease_id});
+  schedule_.RemoveLease(rec.lease_deadline, lease_id);
   rec.lease_deadline = clock_->Now() + absl::Milliseconds(q ? q->config.lease_ms() : 30000);
-  lease_deadlines_.insert({rec.lease_deadline, lease_id});
+  schedule_.AddLease(rec.lease_deadline, lease_id);
   return rec.lease_deadline;
 }
 
@@ -451,16 +449,6 @@ void TaskEngine::RememberFinished(TaskRecord& rec, v1::TaskState state) {
   finished_.Add(rec.task, state,
                 FinishedTasks::Extra{std::move(rec.dedup_key), std::move(rec.last_error),
                                      std::move(rec.history)});
-}
-
-void TaskEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
-  if (options_.revoked_lease_memory == 0) return;
-  revoked_[lease_id] = task_id;
-  revoked_order_.push_back(lease_id);
-  while (revoked_order_.size() > options_.revoked_lease_memory) {
-    revoked_.erase(revoked_order_.front());
-    revoked_order_.pop_front();
-  }
 }
 
 absl::StatusOr<v1::Task> TaskEngine::GetTask(uint64_t task_id) {
@@ -498,7 +486,7 @@ absl::StatusOr<v1::TaskState> TaskEngine::CancelTask(uint64_t task_id) {
     }
     TaskRecord& rec = it->second;
     previous = ProtoState(rec.state);
-    if (rec.state == State::kLeased) RememberRevoked(rec.lease_id, task_id);
+    if (rec.state == State::kLeased) leases_.RememberRevoked(rec.lease_id, task_id);
     // A dead task already sent its FAILED result: no second one.
     bool send_result = rec.state != State::kDead;
     Finish(rec, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "",

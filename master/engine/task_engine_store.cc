@@ -236,7 +236,7 @@ absl::Status TaskEngine::HydrateHead(const Queue& q, size_t n) {
 
 TaskEngine::TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
   while (!q.ready.empty()) {
-    const uint64_t id = q.ready.begin()->id;
+    const uint64_t id = q.ready.Front().id;
     if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
     // Cold: read it back with the ones behind it, `batch` at a time.
     if (!HydrateHead(q, std::max<size_t>(batch, 1)).ok()) return nullptr;
@@ -246,7 +246,7 @@ TaskEngine::TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
     LogError("store: queued task %d of queue \"%s\" has no readable stored record; it is "
              "skipped (the data dir may be damaged)",
              id, q.config.name());
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
   }
   return nullptr;
 }
@@ -264,7 +264,7 @@ TaskEngine::TaskRecord* TaskEngine::FindCold(uint64_t id) {
   // Cold only if it still holds its place in its queue (the store may lag
   // behind a task that finished a moment ago).
   const Queue* q = FindQueue(rec.task.queue());
-  if (q == nullptr || !q->ready.contains(rec.key)) return nullptr;
+  if (q == nullptr || !q->ready.Contains(rec.key)) return nullptr;
   rec.state = State::kReady;
   TaskRecord& added = AddRecord(id);
   added = std::move(rec);
@@ -390,7 +390,7 @@ absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
         next_task_id_ = std::max(next_task_id_, id + 1);
         if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
         if (rec.state == State::kReady) {
-          q->ready.insert(rec.key);
+          q->ready.Insert(rec.key);
         } else {
           others.push_back(id);
         }
@@ -433,9 +433,8 @@ absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
   std::sort(delayed.begin(), delayed.end());
   for (uint64_t id : delayed) {
     TaskRecord& rec = tasks_.at(id);
-    rec.delay.seq = next_delay_seq_++;
+    rec.delay = schedule_.AddDelayed(rec.delay.due, id);
     FindQueue(rec.task.queue())->delayed.insert(rec.delay);
-    delayed_.insert(rec.delay);
   }
   std::sort(leased.begin(), leased.end());
   if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
@@ -452,7 +451,7 @@ absl::Status TaskEngine::Recover(Store* store) {
     auto epoch_value = store_->GetRecord(kEpochKey);
     if (!epoch_value.ok()) return epoch_value.status();
     const uint64_t epoch = (*epoch_value ? ParseU64(**epoch_value) : 0) + 1;
-    next_lease_id_ = (epoch << kEpochShift) + 1;
+    leases_.StartAt((epoch << kEpochShift) + 1);
     auto next_id = store_->GetRecord(kNextIdKey);
     if (!next_id.ok()) return next_id.status();
     if (*next_id) next_task_id_ = std::max(next_task_id_, ParseU64(**next_id));
