@@ -1,5 +1,6 @@
 #include "master/engine/finished_tasks.h"
 
+#include <iterator>
 #include <utility>
 
 namespace taskq {
@@ -11,8 +12,15 @@ FinishedTasks::FinishedTasks(size_t max_tasks, size_t max_bytes)
 
 FinishedTasks::NameRef FinishedTasks::Intern(absl::string_view name) {
   if (name.empty()) return 0;
+  for (NameRef ref : recent_) {
+    if (ref != 0 && names_[ref].text == name) {
+      ++names_[ref].refs;
+      return ref;
+    }
+  }
   if (auto it = name_index_.find(name); it != name_index_.end()) {
     ++names_[it->second].refs;
+    Remember(it->second);
     return it->second;
   }
   NameRef ref;
@@ -26,8 +34,17 @@ FinishedTasks::NameRef FinishedTasks::Intern(absl::string_view name) {
   names_[ref].text.assign(name.data(), name.size());
   names_[ref].refs = 1;
   name_index_.emplace(names_[ref].text, ref);
+  Remember(ref);
   bytes_ += name.size() + sizeof(Name) + 2 * sizeof(NameRef);
   return ref;
+}
+
+void FinishedTasks::Remember(NameRef ref) {
+  // Most recent first; a name already here moves to the front.
+  size_t i = 0;
+  while (i + 1 < std::size(recent_) && recent_[i] != ref) ++i;
+  for (; i > 0; --i) recent_[i] = recent_[i - 1];
+  recent_[0] = ref;
 }
 
 void FinishedTasks::Release(NameRef ref) {
@@ -38,6 +55,9 @@ void FinishedTasks::Release(NameRef ref) {
   name_index_.erase(n.text);
   std::string().swap(n.text);
   free_names_.push_back(ref);
+  for (NameRef& recent : recent_) {
+    if (recent == ref) recent = 0;
+  }
 }
 
 size_t FinishedTasks::ExtraBytes(const Extra& extra) {

@@ -91,6 +91,7 @@ class FinishedTasks {
   // Interned names with reference counts.
   NameRef Intern(absl::string_view name);
   void Release(NameRef ref);
+  void Remember(NameRef ref);
   struct Name {
     std::string text;
     uint32_t refs = 0;
@@ -98,6 +99,9 @@ class FinishedTasks {
   std::vector<Name> names_;
   absl::flat_hash_map<std::string, NameRef> name_index_;
   std::vector<NameRef> free_names_;
+  // The names interned last: a job's tasks repeat the same few (its queue,
+  // its reply queue), and a compare is cheaper than a hash lookup.
+  NameRef recent_[4] = {0, 0, 0, 0};
 
   const size_t max_tasks_;
   const size_t max_bytes_;

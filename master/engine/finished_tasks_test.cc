@@ -102,6 +102,18 @@ TEST(FinishedTasksTest, NamesAreSharedAndFreedWithTheirLastRecord) {
   EXPECT_EQ(*finished.QueueOf(4), "b");
 }
 
+TEST(FinishedTasksTest, ManyNamesComingAndGoingStayCorrect) {
+  // More names than the recent-name cache holds, each freed and reused.
+  FinishedTasks finished(3, 1 << 20);
+  for (uint64_t id = 1; id <= 60; ++id) {
+    finished.Add(MakeTask(id, "q" + std::to_string(id % 7)), v1::TASK_STATE_DONE, {});
+    for (uint64_t back = id > 2 ? id - 2 : 1; back <= id; ++back) {
+      ASSERT_EQ(*finished.QueueOf(back), "q" + std::to_string(back % 7)) << id << " " << back;
+      ASSERT_EQ(finished.Describe(back)->reply_to(), "_results.abc");
+    }
+  }
+}
+
 TEST(FinishedTasksTest, ZeroRemembersNothing) {
   FinishedTasks finished(0, 1 << 20);
   finished.Add(MakeTask(1), v1::TASK_STATE_DONE, {});

@@ -51,6 +51,7 @@
 #include "master/engine/lease_table.h"
 #include "master/engine/ready_set.h"
 #include "master/engine/schedule.h"
+#include "master/engine/task_record.h"
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
@@ -127,32 +128,7 @@ class TaskEngine final : public QueueEngine {
   // Work to do once the lock is released (pending.h).
   class Pending;
 
-  enum class State { kDelayed, kReady, kLeased, kDead };
-  static v1::TaskState ProtoState(State state);
-
-  struct TaskRecord {
-    // What deliveries carry. The status fields of v1::Task (state, history,
-    // ...) live below and are filled in only by Describe.
-    v1::Task task;
-    State state = State::kReady;
-    ReadyKey key{};  // its place while ready; kept while leased
-    DelayKey delay{};  // while delayed
-    uint64_t lease_id = 0;  // while leased
-    absl::Time lease_deadline = absl::InfiniteFuture();
-    SubscriptionId holder = 0;  // Work stream holding the lease (0 = unary)
-    std::string holder_name;    // its worker id, or "consumer"
-    std::string dedup_key;
-    std::string last_error;
-    // The last kTaskHistoryLength attempts, oldest first. A vector: empty
-    // costs nothing (a std::deque allocates even when empty).
-    std::vector<v1::Attempt> history;
-    std::string dead_in;  // while dead: the queue whose dead-letter set holds it
-    uint64_t written_seq = 0;  // the store batch that last wrote it
-    // What memory_ counts for it (Recount), and of that what it counts as
-    // pinned (in memory for good while delayed, leased or dead).
-    size_t counted_bytes = 0;
-    size_t pinned_bytes = 0;
-  };
+  using State = TaskRecord::State;
 
   enum class WaitKind { kPut, kGet, kJoin };
   struct Waiter {
@@ -318,25 +294,15 @@ class TaskEngine final : public QueueEngine {
   // Writes the marked tasks and queues as one batch; the step's replies wait
   // for it.
   void Persist(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The record of a task as written (everything but its payload).
-  static std::string SerializeTask(TaskRecord& rec);
   // OK, or why the store refuses writes now (the call is refused with it).
   absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadQueues(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadTasks(std::vector<uint64_t>& leased) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fills `rec` from a stored record; returns the state it was stored in.
-  static absl::StatusOr<v1::TaskState> Decode(uint64_t id, absl::string_view record,
-                                              absl::string_view payload, TaskRecord& rec);
 
   // --- cold ready tasks (task_engine_store.cc) ---------------------------------
   // Beyond the memory budget a ready task can be "cold": in its queue's ready
   // set but not in tasks_; its record is read back from the store when
   // needed. Only tasks whose last write is committed go cold.
-  // What a record costs in memory besides its strings, near enough
-  // (measured: ~950 B for a 100-byte task with its map node, its place in
-  // its queue's set and allocator overhead).
-  static constexpr size_t kRecordOverhead = sizeof(TaskRecord) + 288;
-  static size_t Footprint(const TaskRecord& rec);
   // Adds an empty record to tasks_; Recount it once filled.
   TaskRecord& AddRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Brings what memory_ counts for rec up to date (after it was filled or

@@ -37,16 +37,6 @@ absl::Status UnknownTask(uint64_t id) {
 
 // --- states ---------------------------------------------------------------------------
 
-v1::TaskState TaskEngine::ProtoState(State state) {
-  switch (state) {
-    case State::kDelayed: return v1::TASK_STATE_DELAYED;
-    case State::kReady: return v1::TASK_STATE_READY;
-    case State::kLeased: return v1::TASK_STATE_LEASED;
-    case State::kDead: return v1::TASK_STATE_DEAD;
-  }
-  return v1::TASK_STATE_UNSPECIFIED;
-}
-
 v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
                                  Pending& pending, absl::Duration lease_time) {
   absl::Time now = clock_->Now();
@@ -308,7 +298,7 @@ void TaskEngine::Forget(TaskRecord& rec) {
 
 // --- settling leases ----------------------------------------------------------------
 
-absl::StatusOr<TaskEngine::TaskRecord*> TaskEngine::FindLease(uint64_t task_id,
+absl::StatusOr<TaskRecord*> TaskEngine::FindLease(uint64_t task_id,
                                                                   uint64_t lease_id) {
   auto it = tasks_.find(task_id);
   if (it != tasks_.end()) {

@@ -59,9 +59,6 @@ absl::Status Corrupt(absl::string_view what, absl::string_view key) {
                                           "; the data dir is damaged (restore a backup)"));
 }
 
-absl::Status Corrupt(absl::string_view what, uint64_t id) {
-  return Corrupt(what, absl::StrCat(id));
-}
 
 }  // namespace
 
@@ -97,9 +94,9 @@ void TaskEngine::Persist(Pending& pending) {
       }
       TaskRecord& rec = it->second;
       if (fresh) {
-        batch->AddTask(id, SerializeTask(rec), rec.task.payload());
+        batch->AddTask(id, SerializeTaskRecord(rec), rec.task.payload());
       } else {
-        batch->UpdateTask(id, SerializeTask(rec));
+        batch->UpdateTask(id, SerializeTaskRecord(rec));
       }
       written.push_back(&rec);
     }
@@ -139,16 +136,7 @@ void TaskEngine::Persist(Pending& pending) {
 
 // --- cold ready tasks -------------------------------------------------------------
 
-size_t TaskEngine::Footprint(const TaskRecord& rec) {
-  size_t n = kRecordOverhead + TaskBytes(rec.task) + rec.dedup_key.size() +
-             rec.last_error.size() + rec.holder_name.size();
-  for (const v1::Attempt& a : rec.history) {
-    n += sizeof(v1::Attempt) + a.error().size() + a.worker().size() + a.how().size();
-  }
-  return n;
-}
-
-TaskEngine::TaskRecord& TaskEngine::AddRecord(uint64_t id) { return tasks_[id]; }
+TaskRecord& TaskEngine::AddRecord(uint64_t id) { return tasks_[id]; }
 
 void TaskEngine::Recount(TaskRecord& rec) {
   const size_t now = Footprint(rec);
@@ -209,7 +197,7 @@ absl::Status TaskEngine::Hydrate(const std::vector<uint64_t>& ids) {
     mu_.AssertHeld();  // called back inside Hydrate
     if (tasks_.contains(id)) return true;
     TaskRecord rec;
-    absl::StatusOr<v1::TaskState> state = Decode(id, record, payload, rec);
+    absl::StatusOr<v1::TaskState> state = DecodeTaskRecord(id, record, payload, rec);
     if (!state.ok()) {
       LogError("%s", state.status().message());
       return true;
@@ -234,7 +222,7 @@ absl::Status TaskEngine::HydrateHead(const Queue& q, size_t n) {
   return Hydrate(cold);
 }
 
-TaskEngine::TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
+TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
   while (!q.ready.empty()) {
     const uint64_t id = q.ready.Front().id;
     if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
@@ -251,13 +239,13 @@ TaskEngine::TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
   return nullptr;
 }
 
-TaskEngine::TaskRecord* TaskEngine::FindCold(uint64_t id) {
+TaskRecord* TaskEngine::FindCold(uint64_t id) {
   if (store_ == nullptr) return nullptr;
   TaskRecord rec;
   bool found = false;
   absl::Status s = store_->ReadTasks({id}, [&](uint64_t, absl::string_view record,
                                                absl::string_view payload) {
-    found = Decode(id, record, payload, rec).ok();
+    found = DecodeTaskRecord(id, record, payload, rec).ok();
     return false;
   });
   if (!s.ok() || !found) return nullptr;
@@ -270,33 +258,6 @@ TaskEngine::TaskRecord* TaskEngine::FindCold(uint64_t id) {
   added = std::move(rec);
   Recount(added);
   return &added;
-}
-
-std::string TaskEngine::SerializeTask(TaskRecord& rec) {
-  v1::StoredTask out;
-  v1::Task& t = *out.mutable_task();
-  // Borrow the task (a swap, not a copy) without its payload, which is
-  // stored apart; both go back below.
-  t.Swap(&rec.task);
-  std::string payload;
-  t.mutable_payload()->swap(payload);
-  t.set_state(ProtoState(rec.state));
-  t.set_dedup_key(rec.dedup_key);
-  t.set_last_error(rec.last_error);
-  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
-  out.set_ready_major(rec.key.major);
-  out.set_ready_minor(rec.key.minor);
-  out.set_due_unix_us(rec.state == State::kDelayed ? absl::ToUnixMicros(rec.delay.due) : 0);
-  out.set_dead_in(rec.state == State::kDead ? rec.dead_in : "");
-  out.set_holder(rec.state == State::kLeased ? rec.holder_name : "");
-  std::string bytes = out.SerializeAsString();
-  t.clear_state();
-  t.clear_dedup_key();
-  t.clear_last_error();
-  t.clear_history();
-  t.mutable_payload()->swap(payload);
-  t.Swap(&rec.task);
-  return bytes;
 }
 
 absl::Status TaskEngine::LoadQueues(Pending& pending) {
@@ -325,45 +286,6 @@ absl::Status TaskEngine::LoadQueues(Pending& pending) {
   return s.ok() ? bad : s;
 }
 
-absl::StatusOr<v1::TaskState> TaskEngine::Decode(uint64_t id, absl::string_view record,
-                                                  absl::string_view payload, TaskRecord& rec) {
-  v1::StoredTask st;
-  if (!st.ParseFromArray(record.data(), static_cast<int>(record.size()))) {
-    return Corrupt("task", id);
-  }
-  v1::Task& t = *st.mutable_task();
-  const v1::TaskState state = t.state();
-  rec.dedup_key = t.dedup_key();
-  rec.last_error = t.last_error();
-  rec.history.assign(t.history().begin(), t.history().end());
-  t.clear_state();
-  t.clear_dedup_key();
-  t.clear_last_error();
-  t.clear_history();
-  rec.task = std::move(t);
-  rec.task.set_id(id);
-  rec.task.set_payload(std::string(payload));
-  rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
-  switch (state) {
-    case v1::TASK_STATE_DELAYED:
-      rec.state = State::kDelayed;
-      rec.delay = DelayKey{absl::FromUnixMicros(st.due_unix_us()), 0, id};
-      break;
-    case v1::TASK_STATE_LEASED:
-      rec.state = State::kLeased;
-      rec.holder_name = st.holder();
-      break;
-    case v1::TASK_STATE_DEAD:
-      rec.state = State::kDead;
-      rec.dead_in = st.dead_in();
-      break;
-    default:
-      rec.state = State::kReady;
-      break;
-  }
-  return state;
-}
-
 absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
   absl::Status bad;
   uint64_t orphans = 0;
@@ -374,7 +296,7 @@ absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
       [&](uint64_t id, absl::string_view record, absl::string_view) {
         mu_.AssertHeld();  // called back inside LoadTasks
         TaskRecord rec;
-        absl::StatusOr<v1::TaskState> state = Decode(id, record, "", rec);
+        absl::StatusOr<v1::TaskState> state = DecodeTaskRecord(id, record, "", rec);
         if (!state.ok()) {
           bad = state.status();
           return false;
@@ -404,7 +326,7 @@ absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
                                     absl::string_view payload) {
     mu_.AssertHeld();  // called back inside LoadTasks
     TaskRecord& rec = AddRecord(id);
-    if (!Decode(id, record, payload, rec).ok()) return true;  // parsed once already
+    if (!DecodeTaskRecord(id, record, payload, rec).ok()) return true;  // parsed once already
     Recount(rec);
     Pin(rec);  // delayed, leased or dead: in memory for good
     Queue* q = FindQueue(rec.task.queue());
