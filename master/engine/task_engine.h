@@ -48,6 +48,7 @@
 #include "common/clock.h"
 #include "common/sync.h"
 #include "master/engine/finished_tasks.h"
+#include "master/engine/journal.h"
 #include "master/engine/lease_table.h"
 #include "master/engine/ready_set.h"
 #include "master/engine/schedule.h"
@@ -278,18 +279,11 @@ class TaskEngine final : public QueueEngine {
   void ExpireIdleQueues(absl::Time now, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- the store (task_engine_store.cc); all require mu_ ----------------------
-  void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) dirty_tasks_.insert(id);
-  }
+  void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { journal_.MarkTask(id); }
   // A task created in this step: its payload is written too.
-  void MarkNewTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) {
-      dirty_tasks_.insert(id);
-      new_tasks_.insert(id);
-    }
-  }
+  void MarkNewTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { journal_.MarkNewTask(id); }
   void MarkQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) dirty_queues_.insert(name);
+    journal_.MarkQueue(name);
   }
   // Writes the marked tasks and queues as one batch; the step's replies wait
   // for it.
@@ -414,15 +408,10 @@ class TaskEngine final : public QueueEngine {
 
   // The durable copy (null: memory only), and what the current step changed.
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
-  absl::flat_hash_set<uint64_t> dirty_tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<uint64_t> new_tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> dirty_queues_ ABSL_GUARDED_BY(mu_);
+  Journal journal_ ABSL_GUARDED_BY(mu_);
   // Recovery: queues loaded without an idle TTL (stored by an older
   // master), written back with the one they got.
   std::vector<std::string> upgraded_queues_ ABSL_GUARDED_BY(mu_);
-  // Task ids below this are reserved on disk: a restarted master never
-  // reuses an id (ids are reserved in blocks, one small write per block).
-  uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes of the records in tasks_ (approximate: Footprint), which of them
   // are pinned, and of waiting puts; what puts it admits.
   MemoryBudget memory_ ABSL_GUARDED_BY(mu_);

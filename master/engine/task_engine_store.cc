@@ -26,32 +26,8 @@ namespace taskq {
 
 namespace {
 
-// Record keys: "q" + queue name, and store-wide counters.
-constexpr char kQueuePrefix[] = "q";
-constexpr char kEpochKey[] = "sepoch";
-constexpr char kNextIdKey[] = "snext_id";
-// Task ids are reserved on disk this many at a time.
-constexpr uint64_t kIdBlock = 1 << 20;
 // Lease ids are (boot epoch << kEpochShift) + a counter.
 constexpr int kEpochShift = 40;
-
-// v as 8 big-endian bytes.
-std::string U64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  return out;
-}
-
-uint64_t ParseU64(absl::string_view s) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < s.size() && i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
-  return v;
-}
-
-std::string QueueKey(const std::string& name) { return absl::StrCat(kQueuePrefix, name); }
 
 absl::Status Corrupt(absl::string_view what, absl::string_view key) {
   return absl::DataLossError(absl::StrCat("store: cannot parse ", what, " record ",
@@ -79,51 +55,31 @@ void TaskEngine::WhenDurable(DoneCallback done) {
 
 void TaskEngine::Persist(Pending& pending) {
   if (store_ == nullptr) return;
-  if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
+  if (!journal_.empty()) {
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
     std::vector<TaskRecord*> written;
-    written.reserve(dirty_tasks_.size());
-    for (uint64_t id : dirty_tasks_) {
-      const bool fresh = new_tasks_.contains(id);
-      auto it = tasks_.find(id);
-      if (it == tasks_.end()) {
-        // Finished (or forgotten). Created and finished in this same step:
-        // nothing was ever written.
-        if (!fresh) batch->DeleteTask(id);
-        continue;
-      }
-      TaskRecord& rec = it->second;
-      if (fresh) {
-        batch->AddTask(id, SerializeTaskRecord(rec), rec.task.payload());
-      } else {
-        batch->UpdateTask(id, SerializeTaskRecord(rec));
-      }
-      written.push_back(&rec);
-    }
-    for (const std::string& name : dirty_queues_) {
-      auto it = queues_.find(name);
-      if (it == queues_.end()) {
-        batch->DeleteRecord(QueueKey(name));
-        continue;
-      }
-      const Queue& q = *it->second;
-      v1::StoredQueue sq;
-      *sq.mutable_config() = q.config;
-      sq.set_shut_down(q.shut_down);
-      sq.set_awaiting_task_done(q.awaiting_task_done);
-      sq.set_total_put(q.total_put);
-      sq.set_total_completed(q.total_completed);
-      sq.set_total_failed(q.total_failed);
-      sq.set_total_cancelled(q.total_cancelled);
-      batch->PutRecord(QueueKey(name), sq.SerializeAsString());
-    }
-    if (next_task_id_ > ids_reserved_) {
-      ids_reserved_ = next_task_id_ + kIdBlock;
-      batch->PutRecord(kNextIdKey, U64(ids_reserved_));
-    }
-    dirty_tasks_.clear();
-    new_tasks_.clear();
-    dirty_queues_.clear();
+    journal_.Flush(
+        *batch, next_task_id_,
+        [&](uint64_t id) -> TaskRecord* {
+          mu_.AssertHeld();  // called back inside Persist
+          auto it = tasks_.find(id);
+          return it == tasks_.end() ? nullptr : &it->second;
+        },
+        [&](const std::string& name) -> std::optional<std::string> {
+          mu_.AssertHeld();  // called back inside Persist
+          const Queue* q = FindQueue(name);
+          if (q == nullptr) return std::nullopt;
+          v1::StoredQueue sq;
+          *sq.mutable_config() = q->config;
+          sq.set_shut_down(q->shut_down);
+          sq.set_awaiting_task_done(q->awaiting_task_done);
+          sq.set_total_put(q->total_put);
+          sq.set_total_completed(q->total_completed);
+          sq.set_total_failed(q->total_failed);
+          sq.set_total_cancelled(q->total_cancelled);
+          return sq.SerializeAsString();
+        },
+        written);
     const uint64_t seq = store_->Write(std::move(batch));
     for (TaskRecord* rec : written) rec->written_seq = seq;
     for (uint64_t id : to_cool_) cooling_.emplace_back(seq, id);
@@ -184,7 +140,7 @@ void TaskEngine::CoolDown() {
     auto it = tasks_.find(id);
     // Still ready, and what the store has is its latest state.
     if (it != tasks_.end() && it->second.state == State::kReady &&
-        it->second.written_seq <= committed && !dirty_tasks_.contains(id)) {
+        it->second.written_seq <= committed && !journal_.IsMarked(id)) {
       DropRecord(id);
     }
   }
@@ -262,7 +218,7 @@ TaskRecord* TaskEngine::FindCold(uint64_t id) {
 
 absl::Status TaskEngine::LoadQueues(Pending& pending) {
   absl::Status bad;
-  absl::Status s = store_->ScanRecords(kQueuePrefix, [&](absl::string_view key,
+  absl::Status s = store_->ScanRecords(Journal::kQueuePrefix, [&](absl::string_view key,
                                                          absl::string_view value) {
     mu_.AssertHeld();  // called back inside LoadQueues
     v1::StoredQueue sq;
@@ -369,15 +325,16 @@ absl::Status TaskEngine::Recover(Store* store) {
   {
     MutexLock lock(&mu_);
     store_ = store;
+    journal_.Enable();
     memory_.set_durable(true);  // ready tasks can go cold from now on
-    auto epoch_value = store_->GetRecord(kEpochKey);
+    auto epoch_value = store_->GetRecord(Journal::kEpochKey);
     if (!epoch_value.ok()) return epoch_value.status();
-    const uint64_t epoch = (*epoch_value ? ParseU64(**epoch_value) : 0) + 1;
+    const uint64_t epoch = (*epoch_value ? Journal::DecodeU64(**epoch_value) : 0) + 1;
     leases_.StartAt((epoch << kEpochShift) + 1);
-    auto next_id = store_->GetRecord(kNextIdKey);
+    auto next_id = store_->GetRecord(Journal::kNextIdKey);
     if (!next_id.ok()) return next_id.status();
-    if (*next_id) next_task_id_ = std::max(next_task_id_, ParseU64(**next_id));
-    ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
+    if (*next_id) next_task_id_ = std::max(next_task_id_, Journal::DecodeU64(**next_id));
+    journal_.SetReserved(next_task_id_);  // the next Persist reserves a new block
 
     if (auto s = LoadQueues(pending); !s.ok()) return s;
     if (queues_.size() > options_.max_queues) {
@@ -388,9 +345,8 @@ absl::Status TaskEngine::Recover(Store* store) {
     std::vector<uint64_t> leased;
     if (auto s = LoadTasks(leased); !s.ok()) return s;
     // What was just read needs no writing back.
-    std::vector<uint64_t> orphans(dirty_tasks_.begin(), dirty_tasks_.end());
-    dirty_tasks_.clear();
-    dirty_queues_.clear();
+    std::vector<uint64_t> orphans = journal_.MarkedTasks();
+    journal_.Clear();
     for (uint64_t id : orphans) MarkTask(id);
     for (const std::string& name : upgraded_queues_) MarkQueue(name);  // their TTL, written
     upgraded_queues_.clear();
@@ -406,7 +362,7 @@ absl::Status TaskEngine::Recover(Store* store) {
     }
     // The new epoch is on disk before any lease of this boot is handed out.
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
-    batch->PutRecord(kEpochKey, U64(epoch));
+    batch->PutRecord(Journal::kEpochKey, Journal::EncodeU64(epoch));
     store_->Write(std::move(batch));
     EndStep(pending);
     LogInfo("store: recovered %d queues and %d tasks (%d ready, %d delayed, %d dead; %d were "
