@@ -74,8 +74,8 @@ TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
 
 TaskEngine::~TaskEngine() { Shutdown(); }
 
-void TaskEngine::Touch(const Queue& q, Pending& pending) {
-  pending.Touch(q.config.name());
+void TaskEngine::Touch(Queue& q, Pending& pending) {
+  pending.Touch(&q);
   MarkQueue(q.config.name());
 }
 
@@ -367,6 +367,7 @@ void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending) {
     }
   }
   DisarmIdleCheck(*q);
+  pending.Untouch(q);
   queues_.erase(queue);
   queue_names_.erase(queue);
   MarkQueue(queue);
@@ -548,12 +549,14 @@ PutResult TaskEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending
     v1::Task& t = rec.task;
     t.set_id(id);
     t.set_queue(q.config.name());
-    t.mutable_payload()->swap(*spec.mutable_payload());
-    t.mutable_handler()->swap(*spec.mutable_handler());
+    // Moved, not copied; an empty field is left alone (asking for a
+    // mutable one would allocate an empty string).
+    if (!spec.payload().empty()) t.mutable_payload()->swap(*spec.mutable_payload());
+    if (!spec.handler().empty()) t.mutable_handler()->swap(*spec.mutable_handler());
     t.set_priority(spec.priority());
-    t.mutable_reply_to()->swap(*spec.mutable_reply_to());
-    t.mutable_headers()->swap(*spec.mutable_headers());
-    t.mutable_args()->Swap(spec.mutable_args());
+    if (!spec.reply_to().empty()) t.mutable_reply_to()->swap(*spec.mutable_reply_to());
+    if (!spec.headers().empty()) t.mutable_headers()->swap(*spec.mutable_headers());
+    if (!spec.args().empty()) t.mutable_args()->Swap(spec.mutable_args());
     t.set_enqueued_unix_ms(now_ms);
     if (!spec.dedup_key().empty()) {
       rec.dedup_key = spec.dedup_key();
@@ -746,11 +749,10 @@ WaitId TaskEngine::Get(GetArgs args, GetCallback done) {
 
 void TaskEngine::SettleTouched(Pending& pending) {
   for (;;) {
-    std::vector<std::string> touched = pending.TakeTouched();
+    // Settling never deletes a queue, so none of these pointers dangles.
+    Pending::Touched touched = pending.TakeTouched();
     if (touched.empty()) return;
-    for (const std::string& name : touched) {
-      if (Queue* q = FindQueue(name)) Settle(*q, pending);
-    }
+    for (Queue* q : touched) Settle(*q, pending);
   }
 }
 
@@ -953,7 +955,9 @@ absl::Status TaskEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
           absl::StrCat("credit window above the limit of ", kMaxCredits, " tasks in flight"));
     }
     sub.credits += credits;
-    for (const std::string& name : sub.queues) pending.Touch(name);
+    for (const std::string& name : sub.queues) {
+      if (Queue* q = FindQueue(name)) pending.Touch(q);
+    }
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
@@ -970,7 +974,9 @@ void TaskEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
     const bool was_full = sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes;
     sub.unwritten_bytes -= std::min(bytes, sub.unwritten_bytes);
     if (!was_full || sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes) return;
-    for (const std::string& name : sub.queues) pending.Touch(name);
+    for (const std::string& name : sub.queues) {
+      if (Queue* q = FindQueue(name)) pending.Touch(q);
+    }
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);

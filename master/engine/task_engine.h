@@ -230,7 +230,7 @@ class TaskEngine final : public QueueEngine {
   std::vector<v1::Delivery> TakeReady(Queue& q, const GetArgs& args, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks q for settling at the end of the locked step (and for writing).
-  void Touch(const Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a locked step: settles touched queues, then writes what changed.
   void EndStep(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Settles every touched queue (settling one may touch others).
@@ -357,8 +357,8 @@ class TaskEngine final : public QueueEngine {
               std::string result, std::string error, bool send_result, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts a result message on the task's reply_to queue, bypassing maxsize.
-  // `last_use`: rec is dropped next, so its headers move into the result
-  // instead of being copied.
+  // `last_use`: rec is dropped next, so its headers and reply_to move into
+  // the result instead of being copied.
   void DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outcome, std::string result,
                      std::string error, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeDedupKey(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -261,16 +261,19 @@ void TaskEngine::DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outco
   MarkNewTask(id);
   TaskRecord& r = AddRecord(id);
   r.task.set_id(id);
-  r.task.set_queue(reply_to);
-  r.task.set_payload(std::move(result));
+  r.task.set_result_of(rec.task.id());
+  // Moved where it can be; empty strings are not set (setting one
+  // allocates).
+  if (!result.empty()) r.task.set_payload(std::move(result));
+  if (!error.empty()) r.task.set_error(std::move(error));
   if (last_use) {
-    r.task.mutable_headers()->swap(*rec.task.mutable_headers());
+    if (!rec.task.headers().empty()) r.task.mutable_headers()->swap(*rec.task.mutable_headers());
+    r.task.mutable_queue()->swap(*rec.task.mutable_reply_to());  // rec's reply_to is empty now
   } else {
     *r.task.mutable_headers() = rec.task.headers();
+    r.task.set_queue(reply_to);
   }
-  r.task.set_result_of(rec.task.id());
   r.task.set_outcome(outcome);
-  r.task.set_error(std::move(error));
   r.task.set_enqueued_unix_ms(absl::ToUnixMillis(clock_->Now()));
   Recount(r);  // never refused: a result is never lost to the budget
   MakeReady(*q, r, /*new_place=*/true);
