@@ -1,6 +1,6 @@
-// TaskEngine, part 1: queues and their settings, put, get, hand-out
-// (getters and worker subscriptions), waiting calls and time. Part 2
-// (task_engine_states.cc) settles leases and keeps task states.
+// TaskEngine: queues and their settings, put, get, hand-out
+// (getters and worker subscriptions), waiting calls and time. Task states
+// are task_engine_states.cc's.
 #include "master/engine/task_engine.h"
 
 #include <algorithm>

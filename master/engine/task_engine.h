@@ -1,7 +1,8 @@
 // TaskEngine: the QueueEngine. All state lives in RAM; with a Store
 // (Recover) every change is also written to it, so that a restarted master
 // rebuilds the same state (task_engine_store.cc). Without one, everything
-// is lost when the master exits (--store memory).
+// is lost when the master exits (--store memory). One engine for both: the
+// name says what it holds (tasks), not where.
 //
 // A task is in exactly one state: delayed (per-queue set ordered by due
 // time), ready (per-queue set in hand-out order), leased (lease deadline
@@ -22,11 +23,21 @@
 // completion and its result, a put of many tasks) and the step's replies
 // wait for that batch to be durable (pending.h).
 //
-// The implementation is split: task_engine.cc (queues, put, get,
-// dispatch, time), task_engine_states.cc (settling leases, retries, dead
-// letters, cancel, task lookup), task_engine_store.cc (writing changes to
-// the store, recovery), task_engine_idle.cc (results owed to each queue,
-// and deleting queues idle past their TTL).
+// The engine composes small parts, each with its own header (and, but for
+// Pending, its own test); none locks: the engine's one mutex guards them:
+//   ReadySet (ready_set.h)         a queue's ready tasks in hand-out order
+//   Schedule (schedule.h)          every deadline: leases, delayed tasks,
+//                                  waiting calls, idle checks
+//   LeaseTable (lease_table.h)     current leases, lease ids, revoked leases
+//   TaskRecord (task_record.h)     a live task and its stored form
+//   FinishedTasks (finished_tasks.h)  compact memory of finished tasks
+//   Journal (journal.h)            a step's changes, one store batch
+//   Pending (pending.h)            what a step leaves to do after unlocking
+// Its own code: task_engine.cc (queues, put, get, hand-out, waiting calls,
+// time), task_engine_states.cc (task states: leases settled, retries, dead
+// letters, cancel, lookup by id), task_engine_store.cc (the durable copy:
+// persisting, cold ready tasks, recovery), task_engine_idle.cc (results owed
+// to each queue, queues idle past their TTL).
 //
 // Thread-safety: all public methods are safe from any thread.
 #pragma once

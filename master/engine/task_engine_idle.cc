@@ -1,4 +1,4 @@
-// TaskEngine, part 4: the lifecycle of reply queues. Results owed to each
+// TaskEngine: the lifecycle of reply queues. Results owed to each
 // queue (QueueStats.pending_results: a reader knows a job's results are all
 // in when none is owed and nothing is left to read), and the idle TTL: a
 // queue nobody has used for its idle_ttl_ms, that nothing holds in use and

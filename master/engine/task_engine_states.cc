@@ -1,4 +1,4 @@
-// TaskEngine, part 2: task states. Leasing, settling leases (complete,
+// TaskEngine: task states. Leasing, settling leases (complete,
 // fail, release, heartbeat), retries with backoff, dead letters, cancel,
 // and status lookup by id (live tasks and recently finished ones).
 #include <algorithm>

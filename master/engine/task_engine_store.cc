@@ -1,4 +1,4 @@
-// TaskEngine, part 3: the durable copy. Each locked step's changes are
+// TaskEngine: the durable copy. Each locked step's changes are
 // written to the Store as one batch (Persist), and Recover rebuilds the
 // engine from it after a restart. Record formats: proto/taskq/v1/stored.proto.
 //
