@@ -266,8 +266,8 @@ v1::QueueStats TaskEngine::StatsOf(const Queue& q) {
   s.set_total_completed(q.total_completed);
   s.set_total_failed(q.total_failed);
   s.set_total_cancelled(q.total_cancelled);
-  s.set_waiting_consumers(q.live_getters);
-  s.set_waiting_producers(q.live_putters);
+  s.set_waiting_consumers(q.getters.live());
+  s.set_waiting_producers(q.putters.live());
   s.set_shut_down(q.shut_down);
   s.set_pending_results(ResultsOwedTo(q.config.name()));
   auto it = subs_by_queue_.find(q.config.name());
@@ -331,7 +331,7 @@ void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending) {
   Queue* q = FindQueue(queue);
   absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
   // Copies: FailWaiter compacts the lists it is called for.
-  std::vector<WaitId> waiting(q->getters.begin(), q->getters.end());
+  std::vector<WaitId> waiting = q->getters.Ids();
   waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
   waiting.insert(waiting.end(), q->joiners.begin(), q->joiners.end());
   for (WaitId id : waiting) FailWaiter(id, gone, pending);
@@ -418,7 +418,7 @@ absl::StatusOr<uint64_t> TaskEngine::ShutdownQueue(const std::string& queue, boo
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     q->shut_down = true;
-    std::vector<WaitId> putters(q->putters.begin(), q->putters.end());
+    std::vector<WaitId> putters = q->putters.Ids();
     for (WaitId id : putters) FailWaiter(id, QueueShutDown(queue), pending);
     if (immediate) {
       dropped = DropWaiting(*q, absl::StrCat("queue \"", queue, "\" was shut down"), pending);
@@ -612,7 +612,7 @@ WaitId TaskEngine::Put(PutArgs args, PutCallback done) {
         }
       }
     }
-    const bool fits_now = status.ok() && q->live_putters == 0 && Fits(*q, fresh);
+    const bool fits_now = status.ok() && q->putters.live() == 0 && Fits(*q, fresh);
     const bool may_wait = !args.nowait && args.deadline > clock_->Now();
     PutDemand demand;
     if (status.ok() && (fits_now || may_wait)) {
@@ -723,7 +723,7 @@ WaitId TaskEngine::Get(GetArgs args, GetCallback done) {
     } else if (args.max_tasks > kMaxTasksPerGet) {
       fail(absl::InvalidArgumentError(absl::StrCat("max_tasks ", args.max_tasks,
                                                    " is above the limit of ", kMaxTasksPerGet)));
-    } else if (q->live_getters == 0 && !q->ready.empty()) {
+    } else if (q->getters.live() == 0 && !q->ready.empty()) {
       std::vector<v1::Delivery> got = TakeReady(*q, args, pending);
       pending.Reply(std::move(done), std::move(got));
     } else if (q->shut_down && q->ready.empty() && q->delayed.empty()) {
@@ -763,8 +763,8 @@ void TaskEngine::Settle(Queue& q, Pending& pending) {
     Dispatch(q, pending);
     if (!AdmitPutters(q, pending)) break;
   }
-  if (q.shut_down && q.ready.empty() && q.delayed.empty() && q.live_getters != 0) {
-    std::vector<WaitId> getters(q.getters.begin(), q.getters.end());
+  if (q.shut_down && q.ready.empty() && q.delayed.empty() && q.getters.live() != 0) {
+    std::vector<WaitId> getters = q.getters.Ids();
     for (WaitId id : getters) FailWaiter(id, QueueShutDownAndEmpty(q.config.name()), pending);
   }
   WakeJoiners(q, pending);
@@ -775,13 +775,13 @@ void TaskEngine::Dispatch(Queue& q, Pending& pending) {
   // could not be recorded); OnStoreHealthy settles every queue again.
   if (!Writable().ok()) return;
   while (!q.ready.empty() && !q.getters.empty()) {
-    WaitId id = q.getters.front();
-    q.getters.pop_front();
+    WaitId id = q.getters.Front();
+    q.getters.PopFront();
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;  // finished earlier (lazy deletion)
     Waiter& w = it->second;
     std::vector<v1::Delivery> got = TakeReady(q, w.get, pending);
-    --q.live_getters;
+    q.getters.Ended();
     Used(q);
     if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
     pending.Reply(std::move(w.get_done), std::move(got));
@@ -822,17 +822,17 @@ void TaskEngine::Dispatch(Queue& q, Pending& pending) {
 bool TaskEngine::AdmitPutters(Queue& q, Pending& pending) {
   bool admitted = false;
   while (!q.putters.empty()) {
-    WaitId id = q.putters.front();
+    WaitId id = q.putters.Front();
     auto it = waiters_.find(id);
     if (it == waiters_.end()) {
-      q.putters.pop_front();
+      q.putters.PopFront();
       continue;
     }
     Waiter& w = it->second;
     // FIFO: nobody overtakes the head.
     if (!Fits(q, CountNew(q, w.put.tasks))) break;
-    q.putters.pop_front();
-    --q.live_putters;
+    q.putters.PopFront();
+    q.putters.Ended();
     memory_.RemoveWaiting(w.put_bytes);  // counted as records from here on
     PutResult stored = Insert(q, w.put.tasks, pending);
     if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
@@ -855,7 +855,7 @@ void TaskEngine::WakeJoiners(Queue& q, Pending& pending) {
     pending.Reply(std::move(it->second.join_done), absl::OkStatus());
     waiters_.erase(it);
   }
-  q.joiners.clear();
+  q.joiners.Clear();
 }
 
 absl::Status TaskEngine::TaskDone(const std::string& queue, uint32_t count) {
@@ -1038,16 +1038,14 @@ WaitId TaskEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   }
   switch (w.kind) {
     case WaitKind::kPut:
-      q.putters.push_back(id);
-      ++q.live_putters;
+      q.putters.Push(id);
       memory_.AddWaiting(w.put_bytes);
       break;
     case WaitKind::kGet:
-      q.getters.push_back(id);
-      ++q.live_getters;
+      q.getters.Push(id);
       break;
     case WaitKind::kJoin:
-      q.joiners.push_back(id);
+      q.joiners.Push(id);
       break;
   }
   waiters_.emplace(id, std::move(w));
@@ -1064,17 +1062,18 @@ void TaskEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
   switch (w.kind) {
     case WaitKind::kPut:
       if (q) {
-        --q->live_putters;
+        q->putters.Ended();
         Touch(*q, pending);  // a smaller batch behind it may fit now
       }
       memory_.RemoveWaiting(w.put_bytes);
       pending.Reply(std::move(w.put_done), status);
       break;
     case WaitKind::kGet:
-      if (q) --q->live_getters;
+      if (q) q->getters.Ended();
       pending.Reply(std::move(w.get_done), status);
       break;
     case WaitKind::kJoin:
+      if (q) q->joiners.Ended();
       pending.Reply(std::move(w.join_done), status);
       break;
   }
@@ -1083,18 +1082,13 @@ void TaskEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
 }
 
 void TaskEngine::CompactWaitLists(Queue& q) {
-  // Lazy deletion leaves ids of finished waiters behind; drop them once they
-  // outnumber the live ones so churn cannot grow the lists without bound.
-  auto drop_finished = [this](auto& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    size_t kept = 0;
-    for (WaitId id : ids) {
-      if (waiters_.contains(id)) ids[kept++] = id;
-    }
-    ids.resize(kept);
+  auto is_live = [this](WaitId id) {
+    mu_.AssertHeld();  // called back inside CompactWaitLists
+    return waiters_.contains(id);
   };
-  if (q.getters.size() > 2 * static_cast<size_t>(q.live_getters) + 64) drop_finished(q.getters);
-  if (q.putters.size() > 2 * static_cast<size_t>(q.live_putters) + 64) drop_finished(q.putters);
-  if (q.joiners.size() > 64) drop_finished(q.joiners);
+  q.getters.Compact(is_live);
+  q.putters.Compact(is_live);
+  q.joiners.Compact(is_live);
 }
 
 void TaskEngine::CancelWait(WaitId id) {

@@ -32,6 +32,7 @@
 //   TaskRecord (task_record.h)     a live task and its stored form
 //   FinishedTasks (finished_tasks.h)  compact memory of finished tasks
 //   Journal (journal.h)            a step's changes, one store batch
+//   WaitLine (wait_line.h)         a queue's blocked getters, putters, joiners
 //   Pending (pending.h)            what a step leaves to do after unlocking
 // Its own code: task_engine.cc (queues, put, get, hand-out, waiting calls,
 // time), task_engine_states.cc (task states: leases settled, retries, dead
@@ -64,6 +65,7 @@
 #include "master/engine/ready_set.h"
 #include "master/engine/schedule.h"
 #include "master/engine/task_record.h"
+#include "master/engine/wait_line.h"
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
@@ -171,11 +173,9 @@ class TaskEngine final : public QueueEngine {
     uint64_t total_cancelled = 0;
     // Blocked calls, oldest first. May hold ids of finished waiters (lazy
     // deletion); live counts are kept separately.
-    std::deque<WaitId> getters;
-    std::deque<WaitId> putters;
-    std::vector<WaitId> joiners;
-    uint32_t live_getters = 0;
-    uint32_t live_putters = 0;
+    WaitLine getters;
+    WaitLine putters;
+    WaitLine joiners;
     // This queue's tasks that still owe a result, by reply_to: its share of
     // pending_results_, subtracted whole when the queue is deleted (cold
     // tasks included, whose records are not in memory).

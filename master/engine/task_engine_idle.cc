@@ -77,10 +77,7 @@ void TaskEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
 }
 
 bool TaskEngine::InUse(const Queue& q) const {
-  if (q.live_getters != 0 || q.live_putters != 0) return true;
-  for (WaitId id : q.joiners) {
-    if (waiters_.contains(id)) return true;
-  }
+  if (q.getters.live() != 0 || q.putters.live() != 0 || q.joiners.live() != 0) return true;
   if (auto it = subs_by_queue_.find(q.config.name());
       it != subs_by_queue_.end() && !it->second.empty()) {
     return true;  // a worker takes from it
