@@ -436,7 +436,7 @@ struct PutReply {
   absl::StatusOr<PutResult> value = absl::UnknownError("no reply");
 };
 
-void PutInto(MemoryEngine& engine, const std::string& queue, PutReply* reply) {
+void PutInto(TaskEngine& engine, const std::string& queue, PutReply* reply) {
   PutArgs args;
   args.queue = queue;
   args.tasks.emplace_back().set_payload("x");

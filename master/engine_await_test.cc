@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/runtime/scheduler.h"
 #include "gtest/gtest.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 
 namespace taskq {
 namespace {
@@ -46,7 +46,7 @@ class EngineAwaitTest : public testing::Test {
     return true;
   }
 
-  MemoryEngine engine_;
+  TaskEngine engine_;
   rt::Scheduler sched_{{.threads = 2}};
 };
 

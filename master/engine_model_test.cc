@@ -1,6 +1,6 @@
 // Model-based randomized test of the queue engine. A plain reference model
 // (a list of tasks with a state each, no cleverness) runs the same random
-// operations as a MemoryEngine on a FakeClock: puts (with delays,
+// operations as a TaskEngine on a FakeClock: puts (with delays,
 // priorities, dedup keys), takes and leases, completions, retryable and
 // permanent failures, releases, heartbeats, time passing (lease expiry,
 // delayed tasks coming due, now and then far ahead), cancels, dead-letter
@@ -45,7 +45,7 @@
 #include "common/log.h"
 #include "common/sync.h"
 #include "gtest/gtest.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/sqlite_store.h"
 #include "common/runtime/sanitizers.h"
 
@@ -164,7 +164,7 @@ class ModelRun {
     EngineOptions options;
     options.random_seed = seed_ + 1000 + restarts_;
     if (!durable_) {
-      engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+      engine_ = std::make_unique<TaskEngine>(options, &clock_);
       return;
     }
     options.memory_budget_bytes = memory_budget_;
@@ -176,7 +176,7 @@ class ModelRun {
     auto store = SqliteStore::Open(std::move(store_options));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
-    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+    engine_ = std::make_unique<TaskEngine>(options, &clock_);
     absl::Status s = engine_->Recover(store_.get());
     ASSERT_TRUE(s.ok()) << s;
   }
@@ -1068,7 +1068,7 @@ class ModelRun {
   size_t memory_budget_ = 0;
   int restarts_ = 0;
   std::unique_ptr<SqliteStore> store_;
-  std::unique_ptr<MemoryEngine> engine_;
+  std::unique_ptr<TaskEngine> engine_;
   v1::QueueKind kind_;
   uint64_t maxsize_;
   uint32_t max_attempts_, lease_ms_, backoff_ms_, backoff_max_ms_;

@@ -1,4 +1,4 @@
-// Test fixture for MemoryEngine unit tests: an engine on a FakeClock (moved
+// Test fixture for TaskEngine unit tests: an engine on a FakeClock (moved
 // by the test and fired with AdvanceTo: no sleeps, no timer thread) with a
 // fixed jitter seed, plus helpers for the calls tests make all the time.
 // Thread-safety: none; tests use it from their own thread.
@@ -11,7 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "common/sync.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 
 namespace taskq {
 
@@ -64,7 +64,7 @@ class EngineTest : public ::testing::Test {
       options.default_lease = absl::Seconds(10);
     }
     if (options.random_seed == 0) options.random_seed = 42;
-    engine_ = std::make_unique<MemoryEngine>(options, &clock_);
+    engine_ = std::make_unique<TaskEngine>(options, &clock_);
   }
 
   // Moves the fake clock and fires what is due.
@@ -196,7 +196,7 @@ class EngineTest : public ::testing::Test {
   }
 
   FakeClock clock_;
-  std::unique_ptr<MemoryEngine> engine_;
+  std::unique_ptr<TaskEngine> engine_;
 };
 
 }  // namespace taskq

@@ -8,7 +8,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "common/limits.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 
 namespace taskq {
 namespace {
@@ -33,7 +33,7 @@ class EngineTimerTest : public testing::Test {
 
   rt::Scheduler sched_{{.threads = 2}};
   EngineTimer timer_;
-  MemoryEngine engine_;
+  TaskEngine engine_;
 };
 
 TEST_F(EngineTimerTest, LongPollTimesOut) {

@@ -1,7 +1,7 @@
 // QueueEngine: the master's named queues of tasks, as an interface.
 //
 // The gRPC layer (master/service.cc) translates RPCs into these calls;
-// MemoryEngine (memory_engine.h) implements them, in memory only or backed
+// TaskEngine (master/engine/task_engine.h) implements them, in memory only or backed
 // by a durable Store (master/store.h). Calls that may wait (Put on a full queue, Get on an
 // empty one, Join) never block a thread: they take a callback, return at
 // once, and the engine runs the callback exactly once, either before the

@@ -153,7 +153,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
         std::make_shared<CredentialAuthProcessor>(credentials_.get(), audit_.get()));
   }
 
-  engine_ = std::make_unique<MemoryEngine>(options_.engine, RealClock::Get(),
+  engine_ = std::make_unique<TaskEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
   if (options_.store == "sqlite") {
     SqliteStoreOptions store_options;
@@ -162,7 +162,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
     store_options.fsync_interval = options_.fsync_interval;
     store_options.min_free_bytes = options_.min_free_disk_bytes;
     store_options.recover_truncate = options_.recover_truncate;
-    MemoryEngine* engine = engine_.get();
+    TaskEngine* engine = engine_.get();
     store_options.on_healthy = [engine] { engine->OnStoreHealthy(); };
     LogInfo("store: %s, fsync %s", store_options.dir, FsyncPolicyName(options_.fsync));
     auto store = SqliteStore::Open(std::move(store_options));

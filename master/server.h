@@ -17,7 +17,7 @@
 #include "absl/time/time.h"
 #include "master/audit_log.h"
 #include "master/credentials.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
@@ -107,7 +107,7 @@ class MasterServer {
   rt::Scheduler scheduler_;
   EngineTimer timer_;
   std::unique_ptr<SqliteStore> store_;  // outlives the engine
-  std::unique_ptr<MemoryEngine> engine_;
+  std::unique_ptr<TaskEngine> engine_;
   // Outlive the service and the auth processor's calls.
   std::unique_ptr<CredentialTable> credentials_;
   std::unique_ptr<AuditLog> audit_;

@@ -3,7 +3,7 @@
 // (ListDead / RequeueDead / PurgeDead), cancel with the worker told to stop
 // on its next heartbeat, release over the Work stream, task status by id,
 // queue update and shutdown, and the validation of the new fields. The
-// engine's rules are unit-tested in master/memory_engine_reliability_test.cc;
+// engine's rules are unit-tested in master/task_engine_reliability_test.cc;
 // this checks that the wire carries them.
 #include <memory>
 #include <string>

@@ -22,7 +22,7 @@
 #include "common/runtime/scheduler.h"
 #include "common/sync.h"
 #include "master/credentials.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/service.h"
 #include "tests/fuzz/fuzz_reader.h"
 
@@ -76,7 +76,7 @@ struct Master {
   }
 
   rt::Scheduler scheduler;
-  MemoryEngine engine;
+  TaskEngine engine;
   std::unique_ptr<CredentialTable> credentials;
   TaskQueueService service;
   std::unique_ptr<grpc::Server> server;

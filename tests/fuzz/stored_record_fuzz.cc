@@ -18,7 +18,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sync.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/sqlite_store.h"
 #include "tests/fuzz/fuzz_reader.h"
 
@@ -69,7 +69,7 @@ void Run(fuzz::FuzzReader& in, const std::string& dir) {
   EngineOptions engine_options;
   engine_options.random_seed = 1;
   engine_options.memory_budget_bytes = (flags & 4) ? 0 : 1 << 20;
-  MemoryEngine engine(engine_options, RealClock::Get());
+  TaskEngine engine(engine_options, RealClock::Get());
   if (!engine.Recover(store->get()).ok()) return;  // refused: fine
   auto page = engine.ListQueues(v1::ListQueuesRequest());
   if (!page.ok()) return;

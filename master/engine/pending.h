@@ -1,7 +1,7 @@
-// MemoryEngine::Pending: what one locked step of the engine leaves to do
+// TaskEngine::Pending: what one locked step of the engine leaves to do
 // after unlocking (callbacks that finish RPCs, batched deliveries to worker
 // streams, a timer wake-up), plus the queues it touched, which the step
-// settles before unlocking. Internal to memory_engine*.cc.
+// settles before unlocking. Internal to task_engine*.cc.
 //
 // With a store, the step's changes were written as one batch before
 // unlocking, and the replies wait until that batch (and so everything the
@@ -13,19 +13,21 @@
 // Thread-safety: none; one Pending belongs to one call on one thread.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/functional/any_invocable.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/store.h"
 
 namespace taskq {
 
-class MemoryEngine::Pending {
+class TaskEngine::Pending {
  public:
   // Replies `result` to `done` once the step is durable; the store's error
   // instead if it is not — unless `result` is a refusal: that changed
@@ -53,14 +55,30 @@ class MemoryEngine::Pending {
   }
   void WakeTimer() { wake_timer_ = true; }
 
-  // Queues to settle, in the order first touched.
-  void Touch(const std::string& queue) {
-    if (touched_set_.insert(queue).second) touched_.push_back(queue);
+  // Queues to settle, in the order first touched. By pointer, not by
+  // name: a step touches its queue once per task, and copying the name
+  // each time cost allocations on the hot path. A queue deleted during the
+  // step is Untouched first.
+  using Touched = absl::InlinedVector<Queue*, 4>;
+  void Touch(Queue* q) {
+    if (touched_.size() < kLinearTouched) {
+      if (std::find(touched_.begin(), touched_.end(), q) != touched_.end()) return;
+    } else {
+      if (touched_set_.empty()) touched_set_.insert(touched_.begin(), touched_.end());
+      if (!touched_set_.insert(q).second) return;
+    }
+    touched_.push_back(q);
+  }
+  void Untouch(Queue* q) {
+    touched_.erase(std::remove(touched_.begin(), touched_.end(), q), touched_.end());
+    touched_set_.erase(q);
   }
   // Takes the touched list (empty when nothing is left to settle).
-  std::vector<std::string> TakeTouched() {
+  Touched TakeTouched() {
     touched_set_.clear();
-    return std::exchange(touched_, {});
+    Touched out = std::move(touched_);
+    touched_.clear();
+    return out;
   }
 
   void Run(const std::function<void()>& wake) {
@@ -96,8 +114,11 @@ class MemoryEngine::Pending {
   Store* store_ = nullptr;
   uint64_t seq_ = 0;
   absl::flat_hash_map<SubscriptionId, Batch> batches_;
-  std::vector<std::string> touched_;
-  absl::flat_hash_set<std::string> touched_set_;
+  // Up to this many touched queues are told apart by a linear search;
+  // beyond it (OnStoreHealthy touches every queue) by touched_set_.
+  static constexpr size_t kLinearTouched = 8;
+  Touched touched_;
+  absl::flat_hash_set<Queue*> touched_set_;
   bool wake_timer_ = false;
 };
 

@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "master/engine_test_util.h"
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 
 namespace taskq {
 namespace {

@@ -1,7 +1,7 @@
-// MemoryEngine, part 1: queues and their settings, put, get, hand-out
-// (getters and worker subscriptions), waiting calls and time. Part 2
-// (memory_engine_tasks.cc) settles leases and keeps task states.
-#include "master/memory_engine.h"
+// TaskEngine: queues and their settings, put, get, hand-out
+// (getters and worker subscriptions), waiting calls and time. Task states
+// are task_engine_states.cc's.
+#include "master/engine/task_engine.h"
 
 #include <algorithm>
 
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
@@ -61,23 +61,25 @@ uint64_t SeedOf(const EngineOptions& options) {
 
 }  // namespace
 
-MemoryEngine::MemoryEngine(EngineOptions options, Clock* clock,
+TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
                            std::function<void()> on_earlier_deadline)
     : options_(options),
       clock_(clock),
       on_earlier_deadline_(std::move(on_earlier_deadline)),
       rng_(SeedOf(options)),
+      leases_(options.revoked_lease_memory),
+      finished_(options.finished_task_memory, options.finished_task_memory_bytes),
       memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
               options.cooling_slack_bytes) {}
 
-MemoryEngine::~MemoryEngine() { Shutdown(); }
+TaskEngine::~TaskEngine() { Shutdown(); }
 
-void MemoryEngine::Touch(const Queue& q, Pending& pending) {
-  pending.Touch(q.config.name());
+void TaskEngine::Touch(Queue& q, Pending& pending) {
+  pending.Touch(&q);
   MarkQueue(q.config.name());
 }
 
-void MemoryEngine::EndStep(Pending& pending) {
+void TaskEngine::EndStep(Pending& pending) {
   SettleTouched(pending);
   Persist(pending);
   CoolDown();
@@ -85,7 +87,7 @@ void MemoryEngine::EndStep(Pending& pending) {
 
 // --- queues -------------------------------------------------------------------
 
-v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
+v1::QueueConfig TaskEngine::FillDefaults(v1::QueueConfig c) const {
   if (c.kind() == v1::QUEUE_KIND_UNSPECIFIED) c.set_kind(v1::QUEUE_KIND_FIFO);
   if (c.lease_ms() == 0) {
     c.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.default_lease)));
@@ -112,7 +114,7 @@ v1::QueueConfig MemoryEngine::FillDefaults(v1::QueueConfig c) const {
   return c;
 }
 
-absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
+absl::Status TaskEngine::ValidateConfig(const v1::QueueConfig& c) const {
   if (auto s = ValidateName("queue", c.name()); !s.ok()) return s;
   if (!v1::QueueKind_IsValid(c.kind())) {
     return absl::InvalidArgumentError(absl::StrCat("unknown queue kind ", c.kind()));
@@ -150,12 +152,12 @@ absl::Status MemoryEngine::ValidateConfig(const v1::QueueConfig& c) const {
   return absl::OkStatus();
 }
 
-MemoryEngine::Queue* MemoryEngine::FindQueue(const std::string& name) {
+TaskEngine::Queue* TaskEngine::FindQueue(const std::string& name) {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config, Pending& pending) {
+TaskEngine::Queue* TaskEngine::AddQueue(v1::QueueConfig config, Pending& pending) {
   auto q = std::make_unique<Queue>();
   q->config = std::move(config);
   Queue* raw = q.get();
@@ -169,7 +171,7 @@ MemoryEngine::Queue* MemoryEngine::AddQueue(v1::QueueConfig config, Pending& pen
   return raw;
 }
 
-absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
+absl::Status TaskEngine::RoomForAQueue(const std::string& name) const {
   if (queues_.size() < options_.max_queues) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
       "queue \"", name, "\" cannot be created: the master holds ", queues_.size(),
@@ -178,7 +180,7 @@ absl::Status MemoryEngine::RoomForAQueue(const std::string& name) const {
       "with a larger --max-queues"));
 }
 
-absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::string& name,
+absl::StatusOr<TaskEngine::Queue*> TaskEngine::FindOrCreateQueue(const std::string& name,
                                                                      Pending& pending) {
   // Every caller is a new call (put, get, subscribe): refuse them all here.
   if (shut_down_) return ShuttingDown();
@@ -193,7 +195,7 @@ absl::StatusOr<MemoryEngine::Queue*> MemoryEngine::FindOrCreateQueue(const std::
   return q;
 }
 
-absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig& requested,
+absl::StatusOr<v1::QueueConfig> TaskEngine::CreateQueue(const v1::QueueConfig& requested,
                                                           bool exist_ok) {
   if (auto s = ValidateConfig(requested); !s.ok()) return s;
   v1::QueueConfig config = FillDefaults(requested);
@@ -217,7 +219,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::CreateQueue(const v1::QueueConfig&
   return config;
 }
 
-absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& queue,
+absl::StatusOr<v1::QueueConfig> TaskEngine::UpdateQueue(const std::string& queue,
                                                           const v1::QueueConfigUpdate& update) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
@@ -252,7 +254,7 @@ absl::StatusOr<v1::QueueConfig> MemoryEngine::UpdateQueue(const std::string& que
   return config;
 }
 
-v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
+v1::QueueStats TaskEngine::StatsOf(const Queue& q) {
   v1::QueueStats s;
   *s.mutable_config() = q.config;
   s.set_ready(q.ready.size());
@@ -264,8 +266,8 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   s.set_total_completed(q.total_completed);
   s.set_total_failed(q.total_failed);
   s.set_total_cancelled(q.total_cancelled);
-  s.set_waiting_consumers(q.live_getters);
-  s.set_waiting_producers(q.live_putters);
+  s.set_waiting_consumers(q.getters.live());
+  s.set_waiting_producers(q.putters.live());
   s.set_shut_down(q.shut_down);
   s.set_pending_results(ResultsOwedTo(q.config.name()));
   auto it = subs_by_queue_.find(q.config.name());
@@ -273,7 +275,7 @@ v1::QueueStats MemoryEngine::StatsOf(const Queue& q) {
   return s;
 }
 
-absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
+absl::StatusOr<v1::ListQueuesResponse> TaskEngine::ListQueues(
     const v1::ListQueuesRequest& request) {
   const uint32_t page_size = request.page_size() == 0
                                  ? kDefaultQueuePage
@@ -298,21 +300,21 @@ absl::StatusOr<v1::ListQueuesResponse> MemoryEngine::ListQueues(
   return page;
 }
 
-absl::StatusOr<v1::QueueStats> MemoryEngine::Stats(const std::string& queue) {
+absl::StatusOr<v1::QueueStats> TaskEngine::Stats(const std::string& queue) {
   MutexLock lock(&mu_);
   Queue* q = FindQueue(queue);
   if (!q) return QueueMissing(queue);
   return StatsOf(*q);
 }
 
-absl::StatusOr<std::string> MemoryEngine::QueueOwner(const std::string& queue) {
+absl::StatusOr<std::string> TaskEngine::QueueOwner(const std::string& queue) {
   MutexLock lock(&mu_);
   const Queue* q = FindQueue(queue);
   if (!q) return QueueMissing(queue);
   return q->config.owner();
 }
 
-absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
+absl::Status TaskEngine::DeleteQueue(const std::string& queue) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -325,11 +327,11 @@ absl::Status MemoryEngine::DeleteQueue(const std::string& queue) {
   return absl::OkStatus();
 }
 
-void MemoryEngine::RemoveQueue(const std::string& queue, Pending& pending) {
+void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending) {
   Queue* q = FindQueue(queue);
   absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
   // Copies: FailWaiter compacts the lists it is called for.
-  std::vector<WaitId> waiting(q->getters.begin(), q->getters.end());
+  std::vector<WaitId> waiting = q->getters.Ids();
   waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
   waiting.insert(waiting.end(), q->joiners.begin(), q->joiners.end());
   for (WaitId id : waiting) FailWaiter(id, gone, pending);
@@ -365,12 +367,13 @@ void MemoryEngine::RemoveQueue(const std::string& queue, Pending& pending) {
     }
   }
   DisarmIdleCheck(*q);
+  pending.Untouch(q);
   queues_.erase(queue);
   queue_names_.erase(queue);
   MarkQueue(queue);
 }
 
-uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
+uint64_t TaskEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pending) {
   uint64_t dropped = 0;
   // Ready tasks a chunk at a time: cold ones are read back (their reply_to
   // gets a result), and a huge cold backlog is never all in memory at once.
@@ -389,7 +392,7 @@ uint64_t MemoryEngine::DropWaiting(Queue& q, absl::string_view why, Pending& pen
   return dropped;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
+absl::StatusOr<uint64_t> TaskEngine::PurgeQueue(const std::string& queue) {
   Pending pending;
   uint64_t purged;
   {
@@ -405,7 +408,7 @@ absl::StatusOr<uint64_t> MemoryEngine::PurgeQueue(const std::string& queue) {
   return purged;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, bool immediate) {
+absl::StatusOr<uint64_t> TaskEngine::ShutdownQueue(const std::string& queue, bool immediate) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t dropped = 0;
@@ -415,7 +418,7 @@ absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, b
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
     q->shut_down = true;
-    std::vector<WaitId> putters(q->putters.begin(), q->putters.end());
+    std::vector<WaitId> putters = q->putters.Ids();
     for (WaitId id : putters) FailWaiter(id, QueueShutDown(queue), pending);
     if (immediate) {
       dropped = DropWaiting(*q, absl::StrCat("queue \"", queue, "\" was shut down"), pending);
@@ -431,7 +434,7 @@ absl::StatusOr<uint64_t> MemoryEngine::ShutdownQueue(const std::string& queue, b
 
 // --- put ------------------------------------------------------------------------
 
-absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
+absl::Status TaskEngine::ValidatePut(const PutArgs& args) const {
   if (args.tasks.empty()) return absl::InvalidArgumentError("put carries no tasks");
   if (args.tasks.size() > kMaxTasksPerPut) {
     return absl::InvalidArgumentError(absl::StrCat("put carries ", args.tasks.size(),
@@ -489,7 +492,7 @@ absl::Status MemoryEngine::ValidatePut(const PutArgs& args) const {
   return absl::OkStatus();
 }
 
-size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+size_t TaskEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
   size_t n = 0;
   absl::flat_hash_set<absl::string_view> batch_keys;
   for (const v1::TaskSpec& spec : specs) {
@@ -503,7 +506,7 @@ size_t MemoryEngine::CountNew(const Queue& q, const std::vector<v1::TaskSpec>& s
   return n;
 }
 
-PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
+PutDemand TaskEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpec>& specs) const {
   PutDemand demand;
   absl::flat_hash_set<absl::string_view> batch_keys;
   const int64_t now_ms = absl::ToUnixMillis(clock_->Now());
@@ -517,21 +520,16 @@ PutDemand MemoryEngine::MeasureNew(const Queue& q, const std::vector<v1::TaskSpe
   return demand;
 }
 
-bool MemoryEngine::Fits(const Queue& q, size_t n) const {
+bool TaskEngine::Fits(const Queue& q, size_t n) const {
   if (q.config.maxsize() == 0) return true;
   return Held(q) + n <= q.config.maxsize();
 }
 
-MemoryEngine::ReadyKey MemoryEngine::MakeKey(const Queue& q, const v1::Task& task) {
-  int64_t seq = next_seq_++;
-  switch (q.config.kind()) {
-    case v1::QUEUE_KIND_LIFO: return ReadyKey{0, -seq, task.id()};
-    case v1::QUEUE_KIND_PRIORITY: return ReadyKey{task.priority(), seq, task.id()};
-    default: return ReadyKey{0, seq, task.id()};
-  }
+ReadyKey TaskEngine::MakeKey(const Queue& q, const v1::Task& task) {
+  return ReadySet::KeyFor(q.config.kind(), task.priority(), next_seq_++, task.id());
 }
 
-PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
+PutResult TaskEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pending& pending) {
   PutResult out;
   out.ids.reserve(specs.size());
   out.existing.reserve(specs.size());
@@ -551,12 +549,14 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
     v1::Task& t = rec.task;
     t.set_id(id);
     t.set_queue(q.config.name());
-    t.mutable_payload()->swap(*spec.mutable_payload());
-    t.mutable_handler()->swap(*spec.mutable_handler());
+    // Moved, not copied; an empty field is left alone (asking for a
+    // mutable one would allocate an empty string).
+    if (!spec.payload().empty()) t.mutable_payload()->swap(*spec.mutable_payload());
+    if (!spec.handler().empty()) t.mutable_handler()->swap(*spec.mutable_handler());
     t.set_priority(spec.priority());
-    t.mutable_reply_to()->swap(*spec.mutable_reply_to());
-    t.mutable_headers()->swap(*spec.mutable_headers());
-    t.mutable_args()->Swap(spec.mutable_args());
+    if (!spec.reply_to().empty()) t.mutable_reply_to()->swap(*spec.mutable_reply_to());
+    if (!spec.headers().empty()) t.mutable_headers()->swap(*spec.mutable_headers());
+    if (!spec.args().empty()) t.mutable_args()->Swap(spec.mutable_args());
     t.set_enqueued_unix_ms(now_ms);
     if (!spec.dedup_key().empty()) {
       rec.dedup_key = spec.dedup_key();
@@ -583,7 +583,7 @@ PutResult MemoryEngine::Insert(Queue& q, std::vector<v1::TaskSpec>& specs, Pendi
   return out;
 }
 
-WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
+WaitId TaskEngine::Put(PutArgs args, PutCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
@@ -612,7 +612,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
         }
       }
     }
-    const bool fits_now = status.ok() && q->live_putters == 0 && Fits(*q, fresh);
+    const bool fits_now = status.ok() && q->putters.live() == 0 && Fits(*q, fresh);
     const bool may_wait = !args.nowait && args.deadline > clock_->Now();
     PutDemand demand;
     if (status.ok() && (fits_now || may_wait)) {
@@ -649,7 +649,7 @@ WaitId MemoryEngine::Put(PutArgs args, PutCallback done) {
 
 // --- get --------------------------------------------------------------------------
 
-std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
+std::vector<v1::Delivery> TaskEngine::TakeReady(Queue& q, const GetArgs& args,
                                                   Pending& pending) {
   std::vector<v1::Delivery> out;
   // The reply is bounded in bytes as well as tasks (one task alone may be
@@ -661,7 +661,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
     if (head == nullptr) break;  // none left, or the store cannot be read now
     TaskRecord& rec = *head;
     const uint64_t id = rec.task.id();
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
     if (args.lease) {
       out.push_back(Lease(q, rec, 0, pending, args.lease_time));
       bytes += DeliveryBytes(out.back());
@@ -689,7 +689,7 @@ std::vector<v1::Delivery> MemoryEngine::TakeReady(Queue& q, const GetArgs& args,
   return out;
 }
 
-WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
+WaitId TaskEngine::Get(GetArgs args, GetCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   auto fail = [&](absl::Status s) {
@@ -723,7 +723,7 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
     } else if (args.max_tasks > kMaxTasksPerGet) {
       fail(absl::InvalidArgumentError(absl::StrCat("max_tasks ", args.max_tasks,
                                                    " is above the limit of ", kMaxTasksPerGet)));
-    } else if (q->live_getters == 0 && !q->ready.empty()) {
+    } else if (q->getters.live() == 0 && !q->ready.empty()) {
       std::vector<v1::Delivery> got = TakeReady(*q, args, pending);
       pending.Reply(std::move(done), std::move(got));
     } else if (q->shut_down && q->ready.empty() && q->delayed.empty()) {
@@ -747,44 +747,43 @@ WaitId MemoryEngine::Get(GetArgs args, GetCallback done) {
 
 // --- hand-out ---------------------------------------------------------------------
 
-void MemoryEngine::SettleTouched(Pending& pending) {
+void TaskEngine::SettleTouched(Pending& pending) {
   for (;;) {
-    std::vector<std::string> touched = pending.TakeTouched();
+    // Settling never deletes a queue, so none of these pointers dangles.
+    Pending::Touched touched = pending.TakeTouched();
     if (touched.empty()) return;
-    for (const std::string& name : touched) {
-      if (Queue* q = FindQueue(name)) Settle(*q, pending);
-    }
+    for (Queue* q : touched) Settle(*q, pending);
   }
 }
 
-void MemoryEngine::Settle(Queue& q, Pending& pending) {
+void TaskEngine::Settle(Queue& q, Pending& pending) {
   // Iterative, not recursive: admitting a putter makes tasks ready, serving
   // a take-mode getter makes room for putters.
   for (;;) {
     Dispatch(q, pending);
     if (!AdmitPutters(q, pending)) break;
   }
-  if (q.shut_down && q.ready.empty() && q.delayed.empty() && q.live_getters != 0) {
-    std::vector<WaitId> getters(q.getters.begin(), q.getters.end());
+  if (q.shut_down && q.ready.empty() && q.delayed.empty() && q.getters.live() != 0) {
+    std::vector<WaitId> getters = q.getters.Ids();
     for (WaitId id : getters) FailWaiter(id, QueueShutDownAndEmpty(q.config.name()), pending);
   }
   WakeJoiners(q, pending);
 }
 
-void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
+void TaskEngine::Dispatch(Queue& q, Pending& pending) {
   // Nothing is handed out while the store refuses writes (a take or a lease
   // could not be recorded); OnStoreHealthy settles every queue again.
   if (!Writable().ok()) return;
   while (!q.ready.empty() && !q.getters.empty()) {
-    WaitId id = q.getters.front();
-    q.getters.pop_front();
+    WaitId id = q.getters.Front();
+    q.getters.PopFront();
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;  // finished earlier (lazy deletion)
     Waiter& w = it->second;
     std::vector<v1::Delivery> got = TakeReady(q, w.get, pending);
-    --q.live_getters;
+    q.getters.Ended();
     Used(q);
-    if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+    if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
     pending.Reply(std::move(w.get_done), std::move(got));
     waiters_.erase(it);
   }
@@ -813,30 +812,30 @@ void MemoryEngine::Dispatch(Queue& q, Pending& pending) {
     if (rec == nullptr) return;  // none left, or the store cannot be read now
     --sub.credits;
     --credits;
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
     v1::Delivery delivery = Lease(q, *rec, sub_id, pending);
     sub.unwritten_bytes += DeliveryBytes(delivery);
     pending.Deliver(sub_id, sub.deliver, std::move(delivery));
   }
 }
 
-bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
+bool TaskEngine::AdmitPutters(Queue& q, Pending& pending) {
   bool admitted = false;
   while (!q.putters.empty()) {
-    WaitId id = q.putters.front();
+    WaitId id = q.putters.Front();
     auto it = waiters_.find(id);
     if (it == waiters_.end()) {
-      q.putters.pop_front();
+      q.putters.PopFront();
       continue;
     }
     Waiter& w = it->second;
     // FIFO: nobody overtakes the head.
     if (!Fits(q, CountNew(q, w.put.tasks))) break;
-    q.putters.pop_front();
-    --q.live_putters;
+    q.putters.PopFront();
+    q.putters.Ended();
     memory_.RemoveWaiting(w.put_bytes);  // counted as records from here on
     PutResult stored = Insert(q, w.put.tasks, pending);
-    if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+    if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
     pending.Reply(std::move(w.put_done), std::move(stored));
     waiters_.erase(it);
     admitted = true;
@@ -844,22 +843,22 @@ bool MemoryEngine::AdmitPutters(Queue& q, Pending& pending) {
   return admitted;
 }
 
-void MemoryEngine::WakeJoiners(Queue& q, Pending& pending) {
+void TaskEngine::WakeJoiners(Queue& q, Pending& pending) {
   if (Unfinished(q) != 0 || q.joiners.empty()) return;
   Used(q);
   for (WaitId id : q.joiners) {
     auto it = waiters_.find(id);
     if (it == waiters_.end()) continue;
     if (it->second.deadline != absl::InfiniteFuture()) {
-      wait_deadlines_.erase({it->second.deadline, id});
+      schedule_.RemoveWait(it->second.deadline, id);
     }
     pending.Reply(std::move(it->second.join_done), absl::OkStatus());
     waiters_.erase(it);
   }
-  q.joiners.clear();
+  q.joiners.Clear();
 }
 
-absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
+absl::Status TaskEngine::TaskDone(const std::string& queue, uint32_t count) {
   if (count == 0) count = 1;
   Pending pending;
   {
@@ -881,7 +880,7 @@ absl::Status MemoryEngine::TaskDone(const std::string& queue, uint32_t count) {
   return absl::OkStatus();
 }
 
-WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCallback done) {
+WaitId TaskEngine::Join(const std::string& queue, absl::Time deadline, DoneCallback done) {
   Pending pending;
   WaitId wait_id = 0;
   {
@@ -910,7 +909,7 @@ WaitId MemoryEngine::Join(const std::string& queue, absl::Time deadline, DoneCal
 
 // --- workers ----------------------------------------------------------------------------
 
-absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::string>& queues,
+absl::StatusOr<SubscriptionId> TaskEngine::Subscribe(const std::vector<std::string>& queues,
                                                        const std::string& worker_id,
                                                        DeliverFn deliver) {
   if (queues.empty() || queues.size() > kMaxQueuesPerWorker) {
@@ -944,7 +943,7 @@ absl::StatusOr<SubscriptionId> MemoryEngine::Subscribe(const std::vector<std::st
   return id;
 }
 
-absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
+absl::Status TaskEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -956,14 +955,16 @@ absl::Status MemoryEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
           absl::StrCat("credit window above the limit of ", kMaxCredits, " tasks in flight"));
     }
     sub.credits += credits;
-    for (const std::string& name : sub.queues) pending.Touch(name);
+    for (const std::string& name : sub.queues) {
+      if (Queue* q = FindQueue(name)) pending.Touch(q);
+    }
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
   return absl::OkStatus();
 }
 
-void MemoryEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
+void TaskEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -973,13 +974,15 @@ void MemoryEngine::DeliveriesWritten(SubscriptionId sub_id, size_t bytes) {
     const bool was_full = sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes;
     sub.unwritten_bytes -= std::min(bytes, sub.unwritten_bytes);
     if (!was_full || sub.unwritten_bytes >= kMaxUnwrittenDeliveryBytes) return;
-    for (const std::string& name : sub.queues) pending.Touch(name);
+    for (const std::string& name : sub.queues) {
+      if (Queue* q = FindQueue(name)) pending.Touch(q);
+    }
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
+void TaskEngine::Unsubscribe(SubscriptionId sub_id) {
   Pending pending;
   {
     MutexLock lock(&mu_);
@@ -1002,9 +1005,8 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
     std::sort(leases.begin(), leases.end());  // deterministic order
     std::string why = absl::StrCat("worker ", sub.worker_id, " disconnected");
     for (uint64_t lease_id : leases) {
-      auto t = lease_to_task_.find(lease_id);
-      if (t != lease_to_task_.end()) {
-        LoseLease(tasks_.at(t->second), LostHow::kDisconnected, why, pending);
+      if (std::optional<uint64_t> task_id = leases_.TaskOf(lease_id)) {
+        LoseLease(tasks_.at(*task_id), LostHow::kDisconnected, why, pending);
       }
     }
     subs_.erase(sub_id);
@@ -1015,69 +1017,63 @@ void MemoryEngine::Unsubscribe(SubscriptionId sub_id) {
 
 // --- waiting and time -----------------------------------------------------------------------
 
-absl::Time MemoryEngine::NextDeadlineLocked() {
-  absl::Time t = absl::InfiniteFuture();
-  if (!wait_deadlines_.empty()) t = wait_deadlines_.begin()->first;
-  if (!lease_deadlines_.empty()) t = std::min(t, lease_deadlines_.begin()->first);
-  if (!delayed_.empty()) t = std::min(t, delayed_.begin()->due);
-  if (!idle_checks_.empty()) t = std::min(t, idle_checks_.begin()->first);
-  return t;
+absl::Time TaskEngine::NextDeadlineLocked() {
+  return schedule_.Next();
 }
 
-absl::Time MemoryEngine::NextDeadline() {
+absl::Time TaskEngine::NextDeadline() {
   MutexLock lock(&mu_);
   return NextDeadlineLocked();
 }
 
-void MemoryEngine::WatchDeadline(absl::Time t, Pending& pending) {
+void TaskEngine::WatchDeadline(absl::Time t, Pending& pending) {
   if (t < NextDeadlineLocked()) pending.WakeTimer();
 }
 
-WaitId MemoryEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
+WaitId TaskEngine::AddWaiter(Queue& q, Waiter w, Pending& pending) {
   WaitId id = next_wait_id_++;
   if (w.deadline != absl::InfiniteFuture()) {
     WatchDeadline(w.deadline, pending);
-    wait_deadlines_.insert({w.deadline, id});
+    schedule_.AddWait(w.deadline, id);
   }
   switch (w.kind) {
     case WaitKind::kPut:
-      q.putters.push_back(id);
-      ++q.live_putters;
+      q.putters.Push(id);
       memory_.AddWaiting(w.put_bytes);
       break;
     case WaitKind::kGet:
-      q.getters.push_back(id);
-      ++q.live_getters;
+      q.getters.Push(id);
       break;
     case WaitKind::kJoin:
-      q.joiners.push_back(id);
+      q.joiners.Push(id);
       break;
   }
   waiters_.emplace(id, std::move(w));
   return id;
 }
 
-void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
+void TaskEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) {
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return;
   Waiter& w = it->second;
-  if (w.deadline != absl::InfiniteFuture()) wait_deadlines_.erase({w.deadline, id});
+  if (w.deadline != absl::InfiniteFuture()) schedule_.RemoveWait(w.deadline, id);
   Queue* q = FindQueue(w.queue);
   if (q) Used(*q);  // a waiting call counts as use until it ends
   switch (w.kind) {
     case WaitKind::kPut:
       if (q) {
-        --q->live_putters;
+        q->putters.Ended();
         Touch(*q, pending);  // a smaller batch behind it may fit now
       }
       memory_.RemoveWaiting(w.put_bytes);
       pending.Reply(std::move(w.put_done), status);
       break;
     case WaitKind::kGet:
-      if (q) --q->live_getters;
+      if (q) q->getters.Ended();
       pending.Reply(std::move(w.get_done), status);
       break;
     case WaitKind::kJoin:
+      if (q) q->joiners.Ended();
       pending.Reply(std::move(w.join_done), status);
       break;
   }
@@ -1085,22 +1081,17 @@ void MemoryEngine::FailWaiter(WaitId id, absl::Status status, Pending& pending) 
   if (q) CompactWaitLists(*q);
 }
 
-void MemoryEngine::CompactWaitLists(Queue& q) {
-  // Lazy deletion leaves ids of finished waiters behind; drop them once they
-  // outnumber the live ones so churn cannot grow the lists without bound.
-  auto drop_finished = [this](auto& ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    size_t kept = 0;
-    for (WaitId id : ids) {
-      if (waiters_.contains(id)) ids[kept++] = id;
-    }
-    ids.resize(kept);
+void TaskEngine::CompactWaitLists(Queue& q) {
+  auto is_live = [this](WaitId id) {
+    mu_.AssertHeld();  // called back inside CompactWaitLists
+    return waiters_.contains(id);
   };
-  if (q.getters.size() > 2 * static_cast<size_t>(q.live_getters) + 64) drop_finished(q.getters);
-  if (q.putters.size() > 2 * static_cast<size_t>(q.live_putters) + 64) drop_finished(q.putters);
-  if (q.joiners.size() > 64) drop_finished(q.joiners);
+  q.getters.Compact(is_live);
+  q.putters.Compact(is_live);
+  q.joiners.Compact(is_live);
 }
 
-void MemoryEngine::CancelWait(WaitId id) {
+void TaskEngine::CancelWait(WaitId id) {
   if (id == 0) return;
   Pending pending;
   {
@@ -1111,28 +1102,27 @@ void MemoryEngine::CancelWait(WaitId id) {
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::AdvanceTo(absl::Time now) {
+void TaskEngine::AdvanceTo(absl::Time now) {
   Pending pending;
   {
     MutexLock lock(&mu_);
     // 1. Lease expiries, oldest deadline first: retried after backoff or
     //    given up.
-    while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
-      uint64_t lease_id = lease_deadlines_.begin()->second;
-      auto t = lease_to_task_.find(lease_id);
-      if (t == lease_to_task_.end()) {
-        lease_deadlines_.erase(lease_deadlines_.begin());
+    while (auto due = schedule_.LeaseDue(now)) {
+      std::optional<uint64_t> task_id = leases_.TaskOf(due->second);
+      if (!task_id) {
+        schedule_.RemoveLease(due->first, due->second);
         continue;
       }
-      TaskRecord& rec = tasks_.at(t->second);
+      TaskRecord& rec = tasks_.at(*task_id);
       std::string why = absl::StrCat("lease expired: ", rec.holder_name,
                                      " neither finished nor extended it in time");
       LoseLease(rec, LostHow::kExpired, std::move(why), pending);
     }
     // 2. Delayed tasks that are due become ready, in due order; all of them
     //    before any is handed out, so the queue's order decides among them.
-    while (!delayed_.empty() && delayed_.begin()->due <= now) {
-      TaskRecord& rec = tasks_.at(delayed_.begin()->id);
+    while (std::optional<DelayKey> due = schedule_.DelayedDue(now)) {
+      TaskRecord& rec = tasks_.at(due->id);
       Queue* q = FindQueue(rec.task.queue());
       Detach(rec);
       MakeReady(*q, rec, /*new_place=*/true);
@@ -1141,11 +1131,11 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
     SettleTouched(pending);
     // 3. Waiting calls whose time is up (after hand-out: a getter whose
     //    deadline is now still gets a task that became ready now).
-    while (!wait_deadlines_.empty() && wait_deadlines_.begin()->first <= now) {
-      WaitId id = wait_deadlines_.begin()->second;
+    while (auto due = schedule_.WaitDue(now)) {
+      const WaitId id = due->second;
       auto it = waiters_.find(id);
       if (it == waiters_.end()) {
-        wait_deadlines_.erase(wait_deadlines_.begin());
+        schedule_.RemoveWait(due->first, id);
         continue;
       }
       const std::string& name = it->second.queue;
@@ -1176,7 +1166,7 @@ void MemoryEngine::AdvanceTo(absl::Time now) {
   pending.Run(on_earlier_deadline_);
 }
 
-void MemoryEngine::Shutdown() {
+void TaskEngine::Shutdown() {
   Pending pending;
   {
     MutexLock lock(&mu_);

@@ -1,7 +1,8 @@
-// MemoryEngine: the QueueEngine. All state lives in RAM; with a Store
+// TaskEngine: the QueueEngine. All state lives in RAM; with a Store
 // (Recover) every change is also written to it, so that a restarted master
-// rebuilds the same state (memory_engine_store.cc). Without one, everything
-// is lost when the master exits (--store memory).
+// rebuilds the same state (task_engine_store.cc). Without one, everything
+// is lost when the master exits (--store memory). One engine for both: the
+// name says what it holds (tasks), not where.
 //
 // A task is in exactly one state: delayed (per-queue set ordered by due
 // time), ready (per-queue set in hand-out order), leased (lease deadline
@@ -20,13 +21,24 @@
 // With a store, each locked step marks the tasks and queues it changed;
 // EndStep writes them as one batch (the step is atomic on disk too: a
 // completion and its result, a put of many tasks) and the step's replies
-// wait for that batch to be durable (memory_engine_pending.h).
+// wait for that batch to be durable (pending.h).
 //
-// The implementation is split: memory_engine.cc (queues, put, get,
-// dispatch, time), memory_engine_tasks.cc (settling leases, retries, dead
-// letters, cancel, task lookup), memory_engine_store.cc (writing changes to
-// the store, recovery), memory_engine_idle.cc (results owed to each queue,
-// and deleting queues idle past their TTL).
+// The engine composes small parts, each with its own header (and, but for
+// Pending, its own test); none locks: the engine's one mutex guards them:
+//   ReadySet (ready_set.h)         a queue's ready tasks in hand-out order
+//   Schedule (schedule.h)          every deadline: leases, delayed tasks,
+//                                  waiting calls, idle checks
+//   LeaseTable (lease_table.h)     current leases, lease ids, revoked leases
+//   TaskRecord (task_record.h)     a live task and its stored form
+//   FinishedTasks (finished_tasks.h)  compact memory of finished tasks
+//   Journal (journal.h)            a step's changes, one store batch
+//   WaitLine (wait_line.h)         a queue's blocked getters, putters, joiners
+//   Pending (pending.h)            what a step leaves to do after unlocking
+// Its own code: task_engine.cc (queues, put, get, hand-out, waiting calls,
+// time), task_engine_states.cc (task states: leases settled, retries, dead
+// letters, cancel, lookup by id), task_engine_store.cc (the durable copy:
+// persisting, cold ready tasks, recovery), task_engine_idle.cc (results owed
+// to each queue, queues idle past their TTL).
 //
 // Thread-safety: all public methods are safe from any thread.
 #pragma once
@@ -47,19 +59,26 @@
 #include "absl/container/node_hash_map.h"
 #include "common/clock.h"
 #include "common/sync.h"
+#include "master/engine/finished_tasks.h"
+#include "master/engine/journal.h"
+#include "master/engine/lease_table.h"
+#include "master/engine/ready_set.h"
+#include "master/engine/schedule.h"
+#include "master/engine/task_record.h"
+#include "master/engine/wait_line.h"
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
 
 namespace taskq {
 
-class MemoryEngine final : public QueueEngine {
+class TaskEngine final : public QueueEngine {
  public:
   // `on_earlier_deadline` is called (without the lock) whenever the earliest
   // pending deadline moves earlier, so a timer thread can re-arm.
-  MemoryEngine(EngineOptions options, Clock* clock,
+  TaskEngine(EngineOptions options, Clock* clock,
                std::function<void()> on_earlier_deadline = nullptr);
-  ~MemoryEngine() override;
+  ~TaskEngine() override;
 
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
                                               bool exist_ok) override;
@@ -120,57 +139,10 @@ class MemoryEngine final : public QueueEngine {
   MemoryUsage Memory();
 
  private:
-  // Work to do once the lock is released (memory_engine_pending.h).
+  // Work to do once the lock is released (pending.h).
   class Pending;
 
-  // Order of ready tasks in a queue: (major, minor, id), smallest first.
-  // FIFO: (0, seq); LIFO: (0, -seq); PRIORITY: (priority, seq), where seq
-  // counts the moments tasks become ready.
-  struct ReadyKey {
-    int64_t major;
-    int64_t minor;
-    uint64_t id;
-    bool operator<(const ReadyKey& o) const {
-      return std::tie(major, minor, id) < std::tie(o.major, o.minor, o.id);
-    }
-  };
-
-  // Order of delayed tasks: due time, then the order they were delayed in.
-  struct DelayKey {
-    absl::Time due;
-    uint64_t seq;
-    uint64_t id;
-    bool operator<(const DelayKey& o) const {
-      return std::tie(due, seq, id) < std::tie(o.due, o.seq, o.id);
-    }
-  };
-
-  enum class State { kDelayed, kReady, kLeased, kDead };
-  static v1::TaskState ProtoState(State state);
-
-  struct TaskRecord {
-    // What deliveries carry. The status fields of v1::Task (state, history,
-    // ...) live below and are filled in only by Describe.
-    v1::Task task;
-    State state = State::kReady;
-    ReadyKey key{};  // its place while ready; kept while leased
-    DelayKey delay{};  // while delayed
-    uint64_t lease_id = 0;  // while leased
-    absl::Time lease_deadline = absl::InfiniteFuture();
-    SubscriptionId holder = 0;  // Work stream holding the lease (0 = unary)
-    std::string holder_name;    // its worker id, or "consumer"
-    std::string dedup_key;
-    std::string last_error;
-    // The last kTaskHistoryLength attempts, oldest first. A vector: empty
-    // costs nothing (a std::deque allocates even when empty).
-    std::vector<v1::Attempt> history;
-    std::string dead_in;  // while dead: the queue whose dead-letter set holds it
-    uint64_t written_seq = 0;  // the store batch that last wrote it
-    // What memory_ counts for it (Recount), and of that what it counts as
-    // pinned (in memory for good while delayed, leased or dead).
-    size_t counted_bytes = 0;
-    size_t pinned_bytes = 0;
-  };
+  using State = TaskRecord::State;
 
   enum class WaitKind { kPut, kGet, kJoin };
   struct Waiter {
@@ -187,7 +159,7 @@ class MemoryEngine final : public QueueEngine {
 
   struct Queue {
     v1::QueueConfig config;
-    absl::btree_set<ReadyKey> ready;
+    ReadySet ready;
     absl::btree_set<DelayKey> delayed;
     absl::flat_hash_set<uint64_t> leased;
     absl::btree_set<uint64_t> dead;  // this queue's dead-letter set, by id
@@ -201,11 +173,9 @@ class MemoryEngine final : public QueueEngine {
     uint64_t total_cancelled = 0;
     // Blocked calls, oldest first. May hold ids of finished waiters (lazy
     // deletion); live counts are kept separately.
-    std::deque<WaitId> getters;
-    std::deque<WaitId> putters;
-    std::vector<WaitId> joiners;
-    uint32_t live_getters = 0;
-    uint32_t live_putters = 0;
+    WaitLine getters;
+    WaitLine putters;
+    WaitLine joiners;
     // This queue's tasks that still owe a result, by reply_to: its share of
     // pending_results_, subtracted whole when the queue is deleted (cold
     // tasks included, whose records are not in memory).
@@ -228,16 +198,10 @@ class MemoryEngine final : public QueueEngine {
     absl::flat_hash_set<uint64_t> lease_ids;
   };
 
-  // A finished task as GetTask reports it (no payload).
-  struct Finished {
-    v1::Task task;
-    size_t bytes;
-  };
-
   // How a lease ended without completing (history's `how`).
   enum class LostHow { kFailed, kExpired, kDisconnected, kRestarted };
 
-  // --- queues (memory_engine.cc); all require mu_ ----------------------------
+  // --- queues (task_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.
   absl::StatusOr<Queue*> FindOrCreateQueue(const std::string& name, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -277,7 +241,7 @@ class MemoryEngine final : public QueueEngine {
   std::vector<v1::Delivery> TakeReady(Queue& q, const GetArgs& args, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks q for settling at the end of the locked step (and for writing).
-  void Touch(const Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(Queue& q, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a locked step: settles touched queues, then writes what changed.
   void EndStep(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Settles every touched queue (settling one may touch others).
@@ -299,7 +263,7 @@ class MemoryEngine final : public QueueEngine {
   // Asks the timer to re-arm if `t` is earlier than every pending deadline.
   void WatchDeadline(absl::Time t, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- results owed, idle TTL (memory_engine_idle.cc); all require mu_ ---------
+  // --- results owed, idle TTL (task_engine_idle.cc); all require mu_ ---------
   // A task that will send a result: live (delayed, ready or leased) with a
   // reply_to. Counted when it becomes one (put, requeue, recovery) and
   // uncounted when it stops (finished, given up, taken, forgotten).
@@ -325,42 +289,25 @@ class MemoryEngine final : public QueueEngine {
   // TTL, re-arms the others.
   void ExpireIdleQueues(absl::Time now, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- the store (memory_engine_store.cc); all require mu_ ----------------------
-  void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) dirty_tasks_.insert(id);
-  }
+  // --- the store (task_engine_store.cc); all require mu_ ----------------------
+  void MarkTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { journal_.MarkTask(id); }
   // A task created in this step: its payload is written too.
-  void MarkNewTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) {
-      dirty_tasks_.insert(id);
-      new_tasks_.insert(id);
-    }
-  }
+  void MarkNewTask(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { journal_.MarkNewTask(id); }
   void MarkQueue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (store_ != nullptr) dirty_queues_.insert(name);
+    journal_.MarkQueue(name);
   }
   // Writes the marked tasks and queues as one batch; the step's replies wait
   // for it.
   void Persist(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The record of a task as written (everything but its payload).
-  static std::string SerializeTask(TaskRecord& rec);
   // OK, or why the store refuses writes now (the call is refused with it).
   absl::Status Writable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadQueues(Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadTasks(std::vector<uint64_t>& leased) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fills `rec` from a stored record; returns the state it was stored in.
-  static absl::StatusOr<v1::TaskState> Decode(uint64_t id, absl::string_view record,
-                                              absl::string_view payload, TaskRecord& rec);
 
-  // --- cold ready tasks (memory_engine_store.cc) ---------------------------------
+  // --- cold ready tasks (task_engine_store.cc) ---------------------------------
   // Beyond the memory budget a ready task can be "cold": in its queue's ready
   // set but not in tasks_; its record is read back from the store when
   // needed. Only tasks whose last write is committed go cold.
-  // What a record costs in memory besides its strings, near enough
-  // (measured: ~950 B for a 100-byte task with its map node, its place in
-  // its queue's set and allocator overhead).
-  static constexpr size_t kRecordOverhead = sizeof(TaskRecord) + 288;
-  static size_t Footprint(const TaskRecord& rec);
   // Adds an empty record to tasks_; Recount it once filled.
   TaskRecord& AddRecord(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Brings what memory_ counts for rec up to date (after it was filled or
@@ -391,7 +338,7 @@ class MemoryEngine final : public QueueEngine {
   // Drops the records of cooling tasks whose writes are committed.
   void CoolDown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // --- task states (memory_engine_tasks.cc); all require mu_ -------------------
+  // --- task states (task_engine_states.cc); all require mu_ -------------------
   // lease_time zero = the queue's lease_ms.
   v1::Delivery Lease(Queue& q, TaskRecord& rec, SubscriptionId holder, Pending& pending,
                      absl::Duration lease_time = absl::ZeroDuration())
@@ -421,7 +368,9 @@ class MemoryEngine final : public QueueEngine {
               std::string result, std::string error, bool send_result, Pending& pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts a result message on the task's reply_to queue, bypassing maxsize.
-  void DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
+  // `last_use`: rec is dropped next, so its headers and reply_to move into
+  // the result instead of being copied.
+  void DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outcome, std::string result,
                      std::string error, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeDedupKey(const TaskRecord& rec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops a record whose queue (or dead-letter set) is being deleted.
@@ -430,9 +379,10 @@ class MemoryEngine final : public QueueEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The full status view of a live task.
   v1::Task Describe(const TaskRecord& rec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberFinished(const TaskRecord& rec, v1::TaskState state)
+  // Remembers rec as finished in `state`, taking its dedup key, last error
+  // and history (its record is dropped next).
+  void RememberFinished(TaskRecord& rec, v1::TaskState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberRevoked(uint64_t lease_id, uint64_t task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Back from a dead-letter set to its origin queue, or why not.
   absl::Status Requeue(TaskRecord& rec, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -443,52 +393,36 @@ class MemoryEngine final : public QueueEngine {
   Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_task_id_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_sub_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_delay_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   // The names of queues_ in order, for ListQueues pages.
   absl::btree_set<std::string> queue_names_ ABSL_GUARDED_BY(mu_);
   // Node map: a TaskRecord& stays valid while other tasks come and go.
   absl::node_hash_map<uint64_t, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, uint64_t> lease_to_task_ ABSL_GUARDED_BY(mu_);
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WaitId, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<SubscriptionId, Subscription> subs_ ABSL_GUARDED_BY(mu_);
   // Subscribers per queue name (kept across delete/re-create of the queue).
   absl::flat_hash_map<std::string, std::vector<SubscriptionId>> subs_by_queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, size_t> round_robin_ ABSL_GUARDED_BY(mu_);
-  // Deadlines: (when, wait id), (when, lease id), and every delayed task.
-  absl::btree_set<std::pair<absl::Time, WaitId>> wait_deadlines_ ABSL_GUARDED_BY(mu_);
-  absl::btree_set<std::pair<absl::Time, uint64_t>> lease_deadlines_ ABSL_GUARDED_BY(mu_);
-  absl::btree_set<DelayKey> delayed_ ABSL_GUARDED_BY(mu_);
-  // Idle checks of queues with an idle TTL: (when, queue name), one each.
-  absl::btree_set<std::pair<absl::Time, std::string>> idle_checks_ ABSL_GUARDED_BY(mu_);
+  // Every deadline: leases, delayed tasks, waiting calls, idle checks.
+  Schedule schedule_ ABSL_GUARDED_BY(mu_);
   // Results owed to each queue name by tasks on any queue (only names
   // with some owed; QueueStats.pending_results). By name, not by queue: a
   // reply queue deleted and made again is still owed them.
   absl::flat_hash_map<std::string, uint64_t> pending_results_ ABSL_GUARDED_BY(mu_);
   // Recently finished tasks, oldest first (bounded by options_).
-  absl::flat_hash_map<uint64_t, Finished> finished_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> finished_order_ ABSL_GUARDED_BY(mu_);
-  size_t finished_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Leases revoked by CancelTask: lease id -> task id, oldest first.
-  absl::flat_hash_map<uint64_t, uint64_t> revoked_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> revoked_order_ ABSL_GUARDED_BY(mu_);
+  FinishedTasks finished_ ABSL_GUARDED_BY(mu_);
 
   // The durable copy (null: memory only), and what the current step changed.
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
-  absl::flat_hash_set<uint64_t> dirty_tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<uint64_t> new_tasks_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> dirty_queues_ ABSL_GUARDED_BY(mu_);
+  Journal journal_ ABSL_GUARDED_BY(mu_);
   // Recovery: queues loaded without an idle TTL (stored by an older
   // master), written back with the one they got.
   std::vector<std::string> upgraded_queues_ ABSL_GUARDED_BY(mu_);
-  // Task ids below this are reserved on disk: a restarted master never
-  // reuses an id (ids are reserved in blocks, one small write per block).
-  uint64_t ids_reserved_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes of the records in tasks_ (approximate: Footprint), which of them
   // are pinned, and of waiting puts; what puts it admits.
   MemoryBudget memory_ ABSL_GUARDED_BY(mu_);

@@ -1,4 +1,4 @@
-// MemoryEngine, part 3: the durable copy. Each locked step's changes are
+// TaskEngine: the durable copy. Each locked step's changes are
 // written to the Store as one batch (Persist), and Recover rebuilds the
 // engine from it after a restart. Record formats: proto/taskq/v1/stored.proto.
 //
@@ -10,7 +10,7 @@
 // ids carry the store's boot epoch in their top bits, so a lease granted
 // before the restart can never settle a task afterwards.
 //
-// Beyond the memory budget, ready tasks go cold (see memory_engine.h) and
+// Beyond the memory budget, ready tasks go cold (see task_engine.h) and
 // are read back in batches when handed out; restart brings ready tasks back
 // cold, reading records but no payloads.
 #include <algorithm>
@@ -18,40 +18,16 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 #include "taskq/v1/stored.pb.h"
 
 namespace taskq {
 
 namespace {
 
-// Record keys: "q" + queue name, and store-wide counters.
-constexpr char kQueuePrefix[] = "q";
-constexpr char kEpochKey[] = "sepoch";
-constexpr char kNextIdKey[] = "snext_id";
-// Task ids are reserved on disk this many at a time.
-constexpr uint64_t kIdBlock = 1 << 20;
 // Lease ids are (boot epoch << kEpochShift) + a counter.
 constexpr int kEpochShift = 40;
-
-// v as 8 big-endian bytes.
-std::string U64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-  return out;
-}
-
-uint64_t ParseU64(absl::string_view s) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < s.size() && i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
-  return v;
-}
-
-std::string QueueKey(const std::string& name) { return absl::StrCat(kQueuePrefix, name); }
 
 absl::Status Corrupt(absl::string_view what, absl::string_view key) {
   return absl::DataLossError(absl::StrCat("store: cannot parse ", what, " record ",
@@ -59,18 +35,15 @@ absl::Status Corrupt(absl::string_view what, absl::string_view key) {
                                           "; the data dir is damaged (restore a backup)"));
 }
 
-absl::Status Corrupt(absl::string_view what, uint64_t id) {
-  return Corrupt(what, absl::StrCat(id));
-}
 
 }  // namespace
 
-absl::Status MemoryEngine::Writable() {
+absl::Status TaskEngine::Writable() {
   if (store_ == nullptr) return absl::OkStatus();
   return store_->Health();
 }
 
-void MemoryEngine::WhenDurable(DoneCallback done) {
+void TaskEngine::WhenDurable(DoneCallback done) {
   Store* store;
   {
     MutexLock lock(&mu_);
@@ -80,53 +53,33 @@ void MemoryEngine::WhenDurable(DoneCallback done) {
   store->WhenDurable(store->LastWritten(), std::move(done));
 }
 
-void MemoryEngine::Persist(Pending& pending) {
+void TaskEngine::Persist(Pending& pending) {
   if (store_ == nullptr) return;
-  if (!dirty_tasks_.empty() || !dirty_queues_.empty()) {
+  if (!journal_.empty()) {
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
     std::vector<TaskRecord*> written;
-    written.reserve(dirty_tasks_.size());
-    for (uint64_t id : dirty_tasks_) {
-      const bool fresh = new_tasks_.contains(id);
-      auto it = tasks_.find(id);
-      if (it == tasks_.end()) {
-        // Finished (or forgotten). Created and finished in this same step:
-        // nothing was ever written.
-        if (!fresh) batch->DeleteTask(id);
-        continue;
-      }
-      TaskRecord& rec = it->second;
-      if (fresh) {
-        batch->AddTask(id, SerializeTask(rec), rec.task.payload());
-      } else {
-        batch->UpdateTask(id, SerializeTask(rec));
-      }
-      written.push_back(&rec);
-    }
-    for (const std::string& name : dirty_queues_) {
-      auto it = queues_.find(name);
-      if (it == queues_.end()) {
-        batch->DeleteRecord(QueueKey(name));
-        continue;
-      }
-      const Queue& q = *it->second;
-      v1::StoredQueue sq;
-      *sq.mutable_config() = q.config;
-      sq.set_shut_down(q.shut_down);
-      sq.set_awaiting_task_done(q.awaiting_task_done);
-      sq.set_total_put(q.total_put);
-      sq.set_total_completed(q.total_completed);
-      sq.set_total_failed(q.total_failed);
-      sq.set_total_cancelled(q.total_cancelled);
-      batch->PutRecord(QueueKey(name), sq.SerializeAsString());
-    }
-    if (next_task_id_ > ids_reserved_) {
-      ids_reserved_ = next_task_id_ + kIdBlock;
-      batch->PutRecord(kNextIdKey, U64(ids_reserved_));
-    }
-    dirty_tasks_.clear();
-    new_tasks_.clear();
-    dirty_queues_.clear();
+    journal_.Flush(
+        *batch, next_task_id_,
+        [&](uint64_t id) -> TaskRecord* {
+          mu_.AssertHeld();  // called back inside Persist
+          auto it = tasks_.find(id);
+          return it == tasks_.end() ? nullptr : &it->second;
+        },
+        [&](const std::string& name) -> std::optional<std::string> {
+          mu_.AssertHeld();  // called back inside Persist
+          const Queue* q = FindQueue(name);
+          if (q == nullptr) return std::nullopt;
+          v1::StoredQueue sq;
+          *sq.mutable_config() = q->config;
+          sq.set_shut_down(q->shut_down);
+          sq.set_awaiting_task_done(q->awaiting_task_done);
+          sq.set_total_put(q->total_put);
+          sq.set_total_completed(q->total_completed);
+          sq.set_total_failed(q->total_failed);
+          sq.set_total_cancelled(q->total_cancelled);
+          return sq.SerializeAsString();
+        },
+        written);
     const uint64_t seq = store_->Write(std::move(batch));
     for (TaskRecord* rec : written) rec->written_seq = seq;
     for (uint64_t id : to_cool_) cooling_.emplace_back(seq, id);
@@ -139,36 +92,27 @@ void MemoryEngine::Persist(Pending& pending) {
 
 // --- cold ready tasks -------------------------------------------------------------
 
-size_t MemoryEngine::Footprint(const TaskRecord& rec) {
-  size_t n = kRecordOverhead + TaskBytes(rec.task) + rec.dedup_key.size() +
-             rec.last_error.size() + rec.holder_name.size();
-  for (const v1::Attempt& a : rec.history) {
-    n += sizeof(v1::Attempt) + a.error().size() + a.worker().size() + a.how().size();
-  }
-  return n;
-}
+TaskRecord& TaskEngine::AddRecord(uint64_t id) { return tasks_[id]; }
 
-MemoryEngine::TaskRecord& MemoryEngine::AddRecord(uint64_t id) { return tasks_[id]; }
-
-void MemoryEngine::Recount(TaskRecord& rec) {
+void TaskEngine::Recount(TaskRecord& rec) {
   const size_t now = Footprint(rec);
   memory_.Remove(rec.counted_bytes);
   memory_.Add(now);
   rec.counted_bytes = now;
 }
 
-void MemoryEngine::Pin(TaskRecord& rec) {
+void TaskEngine::Pin(TaskRecord& rec) {
   if (rec.pinned_bytes != 0) return;
   rec.pinned_bytes = std::max<size_t>(rec.counted_bytes, 1);
   memory_.Pin(rec.pinned_bytes);
 }
 
-void MemoryEngine::Unpin(TaskRecord& rec) {
+void TaskEngine::Unpin(TaskRecord& rec) {
   memory_.Unpin(rec.pinned_bytes);
   rec.pinned_bytes = 0;
 }
 
-void MemoryEngine::DropRecord(uint64_t id) {
+void TaskEngine::DropRecord(uint64_t id) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Unpin(it->second);
@@ -176,18 +120,18 @@ void MemoryEngine::DropRecord(uint64_t id) {
   tasks_.erase(it);
 }
 
-MemoryUsage MemoryEngine::Memory() {
+MemoryUsage TaskEngine::Memory() {
   MutexLock lock(&mu_);
   return memory_.usage();
 }
 
-void MemoryEngine::MaybeCool(const TaskRecord& rec) {
+void TaskEngine::MaybeCool(const TaskRecord& rec) {
   if (store_ != nullptr && memory_.over_budget()) {
     to_cool_.push_back(rec.task.id());
   }
 }
 
-void MemoryEngine::CoolDown() {
+void TaskEngine::CoolDown() {
   if (cooling_.empty()) return;
   const uint64_t committed = store_->LastCommitted();
   while (!cooling_.empty() && cooling_.front().first <= committed) {
@@ -196,20 +140,20 @@ void MemoryEngine::CoolDown() {
     auto it = tasks_.find(id);
     // Still ready, and what the store has is its latest state.
     if (it != tasks_.end() && it->second.state == State::kReady &&
-        it->second.written_seq <= committed && !dirty_tasks_.contains(id)) {
+        it->second.written_seq <= committed && !journal_.IsMarked(id)) {
       DropRecord(id);
     }
   }
 }
 
-absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
+absl::Status TaskEngine::Hydrate(const std::vector<uint64_t>& ids) {
   if (ids.empty() || store_ == nullptr) return absl::OkStatus();
   absl::Status s = store_->ReadTasks(ids, [&](uint64_t id, absl::string_view record,
                                               absl::string_view payload) {
     mu_.AssertHeld();  // called back inside Hydrate
     if (tasks_.contains(id)) return true;
     TaskRecord rec;
-    absl::StatusOr<v1::TaskState> state = Decode(id, record, payload, rec);
+    absl::StatusOr<v1::TaskState> state = DecodeTaskRecord(id, record, payload, rec);
     if (!state.ok()) {
       LogError("%s", state.status().message());
       return true;
@@ -224,7 +168,7 @@ absl::Status MemoryEngine::Hydrate(const std::vector<uint64_t>& ids) {
   return s;
 }
 
-absl::Status MemoryEngine::HydrateHead(const Queue& q, size_t n) {
+absl::Status TaskEngine::HydrateHead(const Queue& q, size_t n) {
   if (store_ == nullptr || n == 0) return absl::OkStatus();
   std::vector<uint64_t> cold;
   size_t seen = 0;
@@ -234,9 +178,9 @@ absl::Status MemoryEngine::HydrateHead(const Queue& q, size_t n) {
   return Hydrate(cold);
 }
 
-MemoryEngine::TaskRecord* MemoryEngine::HotHead(Queue& q, size_t batch) {
+TaskRecord* TaskEngine::HotHead(Queue& q, size_t batch) {
   while (!q.ready.empty()) {
-    const uint64_t id = q.ready.begin()->id;
+    const uint64_t id = q.ready.Front().id;
     if (auto it = tasks_.find(id); it != tasks_.end()) return &it->second;
     // Cold: read it back with the ones behind it, `batch` at a time.
     if (!HydrateHead(q, std::max<size_t>(batch, 1)).ok()) return nullptr;
@@ -246,25 +190,25 @@ MemoryEngine::TaskRecord* MemoryEngine::HotHead(Queue& q, size_t batch) {
     LogError("store: queued task %d of queue \"%s\" has no readable stored record; it is "
              "skipped (the data dir may be damaged)",
              id, q.config.name());
-    q.ready.erase(q.ready.begin());
+    q.ready.PopFront();
   }
   return nullptr;
 }
 
-MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
+TaskRecord* TaskEngine::FindCold(uint64_t id) {
   if (store_ == nullptr) return nullptr;
   TaskRecord rec;
   bool found = false;
   absl::Status s = store_->ReadTasks({id}, [&](uint64_t, absl::string_view record,
                                                absl::string_view payload) {
-    found = Decode(id, record, payload, rec).ok();
+    found = DecodeTaskRecord(id, record, payload, rec).ok();
     return false;
   });
   if (!s.ok() || !found) return nullptr;
   // Cold only if it still holds its place in its queue (the store may lag
   // behind a task that finished a moment ago).
   const Queue* q = FindQueue(rec.task.queue());
-  if (q == nullptr || !q->ready.contains(rec.key)) return nullptr;
+  if (q == nullptr || !q->ready.Contains(rec.key)) return nullptr;
   rec.state = State::kReady;
   TaskRecord& added = AddRecord(id);
   added = std::move(rec);
@@ -272,36 +216,9 @@ MemoryEngine::TaskRecord* MemoryEngine::FindCold(uint64_t id) {
   return &added;
 }
 
-std::string MemoryEngine::SerializeTask(TaskRecord& rec) {
-  v1::StoredTask out;
-  v1::Task& t = *out.mutable_task();
-  // Borrow the task (a swap, not a copy) without its payload, which is
-  // stored apart; both go back below.
-  t.Swap(&rec.task);
-  std::string payload;
-  t.mutable_payload()->swap(payload);
-  t.set_state(ProtoState(rec.state));
-  t.set_dedup_key(rec.dedup_key);
-  t.set_last_error(rec.last_error);
-  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
-  out.set_ready_major(rec.key.major);
-  out.set_ready_minor(rec.key.minor);
-  out.set_due_unix_us(rec.state == State::kDelayed ? absl::ToUnixMicros(rec.delay.due) : 0);
-  out.set_dead_in(rec.state == State::kDead ? rec.dead_in : "");
-  out.set_holder(rec.state == State::kLeased ? rec.holder_name : "");
-  std::string bytes = out.SerializeAsString();
-  t.clear_state();
-  t.clear_dedup_key();
-  t.clear_last_error();
-  t.clear_history();
-  t.mutable_payload()->swap(payload);
-  t.Swap(&rec.task);
-  return bytes;
-}
-
-absl::Status MemoryEngine::LoadQueues(Pending& pending) {
+absl::Status TaskEngine::LoadQueues(Pending& pending) {
   absl::Status bad;
-  absl::Status s = store_->ScanRecords(kQueuePrefix, [&](absl::string_view key,
+  absl::Status s = store_->ScanRecords(Journal::kQueuePrefix, [&](absl::string_view key,
                                                          absl::string_view value) {
     mu_.AssertHeld();  // called back inside LoadQueues
     v1::StoredQueue sq;
@@ -325,46 +242,7 @@ absl::Status MemoryEngine::LoadQueues(Pending& pending) {
   return s.ok() ? bad : s;
 }
 
-absl::StatusOr<v1::TaskState> MemoryEngine::Decode(uint64_t id, absl::string_view record,
-                                                  absl::string_view payload, TaskRecord& rec) {
-  v1::StoredTask st;
-  if (!st.ParseFromArray(record.data(), static_cast<int>(record.size()))) {
-    return Corrupt("task", id);
-  }
-  v1::Task& t = *st.mutable_task();
-  const v1::TaskState state = t.state();
-  rec.dedup_key = t.dedup_key();
-  rec.last_error = t.last_error();
-  rec.history.assign(t.history().begin(), t.history().end());
-  t.clear_state();
-  t.clear_dedup_key();
-  t.clear_last_error();
-  t.clear_history();
-  rec.task = std::move(t);
-  rec.task.set_id(id);
-  rec.task.set_payload(std::string(payload));
-  rec.key = ReadyKey{st.ready_major(), st.ready_minor(), id};
-  switch (state) {
-    case v1::TASK_STATE_DELAYED:
-      rec.state = State::kDelayed;
-      rec.delay = DelayKey{absl::FromUnixMicros(st.due_unix_us()), 0, id};
-      break;
-    case v1::TASK_STATE_LEASED:
-      rec.state = State::kLeased;
-      rec.holder_name = st.holder();
-      break;
-    case v1::TASK_STATE_DEAD:
-      rec.state = State::kDead;
-      rec.dead_in = st.dead_in();
-      break;
-    default:
-      rec.state = State::kReady;
-      break;
-  }
-  return state;
-}
-
-absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
+absl::Status TaskEngine::LoadTasks(std::vector<uint64_t>& leased) {
   absl::Status bad;
   uint64_t orphans = 0;
   // Ready tasks come back cold (only their place in their queue): restart
@@ -374,7 +252,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
       [&](uint64_t id, absl::string_view record, absl::string_view) {
         mu_.AssertHeld();  // called back inside LoadTasks
         TaskRecord rec;
-        absl::StatusOr<v1::TaskState> state = Decode(id, record, "", rec);
+        absl::StatusOr<v1::TaskState> state = DecodeTaskRecord(id, record, "", rec);
         if (!state.ok()) {
           bad = state.status();
           return false;
@@ -390,7 +268,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
         next_task_id_ = std::max(next_task_id_, id + 1);
         if (!rec.dedup_key.empty()) q->dedup[rec.dedup_key] = id;
         if (rec.state == State::kReady) {
-          q->ready.insert(rec.key);
+          q->ready.Insert(rec.key);
         } else {
           others.push_back(id);
         }
@@ -404,7 +282,7 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
                                     absl::string_view payload) {
     mu_.AssertHeld();  // called back inside LoadTasks
     TaskRecord& rec = AddRecord(id);
-    if (!Decode(id, record, payload, rec).ok()) return true;  // parsed once already
+    if (!DecodeTaskRecord(id, record, payload, rec).ok()) return true;  // parsed once already
     Recount(rec);
     Pin(rec);  // delayed, leased or dead: in memory for good
     Queue* q = FindQueue(rec.task.queue());
@@ -433,30 +311,30 @@ absl::Status MemoryEngine::LoadTasks(std::vector<uint64_t>& leased) {
   std::sort(delayed.begin(), delayed.end());
   for (uint64_t id : delayed) {
     TaskRecord& rec = tasks_.at(id);
-    rec.delay.seq = next_delay_seq_++;
+    rec.delay = schedule_.AddDelayed(rec.delay.due, id);
     FindQueue(rec.task.queue())->delayed.insert(rec.delay);
-    delayed_.insert(rec.delay);
   }
   std::sort(leased.begin(), leased.end());
   if (orphans > 0) LogWarning("store: dropped %d tasks of queues that no longer exist", orphans);
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Recover(Store* store) {
+absl::Status TaskEngine::Recover(Store* store) {
   const absl::Time start = absl::Now();
   Pending pending;
   {
     MutexLock lock(&mu_);
     store_ = store;
+    journal_.Enable();
     memory_.set_durable(true);  // ready tasks can go cold from now on
-    auto epoch_value = store_->GetRecord(kEpochKey);
+    auto epoch_value = store_->GetRecord(Journal::kEpochKey);
     if (!epoch_value.ok()) return epoch_value.status();
-    const uint64_t epoch = (*epoch_value ? ParseU64(**epoch_value) : 0) + 1;
-    next_lease_id_ = (epoch << kEpochShift) + 1;
-    auto next_id = store_->GetRecord(kNextIdKey);
+    const uint64_t epoch = (*epoch_value ? Journal::DecodeU64(**epoch_value) : 0) + 1;
+    leases_.StartAt((epoch << kEpochShift) + 1);
+    auto next_id = store_->GetRecord(Journal::kNextIdKey);
     if (!next_id.ok()) return next_id.status();
-    if (*next_id) next_task_id_ = std::max(next_task_id_, ParseU64(**next_id));
-    ids_reserved_ = next_task_id_;  // the next Persist reserves a new block
+    if (*next_id) next_task_id_ = std::max(next_task_id_, Journal::DecodeU64(**next_id));
+    journal_.SetReserved(next_task_id_);  // the next Persist reserves a new block
 
     if (auto s = LoadQueues(pending); !s.ok()) return s;
     if (queues_.size() > options_.max_queues) {
@@ -467,9 +345,8 @@ absl::Status MemoryEngine::Recover(Store* store) {
     std::vector<uint64_t> leased;
     if (auto s = LoadTasks(leased); !s.ok()) return s;
     // What was just read needs no writing back.
-    std::vector<uint64_t> orphans(dirty_tasks_.begin(), dirty_tasks_.end());
-    dirty_tasks_.clear();
-    dirty_queues_.clear();
+    std::vector<uint64_t> orphans = journal_.MarkedTasks();
+    journal_.Clear();
     for (uint64_t id : orphans) MarkTask(id);
     for (const std::string& name : upgraded_queues_) MarkQueue(name);  // their TTL, written
     upgraded_queues_.clear();
@@ -485,7 +362,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
     }
     // The new epoch is on disk before any lease of this boot is handed out.
     std::unique_ptr<StoreBatch> batch = store_->NewBatch();
-    batch->PutRecord(kEpochKey, U64(epoch));
+    batch->PutRecord(Journal::kEpochKey, Journal::EncodeU64(epoch));
     store_->Write(std::move(batch));
     EndStep(pending);
     LogInfo("store: recovered %d queues and %d tasks (%d ready, %d delayed, %d dead; %d were "
@@ -514,7 +391,7 @@ absl::Status MemoryEngine::Recover(Store* store) {
   return absl::OkStatus();
 }
 
-void MemoryEngine::OnStoreHealthy() {
+void TaskEngine::OnStoreHealthy() {
   Pending pending;
   {
     MutexLock lock(&mu_);

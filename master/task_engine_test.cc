@@ -2,9 +2,9 @@
 // leases, results, join, credits. Time is a FakeClock moved by the test
 // (engine_test_util.h). The rules of issue 5 (delays, retries, dead letters,
 // dedup, cancel, release, shutdown, status) are in
-// memory_engine_reliability_test.cc. The stress test at the end runs on real
+// task_engine_reliability_test.cc. The stress test at the end runs on real
 // time with the master's EngineTimer on a runtime scheduler.
-#include "master/memory_engine.h"
+#include "master/engine/task_engine.h"
 #include "master/engine_test_util.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
@@ -565,7 +565,7 @@ void ExpectBudgetRefusal(const absl::Status& s) {
 
 // Puts `spec` one at a time until a put is refused (or 200 were stored);
 // returns how many were stored and the refusal.
-std::pair<int, absl::Status> PutUntilRefused(MemoryEngine* engine, const std::string& queue,
+std::pair<int, absl::Status> PutUntilRefused(TaskEngine* engine, const std::string& queue,
                                              const v1::TaskSpec& spec) {
   for (int i = 0; i < 200; ++i) {
     PutCapture r;
@@ -682,7 +682,7 @@ TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
   Clock* clock = RealClock::Get();
   rt::Scheduler scheduler({.threads = 1});
   EngineTimer timer(scheduler, clock);
-  MemoryEngine engine(options, clock, [&timer] { timer.Wake(); });
+  TaskEngine engine(options, clock, [&timer] { timer.Wake(); });
   timer.Start(&engine);
   // Stops the timer loop before `engine` goes, also on an early ASSERT return.
   absl::Cleanup stop_timer = [&timer] { timer.Stop(); };

@@ -1,4 +1,4 @@
-// MemoryEngine, part 2: task states. Leasing, settling leases (complete,
+// TaskEngine: task states. Leasing, settling leases (complete,
 // fail, release, heartbeat), retries with backoff, dead letters, cancel,
 // and status lookup by id (live tasks and recently finished ones).
 #include <algorithm>
@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
@@ -37,22 +37,12 @@ absl::Status UnknownTask(uint64_t id) {
 
 // --- states ---------------------------------------------------------------------------
 
-v1::TaskState MemoryEngine::ProtoState(State state) {
-  switch (state) {
-    case State::kDelayed: return v1::TASK_STATE_DELAYED;
-    case State::kReady: return v1::TASK_STATE_READY;
-    case State::kLeased: return v1::TASK_STATE_LEASED;
-    case State::kDead: return v1::TASK_STATE_DEAD;
-  }
-  return v1::TASK_STATE_UNSPECIFIED;
-}
-
-v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
+v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
                                  Pending& pending, absl::Duration lease_time) {
   absl::Time now = clock_->Now();
   MarkTask(rec.task.id());
   rec.state = State::kLeased;
-  rec.lease_id = next_lease_id_++;
+  rec.lease_id = leases_.Grant(rec.task.id());
   if (lease_time <= absl::ZeroDuration()) lease_time = absl::Milliseconds(q.config.lease_ms());
   rec.lease_deadline = now + lease_time;
   rec.holder = holder;
@@ -65,8 +55,7 @@ v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holde
   rec.task.set_attempt(rec.task.attempt() + 1);
   Pin(rec);
   WatchDeadline(rec.lease_deadline, pending);
-  lease_deadlines_.insert({rec.lease_deadline, rec.lease_id});
-  lease_to_task_[rec.lease_id] = rec.task.id();
+  schedule_.AddLease(rec.lease_deadline, rec.lease_id);
   q.leased.insert(rec.task.id());
   v1::Delivery d;
   *d.mutable_task() = rec.task;
@@ -75,10 +64,10 @@ v1::Delivery MemoryEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holde
   return d;
 }
 
-void MemoryEngine::ClearLease(TaskRecord& rec) {
+void TaskEngine::ClearLease(TaskRecord& rec) {
   if (rec.state != State::kLeased) return;
-  lease_deadlines_.erase({rec.lease_deadline, rec.lease_id});
-  lease_to_task_.erase(rec.lease_id);
+  schedule_.RemoveLease(rec.lease_deadline, rec.lease_id);
+  leases_.End(rec.lease_id);
   if (Queue* q = FindQueue(rec.task.queue())) q->leased.erase(rec.task.id());
   if (rec.holder != 0) {
     if (auto it = subs_.find(rec.holder); it != subs_.end()) it->second.lease_ids.erase(rec.lease_id);
@@ -89,7 +78,7 @@ void MemoryEngine::ClearLease(TaskRecord& rec) {
   rec.holder_name.clear();
 }
 
-void MemoryEngine::Detach(TaskRecord& rec) {
+void TaskEngine::Detach(TaskRecord& rec) {
   MarkTask(rec.task.id());
   Unpin(rec);  // whatever it becomes next pins it again if it must
   Queue* q = FindQueue(rec.task.queue());
@@ -97,11 +86,11 @@ void MemoryEngine::Detach(TaskRecord& rec) {
   if (q && (rec.state == State::kLeased || rec.state == State::kDelayed)) Used(*q);
   switch (rec.state) {
     case State::kReady:
-      if (q) q->ready.erase(rec.key);
+      if (q) q->ready.Erase(rec.key);
       break;
     case State::kDelayed:
       if (q) q->delayed.erase(rec.delay);
-      delayed_.erase(rec.delay);
+      schedule_.RemoveDelayed(rec.delay);
       break;
     case State::kLeased:
       ClearLease(rec);
@@ -113,24 +102,23 @@ void MemoryEngine::Detach(TaskRecord& rec) {
   }
 }
 
-void MemoryEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
+void TaskEngine::MakeReady(Queue& q, TaskRecord& rec, bool new_place) {
   if (new_place) rec.key = MakeKey(q, rec.task);
   MarkTask(rec.task.id());
   rec.state = State::kReady;
-  q.ready.insert(rec.key);
+  q.ready.Insert(rec.key);
 }
 
-void MemoryEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
+void TaskEngine::MakeDelayed(Queue& q, TaskRecord& rec, absl::Time due, Pending& pending) {
   MarkTask(rec.task.id());
   rec.state = State::kDelayed;
-  rec.delay = DelayKey{due, next_delay_seq_++, rec.task.id()};
+  rec.delay = schedule_.AddDelayed(due, rec.task.id());
   Pin(rec);
   WatchDeadline(due, pending);
   q.delayed.insert(rec.delay);
-  delayed_.insert(rec.delay);
 }
 
-absl::Duration MemoryEngine::Backoff(const Queue& q, uint32_t attempt) {
+absl::Duration TaskEngine::Backoff(const Queue& q, uint32_t attempt) {
   // min(backoff * 2^(attempt-1), cap), then a uniform factor in [0.5, 1]:
   // whole milliseconds in [ceil(d/2), d], never 0, so a retry always passes
   // through "delayed".
@@ -143,7 +131,7 @@ absl::Duration MemoryEngine::Backoff(const Queue& q, uint32_t attempt) {
   return absl::Milliseconds(static_cast<int64_t>(jittered));
 }
 
-void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error) {
+void TaskEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string_view error) {
   v1::Attempt a;
   a.set_attempt(rec.task.attempt());
   a.set_worker(rec.holder_name);
@@ -158,7 +146,7 @@ void MemoryEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::stri
   Recount(rec);
 }
 
-void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
+void TaskEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
   Queue* q = FindQueue(rec.task.queue());
   AddHistory(rec,
              how == LostHow::kFailed       ? "failed"
@@ -199,7 +187,7 @@ void MemoryEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pe
   Touch(*q, pending);
 }
 
-void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pending) {
+void TaskEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pending) {
   Queue* origin = FindQueue(rec.task.queue());
   std::string dlq_name = rec.task.queue();
   if (origin && !origin->config.dead_letter().empty()) dlq_name = origin->config.dead_letter();
@@ -229,11 +217,12 @@ void MemoryEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pe
     Touch(*origin, pending);  // room for putters, maybe joiners done
   }
   if (!rec.task.reply_to().empty()) {
-    DeliverResult(rec, v1::OUTCOME_FAILED, "", std::move(result_error), pending);
+    DeliverResult(rec, /*last_use=*/false, v1::OUTCOME_FAILED, "", std::move(result_error),
+                  pending);
   }
 }
 
-void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
+void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
                           std::string result, std::string error, bool send_result,
                           Pending& pending) {
   const uint64_t id = rec.task.id();
@@ -250,13 +239,13 @@ void MemoryEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcom
   FreeDedupKey(rec);
   RememberFinished(rec, final_state);
   if (send_result && !rec.task.reply_to().empty()) {
-    DeliverResult(rec, outcome, std::move(result), std::move(error), pending);
+    DeliverResult(rec, /*last_use=*/true, outcome, std::move(result), std::move(error), pending);
   }
   DropRecord(id);
 }
 
-void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std::string result,
-                                 std::string error, Pending& pending) {
+void TaskEngine::DeliverResult(TaskRecord& rec, bool last_use, v1::Outcome outcome,
+                               std::string result, std::string error, Pending& pending) {
   const std::string& reply_to = rec.task.reply_to();
   // The reply queue was made (or checked) when the task was put. If it is
   // gone now, its owner deleted it (e.g. `submit --wait` gave up): do not
@@ -272,12 +261,19 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   MarkNewTask(id);
   TaskRecord& r = AddRecord(id);
   r.task.set_id(id);
-  r.task.set_queue(reply_to);
-  r.task.set_payload(std::move(result));
-  *r.task.mutable_headers() = rec.task.headers();
   r.task.set_result_of(rec.task.id());
+  // Moved where it can be; empty strings are not set (setting one
+  // allocates).
+  if (!result.empty()) r.task.set_payload(std::move(result));
+  if (!error.empty()) r.task.set_error(std::move(error));
+  if (last_use) {
+    if (!rec.task.headers().empty()) r.task.mutable_headers()->swap(*rec.task.mutable_headers());
+    r.task.mutable_queue()->swap(*rec.task.mutable_reply_to());  // rec's reply_to is empty now
+  } else {
+    *r.task.mutable_headers() = rec.task.headers();
+    r.task.set_queue(reply_to);
+  }
   r.task.set_outcome(outcome);
-  r.task.set_error(std::move(error));
   r.task.set_enqueued_unix_ms(absl::ToUnixMillis(clock_->Now()));
   Recount(r);  // never refused: a result is never lost to the budget
   MakeReady(*q, r, /*new_place=*/true);
@@ -287,7 +283,7 @@ void MemoryEngine::DeliverResult(const TaskRecord& rec, v1::Outcome outcome, std
   Touch(*q, pending);
 }
 
-void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
+void TaskEngine::FreeDedupKey(const TaskRecord& rec) {
   if (rec.dedup_key.empty()) return;
   Queue* q = FindQueue(rec.task.queue());
   if (!q) return;
@@ -295,7 +291,7 @@ void MemoryEngine::FreeDedupKey(const TaskRecord& rec) {
   if (it != q->dedup.end() && it->second == rec.task.id()) q->dedup.erase(it);
 }
 
-void MemoryEngine::Forget(TaskRecord& rec) {
+void TaskEngine::Forget(TaskRecord& rec) {
   const uint64_t id = rec.task.id();
   if (OwesResult(rec)) UncountOwed(rec);  // it ends without a result
   Detach(rec);
@@ -305,7 +301,7 @@ void MemoryEngine::Forget(TaskRecord& rec) {
 
 // --- settling leases ----------------------------------------------------------------
 
-absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_id,
+absl::StatusOr<TaskRecord*> TaskEngine::FindLease(uint64_t task_id,
                                                                   uint64_t lease_id) {
   auto it = tasks_.find(task_id);
   if (it != tasks_.end()) {
@@ -322,8 +318,8 @@ absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_
         " (it expired or was given back; the task is ", StateName(ProtoState(rec.state)),
         " now); this report is discarded"));
   }
-  if (auto f = finished_.find(task_id); f != finished_.end()) {
-    v1::TaskState state = f->second.task.state();
+  if (std::optional<v1::TaskState> finished = finished_.StateOf(task_id)) {
+    const v1::TaskState state = *finished;
     if (state == v1::TASK_STATE_CANCELLED) {
       return absl::FailedPreconditionError(
           absl::StrCat("task ", task_id, " was cancelled; this report is discarded"));
@@ -337,7 +333,7 @@ absl::StatusOr<MemoryEngine::TaskRecord*> MemoryEngine::FindLease(uint64_t task_
       "this report is discarded"));
 }
 
-absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
+absl::Status TaskEngine::Complete(uint64_t task_id, uint64_t lease_id, std::string result) {
   if (result.size() > options_.max_payload_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("result is too large (", result.size(),
                                                    " bytes; the limit is ",
@@ -356,7 +352,7 @@ absl::Status MemoryEngine::Complete(uint64_t task_id, uint64_t lease_id, std::st
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
+absl::Status TaskEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string error,
                                 bool permanent) {
   if (error.size() > kMaxErrorBytes) error.resize(kMaxErrorBytes);
   Pending pending;
@@ -380,7 +376,7 @@ absl::Status MemoryEngine::Fail(uint64_t task_id, uint64_t lease_id, std::string
   return absl::OkStatus();
 }
 
-absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+absl::Status TaskEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
   if (delay < absl::ZeroDuration() || delay > absl::Milliseconds(kMaxDelayMs)) {
     return absl::InvalidArgumentError("release delay must be between 0 and 365 days");
   }
@@ -408,29 +404,29 @@ absl::Status MemoryEngine::Release(uint64_t task_id, uint64_t lease_id, absl::Du
   return absl::OkStatus();
 }
 
-absl::StatusOr<absl::Time> MemoryEngine::ExtendLease(uint64_t lease_id) {
+absl::StatusOr<absl::Time> TaskEngine::ExtendLease(uint64_t lease_id) {
   MutexLock lock(&mu_);
-  auto it = lease_to_task_.find(lease_id);
-  if (it == lease_to_task_.end()) {
-    if (auto r = revoked_.find(lease_id); r != revoked_.end()) {
-      return absl::CancelledError(absl::StrCat("task ", r->second,
+  std::optional<uint64_t> task_id = leases_.TaskOf(lease_id);
+  if (!task_id) {
+    if (std::optional<uint64_t> revoked = leases_.RevokedTask(lease_id)) {
+      return absl::CancelledError(absl::StrCat("task ", *revoked,
                                                " was cancelled: stop running it (lease ",
                                                lease_id, " is revoked)"));
     }
     return absl::FailedPreconditionError(absl::StrCat(
         "lease lost: lease ", lease_id, " is no longer held (expired, released or completed)"));
   }
-  TaskRecord& rec = tasks_.at(it->second);
+  TaskRecord& rec = tasks_.at(*task_id);
   Queue* q = FindQueue(rec.task.queue());
-  lease_deadlines_.erase({rec.lease_deadline, lease_id});
+  schedule_.RemoveLease(rec.lease_deadline, lease_id);
   rec.lease_deadline = clock_->Now() + absl::Milliseconds(q ? q->config.lease_ms() : 30000);
-  lease_deadlines_.insert({rec.lease_deadline, lease_id});
+  schedule_.AddLease(rec.lease_deadline, lease_id);
   return rec.lease_deadline;
 }
 
 // --- tasks by id -------------------------------------------------------------------
 
-v1::Task MemoryEngine::Describe(const TaskRecord& rec) const {
+v1::Task TaskEngine::Describe(const TaskRecord& rec) const {
   v1::Task t = rec.task;
   t.set_state(ProtoState(rec.state));
   if (rec.state == State::kDelayed) t.set_not_before_unix_ms(absl::ToUnixMillis(rec.delay.due));
@@ -442,66 +438,30 @@ v1::Task MemoryEngine::Describe(const TaskRecord& rec) const {
   return t;
 }
 
-void MemoryEngine::RememberFinished(const TaskRecord& rec, v1::TaskState state) {
-  if (options_.finished_task_memory == 0) return;
-  // Everything but the payload, headers and args: enough for `taskq status`.
-  const v1::Task& src = rec.task;
-  Finished f;
-  v1::Task& t = f.task;
-  t.set_id(src.id());
-  t.set_queue(src.queue());
-  t.set_handler(src.handler());
-  t.set_priority(src.priority());
-  t.set_reply_to(src.reply_to());
-  t.set_attempt(src.attempt());
-  t.set_enqueued_unix_ms(src.enqueued_unix_ms());
-  t.set_result_of(src.result_of());
-  t.set_outcome(src.outcome());
-  t.set_state(state);
-  t.set_dedup_key(rec.dedup_key);
-  t.set_last_error(rec.last_error);
-  for (const v1::Attempt& a : rec.history) *t.add_history() = a;
-  f.bytes = t.ByteSizeLong() + 64;  // + bookkeeping
-  finished_bytes_ += f.bytes;
-  finished_order_.push_back(t.id());
-  finished_[t.id()] = std::move(f);
-  while (finished_order_.size() > options_.finished_task_memory ||
-         (finished_bytes_ > options_.finished_task_memory_bytes && finished_order_.size() > 1)) {
-    auto it = finished_.find(finished_order_.front());
-    finished_bytes_ -= it->second.bytes;
-    finished_.erase(it);
-    finished_order_.pop_front();
-  }
+void TaskEngine::RememberFinished(TaskRecord& rec, v1::TaskState state) {
+  finished_.Add(rec.task, state,
+                FinishedTasks::Extra{std::move(rec.dedup_key), std::move(rec.last_error),
+                                     std::move(rec.history)});
 }
 
-void MemoryEngine::RememberRevoked(uint64_t lease_id, uint64_t task_id) {
-  if (options_.revoked_lease_memory == 0) return;
-  revoked_[lease_id] = task_id;
-  revoked_order_.push_back(lease_id);
-  while (revoked_order_.size() > options_.revoked_lease_memory) {
-    revoked_.erase(revoked_order_.front());
-    revoked_order_.pop_front();
-  }
-}
-
-absl::StatusOr<v1::Task> MemoryEngine::GetTask(uint64_t task_id) {
+absl::StatusOr<v1::Task> TaskEngine::GetTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return Describe(it->second);
-  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task;
+  if (std::optional<v1::Task> f = finished_.Describe(task_id)) return *std::move(f);
   if (TaskRecord* cold = FindCold(task_id)) return Describe(*cold);
   return UnknownTask(task_id);
 }
 
-absl::StatusOr<std::string> MemoryEngine::QueueOfTask(uint64_t task_id) {
+absl::StatusOr<std::string> TaskEngine::QueueOfTask(uint64_t task_id) {
   MutexLock lock(&mu_);
   if (auto it = tasks_.find(task_id); it != tasks_.end()) return it->second.task.queue();
-  if (auto f = finished_.find(task_id); f != finished_.end()) return f->second.task.queue();
+  if (const std::string* queue = finished_.QueueOf(task_id)) return *queue;
   if (TaskRecord* cold = FindCold(task_id)) return cold->task.queue();
   return UnknownTask(task_id);
 }
 
-absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
+absl::StatusOr<v1::TaskState> TaskEngine::CancelTask(uint64_t task_id) {
   if (task_id == 0) return absl::InvalidArgumentError("task id 0 is not a task (ids start at 1)");
   Pending pending;
   v1::TaskState previous;
@@ -511,16 +471,15 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
     auto it = tasks_.find(task_id);
     if (it == tasks_.end() && FindCold(task_id) != nullptr) it = tasks_.find(task_id);
     if (it == tasks_.end()) {
-      if (auto f = finished_.find(task_id); f != finished_.end()) {
+      if (std::optional<v1::TaskState> finished = finished_.StateOf(task_id)) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "task ", task_id, " cannot be cancelled: it is already ",
-            StateName(f->second.task.state())));
+            "task ", task_id, " cannot be cancelled: it is already ", StateName(*finished)));
       }
       return UnknownTask(task_id);
     }
     TaskRecord& rec = it->second;
     previous = ProtoState(rec.state);
-    if (rec.state == State::kLeased) RememberRevoked(rec.lease_id, task_id);
+    if (rec.state == State::kLeased) leases_.RememberRevoked(rec.lease_id, task_id);
     // A dead task already sent its FAILED result: no second one.
     bool send_result = rec.state != State::kDead;
     Finish(rec, v1::TASK_STATE_CANCELLED, v1::OUTCOME_CANCELLED, "",
@@ -534,7 +493,7 @@ absl::StatusOr<v1::TaskState> MemoryEngine::CancelTask(uint64_t task_id) {
 
 // --- dead letters ---------------------------------------------------------------------
 
-absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& queue,
+absl::StatusOr<std::vector<v1::Task>> TaskEngine::ListDead(const std::string& queue,
                                                              uint64_t after_id, uint32_t limit) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   if (limit == 0) limit = kDefaultListDead;
@@ -557,7 +516,7 @@ absl::StatusOr<std::vector<v1::Task>> MemoryEngine::ListDead(const std::string& 
   return out;
 }
 
-absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
+absl::Status TaskEngine::Requeue(TaskRecord& rec, Pending& pending) {
   const std::string origin = rec.task.queue();
   absl::StatusOr<Queue*> found = FindOrCreateQueue(origin, pending);
   if (!found.ok()) {
@@ -585,7 +544,7 @@ absl::Status MemoryEngine::Requeue(TaskRecord& rec, Pending& pending) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uint64_t task_id) {
+absl::StatusOr<uint64_t> TaskEngine::RequeueDead(const std::string& queue, uint64_t task_id) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t requeued = 0;
@@ -622,7 +581,7 @@ absl::StatusOr<uint64_t> MemoryEngine::RequeueDead(const std::string& queue, uin
   return requeued;
 }
 
-absl::StatusOr<uint64_t> MemoryEngine::PurgeDead(const std::string& queue) {
+absl::StatusOr<uint64_t> TaskEngine::PurgeDead(const std::string& queue) {
   if (auto s = ValidateName("queue", queue); !s.ok()) return s;
   Pending pending;
   uint64_t purged;

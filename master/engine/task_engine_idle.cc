@@ -1,4 +1,4 @@
-// MemoryEngine, part 4: the lifecycle of reply queues. Results owed to each
+// TaskEngine: the lifecycle of reply queues. Results owed to each
 // queue (QueueStats.pending_results: a reader knows a job's results are all
 // in when none is owed and nothing is left to read), and the idle TTL: a
 // queue nobody has used for its idle_ttl_ms, that nothing holds in use and
@@ -11,7 +11,7 @@
 // (the taker has the task), or the deletion of the task's own queue settles
 // it. Recovery counts them again from the stored tasks.
 //
-// Idle checks sit in the engine's deadline index (idle_checks_, one per
+// Idle checks sit in the engine's Schedule (schedule.h, one per
 // queue with a TTL) and are fired by AdvanceTo like every other deadline.
 // A use of the queue only stamps last_used (cheap, on the hot path); the
 // check, when it comes due, re-arms itself at last_used + TTL if the queue
@@ -21,21 +21,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "master/memory_engine.h"
-#include "master/memory_engine_pending.h"
+#include "master/engine/task_engine.h"
+#include "master/engine/pending.h"
 
 namespace taskq {
 
 // --- results owed -------------------------------------------------------------------
 
-void MemoryEngine::CountOwed(Queue& q, const TaskRecord& rec) {
+void TaskEngine::CountOwed(Queue& q, const TaskRecord& rec) {
   const std::string& reply_to = rec.task.reply_to();
   if (reply_to.empty()) return;
   ++q.owed_by_reply_to[reply_to];
   ++pending_results_[reply_to];
 }
 
-void MemoryEngine::UncountOwed(const TaskRecord& rec) {
+void TaskEngine::UncountOwed(const TaskRecord& rec) {
   const std::string& reply_to = rec.task.reply_to();
   if (reply_to.empty()) return;
   if (Queue* q = FindQueue(rec.task.queue())) {
@@ -45,7 +45,7 @@ void MemoryEngine::UncountOwed(const TaskRecord& rec) {
   SubtractOwed(reply_to, 1);
 }
 
-void MemoryEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
+void TaskEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
   auto it = pending_results_.find(reply_to);
   if (it == pending_results_.end()) return;
   it->second -= std::min(n, it->second);
@@ -55,32 +55,29 @@ void MemoryEngine::SubtractOwed(const std::string& reply_to, uint64_t n) {
   if (Queue* q = FindQueue(reply_to)) Used(*q);
 }
 
-uint64_t MemoryEngine::ResultsOwedTo(const std::string& name) const {
+uint64_t TaskEngine::ResultsOwedTo(const std::string& name) const {
   auto it = pending_results_.find(name);
   return it == pending_results_.end() ? 0 : it->second;
 }
 
 // --- idle TTL -----------------------------------------------------------------------
 
-void MemoryEngine::DisarmIdleCheck(Queue& q) {
+void TaskEngine::DisarmIdleCheck(Queue& q) {
   if (q.idle_check == absl::InfiniteFuture()) return;
-  idle_checks_.erase({q.idle_check, q.config.name()});
+  schedule_.RemoveIdleCheck(q.idle_check, q.config.name());
   q.idle_check = absl::InfiniteFuture();
 }
 
-void MemoryEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
+void TaskEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
   DisarmIdleCheck(q);
   if (q.config.idle_ttl_ms() == 0) return;
   WatchDeadline(at, pending);
   q.idle_check = at;
-  idle_checks_.insert({at, q.config.name()});
+  schedule_.AddIdleCheck(at, q.config.name());
 }
 
-bool MemoryEngine::InUse(const Queue& q) const {
-  if (q.live_getters != 0 || q.live_putters != 0) return true;
-  for (WaitId id : q.joiners) {
-    if (waiters_.contains(id)) return true;
-  }
+bool TaskEngine::InUse(const Queue& q) const {
+  if (q.getters.live() != 0 || q.putters.live() != 0 || q.joiners.live() != 0) return true;
   if (auto it = subs_by_queue_.find(q.config.name());
       it != subs_by_queue_.end() && !it->second.empty()) {
     return true;  // a worker takes from it
@@ -91,12 +88,12 @@ bool MemoryEngine::InUse(const Queue& q) const {
   return !q.leased.empty() || !q.delayed.empty() || ResultsOwedTo(q.config.name()) != 0;
 }
 
-void MemoryEngine::ExpireIdleQueues(absl::Time now, Pending& pending) {
-  while (!idle_checks_.empty() && idle_checks_.begin()->first <= now) {
-    const std::string name = idle_checks_.begin()->second;
+void TaskEngine::ExpireIdleQueues(absl::Time now, Pending& pending) {
+  while (auto due = schedule_.IdleCheckDue(now)) {
+    const std::string name = std::move(due->second);
     Queue* q = FindQueue(name);
     if (q == nullptr) {  // cannot happen: a deleted queue disarms its check
-      idle_checks_.erase(idle_checks_.begin());
+      schedule_.RemoveIdleCheck(due->first, name);
       continue;
     }
     DisarmIdleCheck(*q);
