@@ -109,6 +109,14 @@ class RunQueue {
     return std::coroutine_handle<>::from_address(run);
   }
 
+  // Owner: a position just past the newest handle pushed so far.
+  uint32_t EndPosition() const { return tail_.load(std::memory_order_relaxed); }
+  // Owner: whether every handle before `position` (an EndPosition) has been
+  // popped or stolen.
+  bool Consumed(uint32_t position) const {
+    return static_cast<int32_t>(head_.load(std::memory_order_acquire) - position) >= 0;
+  }
+
   // Any thread: how many handles are queued (a snapshot). Head is read
   // first: both only grow, so the difference is never negative.
   uint32_t SizeHint() const {

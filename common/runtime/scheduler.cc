@@ -17,6 +17,7 @@ struct Scheduler::Worker {
   internal::RunQueue queue;
   size_t index = 0;
   uint32_t tick = 0;       // resumes so far: every 61st looks at the shared queue first
+  uint32_t shared_batch_end = 0;  // ring position past the last batch taken from the shared queue
   bool searching = false;  // counted in searching_
 };
 
@@ -142,11 +143,15 @@ std::coroutine_handle<> Scheduler::TakeShared(Worker* w, size_t max) {
     shared_.pop_front();
   }
   shared_size_.store(shared_.size(), std::memory_order_relaxed);
+  w->shared_batch_end = w->queue.EndPosition();
   return first;
 }
 
 std::coroutine_handle<> Scheduler::FindWork(Worker* w) {
-  if (++w->tick % kSharedQueueInterval == 0) {
+  // Not while the ring still holds a batch from the shared queue: the next
+  // shared handle would overtake them (posts from one outside thread run in
+  // order on a one-thread scheduler, e.g. timers firing).
+  if (++w->tick % kSharedQueueInterval == 0 && w->queue.Consumed(w->shared_batch_end)) {
     if (std::coroutine_handle<> h = TakeShared(w, 1)) return h;
   }
   if (std::coroutine_handle<> h = w->queue.Pop()) return h;

@@ -17,11 +17,13 @@
 // thread (the IoDriver, gRPC, BlockOn's caller, another scheduler) goes to
 // one shared mutex-protected queue, as does the older half of a full ring.
 // A thread runs its own ring in order, takes a batch from the shared queue
-// when the ring is empty (and one handle from it every 61 resumes, so the
-// shared queue is never starved), and otherwise steals the older half of
-// another thread's ring. With nothing anywhere it spins briefly, then parks.
-// Order is therefore FIFO per thread, not global: Yield() goes behind
-// everything on the caller's thread's ring.
+// when the ring is empty (and one handle from it every 61 resumes once that
+// batch is done, so the shared queue is never starved), and otherwise
+// steals the older half of another thread's ring. With nothing anywhere it
+// spins briefly, then parks. Order is therefore FIFO per thread, not
+// global: Yield() goes behind everything on the caller's thread's ring;
+// handles posted from one outside thread run in post order on a one-thread
+// scheduler.
 //
 // Waking parked threads: a post wakes one parked thread only if no thread
 // is already searching for work, and a post from a pool thread whose ring
