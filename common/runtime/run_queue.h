@@ -3,7 +3,7 @@
 // a lock, and that other threads of the pool steal half of when they run
 // dry (the design of Go's and tokio's per-processor run queues).
 //
-//   owner:   Push (false when full: the caller moves half out with
+//   owner:   Push (kFull when full: the caller moves half out with
 //            TakeHalf and sends it to the shared queue), Pop.
 //   thieves: StealHalfInto(own queue), from any thread.
 //   anyone:  SizeHint, a snapshot for "is there work?" checks.
@@ -35,14 +35,17 @@ class RunQueue {
   RunQueue(const RunQueue&) = delete;
   RunQueue& operator=(const RunQueue&) = delete;
 
-  // Owner: appends `h`; false (nothing changed) if the queue is full.
-  bool Push(std::coroutine_handle<> h) {
+  static constexpr uint32_t kFull = ~uint32_t{0};
+
+  // Owner: appends `h` and returns how many handles were queued before it;
+  // kFull (nothing changed) if the queue is full.
+  uint32_t Push(std::coroutine_handle<> h) {
     uint32_t head = head_.load(std::memory_order_acquire);
     uint32_t tail = tail_.load(std::memory_order_relaxed);
-    if (tail - head >= kCapacity) return false;
+    if (tail - head >= kCapacity) return kFull;
     slots_[tail % kCapacity].store(h.address(), std::memory_order_relaxed);
     tail_.store(tail + 1, std::memory_order_release);
-    return true;
+    return tail - head;
   }
 
   // Owner: removes and returns the oldest handle, or a null handle.

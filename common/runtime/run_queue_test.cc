@@ -24,7 +24,7 @@ size_t IndexOf(std::coroutine_handle<> h) {
 TEST(RunQueueTest, PopsInPushOrder) {
   RunQueue q;
   EXPECT_FALSE(q.Pop());
-  for (size_t i = 0; i < 10; ++i) ASSERT_TRUE(q.Push(Fake(i)));
+  for (size_t i = 0; i < 10; ++i) ASSERT_NE(q.Push(Fake(i)), RunQueue::kFull);
   EXPECT_EQ(q.SizeHint(), 10u);
   for (size_t i = 0; i < 10; ++i) EXPECT_EQ(IndexOf(q.Pop()), i);
   EXPECT_FALSE(q.Pop());
@@ -33,12 +33,12 @@ TEST(RunQueueTest, PopsInPushOrder) {
 
 TEST(RunQueueTest, FullQueueRefusesAndGivesUpItsOlderHalf) {
   RunQueue q;
-  for (size_t i = 0; i < RunQueue::kCapacity; ++i) ASSERT_TRUE(q.Push(Fake(i)));
-  EXPECT_FALSE(q.Push(Fake(RunQueue::kCapacity)));
+  for (size_t i = 0; i < RunQueue::kCapacity; ++i) ASSERT_NE(q.Push(Fake(i)), RunQueue::kFull);
+  EXPECT_EQ(q.Push(Fake(RunQueue::kCapacity)), RunQueue::kFull);
   std::coroutine_handle<> half[RunQueue::kCapacity / 2];
   ASSERT_EQ(q.TakeHalf(half), RunQueue::kCapacity / 2);
   for (size_t i = 0; i < RunQueue::kCapacity / 2; ++i) EXPECT_EQ(IndexOf(half[i]), i);
-  EXPECT_TRUE(q.Push(Fake(RunQueue::kCapacity)));  // room again
+  EXPECT_EQ(q.Push(Fake(RunQueue::kCapacity)), RunQueue::kCapacity / 2);  // room again
   for (size_t i = RunQueue::kCapacity / 2; i <= RunQueue::kCapacity; ++i) {
     EXPECT_EQ(IndexOf(q.Pop()), i);
   }
@@ -47,7 +47,7 @@ TEST(RunQueueTest, FullQueueRefusesAndGivesUpItsOlderHalf) {
 TEST(RunQueueTest, ThiefTakesTheOlderHalf) {
   RunQueue victim;
   RunQueue thief;
-  for (size_t i = 0; i < 10; ++i) ASSERT_TRUE(victim.Push(Fake(i)));
+  for (size_t i = 0; i < 10; ++i) ASSERT_NE(victim.Push(Fake(i)), RunQueue::kFull);
   std::coroutine_handle<> run = thief.StealHalfInto(victim);
   ASSERT_TRUE(run);
   EXPECT_EQ(IndexOf(run), 4u);  // the newest of the stolen half runs now
@@ -60,7 +60,7 @@ TEST(RunQueueTest, ThiefTakesTheOlderHalf) {
 TEST(RunQueueTest, StealsOneFromAQueueOfOne) {
   RunQueue victim;
   RunQueue thief;
-  ASSERT_TRUE(victim.Push(Fake(7)));
+  ASSERT_EQ(victim.Push(Fake(7)), 0u);
   EXPECT_EQ(IndexOf(thief.StealHalfInto(victim)), 7u);
   EXPECT_FALSE(victim.Pop());
   EXPECT_FALSE(thief.Pop());
@@ -91,7 +91,7 @@ TEST(RunQueueTest, ConcurrentPopAndStealSeeEachHandleOnce) {
   std::thread t2(thief);
   size_t next = 0;
   while (next < kItems) {
-    if (owner.Push(Fake(next))) {
+    if (owner.Push(Fake(next)) != RunQueue::kFull) {
       ++next;
     } else if (std::coroutine_handle<> h = owner.Pop()) {
       seen[IndexOf(h)].fetch_add(1);

@@ -96,11 +96,17 @@ void Scheduler::Post(std::coroutine_handle<> h) {
 }
 
 void Scheduler::PostLocal(Worker* w, std::coroutine_handle<> h) {
-  uint32_t before = w->queue.SizeHint();
-  if (w->queue.Push(h)) {
+  uint32_t before = w->queue.Push(h);
+  if (before != internal::RunQueue::kFull) {
     // An empty ring: this thread runs `h` as soon as the current coroutine
     // suspends, so waking another thread would only cost a futex call.
-    if (before > 0) Notify();
+    // Otherwise wake one if some are parked and none searches. Without the
+    // barrier of Notify this check can miss a thread that is just parking;
+    // that costs parallelism, never the handle (this thread runs it).
+    if (before > 0 && sleepers_.load(std::memory_order_relaxed) > 0 &&
+        searching_.load(std::memory_order_relaxed) == 0) {
+      Notify();
+    }
     return;
   }
   // Full: the older half and `h` go to the shared queue in one lock.
@@ -139,7 +145,7 @@ std::coroutine_handle<> Scheduler::TakeShared(Worker* w, size_t max) {
   std::coroutine_handle<> first = shared_.front();
   shared_.pop_front();
   for (size_t i = 1; i < n; ++i) {
-    if (!w->queue.Push(shared_.front())) break;
+    if (w->queue.Push(shared_.front()) == internal::RunQueue::kFull) break;
     shared_.pop_front();
   }
   shared_size_.store(shared_.size(), std::memory_order_relaxed);
