@@ -107,7 +107,7 @@ void FreeList(FreeFrameLink* f, size_t cls) {
   while (f != nullptr) {
     FreeFrameLink* next = NextOf(f, cls);
     UnpoisonAll(f, cls);
-    ::operator delete(f, ClassBytes(cls));
+    ::operator delete(f);
     f = next;
   }
 }
@@ -178,12 +178,12 @@ void* AllocateFrame(size_t bytes) {
 
 void FreeFrame(void* frame, size_t bytes) noexcept {
   if (bytes == 0 || bytes > kFrameClasses * kFrameClassBytes) {
-    ::operator delete(frame, bytes);
+    ::operator delete(frame);
     return;
   }
   size_t cls = (bytes - 1) / kFrameClassBytes;
   if (lists.exiting) {
-    ::operator delete(frame, ClassBytes(cls));
+    ::operator delete(frame);
     return;
   }
   if (!lists.registered) {

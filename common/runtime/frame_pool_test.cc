@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/runtime/sanitizers.h"
 #include "common/runtime/scheduler.h"
 #include "common/runtime/task.h"
 #include "common/runtime/when_all.h"
@@ -22,6 +23,20 @@ TEST(FramePoolTest, ReusesAFreedFrameOnTheSameThread) {
   std::memset(b, 2, 120);  // the whole class size is usable
   FreeFrame(b, 120);
 }
+
+#ifdef TASKQ_ASAN
+// Recycling must not hide a use after the coroutine ended: cached frames
+// are poisoned.
+TEST(FramePoolDeathTest, TouchingACachedFrameIsReportedUnderAsan) {
+  EXPECT_DEATH(
+      {
+        auto* f = static_cast<volatile char*>(AllocateFrame(100));
+        FreeFrame(const_cast<char*>(f), 100);
+        f[50] = 1;
+      },
+      "use-after-poison");
+}
+#endif
 
 TEST(FramePoolTest, LargeFramesBypassThePool) {
   size_t before = CachedFramesOnThisThread(64);
@@ -64,7 +79,7 @@ TEST(FramePoolTest, BatchesFlowFromTheFreeingThreadBackToTheAllocatingOne) {
   });
   consumer.join();  // its remaining list also goes to the depot at exit
   EXPECT_GE(DepotBytes(), depot_before + (kFrames - kFrameLocalMax) * 320);
-  std::thread producer([&frames] {
+  std::thread producer([] {
     size_t depot_full = DepotBytes();
     std::vector<void*> again;
     for (size_t i = 0; i < kFrames; ++i) again.push_back(AllocateFrame(kBytes));
