@@ -21,21 +21,16 @@ struct FreeFrameLink {
 
 size_t ClassBytes(size_t cls) { return (cls + 1) * kFrameClassBytes; }
 
-// Cached frames are poisoned under ASan; these unpoison the link words only
-// while the pool itself touches them.
+// Cached frames are poisoned under ASan, except their link words:
+// LeakSanitizer does not look for pointers in poisoned memory, so a
+// poisoned link would make every frame behind it look leaked. (A stale
+// resume() of a cached frame still crashes: it jumps to a heap address.)
 void Poison(FreeFrameLink* f, size_t cls) {
 #ifdef TASKQ_ASAN
-  ASAN_POISON_MEMORY_REGION(f, ClassBytes(cls));
+  ASAN_POISON_MEMORY_REGION(f + 1, ClassBytes(cls) - sizeof(FreeFrameLink));
 #else
   (void)f;
   (void)cls;
-#endif
-}
-void UnpoisonLink(FreeFrameLink* f) {
-#ifdef TASKQ_ASAN
-  ASAN_UNPOISON_MEMORY_REGION(f, sizeof(FreeFrameLink));
-#else
-  (void)f;
 #endif
 }
 void UnpoisonAll(FreeFrameLink* f, size_t cls) {
@@ -47,17 +42,8 @@ void UnpoisonAll(FreeFrameLink* f, size_t cls) {
 #endif
 }
 
-FreeFrameLink* NextOf(FreeFrameLink* f, size_t cls) {
-  UnpoisonLink(f);
-  FreeFrameLink* next = f->next;
-  Poison(f, cls);
-  return next;
-}
-void SetNext(FreeFrameLink* f, FreeFrameLink* next, size_t cls) {
-  UnpoisonLink(f);
-  f->next = next;
-  Poison(f, cls);
-}
+FreeFrameLink* NextOf(FreeFrameLink* f, size_t) { return f->next; }
+void SetNext(FreeFrameLink* f, FreeFrameLink* next, size_t) { f->next = next; }
 
 // The process-wide depot: batches of kFrameBatch frames per class.
 class Depot {
@@ -67,7 +53,6 @@ class Depot {
     MutexLock lock(&mu_);
     FreeFrameLink* batch = batches_[cls];
     if (batch == nullptr) return nullptr;
-    UnpoisonLink(batch);
     batches_[cls] = batch->next_batch;
     Poison(batch, cls);
     bytes_ -= kFrameBatch * ClassBytes(cls);
@@ -79,7 +64,6 @@ class Depot {
     MutexLock lock(&mu_);
     size_t batch_bytes = kFrameBatch * ClassBytes(cls);
     if (bytes_ + batch_bytes > kDepotMaxBytes) return false;
-    UnpoisonLink(batch);
     batch->next_batch = batches_[cls];
     Poison(batch, cls);
     batches_[cls] = batch;

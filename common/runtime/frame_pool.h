@@ -14,7 +14,8 @@
 // most kDepotMaxBytes; beyond that freed frames go back to ::operator delete,
 // which bounds the memory kept after a burst.
 //
-// Under AddressSanitizer a cached frame is poisoned, so a use after the
+// Under AddressSanitizer a cached frame is poisoned (all but its first 16
+// bytes, the pool's links, which LeakSanitizer must see), so a use after the
 // coroutine ended is still reported (as use-after-poison).
 //
 // Thread-safety: AllocateFrame / FreeFrame are safe from any thread; each
