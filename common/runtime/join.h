@@ -49,7 +49,7 @@ class JoinChild {
     void await_resume() const noexcept {}
   };
 
-  struct promise_type {
+  struct promise_type : PooledFrame {
     JoinState* state = nullptr;
     size_t index = 0;
 

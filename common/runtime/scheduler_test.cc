@@ -162,6 +162,116 @@ TEST(SchedulerTest, CurrentIsSetOnPoolThreadsOnly) {
   EXPECT_EQ(seen, &sched);
 }
 
+TEST(SchedulerTest, SpawnWithAComputedNameLogsThatName) {
+  Scheduler sched({.threads = 2});
+  testing::internal::CaptureStderr();
+  std::string name = "job ";
+  name += "42";
+  sched.Spawn(FailsWithStatus(), name);
+  sched.Spawn(Throws(), std::string("thrower 7"));
+  sched.Shutdown();
+  std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("job 42 failed: INTERNAL: spawned failure"), std::string::npos) << log;
+  EXPECT_NE(log.find("thrower 7 threw: boom"), std::string::npos) << log;
+  EXPECT_EQ(sched.live_spawned(), 0u);
+}
+
+// Waits (spinning, bounded) until `n` coroutines have arrived: only passes
+// if they run on different threads at the same time.
+Task<bool> ArriveAndWait(std::atomic<int>* arrived, int n) {
+  arrived->fetch_add(1);
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (arrived->load() < n) {
+    if (absl::Now() > deadline) co_return false;
+    std::this_thread::yield();
+  }
+  co_return true;
+}
+
+Task<void> SpawnPair(Scheduler* sched, std::atomic<int>* arrived, std::atomic<int>* ok) {
+  auto run = [](std::atomic<int>* arrived, std::atomic<int>* ok) -> Task<void> {
+    if (co_await ArriveAndWait(arrived, 2)) ok->fetch_add(1);
+  };
+  // Both land on this thread's ring; the second post wakes the idle thread,
+  // which steals one.
+  sched->Spawn(run(arrived, ok));
+  sched->Spawn(run(arrived, ok));
+  co_return;
+}
+
+TEST(SchedulerTest, AnIdleThreadStealsFromABusyOne) {
+  Scheduler sched({.threads = 2});
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> arrived{0};
+    std::atomic<int> ok{0};
+    sched.BlockOn(SpawnPair(&sched, &arrived, &ok));
+    absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (ok.load() < 2 && sched.live_spawned() > 0 && absl::Now() < deadline) {
+      std::this_thread::yield();
+    }
+    while (sched.live_spawned() > 0 && absl::Now() < deadline) std::this_thread::yield();
+    ASSERT_EQ(ok.load(), 2) << "round " << round;
+  }
+}
+
+// A coroutine that keeps yielding stays on its thread's ring; a handle
+// posted from outside the pool (the shared queue) must still get its turn.
+TEST(SchedulerTest, PostsFromOutsideArentStarvedByAYieldLoop) {
+  Scheduler sched({.threads = 1});
+  std::atomic<bool> flag{false};
+  auto set = [](std::atomic<bool>* f) -> Task<void> {
+    f->store(true);
+    co_return;
+  };
+  auto spin = [](Scheduler* s, std::atomic<bool>* f, std::atomic<bool>* started) -> Task<bool> {
+    started->store(true);
+    for (int i = 0; i < 10'000'000; ++i) {
+      if (f->load()) co_return true;
+      co_await s->Yield();
+    }
+    co_return false;
+  };
+  std::atomic<bool> started{false};
+  std::thread poster([&] {
+    while (!started.load()) std::this_thread::yield();
+    sched.Spawn(set(&flag));
+  });
+  EXPECT_TRUE(sched.BlockOn(spin(&sched, &flag, &started)));
+  poster.join();
+}
+
+Task<void> CountDown(std::atomic<int>* left) {
+  left->fetch_sub(1);
+  co_return;
+}
+
+// Posts from a plain thread, in bursts with pauses so pool threads park in
+// between: none may be lost (a lost wake-up would leave work queued while
+// every thread sleeps).
+TEST(SchedulerTest, PostsFromOutsideAlwaysWakeAThread) {
+  Scheduler sched({.threads = 3});
+  for (int round = 0; round < 200; ++round) {
+    std::atomic<int> left{round % 7 + 1};
+    for (int i = 0; i < round % 7 + 1; ++i) sched.Spawn(CountDown(&left));
+    absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (left.load() > 0 && absl::Now() < deadline) std::this_thread::yield();
+    ASSERT_EQ(left.load(), 0) << "round " << round;
+    if (round % 10 == 0) absl::SleepFor(absl::Milliseconds(1));  // let them park
+  }
+}
+
+TEST(SchedulerTest, ManySpawnsOverflowTheRingAndAllRun) {
+  std::atomic<int> left{100000};
+  Scheduler sched({.threads = 2});
+  sched.BlockOn([](Scheduler* s, std::atomic<int>* left) -> Task<void> {
+    for (int i = 0; i < 100000; ++i) s->Spawn(CountDown(left));
+    co_return;
+  }(&sched, &left));
+  sched.Shutdown();
+  EXPECT_EQ(left.load(), 0);
+  EXPECT_EQ(sched.live_spawned(), 0u);
+}
+
 TEST(SchedulerTest, DefaultThreadCountIsCores) {
   Scheduler sched;
   EXPECT_EQ(sched.threads(), std::max(1u, std::thread::hardware_concurrency()));

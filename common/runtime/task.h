@@ -19,6 +19,11 @@
 //   grow the thread's stack.
 // - A Task runs on whatever thread resumes it; it hops threads only through
 //   explicit awaits (Scheduler::Yield, ScheduleOn, timers, I/O, primitives).
+// - Frames come from the runtime's frame pool (frame_pool.h): a per-thread
+//   free list per size class, not malloc, on the hot path.
+// - Detached (Scheduler::Spawn): the task's own frame reports its outcome
+//   and frees itself at its end (PromiseBase::detached_end); no wrapper
+//   coroutine.
 //
 // Thread-safety: a Task object is owned by one place at a time (move-only);
 // awaiting it from two coroutines is a bug. The frame itself is touched by
@@ -31,6 +36,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "common/runtime/frame_pool.h"
+
 namespace taskq::rt {
 
 template <typename T = void>
@@ -38,19 +45,27 @@ class Task;
 
 namespace internal {
 
-// When a Task's coroutine finishes, resume whoever awaited it (or nothing).
+struct PromiseBase;
+
+// When a Task's coroutine finishes, resume whoever awaited it; a detached
+// task instead reports its outcome and frees its frame.
 struct FinalAwaiter {
   bool await_ready() const noexcept { return false; }
   template <typename Promise>
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> done) noexcept {
-    return done.promise().continuation;
-  }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> done) noexcept;
   void await_resume() const noexcept {}
 };
 
-struct PromiseBase {
+struct PromiseBase : PooledFrame {
   std::coroutine_handle<> continuation = std::noop_coroutine();
   std::exception_ptr exception;
+  // Set by Scheduler::Spawn, which owns nothing afterwards: called when the
+  // detached task finishes, with its promise; it reports the outcome (the
+  // value's status or the exception), destroys the frame and tells the
+  // scheduler. detached_owner / detached_what are its context.
+  void (*detached_end)(PromiseBase& promise) noexcept = nullptr;
+  void* detached_owner = nullptr;
+  const char* detached_what = nullptr;
 
   std::suspend_always initial_suspend() const noexcept { return {}; }
   FinalAwaiter final_suspend() const noexcept { return {}; }
@@ -135,6 +150,16 @@ class [[nodiscard]] Task {
 };
 
 namespace internal {
+template <typename Promise>
+std::coroutine_handle<> FinalAwaiter::await_suspend(std::coroutine_handle<Promise> done) noexcept {
+  PromiseBase& p = done.promise();
+  if (p.detached_end != nullptr) {
+    p.detached_end(p);  // destroys the frame: touch nothing of it afterwards
+    return std::noop_coroutine();
+  }
+  return p.continuation;
+}
+
 template <typename T>
 Task<T> Promise<T>::get_return_object() noexcept {
   return Task<T>(std::coroutine_handle<Promise<T>>::from_promise(*this));
