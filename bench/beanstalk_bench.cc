@@ -139,8 +139,7 @@ int Run(const Options& options) {
     absl::StatusOr<BeanstalkConn> bean = BeanstalkConn::Connect(options.server);
     if (!bean.ok()) return bean.status();
     if (absl::Status s = bean->WatchOnly(options.prefix + "-results"); !s.ok()) return s;
-    const int64_t stall_ns = static_cast<int64_t>(options.stall_timeout_s) * 1'000'000'000;
-    int64_t last_progress_ns = NowNs();
+    StallWatch stall(options.stall_timeout_s);
     while (!tally.Done()) {
       absl::StatusOr<std::optional<Job>> job = bean->Reserve(1);
       if (!job.ok()) return job.status();
@@ -148,11 +147,8 @@ int Run(const Options& options) {
       if (job->has_value()) {
         if (absl::Status s = bean->Delete((*job)->id); !s.ok()) return s;
         tally.RecordResults({std::move((*job)->body)}, now_ns);
-        last_progress_ns = now_ns;
-      } else if (now_ns - last_progress_ns > stall_ns) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("no result for ", options.stall_timeout_s, " s"));
       }
+      if (absl::Status s = stall.Check(job->has_value(), now_ns); !s.ok()) return s;
     }
     return absl::OkStatus();
   };

@@ -197,19 +197,13 @@ int Run(const Options& options) {
   SquareSide collect = [&](SquareTally& tally) -> absl::Status {
     absl::StatusOr<RedisConn> redis = RedisConn::Connect(options.server);
     if (!redis.ok()) return redis.status();
-    const int64_t stall_ns = static_cast<int64_t>(options.stall_timeout_s) * 1'000'000'000;
-    int64_t last_progress_ns = NowNs();
+    StallWatch stall(options.stall_timeout_s);
     while (!tally.Done()) {
       absl::StatusOr<std::vector<std::string>> results = Pop(*redis, results_key, collect_batch);
       if (!results.ok()) return results.status();
       int64_t now_ns = NowNs();
-      if (!results->empty()) {
-        tally.RecordResults(*results, now_ns);
-        last_progress_ns = now_ns;
-      } else if (now_ns - last_progress_ns > stall_ns) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("no result for ", options.stall_timeout_s, " s"));
-      }
+      if (!results->empty()) tally.RecordResults(*results, now_ns);
+      if (absl::Status s = stall.Check(!results->empty(), now_ns); !s.ok()) return s;
     }
     return absl::OkStatus();
   };

@@ -146,6 +146,29 @@ class SquareTally {
 };
 
 
+// A collector's stall check: DEADLINE_EXCEEDED once no result has come for
+// `seconds`. Used by one thread.
+class StallWatch {
+ public:
+  explicit StallWatch(uint64_t seconds)
+      : seconds_(seconds), limit_ns_(static_cast<int64_t>(seconds) * 1'000'000'000),
+        last_ns_(NowNs()) {}
+  // After each poll: `progressed` if it brought results (at `now_ns`).
+  absl::Status Check(bool progressed, int64_t now_ns) {
+    if (progressed) {
+      last_ns_ = now_ns;
+    } else if (now_ns - last_ns_ > limit_ns_) {
+      return absl::DeadlineExceededError(absl::StrCat("no result for ", seconds_, " s"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  uint64_t seconds_;
+  int64_t limit_ns_;
+  int64_t last_ns_;
+};
+
 // One side of a run (the producer or the collector), on its own thread
 // with its own connection. An error aborts the run.
 using SquareSide = std::function<absl::Status(SquareTally&)>;
