@@ -7,8 +7,11 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
@@ -98,14 +101,16 @@ struct SqliteStore::Statements {
   sqlite3_stmt* add_task = nullptr;
   sqlite3_stmt* add_payload = nullptr;
   sqlite3_stmt* update_task = nullptr;
-  sqlite3_stmt* delete_task = nullptr;
-  sqlite3_stmt* delete_payload = nullptr;
   sqlite3_stmt* put_record = nullptr;
   sqlite3_stmt* delete_record = nullptr;
+  // kDeleteBatch ids a statement: a finished task's two deletes are the most
+  // frequent writes, and one statement per row cost more than the rows.
+  sqlite3_stmt* delete_tasks = nullptr;
+  sqlite3_stmt* delete_payloads = nullptr;
 
   ~Statements() {
     for (sqlite3_stmt* s : {begin, commit, rollback, add_task, add_payload, update_task,
-                            delete_task, delete_payload, put_record, delete_record}) {
+                            put_record, delete_record, delete_tasks, delete_payloads}) {
       sqlite3_finalize(s);
     }
   }
@@ -132,6 +137,15 @@ int Step(sqlite3_stmt* st) {
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+// Rows deleted by one statement (DELETE ... WHERE id IN (?1, ..., ?N)).
+constexpr int kDeleteBatch = 64;
+
+std::string DeleteBatchSql(const char* table) {
+  std::string sql = absl::StrCat("DELETE FROM ", table, " WHERE id IN (");
+  for (int i = 1; i <= kDeleteBatch; ++i) absl::StrAppend(&sql, i > 1 ? ", " : "", "?", i);
+  return sql + ")";
 }
 
 int BindId(sqlite3_stmt* st, uint64_t id) {
@@ -334,11 +348,19 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
       {&st->add_task, "INSERT OR REPLACE INTO tasks(id, record, payload) VALUES(?1, ?2, ?3)"},
       {&st->add_payload, "INSERT OR REPLACE INTO payloads(id, data) VALUES(?1, ?2)"},
       {&st->update_task, "UPDATE tasks SET record = ?2 WHERE id = ?1"},
-      {&st->delete_task, "DELETE FROM tasks WHERE id = ?1"},
-      {&st->delete_payload, "DELETE FROM payloads WHERE id = ?1"},
       {&st->put_record, "INSERT OR REPLACE INTO records(key, value) VALUES(?1, ?2)"},
       {&st->delete_record, "DELETE FROM records WHERE key = ?1"},
   };
+  const std::string delete_tasks_sql = DeleteBatchSql("tasks");
+  const std::string delete_payloads_sql = DeleteBatchSql("payloads");
+  for (auto [out, sql] : {std::pair{&st->delete_tasks, &delete_tasks_sql},
+                          std::pair{&st->delete_payloads, &delete_payloads_sql}}) {
+    if (sqlite3_prepare_v3(writer, sql->c_str(), -1, SQLITE_PREPARE_PERSISTENT, out, nullptr) !=
+        SQLITE_OK) {
+      st.reset();
+      return fail("delete batch");
+    }
+  }
   for (auto& p : prepared) {
     if (sqlite3_prepare_v3(writer, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.out, nullptr) !=
         SQLITE_OK) {
@@ -464,6 +486,9 @@ absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable)
       fate.last = &op;
     }
   }
+  // Rows whose last op here deletes them: deleted together at the end (each
+  // id has one final op in the group, so the order between rows is free).
+  std::vector<uint64_t> deleted;
   int rc = Step(st.begin);
   for (size_t i = 0; rc == SQLITE_OK && i < group.size(); ++i) {
     for (const Batch::Op& op : static_cast<const Batch&>(*group[i].batch).ops) {
@@ -475,12 +500,7 @@ absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable)
           if (fate.last != &op) break;  // a later op of this group decides
           if (op.kind == Batch::Kind::kDeleteTask) {
             if (fate.add != nullptr) break;  // born and gone within the group
-            BindId(st.delete_task, op.id);
-            rc = Step(st.delete_task);
-            if (rc == SQLITE_OK) {
-              BindId(st.delete_payload, op.id);
-              rc = Step(st.delete_payload);
-            }
+            deleted.push_back(op.id);
           } else if (fate.add != nullptr) {
             // New in this group: its payload, with its latest record.
             const std::string& payload = fate.add->payload;
@@ -513,6 +533,17 @@ absl::Status SqliteStore::Commit(const std::vector<Queued>& group, bool durable)
           rc = Step(st.delete_record);
           break;
       }
+      if (rc != SQLITE_OK) break;
+    }
+  }
+  for (size_t i = 0; rc == SQLITE_OK && i < deleted.size(); i += kDeleteBatch) {
+    for (sqlite3_stmt* batch : {st.delete_tasks, st.delete_payloads}) {
+      // A short last batch repeats its last id in the unused places.
+      for (int k = 0; k < kDeleteBatch; ++k) {
+        const uint64_t id = deleted[std::min(i + k, deleted.size() - 1)];
+        sqlite3_bind_int64(batch, k + 1, static_cast<sqlite3_int64>(id));
+      }
+      rc = Step(batch);
       if (rc != SQLITE_OK) break;
     }
   }

@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <map>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/sync.h"
 #include "gtest/gtest.h"
 
@@ -103,6 +105,45 @@ TEST_F(SqliteStoreTest, OnlyEachRowsFinalStateIsStored) {
 
   Reopen();
   EXPECT_EQ(Tasks().size(), 2u);
+}
+
+// Deletes go to disk many rows per statement: every count around a
+// statement's size, with small and large payloads, leaves exactly the rows
+// that were not deleted, also after a reopen.
+TEST_F(SqliteStoreTest, DeletesOfManyRowsInOneGroupRemoveExactlyThoseRows) {
+  const std::string big(SqliteStore::kInlinePayload + 1, 'x');
+  uint64_t next_id = 1;
+  std::map<uint64_t, bool> kept;  // id -> large payload
+  for (int count : {1, 2, 63, 64, 65, 129, 200}) {
+    auto add = store_->NewBatch();
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < count + 3; ++i) {
+      const uint64_t id = next_id++;
+      const bool large = id % 3 == 0;
+      add->AddTask(id, absl::StrCat("r", id), large ? big : absl::StrCat("p", id));
+      ids.push_back(id);
+      kept[id] = large;
+    }
+    WriteAndWait(std::move(add));
+    // Delete all but three, spread out, in one batch (one group).
+    auto del = store_->NewBatch();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i == 0 || i == ids.size() / 2 || i + 1 == ids.size()) continue;
+      del->DeleteTask(ids[i]);
+      kept.erase(ids[i]);
+    }
+    WriteAndWait(std::move(del));
+  }
+  for (bool reopened : {false, true}) {
+    if (reopened) Reopen();
+    auto tasks = Tasks();
+    ASSERT_EQ(tasks.size(), kept.size()) << "reopened " << reopened;
+    for (const auto& [id, large] : kept) {
+      ASSERT_TRUE(tasks.contains(id)) << id;
+      EXPECT_EQ(tasks[id].first, absl::StrCat("r", id));
+      EXPECT_EQ(tasks[id].second, large ? big : absl::StrCat("p", id));
+    }
+  }
 }
 
 TEST_F(SqliteStoreTest, LargePayloadsLiveApartAndSurviveUpdates) {
