@@ -264,10 +264,10 @@ class Ledger {
 
   // Waits (up to `timeout`) while too many acknowledged tasks have no
   // result yet; returns at once when `stop` is set.
-  void WaitForRoom(const std::atomic<bool>& stop, absl::Duration timeout) {
+  void WaitForRoom(const Notification& stop, absl::Duration timeout) {
     MutexLock lock(&mu_);
     const absl::Time deadline = absl::Now() + timeout;
-    while (!stop.load() && acked_.size() - acked_with_result_ >= kMaxOutstanding) {
+    while (!stop.HasBeenNotified() && acked_.size() - acked_with_result_ >= kMaxOutstanding) {
       if (changed_.WaitWithDeadline(&mu_, deadline)) return;
     }
   }
@@ -427,29 +427,28 @@ class Load {
     consumer_ = std::thread([this, c = std::move(client)] { Consume(*c); });
   }
   void StopProducers() {
-    stop_producers_ = true;
+    stop_producers_.Notify();
     ledger_->Wake();
     for (std::thread& t : producers_) {
       if (t.joinable()) t.join();
     }
   }
   void StopConsumer() {
-    stop_consumer_ = true;
+    stop_consumer_.Notify();
     if (consumer_.joinable()) consumer_.join();
   }
 
  private:
-  void Pause(const std::atomic<bool>& stop) {
-    // Short and bounded; `stop` is checked right after.
-    if (!stop.load()) std::this_thread::sleep_for(absl::ToChronoNanoseconds(kRetryPause));
-  }
+  // Between retries while the master is down; a stop ends it at once.
+  void Pause(const Notification& stop) { stop.WaitForNotificationWithTimeout(kRetryPause); }
 
   void Produce(Client& client) {
     PutOptions options;
     options.timeout = absl::Seconds(10);  // never waits (unbounded queue); a bound on a hang
-    for (int attempt = 0; attempt < kMaxPutsPerProducer && !stop_producers_.load(); ++attempt) {
+    for (int attempt = 0;
+         attempt < kMaxPutsPerProducer && !stop_producers_.HasBeenNotified(); ++attempt) {
       ledger_->WaitForRoom(stop_producers_, absl::Seconds(1));
-      if (stop_producers_.load()) break;
+      if (stop_producers_.HasBeenNotified()) break;
       std::vector<int64_t> ns;
       std::vector<v1::TaskSpec> specs;
       for (size_t i = 0; i < kBatch; ++i) {
@@ -486,7 +485,7 @@ class Load {
     uint64_t delivered = 0;
     // A bound on the loop, far above what a run needs (a round's Gets
     // number in the tens).
-    for (int i = 0; i < 1000000 && !stop_consumer_.load(); ++i) {
+    for (int i = 0; i < 1000000 && !stop_consumer_.HasBeenNotified(); ++i) {
       const absl::Time start = absl::Now();
       absl::StatusOr<std::vector<v1::Delivery>> got = client.Get(kResults, get);
       if (!got.ok()) {
@@ -575,8 +574,8 @@ class Load {
 
   Ledger* const ledger_;
   std::atomic<int64_t> next_n_{0};
-  std::atomic<bool> stop_producers_{false};
-  std::atomic<bool> stop_consumer_{false};
+  Notification stop_producers_;
+  Notification stop_consumer_;
   std::vector<std::thread> producers_;
   std::thread consumer_;
 };
