@@ -153,12 +153,13 @@ TEST(ExecHardening, ChildrenSeeOnlyTheAllowedEnvironment) {
   EXPECT_EQ((*worker)->Stop(), 0);
 }
 
-// Shell code that starts `sleep 1000` with setsid (a new session and
-// process group) after writing its pid to `pid_file`, and waits for that.
+// Shell code that starts `sleep 1000` (the long-lived grandchild the tests
+// expect to be killed) with setsid (a new session and process group) after
+// writing its pid to `pid_file`, and waits for that file, 10 s at most.
 std::string SetsidDaemon(const std::string& pid_file) {
   return absl::StrCat("setsid sh -c \"echo \\$\\$ > ", pid_file, ".tmp && mv ", pid_file,
-                      ".tmp ", pid_file, " && exec sleep 1000\" >/dev/null 2>&1 & until [ -s ",
-                      pid_file, " ]; do sleep 0.01; done");
+                      ".tmp ", pid_file, " && exec sleep 1000\" >/dev/null 2>&1 & i=0; until [ -s ",
+                      pid_file, " ] || [ $i -ge 1000 ]; do sleep 0.01; i=$((i+1)); done");
 }
 
 // With a cgroup per task where the worker may create cgroups (as root),
