@@ -8,13 +8,13 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "bench/bench_flags.h"
+#include "common/port_file.h"
 #include "echo.grpc.pb.h"
 
 namespace taskq::bench {
@@ -63,11 +63,11 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "taskq-echo-server: cannot listen on %s\n", listen.c_str());
     return 1;
   }
-  std::string address = listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port);
-  if (!port_file.empty()) {
-    std::string tmp = port_file + ".tmp";
-    std::ofstream(tmp) << address << "\n";
-    std::rename(tmp.c_str(), port_file.c_str());
+  // The listen address with the bound port ("[::1]:0" -> "[::1]:PORT").
+  std::string address = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
+  if (!port_file.empty() && !WritePortFile(port_file, address)) {
+    std::fprintf(stderr, "taskq-echo-server: cannot write port file %s\n", port_file.c_str());
+    return 1;
   }
   std::fprintf(stderr, "taskq-echo-server: listening on %s\n", address.c_str());
   int signal = 0;

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +15,7 @@
 #include "common/channel.h"
 #include "common/seconds_validator.h"
 #include "common/log.h"
+#include "common/port_file.h"
 #include "master/init_command.h"
 #include "master/refusals.h"
 #include "master/server.h"
@@ -23,17 +23,6 @@
 namespace {
 
 // Writes atomically (temp file + rename) so a reader never sees half a line.
-bool WritePortFile(const std::string& path, const std::string& address) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return false;
-    out << address << "\n";
-    if (!out.flush()) return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
 taskq::LogLevel ParseLevel(const std::string& s) {
   if (s == "debug") return taskq::LogLevel::kDebug;
   if (s == "warning") return taskq::LogLevel::kWarning;
@@ -237,7 +226,7 @@ int main(int argc, char** argv) {
   }
   std::printf("taskq-master listening on %s\n", bound->c_str());
   std::fflush(stdout);
-  if (!port_file.empty() && !WritePortFile(port_file, *bound)) {
+  if (!port_file.empty() && !taskq::WritePortFile(port_file, *bound)) {
     std::fprintf(stderr, "taskq-master: cannot write port file %s\n", port_file.c_str());
     server.Shutdown();
     return 1;

@@ -21,6 +21,14 @@ struct FreeFrameLink {
 
 size_t ClassBytes(size_t cls) { return (cls + 1) * kFrameClassBytes; }
 
+// The size class of a frame of `bytes`, or kNoClass for frames the pool
+// does not keep (empty, or above the largest class).
+constexpr size_t kNoClass = kFrameClasses;
+size_t ClassOf(size_t bytes) {
+  if (bytes == 0 || bytes > kFrameClasses * kFrameClassBytes) return kNoClass;
+  return (bytes - 1) / kFrameClassBytes;
+}
+
 // Cached frames are poisoned under ASan, except their link words:
 // LeakSanitizer does not look for pointers in poisoned memory, so a
 // poisoned link would make every frame behind it look leaked. (A stale
@@ -41,9 +49,6 @@ void UnpoisonAll(FreeFrameLink* f, size_t cls) {
   (void)cls;
 #endif
 }
-
-FreeFrameLink* NextOf(FreeFrameLink* f, size_t) { return f->next; }
-void SetNext(FreeFrameLink* f, FreeFrameLink* next, size_t) { f->next = next; }
 
 // The process-wide depot: batches of kFrameBatch frames per class.
 class Depot {
@@ -89,7 +94,7 @@ Depot& TheDepot() {
 
 void FreeList(FreeFrameLink* f, size_t cls) {
   while (f != nullptr) {
-    FreeFrameLink* next = NextOf(f, cls);
+    FreeFrameLink* next = f->next;
     UnpoisonAll(f, cls);
     ::operator delete(f);
     f = next;
@@ -112,9 +117,9 @@ thread_local ThreadLists lists;
 FreeFrameLink* DetachBatch(size_t cls) {
   FreeFrameLink* batch = lists.head[cls];
   FreeFrameLink* last = batch;
-  for (size_t i = 1; i < kFrameBatch; ++i) last = NextOf(last, cls);
-  lists.head[cls] = NextOf(last, cls);
-  SetNext(last, nullptr, cls);
+  for (size_t i = 1; i < kFrameBatch; ++i) last = last->next;
+  lists.head[cls] = last->next;
+  last->next = nullptr;
   lists.count[cls] -= kFrameBatch;
   return batch;
 }
@@ -136,44 +141,42 @@ struct ThreadListsOwner {
 };
 thread_local ThreadListsOwner lists_owner;
 
+// The first time this thread caches a frame: its lists go to the depot when
+// it exits.
+void EnsureRegistered() {
+  if (lists.registered) return;
+  lists_owner.Register();
+  lists.registered = true;
+}
+
 }  // namespace
 
 // Small frames are always allocated at their class's full size, so any
 // thread's list of that class can take them back.
 void* AllocateFrame(size_t bytes) {
-  if (bytes == 0 || bytes > kFrameClasses * kFrameClassBytes) return ::operator new(bytes);
-  size_t cls = (bytes - 1) / kFrameClassBytes;
+  const size_t cls = ClassOf(bytes);
+  if (cls == kNoClass) return ::operator new(bytes);
   if (lists.exiting) return ::operator new(ClassBytes(cls));
   FreeFrameLink* f = lists.head[cls];
   if (f == nullptr) {
     f = TheDepot().Take(cls);
     if (f == nullptr) return ::operator new(ClassBytes(cls));
-    if (!lists.registered) {
-      lists_owner.Register();
-      lists.registered = true;
-    }
+    EnsureRegistered();
     lists.count[cls] = kFrameBatch;
   }
-  lists.head[cls] = NextOf(f, cls);
+  lists.head[cls] = f->next;
   --lists.count[cls];
   UnpoisonAll(f, cls);
   return f;
 }
 
 void FreeFrame(void* frame, size_t bytes) noexcept {
-  if (bytes == 0 || bytes > kFrameClasses * kFrameClassBytes) {
+  const size_t cls = ClassOf(bytes);
+  if (cls == kNoClass || lists.exiting) {
     ::operator delete(frame);
     return;
   }
-  size_t cls = (bytes - 1) / kFrameClassBytes;
-  if (lists.exiting) {
-    ::operator delete(frame);
-    return;
-  }
-  if (!lists.registered) {
-    lists_owner.Register();
-    lists.registered = true;
-  }
+  EnsureRegistered();
   if (lists.count[cls] >= kFrameLocalMax) {
     FreeFrameLink* batch = DetachBatch(cls);
     if (!TheDepot().Put(cls, batch)) FreeList(batch, cls);
@@ -186,8 +189,8 @@ void FreeFrame(void* frame, size_t bytes) noexcept {
 }
 
 size_t CachedFramesOnThisThread(size_t bytes) {
-  if (bytes == 0 || bytes > kFrameClasses * kFrameClassBytes) return 0;
-  return lists.count[(bytes - 1) / kFrameClassBytes];
+  const size_t cls = ClassOf(bytes);
+  return cls == kNoClass ? 0 : lists.count[cls];
 }
 
 size_t DepotBytes() { return TheDepot().bytes(); }
