@@ -10,7 +10,9 @@ packages=(build-essential cmake ninja-build pkg-config
           libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
           libsqlite3-dev libssl-dev
-          openssl)  # openssl: the TLS test makes its certificate with it
+          openssl  # openssl: the TLS test makes its certificate with it
+          # The Python client (clients/python) and its tests: Debian's python3.
+          python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools)
 for arg in "$@"; do
   case "$arg" in
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;

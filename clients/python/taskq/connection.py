@@ -1,0 +1,374 @@
+"""Reaching a taskq master: the address, TLS and the credential, found as the
+CLI finds them, and calls that ride out a master restart or a network cut.
+
+Precedence, as for `taskq` and `taskq-worker` (docs/CLI.md): arguments, then
+a join bundle (`join=` or $TASKQ_JOIN), then $TASKQ_MASTER, $TASKQ_TOKEN_FILE
+and $TASKQ_TLS_CA, then the defaults (127.0.0.1:5000 and
+~/.config/taskq/token).
+
+Thread-safety: a Connection is safe to share between threads (its gRPC
+channel is); connect() and the helpers are stateless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import stat
+import threading
+import time
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import grpc
+from google.protobuf import text_format
+
+from taskq._stubs import bundle_pb, pb, pb_grpc
+from taskq.errors import TaskqError
+
+log = logging.getLogger("taskq")
+
+DEFAULT_MASTER = "127.0.0.1:5000"
+MAX_TOKEN_BYTES = 4096
+MAX_JOIN_BUNDLE_BYTES = 256 * 1024
+# gRPC's message limit on both sides (common/limits.h: kMaxGrpcMessageBytes).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# How a call is sent again after UNAVAILABLE (common/call_retry.h):
+RETRY_ALWAYS = "always"  # idempotent: reads, lease gets, acks, keyed puts
+RETRY_IF_NOT_SENT = "if_not_sent"  # only if the request surely never left
+RETRY_NEVER = "never"
+
+
+def default_token_path() -> str:
+    """$TASKQ_TOKEN_FILE, else $XDG_CONFIG_HOME/taskq/token, else
+    ~/.config/taskq/token (the master's default too)."""
+    env = os.environ.get("TASKQ_TOKEN_FILE")
+    if env:
+        return env
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        return os.path.join(xdg, "taskq", "token")
+    return os.path.join(os.environ.get("HOME") or ".", ".config", "taskq", "token")
+
+
+def read_private_file(path: str, what: str, limit: int) -> bytes:
+    """Reads a file that holds a secret, refusing it when group or others may
+    read it (as the CLI does), or when it is larger than `limit`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise TaskqError(grpc.StatusCode.NOT_FOUND, f"cannot open {what} {path}: no such file")
+    except OSError as e:
+        raise TaskqError(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"cannot open {what} {path}: {e.strerror}")
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise TaskqError(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"{what} {path} is accessible by group or others; run: chmod 600 {path}")
+        data = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data
+            data += chunk
+            if len(data) > limit:
+                raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} {path} is too large")
+    finally:
+        os.close(fd)
+
+
+def load_token(path: str) -> str:
+    data = read_private_file(path, "token file", MAX_TOKEN_BYTES).decode("utf-8", "replace").strip()
+    if not data:
+        raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT, f"token file {path} is empty")
+    return data
+
+
+def read_join_bundle(path: str) -> "bundle_pb.JoinBundle":
+    """Reads and checks a join bundle (common/join_bundle.h): text format of
+    taskq.v1.JoinBundle, mode 0600, at least one master and a credential."""
+    data = read_private_file(path, "join bundle", MAX_JOIN_BUNDLE_BYTES)
+    bundle = bundle_pb.JoinBundle()
+    try:
+        text_format.Parse(data.decode("utf-8"), bundle)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"join bundle {path} is not a JoinBundle in text format: {e}")
+    if not bundle.master:
+        raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT, f"join bundle {path} names no master")
+    has_cert = bool(bundle.client_cert_pem) or bool(bundle.client_key_pem)
+    if has_cert and not (bundle.client_cert_pem and bundle.client_key_pem):
+        raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"join bundle {path} holds half a client certificate (cert and key go together)")
+    if not bundle.token and not has_cert:
+        raise TaskqError(grpc.StatusCode.INVALID_ARGUMENT, f"join bundle {path} holds no credential")
+    return bundle
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TaskqError(grpc.StatusCode.FAILED_PRECONDITION, f"cannot read {what} {path}: {e.strerror}")
+
+
+def _never_reached(details: str) -> bool:
+    # The same reading of gRPC's messages as common/call_retry.cc.
+    return any(s in details for s in (
+        "failed to connect", "Failed to connect", "DNS resolution failed", "Connection refused",
+        "Handshake", "handshake", "before receiving SETTINGS frame"))
+
+
+def _tls_refused(details: str) -> bool:
+    # Something only the user can fix: never retried (common/call_retry.h).
+    return any(s in details for s in (
+        "certificate verify failed", "CERTIFICATE_VERIFY_FAILED", "not in peer certificate",
+        "SSL_ERROR_SSL", "WRONG_VERSION_NUMBER", "wrong version number"))
+
+
+def retry_backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): 100 ms doubling to
+    2 s, with jitter (50-100%)."""
+    d = min(0.1 * (2 ** max(0, attempt - 1)), 2.0)
+    return d * random.uniform(0.5, 1.0)
+
+
+class Connection:
+    """A channel to one master plus the credential sent with every call.
+
+    Use `queue()`, `submit()`, `map()` and `taskq.Worker(conn, ...)`; `call()`
+    is the raw door to any RPC of proto/taskq/v1/taskq.proto.
+    """
+
+    def __init__(self, channel: grpc.Channel, token: str, address: str, *,
+                 retry_for: float = 30.0):
+        self.channel = channel
+        self.address = address
+        self.retry_for = retry_for
+        self.stub = pb_grpc.TaskQueueStub(channel)
+        self._metadata: tuple = (("authorization", f"Bearer {token}"),) if token else ()
+        self._lock = threading.Lock()
+        self._unreachable = False  # guarded by _lock: a notice was logged
+        self._closed = False
+
+    # -- plumbing --------------------------------------------------------
+    @property
+    def metadata(self) -> tuple:
+        """The per-call metadata (the bearer token) for calls made on `stub`
+        directly, e.g. the Work stream."""
+        return self._metadata
+
+    def call(self, method: str, request: Any, *, timeout: Optional[float] = None,
+             retry: str = RETRY_ALWAYS, retry_for: Optional[float] = None) -> Any:
+        """Calls RPC `method` (e.g. "Put") with `request`.
+
+        `timeout` bounds the whole call, retries included (None: no bound).
+        UNAVAILABLE (master down or restarting, link cut) is retried with
+        backoff per `retry` for up to `retry_for` seconds (default: the
+        connection's), waiting for the channel to connect in between; a
+        notice goes to the "taskq" logger when the master becomes unreachable
+        and when it is back. Any other failure raises TaskqError at once.
+        """
+        rpc = getattr(self.stub, method)
+        window = self.retry_for if retry_for is None else retry_for
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_failure: Optional[float] = None
+        attempt = 0
+        while True:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                response = rpc(request, timeout=left, metadata=self._metadata)
+            except grpc.RpcError as e:
+                err = TaskqError.from_rpc_error(e)
+                if err.code != grpc.StatusCode.UNAVAILABLE or _tls_refused(err.details):
+                    raise err from None
+                if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
+                                            not _never_reached(err.details)):
+                    raise err from None
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    self._notice_unreachable(err.details, window)
+                if now - first_failure >= window or (deadline is not None and now >= deadline):
+                    raise err from None
+                attempt += 1
+                wait = retry_backoff(attempt)
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - now))
+                self.wait_ready(wait)
+                continue
+            if first_failure is not None:
+                self._notice_reachable()
+            return response
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Waits up to `timeout` s for the channel to connect; True if it did."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
+    def _notice_unreachable(self, details: str, window: float) -> None:
+        with self._lock:
+            if self._unreachable:
+                return
+            self._unreachable = True
+        log.warning("taskq: master %s unreachable (%s); retrying for up to %.0f s",
+                    self.address, details, window)
+
+    def _notice_reachable(self) -> None:
+        with self._lock:
+            if not self._unreachable:
+                return
+            self._unreachable = False
+        log.warning("taskq: master %s reachable again", self.address)
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight fail with CANCELLED."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.channel.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the user's doors (implemented in their own modules) -------------
+    def queue(self, name: str, kind: str = "fifo", maxsize: int = 0, **options: Any):
+        """A queue with the interface and semantics of Python's queue.Queue
+        (taskq.queues.Queue; docs/PYTHON.md)."""
+        from taskq.queues import Queue
+        return Queue(self, name, kind=kind, maxsize=maxsize, **options)
+
+    def submit(self, queue: str, handler: str, payloads: Iterable[Any],
+               reply_to: Optional[str] = None, **options: Any):
+        """Puts one task per payload for `handler` and returns one
+        concurrent.futures.Future per task (taskq.jobs)."""
+        from taskq.jobs import submit
+        return submit(self, queue, handler, payloads, reply_to=reply_to, **options)
+
+    def map(self, handler: str, iterable: Iterable[Any], *, queue: str, **options: Any):
+        """Like Executor.map: the handler's results in input order (taskq.jobs)."""
+        from taskq.jobs import map_results
+        return map_results(self, handler, iterable, queue=queue, **options)
+
+
+def _channel_options(connect_timeout: float, keepalive: float,
+                     server_name: Optional[str]) -> list:
+    keepalive_ms = int(max(keepalive, 1.0) * 1000)
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # A dead link is noticed within 2 x keepalive (common/channel.cc).
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # gRPC takes the minimum reconnect backoff as the deadline of one
+        # connect attempt: keep it at the connect timeout; retry soon after
+        # a failure, at most every 2 s.
+        ("grpc.min_reconnect_backoff_ms", int(max(connect_timeout, 1.0) * 1000)),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return options
+
+
+def connect(address: Optional[str] = None, token_file: Optional[str] = None,
+            tls_ca: Optional[str] = None, join: Optional[str] = None, *,
+            token: Optional[str] = None, tls: bool = False,
+            tls_server_name: Optional[str] = None, connect_timeout: float = 20.0,
+            keepalive: float = 5.0, retry_for: float = 30.0) -> Connection:
+    """Connects to a master, finding what is not given as the CLI does.
+
+    address:   HOST:PORT (default: the join bundle's, else $TASKQ_MASTER,
+               else 127.0.0.1:5000).
+    token_file: the credential's token file, mode 0600 (default: the
+               bundle's credential, else $TASKQ_TOKEN_FILE, else
+               ~/.config/taskq/token). `token=` gives the token inline.
+    tls_ca:    PEM file of the CA that signed the master's certificate;
+               implies TLS (default: the bundle's CA, else $TASKQ_TLS_CA).
+               `tls=True` alone uses the system's root certificates.
+    join:      a join bundle (`taskq credential create ... --bundle FILE`;
+               default $TASKQ_JOIN): addresses, CA and credential in one file.
+
+    The channel connects lazily; the first call waits for it. Calls retry
+    UNAVAILABLE for `retry_for` seconds (Connection.call).
+    """
+    join = join or os.environ.get("TASKQ_JOIN") or None
+    bundle = read_join_bundle(join) if join else None
+
+    addresses: Sequence[str]
+    if address:
+        addresses = [address]
+    elif bundle is not None:
+        addresses = list(bundle.master)
+    else:
+        addresses = [os.environ.get("TASKQ_MASTER") or DEFAULT_MASTER]
+
+    ca_pem: Optional[bytes] = None
+    if tls_ca:
+        ca_pem = _read_file(tls_ca, "TLS CA file")
+    elif bundle is not None and bundle.ca_pem:
+        ca_pem = bundle.ca_pem.encode()
+    elif os.environ.get("TASKQ_TLS_CA"):
+        ca_pem = _read_file(os.environ["TASKQ_TLS_CA"], "TLS CA file ($TASKQ_TLS_CA)")
+    server_name = tls_server_name or (bundle.server_name if bundle is not None else "") or None
+
+    # The credential comes whole from one place: arguments, then the
+    # bundle, then the default token file.
+    cert_pem = key_pem = None
+    if token:
+        pass
+    elif token_file:
+        token = load_token(token_file)
+    elif bundle is not None:
+        if bundle.token:
+            token = bundle.token
+        else:
+            cert_pem, key_pem = bundle.client_cert_pem.encode(), bundle.client_key_pem.encode()
+    else:
+        path = default_token_path()
+        try:
+            token = load_token(path)
+        except TaskqError as e:
+            raise TaskqError(e.code, f"{e.details} (pass token_file= or set TASKQ_TOKEN_FILE to "
+                                     "the master's token, or use join=)") from None
+
+    use_tls = tls or ca_pem is not None or cert_pem is not None or bundle is not None
+    options = _channel_options(connect_timeout, keepalive, server_name)
+
+    def make_channel(target: str) -> grpc.Channel:
+        if use_tls:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem,
+                                                 certificate_chain=cert_pem)
+            return grpc.secure_channel(target, creds, options=options)
+        return grpc.insecure_channel(target, options=options)
+
+    chosen = addresses[0]
+    channel = None
+    if len(addresses) > 1:
+        # The first that connects within connect_timeout; else the first,
+        # and the calls' retrying waits for it (common/channel.h).
+        for target in addresses:
+            candidate = make_channel(target)
+            try:
+                grpc.channel_ready_future(candidate).result(timeout=connect_timeout)
+                chosen, channel = target, candidate
+                break
+            except grpc.FutureTimeoutError:
+                candidate.close()
+    if channel is None:
+        channel = make_channel(chosen)
+    return Connection(channel, token or "", chosen, retry_for=retry_for)
