@@ -242,9 +242,12 @@ class Connection:
         self.close()
 
     # -- the user's doors (implemented in their own modules) -------------
-    def queue(self, name: str, kind: str = "fifo", maxsize: int = 0, **options: Any):
+    def queue(self, name: str, kind: Optional[str] = None, maxsize: Optional[int] = None,
+              **options: Any):
         """A queue with the interface and semantics of Python's queue.Queue
-        (taskq.queues.Queue; docs/PYTHON.md)."""
+        (taskq.queues.Queue; docs/PYTHON.md). kind ("fifo", "lifo",
+        "priority") and maxsize left out: use the queue as the master has it
+        (created as fifo, unbounded if new); given: it must be so."""
         from taskq.queues import Queue
         return Queue(self, name, kind=kind, maxsize=maxsize, **options)
 
