@@ -274,6 +274,19 @@ TEST_F(DurableEngineTest, JoinCounterOfManualTaskDoneSurvives) {
   EXPECT_EQ(Stats("q").unfinished(), 0u);
 }
 
+TEST_F(DurableEngineTest, LeaseAckedAwaitingTaskDoneSurvives) {
+  MustPut("q", {Spec("a")});
+  std::vector<v1::Delivery> d = MustGet("q", /*lease=*/true, 1);
+  ASSERT_EQ(d.size(), 1u);
+  ASSERT_TRUE(engine_->CompleteAwaitingTaskDone(d[0].task().id(), d[0].lease_id()).ok());
+  Restart();
+  EXPECT_EQ(Stats("q").ready() + Stats("q").leased(), 0u);  // gone for good
+  EXPECT_EQ(Stats("q").unfinished(), 1u);
+  ASSERT_TRUE(engine_->TaskDone("q", 1).ok());
+  Restart();
+  EXPECT_EQ(Stats("q").unfinished(), 0u);
+}
+
 TEST_F(DurableEngineTest, DeletedQueueAndItsTasksStayDeleted) {
   MustPut("q", {Spec("a"), Spec("b")});
   ASSERT_TRUE(engine_->DeleteQueue("q").ok());

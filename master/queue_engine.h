@@ -203,6 +203,10 @@ class QueueEngine {
   // Acknowledges a lease and puts one result on the task's reply_to queue,
   // atomically. FAILED_PRECONDITION if the lease is no longer current.
   virtual absl::Status Complete(uint64_t task_id, uint64_t lease_id, std::string result) = 0;
+  // Complete with an empty result, but the task stays unfinished (Join
+  // waits) until TaskDone counts it, as a take with manual_task_done: a
+  // consumer that leases, then acknowledges (AckRequest.manual_task_done).
+  virtual absl::Status CompleteAwaitingTaskDone(uint64_t task_id, uint64_t lease_id) = 0;
   // Reports a failed attempt: retried until max attempts, or given up at
   // once if permanent; a given-up task puts a FAILED result on reply_to.
   virtual absl::Status Fail(uint64_t task_id, uint64_t lease_id, std::string error,

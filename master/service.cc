@@ -451,7 +451,7 @@ void TaskQueueService::HandleComplete(
 }
 
 absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
-    const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks) {
+    const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks, bool manual_task_done) {
   if (acks.size() > static_cast<int>(kMaxTasksPerGet)) {
     return absl::InvalidArgumentError(absl::StrCat(acks.size(), " acks in one call; at most ",
                                                    kMaxTasksPerGet));
@@ -460,14 +460,17 @@ absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
   for (const v1::LeaseRef& ack : acks) {
     // A lease no longer held was acknowledged before (a retried call) or
     // lapsed (its message comes again): nothing to do either way.
-    if (engine_->Complete(ack.task_id(), ack.lease_id(), "").ok()) ++settled;
+    absl::Status s = manual_task_done
+                         ? engine_->CompleteAwaitingTaskDone(ack.task_id(), ack.lease_id())
+                         : engine_->Complete(ack.task_id(), ack.lease_id(), "");
+    if (s.ok()) ++settled;
   }
   return settled;
 }
 
 void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Ack"), TaskIds(call->request().leases())))) return;
-  auto acked = SettleAcks(call->request().leases());
+  auto acked = SettleAcks(call->request().leases(), call->request().manual_task_done());
   if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
   call->response().set_acked(*acked);
   ReplyDurable(call, absl::OkStatus());

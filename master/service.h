@@ -178,7 +178,10 @@ class TaskQueueService final : public RawTaskQueueService {
                     const Principal& who);
   // Settles the leases (Ack, GetRequest.acks); returns how many were held.
   // INVALID_ARGUMENT beyond kMaxTasksPerGet leases.
-  absl::StatusOr<uint32_t> SettleAcks(const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks);
+  // manual_task_done: the tasks stay unfinished until TaskDone
+  // (AckRequest.manual_task_done).
+  absl::StatusOr<uint32_t> SettleAcks(const google::protobuf::RepeatedPtrField<v1::LeaseRef>& acks,
+                                      bool manual_task_done = false);
   void HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call,
                     const Principal& who);
   void HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call,

@@ -311,6 +311,23 @@ TEST_F(EngineTest, ManualTaskDoneFollowsPythonJoinProtocol) {
   EXPECT_EQ(engine_->TaskDone("q", 1).code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(EngineTest, LeaseAckedAwaitingTaskDoneFollowsPythonJoinProtocol) {
+  MustPut("q", {Spec("a"), Spec("b")});
+  v1::Delivery d = MustLease("q");
+  ASSERT_TRUE(engine_->CompleteAwaitingTaskDone(d.task().id(), d.lease_id()).ok());
+  v1::QueueStats s = Stats("q");
+  EXPECT_EQ(s.leased(), 0u);
+  EXPECT_EQ(s.unfinished(), 2u);  // "b" ready, "a" waits for task_done
+  EXPECT_EQ(s.total_completed(), 0u);
+  // Acked twice (a retried Ack): the lease is gone, nothing more is counted.
+  EXPECT_EQ(engine_->CompleteAwaitingTaskDone(d.task().id(), d.lease_id()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(engine_->TaskDone("q", 1).ok());
+  EXPECT_EQ(Stats("q").unfinished(), 1u);
+  EXPECT_EQ(Stats("q").total_completed(), 1u);
+  EXPECT_EQ(engine_->TaskDone("q", 1).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(EngineTest, SubscriptionRespectsCreditsAndRoundRobins) {
   std::vector<v1::Delivery> a, b;
   auto sa = engine_->Subscribe({"q"}, "a", [&](auto ds) { for (auto& d : ds) a.push_back(d); });

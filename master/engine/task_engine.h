@@ -106,6 +106,7 @@ class TaskEngine final : public QueueEngine {
   void CancelWait(WaitId id) override;
 
   absl::Status Complete(uint64_t task_id, uint64_t lease_id, std::string result) override;
+  absl::Status CompleteAwaitingTaskDone(uint64_t task_id, uint64_t lease_id) override;
   absl::Status Fail(uint64_t task_id, uint64_t lease_id, std::string error,
                     bool permanent) override;
   absl::Status Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) override;
@@ -364,9 +365,10 @@ class TaskEngine final : public QueueEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a task for good: removes it, remembers it as `final_state`, frees
   // its dedup key, and (if send_result and it has reply_to) puts a result.
+  // `awaiting_task_done`: a done task counts as unfinished until TaskDone.
   void Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
-              std::string result, std::string error, bool send_result, Pending& pending)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              std::string result, std::string error, bool send_result, Pending& pending,
+              bool awaiting_task_done = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts a result message on the task's reply_to queue, bypassing maxsize.
   // `last_use`: rec is dropped next, so its headers and reply_to move into
   // the result instead of being copied.

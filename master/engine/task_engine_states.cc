@@ -224,7 +224,7 @@ void TaskEngine::GiveUp(TaskRecord& rec, std::string result_error, Pending& pend
 
 void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome outcome,
                           std::string result, std::string error, bool send_result,
-                          Pending& pending) {
+                          Pending& pending, bool awaiting_task_done) {
   const uint64_t id = rec.task.id();
   Queue* q = FindQueue(rec.task.queue());
   // Its one result goes out now (or was sent when it died; or, with
@@ -232,7 +232,13 @@ void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome 
   if (OwesResult(rec)) UncountOwed(rec);
   Detach(rec);
   if (q) {
-    if (final_state == v1::TASK_STATE_DONE) ++q->total_completed;
+    if (final_state == v1::TASK_STATE_DONE) {
+      if (awaiting_task_done) {
+        ++q->awaiting_task_done;  // TaskDone counts it completed
+      } else {
+        ++q->total_completed;
+      }
+    }
     if (final_state == v1::TASK_STATE_CANCELLED) ++q->total_cancelled;
     Touch(*q, pending);
   }
@@ -346,6 +352,21 @@ absl::Status TaskEngine::Complete(uint64_t task_id, uint64_t lease_id, std::stri
     absl::StatusOr<TaskRecord*> rec = FindLease(task_id, lease_id);
     if (!rec.ok()) return rec.status();
     Finish(**rec, v1::TASK_STATE_DONE, v1::OUTCOME_OK, std::move(result), "", true, pending);
+    EndStep(pending);
+  }
+  pending.Run(on_earlier_deadline_);
+  return absl::OkStatus();
+}
+
+absl::Status TaskEngine::CompleteAwaitingTaskDone(uint64_t task_id, uint64_t lease_id) {
+  Pending pending;
+  {
+    MutexLock lock(&mu_);
+    if (auto s = Writable(); !s.ok()) return s;
+    absl::StatusOr<TaskRecord*> rec = FindLease(task_id, lease_id);
+    if (!rec.ok()) return rec.status();
+    Finish(**rec, v1::TASK_STATE_DONE, v1::OUTCOME_OK, "", "", true, pending,
+           /*awaiting_task_done=*/true);
     EndStep(pending);
   }
   pending.Run(on_earlier_deadline_);
