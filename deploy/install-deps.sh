@@ -11,8 +11,10 @@ packages=(build-essential cmake ninja-build pkg-config
           libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
           libsqlite3-dev libssl-dev
           openssl  # openssl: the TLS test makes its certificate with it
-          # The Python client (clients/python) and its tests: Debian's python3.
-          python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools)
+          # The Python client (clients/python) and its tests: Debian's python3;
+          # pip, setuptools and wheel install it from the checkout (no registry).
+          python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools
+          python3-pip python3-wheel)
 for arg in "$@"; do
   case "$arg" in
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;
