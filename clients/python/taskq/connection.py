@@ -183,10 +183,15 @@ class Connection:
                 response = rpc(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as e:
                 err = TaskqError.from_rpc_error(e)
-                if err.code != grpc.StatusCode.UNAVAILABLE or _tls_refused(err.details):
+                # CANCELLED that this side did not ask for (the channel is
+                # open): a master shutting down cancels the calls still open
+                # 300 ms after it stops (master/server.cc). A cut, as
+                # UNAVAILABLE, of a call that reached the master.
+                cut = err.code == grpc.StatusCode.CANCELLED and not self._closed
+                if (err.code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(err.details):
                     raise err from None
                 if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
-                                            not _never_reached(err.details)):
+                                            (cut or not _never_reached(err.details))):
                     raise err from None
                 now = time.monotonic()
                 if first_failure is None:

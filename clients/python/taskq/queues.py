@@ -394,7 +394,8 @@ class Queue:
             return self.conn.call("Ack", req, timeout=SHORT_CALL_S,
                                   retry=RETRY_IF_NOT_SENT).acked > 0
         except TaskqError as e:
-            if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                              grpc.StatusCode.CANCELLED):
                 raise
         # The ack may have been applied and only its answer lost. Sent
         # again, acked == 0 then most likely means "already acknowledged by
