@@ -383,3 +383,51 @@ def test_the_queue_object_is_reused_across_connections(master, conn):
     conn.queue("shared").put("from one")
     with taskq.connect(master.address, token_file=master.token_file) as other:
         assert other.queue("shared").get(timeout=10) == "from one"
+
+
+def count_calls(conn, method):
+    """A list that grows by one per `method` call made on `conn`."""
+    real, calls = getattr(conn.stub, method), []
+
+    def rpc(request, **kw):
+        calls.append(request)
+        return real(request, **kw)
+
+    setattr(conn.stub, method, rpc)
+    return calls
+
+
+def test_waits_without_timeout_outlast_many_long_poll_slices(conn, monkeypatch):
+    # timeout=None is a loop of long-polls (30 s each); with 0.2 s slices
+    # each wait below spans several of them and still ends as it should.
+    import taskq.queues
+    monkeypatch.setattr(taskq.queues, "POLL_SLICE_S", 0.2)
+    q = conn.queue("slices", maxsize=1)
+    gets, puts, joins = (count_calls(conn, m) for m in ("Get", "Put", "Join"))
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get()))
+    t.start()
+    wait_for(lambda: len(gets) >= 4, 20, "the get to poll four times")
+    assert t.is_alive() and got == []
+    q.put("late")
+    t.join(20)
+    assert got == ["late"]
+    # A put waiting for room across slices.
+    q.put("fill")
+    done = threading.Event()
+    p = threading.Thread(target=lambda: (q.put("waited"), done.set()))
+    p.start()
+    before = len(puts)
+    wait_for(lambda: len(puts) >= before + 4, 20, "the put to poll four times")
+    assert not done.is_set()
+    assert q.get(timeout=10) == "fill"
+    assert done.wait(20) and q.get(timeout=10) == "waited"
+    # join() too.
+    j = threading.Thread(target=q.join)
+    j.start()
+    wait_for(lambda: len(joins) >= 4, 20, "join to poll four times")
+    assert j.is_alive()
+    for _ in range(3):
+        q.task_done()
+    j.join(20)
+    assert not j.is_alive()
