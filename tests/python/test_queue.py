@@ -77,9 +77,6 @@ def test_bytes_put_by_the_cli_are_bytes(master, conn):
 
 # -- pickle: only with the opt-in ----------------------------------------------
 
-MARK = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"taskq-unpickled-{os.getpid()}")
-
-
 def _unpickled_mark(path):
     with open(path, "w") as f:
         f.write("unpickled")

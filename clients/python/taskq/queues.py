@@ -133,8 +133,11 @@ class Queue:
         self._attach(kind, maxsize)
 
     def __repr__(self) -> str:
-        return (f"<taskq.Queue {self.name!r} kind={self.kind} maxsize={self.maxsize} "
-                f"at {self.conn.address}>")
+        with self._lock:  # as last read: no call to the master here
+            config = self._config
+        settings = "" if config is None else \
+            f" kind={_KIND_NAMES.get(config.kind, 'fifo')} maxsize={config.maxsize}"
+        return f"<taskq.Queue {self.name!r}{settings} at {self.conn.address}>"
 
     # -- settings ----------------------------------------------------------
     def _attach(self, kind: Optional[str], maxsize: Optional[int]) -> None:
@@ -281,7 +284,10 @@ class Queue:
         """
         deadline = _deadline(block, timeout)
         prefix = _new_dedup_prefix()
-        config = self._known_config()
+        try:
+            config: Optional[pb.QueueConfig] = self._stats().config  # maxsize as of now
+        except TaskqError:
+            config = self._known_config()  # a credential that may not read it
         per_batch = MAX_TASKS_PER_PUT
         if config is not None and config.maxsize:
             per_batch = min(per_batch, config.maxsize)
