@@ -428,3 +428,36 @@ def test_waits_without_timeout_outlast_many_long_poll_slices(conn, monkeypatch):
         q.task_done()
     j.join(20)
     assert not j.is_alive()
+
+
+# -- credentials with one role ----------------------------------------------------------
+
+def credential(master, tmp_path, name, role, queues):
+    r = master.cli("credential", "create", name, "--role", role, "--queues", *queues)
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / f"{name}.token"
+    path.write_text(r.stdout.strip() + "\n")
+    path.chmod(0o600)
+    return taskq.connect(master.address, token_file=str(path))
+
+
+def test_producer_and_worker_credentials_use_a_queue_they_cannot_create(master, tmp_path):
+    # The seed's split: a producer that puts and joins, a worker that gets
+    # and calls task_done; neither may create queues or (the worker) read
+    # their settings. The queue is made by the master on first use.
+    with credential(master, tmp_path, "p1", "producer", ["roles.*"]) as pc, \
+            credential(master, tmp_path, "w1", "worker", ["roles.*"]) as wc:
+        producer = pc.queue("roles.q")
+        consumer = wc.queue("roles.q")
+        assert consumer.kind is None and consumer.maxsize is None  # may not read them
+        producer.put_many(["a", "b"])
+        assert producer.qsize() == 2
+        assert [consumer.get(timeout=10), consumer.get(timeout=10)] == ["a", "b"]
+        assert producer.join(timeout=0.2) is False
+        consumer.task_done()
+        consumer.task_done()
+        assert producer.join(timeout=10) is True
+        with pytest.raises(taskq.TaskqError) as e:
+            wc.queue("roles.q", kind="lifo")
+        assert e.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert "leave out kind=" in e.value.details
