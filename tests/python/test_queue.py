@@ -171,6 +171,8 @@ def test_other_settings_asked_for_raise_value_error(conn):
         conn.queue("settings2", maxsize=0)
     with pytest.raises(ValueError, match="unknown queue kind"):
         conn.queue("settings3", kind="stack")
+    with pytest.raises(ValueError, match="character"):
+        conn.queue("bad name!")
 
 
 def test_new_queue_is_created_with_the_settings(conn):

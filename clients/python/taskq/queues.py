@@ -130,7 +130,12 @@ class Queue:
         self.lease = float(lease)
         self._lock = threading.Lock()
         self._config: Optional[pb.QueueConfig] = None  # guarded by _lock
-        self._attach(kind, maxsize)
+        try:
+            self._attach(kind, maxsize)
+        except TaskqError as e:
+            if e.code == grpc.StatusCode.INVALID_ARGUMENT:  # a bad name
+                raise ValueError(e.details) from None
+            raise
 
     def __repr__(self) -> str:
         with self._lock:  # as last read: no call to the master here
