@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from typing import List
@@ -401,3 +402,35 @@ def test_bad_settings_are_refused():
         async def a(p):
             return p
         w.register("a", a, inline=True)
+
+
+def test_a_lease_that_may_have_run_out_stops_its_task(master, conn, serve, caplog):
+    # docs/WORKER.md, "Failure detection": with the master frozen no
+    # heartbeat is confirmed, so the worker stops the task before the 1 s
+    # lease can run out on the master, which then hands it out again.
+    caplog.set_level("INFO", logger="taskq.worker")
+    create_queue(conn, "w.fence", lease_ms=1000, backoff_ms=1, backoff_max_ms=1)
+    worker = taskq.Worker(conn, queues=["w.fence"])
+    started, stopped = threading.Event(), threading.Event()
+
+    @worker.handler("wait")
+    def wait(payload, task):
+        if task.attempt == 1:
+            started.set()
+            if task.wait_stop(TIMEOUT):
+                stopped.set()
+            return "first attempt (dropped)"
+        return f"attempt {task.attempt}"
+
+    serve(worker)
+    [tid] = put(conn, "w.fence", "wait", ["x"], reply_to="w.fence.r")
+    assert started.wait(TIMEOUT)
+    master.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert stopped.wait(TIMEOUT), "the task was not stopped"
+    finally:
+        master.proc.send_signal(signal.SIGCONT)
+    assert f"task {tid}: no heartbeat of lease" in caplog.text
+    [r] = results(conn, "w.fence.r", 1)
+    assert r.payload == b"attempt 2"
+    assert no_more_results(conn, "w.fence.r")
