@@ -5,16 +5,13 @@ released, exit 0)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-import taskq
 from taskq._stubs import pb
 from conftest import wait_for
 from test_worker import no_more_results, put, results, stats, task_state
@@ -81,6 +78,9 @@ def test_bad_targets_exit_2_with_a_message(workdir):
     assert r.returncode == 2 and "has no attribute 'nothing'" in r.stderr
     r = run("examplemodule:hold")
     assert r.returncode == 2 and "not a taskq.Worker" in r.stderr
+    (workdir / "broken.py").write_text("raise RuntimeError('broken at import')\n")
+    r = run("broken")
+    assert r.returncode == 2 and "RuntimeError: broken at import" in r.stderr
 
 
 def test_sigkill_mid_task_runs_it_again_on_another_worker_with_one_result(

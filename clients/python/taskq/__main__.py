@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from typing import List, Optional
 
 DESCRIPTION = """\
@@ -84,6 +85,10 @@ def _load_worker(target: str):
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise SystemExit(f"python3 -m taskq worker: cannot import {module_name}: {e}") from None
+    except Exception as e:  # the module's own code failed: show where
+        traceback.print_exc()
+        raise SystemExit(f"python3 -m taskq worker: importing {module_name} failed: "
+                         f"{type(e).__name__}: {e}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -54,7 +54,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import grpc
 
 from taskq._stubs import pb
-from taskq.errors import TaskqError
 from taskq.serializers import ENCODING_HEADER, Serializer, get_serializer
 
 log = logging.getLogger("taskq.worker")
@@ -940,7 +939,7 @@ class Worker:
             if run.settled:
                 return None
             return self._failure(run, e)
-        except Exception as e:
+        except BaseException as e:  # noqa: B902 - SystemExit would stop the loop itself
             return self._failure(run, e)
         return self._encode(value, tag)
 
