@@ -10,7 +10,8 @@
 #
 # usage: bench/python_square.sh [--tasks N] [--workers K] [--concurrency C]
 #            [--prefetch P] [--rounds R] [--store sqlite|memory]
-#            [--fsync always|interval|never] [--inline] [--profile] [-- BENCH_FLAGS...]
+#            [--fsync always|interval|never] [--inline] [--async] [--profile]
+#            [-- BENCH_FLAGS...]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,13 +28,14 @@ rounds=2
 store=sqlite
 fsync=always
 inline=0
+async=0
 profile=0
 bench_extra=()
 
 usage() {
   cat >&2 <<'EOF2'
 usage: bench/python_square.sh [--tasks N] [--workers K] [--concurrency C]
-           [--prefetch P] [--rounds R] [--store S] [--fsync P] [--inline] [--profile]
+           [--prefetch P] [--rounds R] [--store S] [--fsync P] [--inline] [--async] [--profile]
            [-- BENCH_FLAGS...]
   --tasks N        tasks measured per run (default 50000)
   --workers K      worker processes of each kind (default 4)
@@ -43,6 +45,7 @@ usage: bench/python_square.sh [--tasks N] [--workers K] [--concurrency C]
   --store S        sqlite (durable, default) or memory
   --fsync P        the master's fsync policy (default always)
   --inline         Python handler runs inline (no thread-pool hand-off)
+  --async          Python handler is an async def (runs on the asyncio loop)
   --profile        profile Python worker 1 (all its threads) with cProfile; prints its top functions
   BENCH_FLAGS      passed to taskq-square-bench (e.g. --window 5000)
   env BUILD_DIR    where the binaries are (default build/release)
@@ -62,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --store) store=${2:?}; shift 2 ;;
     --fsync) fsync=${2:?}; shift 2 ;;
     --inline) inline=1; shift ;;
+    --async) async=1; shift ;;
     --profile) profile=1; shift ;;
     --) shift; bench_extra=("$@"); break ;;
     -h|--help) usage ;;
@@ -112,12 +116,12 @@ pids+=("$master_pid")
 wait_master_ready python_square.sh "$master_pid" "$port_file" "$token_file" 15
 master_addr=$(head -n1 "$port_file")
 echo "master:  $master_addr (store $store, fsync $fsync)"
-echo "workers: $workers x (concurrency $concurrency, prefetch $prefetch) of each kind; inline=$inline"
+echo "workers: $workers x (concurrency $concurrency, prefetch $prefetch) of each kind; inline=$inline async=$async"
 echo "bench:   $tasks tasks per run, $rounds round(s)"
 
 export PYTHONPATH=$repo/clients/python:$build_dir/python${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONDONTWRITEBYTECODE=1
-export TASKQ_BENCH_INLINE=$inline
+export TASKQ_BENCH_INLINE=$inline TASKQ_BENCH_ASYNC=$async
 
 start_workers() {  # $1 = cxx | python, $2 = round
   local kind=$1 round=$2 w

@@ -4,7 +4,8 @@ bench/python_square.sh: `python3 -m taskq worker python_square_worker`.
 The result text is what taskq-square-bench checks ("n * n = n*n"), the same
 as the C++ worker's built-in `square`. With $TASKQ_BENCH_INLINE=1 the
 handler runs inline (on the thread reading the stream, no hand-off to the
-thread pool; docs/PYTHON-worker.md, "Speed").
+thread pool; docs/PYTHON-worker.md, "Speed"); with $TASKQ_BENCH_ASYNC=1 it
+is an `async def` run on the worker's asyncio loop.
 """
 
 import os
@@ -19,7 +20,15 @@ def square(payload: bytes) -> str:
     return f"{n} * {n} = {n * n}"
 
 
-worker.register("square", square, inline=os.environ.get("TASKQ_BENCH_INLINE") == "1")
+async def square_async(payload: bytes) -> str:
+    n = int(payload)
+    return f"{n} * {n} = {n * n}"
+
+
+if os.environ.get("TASKQ_BENCH_ASYNC") == "1":
+    worker.register("square", square_async)
+else:
+    worker.register("square", square, inline=os.environ.get("TASKQ_BENCH_INLINE") == "1")
 
 
 def _profile_all_threads(path: str) -> None:

@@ -434,3 +434,30 @@ def test_a_lease_that_may_have_run_out_stops_its_task(master, conn, serve, caplo
     [r] = results(conn, "w.fence.r", 1)
     assert r.payload == b"attempt 2"
     assert no_more_results(conn, "w.fence.r")
+
+
+def test_stop_now_cancels_a_running_async_handler_and_releases_its_task(master, conn):
+    worker = taskq.Worker(conn, queues=["w.stopnow"], concurrency=2, prefetch=1)
+    started, cancelled = threading.Event(), threading.Event()
+
+    @worker.handler("forever")
+    async def forever(payload):
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    ids = put(conn, "w.stopnow", "forever", ["1", "2", "3"])
+    assert started.wait(TIMEOUT)
+    wait_for(lambda: worker.tasks_in_flight == 3, TIMEOUT, "two running, one prefetched")
+    worker.stop_now()
+    t.join(TIMEOUT)
+    assert not t.is_alive() and cancelled.is_set()
+    assert not worker.has_stuck_handlers
+    for tid in ids:
+        s = task_state(conn, tid)
+        assert (s.state, s.history[-1].how) == (pb.TASK_STATE_READY, "released")

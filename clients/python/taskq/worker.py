@@ -993,16 +993,23 @@ class Worker:
                     lock.acquire()
 
     def _start_async(self, runs: List[_Run]) -> None:
-        # On the loop thread.
-        for run in runs:
-            t = self._loop.create_task(self._async_main(run))
-            with self._lock:
+        # On the loop thread: the tasks cannot run before this returns. A
+        # run settled meanwhile is not cancelled here (a task cancelled
+        # before its first step never runs its body, so it would never
+        # finish): _async_main sees `settled` and ends at once.
+        create = self._loop.create_task
+        tasks = [create(self._async_main(run)) for run in runs]
+        with self._lock:
+            for run, t in zip(runs, tasks):
                 run.async_task = t
-                if run.settled:
-                    t.cancel()
 
     async def _async_main(self, run: _Run) -> None:
-        outcome = None if run.settled else await self._execute_async(run)
+        outcome = None
+        if not run.settled:
+            try:
+                outcome = await self._execute_async(run)
+            except asyncio.CancelledError:
+                outcome = None  # cancelled before the handler started
         with self._lock:
             run.async_task = None
             self._finish(run, outcome, slot=True)
