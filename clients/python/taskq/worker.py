@@ -425,6 +425,7 @@ class Worker:
             self._stop_threads(threads)
             if owned is not None:
                 owned.close()
+                self.conn = None
             log.info("taskq worker %s stopped", self.worker_id)
 
     def _serve(self) -> None:
@@ -486,6 +487,14 @@ class Worker:
         except Exception:  # a bug of ours: end this stream, reconnect
             log.exception("taskq worker %s: error while reading the stream", self.worker_id)
             call.cancel()
+        except BaseException:
+            # KeyboardInterrupt (handle_signals=False) or SystemExit: abort.
+            # Ending the stream gives every lease back to the master.
+            with self._lock:
+                self._stopping = True
+            call.cancel()
+            self._end_session(session)
+            raise
         self._end_session(session)
         code, details = call.code(), call.details() or ""
         with self._lock:
