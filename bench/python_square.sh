@@ -144,7 +144,8 @@ start_workers() {  # $1 = cxx | python, $2 = round
   done
 }
 
-# Runs taskq-square-bench against the live workers; prints tasks/s.
+# Runs taskq-square-bench against the live workers; writes "tasks/s max_ms"
+# (of its RESULT line) to $tmp/rate. Exits the script if the run failed.
 run_bench() {  # $1 = label
   local out status=0
   out=$("$bench_bin" --master "$master_addr" --token-file "$token_file" \
@@ -155,7 +156,7 @@ run_bench() {  # $1 = label
     echo "$out" >&2
     exit 1
   fi
-  sed -n 's/^RESULT .*tasks_per_s=\([0-9.]*\).*/\1/p' <<<"$out"
+  sed -n 's/^RESULT .*tasks_per_s=\([0-9.]*\).*max_ms=\([0-9.]*\).*/\1 \2/p' <<<"$out" >"$tmp/rate"
 }
 
 worker_cpu() {
@@ -165,21 +166,24 @@ worker_cpu() {
 }
 
 declare -a cxx_rates py_rates
-printf '\n%-6s %12s %10s %12s %10s %8s\n' round "C++ tasks/s" "C++ CPU s" "Py tasks/s" "Py CPU s" ratio
+printf '\n%-6s %12s %10s %10s %12s %10s %10s %8s\n' round "C++ tasks/s" "C++ CPU s" \
+  "C++ max ms" "Py tasks/s" "Py CPU s" "Py max ms" ratio
 for ((r = 1; r <= rounds; r++)); do
   start_workers cxx "$r"
-  cxx=$(run_bench "cxx-$r")
+  run_bench "cxx-$r"
+  read -r cxx cxx_max <"$tmp/rate"
   cxx_cpu=$(worker_cpu)
   stop_processes python_square.sh "${worker_pids[@]}"
   start_workers python "$r"
-  py=$(run_bench "python-$r")
+  run_bench "python-$r"
+  read -r py py_max <"$tmp/rate"
   py_cpu=$(worker_cpu)
   stop_processes python_square.sh "${worker_pids[@]}"
   worker_pids=()
   cxx_rates+=("$cxx")
   py_rates+=("$py")
-  printf '%-6s %12.0f %10s %12.0f %10s %8.3f\n' "$r" "$cxx" "$cxx_cpu" "$py" "$py_cpu" \
-    "$(awk -v p="$py" -v c="$cxx" 'BEGIN {print p / c}')"
+  printf '%-6s %12.0f %10s %10s %12.0f %10s %10s %8.3f\n' "$r" "$cxx" "$cxx_cpu" "$cxx_max" \
+    "$py" "$py_cpu" "$py_max" "$(awk -v p="$py" -v c="$cxx" 'BEGIN {print p / c}')"
 done
 sum_cxx=$(printf '%s\n' "${cxx_rates[@]}" | awk '{s += $1} END {print s}')
 sum_py=$(printf '%s\n' "${py_rates[@]}" | awk '{s += $1} END {print s}')
