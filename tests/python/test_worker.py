@@ -461,3 +461,40 @@ def test_stop_now_cancels_a_running_async_handler_and_releases_its_task(master, 
     for tid in ids:
         s = task_state(conn, tid)
         assert (s.state, s.history[-1].how) == (pb.TASK_STATE_READY, "released")
+
+
+def test_a_task_running_when_the_master_restarts_is_stopped_and_runs_again(master, conn, serve):
+    worker = taskq.Worker(conn, queues=["w.midrestart"])
+    first_started, first_stopped = threading.Event(), threading.Event()
+
+    @worker.handler("job")
+    def job(payload, task):
+        if task.attempt == 1:
+            first_started.set()
+            if task.wait_stop(TIMEOUT):
+                first_stopped.set()
+            return "first attempt (dropped: its stream ended)"
+        return f"attempt {task.attempt}"
+
+    serve(worker)
+    put(conn, "w.midrestart", "job", ["x"], reply_to="w.midrestart.r")
+    assert first_started.wait(TIMEOUT)
+    master.restart()
+    assert first_stopped.wait(TIMEOUT), "the task of the ended stream was not stopped"
+    [r] = results(conn, "w.midrestart.r", 1)
+    assert r.payload == b"attempt 2"
+    assert no_more_results(conn, "w.midrestart.r")
+
+
+def test_inline_handler_runs_on_the_thread_that_reads_the_stream(master, conn):
+    worker = taskq.Worker(conn, queues=["w.inline"])
+    worker.register("where", lambda p: threading.current_thread().name, inline=True)
+    t = threading.Thread(target=worker.run, name="the-reader", daemon=True)
+    t.start()
+    try:
+        r = master.cli("submit", "--queue", "w.inline", "--handler", "where", "--wait",
+                       "--wait-timeout", "30", "x")
+        assert (r.returncode, r.stdout) == (0, "the-reader\n"), r.stderr
+    finally:
+        worker.stop()
+        t.join(TIMEOUT)
