@@ -806,8 +806,9 @@ class Worker:
         call.cancel()
 
     # -- task lifecycle (lock held unless noted) -----------------------------
-    def _dispatch(self, wake_pool: bool) -> None:
-        """Starts waiting runs while slots are free."""
+    def _dispatch(self, wake_pool: bool, on_loop: bool = False) -> None:
+        """Starts waiting runs while slots are free. on_loop: called on the
+        loop thread, which starts async runs itself (no self-pipe wake-up)."""
         to_loop = None
         to_pool = False
         while self._free_slots > 0 and self._waiting:
@@ -817,6 +818,9 @@ class Worker:
             run.started = True
             self._free_slots -= 1
             if run.handler.is_async:
+                if on_loop:
+                    run.async_task = self._loop.create_task(self._async_main(run))
+                    continue
                 if to_loop is None:
                     to_loop = []
                 to_loop.append(run)
@@ -1023,7 +1027,7 @@ class Worker:
             run.async_task = None
             self._finish(run, outcome, slot=True)
             if self._waiting:
-                self._dispatch(wake_pool=True)
+                self._dispatch(wake_pool=True, on_loop=True)
             if self._writer_waiting:
                 self._writer_cond.notify()
 
