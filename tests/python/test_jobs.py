@@ -193,3 +193,25 @@ def test_map_is_lazy_and_bounded_by_its_window(conn, worker):
             assert stats(conn, "q").total_put <= n + 1 + window
     results.close()
     wait_for(lambda: no_readers(conn), 30, "the reader to stop")
+
+
+def test_closing_a_map_cancels_its_outstanding_tasks(conn):
+    # Nobody serves idle.q: the whole window stays outstanding.
+    results = conn.map("square", (str(n) for n in itertools.count()), queue="idle.q", window=500)
+    assert stats(conn, "idle.q").ready == 500
+    start = time.monotonic()
+    results.close()
+    assert time.monotonic() - start < 10  # CancelTask calls in parallel
+    s = stats(conn, "idle.q")
+    assert (s.ready, s.total_put, s.total_cancelled) == (0, 500, 500)
+    wait_for(lambda: no_readers(conn), 20, "the reader to stop")
+    with pytest.raises(StopIteration):
+        next(results)
+
+
+def test_a_dropped_map_iterator_lets_its_reader_go(conn):
+    results = conn.map("square", ["1", "2"], queue="idle.q")
+    assert readers_of(conn)
+    del results
+    wait_for(lambda: no_readers(conn), 20, "the reader to stop")
+    assert stats(conn, "idle.q").ready == 0

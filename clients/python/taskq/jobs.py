@@ -33,7 +33,7 @@ from taskq._stubs import pb
 from taskq.connection import RETRY_ALWAYS, Connection
 from taskq.errors import TaskqError
 from taskq.results import (DEFAULT_RESULT_LEASE_S, ResultReader, TaskFailed, TaskFuture,
-                           acquire_reader)
+                           acquire_reader, cancel_all, drop_traceback)
 from taskq.serializers import ENCODING_HEADER, Serializer, get_serializer
 
 __all__ = ["TaskFailed", "TaskFuture", "map_results", "submit"]
@@ -82,7 +82,8 @@ def _batch_limit(conn: Connection, queue: str) -> int:
     larger than maxsize could never fit), as PutBatchLimit."""
     try:
         stats = conn.call("GetQueueStats", pb.GetQueueStatsRequest(queue=queue), timeout=30.0)
-    except TaskqError:
+    except TaskqError as e:
+        drop_traceback(e)
         return MAX_TASKS_PER_PUT  # unknown yet: created by the first Put
     maxsize = stats.config.maxsize
     return min(MAX_TASKS_PER_PUT, maxsize) if maxsize else MAX_TASKS_PER_PUT
@@ -245,17 +246,17 @@ class MapIterator(Iterator[Any]):
         if reader is None:
             return
         try:
-            for future in self._futures:
-                future.cancel()
+            cancel_all(list(self._futures))
             self._futures.clear()
         finally:
             reader.release()
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        # Runs wherever the collector runs, maybe inside one of our locks:
+        # the reader thread does the cleanup.
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            reader.abandon(list(self._futures))
 
 
 def map_results(conn: Connection, handler: str, iterable: Iterable[Any], *, queue: str,

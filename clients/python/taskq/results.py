@@ -25,6 +25,7 @@ every result of its reply queue.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import secrets
@@ -130,8 +131,53 @@ class TaskFuture(concurrent.futures.Future):
         super().cancel()
 
 
+def cancel_all(futures: List[TaskFuture], timeout: float = 10.0) -> int:
+    """Cancels many tasks at once (CancelTask calls in parallel, not one
+    round trip after another), then their futures; returns how many were
+    cancelled. A task that finished meanwhile keeps its future, which its
+    result resolves; so does one whose cancel did not reach the master
+    within `timeout` (no retries: this is a best effort at cleanup)."""
+    calls = []
+    for future in futures:
+        if future.done():
+            continue
+        try:
+            call = future._reader.conn.stub.CancelTask.future(
+                pb.CancelTaskRequest(task_id=future.task_id), timeout=timeout,
+                metadata=future._reader.conn.metadata)
+        except ValueError:  # the connection is closed
+            break
+        calls.append((future, call))
+    cancelled = 0
+    for future, call in calls:
+        try:
+            call.result()
+        except grpc.RpcError:
+            continue
+        future.cancel_reason = "cancelled by this client"
+        if concurrent.futures.Future.cancel(future):
+            future._reader.forget(future)
+            cancelled += 1
+    return cancelled
+
+
 # One pending task: its future and the serializer its result is decoded with.
 _Entry = Tuple[TaskFuture, Serializer]
+
+
+def drop_traceback(error: BaseException) -> None:
+    """Unlinks a caught error (and its context) from its traceback.
+
+    Connection.call keeps the error it raises in a local of its frame,
+    which the error's traceback references: a cycle that keeps every
+    caller's frame, and their locals (a map's iterator, a request full of
+    payloads), alive until the cycle collector runs. Errors we catch and
+    handle do not need their traceback."""
+    seen = 0
+    while error is not None and seen < 8:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+        seen += 1
 
 
 def random_result_queue_name() -> str:
@@ -165,6 +211,11 @@ class ResultReader:
         self._early: Dict[int, Tuple[Any, Any]] = {}  # result_of -> (message, lease)
         self._puts_in_flight = 0
         self._acks: List[Any] = []  # LeaseRefs of results handed out or dropped
+        # Submissions dropped without closing (garbage collected): their
+        # futures to cancel and their hold to release, done by the reader
+        # thread, since a finalizer may run anywhere (even where a lock of
+        # ours is held) and must take none.
+        self._abandoned: "collections.deque[List[TaskFuture]]" = collections.deque()
         # Set when the reader stopped on an error: futures registered later
         # get it at once.
         self._failure: Optional[BaseException] = None
@@ -210,6 +261,11 @@ class ResultReader:
         """This submitter is done submitting."""
         with _registry_lock:
             self._holds -= 1
+
+    def abandon(self, futures: List[TaskFuture]) -> None:
+        """A submitter dropped without release(): the reader thread
+        cancels `futures` and releases its hold. Takes no lock."""
+        self._abandoned.append(futures)
 
     def forget(self, future: TaskFuture) -> None:
         """A future cancelled by its owner: no longer waited for."""
@@ -260,6 +316,9 @@ class ResultReader:
         error the pending futures get."""
         pause = threading.Event()  # never set: an interruptible sleep
         while True:
+            while self._abandoned:
+                cancel_all(self._abandoned.popleft())
+                self.release()
             if self._maybe_stop():
                 return None
             if self._closed():
@@ -276,6 +335,7 @@ class ResultReader:
             except ValueError:  # grpc: "Cannot invoke RPC on closed channel!"
                 continue  # the top of the loop sees the connection closed
             except TaskqError as e:
+                drop_traceback(e)
                 if e.code == grpc.StatusCode.DEADLINE_EXCEEDED and e.details != "Deadline Exceeded":
                     # The master's "empty": it applied the acks.
                     self._drop_sent_acks(len(sending))
