@@ -107,7 +107,10 @@ def test_named_reply_queue_is_kept_and_drained(conn, worker):
     futures = conn.submit("q", "square", ["8", "9"], reply_to="my.results")
     assert [f.result(timeout=60) for f in futures] == [square(8), square(9)]
     wait_for(lambda: no_readers(conn), 20, "the reader to stop")
-    s = stats(conn, "my.results")  # still there, every result acknowledged
+    # Still there; every result acknowledged (the last acks go out as the
+    # reader ends).
+    wait_for(lambda: stats(conn, "my.results").leased == 0, 20, "the last acknowledgements")
+    s = stats(conn, "my.results")
     assert (s.ready, s.leased, s.pending_results) == (0, 0, 0)
 
 

@@ -113,5 +113,6 @@ def test_result_delivered_again_after_its_lease_lapsed_resolves_nothing_twice(ma
     assert later.result(timeout=60) == square(13)
     wait_for(lambda: not readers_of(conn), 30, "the reader to stop")
     assert calls == [square(12)] and reader.resolved == 2
+    wait_for(lambda: stats(conn, "slow.results").leased == 0, 20, "the last acknowledgements")
     s = stats(conn, "slow.results")
     assert (s.ready, s.leased, s.pending_results) == (0, 0, 0)
