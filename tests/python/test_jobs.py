@@ -218,3 +218,22 @@ def test_a_dropped_map_iterator_lets_its_reader_go(conn):
     del results
     wait_for(lambda: no_readers(conn), 20, "the reader to stop")
     assert stats(conn, "idle.q").ready == 0
+
+
+def test_options_reach_the_tasks(conn, worker):
+    start = time.monotonic()
+    f, = conn.submit("q", "square", ["6"], delay=0.5, headers={"job": "j1"}, priority=3)
+    task = conn.call("GetTask", pb.GetTaskRequest(task_id=f.task_id), timeout=10)
+    assert task.headers["job"] == "j1" and task.headers["taskq-encoding"] == "str"
+    assert task.priority == 3 and task.reply_to == f.reply_to
+    assert task.dedup_key.startswith("submit.")
+    assert f.result(timeout=60) == square(6)
+    assert time.monotonic() - start >= 0.5
+    with pytest.raises(ValueError):
+        conn.submit("q", "square", ["1"], headers={"taskq-encoding": "pickle"})
+
+
+def test_a_result_that_does_not_decode_is_the_futures_exception(conn, worker):
+    # A json task run by the C++ handler: its text result is not JSON.
+    f, = conn.submit("q", "square", [7], serializer="json")
+    assert isinstance(f.exception(timeout=60), ValueError)
