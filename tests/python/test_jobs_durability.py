@@ -6,7 +6,6 @@ import collections
 import concurrent.futures
 import threading
 
-import pytest
 
 from taskq._stubs import pb
 from taskq.results import readers_of
