@@ -168,11 +168,11 @@ _Entry = Tuple[TaskFuture, Serializer]
 def drop_traceback(error: BaseException) -> None:
     """Unlinks a caught error (and its context) from its traceback.
 
-    Connection.call keeps the error it raises in a local of its frame,
-    which the error's traceback references: a cycle that keeps every
-    caller's frame, and their locals (a map's iterator, a request full of
-    payloads), alive until the cycle collector runs. Errors we catch and
-    handle do not need their traceback."""
+    An error that is kept (or caught by code that keeps it) holds every
+    frame of its traceback, and their locals (a map's iterator, a request
+    full of payloads); errors we catch and handle do not need it. (It once
+    also broke a cycle through Connection.call, which no longer keeps the
+    error it raises: test_connection.py checks that.)"""
     seen = 0
     while error is not None and seen < 8:
         error.__traceback__ = None
