@@ -115,3 +115,27 @@ def test_unreachable_master_fails_after_retry_window(tmp_path):
         assert e.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
         s.close()
+
+
+def test_a_failed_call_keeps_nothing_of_its_caller_alive(master, conn):
+    # A TaskqError kept in a local of Connection.call formed a cycle with its
+    # traceback: the caller's frame and locals lived on until the next GC.
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    def caller():
+        marker = Marker()
+        try:
+            stats(conn, "no.such.queue")
+        except taskq.TaskqError as e:
+            assert e.code == grpc.StatusCode.NOT_FOUND
+        return weakref.ref(marker)
+
+    gc.disable()
+    try:
+        assert caller()() is None
+    finally:
+        gc.enable()

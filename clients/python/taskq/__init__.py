@@ -19,7 +19,10 @@ __path__ = extend_path(__path__, __name__)  # noqa: F821 (set by the import syst
 
 from taskq.errors import TaskqError  # noqa: E402
 from taskq.connection import Connection, connect  # noqa: E402
+from taskq.results import TaskFailed, TaskFuture  # noqa: E402
+from taskq.worker import PermanentError, ReleaseTask, TaskInfo, Worker  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["Connection", "TaskqError", "connect", "__version__"]
+__all__ += ["PermanentError", "ReleaseTask", "TaskFailed", "TaskFuture", "TaskInfo", "Worker"]

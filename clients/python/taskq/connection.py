@@ -182,32 +182,37 @@ class Connection:
             try:
                 response = rpc(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as e:
-                err = TaskqError.from_rpc_error(e)
-                # CANCELLED that this side did not ask for (the channel is
-                # open): a master shutting down cancels the calls still open
-                # 300 ms after it stops (master/server.cc). A cut, as
-                # UNAVAILABLE, of a call that reached the master.
-                cut = err.code == grpc.StatusCode.CANCELLED and not self._closed
-                if (err.code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(err.details):
-                    raise err from None
-                if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
-                                            (cut or not _never_reached(err.details))):
-                    raise err from None
-                now = time.monotonic()
-                if first_failure is None:
-                    first_failure = now
-                    self._notice_unreachable(err.details, window)
-                if now - first_failure >= window or (deadline is not None and now >= deadline):
-                    raise err from None
-                attempt += 1
-                wait = retry_backoff(attempt)
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - now))
-                self.wait_ready(wait)
-                continue
-            if first_failure is not None:
-                self._notice_reachable()
-            return response
+                code, details = TaskqError.from_rpc_error(e).args_pair()
+            else:
+                if first_failure is not None:
+                    self._notice_reachable()
+                return response
+            # Decided outside the except clause, and the error made only
+            # when raised: an exception kept in a local of this frame would
+            # form a cycle with its own traceback, keeping the callers'
+            # frames (and everything they hold) alive until the next GC.
+            #
+            # CANCELLED that this side did not ask for (the channel is
+            # open): a master shutting down cancels the calls still open
+            # 300 ms after it stops (master/server.cc). A cut, as
+            # UNAVAILABLE, of a call that reached the master.
+            cut = code == grpc.StatusCode.CANCELLED and not self._closed
+            if (code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(details):
+                raise TaskqError(code, details)
+            if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
+                                        (cut or not _never_reached(details))):
+                raise TaskqError(code, details)
+            now = time.monotonic()
+            if first_failure is None:
+                first_failure = now
+                self._notice_unreachable(details, window)
+            if now - first_failure >= window or (deadline is not None and now >= deadline):
+                raise TaskqError(code, details)
+            attempt += 1
+            wait = retry_backoff(attempt)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            self.wait_ready(wait)
 
     def wait_ready(self, timeout: float) -> bool:
         """Waits up to `timeout` s for the channel to connect; True if it did."""

@@ -24,3 +24,6 @@ class TaskqError(Exception):
         code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
         details = e.details() if hasattr(e, "details") else str(e)
         return cls(code or grpc.StatusCode.UNKNOWN, details or "")
+
+    def args_pair(self) -> "tuple[grpc.StatusCode, str]":
+        return self.code, self.details
