@@ -146,3 +146,28 @@ def test_an_ack_that_came_too_late_drops_nothing(conn):
     assert len(acks) == 2 and acks[0] == acks[1]
     with pytest.raises(queue.Empty):
         q.get_nowait()
+
+
+def test_an_ack_lost_before_the_lease_lapsed_does_not_return_the_item_twice(conn):
+    # The first ack never reaches the master (the link breaks as it is
+    # sent), the lease lapses meanwhile, the resent ack finds no lease: the
+    # item is back in the queue, so get() must not return it now as well.
+    q = conn.queue("lost.ack2", lease=0.2)
+    q.put("only once")
+    real = conn.stub.Ack
+    calls = []
+
+    def ack(request, **kw):
+        calls.append(request)
+        if len(calls) == 1:
+            wait_for(lambda: stats(conn, "lost.ack2").leased == 0, 20, "the lease to lapse")
+            raise LostReply()
+        return real(request, **kw)
+
+    conn.stub.Ack = ack
+    assert q.get(timeout=60) == "only once"
+    assert len(calls) == 3  # lost, resent (no lease), then the redelivery's
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    q.task_done()
+    assert q.join(timeout=10)

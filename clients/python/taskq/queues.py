@@ -409,10 +409,27 @@ class Queue:
                               grpc.StatusCode.CANCELLED):
                 raise
         # The ack may have been applied and only its answer lost. Sent
-        # again, acked == 0 then most likely means "already acknowledged by
-        # the first one": keep the item (at-least-once) rather than drop it.
-        self.conn.call("Ack", req, timeout=SHORT_CALL_S + self.conn.retry_for, retry=RETRY_ALWAYS)
-        return True
+        # again, acked == 0 means either "already acknowledged by the first
+        # one" or "the lease was lost before it arrived": ask the master.
+        resent = self.conn.call("Ack", req, timeout=SHORT_CALL_S + self.conn.retry_for,
+                                retry=RETRY_ALWAYS)
+        return resent.acked > 0 or self._acked_before(d.task.id)
+
+    def _acked_before(self, task_id: int) -> bool:
+        """Whether a task whose lease this reader no longer holds was
+        finished by its own lost ack (True) or is back in the queue, held by
+        another, given up or cancelled (False: it is not ours to return)."""
+        try:
+            task = self.conn.call("GetTask", pb.GetTaskRequest(task_id=task_id), timeout=SHORT_CALL_S,
+                                  retry=RETRY_ALWAYS)
+        except TaskqError as e:
+            if e.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                # Finished and forgotten (e.g. the master restarted since),
+                # or this credential may not look: keep it, at-least-once
+                # rather than lost.
+                return True
+            raise
+        return task.state == pb.TASK_STATE_DONE
 
     def _dead_letter(self, d: "pb.Delivery", why: Exception) -> None:
         """Gives up a task this reader cannot decode, without touching it:
