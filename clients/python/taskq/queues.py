@@ -13,9 +13,9 @@ master's settings of that queue, shared by all its clients.
 Delivery: get() leases the item, then acknowledges it (Ack with
 manual_task_done), and returns it only once the master has taken the
 acknowledgement. A reply lost on the way (network cut, master restart)
-loses nothing: the lease lapses and the item comes again. An item whose
-acknowledgement was sent but whose answer was lost is returned, so in that
-rare case it may come twice (at-least-once). put() gives every task a random
+loses nothing: the lease lapses and the item comes again. An
+acknowledgement whose answer was lost is checked with the master; where it
+cannot tell, the item is returned and may come twice (at-least-once). put() gives every task a random
 dedup key, so a put sent again after a lost reply is stored once.
 
 Thread-safety: a Queue is safe to share between threads (a producer thread
