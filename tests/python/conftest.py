@@ -94,7 +94,10 @@ class Master:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
+        start = time.monotonic()
         code = stop_process(self.proc, sig) if self.proc else None
+        if sig == signal.SIGTERM and code == -signal.SIGKILL and os.environ.get("TASKQ_STRICT_STOP"):
+            raise AssertionError(f"taskq-master ignored SIGTERM for {time.monotonic() - start:.1f} s:\n{self.log()[-4000:]}")
         if self._log:
             self._log.close()
             self._log = None
