@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import os
 import queue as _queue
 import random
-import re
 import signal
 import socket
 import threading
@@ -53,8 +51,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
+from taskq._handler_api import PermanentError, ReleaseTask, TaskInfo
+from taskq._handler_call import FAIL, OK, RELEASE, HandlerCall, clean_error
+from taskq._handlers import NAME_RE, Handler as _Handler, describe_handler
 from taskq._stubs import pb
-from taskq.serializers import ENCODING_HEADER, Serializer, get_serializer
+from taskq.serializers import Serializer, get_serializer
+
+__all__ = ["PermanentError", "ReleaseTask", "TaskInfo", "Worker", "default_worker_id"]
 
 log = logging.getLogger("taskq.worker")
 
@@ -76,7 +79,7 @@ MAX_QUEUES = 64
 MAX_WORKER_ID_BYTES = 256
 MAX_DELAY_MS = 365 * 24 * 3600 * 1000
 DEFAULT_STOP_GRACE = 5.0
-_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_NAME_RE = NAME_RE
 
 # Why a task's result will not be reported (its outcome is decided).
 _RELEASED = "released to the master"
@@ -87,77 +90,8 @@ _STREAM_ENDED = "its stream ended, so the master took its lease back"
 _STOPPED = "no stream can take its result"
 
 # Outcomes of a handler: (_OK, payload) | (_FAIL, text, permanent) | (_RELEASE, delay_ms)
-_OK, _FAIL, _RELEASE = 0, 1, 2
+_OK, _FAIL, _RELEASE = OK, FAIL, RELEASE
 _INF = float("inf")
-
-
-class PermanentError(Exception):
-    """Raise it from a handler to fail the task for good: the master gives it
-    up at once (dead-letter set, FAILED result) instead of retrying it. Any
-    other exception is a retryable failure. The text is the failure's."""
-
-
-class ReleaseTask(Exception):
-    """Raise it from a handler to give the task back without a failure
-    ("not now"): it is ready again after `delay` seconds (0 = at once) and no
-    attempt is counted."""
-
-    def __init__(self, delay: float = 0.0):
-        super().__init__(f"release the task for {delay} s")
-        if delay < 0:
-            raise ValueError("delay must not be negative")
-        self.delay = delay
-
-
-class TaskInfo:
-    """What a handler that takes a `task` parameter gets besides its item:
-    the task as delivered and its stop signal.
-
-    id, queue, handler, attempt (1 on the first delivery), priority,
-    reply_to, headers (dict), args (list), payload (the raw bytes),
-    lease_id, worker_id; `stop_requested` / `wait_stop(timeout)` tell a
-    plain function that its result will not be used any more (cancelled,
-    lease lost, drain time up, stream ended): it should return soon.
-    """
-
-    __slots__ = ("id", "queue", "handler", "attempt", "priority", "reply_to", "headers",
-                 "args", "payload", "lease_id", "worker_id", "_stop")
-
-    def __init__(self, task: Any, lease_id: int, worker_id: str):
-        self.id: int = task.id
-        self.queue: str = task.queue
-        self.handler: str = task.handler
-        self.attempt: int = task.attempt
-        self.priority: int = task.priority
-        self.reply_to: str = task.reply_to
-        self.headers: Dict[str, str] = dict(task.headers)
-        self.args: List[str] = list(task.args)
-        self.payload: bytes = task.payload
-        self.lease_id = lease_id
-        self.worker_id = worker_id
-        self._stop = threading.Event()
-
-    @property
-    def stop_requested(self) -> bool:
-        """True once the task must stop (its result would not be used)."""
-        return self._stop.is_set()
-
-    def wait_stop(self, timeout: Optional[float] = None) -> bool:
-        """Sleeps until the task must stop or `timeout` s pass; True if it
-        must stop. A plain function's interruptible sleep."""
-        return self._stop.wait(timeout)
-
-    def __repr__(self) -> str:
-        return (f"TaskInfo(id={self.id}, queue={self.queue!r}, handler={self.handler!r}, "
-                f"attempt={self.attempt})")
-
-
-class _Handler:
-    __slots__ = ("name", "fn", "is_async", "wants_task", "inline")
-
-    def __init__(self, name: str, fn: Callable, is_async: bool, wants_task: bool, inline: bool):
-        self.name, self.fn, self.is_async = name, fn, is_async
-        self.wants_task, self.inline = wants_task, inline
 
 
 class _Run:
@@ -185,37 +119,6 @@ class _Run:
 def default_worker_id() -> str:
     """"hostname:pid", as the C++ worker."""
     return f"{socket.gethostname() or 'localhost'}:{os.getpid()}"
-
-
-def _clean_error(text: str) -> str:
-    # Valid UTF-8, at most 4 KiB, as the C++ worker sends.
-    data = text.encode("utf-8", "replace")
-    if len(data) <= MAX_ERROR_BYTES:
-        return data.decode("utf-8", "replace")
-    return data[:MAX_ERROR_BYTES].decode("utf-8", "ignore")
-
-
-def _exception_text(e: BaseException) -> str:
-    text = str(e)
-    if isinstance(e, PermanentError) and text:
-        return text
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _is_async_callable(fn: Callable) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _takes_task(fn: Callable) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    p = params.get("task")
-    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
 class Worker:
@@ -295,6 +198,7 @@ class Worker:
         self._hb_due = _INF            # earliest heartbeat due (may be early)
         self._fence_due = _INF         # earliest fence (may be early)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._handler_call = HandlerCall(self, self._task_info)
 
     # -- configuration -----------------------------------------------------
     def validate(self) -> None:
@@ -338,17 +242,11 @@ class Worker:
         reads the stream, with no thread hand-off: only for functions that
         take microseconds and never block (everything else waits for it).
         """
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise ValueError(f"bad handler name {name!r}: 1-128 characters from [A-Za-z0-9_.:-]")
-        if not callable(fn):
-            raise TypeError(f"handler {name!r} is not callable")
-        is_async = _is_async_callable(fn)
-        if inline and is_async:
-            raise ValueError(f"handler {name!r}: an async function cannot run inline")
+        handler = describe_handler(name, fn, inline)
         with self._lock:
             if self._running:
                 raise RuntimeError("register handlers before run()")
-            self._handlers[name] = _Handler(name, fn, is_async, _takes_task(fn), inline)
+            self._handlers[name] = handler
 
     @property
     def handlers(self) -> Mapping[str, Callable]:
@@ -583,7 +481,7 @@ class Worker:
     def _run_inline(self, runs: List[_Run]) -> None:
         outcomes = []
         for run in runs:
-            outcomes.append(None if run.settled else self._execute(run))
+            outcomes.append(None if run.settled else self._handler_call.execute(run))
         with self._lock:
             for run, outcome in zip(runs, outcomes):
                 self._finish(run, outcome, slot=False)
@@ -629,7 +527,7 @@ class Worker:
             log.warning("result for task %d refused by the master: %s; reporting the task failed",
                         ack.task_id, why)
             self._failures.append((ack.task_id, ack.lease_id,
-                                   _clean_error(f"result refused by the master: {ack.message}"),
+                                   clean_error(f"result refused by the master: {ack.message}"),
                                    True))
             return True
         else:
@@ -914,66 +812,6 @@ class Worker:
                     run.info._stop.set()
             return run.info
 
-    def _execute(self, run: _Run) -> tuple:
-        """Runs a plain function's task; its outcome."""
-        h = run.handler
-        task = run.task
-        if h is None:
-            return (_FAIL, _clean_error(f'no handler named "{task.handler}" on worker '
-                                        f"{self.worker_id}"), True)
-        tag = task.headers.get(ENCODING_HEADER, "") if task.headers else ""
-        try:
-            item = self.serializer.decode(task.payload, tag)
-        except Exception as e:
-            return (_FAIL, _clean_error(f"cannot decode the task's payload: {e}"), True)
-        try:
-            if h.wants_task:
-                value = h.fn(item, task=self._task_info(run))
-            else:
-                value = h.fn(item)
-        except BaseException as e:  # noqa: B902 - a handler must never end the thread
-            return self._failure(run, e)
-        return self._encode(value, tag)
-
-    async def _execute_async(self, run: _Run) -> Optional[tuple]:
-        h = run.handler
-        task = run.task
-        tag = task.headers.get(ENCODING_HEADER, "") if task.headers else ""
-        try:
-            item = self.serializer.decode(task.payload, tag)
-        except Exception as e:
-            return (_FAIL, _clean_error(f"cannot decode the task's payload: {e}"), True)
-        try:
-            if h.wants_task:
-                value = await h.fn(item, task=self._task_info(run))
-            else:
-                value = await h.fn(item)
-        except asyncio.CancelledError as e:
-            if run.settled:
-                return None
-            return self._failure(run, e)
-        except BaseException as e:  # noqa: B902 - SystemExit would stop the loop itself
-            return self._failure(run, e)
-        return self._encode(value, tag)
-
-    def _encode(self, value: Any, tag: str) -> tuple:
-        try:
-            return (_OK, self.serializer.encode_like(value, tag))
-        except Exception as e:
-            return (_FAIL, _clean_error(f"the handler's result cannot be encoded: "
-                                        f"{_exception_text(e)}"), True)
-
-    def _failure(self, run: _Run, e: BaseException) -> tuple:
-        if isinstance(e, ReleaseTask):
-            delay_ms = min(int(e.delay * 1000), MAX_DELAY_MS, 2 ** 32 - 1)
-            return (_RELEASE, delay_ms)
-        permanent = isinstance(e, PermanentError)
-        text = _clean_error(_exception_text(e))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("task %d (%s) failed%s: %s", run.task_id, run.handler.name,
-                      " permanently" if permanent else "", text, exc_info=e)
-        return (_FAIL, text, permanent)
-
     def _pool_main(self) -> None:
         run: Optional[_Run] = None
         outcome: Optional[tuple] = None
@@ -1001,7 +839,7 @@ class Worker:
                     continue
                 lock.release()
                 try:
-                    outcome = self._execute(run)
+                    outcome = self._handler_call.execute(run)
                 finally:
                     lock.acquire()
 
@@ -1020,7 +858,7 @@ class Worker:
         outcome = None
         if not run.settled:
             try:
-                outcome = await self._execute_async(run)
+                outcome = await self._handler_call.execute_async(run)
             except asyncio.CancelledError:
                 outcome = None  # cancelled before the handler started
         with self._lock:
