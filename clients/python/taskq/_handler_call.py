@@ -52,6 +52,15 @@ class HandlerCall:
         self._settings = settings
         self._task_info = task_info
 
+    def _decode(self, task: Any) -> tuple:
+        """(tag, item, None), or (tag, None, a permanent failure) when the
+        payload cannot be decoded (e.g. pickled, without the opt-in)."""
+        tag = task.headers.get(ENCODING_HEADER, "") if task.headers else ""
+        try:
+            return tag, self._settings.serializer.decode(task.payload, tag), None
+        except Exception as e:
+            return tag, None, (FAIL, clean_error(f"cannot decode the task's payload: {e}"), True)
+
     def execute(self, run: Any) -> tuple:
         """Runs a plain function's task; its outcome."""
         h = run.handler
@@ -59,12 +68,10 @@ class HandlerCall:
         if h is None:
             return (FAIL, clean_error(f'no handler named "{task.handler}" on worker '
                                       f"{self._settings.worker_id}"), True)
-        tag = task.headers.get(ENCODING_HEADER, "") if task.headers else ""
+        tag, item, failure = self._decode(task)
+        if failure is not None:
+            return failure
         serializer = self._settings.serializer
-        try:
-            item = serializer.decode(task.payload, tag)
-        except Exception as e:
-            return (FAIL, clean_error(f"cannot decode the task's payload: {e}"), True)
         try:
             if h.wants_task:
                 value = h.fn(item, task=self._task_info(run))
@@ -79,12 +86,10 @@ class HandlerCall:
         the task was stopped (cancelled because it was settled)."""
         h = run.handler
         task = run.task
-        tag = task.headers.get(ENCODING_HEADER, "") if task.headers else ""
+        tag, item, failure = self._decode(task)
+        if failure is not None:
+            return failure
         serializer = self._settings.serializer
-        try:
-            item = serializer.decode(task.payload, tag)
-        except Exception as e:
-            return (FAIL, clean_error(f"cannot decode the task's payload: {e}"), True)
         try:
             if h.wants_task:
                 value = await h.fn(item, task=self._task_info(run))
