@@ -11,6 +11,9 @@ packages=(build-essential cmake ninja-build pkg-config
           libabsl-dev libcli11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
           libsqlite3-dev libssl-dev
           openssl  # openssl: the TLS test makes its certificate with it
+          # The master's --http-listen (/metrics), and the Prometheus server
+          # its scrape test runs (tests/metrics_prometheus_test.cc).
+          libcpp-httplib-dev prometheus
           # The Python client (clients/python) and its tests: Debian's python3;
           # pip, setuptools and wheel install it from the checkout (no registry).
           python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools

@@ -97,6 +97,8 @@ int OpenReserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 }  // namespace
 
+bool IsLoopbackAddress(const sockaddr* sa) { return IsLoopback(sa); }
+
 std::string PeerKey(absl::string_view peer) {
   std::string p = absl::StrReplaceAll(peer, {{"%5B", "["}, {"%5D", "]"}, {"%25", "%"}});
   absl::string_view rest(p);

@@ -27,6 +27,8 @@
 // and the accessors from any thread.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -137,6 +139,10 @@ class Listener {
   };
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
 };
+
+// True for 127.0.0.0/8, ::1 and ::ffff:127.x.x.x (what decides whether a
+// listen address is "loopback", not how it is spelled).
+bool IsLoopbackAddress(const sockaddr* sa);
 
 // "ip|port" for gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5",
 // "ipv6:%5B::1%5D:5"); "" if it is not an IP peer.

@@ -50,6 +50,14 @@ int main(int argc, char** argv) {
                  "HOST:PORT to serve on; port 0 picks a free port")
       ->capture_default_str();
   app.add_option("--port-file", port_file, "write the bound HOST:PORT to this file");
+  std::string http_port_file;
+  app.add_option("--http-listen", options.http_listen,
+                 "HOST:PORT to serve Prometheus metrics on (GET /metrics; off by default). "
+                 "Loopback: plain HTTP, no token. Elsewhere: HTTPS with the master's TLS "
+                 "certificate (or plain HTTP with --insecure) and a bearer token of any "
+                 "credential (docs/METRICS.md)");
+  app.add_option("--http-port-file", http_port_file,
+                 "write the bound --http-listen HOST:PORT to this file");
   app.add_option("--token-file", options.token_file,
                  "shared-secret token file (created 0600 with a random token if absent); "
                  "default $TASKQ_TOKEN_FILE or ~/.config/taskq/token");
@@ -228,6 +236,12 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   if (!port_file.empty() && !taskq::WritePortFile(port_file, *bound)) {
     std::fprintf(stderr, "taskq-master: cannot write port file %s\n", port_file.c_str());
+    server.Shutdown();
+    return 1;
+  }
+
+  if (!http_port_file.empty() && !taskq::WritePortFile(http_port_file, server.http_address())) {
+    std::fprintf(stderr, "taskq-master: cannot write port file %s\n", http_port_file.c_str());
     server.Shutdown();
     return 1;
   }

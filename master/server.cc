@@ -188,6 +188,22 @@ absl::StatusOr<std::string> MasterServer::Start() {
       engine_.get(), &scheduler_, std::move(security),
       [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
 
+  if (!options_.http_listen.empty()) {
+    metrics_ = std::make_unique<MasterMetrics>(engine_.get(), store_.get());
+    HttpServerOptions http;
+    http.listen = options_.http_listen;
+    http.tls = tls ? &**tls_files : nullptr;
+    http.insecure = options_.insecure;
+    http.credentials = credentials_.get();
+    MasterMetrics* metrics = metrics_.get();
+    auto started = MetricsHttpServer::Start(std::move(http), [metrics] { return metrics->Render(); });
+    if (!started.ok()) return started.status();
+    http_ = *std::move(started);
+    LogInfo("serving /metrics on %s (%s%s)", http_->address(),
+            http_->https() ? "HTTPS" : "plain HTTP",
+            http_->token_required() ? ", bearer token required" : ", loopback, no token");
+  }
+
   grpc::ServerBuilder builder;
   // Connections come from our own accept loop (master/listener.h).
   acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
@@ -228,6 +244,7 @@ void MasterServer::Shutdown() {
   // No new connections, then waiting calls, so the server's shutdown does
   // not wait on them.
   if (listener_) listener_->Stop();
+  if (http_) http_->Stop();
   if (engine_) engine_->Shutdown();
   // Waiting calls are answered already; what remains are quick unary calls
   // and worker streams, which would otherwise hold shutdown to the deadline.

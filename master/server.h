@@ -21,7 +21,9 @@
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
+#include "master/http_server.h"
 #include "master/listener.h"
+#include "master/master_metrics.h"
 #include "master/sqlite_store.h"
 
 namespace taskq {
@@ -66,6 +68,8 @@ struct MasterOptions {
   absl::Duration keepalive = kDefaultMasterKeepalive;
   // Start on a WAL damaged before its end, dropping what follows the damage.
   bool recover_truncate = false;
+  // HOST:PORT for GET /metrics (master/http_server.h); empty = none.
+  std::string http_listen;
 };
 
 // HOST:PORT of `listen` with the port actually bound.
@@ -95,6 +99,8 @@ class MasterServer {
   // Set (before Wait returns) if the master stopped because it could no
   // longer accept connections: the process should exit non-zero.
   bool failed() const { return failed_.load(); }
+  // The --http-listen address as bound ("" without one); after Start.
+  std::string http_address() const { return http_ ? http_->address() : std::string(); }
   // Called (from the listener's thread) when accepting fails for good.
   void set_on_fatal(std::function<void()> on_fatal) { on_fatal_ = std::move(on_fatal); }
 
@@ -112,6 +118,8 @@ class MasterServer {
   std::unique_ptr<CredentialTable> credentials_;
   std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<TaskQueueService> service_;
+  std::unique_ptr<MasterMetrics> metrics_;
+  std::unique_ptr<MetricsHttpServer> http_;  // stopped before what metrics_ reads
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;

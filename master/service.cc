@@ -134,8 +134,9 @@ template <typename Req, typename Resp>
 grpc::ServerUnaryReactor* TaskQueueService::Serve(grpc::CallbackServerContext* ctx,
                                                   const grpc::ByteBuffer* in,
                                                   grpc::ByteBuffer* out,
-                                                  Handler<Req, Resp> handler, const char* rpc) {
-  auto* call = new UnaryCall<Req, Resp>(ctx, out);
+                                                  Handler<Req, Resp> handler, const char* rpc,
+                                                  RpcMetrics::MethodCounts* counts) {
+  auto* call = new UnaryCall<Req, Resp>(ctx, out, counts);
   auto who = Authenticate(ctx);
   if (!who.ok()) {
     call->Reply(ToGrpcStatus(who.status()));
@@ -191,7 +192,8 @@ absl::Time TaskQueueService::WaitDeadline(grpc::CallbackServerContext* ctx, uint
   grpc::ServerUnaryReactor* TaskQueueService::Method(grpc::CallbackServerContext* ctx,  \
                                                      const grpc::ByteBuffer* in,        \
                                                      grpc::ByteBuffer* out) {           \
-    return Serve(ctx, in, out, &TaskQueueService::Handle##Method, #Method);             \
+    static RpcMetrics::MethodCounts* const counts = RpcMetrics::Get().ForMethod(#Method);     \
+    return Serve(ctx, in, out, &TaskQueueService::Handle##Method, #Method, counts);     \
   }
 TASKQ_SERVE_RAW(CreateQueue)
 TASKQ_SERVE_RAW(ListQueues)

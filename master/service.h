@@ -26,6 +26,7 @@
 #include "master/queue_engine.h"
 #include "master/revocations.h"
 #include "master/roles.h"
+#include "master/rpc_metrics.h"
 #include "master/unary_call.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
@@ -142,7 +143,7 @@ class TaskQueueService final : public RawTaskQueueService {
   template <typename Req, typename Resp>
   grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                   grpc::ByteBuffer* out, Handler<Req, Resp> handler,
-                                  const char* rpc);
+                                  const char* rpc, RpcMetrics::MethodCounts* counts);
 
   void HandleCreateQueue(UnaryCall<v1::CreateQueueRequest, v1::CreateQueueResponse>* call,
                     const Principal& who);

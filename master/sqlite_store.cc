@@ -388,6 +388,7 @@ SqliteStore::SqliteStore(SqliteStoreOptions options, int lock_fd, sqlite3* write
       writer_(writer),
       statements_(std::move(statements)),
       reader_(reader) {
+  wal_frame_bytes_ = PragmaInt(writer_, "PRAGMA page_size") + 24;
   sqlite3_wal_hook(writer_, &SqliteStore::OnWalCommit, this);
   {
     MutexLock lock(&mu_);
@@ -591,12 +592,21 @@ void SqliteStore::SyncWalFile() const {
   // database file itself); one fdatasync covers them all.
   int fd = ::open((path_ + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
-  if (::fdatasync(fd) != 0) LogWarning("store: fdatasync of the WAL failed: %s", strerror(errno));
+  const absl::Time start = absl::Now();
+  const int rc = ::fdatasync(fd);
+  const int err = errno;
+  metrics_.fsync_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - start));
+  if (rc != 0) LogWarning("store: fdatasync of the WAL failed: %s", strerror(err));
   ::close(fd);
 }
 
 int SqliteStore::OnWalCommit(void* store, sqlite3*, const char*, int frames) {
-  static_cast<SqliteStore*>(store)->wal_frames_ = frames;  // on the committer's thread
+  auto* self = static_cast<SqliteStore*>(store);  // on the committer's thread
+  // `frames` counts the whole WAL; it starts over after a checkpoint.
+  const int added = frames >= self->wal_frames_ ? frames - self->wal_frames_ : frames;
+  self->metrics_.wal_bytes_written.Add(static_cast<uint64_t>(added) *
+                                       static_cast<uint64_t>(self->wal_frame_bytes_));
+  self->wal_frames_ = frames;
   return SQLITE_OK;
 }
 
@@ -683,7 +693,10 @@ void SqliteStore::CommitLoop() {
       queued_.clear();
       const bool retry = !failure_.ok();
       mu_.Unlock();
+      const absl::Time start = absl::Now();
       absl::Status s = Commit(group, always);
+      metrics_.commit_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - start));
+      metrics_.group_batches.Observe(static_cast<double>(group.size()));
       mu_.Lock();
       if (!s.ok()) {
         // Back to the front, in order, for the retry; nothing is answered

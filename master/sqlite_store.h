@@ -55,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/metrics.h"
 #include "common/sync.h"
 #include "master/store.h"
 
@@ -112,6 +113,21 @@ class SqliteStore final : public Store {
   static constexpr size_t kInlinePayload = 1024;
 
   const std::string& dir() const { return options_.dir; }
+
+  // What the committer measures (atomics, read at scrape time; docs/METRICS.md).
+  struct Metrics {
+    // Applying one group of batches, COMMIT (and with --fsync always the
+    // sync inside it) included.
+    metrics::Histogram commit_seconds{metrics::LatencySecondsBuckets()};
+    // The committer's own fdatasync of the WAL (--fsync interval); with
+    // --fsync always SQLite syncs inside COMMIT (commit_seconds).
+    metrics::Histogram fsync_seconds{metrics::LatencySecondsBuckets()};
+    // Batches (engine steps) per group commit.
+    metrics::Histogram group_batches{metrics::ExponentialBuckets(1, 2, 14)};
+    // Bytes appended to the WAL (frames x (page size + 24-byte header)).
+    metrics::Counter wal_bytes_written;
+  };
+  const Metrics& metrics() const { return metrics_; }
   // Bytes of the store's files (database and WAL).
   uint64_t DiskBytes() const;
   // Commits what is queued, stops the committer, closes the connections.
@@ -175,6 +191,8 @@ class SqliteStore final : public Store {
   // checkpoint was put off for want of space (logged once per episode).
   int wal_frames_ = 0;
   bool checkpoint_deferred_ = false;
+  int64_t wal_frame_bytes_ = 0;  // page size + frame header (committer; set once)
+  mutable Metrics metrics_;  // SyncWalFile is const
   std::thread committer_;
 };
 

@@ -24,6 +24,7 @@
 #include <grpcpp/support/proto_buffer_writer.h>
 
 #include "master/revocations.h"
+#include "master/rpc_metrics.h"
 
 namespace taskq {
 
@@ -35,7 +36,10 @@ grpc::Status SerializeResponse(const google::protobuf::MessageLite& msg, grpc::B
 template <typename Req, typename Resp>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(grpc::CallbackServerContext* ctx, grpc::ByteBuffer* out) : ctx_(ctx), out_(out) {}
+  // `method` (may be null) counts the call's status when it is answered.
+  UnaryCall(grpc::CallbackServerContext* ctx, grpc::ByteBuffer* out,
+            RpcMetrics::MethodCounts* method = nullptr)
+      : ctx_(ctx), out_(out), method_(method) {}
 
   grpc::CallbackServerContext* context() const { return ctx_; }
   Req& request() { return request_; }
@@ -52,6 +56,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
   void Reply(grpc::Status status) {
     if (revocation_ && revocation_->revoked()) status = revocation_->status();
     if (status.ok()) status = SerializeResponse(response_, out_);
+    if (method_ != nullptr) method_->Count(status.error_code());
     Finish(status);
     Unref();
   }
@@ -68,6 +73,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   grpc::CallbackServerContext* const ctx_;
   grpc::ByteBuffer* const out_;
+  RpcMetrics::MethodCounts* const method_;
   Req request_;
   Resp response_;
   std::stop_source stop_;

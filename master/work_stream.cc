@@ -52,7 +52,7 @@ WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, Wo
   if (!auth.status.ok()) {
     MutexLock lock(&mu_);
     finished_ = true;
-    Finish(auth.status);
+    FinishCounted(auth.status);
     return;
   }
   StartRead(&request_bytes_);
@@ -80,7 +80,7 @@ void WorkStream::OnReadDone(bool ok) {
     reads_done_ = true;
     if (!finished_ && !writing_ && acks_pending_ == 0) {
       finished_ = true;
-      Finish(grpc::Status::OK);
+      FinishCounted(grpc::Status::OK);
     }
     return;
   }
@@ -323,7 +323,7 @@ void WorkStream::OnWriteDone(bool ok) {
     outbox_.clear();
     if (reads_done_ && !finished_) {
       finished_ = true;
-      Finish(grpc::Status::OK);
+      FinishCounted(grpc::Status::OK);
     }
     return;
   }
@@ -333,8 +333,14 @@ void WorkStream::OnWriteDone(bool ok) {
     WriteNext();
   } else if (reads_done_ && acks_pending_ == 0) {
     finished_ = true;
-    Finish(grpc::Status::OK);
+    FinishCounted(grpc::Status::OK);
   }
+}
+
+void WorkStream::FinishCounted(const grpc::Status& status) {
+  static RpcMetrics::MethodCounts* const counts = RpcMetrics::Get().ForMethod("Work");
+  counts->Count(status.error_code());
+  Finish(status);
 }
 
 void WorkStream::EndWith(const grpc::Status& status) {
@@ -345,7 +351,7 @@ void WorkStream::EndWith(const grpc::Status& status) {
   LogWarning("worker stream %s ended: %s", peer_, status.error_message());
   // Keep only the message being written: gRPC still reads it.
   while (outbox_.size() > (writing_ ? 1u : 0u)) outbox_.pop_back();
-  Finish(status);
+  FinishCounted(status);
 }
 
 void WorkStream::Unsubscribe() {

@@ -49,6 +49,7 @@
 
 #include "common/sync.h"
 #include "master/queue_engine.h"
+#include "master/rpc_metrics.h"
 #include "master/revocations.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
@@ -75,6 +76,8 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void OnDone() override;
 
  private:
+  // Finish, counted in taskq_rpcs_total{method="Work"} (master/rpc_metrics.h).
+  void FinishCounted(const grpc::Status& status);
   struct Link {
     Mutex mu;
     WorkStream* stream ABSL_GUARDED_BY(mu) = nullptr;

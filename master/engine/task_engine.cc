@@ -300,6 +300,33 @@ absl::StatusOr<v1::ListQueuesResponse> TaskEngine::ListQueues(
   return page;
 }
 
+TaskEngine::Sample TaskEngine::Metrics(size_t max_queues) {
+  MutexLock lock(&mu_);
+  Sample out;
+  out.queues = queues_.size();
+  out.first.reserve(std::min(max_queues, queue_names_.size()));
+  for (const std::string& name : queue_names_) {
+    if (out.first.size() >= max_queues) break;
+    const Queue& q = *queues_.at(name);
+    QueueSample& s = out.first.emplace_back();
+    s.name = name;
+    s.ready = q.ready.size();
+    s.delayed = q.delayed.size();
+    s.leased = q.leased.size();
+    s.dead = q.dead.size();
+    s.puts = q.total_put;
+    s.completions = q.total_completed;
+    s.failures = q.total_failed;
+    s.cancellations = q.total_cancelled;
+    s.deliveries = q.total_delivered;
+    s.redeliveries = q.total_redelivered;
+    s.expiries = q.total_expired;
+  }
+  out.workers = subs_.size();
+  for (const auto& [id, sub] : subs_) out.worker_credits += sub.credits;
+  return out;
+}
+
 absl::StatusOr<v1::QueueStats> TaskEngine::Stats(const std::string& queue) {
   MutexLock lock(&mu_);
   Queue* q = FindQueue(queue);

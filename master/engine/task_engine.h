@@ -58,6 +58,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "common/sync.h"
 #include "master/engine/finished_tasks.h"
 #include "master/engine/journal.h"
@@ -139,6 +140,27 @@ class TaskEngine final : public QueueEngine {
   // Memory taken by task records and waiting puts (memory_budget.h).
   MemoryUsage Memory();
 
+  // --- metrics (read at scrape time; docs/METRICS.md) -------------------------
+  // One queue's counts and totals.
+  struct QueueSample {
+    std::string name;
+    uint64_t ready = 0, delayed = 0, leased = 0, dead = 0;
+    uint64_t puts = 0, completions = 0, failures = 0, cancellations = 0;
+    uint64_t deliveries = 0, redeliveries = 0, expiries = 0;
+  };
+  struct Sample {
+    size_t queues = 0;                // every queue the engine holds
+    std::vector<QueueSample> first;   // the first `max_queues` of them by name
+    size_t workers = 0;               // Work stream subscriptions
+    uint64_t worker_credits = 0;      // credits they have granted and not used
+  };
+  // Takes the lock once; O(max_queues + workers).
+  Sample Metrics(size_t max_queues);
+  // Observed without the lock (atomics): put -> completion of a task (not of
+  // a result message), and how long each lease was held until it ended.
+  const metrics::Histogram& task_latency() const { return task_latency_; }
+  const metrics::Histogram& lease_duration() const { return lease_duration_; }
+
  private:
   // Work to do once the lock is released (pending.h).
   class Pending;
@@ -172,6 +194,11 @@ class TaskEngine final : public QueueEngine {
     uint64_t total_completed = 0;
     uint64_t total_failed = 0;
     uint64_t total_cancelled = 0;
+    // Metrics only: leases granted, of them retries (attempt > 1), leases
+    // that ran out.
+    uint64_t total_delivered = 0;
+    uint64_t total_redelivered = 0;
+    uint64_t total_expired = 0;
     // Blocked calls, oldest first. May hold ids of finished waiters (lazy
     // deletion); live counts are kept separately.
     WaitLine getters;
@@ -390,6 +417,9 @@ class TaskEngine final : public QueueEngine {
 
   const EngineOptions options_;
   Clock* const clock_;
+  // Atomics: need no lock (observed under mu_ all the same).
+  metrics::Histogram task_latency_{metrics::LatencySecondsBuckets()};
+  metrics::Histogram lease_duration_{metrics::LatencySecondsBuckets()};
   const std::function<void()> on_earlier_deadline_;
 
   Mutex mu_;

@@ -53,6 +53,9 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
     rec.holder_name = sub.worker_id.empty() ? "worker" : sub.worker_id;
   }
   rec.task.set_attempt(rec.task.attempt() + 1);
+  rec.leased_at = now;
+  ++q.total_delivered;
+  if (rec.task.attempt() > 1) ++q.total_redelivered;
   Pin(rec);
   WatchDeadline(rec.lease_deadline, pending);
   schedule_.AddLease(rec.lease_deadline, rec.lease_id);
@@ -66,6 +69,7 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
 
 void TaskEngine::ClearLease(TaskRecord& rec) {
   if (rec.state != State::kLeased) return;
+  lease_duration_.Observe(absl::ToDoubleSeconds(clock_->Now() - rec.leased_at));
   schedule_.RemoveLease(rec.lease_deadline, rec.lease_id);
   leases_.End(rec.lease_id);
   if (Queue* q = FindQueue(rec.task.queue())) q->leased.erase(rec.task.id());
@@ -148,6 +152,7 @@ void TaskEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string
 
 void TaskEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
   Queue* q = FindQueue(rec.task.queue());
+  if (q && how == LostHow::kExpired) ++q->total_expired;
   AddHistory(rec,
              how == LostHow::kFailed       ? "failed"
              : how == LostHow::kExpired    ? "expired"
@@ -237,6 +242,12 @@ void TaskEngine::Finish(TaskRecord& rec, v1::TaskState final_state, v1::Outcome 
         ++q->awaiting_task_done;  // TaskDone counts it completed
       } else {
         ++q->total_completed;
+      }
+      // Put -> result of work, not of a result message being read.
+      if (rec.task.outcome() == v1::OUTCOME_UNSPECIFIED) {
+        const double ms = static_cast<double>(absl::ToUnixMillis(clock_->Now()) -
+                                              rec.task.enqueued_unix_ms());
+        task_latency_.Observe(std::max(0.0, ms / 1000));
       }
     }
     if (final_state == v1::TASK_STATE_CANCELLED) ++q->total_cancelled;

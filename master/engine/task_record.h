@@ -38,6 +38,7 @@ struct TaskRecord {
   DelayKey delay{};  // while delayed
   uint64_t lease_id = 0;  // while leased
   absl::Time lease_deadline = absl::InfiniteFuture();
+  absl::Time leased_at = absl::InfinitePast();  // while leased: when (metrics)
   uint64_t holder = 0;      // Work stream (SubscriptionId) holding the lease (0 = unary)
   std::string holder_name;  // its worker id, or "consumer"
   std::string dedup_key;
