@@ -27,6 +27,7 @@ struct SubmitArgs {
   std::vector<std::string> handler_args;
   std::vector<std::string> headers;
   bool show_ids = false;
+  bool json = false;
   std::vector<std::string> payloads;
   ScheduleFlags schedule;
   std::string resume;  // --resume JOB: read JOB's results instead
@@ -109,7 +110,7 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
     created = true;
   }
   absl::Status status = waiter.Run(
-      std::move(tasks), [&](size_t, const v1::Task& result) { PrintResult(result, args.show_ids); });
+      std::move(tasks), [&](size_t, const v1::Task& result) { PrintResult(result, args.show_ids, args.json); });
   ClearInterruptCleanup();  // from here on, Ctrl-C simply exits
   if (status.ok()) {
     delete_private_queue();
@@ -143,7 +144,8 @@ int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
     return RunResults(globals, {.queue = args.resume,
                                 .timeout = args.wait_timeout,
                                 .show_ids = args.show_ids,
-                                .keep = false});
+                                .keep = false,
+                                .json = args.json});
   }
   if (args.payloads.empty()) return UsageError("ARGS is required: one payload per task");
   v1::TaskSpec shared;
@@ -206,6 +208,10 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);  // one value per --header: the rest are payloads
   s->add_flag("--show-ids", args->show_ids, "With --wait: print TASKID<TAB>RESULT");
+  s->add_flag("--json", args->json,
+              "With --wait: print every result, failed and cancelled ones too, as one JSON "
+              "object per line on stdout (JSON lines; docs/CLI.md, JSON output)")
+      ->needs(wait);
   AddScheduleFlags(s, &args->schedule);
   s->add_option("ARGS", args->payloads,
                 "Task payloads, one task each; `-` reads one per line from stdin (empty lines "
