@@ -113,6 +113,28 @@ std::string QueueJson(const v1::QueueStats& stats) {
   return w.str();
 }
 
+std::string CredentialListJson(const std::vector<v1::CredentialInfo>& credentials) {
+  JsonWriter w;
+  w.BeginObject().Key("credentials").BeginArray();
+  for (const v1::CredentialInfo& c : credentials) {
+    w.BeginObject();
+    w.Key("name").String(c.name());
+    w.Key("role").String(v1::Role_Name(c.role()));
+    w.Key("queues").BeginArray();
+    for (const std::string& q : c.queues()) w.String(q);
+    w.EndArray();
+    w.Key("kind").String(v1::CredentialKind_Name(c.kind()));
+    w.Key("created_unix_ms").Int(c.created_unix_ms());
+    w.Key("expires_unix_ms").Int(c.expires_unix_ms());
+    w.Key("revoked_unix_ms").Int(c.revoked_unix_ms());
+    w.Key("created_by").String(c.created_by());
+    w.Key("certificate_sha256").String(c.certificate_sha256());
+    w.EndObject();
+  }
+  w.EndArray().EndObject();
+  return w.str();
+}
+
 std::string QueueListJson(const std::vector<v1::QueueStats>& queues) {
   JsonWriter w;
   w.BeginObject().Key("queues").BeginArray();

@@ -33,4 +33,8 @@ std::string QueueJson(const v1::QueueStats& stats);
 // `queue list --json`: {"queues":[QueueJson...]} in the order given.
 std::string QueueListJson(const std::vector<v1::QueueStats>& queues);
 
+// `credential list --json`: {"credentials":[...]}, each with the fields of
+// taskq.v1.CredentialInfo (never a secret: the master sends none).
+std::string CredentialListJson(const std::vector<v1::CredentialInfo>& credentials);
+
 }  // namespace taskq::cli

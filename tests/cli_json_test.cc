@@ -164,6 +164,20 @@ TEST_F(CliJson, StatusDlqAndResultsOfADeadTask) {
   EXPECT_FALSE(unknown.err.empty());
 }
 
+TEST_F(CliJson, CredentialListNamesRolesAndNoSecret) {
+  CliResult made = cluster_.Cli({"credential", "create", "ingest", "--role", "producer",
+                                 "--queues", "img.*"});
+  ASSERT_EQ(made.exit_code, 0) << Describe(made);
+  const std::string token = Lines(made.out).empty() ? "" : Lines(made.out)[0];
+  CliResult list = cluster_.Cli({"credential", "list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << Describe(list);
+  EXPECT_EQ(Py(list.out, "[[c['role'], c['queues'], c['kind']] for c in d['credentials'] "
+                         "if c['name'] == 'ingest']"),
+            R"([["ROLE_PRODUCER", ["img.*"], "CREDENTIAL_KIND_TOKEN"]])");
+  ASSERT_FALSE(token.empty());
+  EXPECT_FALSE(absl::StrContains(list.out, token)) << list.out;
+}
+
 TEST_F(CliJson, SameJsonOnATerminal) {
   const std::string id = Put("q", kHostileText);
   CliResult piped = cluster_.Cli({"status", id, "--json"});
