@@ -116,6 +116,11 @@ void ProgressLine::Print(Count count, const std::function<void()>& print) {
   print();
 }
 
+void ProgressLine::AllIn() {
+  MutexLock lock(&mu_);
+  total_ = done_;
+}
+
 void ProgressLine::Finish() {
   {
     MutexLock lock(&mu_);

@@ -50,6 +50,10 @@ class ProgressLine {
   // Counts as `count` says and runs `print`, which writes its lines, with
   // the progress line erased.
   void Print(Count count, const std::function<void()>& print);
+  // Every task waited for has its result: the total becomes the results
+  // counted (payloads deduplicated onto one task of the same submission
+  // yield one result between them).
+  void AllIn();
   // Stops the ticker, draws the final state and ends the line. Idempotent;
   // later Print calls just print.
   void Finish();

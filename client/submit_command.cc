@@ -126,6 +126,7 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
                        [&] { PrintResult(result, args.show_ids, args.json); });
       });
   ClearInterruptCleanup();  // from here on, Ctrl-C simply exits
+  if (status.ok()) progress.AllIn();
   progress.Finish();
   if (status.ok()) {
     delete_private_queue();

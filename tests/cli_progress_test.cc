@@ -140,6 +140,14 @@ TEST_F(CliProgress, StdoutToAFileStderrOnATerminal) {
   }
 }
 
+TEST_F(CliProgress, PayloadsDeduplicatedInOneSubmissionEndComplete) {
+  // Three payloads, two equal under the dedup key: two tasks, two results.
+  CliResult r = cluster_.CliOnTerminal({"submit", "--queue", "tasks", "--handler", "sleep",
+                                        "--wait", "--dedup-key", "k{}", "0.1", "0.2", "0.1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "2/2 done, 0 failed")) << r.out;
+}
+
 TEST_F(CliProgress, NotWithJsonOrQuiet) {
   for (const char* flag : {"--json", "--quiet"}) {
     CliResult r = cluster_.CliOnTerminal(Submit({flag}));
