@@ -243,7 +243,8 @@ void AddCompletionCommand(CLI::App& root, std::vector<Verb>* verbs) {
       ->required()
       ->check(CLI::IsMember({"bash"}));
   const CLI::App* tree = &root;
-  verbs->push_back({completion, [tree] {
+  // `shell` is captured to keep the string the option writes to alive.
+  verbs->push_back({completion, [tree, shell] {
                       PrintLine("", BashCompletionScript(*tree));
                       return kExitOk;
                     }});
