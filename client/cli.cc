@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "client/cli_common.h"
+#include "client/completion_command.h"
 #include "client/credential_commands.h"
 #include "client/dlq_commands.h"
 #include "client/interrupt.h"
@@ -43,6 +44,8 @@ int Main(int argc, char** argv) {
   AddTaskCommands(app, &globals, &verbs);
   AddDlqCommands(app, &globals, &verbs);
   AddCredentialCommands(app, &globals, &verbs);
+  // Last: it reads the tree the others built.
+  AddCompletionCommand(app, &verbs);
 
   if (argc <= 1) {
     std::fputs(app.help().c_str(), stderr);

@@ -16,6 +16,7 @@
 #include "common/channel.h"
 #include "common/join_bundle.h"
 #include "common/seconds_validator.h"
+#include "common/sync.h"
 
 namespace taskq::cli {
 
@@ -309,8 +310,28 @@ void WriteText(std::FILE* stream, absl::string_view text) {
   std::fflush(stream);
 }
 
+namespace {
+
+Mutex stderr_guard_mu;
+std::function<void(const std::function<void()>&)> stderr_guard ABSL_GUARDED_BY(stderr_guard_mu);
+
+}  // namespace
+
+void SetStderrGuard(std::function<void(const std::function<void()>&)> guard) {
+  MutexLock lock(&stderr_guard_mu);
+  stderr_guard = std::move(guard);
+}
+
 void PrintError(absl::string_view message) {
-  WriteText(stderr, absl::StrCat("taskq: ", message, "\n"));
+  const std::string line = absl::StrCat("taskq: ", message, "\n");
+  // Held while writing: SetStderrGuard(nullptr) returns only once no write
+  // goes through the old guard any more.
+  MutexLock lock(&stderr_guard_mu);
+  if (stderr_guard) {
+    stderr_guard([&] { WriteText(stderr, line); });
+  } else {
+    WriteText(stderr, line);
+  }
 }
 
 void PrintLine(absl::string_view prefix, absl::string_view payload) {

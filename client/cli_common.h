@@ -135,8 +135,15 @@ std::string KindName(v1::QueueKind kind);
 //
 // Writes `text` to `stream` (stdout or stderr) as described, and flushes.
 void WriteText(std::FILE* stream, absl::string_view text);
-// Prints "taskq: <message>" and a newline on stderr (WriteText).
+// Prints "taskq: <message>" and a newline on stderr (WriteText), through
+// the stderr guard if one is set.
 void PrintError(absl::string_view message);
+
+// While a progress line is drawn on stderr (client/progress.h), PrintError
+// calls from any thread (e.g. "cannot reach the master ...; retrying" from
+// a gRPC thread) run their write through `guard`, which erases the line
+// first. nullptr unsets it. `guard` must not call PrintError.
+void SetStderrGuard(std::function<void(const std::function<void()>&)> guard);
 
 // Writes `prefix` + `payload` + "\n" to stdout (WriteText) and flushes, so
 // that a reader on a pipe sees each line as it is printed.

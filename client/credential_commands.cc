@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "client/json_format.h"
 #include "common/join_bundle.h"
 #include "common/x509.h"
 #include "common/private_file.h"
@@ -227,11 +228,15 @@ int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
   return kExitOk;
 }
 
-int RunList(const GlobalOptions& globals, bool all) {
+int RunList(const GlobalOptions& globals, bool all, bool json) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
   auto list = client->ListCredentials(all);
   if (!list.ok()) return ReportError(list.status(), CallKind::kAdmin, globals);
+  if (json) {
+    PrintLine("", CredentialListJson(*list));
+    return kExitOk;
+  }
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"NAME", "ROLE", "QUEUES", "KIND", "CREATED", "EXPIRES"};
   if (all) header.push_back("REVOKED");
@@ -344,12 +349,19 @@ void AddCredentialCommands(CLI::App& app, const GlobalOptions* globals, std::vec
       ->type_name("HOST:PORT");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
 
-  auto all = std::make_shared<bool>(false);
+  struct ListArgs {
+    bool all = false;
+    bool json = false;
+  };
+  auto list = std::make_shared<ListArgs>();
   CLI::App* l = AddVerb(credential, "list",
                         "List credentials, one row each: NAME ROLE QUEUES KIND CREATED EXPIRES "
                         "CREATED_BY (times in UTC, - = never); never a secret");
-  l->add_flag("--all", *all, "Include revoked credentials (adds a REVOKED column)");
-  verbs->push_back({l, [globals, all] { return RunList(*globals, *all); }});
+  l->add_flag("--all", list->all, "Include revoked credentials (adds a REVOKED column)");
+  l->add_flag("--json", list->json,
+              "Print one JSON document: {\"credentials\":[...]} (docs/CLI.md, JSON output)");
+  verbs->push_back(
+      {l, [globals, list] { return RunList(*globals, list->all, list->json); }});
 
   auto revoke_name = std::make_shared<std::string>();
   CLI::App* r = AddVerb(credential, "revoke",

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "client/json_format.h"
 #include "client/task_format.h"
 #include "common/limits.h"
 
@@ -130,7 +131,8 @@ void AddDlqCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Ver
   l->add_option("--after", list->after, "Only tasks with an id above ID (to page on)")
       ->type_name("ID");
   l->add_flag("--json", list->json,
-              "One line of JSON per task (proto3 JSON of taskq.v1.Task), no header");
+              "One JSON object per line and task, as `status --json`, no header (JSON "
+              "lines: the listing is paged)");
   verbs->push_back({l, [globals, list] { return RunList(*globals, *list); }});
 
   struct ShowArgs {
@@ -145,7 +147,8 @@ void AddDlqCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Ver
                         "not there");
   s->add_option("QUEUE", show->queue, "Queue whose dead-letter set holds the task")->required();
   s->add_option("ID", show->id, "Task id")->required()->check(CLI::PositiveNumber);
-  s->add_flag("--json", show->json, "Print the task as one line of JSON");
+  s->add_flag("--json", show->json,
+              "Print the task as one JSON object on one line, as `status --json`");
   verbs->push_back({s, [globals, show] {
                       return RunShow(*globals, show->queue, show->id, show->json);
                     }});

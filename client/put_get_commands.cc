@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/json_format.h"
 #include "client/schedule_flags.h"
 
 namespace taskq::cli {
@@ -60,6 +61,7 @@ struct GetArgs {
   bool show_ids = false;
   bool manual_task_done = false;
   bool lease = false;
+  bool json = false;
 };
 
 // How long a plain get's tasks stay leased while it prints them.
@@ -87,6 +89,10 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   if (!got.ok()) return ReportError(got.status(), CallKind::kGet, globals);
   for (const v1::Delivery& d : *got) {
     const v1::Task& t = d.task();
+    if (args.json) {
+      PrintLine("", MessageJson(t, args.lease ? &d : nullptr));
+      continue;
+    }
     // A result message is named by the task it answers, as submit prints.
     std::string prefix =
         args.show_ids ? absl::StrCat(t.result_of() != 0 ? t.result_of() : t.id(), "\t") : "";
@@ -190,6 +196,9 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
               "(quoting ID and --lease LEASE) before the queue's lease time, or it is handed "
               "out again")
       ->excludes(manual);
+  g->add_flag("--json", get->json,
+              "Print each task as one JSON object per line (JSON lines; with --lease it "
+              "includes lease_id). docs/CLI.md, JSON output");
   verbs->push_back({g, [globals, get] { return RunGet(*globals, *get); }});
 
   struct JoinArgs {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/json_format.h"
 #include "client/queue_settings.h"
 #include "client/task_format.h"
 
@@ -75,7 +76,7 @@ std::string IdleTtlText(uint64_t ms) {
   return absl::FormatDuration(absl::Milliseconds(static_cast<int64_t>(ms)));
 }
 
-int RunList(const GlobalOptions& globals, uint32_t page_size) {
+int RunList(const GlobalOptions& globals, uint32_t page_size, bool json) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
   auto queues = client->ListQueues(page_size);
@@ -84,6 +85,10 @@ int RunList(const GlobalOptions& globals, uint32_t page_size) {
             [](const v1::QueueStats& a, const v1::QueueStats& b) {
               return a.config().name() < b.config().name();
             });
+  if (json) {
+    PrintLine("", QueueListJson(*queues));
+    return kExitOk;
+  }
   std::vector<std::vector<std::string>> rows;
   // New columns go at the end: scripts read the first ones by position.
   rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS", "DELAYED", "DEAD",
@@ -99,11 +104,15 @@ int RunList(const GlobalOptions& globals, uint32_t page_size) {
   return kExitOk;
 }
 
-int RunStats(const GlobalOptions& globals, const std::string& name) {
+int RunStats(const GlobalOptions& globals, const std::string& name, bool json) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
   auto stats = client->Stats(name);
   if (!stats.ok()) return ReportError(stats.status(), CallKind::kAdmin, globals);
+  if (json) {
+    PrintLine("", QueueJson(*stats));
+    return kExitOk;
+  }
   PrintFields(StatsFields(*stats));
   return kExitOk;
 }
@@ -153,25 +162,40 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
               "Succeed if the queue already exists with the same settings");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
 
-  auto page_size = std::make_shared<uint32_t>(0);
+  struct ListArgs {
+    uint32_t page_size = 0;
+    bool json = false;
+  };
+  auto list = std::make_shared<ListArgs>();
   CLI::App* l = AddVerb(queue, "list",
                         "List the queues, one row each: NAME KIND READY LEASED UNFINISHED "
                         "WORKERS DELAYED DEAD PENDING_RESULTS IDLE_TTL (header first; "
                         "PENDING_RESULTS: tasks that still owe this queue a result; IDLE_TTL: "
                         "unused this long, the master deletes it, - = never). Asks the master "
                         "a page at a time and prints all of them");
-  l->add_option("--page-size", *page_size,
+  l->add_option("--page-size", list->page_size,
                 "Queues per call to the master (1-10000; default: the master's, 1000)")
       ->check(CLI::Range(1u, 10000u))
       ->type_name("N");
-  verbs->push_back({l, [globals, page_size] { return RunList(*globals, *page_size); }});
+  l->add_flag("--json", list->json,
+              "Print one JSON document: {\"queues\":[...]}, each queue as `queue stats --json` "
+              "(docs/CLI.md, JSON output)");
+  verbs->push_back(
+      {l, [globals, list] { return RunList(*globals, list->page_size, list->json); }});
 
-  auto stats_name = std::make_shared<std::string>();
+  struct StatsArgs {
+    std::string name;
+    bool json = false;
+  };
+  auto stats = std::make_shared<StatsArgs>();
   CLI::App* s = AddVerb(queue, "stats",
                         "Show one queue's settings and counters as `key: value` lines, "
                         "including Python's qsize (ready + delayed), empty and full");
-  s->add_option("NAME", *stats_name, "Queue name")->required();
-  verbs->push_back({s, [globals, stats_name] { return RunStats(*globals, *stats_name); }});
+  s->add_option("NAME", stats->name, "Queue name")->required();
+  s->add_flag("--json", stats->json,
+              "Print the settings and counters as one JSON object (docs/CLI.md, JSON output)");
+  verbs->push_back(
+      {s, [globals, stats] { return RunStats(*globals, stats->name, stats->json); }});
 
   auto update = std::make_shared<UpdateArgs>();
   CLI::App* u = AddVerb(queue, "update",

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/interrupt.h"
+#include "client/json_format.h"
 #include "common/result_reader.h"
 
 namespace taskq::cli {
@@ -22,7 +23,11 @@ bool AllIn(const v1::QueueStats& stats) {
 
 }  // namespace
 
-void PrintResult(const v1::Task& result, bool show_ids) {
+void PrintResult(const v1::Task& result, bool show_ids, bool json) {
+  if (json) {
+    PrintLine("", MessageJson(result));
+    return;
+  }
   if (result.outcome() == v1::OUTCOME_FAILED) {
     absl::string_view error = absl::StripTrailingAsciiWhitespace(result.error());
     WriteText(stderr, absl::StrCat("task ", result.result_of(), " failed: ", error, "\n"));
@@ -69,7 +74,7 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     auto got = reader.Poll(std::min(absl::Seconds(1), deadline - now), &canceller);
     if (got.ok() && !got->empty()) {
       for (const ResultReader::Result& r : *got) {
-        PrintResult(r.message, args.show_ids);
+        PrintResult(r.message, args.show_ids, args.json);
         if (r.message.outcome() == v1::OUTCOME_FAILED ||
             r.message.outcome() == v1::OUTCOME_CANCELLED) {
           ++failed;
@@ -117,6 +122,9 @@ void AddResultsCommand(CLI::App& app, const GlobalOptions* globals, std::vector<
       ->check(CLI::NonNegativeNumber)
       ->type_name("SECONDS");
   r->add_flag("--show-ids", args->show_ids, "Print TASKID<TAB>RESULT");
+  r->add_flag("--json", args->json,
+              "Print every result, failed and cancelled ones too, as one JSON object per "
+              "line on stdout (JSON lines; docs/CLI.md, JSON output)");
   r->add_flag("--keep", args->keep, "Keep a private _results.* queue after reading it");
   verbs->push_back({r, [globals, args] { return RunResults(*globals, *args); }});
 }

@@ -22,11 +22,13 @@ struct ResultsArgs {
   double timeout = -1;  // < 0: wait as long as it takes
   bool show_ids = false;
   bool keep = false;    // keep a private _results.* queue once read
+  bool json = false;    // every result as a JSON line on stdout
 };
 
 // A result message as `submit --wait` prints it: the payload on stdout
-// (TASKID<TAB> first with show_ids), failures and cancellations on stderr.
-void PrintResult(const v1::Task& result, bool show_ids);
+// (TASKID<TAB> first with show_ids), failures and cancellations on stderr;
+// with `json`, every result as one JSON line on stdout (MessageJson).
+void PrintResult(const v1::Task& result, bool show_ids, bool json);
 
 // Reads and prints the results in args.queue until none is pending (exit
 // 0, or 7 if any failed or was cancelled), or the timeout (exit 8).

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/interrupt.h"
+#include "client/progress.h"
 #include "client/results_command.h"
 #include "client/schedule_flags.h"
 #include "common/result_waiter.h"
@@ -27,6 +28,8 @@ struct SubmitArgs {
   std::vector<std::string> handler_args;
   std::vector<std::string> headers;
   bool show_ids = false;
+  bool json = false;
+  bool quiet = false;  // no progress line
   std::vector<std::string> payloads;
   ScheduleFlags schedule;
   std::string resume;  // --resume JOB: read JOB's results instead
@@ -77,22 +80,28 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
                             ": read them with `taskq results ", options.reply_to, "`"));
   };
 
+  // On stderr while it waits, if that is a terminal; every line printed
+  // meanwhile goes through it.
+  ProgressLine progress(tasks.size(), ShouldShowProgress(args.json, args.quiet));
+
   // A payload deduplicated onto a task whose result goes elsewhere.
   const std::vector<std::string> keys = DedupKeys(tasks);
-  options.on_not_waited = [&keys](size_t index, uint64_t id,
-                                  const absl::StatusOr<v1::Task>& existing) {
+  options.on_not_waited = [&keys, &progress](size_t index, uint64_t id,
+                                             const absl::StatusOr<v1::Task>& existing) {
     std::string where = !existing.ok() ? absl::StrCat("cannot be looked up (",
                                                       existing.status().message(), ")")
                         : existing->reply_to().empty()
                             ? std::string("has no reply-to queue")
                             : absl::StrCat("reports to queue \"", existing->reply_to(), "\"");
-    PrintToStderr(absl::StrCat("taskq: task ", id, " already exists with dedup key \"",
-                               absl::CHexEscape(index < keys.size() ? keys[index] : ""),
-                               "\" and ", where,
-                               ": not waiting for its result\n"));
+    progress.Print(ProgressLine::Count::kNotWaited, [&] {
+      PrintToStderr(absl::StrCat("taskq: task ", id, " already exists with dedup key \"",
+                                 absl::CHexEscape(index < keys.size() ? keys[index] : ""),
+                                 "\" and ", where, ": not waiting for its result\n"));
+    });
   };
   ResultWaiter waiter(&client, options);
   SetInterruptCleanup([&] {
+    progress.Finish();
     waiter.Cancel();
     keep_private_queue();
   });
@@ -104,13 +113,21 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
     auto made = client.CreateQueue(config, /*exist_ok=*/true);
     if (!made.ok()) {
       ClearInterruptCleanup();
+      progress.Finish();
       return ReportError(made.status(), CallKind::kAdmin, globals);
     }
     created = true;
   }
   absl::Status status = waiter.Run(
-      std::move(tasks), [&](size_t, const v1::Task& result) { PrintResult(result, args.show_ids); });
+      std::move(tasks), [&](size_t, const v1::Task& result) {
+        const bool failed = result.outcome() == v1::OUTCOME_FAILED ||
+                            result.outcome() == v1::OUTCOME_CANCELLED;
+        progress.Print(failed ? ProgressLine::Count::kFailed : ProgressLine::Count::kResult,
+                       [&] { PrintResult(result, args.show_ids, args.json); });
+      });
   ClearInterruptCleanup();  // from here on, Ctrl-C simply exits
+  if (status.ok()) progress.AllIn();
+  progress.Finish();
   if (status.ok()) {
     delete_private_queue();
   } else {
@@ -143,7 +160,8 @@ int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
     return RunResults(globals, {.queue = args.resume,
                                 .timeout = args.wait_timeout,
                                 .show_ids = args.show_ids,
-                                .keep = false});
+                                .keep = false,
+                                .json = args.json});
   }
   if (args.payloads.empty()) return UsageError("ARGS is required: one payload per task");
   v1::TaskSpec shared;
@@ -194,6 +212,10 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       ->check(CLI::NonNegativeNumber)
       ->type_name("SECONDS")
       ->needs(wait);
+  s->add_flag("--quiet", args->quiet,
+              "With --wait: no progress line on stderr (it is shown only when stderr is a "
+              "terminal, and never with --json)")
+      ->needs(wait);
   s->add_option("--priority", args->priority,
                 "Priority on a priority queue: lower runs first (default 0)");
   s->add_option("--arg", args->handler_args,
@@ -206,6 +228,10 @@ void AddSubmitCommand(CLI::App& app, const GlobalOptions* globals, std::vector<V
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);  // one value per --header: the rest are payloads
   s->add_flag("--show-ids", args->show_ids, "With --wait: print TASKID<TAB>RESULT");
+  s->add_flag("--json", args->json,
+              "With --wait: print every result, failed and cancelled ones too, as one JSON "
+              "object per line on stdout (JSON lines; docs/CLI.md, JSON output)")
+      ->needs(wait);
   AddScheduleFlags(s, &args->schedule);
   s->add_option("ARGS", args->payloads,
                 "Task payloads, one task each; `-` reads one per line from stdin (empty lines "

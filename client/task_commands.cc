@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "client/json_format.h"
 #include "client/task_format.h"
 
 namespace taskq::cli {
@@ -108,7 +109,7 @@ void AddTaskCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Ve
       "master does not know the id");
   st->add_option("ID", status->id, "Task id")->required();
   st->add_flag("--json", status->json,
-               "Print the task as one line of JSON (the proto3 JSON form of taskq.v1.Task)");
+               "Print the task as one JSON object on one line (docs/CLI.md, JSON output)");
   verbs->push_back(
       {st, [globals, status] { return RunStatus(*globals, status->id, status->json); }});
 

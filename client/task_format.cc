@@ -1,13 +1,12 @@
 #include "client/task_format.h"
 
-#include <google/protobuf/util/json_util.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cli_common.h"
+#include "client/json_writer.h"
 
 namespace taskq::cli {
 
@@ -51,34 +50,6 @@ std::string OneLine(absl::string_view text, size_t max_chars) {
 }
 
 namespace {
-
-// Length of the valid UTF-8 sequence at the start of `s` and its code
-// point, or 0 if it is not one (overlong forms, surrogates and code points
-// above U+10FFFF are not valid).
-size_t DecodeUtf8(absl::string_view s, uint32_t* code_point) {
-  const auto byte = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
-  const uint8_t lead = byte(0);
-  size_t len;
-  uint32_t cp;
-  uint32_t min;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    len = 2, cp = lead & 0x1f, min = 0x80;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    len = 3, cp = lead & 0x0f, min = 0x800;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    len = 4, cp = lead & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (s.size() < len) return 0;
-  for (size_t i = 1; i < len; ++i) {
-    if ((byte(i) & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (byte(i) & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  *code_point = cp;
-  return len;
-}
 
 bool IsTerminalControl(uint32_t cp) {
   return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
@@ -159,17 +130,6 @@ std::vector<std::string> TaskStatusLines(const v1::Task& t) {
     lines.push_back(std::move(line));
   }
   return lines;
-}
-
-std::string TaskJson(const v1::Task& task) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string out;
-  // Cannot fail for a Task from the wire: its strings were checked as UTF-8
-  // when it was parsed.
-  (void)google::protobuf::util::MessageToJsonString(task, &out, options);
-  return out;
 }
 
 QueueSizes SizesOf(const v1::QueueStats& s) {

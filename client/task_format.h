@@ -1,5 +1,5 @@
 // How the CLI shows tasks and queue counters: `taskq status` / `dlq show`
-// as `key: value` lines or JSON, one-line table cells for `dlq list`, task
+// as `key: value` lines (JSON: client/json_format.h), one-line table cells for `dlq list`, task
 // states and times by name, and the Python-style qsize/empty/full derived
 // from QueueStats.
 //
@@ -46,11 +46,6 @@ std::string ShowPayload(absl::string_view payload, size_t max_chars = 200);
 // "history:" and one line per attempt:
 //   "  ATTEMPT  ENDED  WORKER  HOW  ERROR".
 std::vector<std::string> TaskStatusLines(const v1::Task& task);
-
-// The task in the proto3 JSON mapping of taskq.v1.Task on one line
-// (snake_case field names, enums by name, uint64 as strings, payload as
-// base64).
-std::string TaskJson(const v1::Task& task);
 
 // Python's qsize()/empty()/full() for a queue. qsize counts the tasks in
 // the queue that a get may still return: ready + delayed (leased ones were

@@ -1,5 +1,5 @@
 // Unit tests of how the CLI shows tasks and queue counters: state names,
-// times, one-line cells, `taskq status` lines, JSON, and Python's
+// times, one-line cells, `taskq status` lines, and Python's
 // qsize/empty/full.
 #include "client/task_format.h"
 
@@ -100,17 +100,6 @@ TEST(TaskStatusLines, NoHistory) {
   t.set_state(v1::TASK_STATE_READY);
   EXPECT_THAT(TaskStatusLines(t), Contains("history: none"));
   EXPECT_THAT(TaskStatusLines(t), Contains("worker:"));  // no trailing space
-}
-
-TEST(TaskJson, ProtoJsonWithSnakeCaseNames) {
-  std::string json = TaskJson(DeadTask());
-  EXPECT_EQ(json.find('\n'), std::string::npos);
-  EXPECT_THAT(json, HasSubstr("\"id\":\"42\""));
-  EXPECT_THAT(json, HasSubstr("\"state\":\"TASK_STATE_DEAD\""));
-  EXPECT_THAT(json, HasSubstr("\"last_error\":\"exit 3:\\nboom\""));
-  EXPECT_THAT(json, HasSubstr("\"origin_queue\":\"jobs\""));
-  EXPECT_THAT(json, HasSubstr("\"payload\":\"Ym9vbQ==\""));  // base64
-  EXPECT_THAT(json, HasSubstr("\"how\":\"failed\""));
 }
 
 TEST(SizesOf, PythonQsizeEmptyFull) {
