@@ -4,8 +4,6 @@
 // either way. Runs the CLI on pipes, on a pseudo-terminal, and with only
 // stderr on a pseudo-terminal (stdout a file).
 #include <fcntl.h>
-#include <pty.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,15 +54,7 @@ class CliProgress : public ::testing::Test {
   Split RunWithStderrOnTerminal(const std::vector<std::string>& args) {
     Split r;
     int master_fd = -1, slave_fd = -1;
-    if (::openpty(&master_fd, &slave_fd, nullptr, nullptr, nullptr) != 0) {
-      ADD_FAILURE() << "openpty failed";
-      return r;
-    }
-    struct termios mode;
-    ::tcgetattr(slave_fd, &mode);
-    ::cfmakeraw(&mode);
-    ::tcsetattr(slave_fd, TCSANOW, &mode);
-    ::fcntl(master_fd, F_SETFL, ::fcntl(master_fd, F_GETFL) | O_NONBLOCK);
+    if (!OpenRawPty(&master_fd, &slave_fd)) return r;
     const std::string out_path = cluster_.dir() + "/split.out";
     std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" > \"$OUT\"", "sh",
                                      BinPath("taskq"), "--master", cluster_.address(),

@@ -536,19 +536,23 @@ CliResult Cluster::CliRaw(std::vector<std::string> args, const std::string& stdi
   return RunCli(std::move(argv), stdin_data, timeout);
 }
 
+bool OpenRawPty(int* master_fd, int* slave_fd) {
+  if (::openpty(master_fd, slave_fd, nullptr, nullptr, nullptr) != 0) {
+    ADD_FAILURE() << "openpty: " << ErrnoText(errno);
+    return false;
+  }
+  struct termios mode;
+  ::tcgetattr(*slave_fd, &mode);
+  ::cfmakeraw(&mode);
+  ::tcsetattr(*slave_fd, TCSANOW, &mode);
+  ::fcntl(*master_fd, F_SETFL, ::fcntl(*master_fd, F_GETFL) | O_NONBLOCK);
+  return true;
+}
+
 CliResult Cluster::CliOnTerminal(std::vector<std::string> args, absl::Duration timeout) {
   CliResult r;
   int master_fd = -1, slave_fd = -1;
-  if (::openpty(&master_fd, &slave_fd, nullptr, nullptr, nullptr) != 0) {
-    ADD_FAILURE() << "openpty: " << ErrnoText(errno);
-    return r;
-  }
-  // Raw: the terminal passes bytes through as written (no "\n" -> "\r\n").
-  struct termios mode;
-  ::tcgetattr(slave_fd, &mode);
-  ::cfmakeraw(&mode);
-  ::tcsetattr(slave_fd, TCSANOW, &mode);
-  ::fcntl(master_fd, F_SETFL, ::fcntl(master_fd, F_GETFL) | O_NONBLOCK);
+  if (!OpenRawPty(&master_fd, &slave_fd)) return r;
   std::vector<std::string> argv = {BinPath("taskq"), "--master", address_, "--token-file",
                                    token_file()};
   argv.insert(argv.end(), args.begin(), args.end());

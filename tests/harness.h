@@ -61,6 +61,11 @@ absl::Status WriteFile(const std::string& path, const std::string& contents, int
 // Splits output into lines (no trailing empty line for a final "\n").
 std::vector<std::string> Lines(const std::string& text);
 
+// A pseudo-terminal in raw mode (bytes pass as written: no "\n" -> "\r\n"),
+// its master side non-blocking. False (and a test failure) if none could be
+// opened. The caller closes both descriptors.
+bool OpenRawPty(int* master_fd, int* slave_fd);
+
 struct ProcessOptions {
   std::vector<std::string> argv;  // argv[0] is the program path
   // Variables set on top of the test's environment ("" value = unset).
