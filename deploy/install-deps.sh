@@ -42,3 +42,12 @@ fi
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Debian's prometheus package starts a system-wide server (port 9090, every
+# address) on a systemd host. The tests run their own on loopback; a server
+# installed only for them should not stay up. One that was there before is
+# left alone: only a package this run installed is stopped and disabled.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+  echo "==> Stopping and disabling the prometheus service the package started (the tests run their own)" >&2
+  "${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
