@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Shell helpers shared by the benchmark scripts (square.sh, soak.sh,
-# compare.sh): stopping what a script started, showing its logs when it
-# failed, waiting for the master's port file or a server's port, a free
-# port, and a process's peak RSS and CPU. Source it; it defines functions
+# compare.sh, python_square.sh): stopping what a script started, showing its
+# logs when it failed, starting a master and waiting for its port file or a
+# server's port, a free port, and a process's peak RSS and CPU. Source it; it defines functions
 # only.
 
 # Sends SIGTERM to every pid, waits up to 10 s in all, then SIGKILLs what
@@ -49,6 +49,24 @@ wait_master_ready() {
     fi
     sleep 0.05
   done
+}
+
+# Starts taskq-master $2 on a free loopback port: store $4 in data dir $5,
+# --fsync $6, output in $3/master.log; the master creates its token file
+# (0600). Adds its pid to the caller's `pids` (so the caller's cleanup stops
+# it) and waits up to $7 s for it to listen ($1 names the script in
+# messages). Sets master_pid, master_addr, port_file and token_file.
+start_master() {
+  local script=$1 bin=$2 dir=$3 store=$4 data_dir=$5 fsync=$6 timeout=$7
+  token_file=$dir/token
+  port_file=$dir/port
+  "$bin" --listen 127.0.0.1:0 --port-file "$port_file" \
+    --token-file "$token_file" --log-level warning \
+    --store "$store" --data-dir "$data_dir" --fsync "$fsync" >"$dir/master.log" 2>&1 &
+  master_pid=$!
+  pids+=("$master_pid")
+  wait_master_ready "$script" "$master_pid" "$port_file" "$token_file" "$timeout"
+  master_addr=$(head -n1 "$port_file")
 }
 
 # Prints the peak RSS (VmHWM) and CPU seconds (user+system) of live process

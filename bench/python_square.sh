@@ -106,15 +106,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-token_file=$tmp/token
-port_file=$tmp/port
-"$master_bin" --listen 127.0.0.1:0 --port-file "$port_file" \
-  --token-file "$token_file" --log-level warning \
-  --store "$store" --data-dir "$data_dir" --fsync "$fsync" >"$tmp/master.log" 2>&1 &
-master_pid=$!
-pids+=("$master_pid")
-wait_master_ready python_square.sh "$master_pid" "$port_file" "$token_file" 15
-master_addr=$(head -n1 "$port_file")
+start_master python_square.sh "$master_bin" "$tmp" "$store" "$data_dir" "$fsync" 15
 echo "master:  $master_addr (store $store, fsync $fsync)"
 echo "workers: $workers x (concurrency $concurrency, prefetch $prefetch) of each kind; inline=$inline async=$async"
 echo "bench:   $tasks tasks per run, $rounds round(s)"

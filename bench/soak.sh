@@ -107,16 +107,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 
-token_file=$tmp/token
-port_file=$tmp/port
-"$master_bin" --listen 127.0.0.1:0 --port-file "$port_file" \
-  --token-file "$token_file" --log-level warning \
-  --store "$store" --data-dir "$data_dir" --fsync "$fsync" >"$tmp/master.log" 2>&1 &
-master_pid=$!
-pids+=("$master_pid")
-
-wait_master_ready soak.sh "$master_pid" "$port_file" "$token_file" 60
-master_addr=$(head -n1 "$port_file")
+start_master soak.sh "$master_bin" "$tmp" "$store" "$data_dir" "$fsync" 60
 
 for ((w = 1; w <= workers; w++)); do
   "$worker_bin" --master "$master_addr" --token-file "$token_file" \

@@ -92,18 +92,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-
-token_file=$tmp/token
-port_file=$tmp/port
-# The master creates the token file (0600, random) when it does not exist.
-"$master_bin" --listen 127.0.0.1:0 --port-file "$port_file" \
-  --token-file "$token_file" --log-level warning \
-  --store "$store" --data-dir "$data_dir" --fsync "$fsync" >"$tmp/master.log" 2>&1 &
-master_pid=$!
-pids+=("$master_pid")
-
-wait_master_ready square.sh "$master_pid" "$port_file" "$token_file" 15
-master_addr=$(head -n1 "$port_file")
+start_master square.sh "$master_bin" "$tmp" "$store" "$data_dir" "$fsync" 15
 echo "master:  $master_addr (pid $master_pid)"
 
 for ((w = 1; w <= workers; w++)); do

@@ -50,7 +50,4 @@ class RpcMetrics {
   std::deque<MethodCounts> methods_ ABSL_GUARDED_BY(mu_);  // deque: stable addresses
 };
 
-// "OK", "NOT_FOUND", ... as in gRPC's documentation.
-absl::string_view StatusCodeName(grpc::StatusCode code);
-
 }  // namespace taskq
