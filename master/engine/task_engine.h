@@ -116,11 +116,12 @@ class TaskEngine final : public QueueEngine {
   WaitId Join(const std::string& queue, absl::Time deadline, DoneCallback done) override;
 
   absl::StatusOr<SubscriptionId> Subscribe(const std::vector<std::string>& queues,
-                                           const std::string& worker_id,
+                                           const WorkerIdentity& who,
                                            DeliverFn deliver) override;
   absl::Status AddCredits(SubscriptionId sub, uint32_t credits) override;
   void DeliveriesWritten(SubscriptionId sub, size_t bytes) override;
   void Unsubscribe(SubscriptionId sub) override;
+  std::vector<v1::WorkerInfo> ListWorkers() override;
 
   void AdvanceTo(absl::Time now) override;
   absl::Time NextDeadline() override;
@@ -217,7 +218,8 @@ class TaskEngine final : public QueueEngine {
 
   struct Subscription {
     std::vector<std::string> queues;
-    std::string worker_id;
+    WorkerIdentity who;
+    absl::Time since;
     uint32_t credits = 0;
     // Bytes handed to `deliver` and not yet reported written: nothing more
     // is handed over while it is at kMaxUnwrittenDeliveryBytes.
