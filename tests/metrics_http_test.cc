@@ -102,6 +102,7 @@ TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
       {R"(taskq_queue_deliveries_total{queue="jobs"})", 5},
       {R"(taskq_queue_redeliveries_total{queue="jobs"})", 0},
       {R"(taskq_queue_lease_expiries_total{queue="jobs"})", 0},
+      {R"(taskq_queue_oldest_ready_age_seconds{queue="jobs"})", 0},  // none ready
       // jobs (submit deletes its private reply queue when it is done).
       {"taskq_queues", 1},
       {"taskq_workers_connected", 1},

@@ -4,6 +4,7 @@
 #include "master/engine/task_engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -321,10 +322,46 @@ TaskEngine::Sample TaskEngine::Metrics(size_t max_queues) {
     s.deliveries = q.total_delivered;
     s.redeliveries = q.total_redelivered;
     s.expiries = q.total_expired;
+    if (auto put = OldestReadyPut(*queues_.at(name))) {
+      s.oldest_ready_age = std::max(absl::ZeroDuration(), clock_->Now() - *put);
+    }
   }
   out.workers = subs_.size();
   for (const auto& [id, sub] : subs_) out.worker_credits += sub.credits;
   return out;
+}
+
+ReadyKey TaskEngine::LongestReady(const Queue& q) const {
+  switch (q.config.kind()) {
+    case v1::QUEUE_KIND_LIFO:  // (0, -seq): the last key
+      return *std::prev(q.ready.end());
+    case v1::QUEUE_KIND_PRIORITY: {  // (priority, seq): each level's first key
+      constexpr int kMaxPriorityLevelsScanned = 64;
+      ReadyKey best = q.ready.Front();
+      auto it = q.ready.begin();
+      for (int level = 0; level < kMaxPriorityLevelsScanned && it != q.ready.end(); ++level) {
+        if (it->minor < best.minor) best = *it;
+        if (it->major == std::numeric_limits<int64_t>::max()) break;
+        it = q.ready.LowerBound(ReadyKey{it->major + 1, std::numeric_limits<int64_t>::min(), 0});
+      }
+      return best;
+    }
+    default:  // FIFO (0, seq): the first key
+      return q.ready.Front();
+  }
+}
+
+std::optional<absl::Time> TaskEngine::OldestReadyPut(Queue& q) {
+  if (q.ready.empty()) return std::nullopt;
+  const uint64_t id = LongestReady(q).id;
+  const TaskRecord* rec = nullptr;
+  if (auto it = tasks_.find(id); it != tasks_.end()) {
+    rec = &it->second;
+  } else {
+    rec = FindCold(id);  // one row, once: it stays in memory until handed out
+  }
+  if (rec == nullptr) return std::nullopt;
+  return absl::FromUnixMillis(rec->task.enqueued_unix_ms());
 }
 
 absl::StatusOr<v1::QueueStats> TaskEngine::Stats(const std::string& queue) {
