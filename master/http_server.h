@@ -2,8 +2,8 @@
 // GET /metrics (Prometheus text format) on common/http_listener.h.
 //
 // Security (docs/METRICS.md): as HttpListener says. Off loopback the
-// master's TLS certificate and key are served (the ones gRPC serves;
-// loaded at start: a rotated certificate is served after a restart) and a
+// master's TLS certificate and key are served (the ones gRPC serves,
+// re-read when rotated on disk) and a
 // request needs the token of a credential (any role) or the master token,
 // checked by CredentialTable::AuthenticateToken (constant time); refusals
 // are counted in Refusals() (no_token / wrong_token).

@@ -10,11 +10,14 @@
 #include <vector>
 
 #include <httplib.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/x509.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
 
@@ -184,9 +187,37 @@ TEST(MetricsHttp, OffLoopbackEveryRequestNeedsACredentialsToken) {
   }
 }
 
+// SHA-256 of the certificate an HTTPS server on 127.0.0.1:port serves to a
+// new connection (not verified: the test compares it with the file).
+std::string ServedFingerprint(int port) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  BIO* bio = BIO_new_ssl_connect(ctx);
+  BIO_set_conn_hostname(bio, absl::StrCat("127.0.0.1:", port).c_str());
+  std::string out = "no handshake";
+  SSL* ssl = nullptr;
+  BIO_get_ssl(bio, &ssl);
+  if (BIO_do_connect(bio) == 1 && BIO_do_handshake(bio) == 1 && ssl != nullptr) {
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    BIO* mem = BIO_new(BIO_s_mem());
+    if (cert != nullptr && PEM_write_bio_X509(mem, cert) == 1) {
+      char* data = nullptr;
+      const long n = BIO_get_mem_data(mem, &data);
+      auto fingerprint = CertificateSha256Hex(std::string(data, static_cast<size_t>(n)));
+      out = fingerprint.ok() ? *fingerprint : "unparsable certificate";
+    }
+    BIO_free(mem);
+    X509_free(cert);
+  }
+  BIO_free_all(bio);
+  SSL_CTX_free(ctx);
+  return out;
+}
+
 // With TLS set up (`taskq-master init`), an off-loopback listener serves
 // HTTPS with the master's certificate: a scraper that trusts the master's
 // CA gets the metrics with a token; plain HTTP on that port gets nothing.
+// A certificate rotated on disk is served to new connections without a
+// restart, as on the gRPC port.
 TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
   Cluster cluster;
   auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
@@ -224,6 +255,24 @@ TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
   Reply plain = Get(port, "/metrics", {{"Authorization", "Bearer " + token}});
   EXPECT_NE(plain.status, 200);
   EXPECT_FALSE(absl::StrContains(plain.body, "taskq_")) << plain.body;
+
+  const std::string server_pem = cluster.data_dir() + "/tls/server.pem";
+  const std::string before = *CertificateSha256Hex(ReadFile(server_pem));
+  ASSERT_EQ(ServedFingerprint(port), before);
+  auto rotate = cluster.Spawn("rotate", {BinPath("taskq-master"), "init", "--data-dir",
+                                         cluster.data_dir(), "--rotate-server-cert"});
+  ASSERT_NE(rotate, nullptr);
+  ASSERT_EQ(rotate->Wait(absl::Seconds(30)), 0) << rotate->Stderr();
+  const std::string after = *CertificateSha256Hex(ReadFile(server_pem));
+  ASSERT_NE(after, before);
+  std::string served;
+  EXPECT_TRUE(WaitFor([&] { return (served = ServedFingerprint(port)) == after; },
+                      absl::Seconds(15)))
+      << "still served: " << served;
+  // And it verifies against the CA as before.
+  auto again = https.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(again) << httplib::to_string(again.error());
+  EXPECT_EQ(again->status, 200);
 }
 
 }  // namespace
