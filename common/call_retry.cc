@@ -40,6 +40,11 @@ bool NeverReachedMaster(const absl::Status& status) {
          absl::StrContains(m, "before receiving SETTINGS frame");
 }
 
+bool MasterShuttingDown(const absl::Status& status) {
+  return absl::IsUnavailable(status) &&
+         absl::StrContains(status.message(), "master is shutting down");
+}
+
 TlsRefusal ClassifyTlsRefusal(const absl::Status& status) {
   if (!absl::IsUnavailable(status)) return TlsRefusal::kNone;
   const absl::string_view m = status.message();
@@ -67,7 +72,7 @@ bool ShouldRetry(Retry retry, const absl::Status& status) {
   if (ClassifyTlsRefusal(status) != TlsRefusal::kNone) return false;
   switch (retry) {
     case Retry::kNever: return false;
-    case Retry::kIfNotSent: return NeverReachedMaster(status);
+    case Retry::kIfNotSent: return NeverReachedMaster(status) || MasterShuttingDown(status);
     case Retry::kAlways: return true;
   }
   return false;
