@@ -12,12 +12,12 @@ namespace taskq {
 bool MasterAnswered(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kUnavailable: {
-      // The master's own UNAVAILABLE answers (a store that cannot commit,
-      // a master shutting down) say what happened; anything else is the
-      // connection's.
+      // The master's own UNAVAILABLE answers (a store that cannot commit)
+      // say what happened; anything else is the connection's. "master is
+      // shutting down" is the master's too, but it did nothing: it counts
+      // as not answered (MasterShuttingDown).
       const absl::string_view m = status.message();
-      return absl::StrContains(m, "outcome unknown") || absl::StrContains(m, "store I/O error") ||
-             absl::StrContains(m, "master is shutting down");
+      return absl::StrContains(m, "outcome unknown") || absl::StrContains(m, "store I/O error");
     }
     case absl::StatusCode::kDeadlineExceeded:
       // gRPC's own deadline on this side says just this; the master's

@@ -28,8 +28,9 @@ enum class Retry {
   kAlways,     // idempotent: retry until the call's deadline
 };
 
-// The status came from the master itself (an answer), not from a broken or
-// missing connection or a deadline this side ran into.
+// The status came from the master itself (an answer: the call was carried
+// out or refused), not from a broken or missing connection, a deadline
+// this side ran into, or a master shutting down.
 bool MasterAnswered(const absl::Status& status);
 
 // UNAVAILABLE because no connection could be made: the request was never

@@ -145,9 +145,9 @@ absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)
       status = ToAbslStatus(rpc(&context));
       if (canceller != nullptr) canceller->Unregister(&context);
     }
-    // A master shutting down answered, but did nothing: the call goes to
-    // the master that comes back (or fails once the deadline passes).
-    if (status.ok() || (MasterAnswered(status) && !MasterShuttingDown(status))) {
+    // (A master shutting down did nothing: the call goes to the master that
+    // comes back, or fails once the deadline passes.)
+    if (status.ok() || MasterAnswered(status)) {
       reachability_.Reachable();
       return status;
     }
