@@ -59,6 +59,7 @@ int Main(int argc, char** argv) {
     PrintError(absl::StrCat(e.what(), "\nRun `taskq --help` or `taskq VERB --help` for usage."));
     return kExitUsage;
   }
+  InitLoggingFromFlags("taskq", globals.log);
   for (const Verb& verb : verbs) {
     if (verb.app->parsed()) return verb.run();
   }

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "common/join_bundle.h"
 #include "common/log.h"
+#include "common/log_flags.h"
 #include "common/seconds_validator.h"
 #include "worker/worker.h"
 
@@ -35,15 +36,6 @@ void EnsureStdFdsOpen() {
   }
 }
 
-bool ParseLogLevel(const std::string& text, taskq::LogLevel* level) {
-  if (text == "debug") *level = taskq::LogLevel::kDebug;
-  else if (text == "info") *level = taskq::LogLevel::kInfo;
-  else if (text == "warning") *level = taskq::LogLevel::kWarning;
-  else if (text == "error") *level = taskq::LogLevel::kError;
-  else return false;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,7 +50,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);  // a child closing its stdin gives EPIPE, not death
 
   taskq::WorkerOptions options;
-  std::string log_level = "info";
+  taskq::LogFlags log_flags;
   double drain_seconds = 30;
   unsigned threads = 0;
   unsigned concurrency = 0;
@@ -149,17 +141,14 @@ int main(int argc, char** argv) {
                  "on SIGTERM/SIGINT, seconds running tasks may take to finish before they are "
                  "released back to the master")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--log-level", log_level, "debug, info, warning or error")
-      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  taskq::AddLogFlags(app, &log_flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
 
-  taskq::LogLevel level = taskq::LogLevel::kInfo;
-  ParseLogLevel(log_level, &level);
-  taskq::InitLogging("taskq-worker", level);
+  taskq::InitLoggingFromFlags("taskq-worker", log_flags);
   options.threads = static_cast<int>(threads);
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);

@@ -454,8 +454,9 @@ absl::Time Worker::NextWake(absl::Time confirm_at, absl::Time close_deadline) co
 void Worker::MarkConnected() {
   if (connected_) return;
   connected_ = true;
-  LogInfo("taskq-worker %s connected to %s, queues: %s", options_.id, options_.connect.master,
-          absl::StrJoin(options_.queues, ", "));
+  LogEvent(LogLevel::kInfo, "connected to the master",
+           {{"worker", options_.id}, {"master", options_.connect.master},
+            {"queues", absl::StrJoin(options_.queues, ",")}});
 }
 
 bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
@@ -651,8 +652,9 @@ rt::Task<void> Worker::RunTask(uint64_t run_id, v1::Task task, std::stop_token s
     result = absl::CancelledError("the task was stopped before it started");
   } else {
     const absl::Time began = absl::Now();
-    LogDebug("task %d started: queue %s, handler %s, attempt %d", task.id(), task.queue(),
-             task.handler(), task.attempt());
+    LogEvent(LogLevel::kDebug, "task started",
+             {{"task", task.id()}, {"queue", task.queue()}, {"handler", task.handler()},
+              {"attempt", task.attempt()}});
     HandlerContext context(task, options_.id, stop);
     result = co_await handlers_.Run(context, cpu_.get());
     slots_->Release();
