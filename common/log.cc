@@ -26,25 +26,11 @@ std::string* g_program = new std::string("taskq");
 std::atomic<LogRateLimiter*> g_limiter{new LogRateLimiter(LogRateLimit().max_lines,
                                                           LogRateLimit().interval)};
 
-const char* TextLevel(int level) {
-  switch (static_cast<LogLevel>(level)) {
-    case LogLevel::kDebug: return "DEBUG";
-    case LogLevel::kInfo: return "INFO";
-    case LogLevel::kWarning: return "WARN";
-    case LogLevel::kError: return "ERROR";
-  }
-  return "?";
-}
-
-const char* JsonLevel(int level) {
-  switch (static_cast<LogLevel>(level)) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarning: return "warn";
-    case LogLevel::kError: return "error";
-  }
-  return "?";
-}
+// Level names by LogLevel: in text lines, and in JSON lines.
+constexpr const char* kTextLevels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+constexpr const char* kJsonLevels[] = {"debug", "info", "warn", "error"};
+const char* TextLevel(int level) { return level >= 0 && level <= 3 ? kTextLevels[level] : "?"; }
+const char* JsonLevel(int level) { return level >= 0 && level <= 3 ? kJsonLevels[level] : "?"; }
 
 bool ReservedKey(absl::string_view key) {
   return key == "ts" || key == "level" || key == "component" || key == "program" ||
