@@ -130,5 +130,41 @@ TEST(WorkerMetrics, EveryRequestNeedsTheTokenOffLoopbackAndWhenGivenOnLoopback) 
   }
 }
 
+// With --http-tls-cert/--http-tls-key off loopback the page is HTTPS (no
+// --http-insecure needed), and the token is still required.
+TEST(WorkerMetrics, OffLoopbackServesHttpsWithItsCertificate) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.Start().ok());
+  // A CA and a certificate for 127.0.0.1, made the way a deployment makes them.
+  const std::string tls_dir = cluster.dir() + "/worker-tls";
+  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir", tls_dir,
+                                     "--host", "127.0.0.1"});
+  ASSERT_NE(init, nullptr);
+  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  const std::string token = "0a9b8c7d6e5f40312a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091";
+  const std::string token_file = cluster.dir() + "/metrics-token";
+  ASSERT_TRUE(WriteFile(token_file, token + "\n").ok());
+  const std::string port_file = cluster.dir() + "/worker-https-port";
+  Process* worker = cluster.StartWorker(
+      {"--http-listen", "0.0.0.0:0", "--http-port-file", port_file, "--http-token-file",
+       token_file, "--http-tls-cert", tls_dir + "/tls/server.pem", "--http-tls-key",
+       tls_dir + "/tls/server.key"});
+  const int port = HttpPort(worker, port_file);
+  ASSERT_GT(port, 0);
+  httplib::SSLClient client("127.0.0.1", port);
+  client.set_ca_cert_path((tls_dir + "/tls/ca.pem").c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(5);
+  auto none = client.Get("/metrics");
+  ASSERT_TRUE(none) << "no HTTPS answer: " << httplib::to_string(none.error());
+  EXPECT_EQ(none->status, 401);
+  auto good = client.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(good);
+  EXPECT_EQ(good->status, 200);
+  EXPECT_TRUE(absl::StrContains(good->body, "taskq_worker_connected")) << good->body;
+  // Plain HTTP on that port gets no page.
+  EXPECT_NE(Get(port, "/metrics", {{"Authorization", "Bearer " + token}}).status, 200);
+}
+
 }  // namespace
 }  // namespace taskq::testing
