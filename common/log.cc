@@ -103,14 +103,14 @@ void WriteSummaries(const std::vector<LogRateLimiter::Summary>& due) {
 }
 
 void WriteEvent(LogLevel level, absl::string_view message, const std::vector<Field>& fields,
-                const std::source_location& where) {
+                const LogSite& where) {
   const int lvl = static_cast<int>(level);
   std::vector<LogRateLimiter::Summary> due;
   const bool admitted = g_limiter.load(std::memory_order_acquire)
-                            ->Admit(where.file_name(), static_cast<int>(where.line()), lvl,
+                            ->Admit(where.file, where.line, lvl,
                                     absl::Now(), &due);
   WriteSummaries(due);
-  if (admitted) WriteLine(FormatLine(lvl, LogComponent(where.file_name()), message, fields));
+  if (admitted) WriteLine(FormatLine(lvl, LogComponent(where.file), message, fields));
 }
 
 }  // namespace
@@ -157,7 +157,7 @@ bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_min_level;
 void FlushLogSummaries() { WriteSummaries(g_limiter.load(std::memory_order_acquire)->Flush()); }
 
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields,
-              std::source_location where) {
+              LogSite where) {
   if (!LogEnabled(level)) return;
   std::vector<Field> plain;
   plain.reserve(fields.size());
@@ -165,7 +165,7 @@ void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<L
   WriteEvent(level, message, plain, where);
 }
 
-void LogLine(LogLevel level, absl::string_view message, std::source_location where) {
+void LogLine(LogLevel level, absl::string_view message, LogSite where) {
   if (!LogEnabled(level)) return;
   WriteEvent(level, message, {}, where);
 }

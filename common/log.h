@@ -8,7 +8,7 @@
 //
 // Every line carries the time, the program, the level and the component:
 // the call site's source file without its extension ("master/work_stream"),
-// taken from std::source_location, so call sites need not name it.
+// taken from the call site (LogSite), so call sites need not name it.
 //   text: 2026-12-05T10:00:00.123Z taskq-master WARN master/work_stream: lease expired task=12 queue="q"
 //   json: {"ts":"2026-12-05T10:00:00.123Z","level":"warn","component":"master/work_stream",
 //          "program":"taskq-master","msg":"lease expired","task":12,"queue":"q"}
@@ -28,7 +28,6 @@
 
 #include <cstdint>
 #include <initializer_list>
-#include <source_location>
 #include <string>
 #include <type_traits>
 
@@ -64,6 +63,19 @@ bool LogEnabled(LogLevel level);
 // Writes the summary lines of every call site with suppressed lines now.
 void FlushLogSummaries();
 
+// Where a log call is in the source. std::source_location would do, but
+// clang 14 (the clang-tsa build) has no <source_location>; GCC's and
+// clang's __builtin_FILE/__builtin_LINE as default arguments give the
+// caller's place, also through a default argument of a default argument.
+struct LogSite {
+  const char* file;
+  int line;
+  static constexpr LogSite Here(const char* file = __builtin_FILE(),
+                                int line = __builtin_LINE()) {
+    return {file, line};
+  }
+};
+
 // A named value on a log line: the ids of what the line is about (task,
 // queue, worker, peer, ...). Integers are JSON numbers; the rest strings.
 // Keys are code constants; a key that clashes with ts, level, component,
@@ -95,20 +107,20 @@ class LogField {
 // rate limit).
 void LogEvent(LogLevel level, absl::string_view message,
               std::initializer_list<LogField> fields = {},
-              std::source_location where = std::source_location::current());
+              LogSite where = LogSite::Here());
 // The same without fields (kept for callers that built the text already).
 void LogLine(LogLevel level, absl::string_view message,
-             std::source_location where = std::source_location::current());
+             LogSite where = LogSite::Here());
 
 // LogInfo(fmt, args...) and its siblings are class templates used like
-// functions: a constructor can take a defaulted std::source_location after
+// functions: a constructor can take a defaulted LogSite after
 // the arguments, which a variadic function template cannot (its pack would
 // not be deduced); the deduction guides below give the arguments' types.
 #define TASKQ_LOG_FUNCTION(Name, level)                                                  \
   template <typename... Args>                                                            \
   struct Name {                                                                          \
     Name(const absl::FormatSpec<Args...>& fmt, const Args&... args,                      \
-         std::source_location where = std::source_location::current()) {                 \
+         LogSite where = LogSite::Here()) {                                              \
       if (LogEnabled(level)) LogEvent(level, absl::StrFormat(fmt, args...), {}, where);  \
     }                                                                                    \
   };                                                                                     \
