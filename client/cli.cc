@@ -17,6 +17,7 @@
 #include "client/results_command.h"
 #include "client/submit_command.h"
 #include "client/task_commands.h"
+#include "common/grpc_log.h"
 
 namespace taskq::cli {
 
@@ -60,6 +61,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   InitLoggingFromFlags("taskq", globals.log);
+  RouteGrpcLogs();
   for (const Verb& verb : verbs) {
     if (verb.app->parsed()) return verb.run();
   }

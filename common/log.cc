@@ -110,7 +110,10 @@ void WriteEvent(LogLevel level, absl::string_view message, const std::vector<Fie
                             ->Admit(where.file, where.line, lvl,
                                     absl::Now(), &due);
   WriteSummaries(due);
-  if (admitted) WriteLine(FormatLine(lvl, LogComponent(where.file), message, fields));
+  if (admitted) {
+    WriteLine(FormatLine(lvl, where.component ? where.component : LogComponent(where.file),
+                         message, fields));
+  }
 }
 
 }  // namespace

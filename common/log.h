@@ -70,6 +70,9 @@ void FlushLogSummaries();
 struct LogSite {
   const char* file;
   int line;
+  // If set, the component instead of LogComponent(file) (lines of a
+  // library's source, e.g. gRPC's: common/grpc_log.h).
+  const char* component = nullptr;
   static constexpr LogSite Here(const char* file = __builtin_FILE(),
                                 int line = __builtin_LINE()) {
     return {file, line};

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "common/channel.h"
 #include "common/seconds_validator.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
 #include "common/log_flags.h"
 #include "common/port_file.h"
@@ -202,6 +203,7 @@ int main(int argc, char** argv) {
   }
   taskq::InitLoggingFromFlags("taskq-master", log_flags);
   taskq::RouteProtobufLogs();
+  taskq::RouteGrpcLogs();
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.
   sigset_t signals;

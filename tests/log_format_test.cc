@@ -112,6 +112,27 @@ TEST(LogFormat, EveryStderrLineOfTheThreeBinariesIsAJsonObjectWithIds) {
   EXPECT_TRUE(absl::StartsWith(cli[0], "client/cli_common|")) << cli[0];
 }
 
+// gRPC's own lines (GRPC_VERBOSITY=debug makes it talk) come through our
+// log: JSON like the rest, component grpc/<file>.
+TEST(LogFormat, GrpcLinesAreJsonLinesToo) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.Start().ok());
+  ProcessOptions options;
+  options.argv = With({BinPath("taskq"), "--master", cluster.address(), "--token-file",
+                       cluster.token_file(), "queue", "list"},
+                      kJsonDebug);
+  options.env = cluster.ChildEnv();
+  options.env["GRPC_VERBOSITY"] = "debug";
+  options.output_dir = cluster.dir();
+  options.name = "cli-grpc-debug";
+  auto cli = Process::Start(options);
+  ASSERT_TRUE(cli.ok()) << cli.status();
+  ASSERT_EQ((*cli)->Wait(absl::Seconds(30)), 0) << (*cli)->Stderr();
+  const auto lines = ParseJsonLines((*cli)->stderr_path());
+  EXPECT_EQ(Errors(lines), 0u) << Joined(lines);
+  EXPECT_TRUE(Has(lines, "grpc/")) << Joined(lines);
+}
+
 // The brief's rule: a token never reaches a log line, also at debug level
 // and when a call is refused for it.
 TEST(LogFormat, NoTokenInAnyLineAtDebugLevelAroundRefusals) {

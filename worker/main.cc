@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/join_bundle.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
 #include "common/log_flags.h"
 #include "common/port_file.h"
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
   }
 
   taskq::InitLoggingFromFlags("taskq-worker", log_flags);
+  taskq::RouteGrpcLogs();
   options.threads = static_cast<int>(threads);
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);
