@@ -18,6 +18,7 @@
 #include "client/submit_command.h"
 #include "client/task_commands.h"
 #include "client/worker_commands.h"
+#include "common/grpc_log.h"
 
 namespace taskq::cli {
 
@@ -61,6 +62,8 @@ int Main(int argc, char** argv) {
     PrintError(absl::StrCat(e.what(), "\nRun `taskq --help` or `taskq VERB --help` for usage."));
     return kExitUsage;
   }
+  InitLoggingFromFlags("taskq", globals.log);
+  RouteGrpcLogs();
   for (const Verb& verb : verbs) {
     if (verb.app->parsed()) return verb.run();
   }
