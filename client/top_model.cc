@@ -55,9 +55,10 @@ struct Column {
   const char* heading;
   size_t width;
 };
-constexpr Column kQueueColumns[] = {{"READY", 8},  {"DELAYED", 8}, {"LEASED", 8},
-                                    {"DEAD", 7},   {"WORKERS", 7}, {"PUT/S", 7},
-                                    {"DONE/S", 7}, {"FAIL/S", 7}};
+// Each as wide as its heading with the sort mark, at least.
+constexpr Column kQueueColumns[] = {{"READY", 7},  {"DELAYED", 7}, {"LEASED", 7},
+                                    {"DEAD", 6},   {"WORKERS", 7}, {"PUT/S", 6},
+                                    {"DONE/S", 7}, {"FAIL/S", 6}};
 constexpr size_t kMinNameWidth = 8;
 
 std::vector<std::string> QueueCells(const QueueRow& row) {
