@@ -59,9 +59,13 @@ absl::StatusOr<std::unique_ptr<TerminalScreen>> TerminalScreen::Enter(int in_fd,
   MutexLock lock(&screen->mu_);
   if (::isatty(in_fd) == 1 && ::tcgetattr(in_fd, &screen->saved_in_) == 0) {
     termios raw = screen->saved_in_;
-    // cbreak: each key as typed, not echoed; ISIG stays on, so Ctrl-C and
-    // Ctrl-\ are still signals (and restore the terminal on their way out).
+    // cbreak: each key as typed, not echoed; ISIG stays on, so Ctrl-C is
+    // still SIGINT (which restores the terminal on its way out).
     raw.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
+    // No Ctrl-Z or Ctrl-\: a stopped or core-dumped top would leave the
+    // terminal in this mode.
+    raw.c_cc[VSUSP] = _POSIX_VDISABLE;
+    raw.c_cc[VQUIT] = _POSIX_VDISABLE;
     raw.c_cc[VMIN] = 1;
     raw.c_cc[VTIME] = 0;
     if (::tcsetattr(in_fd, TCSANOW, &raw) == 0) {
