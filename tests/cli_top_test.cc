@@ -148,6 +148,12 @@ class CliTop : public ::testing::Test {
         kDeadline, absl::Milliseconds(50));
   }
 
+  // Waits until the screen shows `queue`'s row.
+  bool WaitForRow(Tmux& tmux, const std::string& queue, std::string* last) {
+    return WaitForScreen(
+        tmux, [&](const std::vector<std::string>& s) { return !Row(s, queue).empty(); }, last);
+  }
+
   Cluster cluster_;
 };
 
@@ -200,9 +206,7 @@ TEST_F(CliTop, CtrlCRestoresTheTerminal) {
   Tmux tmux(&cluster_, TopCommand(), 100, 30);
   ASSERT_TRUE(tmux.started());
   std::string screen;
-  ASSERT_TRUE(WaitForScreen(
-      tmux, [](const std::vector<std::string>& s) { return !Row(s, "alpha").empty(); }, &screen))
-      << screen;
+  ASSERT_TRUE(WaitForRow(tmux, "alpha", &screen)) << screen;
   ASSERT_TRUE(tmux.SendKeys("C-c"));
   EXPECT_EQ(WaitForExit(), "130");
   ExpectTerminalRestored(tmux);
@@ -212,9 +216,7 @@ TEST_F(CliTop, AnUnreachableMasterShowsOnTheStatusLineAndTheViewRecovers) {
   Tmux tmux(&cluster_, TopCommand(), 120, 30);
   ASSERT_TRUE(tmux.started());
   std::string screen;
-  ASSERT_TRUE(WaitForScreen(
-      tmux, [](const std::vector<std::string>& s) { return !Row(s, "alpha").empty(); }, &screen))
-      << screen;
+  ASSERT_TRUE(WaitForRow(tmux, "alpha", &screen)) << screen;
   bool shown = false;
   absl::Status restarted = cluster_.RestartMaster(SIGKILL, absl::Seconds(30), [&] {
     shown = WaitForScreen(
@@ -248,10 +250,7 @@ TEST_F(CliTop, FitsTheWindowWhenItIsResized) {
   Tmux tmux(&cluster_, TopCommand(), 140, 30);
   ASSERT_TRUE(tmux.started());
   std::string screen;
-  ASSERT_TRUE(WaitForScreen(
-      tmux, [&](const std::vector<std::string>& s) { return !Row(s, long_name).empty(); },
-      &screen))
-      << screen;
+  ASSERT_TRUE(WaitForRow(tmux, long_name, &screen)) << screen;
   ASSERT_TRUE(tmux.Resize(70, 12));
   // Every line within 70 columns: the long name is cut with '~'.
   EXPECT_TRUE(WaitForScreen(
