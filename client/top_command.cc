@@ -12,6 +12,7 @@
 #include "client/interrupt.h"
 #include "client/top_model.h"
 #include "client/top_terminal.h"
+#include "common/seconds_validator.h"
 
 namespace taskq::cli {
 namespace {
@@ -81,8 +82,9 @@ int RunPlain(Client& client, const std::string& master, const TopArgs& args) {
       PrintError(ErrorMessage(state.error, CallKind::kAdmin, master));
       return ExitCodeFor(state.error, CallKind::kAdmin);
     }
+    const bool last = args.iterations > 0 && n >= args.iterations;
     if (!state.error.ok()) {
-      PrintError(ErrorMessage(state.error, CallKind::kAdmin, master) + "; retrying");
+      PrintError(ErrorMessage(state.error, CallKind::kAdmin, master) + (last ? "" : "; retrying"));
     } else {
       TopView view = MakeView(state, master, SortKey::kName, /*interactive=*/false);
       view.status.clear();
@@ -91,9 +93,7 @@ int RunPlain(Client& client, const std::string& master, const TopArgs& args) {
       if (n > 1) block.insert(0, "\n");
       WriteText(stdout, block);
     }
-    if (args.iterations > 0 && n >= args.iterations) {
-      return state.error.ok() ? kExitOk : ExitCodeFor(state.error, CallKind::kAdmin);
-    }
+    if (last) return state.error.ok() ? kExitOk : ExitCodeFor(state.error, CallKind::kAdmin);
     next = std::max(next + interval, absl::Now());
     absl::SleepFor(next - absl::Now());
   }
@@ -182,7 +182,7 @@ void AddTopCommand(CLI::App& app, const GlobalOptions* globals, std::vector<Verb
       "until interrupted or --iterations.\n"
       "Example: taskq top --interval 2");
   t->add_option("--interval", args->interval, "Seconds between refreshes (0.1 to 3600)")
-      ->check(CLI::Range(0.1, 3600.0))
+      ->check(SecondsIn(0.1, 3600))
       ->type_name("SECONDS")
       ->capture_default_str();
   t->add_option("--iterations", args->iterations,

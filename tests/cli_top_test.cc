@@ -281,10 +281,22 @@ TEST_F(CliTop, PlainBlocksOnAPipe) {
   EXPECT_FALSE(absl::StrContains(r.out, "q quit")) << r.out;
 }
 
+TEST_F(CliTop, PlainModeSaysWhenTheMasterCannotBeReached) {
+  cluster_.master()->Stop();
+  CliResult r = cluster_.Cli({"top", "--iterations", "2", "--interval", "0.1"});
+  EXPECT_EQ(r.exit_code, 6) << Describe(r);
+  EXPECT_EQ(r.out, "");
+  // Each refresh says so; the last one does not promise a retry.
+  EXPECT_EQ(Count(r.err, "cannot reach the master"), 2u) << r.err;
+  EXPECT_EQ(Count(r.err, "; retrying"), 1u) << r.err;
+}
+
 TEST_F(CliTop, RefusesABadInterval) {
-  CliResult r = cluster_.Cli({"top", "--interval", "0"});
-  EXPECT_EQ(r.exit_code, 2) << Describe(r);
-  EXPECT_TRUE(absl::StrContains(r.err, "--interval")) << r.err;
+  for (const char* bad : {"0", "nan", "inf", "-1", "1x"}) {
+    CliResult r = cluster_.Cli({"top", "--interval", bad, "--iterations", "1"});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << Describe(r);
+    EXPECT_TRUE(absl::StrContains(r.err, "not a number of seconds from 0.1 to 3600")) << r.err;
+  }
 }
 
 TEST_F(CliTop, AWrongTokenIsAnErrorNotARetryLoop) {
