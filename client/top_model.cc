@@ -266,8 +266,8 @@ std::vector<std::string> RenderTop(const TopView& view, size_t width, size_t hei
     absl::StrAppend(&title, "  ", absl::FormatTime("%H:%M:%S", view.updated,
                                                    absl::LocalTimeZone()));
   }
-  absl::StrAppend(&title, "  ", view.queues.size(), " queues");
-  if (view.workers.has_value()) absl::StrAppend(&title, ", ", view.workers->size(), " workers");
+  absl::StrAppend(&title, "  queues ", view.queues.size());
+  if (view.workers.has_value()) absl::StrAppend(&title, "  workers ", view.workers->size());
   absl::StrAppend(&title, "  sort: ", SortKeyName(view.sort));
   std::string footer = view.status;
   if (footer.empty() && view.interactive) {
