@@ -18,6 +18,7 @@
 #include "client/submit_command.h"
 #include "client/task_commands.h"
 #include "client/top_command.h"
+#include "client/worker_commands.h"
 
 namespace taskq::cli {
 
@@ -45,6 +46,7 @@ int Main(int argc, char** argv) {
   AddTaskCommands(app, &globals, &verbs);
   AddDlqCommands(app, &globals, &verbs);
   AddCredentialCommands(app, &globals, &verbs);
+  AddWorkerCommands(app, &globals, &verbs);
   AddTopCommand(app, &globals, &verbs);
   // Last: it reads the tree the others built.
   AddCompletionCommand(app, &verbs);

@@ -37,6 +37,19 @@ bool Permanent(const absl::Status& status) {
          absl::IsInvalidArgument(status) || absl::IsUnimplemented(status);
 }
 
+std::vector<WorkerRow> WorkerRows(const v1::ListWorkersResponse& response) {
+  std::vector<WorkerRow> rows;
+  for (const v1::WorkerInfo& w : response.workers()) {
+    rows.push_back({.id = w.worker_id(),
+                    .host = w.host().empty() ? w.peer() : w.host(),
+                    .since = absl::FromUnixMillis(w.since_unix_ms()),
+                    .credits = w.credits(),
+                    .running = w.running(),
+                    .queues = {w.queues().begin(), w.queues().end()}});
+  }
+  return rows;
+}
+
 void TakeSample(Client& client, TopState* state) {
   auto queues = client.ListQueues();
   const absl::Time at = absl::Now();
@@ -47,6 +60,17 @@ void TakeSample(Client& client, TopState* state) {
   state->error = absl::OkStatus();
   state->previous = std::move(state->last);
   state->last = QueueSample{*std::move(queues), at};
+  auto workers = client.ListWorkers();
+  if (workers.ok()) {
+    state->workers = WorkerRows(*workers);
+  } else if (absl::IsUnimplemented(workers.status()) ||
+             absl::IsPermissionDenied(workers.status())) {
+    // An older master, or a credential that may list queues but not
+    // workers: no workers section.
+    state->workers.reset();
+  } else {
+    state->error = workers.status();  // the last workers seen stay
+  }
 }
 
 TopView MakeView(const TopState& state, const std::string& master, SortKey sort,

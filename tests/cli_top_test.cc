@@ -5,7 +5,7 @@
 // changes after a put, a sort key reorders the rows, `q` and Ctrl-C leave
 // with the terminal as it was (same stty modes, main screen back), a
 // lost master shows on the status line and the view recovers, a resize
-// refits. On a pipe, top prints plain blocks without escape codes.
+// refits, a connected worker is listed. On a pipe, top prints plain blocks without escape codes.
 #include <csignal>
 #include <functional>
 #include <string>
@@ -200,6 +200,27 @@ TEST_F(CliTop, ShowsTheDepthChangeSortsByAKeyAndQuitsOnQ) {
   ASSERT_TRUE(tmux.SendKeys("q"));
   EXPECT_EQ(WaitForExit(), "0");
   ExpectTerminalRestored(tmux);
+}
+
+TEST_F(CliTop, ShowsTheConnectedWorkers) {
+  Process* worker = cluster_.StartWorker({"--id", "wk-top", "--queue", "alpha", "--queue",
+                                          "zeta", "--concurrency", "2"});
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(cluster_.WaitWorkerConnected(worker));
+  Tmux tmux(&cluster_, TopCommand(), 120, 40);
+  ASSERT_TRUE(tmux.started());
+  std::string screen;
+  ASSERT_TRUE(WaitForRow(tmux, "wk-top", &screen)) << screen;
+  EXPECT_TRUE(absl::StrContains(screen, "workers 1")) << screen;
+  // WORKER HOST UP CREDITS RUNNING QUEUES.
+  const std::vector<std::string> row = Row(tmux.Screen(), "wk-top");
+  ASSERT_EQ(row.size(), 6u) << screen;
+  EXPECT_EQ(row[4], "0") << screen;
+  EXPECT_EQ(row[5], "alpha,zeta") << screen;
+  // The queues it serves count it.
+  EXPECT_EQ(Row(tmux.Screen(), "alpha")[5], "1") << screen;
+  ASSERT_TRUE(tmux.SendKeys("q"));
+  EXPECT_EQ(WaitForExit(), "0");
 }
 
 TEST_F(CliTop, CtrlCRestoresTheTerminal) {

@@ -2,7 +2,8 @@
 // workload: the series a user would graph or alert on have exactly the
 // values the workload implies; and the listener's security: plain HTTP off
 // loopback is refused without --insecure, and off loopback every request
-// needs a credential's bearer token (401 otherwise).
+// needs a credential's bearer token (401 otherwise), served over HTTPS
+// with the master's certificate when it has one.
 #include <map>
 #include <optional>
 #include <string>
@@ -102,6 +103,7 @@ TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
       {R"(taskq_queue_deliveries_total{queue="jobs"})", 5},
       {R"(taskq_queue_redeliveries_total{queue="jobs"})", 0},
       {R"(taskq_queue_lease_expiries_total{queue="jobs"})", 0},
+      {R"(taskq_queue_oldest_ready_age_seconds{queue="jobs"})", 0},  // none ready
       // jobs (submit deletes its private reply queue when it is done).
       {"taskq_queues", 1},
       {"taskq_workers_connected", 1},
@@ -180,6 +182,48 @@ TEST(MetricsHttp, OffLoopbackEveryRequestNeedsACredentialsToken) {
     EXPECT_FALSE(absl::StrContains(cluster.master()->Stderr(), secret));
     EXPECT_FALSE(absl::StrContains(cluster.master()->Stdout(), secret));
   }
+}
+
+// With TLS set up (`taskq-master init`), an off-loopback listener serves
+// HTTPS with the master's certificate: a scraper that trusts the master's
+// CA gets the metrics with a token; plain HTTP on that port gets nothing.
+TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
+  Cluster cluster;
+  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
+                                     cluster.data_dir(), "--host", "127.0.0.1"});
+  ASSERT_NE(init, nullptr);
+  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  const std::string port_file = cluster.dir() + "/http-port";
+  absl::Status s = cluster.Start({"--http-listen", "0.0.0.0:0", "--http-port-file", port_file});
+  ASSERT_TRUE(s.ok()) << s;
+  const int port = HttpPort(cluster, port_file);
+  ASSERT_GT(port, 0);
+  const std::string token(absl::StripAsciiWhitespace(ReadFile(cluster.token_file())));
+
+  httplib::SSLClient https("127.0.0.1", port);
+  https.set_ca_cert_path((cluster.data_dir() + "/tls/ca.pem").c_str());
+  https.enable_server_certificate_verification(true);
+  https.set_connection_timeout(5);
+  https.set_read_timeout(10);
+  auto good = https.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(good) << httplib::to_string(good.error());
+  EXPECT_EQ(good->status, 200) << good->body;
+  EXPECT_TRUE(absl::StrContains(good->body, "taskq_queues ")) << good->body;
+  auto none = https.Get("/metrics");
+  ASSERT_TRUE(none) << httplib::to_string(none.error());
+  EXPECT_EQ(none->status, 401);
+
+  // A client that does not trust the master's CA is refused by TLS itself.
+  httplib::SSLClient stranger("127.0.0.1", port);
+  stranger.set_ca_cert_path("/etc/ssl/certs/ca-certificates.crt");
+  stranger.enable_server_certificate_verification(true);
+  stranger.set_connection_timeout(5);
+  EXPECT_FALSE(stranger.Get("/metrics", {{"Authorization", "Bearer " + token}}));
+
+  // Plain HTTP on the HTTPS port: no answer, and no metrics.
+  Reply plain = Get(port, "/metrics", {{"Authorization", "Bearer " + token}});
+  EXPECT_NE(plain.status, 200);
+  EXPECT_FALSE(absl::StrContains(plain.body, "taskq_")) << plain.body;
 }
 
 }  // namespace
