@@ -246,9 +246,10 @@ std::string FormatRate(std::optional<double> rate) {
   if (!rate.has_value()) return "-";
   const double r = *rate;
   if (r == 0) return "0";
-  if (r < 10) return absl::StrFormat("%.1f", r);
-  if (r < 10000) return absl::StrFormat("%.0f", r);
-  if (r < 10e6) return absl::StrFormat("%.1fk", r / 1e3);
+  // Thresholds below the round numbers: 9.97 is "10", not "10.0".
+  if (r < 9.95) return absl::StrFormat("%.1f", r);
+  if (r < 9999.5) return absl::StrFormat("%.0f", r);
+  if (r < 9.95e6) return absl::StrFormat("%.1fk", r / 1e3);
   return absl::StrFormat("%.1fM", r / 1e6);
 }
 

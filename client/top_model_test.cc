@@ -83,6 +83,8 @@ TEST(Format, RatesAndAges) {
   EXPECT_EQ(FormatRate(0), "0");
   EXPECT_EQ(FormatRate(2.25), "2.2");
   EXPECT_EQ(FormatRate(123.4), "123");
+  EXPECT_EQ(FormatRate(9.99), "10");
+  EXPECT_EQ(FormatRate(9999.7), "10.0k");
   EXPECT_EQ(FormatRate(45678), "45.7k");
   EXPECT_EQ(FormatRate(12.5e6), "12.5M");
   EXPECT_EQ(FormatAge(absl::Seconds(45)), "45s");
