@@ -87,9 +87,11 @@ TopView MakeView(const TopState& state, const std::string& master, SortKey sort,
     SortRows(sort, &view.queues);
   }
   if (!state.error.ok()) {
-    view.status = absl::StrCat(
-        "cannot reach the master (", state.error.message(), "); retrying",
-        state.last.has_value() ? ": showing the last sample" : "");
+    const bool unreachable =
+        absl::IsUnavailable(state.error) || absl::IsDeadlineExceeded(state.error);
+    view.status = absl::StrCat(unreachable ? "cannot reach the master" : "the master refused",
+                               " (", state.error.message(), "); retrying",
+                               state.last.has_value() ? ": showing the last sample" : "");
   }
   return view;
 }
@@ -160,8 +162,11 @@ int RunInteractive(Client& client, const std::string& master, const TopArgs& arg
       if (auto chosen = SortKeyForKey(key)) sort = *chosen;
     }
   }
+  // Restored before the cleanup goes: a Ctrl-C in between must not leave
+  // the terminal as it is now.
+  screen->Restore();
   ClearInterruptCleanup();
-  screen.reset();  // restores the terminal before any message
+  screen.reset();
   if (Permanent(state.error)) {
     PrintError(ErrorMessage(state.error, CallKind::kAdmin, master));
     return ExitCodeFor(state.error, CallKind::kAdmin);
