@@ -17,6 +17,7 @@
 #include "client/results_command.h"
 #include "client/submit_command.h"
 #include "client/task_commands.h"
+#include "client/top_command.h"
 #include "client/worker_commands.h"
 #include "common/grpc_log.h"
 
@@ -47,6 +48,7 @@ int Main(int argc, char** argv) {
   AddDlqCommands(app, &globals, &verbs);
   AddCredentialCommands(app, &globals, &verbs);
   AddWorkerCommands(app, &globals, &verbs);
+  AddTopCommand(app, &globals, &verbs);
   // Last: it reads the tree the others built.
   AddCompletionCommand(app, &verbs);
 

@@ -18,6 +18,8 @@ packages=(build-essential cmake ninja-build pkg-config
           # .proto files (the build generates the client from them), and the
           # server the tests run on loopback.
           golang-etcd-server-dev etcd-server
+          # tmux: the `taskq top` test drives it in a terminal (tests/cli_top_test.cc).
+          tmux
           # The Python client (clients/python) and its tests: Debian's python3;
           # pip, setuptools and wheel install it from the checkout (no registry).
           python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools
