@@ -20,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "common/fd_limit.h"
+#include "common/loopback.h"
 #include "common/log.h"
 #include "master/refusals.h"
 
@@ -64,19 +65,6 @@ absl::StatusOr<HostPort> Split(absl::string_view address) {
   return out;
 }
 
-bool IsLoopback(const sockaddr* sa) {
-  if (sa->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (sa->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return in6->sin6_addr.s6_addr[12] == 127;
-  }
-  return false;
-}
-
 // Numeric address and port of a socket address.
 std::pair<std::string, int> AddressOf(const sockaddr* sa) {
   char buf[INET6_ADDRSTRLEN] = "";
@@ -96,8 +84,6 @@ std::pair<std::string, int> AddressOf(const sockaddr* sa) {
 int OpenReserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 }  // namespace
-
-bool IsLoopbackAddress(const sockaddr* sa) { return IsLoopback(sa); }
 
 std::string PeerKey(absl::string_view peer) {
   std::string p = absl::StrReplaceAll(peer, {{"%5B", "["}, {"%5D", "]"}, {"%25", "%"}});
@@ -145,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(ListenerOptions options
   };
   for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    loopback_only = loopback_only && IsLoopback(ai->ai_addr);
+    loopback_only = loopback_only && IsLoopbackAddress(ai->ai_addr);
     int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       error = absl::UnavailableError(absl::StrCat("socket: ", strerror(errno)));

@@ -140,10 +140,6 @@ class Listener {
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
 };
 
-// True for 127.0.0.0/8, ::1 and ::ffff:127.x.x.x (what decides whether a
-// listen address is "loopback", not how it is spelled).
-bool IsLoopbackAddress(const sockaddr* sa);
-
 // "ip|port" for gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5",
 // "ipv6:%5B::1%5D:5"); "" if it is not an IP peer.
 std::string PeerKey(absl::string_view grpc_peer);
