@@ -123,7 +123,8 @@ absl::StatusOr<std::string> QueryAsJson(const httplib::Params& params) {
 // Whether a browser's Origin (if it sent one) is this server itself.
 bool SameOrigin(const httplib::Request& req) {
   if (!req.has_header("Origin")) return true;  // not a browser, or a same-origin GET
-  absl::string_view origin = req.get_header_value("Origin");
+  const std::string header = req.get_header_value("Origin");  // a copy: keep it alive
+  absl::string_view origin = header;
   if (!absl::ConsumePrefix(&origin, "http://") && !absl::ConsumePrefix(&origin, "https://")) {
     return false;  // "null" (a sandboxed or file page) and anything else
   }
