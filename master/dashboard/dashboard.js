@@ -221,6 +221,19 @@ async function refreshWorkers(now) {
 
 // --- dead letters and recent failures -------------------------------------------
 
+// A table's only row: a note (e.g. the credential may not read this).
+function noteRow(table, columns, text) {
+  $(table).tBodies[0].replaceChildren(
+    el('tr', {}, el('td', { colSpan: columns, class: 'note' }, text)));
+}
+
+// A refusal of the role table (403) is shown in the panel, not as an error.
+function denied(err, table, columns) {
+  if (!(err instanceof ApiError) || err.status !== 403) return false;
+  noteRow(table, columns, err.message);
+  return true;
+}
+
 const lastFailure = (t) => Math.max(0, ...(t.history ?? []).map((a) => num(a.ended_unix_ms)));
 let failuresKey = '';
 
@@ -229,9 +242,15 @@ async function refreshFailures() {
   // Only when a dead-letter set changed.
   const key = withDead.map((q) => q.config.name + ':' + q.dead + ':' + q.total_failed).join(',');
   if (key === failuresKey) return;
-  const pages = await Promise.all(withDead.map((q) =>
-    api('ListDead', { queue: q.config.name, limit: DEAD_PAGE })
-      .then((a) => (a.tasks ?? []).map((t) => ({ set: q.config.name, task: t })))));
+  let pages;
+  try {
+    pages = await Promise.all(withDead.map((q) =>
+      api('ListDead', { queue: q.config.name, limit: DEAD_PAGE })
+        .then((a) => (a.tasks ?? []).map((t) => ({ set: q.config.name, task: t })))));
+  } catch (err) {
+    if (denied(err, 'failures', 6)) return;
+    throw err;
+  }
   const all = pages.flat().sort((a, b) => lastFailure(b.task) - lastFailure(a.task));
   const rows = all.slice(0, FAILURES_SHOWN).map(({ set, task }) => el('tr', {},
     el('td', {}, taskLink(task.id)), cell(set), cell(task.origin_queue),
@@ -263,21 +282,21 @@ function renderDeadOptions() {
 
 async function refreshDead() {
   const queue = $('dead-queue').value;
-  if (!queue) {
-    $('dead').tBodies[0].replaceChildren(
-      el('tr', {}, el('td', { colSpan: 6, class: 'note' }, 'No dead letters.')));
-    return;
+  if (!queue) return noteRow('dead', 6, 'No dead letters.');
+  let answer;
+  try {
+    answer = await api('ListDead', { queue, limit: DEAD_PAGE });
+  } catch (err) {
+    if (denied(err, 'dead', 6)) return;
+    throw err;
   }
-  const answer = await api('ListDead', { queue, limit: DEAD_PAGE });
   const rows = (answer.tasks ?? []).map((t) => el('tr', { 'data-dead': t.id },
     el('td', {}, taskLink(t.id)), cell(t.origin_queue), cell(t.handler), numCell(num(t.attempt)),
     cell(t.last_error, 'error'),
     el('td', {}, el('button', { type: 'button', 'data-requeue': t.id,
                                 onclick: () => act('RequeueDead', { queue, task_id: t.id }) },
                     'Requeue'))));
-  if (rows.length === 0) {
-    rows.push(el('tr', {}, el('td', { colSpan: 6, class: 'note' }, `No dead letters in ${queue}.`)));
-  }
+  if (rows.length === 0) return noteRow('dead', 6, `No dead letters in ${queue}.`);
   $('dead').tBodies[0].replaceChildren(...rows);
 }
 
