@@ -228,8 +228,13 @@ absl::StatusOr<std::string> MasterServer::Start() {
   AddKeepaliveArguments(options_.keepalive, &builder);
   server_ = builder.BuildAndStart();
   if (!server_) return absl::UnavailableError("cannot start the gRPC server");
-  // The dashboard calls the service as its users, in process.
-  if (dashboard_) dashboard_->SetChannel(server_->InProcessChannel(grpc::ChannelArguments()));
+  // The dashboard calls the service as its users, in process; answers as
+  // large as the CLI's (a page of dead letters can be 16 MiB).
+  if (dashboard_) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+    dashboard_->SetChannel(server_->InProcessChannel(args));
+  }
   listener_->Start(acceptor_.get());
   timer_.Start(engine_.get());
   LogInfo("serving taskq.v1 on %s (%s), token file %s; up to %d connections (%d not yet "

@@ -10,7 +10,7 @@ const POLL_MS = 3000;
 const RING = 120;          // rate samples kept: 6 minutes at POLL_MS
 const DEAD_PAGE = 100;     // dead tasks shown per queue
 const FAILURE_QUEUES = 10; // queues scanned for recent failures
-const FAILURES_SHOWN = 15;
+const FAILURES_SHOWN = 10;
 
 const $ = (id) => document.getElementById(id);
 const num = (v) => Number(v ?? 0);
@@ -67,10 +67,15 @@ function el(tag, props = {}, ...children) {
 }
 
 const cell = (value, cls = '') => el('td', { class: cls }, value);
+// A long text cut to one line; all of it on hover.
+const errorCell = (text) => el('td', { class: 'error', title: text ?? '' }, text ?? '');
 const numCell = (value, cls = '') => cell(value, ('num ' + cls).trim());
 
+// A time: the clock time if it is today, else date and time.
 function when(ms) {
-  return num(ms) > 0 ? new Date(num(ms)).toLocaleString() : '';
+  if (num(ms) <= 0) return '';
+  const d = new Date(num(ms));
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
 function duration(seconds) {
@@ -255,7 +260,7 @@ async function refreshFailures() {
   const rows = all.slice(0, FAILURES_SHOWN).map(({ set, task }) => el('tr', {},
     el('td', {}, taskLink(task.id)), cell(set), cell(task.origin_queue),
     numCell(num(task.attempt)), cell(when(lastFailure(task))),
-    cell(task.last_error, 'error')));
+    errorCell(task.last_error)));
   $('failures').tBodies[0].replaceChildren(...rows);
   failuresKey = key;
 }
@@ -292,7 +297,7 @@ async function refreshDead() {
   }
   const rows = (answer.tasks ?? []).map((t) => el('tr', { 'data-dead': t.id },
     el('td', {}, taskLink(t.id)), cell(t.origin_queue), cell(t.handler), numCell(num(t.attempt)),
-    cell(t.last_error, 'error'),
+    errorCell(t.last_error),
     el('td', {}, el('button', { type: 'button', 'data-requeue': t.id,
                                 onclick: () => act('RequeueDead', { queue, task_id: t.id }) },
                     'Requeue'))));
@@ -356,7 +361,7 @@ async function showTask(id) {
       el('thead', {}, el('tr', {}, ...['attempt', 'worker', 'ended', 'how', 'error'].map((h) => el('th', {}, h)))),
       el('tbody', {}, ...(t.history ?? []).map((a) => el('tr', {},
         numCell(num(a.attempt)), cell(a.worker), cell(when(a.ended_unix_ms)), cell(a.how),
-        cell(a.error, 'error')))));
+        errorCell(a.error)))));
     out.replaceChildren(dl, el('h3', {}, 'History'),
       (t.history ?? []).length ? history : el('p', { class: 'note' }, 'No attempt has ended yet.'));
   } catch (err) {
