@@ -4,9 +4,10 @@
 // `Authorization: Bearer <token>` is forwarded as the call's metadata over
 // an in-process channel to the master's own gRPC server, so the token check,
 // the role table, the audit log, limits and refusals are exactly the gRPC
-// API's (master/service.h re-authenticates every call from its metadata;
-// the auth processor of token_auth.h, which only runs on network
-// connections, is not needed for that). The API adds no second role check.
+// API's: the service authenticates every call from its own metadata
+// (TaskQueueService::Authenticate, AuthenticateCall of token_auth.h), on
+// any transport, as it does under --insecure where gRPC runs no auth
+// processor. The API adds no second token or role check.
 //
 //   GET  /api/ListQueues?page_size=&page_token=   GET /api/GetQueueStats?queue=
 //   GET  /api/GetTask?task_id=                    GET /api/ListDead?queue=&limit=&after_id=
