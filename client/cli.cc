@@ -17,6 +17,7 @@
 #include "client/results_command.h"
 #include "client/submit_command.h"
 #include "client/task_commands.h"
+#include "client/worker_commands.h"
 
 namespace taskq::cli {
 
@@ -44,6 +45,7 @@ int Main(int argc, char** argv) {
   AddTaskCommands(app, &globals, &verbs);
   AddDlqCommands(app, &globals, &verbs);
   AddCredentialCommands(app, &globals, &verbs);
+  AddWorkerCommands(app, &globals, &verbs);
   // Last: it reads the tree the others built.
   AddCompletionCommand(app, &verbs);
 

@@ -135,6 +135,38 @@ std::string CredentialListJson(const std::vector<v1::CredentialInfo>& credential
   return w.str();
 }
 
+std::string WorkerListJson(const v1::ListWorkersResponse& workers) {
+  JsonWriter w;
+  w.BeginObject().Key("workers").BeginArray();
+  for (const v1::WorkerInfo& wi : workers.workers()) {
+    w.BeginObject();
+    w.Key("worker_id").String(wi.worker_id());
+    w.Key("host").String(wi.host());
+    w.Key("peer").String(wi.peer());
+    w.Key("credential").String(wi.credential());
+    w.Key("since_unix_ms").Int(wi.since_unix_ms());
+    w.Key("queues").BeginArray();
+    for (const std::string& q : wi.queues()) w.String(q);
+    w.EndArray();
+    w.Key("credits").Uint(wi.credits());
+    w.Key("running").Uint(wi.running());
+    w.Key("running_tasks").BeginArray();
+    for (const auto& t : wi.running_tasks()) {
+      w.BeginObject();
+      w.Key("task_id").Uint(t.task_id());
+      w.Key("queue").String(t.queue());
+      w.Key("attempt").Uint(t.attempt());
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+  }
+  w.EndArray();
+  w.Key("total").Uint(workers.total());
+  w.EndObject();
+  return w.str();
+}
+
 std::string QueueListJson(const std::vector<v1::QueueStats>& queues) {
   JsonWriter w;
   w.BeginObject().Key("queues").BeginArray();

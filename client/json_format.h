@@ -37,4 +37,8 @@ std::string QueueListJson(const std::vector<v1::QueueStats>& queues);
 // taskq.v1.CredentialInfo (never a secret: the master sends none).
 std::string CredentialListJson(const std::vector<v1::CredentialInfo>& credentials);
 
+// `workers --json`: {"workers":[...],"total":N}, each with the fields of
+// taskq.v1.WorkerInfo.
+std::string WorkerListJson(const v1::ListWorkersResponse& workers);
+
 }  // namespace taskq::cli

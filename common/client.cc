@@ -259,6 +259,17 @@ absl::StatusOr<v1::CreateCredentialResponse> Client::CreateCredential(
   return response;
 }
 
+absl::StatusOr<v1::ListWorkersResponse> Client::ListWorkers(uint32_t limit) {
+  v1::ListWorkersRequest request;
+  request.set_limit(limit);
+  v1::ListWorkersResponse response;
+  auto status = Call(
+      [&](grpc::ClientContext* c) { return stub_->ListWorkers(c, request, &response); },
+      options_.call_timeout, nullptr, Retry::kAlways);
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<std::vector<v1::CredentialInfo>> Client::ListCredentials(bool include_revoked) {
   v1::ListCredentialsRequest request;
   request.set_include_revoked(include_revoked);

@@ -191,6 +191,10 @@ class Client {
   // Returns how many were dropped.
   absl::StatusOr<uint64_t> ShutdownQueue(const std::string& queue, bool immediate = false);
 
+  // The workers connected now (Work streams), oldest first: at most
+  // `limit` (0 = the master's default, 1,000) and how many there are.
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(uint32_t limit = 0);
+
   // --- credentials (admin) -----------------------------------------------
   // Creates a credential; the response carries its token (or certificate)
   // this once. Not idempotent: sent again only if it never left this host.

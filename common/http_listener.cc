@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/channel.h"
 #include "common/loopback.h"
+#include "common/tls_reloader.h"
 
 namespace taskq {
 namespace {
@@ -125,6 +126,14 @@ absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Create(HttpListenerO
             options.flag, " ", options.listen, ": cannot serve HTTPS with certificate ",
             options.tls_cert, " and key ", options.tls_key));
       }
+      // Serves the files on disk now: a rotated certificate without a restart.
+      auto reloader = CertificateReloader::Install(ssl->ssl_context(), options.tls_cert,
+                                                   options.tls_key);
+      if (!reloader.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(options.flag, " ", options.listen,
+                                                          ": ", reloader.status().message()));
+      }
+      self->reloader_ = *std::move(reloader);
       self->server_ = std::move(ssl);
       self->https_ = true;
     } else if (!options.insecure) {

@@ -6,8 +6,9 @@
 // Security (docs/METRICS.md):
 //   - On a loopback address (what the name resolves to decides): plain
 //     HTTP, no token at the gate; any local user can connect.
-//   - Elsewhere: HTTPS with the given certificate and key (loaded at
-//     start), or plain HTTP only with `insecure`; Create refuses
+//   - Elsewhere: HTTPS with the given certificate and key (re-read when
+//     they change on disk: common/tls_reloader.h), or plain HTTP only with
+//     `insecure`; Create refuses
 //     (FAILED_PRECONDITION) otherwise. Every request to a path that is
 //     not public must carry `Authorization: Bearer <token>` that
 //     `authenticate` accepts; without one it is answered 401 with
@@ -44,6 +45,8 @@ struct Request;
 }  // namespace httplib
 
 namespace taskq {
+
+class CertificateReloader;
 
 struct HttpListenerOptions {
   std::string listen;                  // HOST:PORT; port 0 picks a free one
@@ -100,6 +103,8 @@ class HttpListener {
   HttpListenerOptions options_;
   std::string host_;
   int port_ = 0;
+  // Before server_: the server's TLS handshakes use it until it stops.
+  std::unique_ptr<CertificateReloader> reloader_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::string address_;

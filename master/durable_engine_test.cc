@@ -720,5 +720,19 @@ TEST_F(DurableEngineTest, ResultQueueStoredWithoutATtlGetsTheResultsTtlWhenLoade
   EXPECT_FALSE(engine_->Stats("_results.old").ok());
 }
 
+// After a restart the ready tasks are cold (their records on disk only);
+// the oldest-ready-age gauge reads the one it needs back.
+TEST_F(DurableEngineTest, OldestReadyAgeOfColdTasksAfterARestart) {
+  MustPut("q", {Spec("first")});
+  clock_.Advance(absl::Seconds(9));
+  MustPut("q", {Spec("second")});
+  Restart();
+  clock_.Advance(absl::Seconds(1));
+  const TaskEngine::Sample s = engine_->Metrics(10);
+  ASSERT_EQ(s.first.size(), 1u);
+  EXPECT_EQ(s.first[0].oldest_ready_age, absl::Seconds(10));
+  EXPECT_THAT(Payloads(MustGet("q", false, 10)), ::testing::ElementsAre("first", "second"));
+}
+
 }  // namespace
 }  // namespace taskq

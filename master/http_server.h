@@ -4,8 +4,8 @@
 // service on every call, loopback or not) on common/http_listener.h.
 //
 // Security (docs/METRICS.md): as HttpListener says. Off loopback the
-// master's TLS certificate and key are served (the ones gRPC serves;
-// loaded at start: a rotated certificate is served after a restart) and a
+// master's TLS certificate and key are served (the ones gRPC serves,
+// re-read when rotated on disk) and a
 // request needs the token of a credential (any role) or the master token,
 // checked by CredentialTable::AuthenticateToken (constant time); refusals
 // are counted in Refusals() (no_token / wrong_token).

@@ -140,6 +140,10 @@ class Listener {
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
 };
 
+// "1.2.3.4:5" / "[::1]:5" for gRPC's peer string, to show a person; any
+// other peer string as it is.
+std::string DisplayPeer(absl::string_view grpc_peer);
+
 // "ip|port" for gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5",
 // "ipv6:%5B::1%5D:5"); "" if it is not an IP peer.
 std::string PeerKey(absl::string_view grpc_peer);

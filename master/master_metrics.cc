@@ -43,6 +43,13 @@ void CollectEngine(TaskEngine* engine, size_t max_queues, TextWriter& w) {
                static_cast<double>(n));
     }
   }
+  w.Family("taskq_queue_oldest_ready_age_seconds",
+           "Since the queue's longest-waiting ready task was put (0 when none is ready).",
+           Type::kGauge);
+  for (const auto& q : s.first) {
+    w.Sample("taskq_queue_oldest_ready_age_seconds", {{"queue", q.name}},
+             absl::ToDoubleSeconds(q.oldest_ready_age));
+  }
   struct Total {
     const char* name;
     const char* help;

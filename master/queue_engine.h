@@ -31,6 +31,21 @@ using WaitId = uint64_t;
 // Identifies a worker's subscription (one Work stream).
 using SubscriptionId = uint64_t;
 
+// Who a Work stream is, as ListWorkers shows it. Implicit from the worker
+// id alone, for callers that know no more (tests).
+struct WorkerIdentity {
+  WorkerIdentity() = default;
+  WorkerIdentity(std::string id) : worker_id(std::move(id)) {}  // NOLINT(runtime/explicit)
+  WorkerIdentity(const char* id) : worker_id(id) {}               // NOLINT(runtime/explicit)
+  std::string worker_id;
+  std::string host;        // as the worker reported it
+  std::string peer;        // the connection's address
+  std::string credential;  // the credential's name ("" for the master token)
+};
+
+// ListWorkers lists at most this many running tasks per worker.
+inline constexpr size_t kMaxListedRunningTasks = 32;
+
 // Names of private result queues (`taskq submit --wait`'s): they get the
 // master's results_ttl unless they set an idle TTL.
 inline constexpr char kResultQueuePrefix[] = "_results.";
@@ -227,8 +242,12 @@ class QueueEngine {
   // Registers a worker stream on `queues`. Leased tasks are handed to
   // `deliver` while the subscription has credits.
   virtual absl::StatusOr<SubscriptionId> Subscribe(const std::vector<std::string>& queues,
-                                                   const std::string& worker_id,
+                                                   const WorkerIdentity& who,
                                                    DeliverFn deliver) = 0;
+  // Every subscription now, oldest first, each with at most
+  // kMaxListedRunningTasks of its running tasks (lowest ids first). The
+  // caller filters by credential and applies its limit.
+  virtual std::vector<v1::WorkerInfo> ListWorkers() = 0;
   virtual absl::Status AddCredits(SubscriptionId sub, uint32_t credits) = 0;
   // The receiver wrote `bytes` (DeliveryBytes) of deliveries to the worker:
   // that much more may be handed to it.

@@ -27,6 +27,7 @@ const std::vector<RpcRule>& Table() {
     {"PurgeQueue",       "purge queues",               "queue",                                         "queue.purge",      A,    D,    D,    D},
     {"UpdateQueue",      "update queues",              "queue",                                         "queue.update",     A,    D,    D,    D},
     {"ShutdownQueue",    "shut queues down",           "queue",                                         "queue.shutdown",   A,    D,    D,    D},
+    {"ListWorkers",      "list workers",               "each listed worker's queues (others are left out)", nullptr,        A,    D,    D,    S},
     {"GetTask",          "look up tasks",              "the task's queue",                              nullptr,            A,    S,    D,    S},
     {"CancelTask",       "cancel tasks",               "the task's queue",                              "task.cancel",      A,    D,    D,    D},
     {"ListDead",         "list dead tasks",            "queue",                                         nullptr,            A,    D,    D,    D},

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -202,6 +203,7 @@ TASKQ_SERVE_RAW(DeleteQueue)
 TASKQ_SERVE_RAW(PurgeQueue)
 TASKQ_SERVE_RAW(UpdateQueue)
 TASKQ_SERVE_RAW(ShutdownQueue)
+TASKQ_SERVE_RAW(ListWorkers)
 TASKQ_SERVE_RAW(GetTask)
 TASKQ_SERVE_RAW(CancelTask)
 TASKQ_SERVE_RAW(ListDead)
@@ -263,6 +265,44 @@ void TaskQueueService::HandleListQueues(
     };
     queues->erase(std::remove_if(queues->begin(), queues->end(), out_of_scope), queues->end());
   }
+  call->Reply(grpc::Status::OK);
+}
+
+void TaskQueueService::HandleListWorkers(
+    UnaryCall<v1::ListWorkersRequest, v1::ListWorkersResponse>* call, const Principal& who) {
+  size_t limit = call->request().limit();
+  if (limit == 0) limit = 1000;
+  limit = std::min<size_t>(limit, 10000);
+  std::vector<v1::WorkerInfo> workers = engine_->ListWorkers();
+  auto& out = call->response();
+  uint32_t total = 0;
+  // Each queue's owner, looked up once per call (workers share queues).
+  absl::flat_hash_map<std::string, bool> visible;
+  auto in_scope = [&](const std::string& queue) {
+    auto [it, inserted] = visible.try_emplace(queue, false);
+    if (inserted) it->second = InScope(who, queue, OwnerOf(queue));
+    return it->second;
+  };
+  for (v1::WorkerInfo& w : workers) {
+    if (who.role != v1::ROLE_ADMIN) {
+      // Only workers on a queue in the credential's scope, and of them only
+      // those queues and their tasks.
+      auto* queues = w.mutable_queues();
+      queues->erase(std::remove_if(queues->begin(), queues->end(),
+                                   [&](const std::string& q) { return !in_scope(q); }),
+                    queues->end());
+      if (queues->empty()) continue;
+      auto* tasks = w.mutable_running_tasks();
+      tasks->erase(std::remove_if(tasks->begin(), tasks->end(),
+                                  [&](const v1::WorkerInfo::RunningTask& t) {
+                                    return !in_scope(t.queue());
+                                  }),
+                   tasks->end());
+    }
+    ++total;
+    if (static_cast<size_t>(out.workers_size()) < limit) *out.add_workers() = std::move(w);
+  }
+  out.set_total(total);
   call->Reply(grpc::Status::OK);
 }
 

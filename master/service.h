@@ -45,6 +45,7 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_PurgeQueue<
     v1::TaskQueue::WithRawCallbackMethod_UpdateQueue<
     v1::TaskQueue::WithRawCallbackMethod_ShutdownQueue<
+    v1::TaskQueue::WithRawCallbackMethod_ListWorkers<
     v1::TaskQueue::WithRawCallbackMethod_GetTask<
     v1::TaskQueue::WithRawCallbackMethod_CancelTask<
     v1::TaskQueue::WithRawCallbackMethod_ListDead<
@@ -59,7 +60,7 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_TaskDone<
     v1::TaskQueue::WithRawCallbackMethod_Join<
     v1::TaskQueue::WithRawCallbackMethod_Work<
-    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>;
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>>;
 
 // Who may call, and what the credential RPCs need to know.
 struct ServiceSecurity {
@@ -96,6 +97,8 @@ class TaskQueueService final : public RawTaskQueueService {
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ShutdownQueue(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -157,6 +160,8 @@ class TaskQueueService final : public RawTaskQueueService {
                     const Principal& who);
   void HandleUpdateQueue(UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call,
                     const Principal& who);
+  void HandleListWorkers(UnaryCall<v1::ListWorkersRequest, v1::ListWorkersResponse>* call,
+                         const Principal& who);
   void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call,
                     const Principal& who);
   void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call,

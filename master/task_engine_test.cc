@@ -823,5 +823,41 @@ TEST(EngineConcurrencyTest, EveryTaskYieldsExactlyOneResultUnderContention) {
   EXPECT_EQ(stats->total_completed(), static_cast<uint64_t>(kTotal));
 }
 
+// The oldest-ready-age gauge (taskq_queue_oldest_ready_age_seconds) follows
+// the ready task that has waited longest, whatever order the queue hands
+// tasks out in.
+TEST_F(EngineTest, OldestReadyAgeIsTheLongestWaitingReadyTasksInEveryKind) {
+  CreateQueue("fifo", v1::QUEUE_KIND_FIFO);
+  CreateQueue("lifo", v1::QUEUE_KIND_LIFO);
+  CreateQueue("prio", v1::QUEUE_KIND_PRIORITY);
+  CreateQueue("empty", v1::QUEUE_KIND_FIFO);
+  MustPut("fifo", {Spec("a")});
+  MustPut("lifo", {Spec("a")});
+  MustPut("prio", {Spec("low", 5)});
+  clock_.Advance(absl::Seconds(5));
+  MustPut("fifo", {Spec("b")});
+  MustPut("lifo", {Spec("b")});    // handed out first, but not the oldest
+  MustPut("prio", {Spec("high", -1)});
+  clock_.Advance(absl::Seconds(2));
+  auto ages = [this] {
+    std::map<std::string, absl::Duration> out;
+    for (const auto& q : engine_->Metrics(10).first) out[q.name] = q.oldest_ready_age;
+    return out;
+  };
+  auto now = ages();
+  EXPECT_EQ(now["fifo"], absl::Seconds(7));
+  EXPECT_EQ(now["lifo"], absl::Seconds(7));
+  EXPECT_EQ(now["prio"], absl::Seconds(7));
+  EXPECT_EQ(now["empty"], absl::ZeroDuration());
+
+  MustGet("fifo");  // takes a: b (2 s) is the oldest now
+  MustGet("lifo");  // takes b: a is still the oldest
+  MustGet("prio");  // takes high: low is still the oldest
+  now = ages();
+  EXPECT_EQ(now["fifo"], absl::Seconds(2));
+  EXPECT_EQ(now["lifo"], absl::Seconds(7));
+  EXPECT_EQ(now["prio"], absl::Seconds(7));
+}
+
 }  // namespace
 }  // namespace taskq

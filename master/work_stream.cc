@@ -9,6 +9,7 @@
 #include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/listener.h"
 #include "master/refusals.h"
 #include "master/unary_call.h"
 
@@ -43,6 +44,7 @@ void StampLeaseTimeLeft(v1::WorkResponse* message) {
 WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, WorkStreamAuth auth)
     : engine_(engine),
       peer_(ctx->peer()),
+      credential_(auth.credential),
       check_queues_(std::move(auth.check_queues)),
       link_(std::make_shared<Link>()) {
   {
@@ -195,7 +197,12 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   if (check_queues_) {
     if (absl::Status s = check_queues_(queues); !s.ok()) return s;
   }
-  auto sub = engine_->Subscribe(queues, start.worker_id(),
+  WorkerIdentity who;
+  who.worker_id = start.worker_id();
+  who.host = start.host();
+  who.peer = DisplayPeer(peer_);
+  who.credential = credential_;
+  auto sub = engine_->Subscribe(queues, who,
                                 [link = link_](std::vector<v1::Delivery> deliveries) {
                                   MutexLock lock(&link->mu);
                                   if (link->stream) link->stream->Deliver(std::move(deliveries));

@@ -111,6 +111,7 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
 
   QueueEngine* const engine_;
   const std::string peer_;
+  const std::string credential_;  // its name; "" for the master token
   const std::function<absl::Status(const std::vector<std::string>&)> check_queues_;
   std::shared_ptr<Link> link_;
 

@@ -29,27 +29,8 @@ class CliJson : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s;
   }
 
-  // Parses `json` with Python (one document, or with `lines` one per line
-  // as `d`, a list) and returns `expr` evaluated on it: a str as UTF-8, bytes
-  // as they are, anything else as JSON. Fails the test if it does not parse.
   std::string Py(const std::string& json, const std::string& expr, bool lines = false) {
-    const std::string load =
-        lines ? "d = [json.loads(l) for l in sys.stdin.buffer.read().decode().splitlines()]"
-              : "d = json.loads(sys.stdin.buffer.read().decode())";
-    const std::string script = absl::StrCat(
-        "import base64, json, sys\n", load, "\nv = (", expr,
-        ")\n"
-        "if isinstance(v, str): v = v.encode('utf-8', 'surrogatepass')\n"
-        "elif not isinstance(v, bytes): v = json.dumps(v, sort_keys=True).encode()\n"
-        "sys.stdout.buffer.write(v)\n");
-    auto p = cluster_.Spawn("python", {"/usr/bin/python3", "-c", script}, json);
-    if (p == nullptr) {
-      ADD_FAILURE() << "cannot run python3";
-      return "";
-    }
-    std::optional<int> code = p->Wait(absl::Seconds(30));
-    EXPECT_EQ(code, 0) << "python3 on " << json << ": " << p->Stderr();
-    return p->Stdout();
+    return cluster_.PyJson(json, expr, lines);
   }
 
   // Puts `payload` on `queue` (through stdin: it may hold a NUL); returns its id.

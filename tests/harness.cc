@@ -624,6 +624,26 @@ long long Cluster::StatNumber(const std::string& queue, const std::string& key) 
   return v;
 }
 
+std::string Cluster::PyJson(const std::string& json, const std::string& expr, bool lines) {
+  const std::string load =
+      lines ? "d = [json.loads(l) for l in sys.stdin.buffer.read().decode().splitlines()]"
+            : "d = json.loads(sys.stdin.buffer.read().decode())";
+  const std::string script = absl::StrCat(
+      "import base64, json, sys\n", load, "\nv = (", expr,
+      ")\n"
+      "if isinstance(v, str): v = v.encode('utf-8', 'surrogatepass')\n"
+      "elif not isinstance(v, bytes): v = json.dumps(v, sort_keys=True).encode()\n"
+      "sys.stdout.buffer.write(v)\n");
+  auto p = Spawn("python", {"/usr/bin/python3", "-c", script}, json);
+  if (p == nullptr) {
+    ADD_FAILURE() << "cannot run python3";
+    return "";
+  }
+  std::optional<int> code = p->Wait(absl::Seconds(30));
+  EXPECT_EQ(code, 0) << "python3 on " << json << ": " << p->Stderr();
+  return p->Stdout();
+}
+
 absl::StatusOr<Connection> Cluster::Connect() const {
   ConnectOptions options;
   options.master = address_;

@@ -224,6 +224,12 @@ class Cluster {
   // One numeric field of Stats (-1 if missing).
   long long StatNumber(const std::string& queue, const std::string& key);
 
+  // Parses `json` with Python's json module (one document, or with `lines`
+  // one per line as `d`, a list) and returns `expr` evaluated on it: a str
+  // as UTF-8, bytes as they are, anything else as JSON (sorted keys).
+  // Fails the test if it does not parse.
+  std::string PyJson(const std::string& json, const std::string& expr, bool lines = false);
+
   // Environment every child gets on top of the test's own.
   std::map<std::string, std::string> ChildEnv() const;
   // Starts any binary with ChildEnv(), output in dir() as <name>.out/.err.

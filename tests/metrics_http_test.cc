@@ -2,18 +2,22 @@
 // workload: the series a user would graph or alert on have exactly the
 // values the workload implies; and the listener's security: plain HTTP off
 // loopback is refused without --insecure, and off loopback every request
-// needs a credential's bearer token (401 otherwise).
+// needs a credential's bearer token (401 otherwise), served over HTTPS
+// with the master's certificate when it has one.
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <httplib.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/x509.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
 
@@ -102,6 +106,7 @@ TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
       {R"(taskq_queue_deliveries_total{queue="jobs"})", 5},
       {R"(taskq_queue_redeliveries_total{queue="jobs"})", 0},
       {R"(taskq_queue_lease_expiries_total{queue="jobs"})", 0},
+      {R"(taskq_queue_oldest_ready_age_seconds{queue="jobs"})", 0},  // none ready
       // jobs (submit deletes its private reply queue when it is done).
       {"taskq_queues", 1},
       {"taskq_workers_connected", 1},
@@ -181,6 +186,94 @@ TEST(MetricsHttp, OffLoopbackEveryRequestNeedsACredentialsToken) {
     EXPECT_FALSE(absl::StrContains(cluster.master()->Stderr(), secret));
     EXPECT_FALSE(absl::StrContains(cluster.master()->Stdout(), secret));
   }
+}
+
+// SHA-256 of the certificate an HTTPS server on 127.0.0.1:port serves to a
+// new connection (not verified: the test compares it with the file).
+std::string ServedFingerprint(int port) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  BIO* bio = BIO_new_ssl_connect(ctx);
+  BIO_set_conn_hostname(bio, absl::StrCat("127.0.0.1:", port).c_str());
+  std::string out = "no handshake";
+  SSL* ssl = nullptr;
+  BIO_get_ssl(bio, &ssl);
+  if (BIO_do_connect(bio) == 1 && BIO_do_handshake(bio) == 1 && ssl != nullptr) {
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    BIO* mem = BIO_new(BIO_s_mem());
+    if (cert != nullptr && PEM_write_bio_X509(mem, cert) == 1) {
+      char* data = nullptr;
+      const long n = BIO_get_mem_data(mem, &data);
+      auto fingerprint = CertificateSha256Hex(std::string(data, static_cast<size_t>(n)));
+      out = fingerprint.ok() ? *fingerprint : "unparsable certificate";
+    }
+    BIO_free(mem);
+    X509_free(cert);
+  }
+  BIO_free_all(bio);
+  SSL_CTX_free(ctx);
+  return out;
+}
+
+// With TLS set up (`taskq-master init`), an off-loopback listener serves
+// HTTPS with the master's certificate: a scraper that trusts the master's
+// CA gets the metrics with a token; plain HTTP on that port gets nothing.
+// A certificate rotated on disk is served to new connections without a
+// restart, as on the gRPC port.
+TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
+  Cluster cluster;
+  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
+                                     cluster.data_dir(), "--host", "127.0.0.1"});
+  ASSERT_NE(init, nullptr);
+  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  const std::string port_file = cluster.dir() + "/http-port";
+  absl::Status s = cluster.Start({"--http-listen", "0.0.0.0:0", "--http-port-file", port_file});
+  ASSERT_TRUE(s.ok()) << s;
+  const int port = HttpPort(cluster, port_file);
+  ASSERT_GT(port, 0);
+  const std::string token(absl::StripAsciiWhitespace(ReadFile(cluster.token_file())));
+
+  httplib::SSLClient https("127.0.0.1", port);
+  https.set_ca_cert_path((cluster.data_dir() + "/tls/ca.pem").c_str());
+  https.enable_server_certificate_verification(true);
+  https.set_connection_timeout(5);
+  https.set_read_timeout(10);
+  auto good = https.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(good) << httplib::to_string(good.error());
+  EXPECT_EQ(good->status, 200) << good->body;
+  EXPECT_TRUE(absl::StrContains(good->body, "taskq_queues ")) << good->body;
+  auto none = https.Get("/metrics");
+  ASSERT_TRUE(none) << httplib::to_string(none.error());
+  EXPECT_EQ(none->status, 401);
+
+  // A client that does not trust the master's CA is refused by TLS itself.
+  httplib::SSLClient stranger("127.0.0.1", port);
+  stranger.set_ca_cert_path("/etc/ssl/certs/ca-certificates.crt");
+  stranger.enable_server_certificate_verification(true);
+  stranger.set_connection_timeout(5);
+  EXPECT_FALSE(stranger.Get("/metrics", {{"Authorization", "Bearer " + token}}));
+
+  // Plain HTTP on the HTTPS port: no answer, and no metrics.
+  Reply plain = Get(port, "/metrics", {{"Authorization", "Bearer " + token}});
+  EXPECT_NE(plain.status, 200);
+  EXPECT_FALSE(absl::StrContains(plain.body, "taskq_")) << plain.body;
+
+  const std::string server_pem = cluster.data_dir() + "/tls/server.pem";
+  const std::string before = *CertificateSha256Hex(ReadFile(server_pem));
+  ASSERT_EQ(ServedFingerprint(port), before);
+  auto rotate = cluster.Spawn("rotate", {BinPath("taskq-master"), "init", "--data-dir",
+                                         cluster.data_dir(), "--rotate-server-cert"});
+  ASSERT_NE(rotate, nullptr);
+  ASSERT_EQ(rotate->Wait(absl::Seconds(30)), 0) << rotate->Stderr();
+  const std::string after = *CertificateSha256Hex(ReadFile(server_pem));
+  ASSERT_NE(after, before);
+  std::string served;
+  EXPECT_TRUE(WaitFor([&] { return (served = ServedFingerprint(port)) == after; },
+                      absl::Seconds(15)))
+      << "still served: " << served;
+  // And it verifies against the CA as before.
+  auto again = https.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(again) << httplib::to_string(again.error());
+  EXPECT_EQ(again->status, 200);
 }
 
 }  // namespace

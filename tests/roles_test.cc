@@ -119,6 +119,9 @@ class RolesTest : public ::testing::Test {
       return call(&Stub::CreateQueue, r, v1::CreateQueueResponse());
     }
     if (rpc == "ListQueues") return call(&Stub::ListQueues, v1::ListQueuesRequest(), v1::ListQueuesResponse());
+    if (rpc == "ListWorkers") {
+      return call(&Stub::ListWorkers, v1::ListWorkersRequest(), v1::ListWorkersResponse());
+    }
     if (rpc == "GetQueueStats") {
       v1::GetQueueStatsRequest r;
       r.set_queue("q");

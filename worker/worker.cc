@@ -76,11 +76,13 @@ std::string Ms(absl::Duration d) {
 
 }  // namespace
 
-std::string DefaultWorkerId() {
+std::string HostName() {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  return absl::StrCat(host[0] != '\0' ? host : "localhost", ":", ::getpid());
+  return host[0] != '\0' ? host : "localhost";
 }
+
+std::string DefaultWorkerId() { return absl::StrCat(HostName(), ":", ::getpid()); }
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   if (options_.queues.empty()) options_.queues = {"tasks"};
@@ -89,6 +91,7 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   }
   if (options_.concurrency == 0) options_.concurrency = options_.threads;
   if (options_.id.empty()) options_.id = DefaultWorkerId();
+  host_ = HostName();
   options_.connect = ResolveConnectOptions(options_.connect);
   absl::StatusOr<ExecHandler> exec = ExecHandler::Create(options_.exec);
   if (!exec.ok()) {
@@ -464,6 +467,7 @@ bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
     auto* start = request->mutable_start();
     for (const auto& q : options_.queues) start->add_queues(q);
     start->set_worker_id(options_.id);
+    start->set_host(host_);
     any = true;
   }
   if (credits_ > 0 && !stopping_) {

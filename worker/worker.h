@@ -118,6 +118,8 @@ struct WorkerOptions {
 
 // "hostname:pid".
 std::string DefaultWorkerId();
+// This host's name (gethostname), "localhost" if it has none.
+std::string HostName();
 
 class Worker {
  public:
@@ -235,6 +237,7 @@ class Worker {
   }
 
   WorkerOptions options_;
+  std::string host_;  // sent in Start, shown by `taskq workers`
   // Why the exec flags were refused (Run() returns it), or OK.
   absl::Status exec_status_;
   HandlerRegistry handlers_;

@@ -52,6 +52,9 @@ class ReadySet {
   const ReadyKey& Front() const { return *keys_.begin(); }
   void PopFront() { keys_.erase(keys_.begin()); }
 
+  // The first key at or after `key` in hand-out order.
+  const_iterator LowerBound(const ReadyKey& key) const { return keys_.lower_bound(key); }
+
   bool empty() const { return keys_.empty(); }
   size_t size() const { return keys_.size(); }
   const_iterator begin() const { return keys_.begin(); }

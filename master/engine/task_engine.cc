@@ -4,6 +4,7 @@
 #include "master/engine/task_engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -321,10 +322,46 @@ TaskEngine::Sample TaskEngine::Metrics(size_t max_queues) {
     s.deliveries = q.total_delivered;
     s.redeliveries = q.total_redelivered;
     s.expiries = q.total_expired;
+    if (auto put = OldestReadyPut(*queues_.at(name))) {
+      s.oldest_ready_age = std::max(absl::ZeroDuration(), clock_->Now() - *put);
+    }
   }
   out.workers = subs_.size();
   for (const auto& [id, sub] : subs_) out.worker_credits += sub.credits;
   return out;
+}
+
+ReadyKey TaskEngine::LongestReady(const Queue& q) const {
+  switch (q.config.kind()) {
+    case v1::QUEUE_KIND_LIFO:  // (0, -seq): the last key
+      return *std::prev(q.ready.end());
+    case v1::QUEUE_KIND_PRIORITY: {  // (priority, seq): each level's first key
+      constexpr int kMaxPriorityLevelsScanned = 64;
+      ReadyKey best = q.ready.Front();
+      auto it = q.ready.begin();
+      for (int level = 0; level < kMaxPriorityLevelsScanned && it != q.ready.end(); ++level) {
+        if (it->minor < best.minor) best = *it;
+        if (it->major == std::numeric_limits<int64_t>::max()) break;
+        it = q.ready.LowerBound(ReadyKey{it->major + 1, std::numeric_limits<int64_t>::min(), 0});
+      }
+      return best;
+    }
+    default:  // FIFO (0, seq): the first key
+      return q.ready.Front();
+  }
+}
+
+std::optional<absl::Time> TaskEngine::OldestReadyPut(Queue& q) {
+  if (q.ready.empty()) return std::nullopt;
+  const uint64_t id = LongestReady(q).id;
+  const TaskRecord* rec = nullptr;
+  if (auto it = tasks_.find(id); it != tasks_.end()) {
+    rec = &it->second;
+  } else {
+    rec = FindCold(id);  // one row, once: it stays in memory until handed out
+  }
+  if (rec == nullptr) return std::nullopt;
+  return absl::FromUnixMillis(rec->task.enqueued_unix_ms());
 }
 
 absl::StatusOr<v1::QueueStats> TaskEngine::Stats(const std::string& queue) {
@@ -937,16 +974,16 @@ WaitId TaskEngine::Join(const std::string& queue, absl::Time deadline, DoneCallb
 // --- workers ----------------------------------------------------------------------------
 
 absl::StatusOr<SubscriptionId> TaskEngine::Subscribe(const std::vector<std::string>& queues,
-                                                       const std::string& worker_id,
+                                                       const WorkerIdentity& who,
                                                        DeliverFn deliver) {
   if (queues.empty() || queues.size() > kMaxQueuesPerWorker) {
     return absl::InvalidArgumentError(absl::StrCat("a worker takes from 1 to ",
                                                    kMaxQueuesPerWorker, " queues, not ",
                                                    queues.size()));
   }
-  if (worker_id.size() > kMaxWorkerIdBytes) {
+  if (who.worker_id.size() > kMaxWorkerIdBytes || who.host.size() > kMaxWorkerIdBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("worker id is longer than ", kMaxWorkerIdBytes, " bytes"));
+        absl::StrCat("worker id or host is longer than ", kMaxWorkerIdBytes, " bytes"));
   }
   Pending pending;  // queues created on first use are written
   SubscriptionId id;
@@ -958,7 +995,8 @@ absl::StatusOr<SubscriptionId> TaskEngine::Subscribe(const std::vector<std::stri
     Persist(pending);
     id = next_sub_id_++;
     Subscription& sub = subs_[id];
-    sub.worker_id = worker_id;
+    sub.who = who;
+    sub.since = clock_->Now();
     sub.deliver = std::move(deliver);
     for (const std::string& name : queues) {
       if (std::find(sub.queues.begin(), sub.queues.end(), name) != sub.queues.end()) continue;
@@ -968,6 +1006,43 @@ absl::StatusOr<SubscriptionId> TaskEngine::Subscribe(const std::vector<std::stri
   }
   pending.Run(on_earlier_deadline_);  // a new queue's idle check may be the earliest
   return id;
+}
+
+std::vector<v1::WorkerInfo> TaskEngine::ListWorkers() {
+  MutexLock lock(&mu_);
+  std::vector<std::pair<SubscriptionId, const Subscription*>> subs;
+  subs.reserve(subs_.size());
+  for (const auto& [id, sub] : subs_) subs.emplace_back(id, &sub);
+  std::sort(subs.begin(), subs.end());  // ids grow: oldest first
+  std::vector<v1::WorkerInfo> out;
+  out.reserve(subs.size());
+  for (const auto& [id, sub] : subs) {
+    v1::WorkerInfo& info = out.emplace_back();
+    info.set_worker_id(sub->who.worker_id);
+    info.set_host(sub->who.host);
+    info.set_peer(sub->who.peer);
+    info.set_credential(sub->who.credential);
+    info.set_since_unix_ms(absl::ToUnixMillis(sub->since));
+    for (const std::string& q : sub->queues) info.add_queues(q);
+    info.set_credits(sub->credits);
+    info.set_running(static_cast<uint32_t>(sub->lease_ids.size()));
+    std::vector<uint64_t> tasks;
+    tasks.reserve(sub->lease_ids.size());
+    for (uint64_t lease : sub->lease_ids) {
+      if (auto task = leases_.TaskOf(lease)) tasks.push_back(*task);
+    }
+    const size_t listed = std::min(tasks.size(), kMaxListedRunningTasks);
+    std::partial_sort(tasks.begin(), tasks.begin() + listed, tasks.end());
+    for (size_t i = 0; i < listed; ++i) {
+      auto rec = tasks_.find(tasks[i]);
+      if (rec == tasks_.end()) continue;  // leased tasks are in memory; be safe
+      auto* running = info.add_running_tasks();
+      running->set_task_id(tasks[i]);
+      running->set_queue(rec->second.task.queue());
+      running->set_attempt(rec->second.task.attempt());
+    }
+  }
+  return out;
 }
 
 absl::Status TaskEngine::AddCredits(SubscriptionId sub_id, uint32_t credits) {
@@ -1030,7 +1105,7 @@ void TaskEngine::Unsubscribe(SubscriptionId sub_id) {
     }
     std::vector<uint64_t> leases(sub.lease_ids.begin(), sub.lease_ids.end());
     std::sort(leases.begin(), leases.end());  // deterministic order
-    std::string why = absl::StrCat("worker ", sub.worker_id, " disconnected");
+    std::string why = absl::StrCat("worker ", sub.who.worker_id, " disconnected");
     for (uint64_t lease_id : leases) {
       if (std::optional<uint64_t> task_id = leases_.TaskOf(lease_id)) {
         LoseLease(tasks_.at(*task_id), LostHow::kDisconnected, why, pending);

@@ -47,6 +47,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <tuple>
@@ -116,11 +117,12 @@ class TaskEngine final : public QueueEngine {
   WaitId Join(const std::string& queue, absl::Time deadline, DoneCallback done) override;
 
   absl::StatusOr<SubscriptionId> Subscribe(const std::vector<std::string>& queues,
-                                           const std::string& worker_id,
+                                           const WorkerIdentity& who,
                                            DeliverFn deliver) override;
   absl::Status AddCredits(SubscriptionId sub, uint32_t credits) override;
   void DeliveriesWritten(SubscriptionId sub, size_t bytes) override;
   void Unsubscribe(SubscriptionId sub) override;
+  std::vector<v1::WorkerInfo> ListWorkers() override;
 
   void AdvanceTo(absl::Time now) override;
   absl::Time NextDeadline() override;
@@ -147,6 +149,9 @@ class TaskEngine final : public QueueEngine {
     uint64_t ready = 0, delayed = 0, leased = 0, dead = 0;
     uint64_t puts = 0, completions = 0, failures = 0, cancellations = 0;
     uint64_t deliveries = 0, redeliveries = 0, expiries = 0;
+    // Since the ready task that became ready first was put; zero when none
+    // is ready.
+    absl::Duration oldest_ready_age;
   };
   struct Sample {
     size_t queues = 0;                // every queue the engine holds
@@ -217,7 +222,8 @@ class TaskEngine final : public QueueEngine {
 
   struct Subscription {
     std::vector<std::string> queues;
-    std::string worker_id;
+    WorkerIdentity who;
+    absl::Time since;
     uint32_t credits = 0;
     // Bytes handed to `deliver` and not yet reported written: nothing more
     // is handed over while it is at kMaxUnwrittenDeliveryBytes.
@@ -228,6 +234,14 @@ class TaskEngine final : public QueueEngine {
 
   // How a lease ended without completing (history's `how`).
   enum class LostHow { kFailed, kExpired, kDisconnected, kRestarted };
+
+  // The key of q's ready task that became ready first (the smallest
+  // sequence number), for the oldest-ready-age gauge; q.ready not empty.
+  // PRIORITY queues: looks at the first kMaxPriorityLevelsScanned levels.
+  ReadyKey LongestReady(const Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When q's longest-ready task was put (read back if it is cold);
+  // nullopt if none is ready or it cannot be read now.
+  std::optional<absl::Time> OldestReadyPut(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // --- queues (task_engine.cc); all require mu_ ----------------------------
   // UNAVAILABLE after Shutdown; NOT_FOUND if missing and auto-create is off.

@@ -50,7 +50,7 @@ v1::Delivery TaskEngine::Lease(Queue& q, TaskRecord& rec, SubscriptionId holder,
   if (holder != 0) {
     Subscription& sub = subs_.at(holder);
     sub.lease_ids.insert(rec.lease_id);
-    rec.holder_name = sub.worker_id.empty() ? "worker" : sub.worker_id;
+    rec.holder_name = sub.who.worker_id.empty() ? "worker" : sub.who.worker_id;
   }
   rec.task.set_attempt(rec.task.attempt() + 1);
   rec.leased_at = now;

@@ -11,6 +11,7 @@ works on the writer's own request message and needs no lock.
 """
 
 from __future__ import annotations
+import socket
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -99,6 +100,7 @@ class Outbox:
         if first:
             request.start.queues.extend(queues)
             request.start.worker_id = worker_id
+            request.start.host = socket.gethostname()  # `taskq workers`
         if credits:
             request.credits = credits
         if completions:
