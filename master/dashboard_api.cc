@@ -75,6 +75,8 @@ constexpr Endpoint kEndpoints[] = {
      &Call<v1::ListQueuesRequest, v1::ListQueuesResponse, &Stub::ListQueues>},
     {"GetQueueStats", false,
      &Call<v1::GetQueueStatsRequest, v1::QueueStats, &Stub::GetQueueStats>},
+    {"ListWorkers", false,
+     &Call<v1::ListWorkersRequest, v1::ListWorkersResponse, &Stub::ListWorkers>},
     {"GetTask", false, &Call<v1::GetTaskRequest, v1::Task, &Stub::GetTask>},
     {"ListDead", false,
      &Call<v1::ListDeadRequest, v1::ListDeadResponse, &Stub::ListDead, &DropPayloads>},
@@ -178,8 +180,8 @@ void DashboardApi::Serve(const httplib::Request& req, httplib::Response& res) co
   if (endpoint == nullptr) {
     return Refuse(res, grpc::StatusCode::NOT_FOUND,
                   absl::StrCat("no API endpoint ", req.path,
-                               " (ListQueues, GetQueueStats, GetTask, ListDead, RequeueDead, "
-                               "PurgeDead; docs/DASHBOARD.md)"));
+                               " (ListQueues, GetQueueStats, ListWorkers, GetTask, ListDead, "
+                               "RequeueDead, PurgeDead; docs/DASHBOARD.md)"));
   }
   const char* method = endpoint->post ? "POST" : "GET";
   if (req.method != method && !(req.method == "HEAD" && !endpoint->post)) {

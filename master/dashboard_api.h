@@ -11,6 +11,7 @@
 //
 //   GET  /api/ListQueues?page_size=&page_token=   GET /api/GetQueueStats?queue=
 //   GET  /api/GetTask?task_id=                    GET /api/ListDead?queue=&limit=&after_id=
+//   GET  /api/ListWorkers?limit=
 //   POST /api/RequeueDead {"queue":..,"task_id":..}  POST /api/PurgeDead {"queue":..}
 //
 // Requests and answers are the proto3 JSON mapping of the RPC's messages

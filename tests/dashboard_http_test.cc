@@ -216,6 +216,22 @@ TEST(DashboardHttp, ApiActsAsTheCallersCredential) {
   }
 }
 
+TEST(DashboardHttp, ConnectedWorkersAreListed) {
+  Cluster cluster;
+  Dashboard dash(cluster);
+  ASSERT_TRUE(dash.Start().ok());
+  Process* worker = cluster.StartWorker({"--queue", "thumbnails", "--id", "thumbnailer"});
+  ASSERT_TRUE(cluster.WaitWorkerConnected(worker)) << worker->Stderr();
+  const std::string reader = CreateCredential(cluster, "viewer", "reader");
+  Reply workers;
+  ASSERT_TRUE(WaitFor([&] {
+    workers = dash.Get("/api/ListWorkers", reader);
+    return absl::StrContains(workers.body, "\"worker_id\":\"thumbnailer\"");
+  }, absl::Seconds(20))) << workers.status << " " << workers.body;
+  EXPECT_EQ(workers.status, 200);
+  EXPECT_TRUE(absl::StrContains(workers.body, "\"queues\":[\"thumbnails\"]")) << workers.body;
+}
+
 TEST(DashboardHttp, ActionsRefuseWhatACrossSitePageCouldSend) {
   Cluster cluster;
   Dashboard dash(cluster);

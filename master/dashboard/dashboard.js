@@ -213,7 +213,7 @@ async function refreshWorkers(now) {
   const rows = workers.map((w) => {
     const running = (w.running_tasks ?? []).slice(0, 5);
     const runningCell = el('td', { class: 'running' }, String(num(w.running)));
-    for (const t of running) runningCell.append(' ', taskLink(t.id));
+    for (const t of running) runningCell.append(' ', taskLink(t.task_id));
     if (num(w.running) > running.length) runningCell.append(' …');
     return el('tr', { 'data-worker': w.worker_id },
       cell(w.worker_id, 'id'), cell(w.host ?? '', 'host'), cell(w.peer ?? '', 'peer'),

@@ -1,7 +1,7 @@
 """The web dashboard in a real browser (docs/DASHBOARD.md): headless Debian
 Chromium, driven by Selenium through chromedriver, loads the dashboard of a
 master started here, takes an admin token, shows a queue the test made with
-its depth, and its Requeue button moves a dead task back to its queue, as
+its depth and a connected worker, and its Requeue button moves a dead task back to its queue, as
 the CLI then confirms. A screenshot is saved in the test's directory (its
 path is printed). Skips, saying what is missing, without chromium,
 chromedriver or python3-selenium (deploy/install-deps.sh installs them)."""
@@ -95,8 +95,11 @@ def wait_until(driver, what: str, condition, master: Master):
                     f"{text(driver, '#status')!r}\nmaster log:\n{master.log()[-3000:]}")
 
 
-def test_dashboard_shows_a_queue_and_requeues_a_dead_task(dashboard_master, browser, tmp_path):
+def test_dashboard_shows_a_queue_and_requeues_a_dead_task(dashboard_master, browser, procs,
+                                                          tmp_path):
     m = dashboard_master
+    # A worker on another queue, so that it leaves jobs' tasks alone.
+    procs.cxx_worker(m, ["thumbnails"], name="worker", extra=["--id", "thumbnailer"])
     cli_ok(m, "queue", "create", "jobs")
     cli_ok(m, "put", "jobs", "one", "two", "three")
     dead_id = make_dead_task(m, "jobs")
@@ -109,6 +112,9 @@ def test_dashboard_shows_a_queue_and_requeues_a_dead_task(dashboard_master, brow
     row = '#queues tr[data-queue="jobs"]'
     wait_until(browser, "the jobs row with 2 ready and 1 dead",
                lambda d: text(d, f"{row} td.ready") == "2" and text(d, f"{row} td.dead") == "1",
+               m)
+    wait_until(browser, "the worker in the workers panel, on its queue",
+               lambda d: text(d, '#workers tr[data-worker="thumbnailer"] td.queues') == "thumbnails",
                m)
     requeue = f'button[data-requeue="{dead_id}"]'
     wait_until(browser, f"the Requeue button of dead task {dead_id}",
