@@ -182,8 +182,10 @@ function drawChart() {
   const lines = ['put', 'done', 'failed'].map((key) => {
     const line = document.createElementNS(ns, 'polyline');
     line.setAttribute('class', key);
+    // The samples so far fill the width (at least 20 slots), newest right.
+    const slots = Math.max(rates.length, 20);
     const points = rates.map((r, i) => {
-      const x = (W * (RING - 1 - (rates.length - 1 - i))) / (RING - 1);
+      const x = (W * (slots - rates.length + i)) / (slots - 1);
       const y = H - 2 - ((H - 4) * r[key]) / max;
       return x.toFixed(1) + ',' + y.toFixed(1);
     });
@@ -191,8 +193,8 @@ function drawChart() {
     return line;
   });
   svg.replaceChildren(...lines);
-  $('chart-scale').textContent =
-    `top = ${rate(max)}/s, last ${duration((RING * POLL_MS) / 1000)}`;
+  const span = samples.length > 1 ? (samples[samples.length - 1].t - samples[0].t) / 1000 : 0;
+  $('chart-scale').textContent = `top = ${rate(max)}/s, last ${duration(span)}`;
 }
 
 // --- workers ------------------------------------------------------------------
