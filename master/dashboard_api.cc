@@ -32,9 +32,12 @@ google::protobuf::util::JsonPrintOptions PrintOptions() {
 using Caller = grpc::Status (*)(Stub& stub, grpc::ClientContext* ctx, const std::string& json,
                                 std::string* out);
 
+template <typename Resp>
+void KeepAll(Resp*) {}
+
 template <typename Req, typename Resp,
           grpc::Status (Stub::*Method)(grpc::ClientContext*, const Req&, Resp*),
-          void (*Trim)(Resp*) = nullptr>
+          void (*Trim)(Resp*) = &KeepAll<Resp>>
 grpc::Status Call(Stub& stub, grpc::ClientContext* ctx, const std::string& json,
                   std::string* out) {
   Req request;
@@ -49,7 +52,7 @@ grpc::Status Call(Stub& stub, grpc::ClientContext* ctx, const std::string& json,
   Resp response;
   grpc::Status s = (stub.*Method)(ctx, request, &response);
   if (!s.ok()) return s;
-  if constexpr (Trim != nullptr) Trim(&response);
+  Trim(&response);
   out->clear();
   if (auto printed = google::protobuf::util::MessageToJsonString(response, out, PrintOptions());
       !printed.ok()) {
