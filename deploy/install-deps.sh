@@ -20,6 +20,9 @@ packages=(build-essential cmake ninja-build pkg-config
           golang-etcd-server-dev etcd-server
           # tmux: the `taskq top` test drives it in a terminal (tests/cli_top_test.cc).
           tmux
+          # The dashboard's browser test (tests/python/test_dashboard.py):
+          # headless Chromium driven through chromedriver by Selenium.
+          chromium chromium-driver python3-selenium
           # The Python client (clients/python) and its tests: Debian's python3;
           # pip, setuptools and wheel install it from the checkout (no registry).
           python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools

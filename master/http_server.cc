@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "master/dashboard_assets.h"
+#include "master/dashboard_http.h"
 #include "master/refusals.h"
 
 namespace taskq {
@@ -32,6 +35,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   http.on_refused = [](bool no_token, const std::string& peer, const std::string& request) {
     Refusals().Refuse(no_token ? Refusal::kNoToken : Refusal::kWrongToken, peer, request);
   };
+  if (options.dashboard != nullptr) {
+    // The page holds no data; the API is answered by the gRPC service,
+    // which checks the token (and the role) of every call itself.
+    http.is_public = [](const std::string& path) {
+      return FindDashboardAsset(path) != nullptr || absl::StartsWith(path, "/api/");
+    };
+    http.max_body = kMaxApiBodyBytes;
+  }
   http.threads = options.threads;
   http.timeout = options.timeout;
   auto listener = HttpListener::Create(std::move(http));
@@ -40,6 +51,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   (*listener)->server().Get("/metrics", [render](const httplib::Request&, httplib::Response& res) {
     res.set_content(render(), kContentType);
   });
+  if (options.dashboard != nullptr) AddDashboardRoutes((*listener)->server(), options.dashboard);
   if (absl::Status s = (*listener)->Start(); !s.ok()) return s;
   std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer());
   self->listener_ = *std::move(listener);

@@ -1,5 +1,7 @@
 // MetricsHttpServer: the master's --http-listen HOST:PORT, serving
-// GET /metrics (Prometheus text format) on common/http_listener.h.
+// GET /metrics (Prometheus text format) and the web dashboard
+// (master/dashboard_http.h: its page public, its /api/ checked by the gRPC
+// service on every call, loopback or not) on common/http_listener.h.
 //
 // Security (docs/METRICS.md): as HttpListener says. Off loopback the
 // master's TLS certificate and key are served (the ones gRPC serves,
@@ -20,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/http_listener.h"
 #include "master/credentials.h"
+#include "master/dashboard_api.h"
 #include "master/tls_config.h"
 
 namespace taskq {
@@ -29,6 +32,9 @@ struct HttpServerOptions {
   const ServerTlsFiles* tls = nullptr;     // the master's TLS, if it has one
   bool insecure = false;                   // plain HTTP off loopback
   const CredentialTable* credentials = nullptr;  // required; outlives the server
+  // The dashboard's API (master/dashboard_api.h); null = no dashboard.
+  // Outlives the server.
+  const DashboardApi* dashboard = nullptr;
   int threads = 2;
   absl::Duration timeout = absl::Seconds(5);
 };

@@ -195,13 +195,17 @@ absl::StatusOr<std::string> MasterServer::Start() {
     http.tls = tls ? &**tls_files : nullptr;
     http.insecure = options_.insecure;
     http.credentials = credentials_.get();
+    // Its calls reach the service once the gRPC server is up (below).
+    dashboard_ = std::make_unique<DashboardApi>();
+    http.dashboard = dashboard_.get();
     MasterMetrics* metrics = metrics_.get();
     auto started = MetricsHttpServer::Start(std::move(http), [metrics] { return metrics->Render(); });
     if (!started.ok()) return started.status();
     http_ = *std::move(started);
-    LogInfo("serving /metrics on %s (%s%s)", http_->address(),
-            http_->https() ? "HTTPS" : "plain HTTP",
-            http_->token_required() ? ", bearer token required" : ", loopback, no token");
+    LogInfo("serving /metrics and the dashboard on %s://%s/ (%s; the dashboard's API always "
+            "needs a token)",
+            http_->https() ? "https" : "http", http_->address(),
+            http_->token_required() ? "/metrics needs a bearer token" : "loopback: /metrics needs no token");
   }
 
   grpc::ServerBuilder builder;
@@ -224,6 +228,13 @@ absl::StatusOr<std::string> MasterServer::Start() {
   AddKeepaliveArguments(options_.keepalive, &builder);
   server_ = builder.BuildAndStart();
   if (!server_) return absl::UnavailableError("cannot start the gRPC server");
+  // The dashboard calls the service as its users, in process; answers as
+  // large as the CLI's (a page of dead letters can be 16 MiB).
+  if (dashboard_) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+    dashboard_->SetChannel(server_->InProcessChannel(args));
+  }
   listener_->Start(acceptor_.get());
   timer_.Start(engine_.get());
   LogInfo("serving taskq.v1 on %s (%s), token file %s; up to %d connections (%d not yet "

@@ -21,6 +21,7 @@
 #include "master/service.h"
 #include "common/runtime/scheduler.h"
 #include "master/engine_timer.h"
+#include "master/dashboard_api.h"
 #include "master/http_server.h"
 #include "master/listener.h"
 #include "master/master_metrics.h"
@@ -119,6 +120,7 @@ class MasterServer {
   std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<TaskQueueService> service_;
   std::unique_ptr<MasterMetrics> metrics_;
+  std::unique_ptr<DashboardApi> dashboard_;  // outlives http_, which calls it
   std::unique_ptr<MetricsHttpServer> http_;  // stopped before what metrics_ reads
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;

@@ -86,8 +86,8 @@ TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
   EXPECT_GT(Value(m, "process_start_time_seconds").value_or(0), 1.7e9) << m;
   EXPECT_TRUE(Value(m, "process_cpu_seconds_total").has_value()) << m;
 
-  // Nothing else is served.
-  EXPECT_EQ(Get(port, "/").status, 404);
+  // Nothing else is served (but the dashboard, tests/dashboard_http_test).
+  EXPECT_EQ(Get(port, "/nothing").status, 404);
   EXPECT_EQ(Get(port, "/metrics/x").status, 404);
 }
 
@@ -118,8 +118,9 @@ TEST(MetricsHttp, OffLoopbackEveryRequestNeedsACredentialsToken) {
   EXPECT_EQ(none.status, 401);
   EXPECT_TRUE(absl::StrContains(none.body, "Authorization: Bearer <token>")) << none.body;
   EXPECT_FALSE(absl::StrContains(none.body, "taskq_")) << none.body;
-  // Unknown paths answer 401 too: nothing is learnt without a token.
-  EXPECT_EQ(Get(port, "/").status, 401);
+  // Unknown paths answer 401 too: nothing is learnt without a token (the
+  // dashboard's page is public: tests/dashboard_http_test).
+  EXPECT_EQ(Get(port, "/nothing").status, 401);
 
   const std::string wrong = "tq1.0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
   Reply bad = Get(port, "/metrics", {{"Authorization", "Bearer " + wrong}});
