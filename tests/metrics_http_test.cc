@@ -186,7 +186,7 @@ TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
   const std::string port_file = cluster.dir() + "/http-port";
   absl::Status s = cluster.Start({"--http-listen", "0.0.0.0:0", "--http-port-file", port_file});
   ASSERT_TRUE(s.ok()) << s;
-  const int port = HttpPort(cluster, port_file);
+  const int port = HttpPort(cluster.master(), port_file);
   ASSERT_GT(port, 0);
   const std::string token(absl::StripAsciiWhitespace(ReadFile(cluster.token_file())));
 
