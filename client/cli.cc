@@ -17,7 +17,9 @@
 #include "client/results_command.h"
 #include "client/submit_command.h"
 #include "client/task_commands.h"
+#include "client/top_command.h"
 #include "client/worker_commands.h"
+#include "common/grpc_log.h"
 
 namespace taskq::cli {
 
@@ -46,6 +48,7 @@ int Main(int argc, char** argv) {
   AddDlqCommands(app, &globals, &verbs);
   AddCredentialCommands(app, &globals, &verbs);
   AddWorkerCommands(app, &globals, &verbs);
+  AddTopCommand(app, &globals, &verbs);
   // Last: it reads the tree the others built.
   AddCompletionCommand(app, &verbs);
 
@@ -61,6 +64,8 @@ int Main(int argc, char** argv) {
     PrintError(absl::StrCat(e.what(), "\nRun `taskq --help` or `taskq VERB --help` for usage."));
     return kExitUsage;
   }
+  InitLoggingFromFlags("taskq", globals.log);
+  RouteGrpcLogs();
   for (const Verb& verb : verbs) {
     if (verb.app->parsed()) return verb.run();
   }

@@ -77,6 +77,7 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
                  "(submit --wait, get, join, put on a full queue) retry until their own timeout")
       ->check(SecondsIn(0, 86400))
       ->type_name("SECONDS");
+  AddLogFlags(app, &options->log);
   app.option_defaults()->group("Options");
 }
 
@@ -323,6 +324,16 @@ void SetStderrGuard(std::function<void(const std::function<void()>&)> guard) {
 }
 
 void PrintError(absl::string_view message) {
+  if (GetLogFormat() == LogFormat::kJson) {
+    // A log collector reading stderr gets JSON lines only.
+    MutexLock lock(&stderr_guard_mu);
+    if (stderr_guard) {
+      stderr_guard([&] { LogEvent(LogLevel::kError, message); });
+    } else {
+      LogEvent(LogLevel::kError, message);
+    }
+    return;
+  }
   const std::string line = absl::StrCat("taskq: ", message, "\n");
   // Held while writing: SetStderrGuard(nullptr) returns only once no write
   // goes through the old guard any more.

@@ -23,12 +23,14 @@
 #include "client/exit_codes.h"
 #include "common/channel.h"
 #include "common/client.h"
+#include "common/log_flags.h"
 #include "taskq/v1/taskq.pb.h"
 
 namespace taskq::cli {
 
 // --join, --master, --token-file, --tls, --tls-ca, --tls-server-name,
-// --connect-timeout, --keepalive, --retry-for: accepted before or after
+// --connect-timeout, --keepalive, --retry-for, --log-level, --log-format:
+// accepted before or after
 // the verb. Precedence: a flag, else the join bundle (--join or
 // $TASKQ_JOIN), else $TASKQ_MASTER / $TASKQ_TOKEN_FILE / $TASKQ_TLS_CA,
 // else the defaults.
@@ -44,6 +46,9 @@ struct GlobalOptions {
   // How long a call that does not wait (admin, nowait put/get) keeps
   // retrying an unreachable master before exit 6.
   double retry_for = 30;
+  // --log-level, --log-format (common/log_flags.h): with json, the error
+  // and notice lines on stderr are JSON log lines too.
+  LogFlags log;
 };
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options);

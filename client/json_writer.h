@@ -28,20 +28,14 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/json_quote.h"
 
 namespace taskq::cli {
 
-// Whether `bytes` is valid UTF-8 (no overlong forms, no surrogates, nothing
-// above U+10FFFF).
-bool IsValidUtf8(absl::string_view bytes);
-
-// Length of the valid UTF-8 sequence at the start of `s` and its code
-// point, or 0 if it does not start with one.
-size_t DecodeUtf8(absl::string_view s, uint32_t* code_point);
-
-// `text` as a JSON string literal, quotes included (escaped as described
-// above).
-std::string JsonQuote(absl::string_view text);
+// The string escaping (common/json_quote.h), shared with the JSON log lines.
+using ::taskq::DecodeUtf8;
+using ::taskq::IsValidUtf8;
+using ::taskq::JsonQuote;
 
 class JsonWriter {
  public:

@@ -1,5 +1,6 @@
 #include "client/progress.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include <sys/ioctl.h>
@@ -119,6 +120,18 @@ void ProgressLine::Print(Count count, const std::function<void()>& print) {
 void ProgressLine::AllIn() {
   MutexLock lock(&mu_);
   total_ = done_;
+}
+
+void ProgressLine::SetTotal(size_t total) {
+  MutexLock lock(&mu_);
+  total_ = std::max(total, done_);
+}
+
+void ProgressLine::Set(size_t done, size_t failed, size_t total) {
+  MutexLock lock(&mu_);
+  done_ = done;
+  failed_ = std::min(failed, done);
+  total_ = std::max(total, done);
 }
 
 void ProgressLine::Finish() {

@@ -1,5 +1,6 @@
-// ProgressLine: the line `taskq submit --wait` keeps redrawn in place on
-// stderr while it waits for results when stderr is a terminal:
+// ProgressLine: the line `taskq submit --wait`, `taskq results` and
+// `taskq join` keep redrawn in place on stderr while they wait, when
+// stderr is a terminal:
 //
 //   [#######.............] 37/100 done, 2 failed, 12.3/s, ETA 5s, 3s
 //
@@ -54,6 +55,12 @@ class ProgressLine {
   // counted (payloads deduplicated onto one task of the same submission
   // yield one result between them).
   void AllIn();
+  // The total as learnt since (`taskq results` reads it from the queue's
+  // counters); never below the results counted.
+  void SetTotal(size_t total);
+  // All three counts at once, for a wait that counts by sampling the
+  // master's counters instead of results printed (`taskq join`).
+  void Set(size_t done, size_t failed, size_t total);
   // Stops the ticker, draws the final state and ends the line. Idempotent;
   // later Print calls just print.
   void Finish();

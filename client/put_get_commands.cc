@@ -2,13 +2,18 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/synchronization/notification.h"
+#include "client/interrupt.h"
 #include "client/json_format.h"
+#include "client/progress.h"
 #include "client/schedule_flags.h"
 
 namespace taskq::cli {
@@ -123,14 +128,66 @@ int RunGet(const GlobalOptions& globals, const GetArgs& args) {
   return kExitOk;
 }
 
-int RunJoin(const GlobalOptions& globals, const std::string& queue, double timeout_seconds) {
+struct JoinArgs {
+  std::string queue;
+  double timeout = -1;
+  bool quiet = false;  // no progress line
+};
+
+// Join's progress from the queue's counters: every task put since the
+// start, plus those unfinished then, is the total; those no longer
+// unfinished are done; given up and cancelled ones count as failed.
+struct JoinCounts {
+  size_t done = 0, failed = 0, total = 0;
+};
+JoinCounts CountJoin(const v1::QueueStats& start, const v1::QueueStats& now) {
+  auto since = [](uint64_t later, uint64_t earlier) { return later > earlier ? later - earlier : 0; };
+  JoinCounts c;
+  c.total = start.unfinished() + since(now.total_put(), start.total_put());
+  c.done = c.total > now.unfinished() ? c.total - now.unfinished() : 0;
+  c.failed = since(now.total_failed(), start.total_failed()) +
+             since(now.total_cancelled(), start.total_cancelled());
+  return c;
+}
+
+constexpr absl::Duration kJoinSampleEvery = absl::Milliseconds(250);
+
+int RunJoin(const GlobalOptions& globals, const JoinArgs& args) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
   absl::Duration timeout =
-      timeout_seconds < 0 ? absl::InfiniteDuration() : SecondsToDuration(timeout_seconds);
-  if (auto s = client->Join(queue, timeout); !s.ok()) {
-    return ReportError(s, CallKind::kWait, globals);
+      args.timeout < 0 ? absl::InfiniteDuration() : SecondsToDuration(args.timeout);
+  // The progress line samples the queue's counters on a thread of its own
+  // while Join waits; quick calls without retries, so that a lost master
+  // neither delays the end nor repeats the "cannot reach" line.
+  std::unique_ptr<Client> sampler =
+      client->WithOptions({.call_timeout = absl::Seconds(2), .retry = false});
+  std::optional<v1::QueueStats> start;
+  if (ShouldShowProgress(/*json=*/false, args.quiet)) {
+    if (auto first = sampler->Stats(args.queue); first.ok()) start = *std::move(first);
   }
+  ProgressLine progress(start ? CountJoin(*start, *start).total : 0, start.has_value());
+  auto sample = [&] {
+    auto now = sampler->Stats(args.queue);
+    if (!now.ok()) return;
+    const JoinCounts c = CountJoin(*start, *now);
+    progress.Set(c.done, c.failed, c.total);
+  };
+  absl::Notification joined;
+  std::thread sampling;
+  if (start.has_value()) {
+    sampling = std::thread([&] {
+      while (!joined.WaitForNotificationWithTimeout(kJoinSampleEvery)) sample();
+    });
+  }
+  SetInterruptCleanup([&] { progress.Finish(); });
+  absl::Status s = client->Join(args.queue, timeout);
+  ClearInterruptCleanup();
+  joined.Notify();
+  if (sampling.joinable()) sampling.join();
+  if (start.has_value() && s.ok()) sample();  // the final counts
+  progress.Finish();
+  if (!s.ok()) return ReportError(s, CallKind::kWait, globals);
   return kExitOk;
 }
 
@@ -201,20 +258,19 @@ void AddPutGetCommands(CLI::App& app, const GlobalOptions* globals, std::vector<
               "includes lease_id). docs/CLI.md, JSON output");
   verbs->push_back({g, [globals, get] { return RunGet(*globals, *get); }});
 
-  struct JoinArgs {
-    std::string queue;
-    double timeout = -1;
-  };
   auto join = std::make_shared<JoinArgs>();
   CLI::App* j = AddVerb(&app, "join",
                         "Wait until every task ever put on QUEUE is done (completed, given "
-                        "up, or taken and marked done), as Python's queue.join");
+                        "up, or taken and marked done), as Python's queue.join. On a terminal, "
+                        "a progress line on stderr counts the tasks done of those to wait for");
   j->add_option("QUEUE", join->queue, "Queue to wait on")->required();
   j->add_option("--timeout", join->timeout,
                 "Give up after this many seconds and exit 8. Default: wait forever")
       ->check(CLI::NonNegativeNumber)
       ->type_name("SECONDS");
-  verbs->push_back({j, [globals, join] { return RunJoin(*globals, join->queue, join->timeout); }});
+  j->add_flag("--quiet", join->quiet,
+              "No progress line on stderr (it is shown only when stderr is a terminal)");
+  verbs->push_back({j, [globals, join] { return RunJoin(*globals, *join); }});
 
   struct TaskDoneArgs {
     std::string queue;

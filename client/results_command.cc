@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "client/interrupt.h"
 #include "client/json_format.h"
+#include "client/progress.h"
 #include "common/result_reader.h"
 
 namespace taskq::cli {
@@ -19,6 +20,12 @@ namespace {
 bool AllIn(const v1::QueueStats& stats) {
   return stats.pending_results() == 0 && stats.ready() == 0 && stats.leased() == 0 &&
          stats.delayed() == 0;
+}
+
+// Results the queue holds or still owes: with those read (and
+// acknowledged) so far, the job's size for the progress line.
+size_t ResultsToCome(const v1::QueueStats& stats) {
+  return stats.pending_results() + stats.ready() + stats.leased() + stats.delayed();
 }
 
 }  // namespace
@@ -57,6 +64,11 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     return ReportError(first.status(), CallKind::kAdmin, globals);
   }
   ResultReader reader(client.get(), args.queue, {});
+  ProgressLine progress(ResultsToCome(*first), ShouldShowProgress(args.json, args.quiet));
+  SetInterruptCleanup([&] {
+    progress.Finish();
+    canceller.Cancel();
+  });
   size_t failed = 0;
   for (;;) {
     if (canceller.cancelled()) {
@@ -66,6 +78,7 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     const absl::Time now = absl::Now();
     if (now >= deadline) {
       ClearInterruptCleanup();
+      progress.Finish();
       reader.Flush().IgnoreError();
       PrintError(absl::StrCat("timed out waiting for the results in ", args.queue, " (",
                               reader.delivered(), " read)"));
@@ -74,11 +87,11 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     auto got = reader.Poll(std::min(absl::Seconds(1), deadline - now), &canceller);
     if (got.ok() && !got->empty()) {
       for (const ResultReader::Result& r : *got) {
-        PrintResult(r.message, args.show_ids, args.json);
-        if (r.message.outcome() == v1::OUTCOME_FAILED ||
-            r.message.outcome() == v1::OUTCOME_CANCELLED) {
-          ++failed;
-        }
+        const bool bad = r.message.outcome() == v1::OUTCOME_FAILED ||
+                         r.message.outcome() == v1::OUTCOME_CANCELLED;
+        progress.Print(bad ? ProgressLine::Count::kFailed : ProgressLine::Count::kResult,
+                       [&] { PrintResult(r.message, args.show_ids, args.json); });
+        if (bad) ++failed;
         reader.Ack(r.lease);
       }
       continue;
@@ -86,6 +99,7 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     if (!got.ok() && !absl::IsDeadlineExceeded(got.status()) &&
         !absl::IsUnavailable(got.status()) && !absl::IsCancelled(got.status())) {
       ClearInterruptCleanup();
+      progress.Finish();
       return ReportError(got.status(), CallKind::kGet, globals);
     }
     // Nothing came: acknowledge what was printed, then see whether the job
@@ -93,9 +107,12 @@ int RunResults(const GlobalOptions& globals, const ResultsArgs& args) {
     if (!reader.Flush().ok()) continue;
     auto stats = client->Stats(args.queue);
     if (stats.ok() && AllIn(*stats)) break;
+    if (stats.ok()) progress.SetTotal(reader.delivered() + ResultsToCome(*stats));
     if (!stats.ok() && absl::IsNotFound(stats.status())) break;  // expired or deleted meanwhile
   }
   ClearInterruptCleanup();
+  progress.AllIn();
+  progress.Finish();
   if (!args.keep && absl::StartsWith(args.queue, "_results.")) {
     client->DeleteQueue(args.queue).IgnoreError();
   }
@@ -126,6 +143,9 @@ void AddResultsCommand(CLI::App& app, const GlobalOptions* globals, std::vector<
               "Print every result, failed and cancelled ones too, as one JSON object per "
               "line on stdout (JSON lines; docs/CLI.md, JSON output)");
   r->add_flag("--keep", args->keep, "Keep a private _results.* queue after reading it");
+  r->add_flag("--quiet", args->quiet,
+              "No progress line on stderr (it is shown only when stderr is a terminal, and "
+              "never with --json)");
   verbs->push_back({r, [globals, args] { return RunResults(*globals, *args); }});
 }
 

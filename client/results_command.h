@@ -23,6 +23,7 @@ struct ResultsArgs {
   bool show_ids = false;
   bool keep = false;    // keep a private _results.* queue once read
   bool json = false;    // every result as a JSON line on stdout
+  bool quiet = false;   // no progress line on stderr
 };
 
 // A result message as `submit --wait` prints it: the payload on stdout
@@ -31,7 +32,9 @@ struct ResultsArgs {
 void PrintResult(const v1::Task& result, bool show_ids, bool json);
 
 // Reads and prints the results in args.queue until none is pending (exit
-// 0, or 7 if any failed or was cancelled), or the timeout (exit 8).
+// 0, or 7 if any failed or was cancelled), or the timeout (exit 8). While
+// it waits, a progress line (client/progress.h) counts the results read
+// against those the queue still owes, when stderr is a terminal.
 int RunResults(const GlobalOptions& globals, const ResultsArgs& args);
 
 void AddResultsCommand(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs);

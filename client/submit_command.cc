@@ -161,7 +161,8 @@ int RunSubmit(const GlobalOptions& globals, const SubmitArgs& args) {
                                 .timeout = args.wait_timeout,
                                 .show_ids = args.show_ids,
                                 .keep = false,
-                                .json = args.json});
+                                .json = args.json,
+                                .quiet = args.quiet});
   }
   if (args.payloads.empty()) return UsageError("ARGS is required: one payload per task");
   v1::TaskSpec shared;

@@ -12,12 +12,12 @@ namespace taskq {
 bool MasterAnswered(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kUnavailable: {
-      // The master's own UNAVAILABLE answers (a store that cannot commit,
-      // a master shutting down) say what happened; anything else is the
-      // connection's.
+      // The master's own UNAVAILABLE answers (a store that cannot commit)
+      // say what happened; anything else is the connection's. "master is
+      // shutting down" is the master's too, but it did nothing: it counts
+      // as not answered (MasterShuttingDown).
       const absl::string_view m = status.message();
-      return absl::StrContains(m, "outcome unknown") || absl::StrContains(m, "store I/O error") ||
-             absl::StrContains(m, "master is shutting down");
+      return absl::StrContains(m, "outcome unknown") || absl::StrContains(m, "store I/O error");
     }
     case absl::StatusCode::kDeadlineExceeded:
       // gRPC's own deadline on this side says just this; the master's
@@ -38,6 +38,11 @@ bool NeverReachedMaster(const absl::Status& status) {
          absl::StrContains(m, "Connection refused") ||
          absl::StrContains(m, "Handshake") || absl::StrContains(m, "handshake") ||
          absl::StrContains(m, "before receiving SETTINGS frame");
+}
+
+bool MasterShuttingDown(const absl::Status& status) {
+  return absl::IsUnavailable(status) &&
+         absl::StrContains(status.message(), "master is shutting down");
 }
 
 TlsRefusal ClassifyTlsRefusal(const absl::Status& status) {
@@ -67,7 +72,7 @@ bool ShouldRetry(Retry retry, const absl::Status& status) {
   if (ClassifyTlsRefusal(status) != TlsRefusal::kNone) return false;
   switch (retry) {
     case Retry::kNever: return false;
-    case Retry::kIfNotSent: return NeverReachedMaster(status);
+    case Retry::kIfNotSent: return NeverReachedMaster(status) || MasterShuttingDown(status);
     case Retry::kAlways: return true;
   }
   return false;

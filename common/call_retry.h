@@ -7,7 +7,8 @@
 // gets (a lost reply's lease lapses and the message comes again), acks,
 // puts whose every task carries a dedup key. Calls that change state
 // without such protection are retried only if the failure shows the
-// request never left this host (the connection could not be made).
+// request never left this host (the connection could not be made) or the
+// master said it did nothing (it was shutting down).
 //
 // Thread-safety: Reachability is thread-safe; the functions are stateless.
 #pragma once
@@ -27,13 +28,20 @@ enum class Retry {
   kAlways,     // idempotent: retry until the call's deadline
 };
 
-// The status came from the master itself (an answer), not from a broken or
-// missing connection or a deadline this side ran into.
+// The status came from the master itself (an answer: the call was carried
+// out or refused), not from a broken or missing connection, a deadline
+// this side ran into, or a master shutting down.
 bool MasterAnswered(const absl::Status& status);
 
 // UNAVAILABLE because no connection could be made: the request was never
 // sent.
 bool NeverReachedMaster(const absl::Status& status);
+
+// UNAVAILABLE "master is shutting down": the master's answer to a call it
+// did not carry out, or whose change it had not stored when it stopped
+// (lost with the restart). Sending it again to the restarted master is
+// safe whatever the call.
+bool MasterShuttingDown(const absl::Status& status);
 
 // Why the TLS of a connection to the master was refused — something only
 // the user can fix, so never retried. gRPC reports all of these as

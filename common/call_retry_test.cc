@@ -46,4 +46,20 @@ TEST(ClassifyTlsRefusal, SlowLinksCutsAndClosedPortsAreStillRetried) {
 }
 
 }  // namespace
+// A master stopping says it did nothing: any call may go again (to the
+// master that comes back); a master's other answers end the call.
+TEST(ShouldRetry, AMasterShuttingDownDidNothingSoAnyCallGoesAgain) {
+  const absl::Status stopping = absl::UnavailableError("master is shutting down");
+  EXPECT_TRUE(MasterShuttingDown(stopping));
+  EXPECT_FALSE(MasterAnswered(stopping));
+  EXPECT_TRUE(ShouldRetry(Retry::kIfNotSent, stopping));
+  EXPECT_TRUE(ShouldRetry(Retry::kAlways, stopping));
+  EXPECT_FALSE(ShouldRetry(Retry::kNever, stopping));
+  const absl::Status unknown =
+      absl::UnavailableError("outcome unknown: the change was made but storing it failed");
+  EXPECT_TRUE(MasterAnswered(unknown));
+  EXPECT_FALSE(MasterShuttingDown(unknown));
+  EXPECT_FALSE(ShouldRetry(Retry::kIfNotSent, unknown));
+}
+
 }  // namespace taskq

@@ -145,15 +145,42 @@ absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)
       status = ToAbslStatus(rpc(&context));
       if (canceller != nullptr) canceller->Unregister(&context);
     }
+    // (A master shutting down did nothing: the call goes to the master that
+    // comes back, or fails once the deadline passes.)
     if (status.ok() || MasterAnswered(status)) {
       reachability_.Reachable();
       return status;
     }
-    if (!ShouldRetry(retry, status)) return status;
+    // CANCELLED that this side did not ask for: the master ended the call
+    // as it stopped. Whether it was carried out is unknown, so only an
+    // idempotent call is sent again.
+    const bool cut = absl::IsCancelled(status) &&
+                     (canceller == nullptr || !canceller->cancelled()) && retry == Retry::kAlways;
+    if (!cut && !ShouldRetry(retry, status)) return status;
+    if (MasterShuttingDown(status) && !WaitForMasterToGo(deadline, canceller)) {
+      return absl::CancelledError("call cancelled");
+    }
     const absl::Duration pause = RetryBackoff(attempt);
     if (absl::Now() + pause >= deadline) return status;
     reachability_.Unreachable(status);
     if (!PauseBeforeRetry(pause, canceller)) return absl::CancelledError("call cancelled");
+  }
+}
+
+bool Client::WaitForMasterToGo(absl::Time deadline, CallCanceller* canceller) {
+  // The connection to the stopping master stays up until it has finished
+  // its shutdown; a call sent on it meanwhile is refused too (or cut). Wait
+  // until it closes, so the next attempt connects to the master that comes
+  // back. Bounded: a master that says it stops but does not is asked again.
+  const absl::Time until = std::min(deadline, absl::Now() + absl::Seconds(10));
+  for (;;) {
+    if (canceller != nullptr && canceller->cancelled()) return false;
+    const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/false);
+    if (state != GRPC_CHANNEL_READY) return true;
+    const absl::Time now = absl::Now();
+    if (now >= until) return true;
+    channel_->WaitForStateChange(state,
+                                 absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))));
   }
 }
 

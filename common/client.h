@@ -285,6 +285,9 @@ class Client {
   // Waits up to `pause` before a retry while asking gRPC to connect; ends
   // early once connected. False if `canceller` cancelled.
   bool PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller);
+  // After "master is shutting down": waits (up to 10 s, or `deadline`)
+  // until the connection to the stopping master is gone. False if cancelled.
+  bool WaitForMasterToGo(absl::Time deadline, CallCanceller* canceller);
   // Deadline for a call that waits up to `timeout` on the master.
   absl::Duration WaitingDeadline(bool nowait, absl::Duration timeout) const;
 

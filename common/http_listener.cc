@@ -140,8 +140,8 @@ absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Create(HttpListenerO
       return absl::FailedPreconditionError(absl::StrCat(
           "refusing to serve ", options.what, " over plain HTTP on non-loopback address ",
           options.listen, ": the bearer token would cross the network in the clear. ",
-          options.tls_hint, " to serve HTTPS, use a loopback address, or --insecure if the "
-          "network is trusted"));
+          options.tls_hint, " to serve HTTPS, use a loopback address, or ", options.insecure_flag,
+          " if the network is trusted"));
     }
   }
   if (!self->server_) self->server_ = std::make_unique<httplib::Server>();

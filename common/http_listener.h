@@ -57,6 +57,7 @@ struct HttpListenerOptions {
   // What to do to get TLS, for the refusal off loopback without it.
   std::string tls_hint;
   bool insecure = false;  // plain HTTP off loopback
+  std::string insecure_flag = "--insecure";  // the flag that sets it, for error messages
   // OK if `token` may use the non-public paths off loopback; its message
   // is shown in the 401 (never the token). Null: every token is refused.
   std::function<absl::Status(absl::string_view token)> authenticate;

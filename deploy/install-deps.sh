@@ -14,6 +14,12 @@ packages=(build-essential cmake ninja-build pkg-config
           # The master's --http-listen (/metrics), and the Prometheus server
           # its scrape test runs (tests/metrics_prometheus_test.cc).
           libcpp-httplib-dev prometheus
+          # Several masters coordinate through etcd (issue 18): its v3 API's
+          # .proto files (the build generates the client from them), and the
+          # server the tests run on loopback.
+          golang-etcd-server-dev etcd-server
+          # tmux: the `taskq top` test drives it in a terminal (tests/cli_top_test.cc).
+          tmux
           # The Python client (clients/python) and its tests: Debian's python3;
           # pip, setuptools and wheel install it from the checkout (no registry).
           python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools
@@ -49,7 +55,11 @@ fi
 # address) on a systemd host. The tests run their own on loopback; a server
 # installed only for them should not stay up. One that was there before is
 # left alone: only a package this run installed is stopped and disabled.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
-  echo "==> Stopping and disabling the prometheus service the package started (the tests run their own)" >&2
-  "${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-fi
+# etcd-server likewise (etcd.service, port 2379 on loopback).
+for service in prometheus:prometheus etcd-server:etcd; do
+  package=${service%%:*} unit=${service##*:}
+  if [[ " ${missing[*]} " == *" $package "* ]] && [[ -d /run/systemd/system ]]; then
+    echo "==> Stopping and disabling the $unit service the package started (the tests run their own)" >&2
+    "${sudo[@]}" systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+  fi
+done

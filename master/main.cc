@@ -14,29 +14,20 @@
 #include "absl/strings/str_format.h"
 #include "common/channel.h"
 #include "common/seconds_validator.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
+#include "common/log_flags.h"
 #include "common/port_file.h"
 #include "master/init_command.h"
 #include "master/refusals.h"
 #include "master/server.h"
 
-namespace {
-
-// Writes atomically (temp file + rename) so a reader never sees half a line.
-taskq::LogLevel ParseLevel(const std::string& s) {
-  if (s == "debug") return taskq::LogLevel::kDebug;
-  if (s == "warning") return taskq::LogLevel::kWarning;
-  if (s == "error") return taskq::LogLevel::kError;
-  return taskq::LogLevel::kInfo;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   // `taskq-master init ...` has flags of its own (master/init_command.h).
   if (argc >= 2 && std::string(argv[1]) == "init") return taskq::InitMain(argc - 1, argv + 1);
   taskq::MasterOptions options;
-  std::string port_file, log_level = "info";
+  std::string port_file;
+  taskq::LogFlags log_flags;
   double default_lease_s = 30;
   double default_backoff_s = 1;
   double default_backoff_max_s = 60;
@@ -190,9 +181,7 @@ int main(int argc, char** argv) {
                "start even if the store's write-ahead log is damaged before its end (not just "
                "torn by a crash), dropping the committed changes after the damage; the damaged "
                "log is copied aside first. Without it the master refuses to start on one");
-  app.add_option("--log-level", log_level, "debug, info, warning or error")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  taskq::AddLogFlags(app, &log_flags);
   CLI11_PARSE(app, argc, argv);
 
   options.engine.default_lease = absl::Milliseconds(static_cast<int64_t>(default_lease_s * 1000));
@@ -220,8 +209,9 @@ int main(int argc, char** argv) {
                          "every put: give the memory the master may use for tasks\n");
     return 2;
   }
-  taskq::InitLogging("taskq-master", ParseLevel(log_level));
+  taskq::InitLoggingFromFlags("taskq-master", log_flags);
   taskq::RouteProtobufLogs();
+  taskq::RouteGrpcLogs();
 
   // Signals are taken by one watcher thread (sigwait), not async handlers.
   sigset_t signals;
@@ -237,19 +227,19 @@ int main(int argc, char** argv) {
   server.set_on_fatal([] { ::kill(::getpid(), SIGTERM); });
   auto bound = server.Start();
   if (!bound.ok()) {
-    std::fprintf(stderr, "taskq-master: %s\n", std::string(bound.status().message()).c_str());
+    taskq::LogError("%s", bound.status().message());
     return 1;
   }
   std::printf("taskq-master listening on %s\n", bound->c_str());
   std::fflush(stdout);
   if (!port_file.empty() && !taskq::WritePortFile(port_file, *bound)) {
-    std::fprintf(stderr, "taskq-master: cannot write port file %s\n", port_file.c_str());
+    taskq::LogError("cannot write port file %s", port_file);
     server.Shutdown();
     return 1;
   }
 
   if (!http_port_file.empty() && !taskq::WritePortFile(http_port_file, server.http_address())) {
-    std::fprintf(stderr, "taskq-master: cannot write port file %s\n", http_port_file.c_str());
+    taskq::LogError("cannot write port file %s", http_port_file);
     server.Shutdown();
     return 1;
   }

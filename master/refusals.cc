@@ -33,11 +33,13 @@ void RefusalLog::Refuse(Refusal kind, absl::string_view peer, absl::string_view 
   const uint64_t n = k.unlogged.exchange(0, std::memory_order_relaxed);
   MutexLock lock(&mu_);
   if (n <= 1) {
-    LogWarning("refused: %s (%s) from %s; %d since start", RefusalName(kind), detail, peer,
-               total);
+    LogEvent(LogLevel::kWarning, absl::StrCat("refused: ", RefusalName(kind), " (", detail, ")"),
+             {{"peer", peer}, {"since_start", total}});
   } else {
-    LogWarning("refused %d %s in the last %d s (last: %s, from %s); %d since start", n,
-               RefusalName(kind), (now - last) / 1'000'000'000, detail, peer, total);
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("refused ", n, " ", RefusalName(kind), " in the last ",
+                          (now - last) / 1'000'000'000, " s (last: ", detail, ")"),
+             {{"peer", peer}, {"refused", n}, {"since_start", total}});
   }
 }
 

@@ -223,7 +223,8 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   }
   // Tells the worker it was accepted before any task is ready for it.
   StartSendInitialMetadata();
-  LogInfo("worker %s (%s) connected; queues: %s", worker, peer_, absl::StrJoin(queues, ","));
+  LogEvent(LogLevel::kInfo, "worker connected",
+           {{"worker", worker}, {"peer", peer_}, {"queues", absl::StrJoin(queues, ",")}});
   return absl::OkStatus();
 }
 
@@ -243,7 +244,8 @@ void WorkStream::Deliver(std::vector<v1::Delivery> deliveries) {
 v1::WorkResponse::Ack WorkStream::MakeAck(uint64_t task_id, uint64_t lease_id,
                                           const absl::Status& s) {
   if (!s.ok()) {
-    LogDebug("worker stream %s: report on task %d refused: %s", peer_, task_id, s.message());
+    LogEvent(LogLevel::kDebug, absl::StrCat("report refused: ", s.message()),
+             {{"task", task_id}, {"lease", lease_id}, {"peer", peer_}});
   }
   v1::WorkResponse::Ack ack;
   ack.set_task_id(task_id);
@@ -355,7 +357,8 @@ void WorkStream::EndWith(const grpc::Status& status) {
   MutexLock lock(&mu_);
   if (finished_) return;
   finished_ = true;
-  LogWarning("worker stream %s ended: %s", peer_, status.error_message());
+  LogEvent(LogLevel::kWarning, absl::StrCat("worker stream ended: ", status.error_message()),
+           {{"worker", worker_id_}, {"peer", peer_}});
   // Keep only the message being written: gRPC still reads it.
   while (outbox_.size() > (writing_ ? 1u : 0u)) outbox_.pop_back();
   FinishCounted(status);
@@ -373,7 +376,8 @@ void WorkStream::Unsubscribe() {
     worker = worker_id_;
   }
   engine_->Unsubscribe(sub);
-  LogInfo("worker %s (%s) disconnected; its leases returned to ready", worker, peer_);
+  LogEvent(LogLevel::kInfo, "worker disconnected; its leases returned to ready",
+           {{"worker", worker}, {"peer", peer_}});
 }
 
 void WorkStream::OnDone() {

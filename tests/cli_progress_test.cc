@@ -1,4 +1,5 @@
-// Progress of `taskq submit --wait` (docs/CLI.md, submit): a line with
+// Progress of `taskq submit --wait`, `taskq results` and `taskq join`
+// (docs/CLI.md, submit, results, join): a line with
 // counts, rate and ETA redrawn on stderr only when stderr is a terminal,
 // and never with --json or --quiet; the result lines on stdout are the same
 // either way. Runs the CLI on pipes, on a pseudo-terminal, and with only
@@ -146,6 +147,65 @@ TEST_F(CliProgress, NotWithJsonOrQuiet) {
     EXPECT_FALSE(absl::StrContains(r.out, "\x1b[K")) << flag << ": " << r.out;
     EXPECT_EQ(Count(r.out, "slept 0.2"), 3u) << flag << ": " << r.out;
   }
+}
+
+// `taskq results` counts the results read against those the job's reply
+// queue holds or still owes.
+TEST_F(CliProgress, ResultsOnATerminal) {
+  CliResult put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "--reply-to",
+                                "job", "0.2", "0.2", "0.2"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  CliResult r = cluster_.CliOnTerminal({"results", "job"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "/3 done, 0 failed")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\r[####################] 3/3 done, 0 failed")) << r.out;
+  EXPECT_EQ(Count(r.out, "\r\x1b[Kslept 0.2\n"), 3u) << r.out;
+}
+
+TEST_F(CliProgress, ResultsWithoutATerminalOrWithQuiet) {
+  CliResult put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "--reply-to",
+                                "job1", "0.1", "0.1"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  CliResult r = cluster_.Cli({"results", "job1"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(Lines(r.out), (std::vector<std::string>{"slept 0.1", "slept 0.1"}));
+
+  put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "--reply-to", "job2",
+                      "0.1"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  r = cluster_.CliOnTerminal({"results", "job2", "--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "done,")) << r.out;
+  EXPECT_EQ(r.out, "slept 0.1\n");
+}
+
+// `taskq join` samples the queue's counters while it waits: the tasks
+// unfinished when it started (and any put since) are the total.
+TEST_F(CliProgress, JoinOnATerminal) {
+  // The first task takes long enough that join starts before any is done.
+  CliResult put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "1", "0.1",
+                                "0.1"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  CliResult r = cluster_.CliOnTerminal({"join", "tasks"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\r[....................] 0/3 done, 0 failed")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\r[####################] 3/3 done, 0 failed")) << r.out;
+  EXPECT_TRUE(absl::EndsWith(r.out, "\n")) << r.out;
+}
+
+TEST_F(CliProgress, JoinWithoutATerminalOrWithQuiet) {
+  CliResult put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "0.2"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  CliResult r = cluster_.Cli({"join", "tasks"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "");
+  put = cluster_.Cli({"submit", "--queue", "tasks", "--handler", "sleep", "0.2"});
+  ASSERT_EQ(put.exit_code, 0) << Describe(put);
+  r = cluster_.CliOnTerminal({"join", "tasks", "--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out, "");
 }
 
 }  // namespace

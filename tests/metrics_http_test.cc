@@ -20,52 +20,10 @@
 #include "common/x509.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
+#include "tests/harness_metrics.h"
 
 namespace taskq::testing {
 namespace {
-
-// The value of the sample `series` (name with its labels exactly as the
-// master writes them, e.g. `taskq_queue_tasks{queue="q",state="ready"}`).
-std::optional<double> Value(const std::string& text, const std::string& series) {
-  for (const std::string& line : Lines(text)) {
-    if (!absl::StartsWith(line, series + " ")) continue;
-    double v;
-    if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
-  }
-  return std::nullopt;
-}
-
-// The --http-listen port the master wrote to `file`.
-int HttpPort(Cluster& cluster, const std::string& file) {
-  std::string address;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        address = ReadFile(file);
-        return !address.empty() && address.back() == '\n';
-      },
-      absl::Seconds(20)))
-      << cluster.master()->Stderr();
-  int port = 0;
-  EXPECT_TRUE(absl::SimpleAtoi(
-      absl::StripAsciiWhitespace(address.substr(address.rfind(':') + 1)), &port))
-      << address;
-  return port;
-}
-
-struct Reply {
-  int status = -1;
-  std::string body;
-};
-
-// A plain HTTP GET on 127.0.0.1:port, with `headers`.
-Reply Get(int port, const std::string& path, const httplib::Headers& headers = {}) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(5);
-  client.set_read_timeout(10);
-  auto res = client.Get(path.c_str(), headers);
-  if (!res) return {};
-  return {res->status, res->body};
-}
 
 TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
   Cluster cluster;
@@ -73,7 +31,7 @@ TEST(MetricsHttp, SeriesHaveTheValuesOfAKnownWorkload) {
   absl::Status s =
       cluster.Start({"--http-listen", "127.0.0.1:0", "--http-port-file", port_file});
   ASSERT_TRUE(s.ok()) << s;
-  const int port = HttpPort(cluster, port_file);
+  const int port = HttpPort(cluster.master(), port_file);
   ASSERT_GT(port, 0);
 
   Process* worker = cluster.StartWorker({"--queue", "jobs", "--concurrency", "2"});
@@ -149,7 +107,7 @@ TEST(MetricsHttp, OffLoopbackEveryRequestNeedsACredentialsToken) {
   absl::Status s = cluster.Start(
       {"--http-listen", "0.0.0.0:0", "--insecure", "--http-port-file", port_file});
   ASSERT_TRUE(s.ok()) << s;
-  const int port = HttpPort(cluster, port_file);
+  const int port = HttpPort(cluster.master(), port_file);
   ASSERT_GT(port, 0);
   // A reader credential: the least a scraper needs.
   CliResult made = cluster.Cli({"credential", "create", "scraper", "--role", "reader"});

@@ -1,5 +1,5 @@
 // Debian's Prometheus server (2.42, /usr/bin/prometheus) scrapes a master
-// started by the test, on loopback, with a configuration the test writes
+// and a worker (its own --http-listen) started by the test, on loopback, with a configuration the test writes
 // (scrape every second); after a known workload a query over Prometheus's
 // HTTP API (/api/v1/query) returns the series with the expected value.
 // Skips when prometheus is not installed (deploy/install-deps.sh installs it).
@@ -18,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
+#include "tests/harness_metrics.h"
 
 namespace taskq::testing {
 namespace {
@@ -56,11 +57,8 @@ std::string UrlEncode(const std::string& s) {
 
 // The body of GET http://127.0.0.1:port/path ("" on any failure).
 std::string HttpGet(int port, const std::string& path) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2);
-  client.set_read_timeout(5);
-  auto res = client.Get(path.c_str());
-  return res && res->status == 200 ? res->body : "";
+  Reply r = Get(port, path);
+  return r.status == 200 ? r.body : "";
 }
 
 TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
@@ -80,6 +78,12 @@ TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
       },
       absl::Seconds(20)));
   metrics_address = std::string(absl::StripAsciiWhitespace(metrics_address));
+  // The worker serves its own /metrics.
+  const std::string worker_port_file = cluster.dir() + "/worker-http-port";
+  Process* worker = cluster.StartWorker(
+      {"--queue", "jobs", "--http-listen", "127.0.0.1:0", "--http-port-file", worker_port_file});
+  const int worker_port = HttpPort(worker, worker_port_file);
+  ASSERT_GT(worker_port, 0);
 
   const std::string config = cluster.dir() + "/prometheus.yml";
   ASSERT_TRUE(WriteFile(config, absl::StrCat("global:\n"
@@ -89,7 +93,11 @@ TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
                                              "  - job_name: taskq\n"
                                              "    static_configs:\n"
                                              "      - targets: ['",
-                                             metrics_address, "']\n"))
+                                             metrics_address, "']\n",
+                                             "  - job_name: taskq-worker\n"
+                                             "    static_configs:\n"
+                                             "      - targets: ['127.0.0.1:", worker_port,
+                                             "']\n"))
                   .ok());
   // Up to three ports: another process may take the one picked meanwhile.
   std::unique_ptr<Process> prometheus;
@@ -115,7 +123,6 @@ TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
   ASSERT_NE(prometheus, nullptr) << "prometheus did not become ready";
 
   // The workload: four tasks put, three of them run.
-  Process* worker = cluster.StartWorker({"--queue", "jobs"});
   ASSERT_TRUE(cluster.WaitWorkerConnected(worker)) << worker->Stderr();
   CliResult submit = cluster.Cli(
       {"submit", "--queue", "jobs", "--handler", "square", "--wait", "4", "5", "6"});
@@ -141,9 +148,20 @@ TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
   EXPECT_TRUE(absl::StrContains(answer, R"("job":"taskq")")) << answer;
   answer = query(R"(taskq_queue_tasks{queue="idle",state="ready"})");
   EXPECT_TRUE(absl::StrContains(answer, R"(,"1"]})")) << answer;
-  // The target is up: every scrape parsed.
-  answer = query("up");
-  EXPECT_TRUE(absl::StrContains(answer, R"(,"1"]})")) << answer;
+  // The worker's own series, once a scrape of it saw the three tasks.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        answer = query(R"(taskq_worker_tasks_total{handler="square",outcome="done"})");
+        return absl::StrContains(answer, R"(,"3"]})");
+      },
+      absl::Seconds(60), absl::Milliseconds(200)))
+      << answer;
+  EXPECT_TRUE(absl::StrContains(answer, R"("job":"taskq-worker")")) << answer;
+  answer = query(R"(taskq_worker_handler_seconds_count{handler="square"})");
+  EXPECT_TRUE(absl::StrContains(answer, R"(,"3"]})")) << answer;
+  // Both targets are up: every scrape parsed.
+  answer = query("count(up == 1)");
+  EXPECT_TRUE(absl::StrContains(answer, R"(,"2"]})")) << answer;
 
   EXPECT_EQ(prometheus->Stop(absl::Seconds(10)), 0) << prometheus->Stderr();
 }

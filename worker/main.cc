@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/join_bundle.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
+#include "common/log_flags.h"
+#include "common/port_file.h"
 #include "common/seconds_validator.h"
+#include "worker/metrics_http.h"
 #include "worker/worker.h"
 
 namespace {
@@ -33,15 +38,6 @@ void EnsureStdFdsOpen() {
       if (null_fd >= 0 && null_fd != fd) ::close(null_fd);
     }
   }
-}
-
-bool ParseLogLevel(const std::string& text, taskq::LogLevel* level) {
-  if (text == "debug") *level = taskq::LogLevel::kDebug;
-  else if (text == "info") *level = taskq::LogLevel::kInfo;
-  else if (text == "warning") *level = taskq::LogLevel::kWarning;
-  else if (text == "error") *level = taskq::LogLevel::kError;
-  else return false;
-  return true;
 }
 
 }  // namespace
@@ -58,7 +54,7 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);  // a child closing its stdin gives EPIPE, not death
 
   taskq::WorkerOptions options;
-  std::string log_level = "info";
+  taskq::LogFlags log_flags;
   double drain_seconds = 30;
   unsigned threads = 0;
   unsigned concurrency = 0;
@@ -149,17 +145,31 @@ int main(int argc, char** argv) {
                  "on SIGTERM/SIGINT, seconds running tasks may take to finish before they are "
                  "released back to the master")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--log-level", log_level, "debug, info, warning or error")
-      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  taskq::AddLogFlags(app, &log_flags);
+  taskq::WorkerHttpOptions http;
+  std::string http_port_file;
+  app.add_option("--http-listen", http.listen,
+                 "HOST:PORT to serve Prometheus metrics on (GET /metrics; off by default). "
+                 "Loopback: plain HTTP. Elsewhere: needs --http-token-file, and HTTPS with "
+                 "--http-tls-cert/--http-tls-key or plain HTTP with --http-insecure "
+                 "(docs/METRICS.md)");
+  app.add_option("--http-port-file", http_port_file,
+                 "write the bound --http-listen HOST:PORT to this file");
+  app.add_option("--http-token-file", http.token_file,
+                 "file (0600) holding the bearer token /metrics requests must carry; required "
+                 "off loopback, optional on it");
+  app.add_option("--http-tls-cert", http.tls_cert, "PEM certificate chain: serve /metrics over HTTPS");
+  app.add_option("--http-tls-key", http.tls_key, "PEM private key for --http-tls-cert");
+  app.add_flag("--http-insecure", http.insecure,
+               "allow plain HTTP for --http-listen off loopback (the token crosses in the clear)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
 
-  taskq::LogLevel level = taskq::LogLevel::kInfo;
-  ParseLogLevel(log_level, &level);
-  taskq::InitLogging("taskq-worker", level);
+  taskq::InitLoggingFromFlags("taskq-worker", log_flags);
+  taskq::RouteGrpcLogs();
   options.threads = static_cast<int>(threads);
   options.concurrency = static_cast<int>(concurrency);
   options.prefetch = static_cast<int>(prefetch);
@@ -183,7 +193,25 @@ int main(int argc, char** argv) {
   options.stop_signal_fd = signal_fd;
 
   taskq::Worker worker(options);
+  std::unique_ptr<taskq::WorkerHttpServer> http_server;
+  if (!http.listen.empty()) {
+    auto started = taskq::WorkerHttpServer::Start(
+        http, [&worker] { return worker.metrics().Render(); });
+    if (!started.ok()) {
+      taskq::LogError("%s", started.status().message());
+      return 1;
+    }
+    http_server = *std::move(started);
+    taskq::LogEvent(taskq::LogLevel::kInfo, "serving /metrics",
+                    {{"address", http_server->address()},
+                     {"scheme", http_server->https() ? "https" : "http"}});
+    if (!http_port_file.empty() && !taskq::WritePortFile(http_port_file, http_server->address())) {
+      taskq::LogError("cannot write port file %s", http_port_file);
+      return 1;
+    }
+  }
   absl::Status status = worker.Run();
+  if (http_server) http_server->Stop();
   if (!status.ok()) {
     taskq::LogError("%s", status.message());
     return 1;

@@ -307,6 +307,7 @@ rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, st
     connected = connected_;
     connected_ = false;
   }
+  if (connected) metrics_.Disconnected();
   result.status = ToAbslStatus(status);
   result.connected = connected;
   result.healthy = connected && (received || absl::Now() - started >= kHealthySession);
@@ -457,8 +458,11 @@ absl::Time Worker::NextWake(absl::Time confirm_at, absl::Time close_deadline) co
 void Worker::MarkConnected() {
   if (connected_) return;
   connected_ = true;
-  LogInfo("taskq-worker %s connected to %s, queues: %s", options_.id, options_.connect.master,
-          absl::StrJoin(options_.queues, ", "));
+  metrics_.Connected(/*reconnect=*/ever_connected_);
+  ever_connected_ = true;
+  LogEvent(LogLevel::kInfo, "connected to the master",
+           {{"worker", options_.id}, {"master", options_.connect.master},
+            {"queues", absl::StrJoin(options_.queues, ",")}});
 }
 
 bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
@@ -472,6 +476,7 @@ bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
   }
   if (credits_ > 0 && !stopping_) {
     request->set_credits(credits_);
+    metrics_.CreditsGranted(credits_);
     any = true;
   }
   credits_ = 0;
@@ -655,10 +660,13 @@ rt::Task<void> Worker::RunTask(uint64_t run_id, v1::Task task, std::stop_token s
     result = absl::CancelledError("the task was stopped before it started");
   } else {
     const absl::Time began = absl::Now();
-    LogDebug("task %d started: queue %s, handler %s, attempt %d", task.id(), task.queue(),
-             task.handler(), task.attempt());
+    LogEvent(LogLevel::kDebug, "task started",
+             {{"task", task.id()}, {"queue", task.queue()}, {"handler", task.handler()},
+              {"attempt", task.attempt()}});
     HandlerContext context(task, options_.id, stop);
+    metrics_.TaskStarted();
     result = co_await handlers_.Run(context, cpu_.get());
+    metrics_.TaskFinished(task.handler(), result.ok(), absl::Now() - began);
     slots_->Release();
     if (LogEnabled(LogLevel::kDebug)) {
       std::string took = absl::FormatDuration(absl::Now() - began);

@@ -66,6 +66,7 @@
 #include "worker/exec_config.h"
 #include "worker/handler_registry.h"
 #include "worker/thread_pool.h"
+#include "worker/worker_metrics.h"
 
 namespace taskq {
 
@@ -130,6 +131,8 @@ class Worker {
 
   // Has square, sleep and exec; add custom handlers before Run().
   HandlerRegistry& handlers() { return handlers_; }
+  // What --http-listen serves (safe from any thread).
+  const WorkerMetrics& metrics() const { return metrics_; }
   const std::string& id() const { return options_.id; }
   const WorkerOptions& options() const { return options_; }
 
@@ -241,6 +244,7 @@ class Worker {
   // Why the exec flags were refused (Run() returns it), or OK.
   absl::Status exec_status_;
   HandlerRegistry handlers_;
+  WorkerMetrics metrics_{&handlers_};
   // Created by Run() before any coroutine starts; never reset while one
   // runs.
   std::unique_ptr<rt::Scheduler> io_;
@@ -267,6 +271,7 @@ class Worker {
   bool session_over_ ABSL_GUARDED_BY(mu_) = false;  // its reader saw the end
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;   // WritesDone sent
   bool connected_ ABSL_GUARDED_BY(mu_) = false;  // first message sent or received
+  bool ever_connected_ ABSL_GUARDED_BY(mu_) = false;  // a later connect is a reconnect
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Every accepted delivery of every session, by run id (from 1).
   absl::flat_hash_map<uint64_t, TaskRun> runs_ ABSL_GUARDED_BY(mu_);

@@ -152,7 +152,12 @@ void TaskEngine::AddHistory(TaskRecord& rec, absl::string_view how, absl::string
 
 void TaskEngine::LoseLease(TaskRecord& rec, LostHow how, std::string error, Pending& pending) {
   Queue* q = FindQueue(rec.task.queue());
-  if (q && how == LostHow::kExpired) ++q->total_expired;
+  if (q && how == LostHow::kExpired) {
+    ++q->total_expired;
+    LogEvent(LogLevel::kWarning, "lease expired",
+             {{"task", rec.task.id()}, {"queue", rec.task.queue()}, {"worker", rec.holder_name},
+              {"attempt", rec.task.attempt()}});
+  }
   AddHistory(rec,
              how == LostHow::kFailed       ? "failed"
              : how == LostHow::kExpired    ? "expired"

@@ -9,6 +9,7 @@ import pytest
 
 import taskq
 from taskq._stubs import pb
+from conftest import wait_for
 
 
 def stats(conn, queue):
@@ -97,6 +98,34 @@ def test_calls_wait_out_a_master_restart(master, conn):
     assert not t.is_alive()
     assert "error" not in result, result.get("error")
     assert result["stats"].ready == 1  # the durable store kept the task
+
+
+def test_a_waiting_call_that_is_not_idempotent_rides_a_clean_restart(master, conn):
+    # A take waiting on an empty queue is answered "master is shutting down"
+    # by a master stopping on SIGTERM: it did nothing, so the call is sent
+    # again (to the master that comes back) even though a take is not
+    # safe to send twice in general.
+    from taskq.connection import RETRY_IF_NOT_SENT
+    assert master.cli("queue", "create", "restart.take").returncode == 0
+    result = {}
+
+    def take():
+        try:
+            req = pb.GetRequest(queue="restart.take", max_tasks=1, mode=pb.GET_MODE_TAKE,
+                                timeout_ms=60000)
+            result["got"] = conn.call("Get", req, timeout=90, retry=RETRY_IF_NOT_SENT)
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=take)
+    t.start()
+    wait_for(lambda: stats(conn, "restart.take").waiting_consumers == 1, 20, "the waiting take")
+    master.restart()
+    put_one(conn, "restart.take", b"after")
+    t.join(timeout=60)
+    assert not t.is_alive()
+    assert "error" not in result, result.get("error")
+    assert [d.task.payload for d in result["got"].deliveries] == [b"after"]
 
 
 def test_unreachable_master_fails_after_retry_window(tmp_path):

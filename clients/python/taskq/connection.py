@@ -122,6 +122,12 @@ def _never_reached(details: str) -> bool:
         "Handshake", "handshake", "before receiving SETTINGS frame"))
 
 
+def _not_carried_out(details: str) -> bool:
+    # Never sent, or the master said it did nothing: it was shutting down
+    # (common/call_retry.h, MasterShuttingDown). Safe to send again.
+    return _never_reached(details) or "master is shutting down" in details
+
+
 def _tls_refused(details: str) -> bool:
     # Something only the user can fix: never retried (common/call_retry.h).
     return any(s in details for s in (
@@ -200,7 +206,7 @@ class Connection:
             if (code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(details):
                 raise TaskqError(code, details)
             if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
-                                        (cut or not _never_reached(details))):
+                                        (cut or not _not_carried_out(details))):
                 raise TaskqError(code, details)
             now = time.monotonic()
             if first_failure is None:
