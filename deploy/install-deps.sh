@@ -26,7 +26,9 @@ packages=(build-essential cmake ninja-build pkg-config
           # The Python client (clients/python) and its tests: Debian's python3;
           # pip, setuptools and wheel install it from the checkout (no registry).
           python3 python3-grpcio python3-protobuf python3-pytest python3-setuptools
-          python3-pip python3-wheel)
+          python3-pip python3-wheel
+          # The offline check of deploy/k8s (tests/k8s_manifests_check.py).
+          python3-yaml)
 for arg in "$@"; do
   case "$arg" in
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;

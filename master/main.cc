@@ -49,6 +49,14 @@ int main(int argc, char** argv) {
                  "credential (docs/METRICS.md)");
   app.add_option("--http-port-file", http_port_file,
                  "write the bound --http-listen HOST:PORT to this file");
+  std::string keda_port_file;
+  app.add_option("--keda-listen", options.keda_listen,
+                 "HOST:PORT to serve KEDA's external scaler on (queue depth for autoscaling; "
+                 "off by default). Loopback: plaintext. Elsewhere: TLS requiring a client "
+                 "certificate of a credential (or plaintext with --insecure) "
+                 "(docs/KUBERNETES.md)");
+  app.add_option("--keda-port-file", keda_port_file,
+                 "write the bound --keda-listen HOST:PORT to this file");
   app.add_option("--token-file", options.token_file,
                  "shared-secret token file (created 0600 with a random token if absent); "
                  "default $TASKQ_TOKEN_FILE or ~/.config/taskq/token");
@@ -232,6 +240,12 @@ int main(int argc, char** argv) {
 
   if (!http_port_file.empty() && !taskq::WritePortFile(http_port_file, server.http_address())) {
     taskq::LogError("cannot write port file %s", http_port_file);
+    server.Shutdown();
+    return 1;
+  }
+
+  if (!keda_port_file.empty() && !taskq::WritePortFile(keda_port_file, server.keda_address())) {
+    std::fprintf(stderr, "taskq-master: cannot write port file %s\n", keda_port_file.c_str());
     server.Shutdown();
     return 1;
   }

@@ -208,6 +208,20 @@ absl::StatusOr<std::string> MasterServer::Start() {
             http_->token_required() ? "/metrics needs a bearer token" : "loopback: /metrics needs no token");
   }
 
+  if (!options_.keda_listen.empty()) {
+    KedaServerOptions keda;
+    keda.listen = options_.keda_listen;
+    keda.tls = tls ? &**tls_files : nullptr;
+    keda.insecure = options_.insecure;
+    keda.engine = engine_.get();
+    keda.credentials = credentials_.get();
+    keda.service = options_.keda;
+    auto started = KedaServer::Start(std::move(keda));
+    if (!started.ok()) return started.status();
+    keda_ = *std::move(started);
+    LogInfo("serving KEDA's external scaler on %s (%s)", keda_->address(), keda_->mode());
+  }
+
   grpc::ServerBuilder builder;
   // Connections come from our own accept loop (master/listener.h).
   acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
@@ -256,6 +270,7 @@ void MasterServer::Shutdown() {
   // not wait on them.
   if (listener_) listener_->Stop();
   if (http_) http_->Stop();
+  if (keda_) keda_->Stop();
   if (engine_) engine_->Shutdown();
   // Waiting calls are answered already; what remains are quick unary calls
   // and worker streams, which would otherwise hold shutdown to the deadline.

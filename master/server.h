@@ -23,6 +23,7 @@
 #include "master/engine_timer.h"
 #include "master/dashboard_api.h"
 #include "master/http_server.h"
+#include "master/keda_server.h"
 #include "master/listener.h"
 #include "master/master_metrics.h"
 #include "master/sqlite_store.h"
@@ -71,6 +72,9 @@ struct MasterOptions {
   bool recover_truncate = false;
   // HOST:PORT for GET /metrics (master/http_server.h); empty = none.
   std::string http_listen;
+  // HOST:PORT for KEDA's external scaler (master/keda_server.h); empty = none.
+  std::string keda_listen;
+  KedaServiceOptions keda;
 };
 
 // HOST:PORT of `listen` with the port actually bound.
@@ -102,6 +106,8 @@ class MasterServer {
   bool failed() const { return failed_.load(); }
   // The --http-listen address as bound ("" without one); after Start.
   std::string http_address() const { return http_ ? http_->address() : std::string(); }
+  // The --keda-listen address as bound ("" without one); after Start.
+  std::string keda_address() const { return keda_ ? keda_->address() : std::string(); }
   // Called (from the listener's thread) when accepting fails for good.
   void set_on_fatal(std::function<void()> on_fatal) { on_fatal_ = std::move(on_fatal); }
 
@@ -122,6 +128,7 @@ class MasterServer {
   std::unique_ptr<MasterMetrics> metrics_;
   std::unique_ptr<DashboardApi> dashboard_;  // outlives http_, which calls it
   std::unique_ptr<MetricsHttpServer> http_;  // stopped before what metrics_ reads
+  std::unique_ptr<KedaServer> keda_;         // stopped before the engine
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
   std::unique_ptr<grpc::Server> server_;

@@ -104,7 +104,8 @@ absl::StatusOr<std::optional<ServerTlsFiles>> FindServerTls(const std::string& d
   return files;
 }
 
-std::shared_ptr<grpc::ServerCredentials> MakeServerTlsCredentials(const ServerTlsFiles& files) {
+std::shared_ptr<grpc::ServerCredentials> MakeServerTlsCredentials(
+    const ServerTlsFiles& files, bool require_client_certificate) {
   const auto refresh_s = static_cast<unsigned int>(absl::ToInt64Seconds(kTlsRefreshInterval));
   auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       files.key, files.cert, files.ca, refresh_s);
@@ -114,7 +115,9 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerTlsCredentials(const ServerTl
     options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   } else {
     options.watch_root_certs();
-    options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    options.set_cert_request_type(require_client_certificate
+                                      ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                      : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   return grpc::experimental::TlsServerCredentials(options);
 }

@@ -64,6 +64,10 @@ absl::StatusOr<std::optional<ServerTlsFiles>> FindServerTls(const std::string& d
                                                             const std::string& key_flag);
 
 // TLS server credentials that watch `files` (see the top of this file).
-std::shared_ptr<grpc::ServerCredentials> MakeServerTlsCredentials(const ServerTlsFiles& files);
+// With `require_client_certificate` (and files.ca set) a client that sends
+// no certificate, or one the CA did not sign, fails the handshake (the
+// --keda-listen server, master/keda_server.h).
+std::shared_ptr<grpc::ServerCredentials> MakeServerTlsCredentials(
+    const ServerTlsFiles& files, bool require_client_certificate = false);
 
 }  // namespace taskq
