@@ -214,11 +214,31 @@ class Connection:
                 self._notice_unreachable(details, window)
             if now - first_failure >= window or (deadline is not None and now >= deadline):
                 raise TaskqError(code, details)
+            if "master is shutting down" in details:
+                # Its connection stays up until its shutdown is over, and a
+                # call sent on it meanwhile is refused or cut: wait until it
+                # closes, so the next try reaches the master that comes back.
+                self._wait_master_gone(None if deadline is None else deadline - now)
             attempt += 1
             wait = retry_backoff(attempt)
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
             self.wait_ready(wait)
+
+    def _wait_master_gone(self, timeout: Optional[float]) -> None:
+        """Waits (up to 10 s, or `timeout`) until the channel is no longer
+        connected to the master that said it is shutting down."""
+        gone = threading.Event()
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            if state != grpc.ChannelConnectivity.READY:
+                gone.set()
+
+        self.channel.subscribe(watch, try_to_connect=False)
+        try:
+            gone.wait(10.0 if timeout is None else max(0.0, min(10.0, timeout)))
+        finally:
+            self.channel.unsubscribe(watch)
 
     def wait_ready(self, timeout: float) -> bool:
         """Waits up to `timeout` s for the channel to connect; True if it did."""
