@@ -15,26 +15,12 @@
 namespace taskq::testing {
 namespace {
 
-class EtcdClientTest : public ::testing::Test {
+class EtcdClientTest : public EtcdTest {
  protected:
-  void SetUp() override {
-    if (!EtcdServer::Installed()) GTEST_SKIP() << "etcd-server is not installed";
-    absl::Status s = etcd_.Start();
-    ASSERT_TRUE(s.ok()) << s;
-    EtcdOptions options;
-    options.endpoint = etcd_.endpoint();
-    auto client = EtcdClient::Connect(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
-  }
-
   bool Exists(const std::string& key) {
     auto got = client_->Get(key);
     return got.ok() && got->has_value();
   }
-
-  EtcdServer etcd_;
-  std::unique_ptr<EtcdClient> client_;
 };
 
 TEST_F(EtcdClientTest, PutGetPrefixAndDelete) {

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/etcd_client.h"
+#include "gtest/gtest.h"
 
 namespace taskq::testing {
 namespace {
@@ -29,6 +29,15 @@ int FreePort() {
 }
 
 }  // namespace
+
+std::unique_ptr<EtcdClient> EtcdServer::Client(absl::Duration call_timeout) const {
+  EtcdOptions options;
+  options.endpoint = endpoint_;
+  options.call_timeout = call_timeout;
+  auto client = EtcdClient::Connect(options);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
 
 bool EtcdServer::Installed() { return ::access("/usr/bin/etcd", X_OK) == 0; }
 

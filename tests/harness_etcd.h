@@ -9,6 +9,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/etcd_client.h"
+#include "gtest/gtest.h"
 #include "tests/harness.h"
 
 namespace taskq::testing {
@@ -22,6 +24,8 @@ class EtcdServer {
   static bool Installed();
 
   absl::Status Start(absl::Duration timeout = absl::Seconds(30));
+  // A client of it (fails the test and returns nullptr if it cannot be made).
+  std::unique_ptr<EtcdClient> Client(absl::Duration call_timeout = absl::Seconds(5)) const;
   // HOST:PORT of its client URL.
   const std::string& endpoint() const { return endpoint_; }
   Process* process() { return process_.get(); }
@@ -30,6 +34,22 @@ class EtcdServer {
   TempDir dir_;
   std::string endpoint_;
   std::unique_ptr<Process> process_;
+};
+
+// A fixture with a started etcd and a client of it; skips the test when
+// etcd-server is not installed.
+class EtcdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!EtcdServer::Installed()) GTEST_SKIP() << "etcd-server is not installed";
+    absl::Status s = etcd_.Start();
+    ASSERT_TRUE(s.ok()) << s;
+    client_ = etcd_.Client();
+    ASSERT_NE(client_, nullptr);
+  }
+
+  EtcdServer etcd_;
+  std::unique_ptr<EtcdClient> client_;
 };
 
 }  // namespace taskq::testing

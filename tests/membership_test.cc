@@ -16,29 +16,12 @@
 namespace taskq::testing {
 namespace {
 
-class MembershipTest : public ::testing::Test {
+class MembershipTest : public EtcdTest {
  protected:
-  void SetUp() override {
-    if (!EtcdServer::Installed()) GTEST_SKIP() << "etcd-server is not installed";
-    absl::Status s = etcd_.Start();
-    ASSERT_TRUE(s.ok()) << s;
-    client_ = Connect();
-  }
-  std::unique_ptr<EtcdClient> Connect() {
-    EtcdOptions options;
-    options.endpoint = etcd_.endpoint();
-    options.call_timeout = absl::Seconds(2);
-    auto client = EtcdClient::Connect(options);
-    EXPECT_TRUE(client.ok()) << client.status();
-    return client.ok() ? *std::move(client) : nullptr;
-  }
   size_t Live() {
     auto masters = client_->GetPrefix("/taskq/masters/");
     return masters.ok() ? masters->size() : 0;
   }
-
-  EtcdServer etcd_;
-  std::unique_ptr<EtcdClient> client_;
 };
 
 TEST_F(MembershipTest, MastersAreListedWhileTheyRunAndNamesAreUnique) {

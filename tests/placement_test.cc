@@ -47,21 +47,7 @@ TEST(PlacementChoice, StableSpreadAndMovesFewWhenAMasterIsAdded) {
   EXPECT_EQ(Placement::Choose("q", {}), "");
 }
 
-class PlacementTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!EtcdServer::Installed()) GTEST_SKIP() << "etcd-server is not installed";
-    absl::Status s = etcd_.Start();
-    ASSERT_TRUE(s.ok()) << s;
-    EtcdOptions options;
-    options.endpoint = etcd_.endpoint();
-    auto client = EtcdClient::Connect(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = *std::move(client);
-  }
-  EtcdServer etcd_;
-  std::unique_ptr<EtcdClient> client_;
-};
+using PlacementTest = EtcdTest;
 
 TEST_F(PlacementTest, TheFirstClaimWinsAndAMoveRefusesAStaleRead) {
   Placement placement(client_.get(), "/taskq/");
