@@ -624,6 +624,19 @@ long long Cluster::StatNumber(const std::string& queue, const std::string& key) 
   return v;
 }
 
+absl::Status Cluster::InitMaster(std::vector<std::string> args, const std::string& dir) {
+  std::vector<std::string> argv = {BinPath("taskq-master"), "init", "--data-dir",
+                                   dir.empty() ? data_dir() : dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = Spawn(NextName("init"), argv);
+  if (p == nullptr) return absl::InternalError("cannot run taskq-master init");
+  const std::optional<int> code = p->Wait(absl::Seconds(60));
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("taskq-master init failed: ", p->Stderr()));
+  }
+  return absl::OkStatus();
+}
+
 std::string Cluster::PyJson(const std::string& json, const std::string& expr, bool lines) {
   const std::string load =
       lines ? "d = [json.loads(l) for l in sys.stdin.buffer.read().decode().splitlines()]"

@@ -224,6 +224,12 @@ class Cluster {
   // One numeric field of Stats (-1 if missing).
   long long StatNumber(const std::string& queue, const std::string& key);
 
+  // Runs `taskq-master init --data-dir DIR args...` (DIR: data_dir() unless
+  // given) and waits for it: TLS files for 127.0.0.1 by default. The error
+  // carries init's stderr.
+  absl::Status InitMaster(std::vector<std::string> args = {"--host", "127.0.0.1"},
+                          const std::string& dir = "");
+
   // Parses `json` with Python's json module (one document, or with `lines`
   // one per line as `d`, a list) and returns `expr` evaluated on it: a str
   // as UTF-8, bytes as they are, anything else as JSON (sorted keys).

@@ -33,11 +33,8 @@ int ModeOf(const std::string& path) {
 class JoinFlow : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto init = cluster_.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
-                                        cluster_.data_dir(), "--host", "127.0.0.1"});
-    ASSERT_NE(init, nullptr);
-    auto status = init->Wait(absl::Seconds(60));
-    ASSERT_TRUE(status.has_value() && *status == 0) << init->Stderr();
+    absl::Status init = cluster_.InitMaster();
+    ASSERT_TRUE(init.ok()) << init;
     admin_ = cluster_.data_dir() + "/admin.join";
     ASSERT_EQ(ModeOf(admin_), 0600) << "init made no private " << admin_;
     absl::Status s = cluster_.Start();

@@ -263,10 +263,8 @@ TEST(KedaScaler, PlaintextOffLoopbackIsRefusedWithoutInsecure) {
 // may read the queue's stats.
 TEST(KedaScaler, OffLoopbackTlsRequiresAClientCertificateOfACredential) {
   Cluster cluster;
-  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
-                                     cluster.data_dir(), "--host", "127.0.0.1"});
-  ASSERT_NE(init, nullptr);
-  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  absl::Status init = cluster.InitMaster();
+  ASSERT_TRUE(init.ok()) << init;
   auto address = StartWithKeda(cluster, "0.0.0.0:0");
   ASSERT_TRUE(address.ok()) << address.status();
   const std::string port = address->substr(address->rfind(':') + 1);

@@ -179,10 +179,8 @@ std::string ServedFingerprint(int port) {
 // restart, as on the gRPC port.
 TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
   Cluster cluster;
-  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir",
-                                     cluster.data_dir(), "--host", "127.0.0.1"});
-  ASSERT_NE(init, nullptr);
-  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  absl::Status init = cluster.InitMaster();
+  ASSERT_TRUE(init.ok()) << init;
   const std::string port_file = cluster.dir() + "/http-port";
   absl::Status s = cluster.Start({"--http-listen", "0.0.0.0:0", "--http-port-file", port_file});
   ASSERT_TRUE(s.ok()) << s;
@@ -218,10 +216,8 @@ TEST(MetricsHttp, OffLoopbackWithTlsServesHttpsWithTheMastersCertificate) {
   const std::string server_pem = cluster.data_dir() + "/tls/server.pem";
   const std::string before = *CertificateSha256Hex(ReadFile(server_pem));
   ASSERT_EQ(ServedFingerprint(port), before);
-  auto rotate = cluster.Spawn("rotate", {BinPath("taskq-master"), "init", "--data-dir",
-                                         cluster.data_dir(), "--rotate-server-cert"});
-  ASSERT_NE(rotate, nullptr);
-  ASSERT_EQ(rotate->Wait(absl::Seconds(30)), 0) << rotate->Stderr();
+  absl::Status rotate = cluster.InitMaster({"--rotate-server-cert"});
+  ASSERT_TRUE(rotate.ok()) << rotate;
   const std::string after = *CertificateSha256Hex(ReadFile(server_pem));
   ASSERT_NE(after, before);
   std::string served;

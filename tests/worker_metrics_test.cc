@@ -137,10 +137,8 @@ TEST(WorkerMetrics, OffLoopbackServesHttpsWithItsCertificate) {
   ASSERT_TRUE(cluster.Start().ok());
   // A CA and a certificate for 127.0.0.1, made the way a deployment makes them.
   const std::string tls_dir = cluster.dir() + "/worker-tls";
-  auto init = cluster.Spawn("init", {BinPath("taskq-master"), "init", "--data-dir", tls_dir,
-                                     "--host", "127.0.0.1"});
-  ASSERT_NE(init, nullptr);
-  ASSERT_EQ(init->Wait(absl::Seconds(30)), 0) << init->Stderr();
+  absl::Status init = cluster.InitMaster({"--host", "127.0.0.1"}, tls_dir);
+  ASSERT_TRUE(init.ok()) << init;
   const std::string token = "0a9b8c7d6e5f40312a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091";
   const std::string token_file = cluster.dir() + "/metrics-token";
   ASSERT_TRUE(WriteFile(token_file, token + "\n").ok());
