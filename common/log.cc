@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "common/json_quote.h"
 #include "common/log_rate_limit.h"
+#include "common/sync.h"
 
 namespace taskq {
 namespace {
@@ -150,9 +151,14 @@ void SetLogFormat(LogFormat format) { g_format = static_cast<int>(format); }
 LogFormat GetLogFormat() { return static_cast<LogFormat>(g_format.load()); }
 
 void SetLogRateLimit(LogRateLimit limit) {
-  // The old limiter is leaked on purpose: another thread may be using it.
-  g_limiter.store(new LogRateLimiter(limit.max_lines, limit.interval),
-                  std::memory_order_release);
+  // The old limiter is kept (never freed): another thread may be using it.
+  // Kept reachable, so that leak checkers do not report it.
+  static Mutex retired_mu;
+  static auto* retired = new std::vector<LogRateLimiter*>();
+  LogRateLimiter* old = g_limiter.exchange(new LogRateLimiter(limit.max_lines, limit.interval),
+                                           std::memory_order_acq_rel);
+  MutexLock lock(&retired_mu);
+  retired->push_back(old);
 }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_min_level; }
