@@ -370,7 +370,7 @@ TEST_F(LauncherTest, StartsWorkersThatServeThenListsAndStopsThem) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(WorkersOnMaster(), 4);
   EXPECT_TRUE(absl::StrContains(ReadFile(RemoteFile("worker1", "worker-1.log.1")),
-                                "worker1-1 connected to"));
+                                "connected to the master worker=\"worker1-1\""));
 }
 
 // --join ships one bundle instead of the token and the CA: each host gets
