@@ -144,6 +144,11 @@ long ProcStatus(pid_t pid, const std::string& field);
 // quarantine and says nothing about the program's own memory.
 bool RssIsMeaningless();
 
+// A TCP port free on 127.0.0.1 just now (bound to port 0, then closed):
+// for servers that cannot report the port they bound (Prometheus, etcd).
+// Another process may take it before the caller binds it: retry the start.
+int FreeLoopbackPort();
+
 // How often `text` occurs in `haystack` (e.g. a log line in a process's output).
 size_t Count(const std::string& haystack, const std::string& text);
 

@@ -1,35 +1,11 @@
 #include "tests/harness_etcd.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace taskq::testing {
-namespace {
-
-// A port the kernel says is free now (bound to port 0 and closed). etcd
-// cannot be asked to pick its own and say which; another process taking
-// the port in between makes Start fail and the caller retry.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-}  // namespace
-
 std::unique_ptr<EtcdClient> EtcdServer::Client(absl::Duration call_timeout) const {
   EtcdOptions options;
   options.endpoint = endpoint_;
@@ -42,8 +18,11 @@ std::unique_ptr<EtcdClient> EtcdServer::Client(absl::Duration call_timeout) cons
 bool EtcdServer::Installed() { return ::access("/usr/bin/etcd", X_OK) == 0; }
 
 absl::Status EtcdServer::Start(absl::Duration timeout) {
+  // etcd cannot pick its own ports and say which: free ones are picked
+  // here, and another process taking one meanwhile makes the start fail
+  // and try others.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const int client_port = FreePort(), peer = FreePort();
+    const int client_port = FreeLoopbackPort(), peer = FreeLoopbackPort();
     endpoint_ = absl::StrCat("127.0.0.1:", client_port);
     const std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);
     ProcessOptions o;

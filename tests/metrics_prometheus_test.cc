@@ -3,8 +3,6 @@
 // (scrape every second); after a known workload a query over Prometheus's
 // HTTP API (/api/v1/query) returns the series with the expected value.
 // Skips when prometheus is not installed (deploy/install-deps.sh installs it).
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -24,23 +22,6 @@ namespace taskq::testing {
 namespace {
 
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
-
-// A port free on 127.0.0.1 just now (Prometheus cannot report the port it
-// bound, so the test picks one; the start is retried if it was taken).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 // Percent-encodes a query parameter.
 std::string UrlEncode(const std::string& s) {
@@ -103,7 +84,7 @@ TEST(MetricsPrometheus, PrometheusScrapesTheMasterAndAnswersAQuery) {
   std::unique_ptr<Process> prometheus;
   int web_port = -1;
   for (int attempt = 0; attempt < 3 && !prometheus; ++attempt) {
-    web_port = FreePort();
+    web_port = FreeLoopbackPort();
     ASSERT_GT(web_port, 0);
     auto p = cluster.Spawn(absl::StrCat("prometheus-", attempt),
                            {kPrometheus, "--config.file=" + config,
