@@ -45,6 +45,7 @@ const std::vector<RpcRule>& Table() {
     {"CreateCredential", "create credentials",         "-",                                             "credential.create", A,   D,    D,    D},
     {"ListCredentials",  "list credentials",           "-",                                             nullptr,            A,    D,    D,    D},
     {"RevokeCredential", "revoke credentials",         "-",                                             "credential.revoke", A,   D,    D,    D},
+    {"GetCluster",       "read the cluster map",       "each listed placement (others are left out)",   nullptr,            A,    S,    S,    S},
   };
   return *table;
 }

@@ -204,6 +204,7 @@ TASKQ_SERVE_RAW(PurgeQueue)
 TASKQ_SERVE_RAW(UpdateQueue)
 TASKQ_SERVE_RAW(ShutdownQueue)
 TASKQ_SERVE_RAW(ListWorkers)
+TASKQ_SERVE_RAW(GetCluster)
 TASKQ_SERVE_RAW(GetTask)
 TASKQ_SERVE_RAW(CancelTask)
 TASKQ_SERVE_RAW(ListDead)
@@ -265,6 +266,13 @@ void TaskQueueService::HandleListQueues(
     };
     queues->erase(std::remove_if(queues->begin(), queues->end(), out_of_scope), queues->end());
   }
+  call->Reply(grpc::Status::OK);
+}
+
+void TaskQueueService::HandleGetCluster(
+    UnaryCall<v1::GetClusterRequest, v1::GetClusterResponse>* call, const Principal&) {
+  // A single master (cluster mode: docs/CLUSTER.md).
+  call->response().set_clustered(false);
   call->Reply(grpc::Status::OK);
 }
 

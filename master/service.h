@@ -60,7 +60,8 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_TaskDone<
     v1::TaskQueue::WithRawCallbackMethod_Join<
     v1::TaskQueue::WithRawCallbackMethod_Work<
-    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>>;
+    v1::TaskQueue::WithRawCallbackMethod_GetCluster<
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>>>;
 
 // Who may call, and what the credential RPCs need to know.
 struct ServiceSecurity {
@@ -99,6 +100,8 @@ class TaskQueueService final : public RawTaskQueueService {
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* GetCluster(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -162,6 +165,8 @@ class TaskQueueService final : public RawTaskQueueService {
                     const Principal& who);
   void HandleListWorkers(UnaryCall<v1::ListWorkersRequest, v1::ListWorkersResponse>* call,
                          const Principal& who);
+  void HandleGetCluster(UnaryCall<v1::GetClusterRequest, v1::GetClusterResponse>* call,
+                        const Principal& who);
   void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call,
                     const Principal& who);
   void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call,

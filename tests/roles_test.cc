@@ -122,6 +122,9 @@ class RolesTest : public ::testing::Test {
     if (rpc == "ListWorkers") {
       return call(&Stub::ListWorkers, v1::ListWorkersRequest(), v1::ListWorkersResponse());
     }
+    if (rpc == "GetCluster") {
+      return call(&Stub::GetCluster, v1::GetClusterRequest(), v1::GetClusterResponse());
+    }
     if (rpc == "GetQueueStats") {
       v1::GetQueueStatsRequest r;
       r.set_queue("q");
