@@ -178,6 +178,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
     if (absl::EndsWith(advertise, ":0")) {
       advertise = BoundAddress(advertise, listener_->port());
     }
+    options_.cluster.place_on_use = options_.engine.auto_create_queues;
     auto member = ClusterMember::Start(options_.cluster, data_dir);
     if (!member.ok()) return member.status();
     cluster_ = *std::move(member);

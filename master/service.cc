@@ -486,7 +486,7 @@ void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* cal
     }
     if (Refused(call, CheckQueues(call->context(), who, *FindRule("Put"), queues))) return;
   }
-  if (Refused(call, Route(req.queue(), QueueRouter::Place::kYes))) return;
+  if (Refused(call, Route(req.queue(), QueueRouter::Place::kOnUse))) return;
   if (Refused(call, RouteReplyTo(req))) return;
   WatchRevocation(call, who);
   PutArgs args;
@@ -523,7 +523,7 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Get"), TaskIds(req.acks())))) return;
   // A waiting Get creates the queue (as Put does); a nowait one only reads.
   if (Refused(call, Route(req.queue(), req.nowait() ? QueueRouter::Place::kNo
-                                                    : QueueRouter::Place::kYes))) {
+                                                    : QueueRouter::Place::kOnUse))) {
     return;
   }
   if (router_ != nullptr && Refused(call, RouteTasks(TaskIds(req.acks())))) return;
@@ -651,7 +651,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::W
       // A worker holds one stream per master, naming only its queues.
       auth.route_queues = [this](const std::vector<std::string>& queues) {
         for (const std::string& q : queues) {
-          if (absl::Status s = Route(q, QueueRouter::Place::kYes); !s.ok()) return s;
+          if (absl::Status s = Route(q, QueueRouter::Place::kOnUse); !s.ok()) return s;
         }
         return absl::OkStatus();
       };

@@ -72,8 +72,9 @@ TEST_F(NodeNumberTest, ClaimedOnceRememberedAndOnePerName) {
 
 class RouterTest : public EtcdTest {
  protected:
-  std::unique_ptr<QueueRouter> Router(const std::string& name) {
+  std::unique_ptr<QueueRouter> Router(const std::string& name, bool place_on_use = true) {
     QueueRouterOptions o;
+    o.place_on_use = place_on_use;
     o.prefix = "/r/";
     o.self = {name, name + ":1", 0};
     o.node = name == "a" ? 1 : 2;
@@ -121,6 +122,21 @@ TEST_F(RouterTest, OwnQueuesServeRedirectsNameTheOwnerAndReplyQueuesStayLocal) {
   ASSERT_TRUE(WaitFor([&] { return absl::IsUnavailable(a->ForQueue("for-b", QueueRouter::Place::kNo)); },
                       absl::Seconds(5)));
   EXPECT_TRUE(QueueOwnerOf(a->ForQueue("for-b", QueueRouter::Place::kNo))->down());
+}
+
+TEST_F(RouterTest, WithoutAutoCreateOnlyCreateQueuePlaces) {
+  Register("a");
+  auto a = Router("a", /*place_on_use=*/false);
+  a->Start({});
+  // Put on an unknown queue: answered here (NOT_FOUND by the engine), not placed.
+  EXPECT_TRUE(a->ForQueue("unknown", QueueRouter::Place::kOnUse).ok());
+  auto placed = client_->Get("/r/queues/unknown");
+  ASSERT_TRUE(placed.ok());
+  EXPECT_FALSE(placed->has_value());
+  EXPECT_TRUE(a->ForQueue("created", QueueRouter::Place::kYes).ok());
+  placed = client_->Get("/r/queues/created");
+  ASSERT_TRUE(placed.ok() && placed->has_value());
+  EXPECT_EQ((*placed)->value, "a");
 }
 
 TEST_F(RouterTest, WithEtcdStoppedOwnedQueuesAnswerAtOnceAndNewOnesAreNotPlaced) {

@@ -154,6 +154,7 @@ ClusterMember::ClusterMember(ClusterOptions options, std::unique_ptr<EtcdClient>
   router.prefix = options_.prefix;
   router.self = {options_.name, options_.advertise, absl::ToUnixMillis(absl::Now())};
   router.node = node_;
+  router.place_on_use = options_.place_on_use;
   router_ = std::make_unique<QueueRouter>(etcd_.get(), std::move(router));
 }
 

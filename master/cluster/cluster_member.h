@@ -33,6 +33,8 @@ struct ClusterOptions {
   std::string name;       // unique among the masters; empty = the hostname
   std::string prefix = "/taskq/";
   absl::Duration ttl = absl::Seconds(10);
+  // From the engine: queues are created on first use (QueueRouter).
+  bool place_on_use = true;
 };
 
 // The gRPC target for etcd://... (several literal IPs become one

@@ -222,7 +222,9 @@ absl::Status QueueRouter::ForQueue(const std::string& queue, Place place, const 
   } else {
     target = Placement::Choose(queue, masters);
   }
-  auto owner = Resolve(queue, place == Place::kYes, target);
+  const bool may_place =
+      place == Place::kYes || (place == Place::kOnUse && options_.place_on_use);
+  auto owner = Resolve(queue, may_place, target);
   if (!owner.ok()) return owner.status();
   if (owner->empty()) return absl::OkStatus();
   return RouteTo(queue, *owner);

@@ -44,13 +44,17 @@ struct QueueRouterOptions {
   uint32_t node = 0;
   // How often the caches are re-read from etcd.
   absl::Duration refresh = absl::Seconds(1);
+  // Queues are created on first use (no --no-auto-create): Place::kOnUse
+  // places them.
+  bool place_on_use = true;
 };
 
 class QueueRouter {
  public:
-  // Whether a call may place a queue that is not placed yet (Put, a waiting
-  // Get, Work and CreateQueue create queues; reads never do).
-  enum class Place { kNo, kYes };
+  // Whether a call may place a queue that is not placed yet: CreateQueue
+  // does (kYes); Put, a waiting Get and Work do when queues are created on
+  // first use (kOnUse; not with --no-auto-create); reads never do (kNo).
+  enum class Place { kNo, kOnUse, kYes };
 
   QueueRouter(EtcdClient* etcd, QueueRouterOptions options);
   ~QueueRouter();
