@@ -659,7 +659,9 @@ absl::StatusOr<uint32_t> Client::Ack(const std::vector<v1::LeaseRef>& leases) {
     *it->second.add_leases() = lease;
   }
   uint32_t acked = 0;
-  for (const auto& [node, request] : by_node) {
+  for (const auto& entry : by_node) {
+    // (A structured binding cannot be captured by the lambda in clang's C++20.)
+    const v1::AckRequest& request = entry.second;
     v1::AckResponse response;
     auto status = Call(
         [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
