@@ -405,6 +405,31 @@ TEST_F(ClusterWorkerTest, QueueOfADownOwnerWaitsWhileTheOthersRunThenComesBack) 
   EXPECT_EQ(m2_.live_queues(), (std::vector<std::string>{"b"}));
 }
 
+TEST_F(ClusterWorkerTest, MasterBackOnAnotherAddressIsFoundThroughTheMasterGiven) {
+  Place({{"a", {"m1", m1_.address()}}, {"b", {"m2", m2_.address()}}});
+  m2_.AddTasks("b", 2);
+  StartWorker({"a", "b"});
+  ASSERT_TRUE(Eventually([&] { return m2_.completed() == 2; }));
+  // m2 dies; the map says so.
+  m2_.Shutdown();
+  Place({{"a", {"m1", m1_.address()}}, {"b", {"m2", "", false}}});
+  m1_.AddTasks("a", 2);
+  ASSERT_TRUE(Eventually([&] { return m1_.completed() == 2; }));
+  // It comes back on another address (m3 plays it).
+  FakeClusterMaster m2_again{"m2"};
+  m2_again.Listen();
+  const std::map<std::string, FakeClusterMaster::Placement> back = {
+      {"a", {"m1", m1_.address()}}, {"b", {"m2", m2_again.address()}}};
+  m1_.SetPlacements(back);
+  m2_again.SetPlacements(back);
+  m2_again.AddTasks("b", 3);
+  ASSERT_TRUE(Eventually([&] { return m2_again.completed() == 3; }));
+  EXPECT_EQ(m2_again.live_queues(), (std::vector<std::string>{"b"}));
+  worker_->StopNow();
+  run_.join();
+  m2_again.Shutdown();
+}
+
 TEST_F(ClusterWorkerTest, ConcurrencyIsSharedAndStopDrainsEveryStream) {
   Place({{"a", {"m1", m1_.address()}}, {"b", {"m2", m2_.address()}}});
   m1_.AddTasks("a", 2, "sleep");

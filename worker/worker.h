@@ -238,6 +238,10 @@ class Worker {
   // The seed master's cluster map (clustered=false if it has none, is an
   // older master or cannot be asked now).
   rt::Task<v1::GetClusterResponse> AskCluster(v1::TaskQueue::Stub* stub, const std::string& token);
+  // Moves `link`'s queues where the seed master's map says they are now
+  // (their owner's address, or parked when it is down).
+  // True if any moved.
+  rt::Task<bool> Reroute(Link* link, const std::string& token);
   // One stream's connect / reconnect loop, until stopping or its queues
   // moved elsewhere.
   rt::Task<void> LinkLoop(Link* link, std::string token);
