@@ -77,6 +77,15 @@ TEST(GroupQueuesByOwnerTest, PlacedQueuesGoToTheirOwnerUnplacedToTheSeedDownOnes
                     }));
 }
 
+TEST(GroupQueuesByOwnerTest, TheSeedsOwnQueuesUseTheSeedAddressNotTheAdvertisedOne) {
+  auto cluster = Map({{"m1", "10.0.0.1:5000", true}, {"m2", "h2:2", true}}, {{"a", "m1"}, {"b", "m2"}});
+  auto groups = GroupQueuesByOwner(cluster, {"a", "b"}, "localhost:5000");
+  std::map<std::string, std::vector<std::string>> by_key;
+  for (const auto& [route, queues] : groups) by_key[route.Key()] = queues;
+  EXPECT_EQ(by_key, (std::map<std::string, std::vector<std::string>>{
+                        {"localhost:5000", {"a"}}, {"h2:2", {"b"}}}));
+}
+
 TEST(RouteAfterRefusalTest, RedirectGoesToTheOwnerDownParksAtTheMasterThatAnswered) {
   const WorkRoute seed{"h1:1", ""};
   auto to = RouteAfterRefusal(RedirectStatus(Owner("q", "m2", "h2:2", false)), "q", seed);

@@ -698,6 +698,8 @@ bool Worker::TakeOutbox(Link& link, bool first, v1::WorkRequest* request) {
   bool any = false;
   if (first) {
     link.started = link.queues;
+    link.cycle = false;  // a queue added before the Start is in it
+    link.cycle_deadline = absl::InfiniteFuture();
     auto* start = request->mutable_start();
     for (const auto& q : link.started) start->add_queues(q);
     start->set_worker_id(options_.id);
