@@ -53,6 +53,21 @@ class ClusterWorkerTest : public EtcdTest {
       masters_.push_back(MasterProc{absl::StrCat("m", i), "", nullptr, nullptr, 0});
       ASSERT_TRUE(StartMaster(masters_.back()).ok());
     }
+    // Every master sees the three up before the test places queues.
+    for (auto& m : masters_) {
+      ASSERT_TRUE(WaitFor([&] { return UpCount(m) == 3; }, absl::Seconds(20)))
+          << m.name << " does not see 3 masters up";
+    }
+  }
+
+  int UpCount(MasterProc& m) {
+    grpc::ClientContext ctx;
+    PrepareContext(&ctx, Token(), absl::Seconds(5));
+    v1::GetClusterResponse resp;
+    if (!m.stub->GetCluster(&ctx, v1::GetClusterRequest(), &resp).ok()) return -1;
+    int up = 0;
+    for (const auto& master : resp.masters()) up += master.up() ? 1 : 0;
+    return up;
   }
 
   void TearDown() override {
