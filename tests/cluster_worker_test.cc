@@ -337,9 +337,12 @@ TEST_F(ClusterWorkerTest, SigtermDrainsTheStreamsToEveryMaster) {
   auto exit = worker->Wait(absl::Seconds(30));
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(*exit, 0);
-  // The running tasks finished and were reported on both masters.
-  EXPECT_EQ(Ready(masters_[0], "r1"), 2);
-  EXPECT_EQ(Ready(masters_[2], "r3"), 2);
+  // The running tasks finished and were reported on both masters (each
+  // stores the last results as it ends the stream).
+  EXPECT_TRUE(WaitFor([&] { return Ready(masters_[0], "r1") == 2; }, absl::Seconds(10)))
+      << Ready(masters_[0], "r1");
+  EXPECT_TRUE(WaitFor([&] { return Ready(masters_[2], "r3") == 2; }, absl::Seconds(10)))
+      << Ready(masters_[2], "r3");
   EXPECT_TRUE(WaitFor([&] { return Workers(masters_[0]).empty(); }, absl::Seconds(10)));
   EXPECT_TRUE(WaitFor([&] { return Workers(masters_[2]).empty(); }, absl::Seconds(10)));
 }
