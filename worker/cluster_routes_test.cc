@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -147,14 +148,15 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
     MutexLock lock(&mu_);
     hidden_ = std::move(queues);
   }
-  void AddTasks(const std::string& queue, int n, const std::string& handler = "square") {
+  void AddTasks(const std::string& queue, int n, const std::string& handler = "square",
+                const std::string& payload = "7") {
     MutexLock lock(&mu_);
     for (int i = 0; i < n; ++i) {
       v1::Delivery d;
       d.mutable_task()->set_id(++next_task_);
       d.mutable_task()->set_queue(queue);
       d.mutable_task()->set_handler(handler);
-      d.mutable_task()->set_payload(handler == "square" ? "7" : "0.3");
+      d.mutable_task()->set_payload(payload);
       d.mutable_task()->set_attempt(1);
       d.set_lease_ms_left(30000);
       pending_.push_back(std::move(d));
@@ -441,11 +443,19 @@ TEST_F(ClusterWorkerTest, MasterBackOnAnotherAddressIsFoundThroughTheMasterGiven
 
 TEST_F(ClusterWorkerTest, ConcurrencyIsSharedAndStopDrainsEveryStream) {
   Place({{"a", {"m1", m1_.address()}}, {"b", {"m2", m2_.address()}}});
-  m1_.AddTasks("a", 2, "sleep");
-  m2_.AddTasks("b", 2, "sleep");
+  m1_.AddTasks("a", 2, "sleep", "2");
+  m2_.AddTasks("b", 2, "sleep", "2");
   StartWorker({"a", "b"}, /*concurrency=*/2);
-  // Each stream may hold up to 2 deliveries; only 2 run at once in all.
-  ASSERT_TRUE(Eventually([&] { return worker_->tasks_in_flight() >= 3; }));
+  // Each stream holds up to 2 deliveries; only 2 run at once in all.
+  ASSERT_TRUE(Eventually([&] { return worker_->tasks_in_flight() == 4; }));
+  auto running = [&] {
+    const std::string text = worker_->metrics().Render();
+    const std::string key = "\ntaskq_worker_tasks_running ";
+    const size_t at = text.find(key);
+    return at == std::string::npos ? -1 : std::atoi(text.c_str() + at + key.size());
+  };
+  ASSERT_TRUE(Eventually([&] { return running() == 2; }));
+  EXPECT_EQ(worker_->tasks_in_flight(), 4u);
   worker_->Stop();
   run_.join();
   EXPECT_TRUE(run_status_.ok()) << run_status_;
