@@ -418,7 +418,7 @@ void TaskQueueService::HandleShutdownQueue(
 
 void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("GetTask"), {call->request().task_id()}))) return;
-  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
+  if (Refused(call, RouteTask(call->request().task_id()))) return;
   auto task = engine_->GetTask(call->request().task_id());
   if (!task.ok()) return call->Reply(ToGrpcStatus(task.status()));
   call->response() = *std::move(task);
@@ -428,7 +428,7 @@ void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* ca
 void TaskQueueService::HandleCancelTask(
     UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("CancelTask"), {call->request().task_id()}))) return;
-  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
+  if (Refused(call, RouteTask(call->request().task_id()))) return;
   auto previous = engine_->CancelTask(call->request().task_id());
   AuditAction(call->context(), who, "CancelTask", absl::StrCat("task ", call->request().task_id()),
               previous.status());
@@ -451,8 +451,7 @@ void TaskQueueService::HandleRequeueDead(
     UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("RequeueDead"), {call->request().queue()}))) return;
   if (Refused(call, Route(call->request().queue()))) return;
-  if (call->request().task_id() != 0 &&
-      Refused(call, RouteTasks({call->request().task_id()}))) {
+  if (call->request().task_id() != 0 && Refused(call, RouteTask(call->request().task_id()))) {
     return;
   }
   const auto& req = call->request();
@@ -527,7 +526,7 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
                                                     : QueueRouter::Place::kYes))) {
     return;
   }
-  if (Refused(call, RouteTasks(TaskIds(req.acks())))) return;
+  if (router_ != nullptr && Refused(call, RouteTasks(TaskIds(req.acks())))) return;
   GetArgs args;
   args.queue = req.queue();
   args.max_tasks = req.max_tasks();
@@ -561,7 +560,7 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
 void TaskQueueService::HandleComplete(
     UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Complete"), {call->request().task_id()}))) return;
-  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
+  if (Refused(call, RouteTask(call->request().task_id()))) return;
   v1::CompleteRequest& req = call->request();
   ReplyDurable(call, engine_->Complete(req.task_id(), req.lease_id(),
                                        std::move(*req.mutable_result())));
@@ -587,7 +586,7 @@ absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
 
 void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Ack"), TaskIds(call->request().leases())))) return;
-  if (Refused(call, RouteTasks(TaskIds(call->request().leases())))) return;
+  if (router_ != nullptr && Refused(call, RouteTasks(TaskIds(call->request().leases())))) return;
   auto acked = SettleAcks(call->request().leases(), call->request().manual_task_done());
   if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
   call->response().set_acked(*acked);
@@ -596,7 +595,7 @@ void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* cal
 
 void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Fail"), {call->request().task_id()}))) return;
-  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
+  if (Refused(call, RouteTask(call->request().task_id()))) return;
   v1::FailRequest& req = call->request();
   ReplyDurable(call, engine_->Fail(req.task_id(), req.lease_id(),
                                    std::move(*req.mutable_error()), req.permanent()));
@@ -604,7 +603,7 @@ void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* 
 
 void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Release"), {call->request().task_id()}))) return;
-  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
+  if (Refused(call, RouteTask(call->request().task_id()))) return;
   const auto& req = call->request();
   ReplyDurable(call, engine_->Release(req.task_id(), req.lease_id(),
                                       absl::Milliseconds(req.delay_ms())));

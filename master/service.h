@@ -237,6 +237,9 @@ class TaskQueueService final : public RawTaskQueueService {
     return router_ == nullptr ? absl::OkStatus() : router_->ForQueue(queue, place, on);
   }
   // The same for calls by task id: the first id made by another master.
+  absl::Status RouteTask(uint64_t task_id) const {
+    return router_ == nullptr ? absl::OkStatus() : router_->ForTask(task_id);
+  }
   absl::Status RouteTasks(const std::vector<uint64_t>& task_ids) const;
   // Put: each reply_to must be on this master too (docs/CLUSTER.md).
   absl::Status RouteReplyTo(const v1::PutRequest& req) const;
