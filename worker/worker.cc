@@ -51,6 +51,15 @@ constexpr absl::Duration kHalfCloseWait = absl::Seconds(5);
 constexpr absl::Duration kConfirmConnected = absl::Milliseconds(250);
 // A session that lasted this long counts as healthy (backoff resets).
 constexpr absl::Duration kHealthySession = absl::Seconds(1);
+// GetCluster at start: a master that does not answer this fast is asked no
+// more; the streams' refusals route the queues instead.
+constexpr absl::Duration kAskClusterTimeout = absl::Seconds(5);
+// A stream joined by a queue while up is reconnected naming it once its
+// tasks finished, or after this long (its running tasks are released).
+constexpr absl::Duration kCycleWait = absl::Seconds(30);
+// Refusals that move a queue are retried at once this many times in a
+// row; then with backoff (two masters disagreeing about an owner).
+constexpr int kMaxQuickMoves = 16;
 // Results per message stop here; the rest go in the next one.
 constexpr size_t kMaxBatchBytes = 4 << 20;
 // Sanity bounds for thread counts.
@@ -160,13 +169,13 @@ absl::Status Worker::Run() {
   if (!connection.ok()) return connection.status();
   // The one of --join's masters that answered (the logs name it).
   options_.connect.master = connection->master;
+  seed_channel_ = connection->channel;
   io_ = std::make_unique<rt::Scheduler>(
       rt::SchedulerOptions{.threads = options_.io_threads, .name = "worker-io"});
   cpu_ = std::make_unique<ThreadPool>(static_cast<size_t>(options_.threads), "worker-cpu");
   slots_ = std::make_unique<rt::Semaphore>(options_.concurrency);
-  auto stub = v1::TaskQueue::NewStub(connection->channel);
   std::vector<rt::Task<void>> top;
-  top.push_back(Serve(stub.get(), std::move(connection->token)));
+  top.push_back(Serve(std::move(connection->token)));
   if (options_.stop_signal_fd >= 0) {
     top.push_back(WatchSignals(options_.stop_signal_fd, serve_done_.get_token()));
   }
@@ -180,16 +189,173 @@ absl::Status Worker::Run() {
   return absl::OkStatus();
 }
 
-rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
-  const std::string& master = options_.connect.master;
-  Backoff backoff;
+rt::Task<v1::GetClusterResponse> Worker::AskCluster(v1::TaskQueue::Stub* stub,
+                                                     const std::string& token) {
+  v1::GetClusterResponse response;
+  grpc::ClientContext context;
+  // Not waiting for a master that is not up: it is retried by the stream.
+  PrepareContext(&context, token, kAskClusterTimeout);
+  v1::GetClusterRequest request;
+  grpc::Status status = co_await rt::CallUnary(
+      [&](auto done) { stub->async()->GetCluster(&context, &request, &response, std::move(done)); },
+      &context, stop_.get_token());
+  if (!status.ok()) {
+    // UNIMPLEMENTED: an older master, which has no cluster. Otherwise the
+    // streams' refusals (redirects) route the queues instead.
+    if (status.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+      LogDebug("cannot read the cluster map from %s: %s; opening one stream there",
+               options_.connect.master, ToAbslStatus(status).ToString());
+    }
+    response.Clear();
+  }
+  co_return response;
+}
+
+rt::Task<void> Worker::Serve(std::string token) {
+  const std::string& seed = options_.connect.master;
+  std::map<WorkRoute, std::vector<std::string>> groups;
+  {
+    auto stub = v1::TaskQueue::NewStub(seed_channel_);
+    v1::GetClusterResponse cluster = co_await AskCluster(stub.get(), token);
+    groups = GroupQueuesByOwner(cluster, options_.queues, seed);
+    if (cluster.clustered()) {
+      std::vector<std::string> plan;
+      for (const auto& [route, queues] : groups) {
+        plan.push_back(absl::StrCat(route.Key(), "=", absl::StrJoin(queues, ",")));
+      }
+      LogInfo("taskq-worker %s: %s is master \"%s\" of a cluster; one stream per master: %s",
+              options_.id, seed, cluster.self(), absl::StrJoin(plan, " "));
+    }
+  }
+  std::vector<Link*> to_spawn;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& [route, queues] : groups) {
+      Link* link = LinkFor(route);
+      for (const std::string& q : queues) {
+        if (AddQueue(link, q)) to_spawn.push_back(link);
+      }
+    }
+  }
+  SpawnLoops(to_spawn, token);
   for (;;) {
-    SessionResult result = co_await RunSession(stub, token);
+    links_done_.Clear();
     {
       MutexLock lock(&mu_);
-      if (stopping_) break;
+      if (loops_running_ == 0) break;
     }
-    if (result.healthy) backoff.Reset();
+    absl::Status woke = co_await links_done_.Wait();
+    woke.IgnoreError();
+  }
+  co_await WaitForHandlers();
+  serve_done_.request_stop();
+}
+
+Worker::Link* Worker::LinkFor(const WorkRoute& route) {
+  std::unique_ptr<Link>& slot = links_[route.Key()];
+  if (slot == nullptr) {
+    slot = std::make_unique<Link>();
+    slot->route = route;
+    std::shared_ptr<grpc::Channel> channel = seed_channel_;
+    if (route.address != options_.connect.master) {
+      // Same token and TLS settings as the master given, another address.
+      ConnectOptions other = options_.connect;
+      other.master = route.address;
+      other.masters.clear();
+      auto connection = Connect(other);
+      if (connection.ok()) {
+        channel = connection->channel;
+      } else {
+        // The files were readable a moment ago; the stream's refusal says why.
+        LogWarning("cannot make a channel to %s: %s", route.address,
+                   connection.status().message());
+        channel = grpc::CreateChannel(route.address, grpc::InsecureChannelCredentials());
+      }
+    }
+    slot->stub = v1::TaskQueue::NewStub(channel);
+  }
+  return slot.get();
+}
+
+bool Worker::AddQueue(Link* link, const std::string& queue) {
+  if (std::find(link->queues.begin(), link->queues.end(), queue) == link->queues.end()) {
+    link->queues.push_back(queue);
+  }
+  if (link->session_live && !link->half_closed &&
+      std::find(link->started.begin(), link->started.end(), queue) == link->started.end() &&
+      !link->cycle) {
+    // The live stream's Start did not name it: let the stream's tasks
+    // finish (no new credits), then reconnect naming it too.
+    LogInfo("taskq-worker %s: queue %s joins the stream to %s; reconnecting it when its %d "
+            "task(s) finish",
+            options_.id, queue, link->route.address, LiveUnsettled(*link));
+    link->cycle = true;
+    link->cycle_deadline = absl::Now() + kCycleWait;
+    link->outbox_event.Set();
+  }
+  if (link->loop_running) return false;
+  link->loop_running = true;
+  ++loops_running_;
+  return true;
+}
+
+void Worker::SpawnLoops(const std::vector<Link*>& links, const std::string& token) {
+  for (Link* link : links) io_->Spawn(LinkLoop(link, token), "work stream");
+}
+
+bool Worker::EndLoop(Link* link) {
+  // Decided in the same critical section as the reason to end, so a queue
+  // added later finds loop_running false and spawns a new loop.
+  link->loop_running = false;
+  return --loops_running_ == 0;
+}
+
+rt::Task<void> Worker::LinkLoop(Link* link, std::string token) {
+  const std::string& master = link->route.address;
+  Backoff backoff;
+  int quick_moves = 0;  // refusals that moved a queue, since the last healthy session
+  bool last = false;      // this was the last loop running
+  for (;;) {
+    {
+      MutexLock lock(&mu_);
+      if (stopping_ || link->queues.empty()) {
+        last = EndLoop(link);
+        break;
+      }
+    }
+    SessionResult result = co_await RunSession(link, token);
+    bool cycled = false;
+    bool moved = false;
+    std::vector<Link*> to_spawn;
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) {
+        last = EndLoop(link);
+        break;
+      }
+      cycled = std::exchange(link->cycle, false) && result.connected;
+      // A refusal naming one of our queues' owner: move that queue.
+      const std::string refused = RefusedQueue(result.status);
+      auto it = std::find(link->queues.begin(), link->queues.end(), refused);
+      if (!refused.empty() && it != link->queues.end()) {
+        if (auto to = RouteAfterRefusal(result.status, refused, link->route); to.has_value()) {
+          link->queues.erase(it);
+          Link* target = LinkFor(*to);
+          LogInfo("taskq-worker %s: queue %s moves from the stream to %s to %s: %s", options_.id,
+                  refused, link->route.Key(), to->Key(), result.status.message());
+          if (AddQueue(target, refused)) to_spawn.push_back(target);
+          moved = true;
+        }
+      }
+    }
+    SpawnLoops(to_spawn, token);
+    if (result.healthy) {
+      backoff.Reset();
+      quick_moves = 0;
+    }
+    // A moved queue or a new queue set: try again at once (a few times, in
+    // case two masters disagree about an owner).
+    if (cycled || (moved && ++quick_moves <= kMaxQuickMoves)) continue;
     const absl::Duration delay = backoff.Next();
     const std::string why = result.status.ToString();
     if (result.connected) {
@@ -215,7 +381,10 @@ rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
     slept.IgnoreError();
     {
       MutexLock lock(&mu_);
-      if (stopping_) break;
+      if (stopping_) {
+        last = EndLoop(link);
+        break;
+      }
     }
     // Pick up a rotated token before trying again (a token file's; an
     // inline token from a join bundle stays as it is).
@@ -229,8 +398,8 @@ rt::Task<void> Worker::Serve(v1::TaskQueue::Stub* stub, std::string token) {
       }
     }
   }
-  co_await WaitForHandlers();
-  serve_done_.request_stop();
+  metrics_.MasterConnected(link->route.Key(), false);
+  if (last) links_done_.Set();
 }
 
 rt::Task<void> Worker::WatchSignals(int fd, std::stop_token stop) {
@@ -259,7 +428,7 @@ rt::Task<void> Worker::WatchSignals(int fd, std::stop_token stop) {
   }
 }
 
-rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, std::string token) {
+rt::Task<Worker::SessionResult> Worker::RunSession(Link* link, std::string token) {
   SessionResult result;
   grpc::ClientContext context;
   PrepareContext(&context, token);
@@ -267,20 +436,25 @@ rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, st
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
-      session = ++session_;
-      context_ = &context;
-      session_live_ = true;
-      session_over_ = false;
-      half_closed_ = false;
-      connected_ = false;
-      leases_.clear();
-      completions_.clear();
-      failures_.clear();
-      releases_.clear();
-      reports_sent_.clear();
+      session = ++link->session;
+      link->context = &context;
+      link->session_live = true;
+      link->session_over = false;
+      link->half_closed = false;
+      link->connected = false;
+      link->drain_expired = false;
+      link->cycle = false;
+      link->cycle_deadline = absl::InfiniteFuture();
+      link->started.clear();
+      link->leases.clear();
+      link->completions.clear();
+      link->failures.clear();
+      link->releases.clear();
+      link->reports_sent.clear();
       // Slots still held by tasks of a dead stream are not offered again
       // until those tasks finish (FinishTask grants them then).
-      credits_ = window() > runs_.size() ? window() - static_cast<uint32_t>(runs_.size()) : 0;
+      const uint32_t held = RunsOf(*link);
+      link->credits = window() > held ? window() - held : 0;
     }
   }
   if (session == 0) {
@@ -288,7 +462,8 @@ rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, st
     co_return result;
   }
   const absl::Time started = absl::Now();
-  // Stop() cancels context_ while this may still wait for a connection.
+  v1::TaskQueue::Stub* stub = link->stub.get();
+  // Stop() cancels link->context while this may still wait for a connection.
   std::shared_ptr<WorkStream> stream =
       WorkStream::Open(&context, [stub, &context](grpc::ClientBidiReactor<v1::WorkRequest,
                                                                         v1::WorkResponse>* r) {
@@ -296,82 +471,86 @@ rt::Task<Worker::SessionResult> Worker::RunSession(v1::TaskQueue::Stub* stub, st
       });
   bool received = false;
   std::vector<rt::Task<void>> loops;
-  loops.push_back(ReadLoop(stream.get(), session, &received));
-  loops.push_back(WriteLoop(stream.get(), session));
+  loops.push_back(ReadLoop(stream.get(), link, session, &received));
+  loops.push_back(WriteLoop(stream.get(), link, session));
   co_await rt::WhenAll(std::move(loops));
   grpc::Status status = co_await stream->Finish();
   bool connected;
   {
     MutexLock lock(&mu_);
-    context_ = nullptr;
-    connected = connected_;
-    connected_ = false;
+    link->context = nullptr;
+    connected = link->connected;
+    link->connected = false;
   }
-  if (connected) metrics_.Disconnected();
+  if (connected) {
+    metrics_.Disconnected();
+    metrics_.MasterConnected(link->route.Key(), false);
+  }
   result.status = ToAbslStatus(status);
   result.connected = connected;
   result.healthy = connected && (received || absl::Now() - started >= kHealthySession);
   co_return result;
 }
 
-rt::Task<void> Worker::ReadLoop(WorkStream* stream, uint64_t session, bool* received) {
+rt::Task<void> Worker::ReadLoop(WorkStream* stream, Link* link, uint64_t session, bool* received) {
   v1::WorkResponse response;
   for (;;) {
     bool ok = co_await stream->Read(&response);
     if (!ok) break;
     *received = true;
-    HandleResponse(session, &response);
+    HandleResponse(link, session, &response);
     response.Clear();
   }
-  EndSession(session);
+  EndSession(link, session);
 }
 
-void Worker::EndSession(uint64_t session) {
+void Worker::EndSession(Link* link, uint64_t session) {
   StopList to_stop;
   {
     MutexLock lock(&mu_);
-    size_t unsent = completions_.size() + failures_.size() + releases_.size();
+    size_t unsent = link->completions.size() + link->failures.size() + link->releases.size();
     if (unsent > 0) {
-      LogWarning("%d report(s) were not sent before the stream ended; the master will hand "
-                 "those tasks out again",
-                 unsent);
+      LogWarning("%d report(s) were not sent before the stream to %s ended; the master will "
+                 "hand those tasks out again",
+                 unsent, link->route.address);
     }
-    session_live_ = false;
-    session_over_ = true;
+    link->session_live = false;
+    link->session_over = true;
     // The master takes this stream's leases back when it sees it end, and
     // may hand the tasks to another worker at once: stop them all now
     // (those not started never start).
     size_t running = 0;
     for (auto& [id, run] : runs_) {
-      if (run.session != session || run.settled != Settled::kNo) continue;
+      if (run.link != link || run.session != session || run.settled != Settled::kNo) continue;
       running += run.started ? 1 : 0;
       Settle(id, run, Settled::kStreamEnded, &to_stop);
     }
     if (running > 0) {
       LogWarning("the stream to %s ended: stopping %d running task(s); the master hands them "
                  "out again",
-                 options_.connect.master, running);
+                 link->route.address, running);
     }
-    leases_.clear();
-    completions_.clear();
-    failures_.clear();
-    releases_.clear();
-    reports_sent_.clear();
-    credits_ = 0;
+    link->leases.clear();
+    link->completions.clear();
+    link->failures.clear();
+    link->releases.clear();
+    link->reports_sent.clear();
+    link->credits = 0;
   }
   RequestStops(to_stop);
-  outbox_event_.Set();
+  link->outbox_event.Set();
 }
 
-rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
+rt::Task<void> Worker::WriteLoop(WorkStream* stream, Link* link, uint64_t session) {
   enum class Action { kWrite, kHalfClose, kCancel, kWait, kExit };
   bool first = true;
   bool cancelled = false;  // we cancelled the call; wait for the reader
   absl::Time confirm_at = absl::InfiniteFuture();
   absl::Time close_deadline = absl::InfiniteFuture();
+  rt::Event& outbox_event = link->outbox_event;
   for (;;) {
     // Cleared before looking, so a Set() after the look is not missed.
-    outbox_event_.Clear();
+    outbox_event.Clear();
     Action action = Action::kWait;
     v1::WorkRequest request;
     absl::Time wake = absl::InfiniteFuture();
@@ -379,33 +558,37 @@ rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
     {
       MutexLock lock(&mu_);
       const absl::Time now = absl::Now();
-      if (session_over_ || session_ != session) {
+      if (link->session_over || link->session != session) {
         action = Action::kExit;
       } else {
-        if (!connected_ && now >= confirm_at) MarkConnected();
-        FenceLapsedLeases(now, &to_stop);
-        if (stopping_ && !drain_expired_ && now >= drain_deadline_) {
-          drain_expired_ = true;
-          size_t released = ReleaseLiveTasks(/*only_waiting=*/false, &to_stop);
+        if (!link->connected && now >= confirm_at) MarkConnected(*link);
+        FenceLapsedLeases(*link, now, &to_stop);
+        const bool drain_due = stopping_ && now >= drain_deadline_;
+        const bool cycle_due = link->cycle && now >= link->cycle_deadline;
+        if ((drain_due || cycle_due) && !link->drain_expired) {
+          link->drain_expired = true;
+          size_t released = ReleaseLiveTasks(*link, /*only_waiting=*/false, &to_stop);
           if (released > 0) {
-            LogWarning("drain time is up: releasing %d running task(s) to the master and "
-                       "telling them to stop",
-                       released);
+            LogWarning("%s is up: releasing %d running task(s) to %s and telling them to stop",
+                       drain_due ? "drain time" : "time to reconnect with a new queue", released,
+                       link->route.address);
           }
         }
         if (cancelled) {
           action = Action::kWait;  // until the reader sees the end
-        } else if (half_closed_) {
+        } else if (link->half_closed) {
           action = now >= close_deadline ? Action::kCancel : Action::kWait;
-        } else if (TakeOutbox(first, &request)) {
+        } else if (TakeOutbox(*link, first, &request)) {
           action = Action::kWrite;
-        } else if (stopping_ && !first && LiveUnsettled() == 0) {
+        } else if ((stopping_ || link->cycle) && !first && LiveUnsettled(*link) == 0) {
           // Drained: everything is reported or released. Closing our side
           // lets the master end the stream; we hold no lease any more.
-          half_closed_ = true;
+          link->half_closed = true;
           action = Action::kHalfClose;
         }
-        if (action == Action::kWait && !cancelled) wake = NextWake(confirm_at, close_deadline);
+        if (action == Action::kWait && !cancelled) {
+          wake = NextWake(*link, confirm_at, close_deadline);
+        }
       }
     }
     RequestStops(to_stop);
@@ -429,13 +612,14 @@ rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
         close_deadline = absl::Now() + kHalfCloseWait;
         break;
       case Action::kCancel:
-        LogWarning("the master did not end the stream after it was closed; cancelling it");
+        LogWarning("%s did not end the stream after it was closed; cancelling it",
+                   link->route.address);
         stream->Cancel();
         cancelled = true;
         break;
       case Action::kWait: {
         rt::DeadlineStop until(*io_, wake);
-        absl::Status woke = co_await outbox_event_.Wait(until.token());
+        absl::Status woke = co_await outbox_event.Wait(until.token());
         woke.IgnoreError();  // CANCELLED at `wake`: look again
         break;
       }
@@ -443,72 +627,83 @@ rt::Task<void> Worker::WriteLoop(WorkStream* stream, uint64_t session) {
   }
 }
 
-absl::Time Worker::NextWake(absl::Time confirm_at, absl::Time close_deadline) const {
+absl::Time Worker::NextWake(const Link& link, absl::Time confirm_at,
+                            absl::Time close_deadline) const {
   absl::Time wake = absl::InfiniteFuture();
-  if (half_closed_) return close_deadline;
-  for (const auto& [lease_id, run_id] : leases_) {
+  if (link.half_closed) return close_deadline;
+  for (const auto& [lease_id, run_id] : link.leases) {
     const TaskRun& run = runs_.at(run_id);
     wake = std::min({wake, run.next_extend, run.fence_at});
   }
-  if (stopping_ && !drain_expired_) wake = std::min(wake, drain_deadline_);
-  if (!connected_) wake = std::min(wake, confirm_at);
+  if (!link.drain_expired) {
+    if (stopping_) wake = std::min(wake, drain_deadline_);
+    if (link.cycle) wake = std::min(wake, link.cycle_deadline);
+  }
+  if (!link.connected) wake = std::min(wake, confirm_at);
   return wake;
 }
 
-void Worker::MarkConnected() {
-  if (connected_) return;
-  connected_ = true;
-  metrics_.Connected(/*reconnect=*/ever_connected_);
-  ever_connected_ = true;
+void Worker::MarkConnected(Link& link) {
+  if (link.connected) return;
+  link.connected = true;
+  metrics_.Connected(/*reconnect=*/link.ever_connected);
+  metrics_.MasterConnected(link.route.Key(), true);
+  link.ever_connected = true;
   LogEvent(LogLevel::kInfo, "connected to the master",
-           {{"worker", options_.id}, {"master", options_.connect.master},
-            {"queues", absl::StrJoin(options_.queues, ",")}});
+           {{"worker", options_.id}, {"master", link.route.address},
+            {"queues", absl::StrJoin(link.started, ",")}});
 }
 
-bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
+bool Worker::TakeOutbox(Link& link, bool first, v1::WorkRequest* request) {
   bool any = false;
   if (first) {
+    link.started = link.queues;
     auto* start = request->mutable_start();
-    for (const auto& q : options_.queues) start->add_queues(q);
+    for (const auto& q : link.started) start->add_queues(q);
     start->set_worker_id(options_.id);
     start->set_host(host_);
     any = true;
   }
-  if (credits_ > 0 && !stopping_) {
-    request->set_credits(credits_);
-    metrics_.CreditsGranted(credits_);
+  // A stream about to reconnect with a new queue set takes nothing new.
+  if (link.credits > 0 && !stopping_ && !link.cycle) {
+    request->set_credits(link.credits);
+    metrics_.CreditsGranted(link.credits);
+    link.credits = 0;
     any = true;
   }
-  credits_ = 0;
+  if (!link.cycle) link.credits = 0;
   size_t bytes = 0;
   // The master refuses a message with more reports than this; the rest go
   // in the next message.
   size_t room = kMaxReportsPerWorkMessage;
   size_t taken = 0;
-  for (; taken < releases_.size() && room > 0; ++taken, --room) {
-    reports_sent_[releases_[taken].lease_id()] = ReportKind::kRelease;
-    *request->add_releases() = std::move(releases_[taken]);
+  auto& releases = link.releases;
+  for (; taken < releases.size() && room > 0; ++taken, --room) {
+    link.reports_sent[releases[taken].lease_id()] = ReportKind::kRelease;
+    *request->add_releases() = std::move(releases[taken]);
   }
-  releases_.erase(releases_.begin(), releases_.begin() + static_cast<ptrdiff_t>(taken));
+  releases.erase(releases.begin(), releases.begin() + static_cast<ptrdiff_t>(taken));
   any = any || taken > 0;
   taken = 0;
-  for (; taken < completions_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
-    bytes += completions_[taken].result().size();
-    reports_sent_[completions_[taken].lease_id()] = ReportKind::kCompletion;
-    *request->add_completions() = std::move(completions_[taken]);
+  auto& completions = link.completions;
+  for (; taken < completions.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
+    bytes += completions[taken].result().size();
+    link.reports_sent[completions[taken].lease_id()] = ReportKind::kCompletion;
+    *request->add_completions() = std::move(completions[taken]);
   }
-  completions_.erase(completions_.begin(), completions_.begin() + static_cast<ptrdiff_t>(taken));
+  completions.erase(completions.begin(), completions.begin() + static_cast<ptrdiff_t>(taken));
   any = any || taken > 0;
   taken = 0;
-  for (; taken < failures_.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
-    bytes += failures_[taken].error().size();
-    reports_sent_[failures_[taken].lease_id()] = ReportKind::kFailure;
-    *request->add_failures() = std::move(failures_[taken]);
+  auto& failures = link.failures;
+  for (; taken < failures.size() && bytes < kMaxBatchBytes && room > 0; ++taken, --room) {
+    bytes += failures[taken].error().size();
+    link.reports_sent[failures[taken].lease_id()] = ReportKind::kFailure;
+    *request->add_failures() = std::move(failures[taken]);
   }
-  failures_.erase(failures_.begin(), failures_.begin() + static_cast<ptrdiff_t>(taken));
+  failures.erase(failures.begin(), failures.begin() + static_cast<ptrdiff_t>(taken));
   any = any || taken > 0;
   const absl::Time now = absl::Now();
-  for (auto& [lease_id, run_id] : leases_) {
+  for (auto& [lease_id, run_id] : link.leases) {
     TaskRun& run = runs_.at(run_id);
     if (run.next_extend > now + kExtendSlack) continue;
     if (room == 0) break;
@@ -520,7 +715,7 @@ bool Worker::TakeOutbox(bool first, v1::WorkRequest* request) {
   return any;
 }
 
-void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
+void Worker::HandleResponse(Link* link, uint64_t session, v1::WorkResponse* response) {
   struct ToStart {
     uint64_t run_id;
     v1::Task task;
@@ -530,17 +725,20 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
   StopList to_stop;
   {
     MutexLock lock(&mu_);
-    for (const auto& ack : response->acks()) HandleAck(ack, &to_stop);
+    const bool live = link->session_live && link->session == session;
+    if (live) {
+      for (const auto& ack : response->acks()) HandleAck(*link, ack, &to_stop);
+    }
     const absl::Time now = absl::Now();
-    if (session_live_ && session_ == session) {
+    if (live) {
       for (const auto& extended : response->extended()) {
-        auto it = leases_.find(extended.lease_id());
-        if (it == leases_.end() || extended.lease_ms_left() <= 0) continue;
+        auto it = link->leases.find(extended.lease_id());
+        if (it == link->leases.end() || extended.lease_ms_left() <= 0) continue;
         runs_.at(it->second).fence_at = FenceAt(extended.lease_ms_left(), now);
       }
     }
     for (auto& delivery : *response->mutable_deliveries()) {
-      if (!session_live_ || session_ != session || half_closed_) {
+      if (!live || link->half_closed) {
         // We closed our side; the master takes the lease back when the
         // stream ends.
         LogDebug("not running task %d: the stream is closing", delivery.task().id());
@@ -549,13 +747,14 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
       if (stopping_) {
         // Draining takes nothing new: give it straight back.
         LogDebug("releasing task %d at once: the worker is stopping", delivery.task().id());
-        QueueRelease(delivery.task().id(), delivery.lease_id(), absl::ZeroDuration());
+        QueueRelease(*link, delivery.task().id(), delivery.lease_id(), absl::ZeroDuration());
         continue;
       }
       const uint64_t run_id = ++next_run_id_;
       TaskRun& run = runs_[run_id];
       run.task_id = delivery.task().id();
       run.lease_id = delivery.lease_id();
+      run.link = link;
       run.session = session;
       if (delivery.lease_ms_left() > 0) {
         // Measured on our clock from now: no clock skew in it.
@@ -566,25 +765,25 @@ void Worker::HandleResponse(uint64_t session, v1::WorkResponse* response) {
         run.extend_every = ExtendPeriod(delivery.lease_deadline_unix_ms(), now);
       }
       run.next_extend = now + run.extend_every;
-      leases_[run.lease_id] = run_id;
+      link->leases[run.lease_id] = run_id;
       to_start.push_back({run_id, std::move(*delivery.mutable_task()), run.stop.get_token()});
     }
     // A message from the master proves the stream is up (see Stop()).
-    MarkConnected();
+    if (live) MarkConnected(*link);
   }
   RequestStops(to_stop);
   for (ToStart& t : to_start) {
     io_->Spawn(RunTask(t.run_id, std::move(t.task), std::move(t.stop)), "task");
   }
   // New leases (heartbeats to plan) or releases to send.
-  outbox_event_.Set();
+  link->outbox_event.Set();
 }
 
-void Worker::HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop) {
+void Worker::HandleAck(Link& link, const v1::WorkResponse::Ack& ack, StopList* to_stop) {
   std::optional<ReportKind> kind;
-  if (auto it = reports_sent_.find(ack.lease_id()); it != reports_sent_.end()) {
+  if (auto it = link.reports_sent.find(ack.lease_id()); it != link.reports_sent.end()) {
     kind = it->second;
-    reports_sent_.erase(it);
+    link.reports_sent.erase(it);
   }
   if (ack.code() == 0) return;
   const auto code = static_cast<absl::StatusCode>(ack.code());
@@ -592,8 +791,8 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop) {
   if (ack.task_id() == 0) {
     // A refused heartbeat (the master acks those only when they fail):
     // stop the task; its result would be refused anyway.
-    auto it = leases_.find(ack.lease_id());
-    if (it == leases_.end()) {
+    auto it = link.leases.find(ack.lease_id());
+    if (it == link.leases.end()) {
       LogDebug("heartbeat for lease %d refused after its task finished: %s", ack.lease_id(), why);
       return;
     }
@@ -636,7 +835,7 @@ void Worker::HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop) {
     failure.set_error(CleanUtf8(absl::StrCat("result refused by the master: ", ack.message()),
                                 kMaxErrorBytes));
     failure.set_permanent(true);
-    failures_.push_back(std::move(failure));
+    link.failures.push_back(std::move(failure));
   } else {
     LogWarning("result for task %d not accepted: %s", ack.task_id(), why);
   }
@@ -682,16 +881,19 @@ rt::Task<void> Worker::RunTask(uint64_t run_id, v1::Task task, std::stop_token s
 
 void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
   bool idle;
+  rt::Event* outbox;  // links live as long as the Worker
   {
     MutexLock lock(&mu_);
     auto node = runs_.extract(run_id);
     const TaskRun& run = node.mapped();
-    const bool live = session_live_ && session_ == run.session && !half_closed_;
-    if (auto it = leases_.find(run.lease_id); it != leases_.end() && it->second == run_id) {
-      leases_.erase(it);
+    Link& link = *run.link;
+    const bool live = link.session_live && link.session == run.session && !link.half_closed;
+    if (auto it = link.leases.find(run.lease_id); it != link.leases.end() && it->second == run_id) {
+      link.leases.erase(it);
     }
-    // The slot is free again: offer it on whatever stream is live now.
-    if (session_live_ && !stopping_) ++credits_;
+    // The slot is free again: offer it on the stream to the same master,
+    // whichever is live now.
+    if (link.session_live && !stopping_) ++link.credits;
     absl::Duration release_delay;
     switch (run.settled) {
       case Settled::kNo:
@@ -728,13 +930,13 @@ void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
               run.task_id);
     } else if (!result.ok() && IsReleaseRequest(result.status(), &release_delay)) {
       LogDebug("task %d released by its handler for %s", run.task_id, Ms(release_delay));
-      QueueRelease(run.task_id, run.lease_id, release_delay);
+      QueueRelease(link, run.task_id, run.lease_id, release_delay);
     } else if (result.ok()) {
       v1::WorkRequest::Completion completion;
       completion.set_task_id(run.task_id);
       completion.set_lease_id(run.lease_id);
       completion.set_result(*std::move(result));
-      completions_.push_back(std::move(completion));
+      link.completions.push_back(std::move(completion));
     } else {
       const absl::Status& status = result.status();
       v1::FailRequest failure;
@@ -743,11 +945,12 @@ void Worker::FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) {
       failure.set_error(CleanUtf8(status.message().empty() ? status.ToString() : status.message(),
                                   kMaxErrorBytes));
       failure.set_permanent(IsPermanentFailure(status));
-      failures_.push_back(std::move(failure));
+      link.failures.push_back(std::move(failure));
     }
     idle = runs_.empty();
+    outbox = &link.outbox_event;
   }
-  outbox_event_.Set();
+  outbox->Set();
   if (idle) idle_event_.Set();
 }
 
@@ -785,13 +988,15 @@ rt::Task<void> Worker::WaitForHandlers() {
 void Worker::Settle(uint64_t run_id, TaskRun& run, Settled why, StopList* to_stop) {
   if (run.settled != Settled::kNo) return;
   run.settled = why;
-  if (auto it = leases_.find(run.lease_id); it != leases_.end() && it->second == run_id) {
-    leases_.erase(it);  // no more heartbeats
+  auto& leases = run.link->leases;
+  if (auto it = leases.find(run.lease_id); it != leases.end() && it->second == run_id) {
+    leases.erase(it);  // no more heartbeats
   }
   to_stop->push_back(run.stop);
 }
 
-void Worker::QueueRelease(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
+void Worker::QueueRelease(Link& link, uint64_t task_id, uint64_t lease_id,
+                          absl::Duration delay) {
   v1::ReleaseRequest release;
   release.set_task_id(task_id);
   release.set_lease_id(lease_id);
@@ -799,25 +1004,25 @@ void Worker::QueueRelease(uint64_t task_id, uint64_t lease_id, absl::Duration de
                                          std::min<int64_t>(kMaxDelayMs,
                                                            std::numeric_limits<uint32_t>::max()));
   release.set_delay_ms(static_cast<uint32_t>(ms));
-  releases_.push_back(std::move(release));
+  link.releases.push_back(std::move(release));
 }
 
-size_t Worker::ReleaseLiveTasks(bool only_waiting, StopList* to_stop) {
-  if (!session_live_ || half_closed_) return 0;
+size_t Worker::ReleaseLiveTasks(Link& link, bool only_waiting, StopList* to_stop) {
+  if (!link.session_live || link.half_closed) return 0;
   size_t released = 0;
   for (auto& [id, run] : runs_) {
-    if (run.session != session_ || run.settled != Settled::kNo) continue;
+    if (run.link != &link || run.session != link.session || run.settled != Settled::kNo) continue;
     if (only_waiting && run.started) continue;
-    QueueRelease(run.task_id, run.lease_id, absl::ZeroDuration());
+    QueueRelease(link, run.task_id, run.lease_id, absl::ZeroDuration());
     Settle(id, run, Settled::kReleased, to_stop);
     ++released;
   }
   return released;
 }
 
-void Worker::FenceLapsedLeases(absl::Time now, StopList* to_stop) {
+void Worker::FenceLapsedLeases(Link& link, absl::Time now, StopList* to_stop) {
   std::vector<uint64_t> lapsed;
-  for (const auto& [lease_id, run_id] : leases_) {
+  for (const auto& [lease_id, run_id] : link.leases) {
     if (runs_.at(run_id).fence_at <= now) lapsed.push_back(run_id);
   }
   for (uint64_t run_id : lapsed) {
@@ -829,11 +1034,17 @@ void Worker::FenceLapsedLeases(absl::Time now, StopList* to_stop) {
   }
 }
 
-size_t Worker::LiveUnsettled() const {
+size_t Worker::LiveUnsettled(const Link& link) const {
   size_t n = 0;
   for (const auto& [id, run] : runs_) {
-    if (run.session == session_ && run.settled == Settled::kNo) ++n;
+    if (run.link == &link && run.session == link.session && run.settled == Settled::kNo) ++n;
   }
+  return n;
+}
+
+uint32_t Worker::RunsOf(const Link& link) const {
+  uint32_t n = 0;
+  for (const auto& [id, run] : runs_) n += run.link == &link ? 1 : 0;
   return n;
 }
 
@@ -844,15 +1055,19 @@ void Worker::RequestStops(StopList& to_stop) {
 
 void Worker::Stop() {
   StopList to_stop;
+  std::vector<rt::Event*> outboxes;
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
       stopping_ = true;
       drain_deadline_ = absl::Now() + options_.drain_timeout;
-      credits_ = 0;
       // Deliveries not started yet are given back at once: another worker
       // can run them now.
-      size_t released = ReleaseLiveTasks(/*only_waiting=*/true, &to_stop);
+      size_t released = 0;
+      for (auto& [key, link] : links_) {
+        link->credits = 0;
+        released += ReleaseLiveTasks(*link, /*only_waiting=*/true, &to_stop);
+      }
       size_t running = 0;
       for (const auto& [id, run] : runs_) running += run.started ? 1 : 0;
       LogInfo("taskq-worker %s stopping: finishing %d running task(s), waiting up to %s%s",
@@ -860,23 +1075,28 @@ void Worker::Stop() {
               released > 0 ? absl::StrCat("; releasing ", released, " task(s) not started")
                            : std::string());
     }
-    // Still connecting (gRPC may wait up to its connect timeout): nothing
-    // was delivered on this stream, so there is nothing to drain on it; do
-    // not wait for the connection.
-    if (context_ != nullptr && !connected_) context_->TryCancel();
+    for (auto& [key, link] : links_) {
+      // Still connecting (gRPC may wait up to its connect timeout): nothing
+      // was delivered on this stream, so there is nothing to drain on it;
+      // do not wait for the connection.
+      if (link->context != nullptr && !link->connected) link->context->TryCancel();
+      outboxes.push_back(&link->outbox_event);
+    }
   }
   RequestStops(to_stop);
   stop_.request_stop();
-  outbox_event_.Set();
+  for (rt::Event* e : outboxes) e->Set();
 }
 
 void Worker::StopNow() {
   Stop();
+  std::vector<rt::Event*> outboxes;
   {
     MutexLock lock(&mu_);
     drain_deadline_ = std::min(drain_deadline_, absl::Now());
+    for (auto& [key, link] : links_) outboxes.push_back(&link->outbox_event);
   }
-  outbox_event_.Set();
+  for (rt::Event* e : outboxes) e->Set();
 }
 
 bool Worker::has_stuck_handlers() const {

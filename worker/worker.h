@@ -63,6 +63,7 @@
 #include "common/runtime/task.h"
 #include "common/sync.h"
 #include "taskq/v1/taskq.grpc.pb.h"
+#include "worker/cluster_routes.h"
 #include "worker/exec_config.h"
 #include "worker/handler_registry.h"
 #include "worker/thread_pool.h"
@@ -166,11 +167,51 @@ class Worker {
     kStreamEnded,  // its stream ended: the master took the lease back
     kStopped,      // no stream can take its result (stopping)
   };
+  enum class ReportKind { kCompletion, kFailure, kRelease };
+  // One Work stream's route and state: a single master has one; in
+  // cluster mode there is one per master (docs/CLUSTER.md, "Workers").
+  // Created under mu_ and never destroyed before the Worker; every field
+  // but the constant ones and outbox_event is guarded by Worker::mu_ (a
+  // nested struct cannot name it in ABSL_GUARDED_BY).
+  struct Link {
+    // Constant after creation.
+    WorkRoute route;
+    std::unique_ptr<v1::TaskQueue::Stub> stub;
+    // Wakes this stream's writer: something to send, or its plans changed.
+    rt::Event outbox_event;
+
+    std::vector<std::string> queues;       // what its next Start names
+    std::vector<std::string> started;      // what the live stream's Start named
+    bool loop_running = false;             // its LinkLoop coroutine is alive
+    // A queue was added while the stream was up: drain it (no credits)
+    // and reconnect naming the new set, by cycle_deadline at the latest.
+    bool cycle = false;
+    absl::Time cycle_deadline = absl::InfiniteFuture();
+    // The current session (stream); sessions are numbered from 1.
+    uint64_t session = 0;
+    bool session_live = false;  // may still send on it
+    bool session_over = false;  // its reader saw the end
+    bool half_closed = false;   // WritesDone sent
+    bool connected = false;     // first message sent or received
+    bool ever_connected = false;  // a later connect is a reconnect
+    bool drain_expired = false;   // live tasks were released (drain or cycle)
+    grpc::ClientContext* context = nullptr;
+    // The live stream's unsettled tasks by lease id (heartbeats, acks).
+    absl::flat_hash_map<uint64_t, uint64_t> leases;
+    // Outbox of the live stream, coalesced by the writer.
+    uint32_t credits = 0;
+    std::vector<v1::WorkRequest::Completion> completions;
+    std::vector<v1::FailRequest> failures;
+    std::vector<v1::ReleaseRequest> releases;
+    // Reports sent on the live stream whose ack has not come yet, by lease.
+    absl::flat_hash_map<uint64_t, ReportKind> reports_sent;
+  };
   // One delivery, from acceptance until its handler returned.
   struct TaskRun {
     uint64_t task_id = 0;
     uint64_t lease_id = 0;
-    uint64_t session = 0;   // the stream it came on
+    Link* link = nullptr;   // the stream's master it came from
+    uint64_t session = 0;   // the stream it came on (of link)
     std::stop_source stop;  // the handler's stop token
     bool started = false;   // holds a slot and runs its handler
     Settled settled = Settled::kNo;
@@ -183,7 +224,6 @@ class Worker {
     // older one).
     absl::Time fence_at = absl::InfiniteFuture();
   };
-  enum class ReportKind { kCompletion, kFailure, kRelease };
   struct SessionResult {
     absl::Status status;
     bool connected = false;  // the first message went out
@@ -194,47 +234,69 @@ class Worker {
   absl::Status ValidateOptions() const;
 
   // Coroutines, all on io_.
-  rt::Task<void> Serve(v1::TaskQueue::Stub* stub, std::string token);
+  rt::Task<void> Serve(std::string token);
+  // The seed master's cluster map (clustered=false if it has none, is an
+  // older master or cannot be asked now).
+  rt::Task<v1::GetClusterResponse> AskCluster(v1::TaskQueue::Stub* stub, const std::string& token);
+  // One stream's connect / reconnect loop, until stopping or its queues
+  // moved elsewhere.
+  rt::Task<void> LinkLoop(Link* link, std::string token);
   // Stop() / StopNow() on signals read from `fd`, until `stop`.
   rt::Task<void> WatchSignals(int fd, std::stop_token stop);
-  rt::Task<SessionResult> RunSession(v1::TaskQueue::Stub* stub, std::string token);
-  rt::Task<void> ReadLoop(WorkStream* stream, uint64_t session, bool* received);
-  rt::Task<void> WriteLoop(WorkStream* stream, uint64_t session);
+  rt::Task<SessionResult> RunSession(Link* link, std::string token);
+  rt::Task<void> ReadLoop(WorkStream* stream, Link* link, uint64_t session, bool* received);
+  rt::Task<void> WriteLoop(WorkStream* stream, Link* link, uint64_t session);
   rt::Task<void> RunTask(uint64_t run_id, v1::Task task, std::stop_token stop);
   // Stops every task still running and waits up to stop_grace for them.
   rt::Task<void> WaitForHandlers();
 
-  void HandleResponse(uint64_t session, v1::WorkResponse* response) ABSL_LOCKS_EXCLUDED(mu_);
-  void HandleAck(const v1::WorkResponse::Ack& ack, StopList* to_stop)
+  // The link of `route`, created (with its channel) if new.
+  Link* LinkFor(const WorkRoute& route) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `queue` to `link` (cycling its stream if it is up); the link's
+  // loop is to be spawned by the caller when this returns true.
+  bool AddQueue(Link* link, const std::string& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SpawnLoops(const std::vector<Link*>& links, const std::string& token);
+  // `link`'s loop ends; true if it was the last one.
+  bool EndLoop(Link* link) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void HandleResponse(Link* link, uint64_t session, v1::WorkResponse* response)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void HandleAck(Link& link, const v1::WorkResponse::Ack& ack, StopList* to_stop)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The reader saw the end of `session`.
-  void EndSession(uint64_t session) ABSL_LOCKS_EXCLUDED(mu_);
+  void EndSession(Link* link, uint64_t session) ABSL_LOCKS_EXCLUDED(mu_);
   void FinishTask(uint64_t run_id, absl::StatusOr<std::string> result) ABSL_LOCKS_EXCLUDED(mu_);
   // Fills `request` from the outbox and due heartbeats; true if it has
   // anything to send.
-  bool TakeOutbox(bool first, v1::WorkRequest* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TakeOutbox(Link& link, bool first, v1::WorkRequest* request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // When the writer must wake up next (heartbeats, drain deadline, ...).
-  absl::Time NextWake(absl::Time confirm_at, absl::Time close_deadline) const
+  absl::Time NextWake(const Link& link, absl::Time confirm_at, absl::Time close_deadline) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Notes (and logs, once per stream) that the stream is up.
-  void MarkConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkConnected(Link& link) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Decides a task's outcome: no heartbeats any more, stop its handler
   // (the caller requests the stops in `to_stop` after unlocking).
   void Settle(uint64_t run_id, TaskRun& run, Settled why, StopList* to_stop)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void QueueRelease(uint64_t task_id, uint64_t lease_id, absl::Duration delay)
+  void QueueRelease(Link& link, uint64_t task_id, uint64_t lease_id, absl::Duration delay)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Releases the live stream's unsettled tasks (only those not started, or
-  // all); returns how many.
-  size_t ReleaseLiveTasks(bool only_waiting, StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases the link's live stream's unsettled tasks (only those not
+  // started, or all); returns how many.
+  size_t ReleaseLiveTasks(Link& link, bool only_waiting, StopList* to_stop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stops the tasks whose lease may have run out on the master by `now`
   // (fence_at passed without a confirmed heartbeat).
-  void FenceLapsedLeases(absl::Time now, StopList* to_stop) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Unsettled tasks of the live stream (what a drain still waits for).
-  size_t LiveUnsettled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FenceLapsedLeases(Link& link, absl::Time now, StopList* to_stop)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unsettled tasks of the link's live stream (what a drain waits for).
+  size_t LiveUnsettled(const Link& link) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deliveries of `link` not finished (they hold its credits).
+  uint32_t RunsOf(const Link& link) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RequestStops(StopList& to_stop);
 
+  // Each stream's credit window; the shared `slots_` caps what runs.
   uint32_t window() const {
     return static_cast<uint32_t>(options_.concurrency + options_.prefetch);
   }
@@ -249,12 +311,14 @@ class Worker {
   // runs.
   std::unique_ptr<rt::Scheduler> io_;
   std::unique_ptr<ThreadPool> cpu_;
-  std::unique_ptr<rt::Semaphore> slots_;  // `concurrency` permits
+  std::unique_ptr<rt::Semaphore> slots_;  // `concurrency` permits, shared by all streams
+  // The seed master's channel (Run()); other masters get their own.
+  std::shared_ptr<grpc::Channel> seed_channel_;
 
-  // Wakes the writer: something to send, or its plans changed.
-  rt::Event outbox_event_;
   // Set when the last task finished.
   rt::Event idle_event_;
+  // Set when the last LinkLoop ended.
+  rt::Event links_done_;
   // Requested by Stop(): ends the reconnect backoff.
   std::stop_source stop_;
   // Requested when Serve() ends: ends WatchSignals().
@@ -263,28 +327,13 @@ class Worker {
   mutable Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  bool drain_expired_ ABSL_GUARDED_BY(mu_) = false;  // live tasks were released
   bool stuck_handlers_ ABSL_GUARDED_BY(mu_) = false;
-  // The current session (stream); sessions are numbered from 1.
-  uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
-  bool session_live_ ABSL_GUARDED_BY(mu_) = false;  // may still send on it
-  bool session_over_ ABSL_GUARDED_BY(mu_) = false;  // its reader saw the end
-  bool half_closed_ ABSL_GUARDED_BY(mu_) = false;   // WritesDone sent
-  bool connected_ ABSL_GUARDED_BY(mu_) = false;  // first message sent or received
-  bool ever_connected_ ABSL_GUARDED_BY(mu_) = false;  // a later connect is a reconnect
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Every stream's route and state, by WorkRoute::Key().
+  absl::flat_hash_map<std::string, std::unique_ptr<Link>> links_ ABSL_GUARDED_BY(mu_);
+  int loops_running_ ABSL_GUARDED_BY(mu_) = 0;
   // Every accepted delivery of every session, by run id (from 1).
   absl::flat_hash_map<uint64_t, TaskRun> runs_ ABSL_GUARDED_BY(mu_);
   uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 0;
-  // The live stream's unsettled tasks by lease id (heartbeats, acks).
-  absl::flat_hash_map<uint64_t, uint64_t> leases_ ABSL_GUARDED_BY(mu_);
-  // Outbox of the live stream, coalesced by the writer.
-  uint32_t credits_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<v1::WorkRequest::Completion> completions_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::FailRequest> failures_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::ReleaseRequest> releases_ ABSL_GUARDED_BY(mu_);
-  // Reports sent on the live stream whose ack has not come yet, by lease.
-  absl::flat_hash_map<uint64_t, ReportKind> reports_sent_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace taskq

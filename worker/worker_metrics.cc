@@ -15,7 +15,12 @@ WorkerMetrics::WorkerMetrics(const HandlerRegistry* handlers) : handlers_(handle
       "taskq_worker_handler_seconds", "Time from a handler's start to its return, by handler.",
       {"handler"}, metrics::LatencySecondsBuckets());
   connected_ = registry_.AddGauge("taskq_worker_connected",
-                                  "1 while the Work stream to the master is up, else 0.");
+                                  "Work streams up now: 1 while the stream to the master is up, else 0 (in cluster mode "
+                                  "one stream per master).");
+  master_connected_ = registry_.AddGaugeFamily(
+      "taskq_worker_master_connected",
+      "1 while the Work stream to this master is up, else 0 (one per master in cluster mode).",
+      {"master"});
   reconnects_ = registry_.AddCounter(
       "taskq_worker_reconnects_total",
       "Times the Work stream came up again after it had been up (master restart, network cut).");
@@ -38,11 +43,15 @@ void WorkerMetrics::TaskFinished(absl::string_view handler, bool ok, absl::Durat
 }
 
 void WorkerMetrics::Connected(bool reconnect) {
-  connected_->Set(1);
+  connected_->Add(1);
   if (reconnect) reconnects_->Add();
 }
 
-void WorkerMetrics::Disconnected() { connected_->Set(0); }
+void WorkerMetrics::Disconnected() { connected_->Add(-1); }
+
+void WorkerMetrics::MasterConnected(const std::string& master, bool up) {
+  master_connected_->With({master})->Set(up ? 1 : 0);
+}
 
 void WorkerMetrics::CreditsGranted(uint32_t n) { credits_->Add(n); }
 

@@ -32,6 +32,11 @@ class WorkerMetrics {
   // The stream to the master is up (`reconnect`: not the first time) or down.
   void Connected(bool reconnect);
   void Disconnected();
+  // The Work stream to one master (its address; "ADDRESS#OWNER" for a
+  // queue parked while its owner is down) is up or down. Cluster mode has
+  // one per master (docs/CLUSTER.md); the addresses come from the worker's
+  // flags and the masters, not from tasks, so they are fine as labels.
+  void MasterConnected(const std::string& master, bool up);
   // Credits (free task slots) offered to the master.
   void CreditsGranted(uint32_t n);
 
@@ -48,6 +53,7 @@ class WorkerMetrics {
   metrics::Family<metrics::Counter>* tasks_;
   metrics::Family<metrics::Histogram>* handler_seconds_;
   metrics::Gauge* connected_;
+  metrics::Family<metrics::Gauge>* master_connected_;
   metrics::Counter* reconnects_;
   metrics::Counter* credits_;
 };
