@@ -226,6 +226,32 @@ absl::Status MultiMasterCluster::StartEtcd() {
                                              Tail(etcd_->Stderr(), 4000)));
 }
 
+absl::StatusOr<std::map<std::string, std::string>> MultiMasterCluster::EtcdRead(
+    const std::string& prefix, bool keys_only) {
+  if (!etcd_) return absl::FailedPreconditionError("no etcd in this cluster");
+  std::vector<std::string> argv = {"/usr/bin/etcdctl", "--endpoints", EtcdEndpoint(),
+                                   "--command-timeout", "5s", "get", "--prefix", prefix};
+  if (keys_only) argv.push_back("--keys-only");
+  auto p = Spawn("etcd", NextName("etcd", "etcdctl"), argv, {{"ETCDCTL_API", "3"}});
+  if (!p) return absl::InternalError("cannot spawn etcdctl");
+  if (p->Wait(absl::Seconds(20)) != 0) {
+    p->Stop(absl::Seconds(1));
+    return absl::UnavailableError(absl::StrCat("etcdctl get: ", p->Stderr()));
+  }
+  // Alternating lines: key, value (keys only: key, empty line).
+  std::vector<std::string> lines = Lines(p->Stdout());
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (keys_only) {
+      if (!lines[i].empty()) out[lines[i]] = "";
+    } else if (i + 1 < lines.size()) {
+      out[lines[i]] = lines[i + 1];
+      ++i;
+    }
+  }
+  return out;
+}
+
 absl::Status MultiMasterCluster::StartMaster(int i, std::vector<std::string> extra,
                                              absl::Duration timeout) {
   if (i < 1 || i > options_.masters) return absl::InvalidArgumentError("no such master");

@@ -86,6 +86,12 @@ class MultiMasterCluster {
   std::string MasterAddress(int i) const;
   // etcd's client endpoint, 10.213.0.1:2379 ("" without cluster mode).
   std::string EtcdEndpoint() const;
+  // The keys under `prefix` in etcd and their values, read with etcdctl
+  // on the etcd host itself (so it works while the etcd host is cut off).
+  // Values must be one line each; `keys_only` reads the keys alone (values
+  // "") for those that are not.
+  absl::StatusOr<std::map<std::string, std::string>> EtcdRead(const std::string& prefix,
+                                                              bool keys_only = false);
   std::string CaFile(const std::string& host) const { return HostDir(host) + "/ca.pem"; }
   std::string TokenFile(const std::string& host) const { return HostDir(host) + "/taskq.token"; }
 
