@@ -168,7 +168,7 @@ class Scaling {
          {std::string("--tasks"), absl::StrCat(o_.tasks), std::string("--warmup"),
           absl::StrCat(o_.warmup), std::string("--window"), absl::StrCat(o_.window),
           std::string("--batch"), absl::StrCat(o_.batch), std::string("--min-workers"),
-          absl::StrCat(o_.worker_per_master ? o_.workers : o_.workers)}) {
+          absl::StrCat(o_.workers)}) {
       run.push_back(a);
     }
     std::vector<double> cpu0;
