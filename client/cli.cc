@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "client/cli_common.h"
+#include "client/cluster_commands.h"
 #include "client/completion_command.h"
 #include "client/credential_commands.h"
 #include "client/dlq_commands.h"
@@ -49,6 +50,7 @@ int Main(int argc, char** argv) {
   AddCredentialCommands(app, &globals, &verbs);
   AddWorkerCommands(app, &globals, &verbs);
   AddTopCommand(app, &globals, &verbs);
+  AddClusterCommands(app, &globals, &verbs);
   // Last: it reads the tree the others built.
   AddCompletionCommand(app, &verbs);
 

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/cluster_redirect.h"
 #include "client/task_format.h"
 #include "common/call_retry.h"
 #include "common/channel.h"
@@ -176,7 +177,9 @@ std::string ErrorMessage(const absl::Status& status, CallKind kind, absl::string
     // changed nothing. Otherwise the call was cut off.
     const bool master_said = absl::StrContains(message, "outcome unknown") ||
                              absl::StrContains(message, "store I/O error") ||
-                             absl::StrContains(message, "master is shutting down");
+                             absl::StrContains(message, "master is shutting down") ||
+                             // cluster: "owner NAME is down" (nothing was done)
+                             QueueOwnerOf(status).has_value();
     if (!master_said) {
       message = absl::StrCat("cannot reach the master at ", master, ": ", message);
     }

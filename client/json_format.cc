@@ -32,7 +32,7 @@ void WriteTaskCore(JsonWriter& w, const v1::Task& t) {
   w.Key("error").String(t.error());
 }
 
-void WriteQueue(JsonWriter& w, const v1::QueueStats& s) {
+void WriteQueue(JsonWriter& w, const v1::QueueStats& s, const std::string* master = nullptr) {
   const v1::QueueConfig& c = s.config();
   const QueueSizes sizes = SizesOf(s);
   w.BeginObject();
@@ -66,6 +66,7 @@ void WriteQueue(JsonWriter& w, const v1::QueueStats& s) {
   w.Key("waiting_producers").Uint(s.waiting_producers());
   w.Key("workers").Uint(s.workers());
   w.Key("pending_results").Uint(s.pending_results());
+  if (master != nullptr) w.Key("master").String(*master);
   w.EndObject();
 }
 
@@ -167,10 +168,13 @@ std::string WorkerListJson(const v1::ListWorkersResponse& workers) {
   return w.str();
 }
 
-std::string QueueListJson(const std::vector<v1::QueueStats>& queues) {
+std::string QueueListJson(const std::vector<v1::QueueStats>& queues,
+                          const std::vector<std::string>* masters) {
   JsonWriter w;
   w.BeginObject().Key("queues").BeginArray();
-  for (const v1::QueueStats& q : queues) WriteQueue(w, q);
+  for (size_t i = 0; i < queues.size(); ++i) {
+    WriteQueue(w, queues[i], masters != nullptr && i < masters->size() ? &(*masters)[i] : nullptr);
+  }
   w.EndArray().EndObject();
   return w.str();
 }

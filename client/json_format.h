@@ -30,8 +30,11 @@ std::string MessageJson(const v1::Task& task, const v1::Delivery* delivery = nul
 // Python's qsize/empty/full.
 std::string QueueJson(const v1::QueueStats& stats);
 
-// `queue list --json`: {"queues":[QueueJson...]} in the order given.
-std::string QueueListJson(const std::vector<v1::QueueStats>& queues);
+// `queue list --json`: {"queues":[QueueJson...]} in the order given; with
+// `masters` (one per queue), each also has "master": the master that owns
+// it ("" for a single master).
+std::string QueueListJson(const std::vector<v1::QueueStats>& queues,
+                          const std::vector<std::string>* masters = nullptr);
 
 // `credential list --json`: {"credentials":[...]}, each with the fields of
 // taskq.v1.CredentialInfo (never a secret: the master sends none).

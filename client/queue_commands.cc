@@ -6,10 +6,14 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/cluster_view.h"
 #include "client/json_format.h"
 #include "client/queue_settings.h"
 #include "client/task_format.h"
@@ -22,6 +26,7 @@ struct CreateArgs {
   std::string kind = "fifo";
   QueueSettingsFlags settings;
   bool exist_ok = false;
+  std::string on;  // cluster: the master to own it
 };
 
 int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
@@ -33,7 +38,7 @@ int RunCreate(const GlobalOptions& globals, const CreateArgs& args) {
   if (auto s = FillConfig(args.settings, &config); !s.ok()) return UsageError(s.message());
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
-  auto created = client->CreateQueue(config, args.exist_ok);
+  auto created = client->CreateQueue(config, args.exist_ok, args.on);
   if (!created.ok()) return ReportError(created.status(), CallKind::kAdmin, globals);
   return kExitOk;
 }
@@ -76,29 +81,52 @@ std::string IdleTtlText(uint64_t ms) {
   return absl::FormatDuration(absl::Milliseconds(static_cast<int64_t>(ms)));
 }
 
+// One row per queue: across every master in a cluster (each queue once,
+// with its master; a down master's queues cannot be listed and a line on
+// stderr says so), or the one master's.
 int RunList(const GlobalOptions& globals, uint32_t page_size, bool json) {
   auto client = ConnectOrReport(globals);
   if (!client) return kExitError;
-  auto queues = client->ListQueues(page_size);
-  if (!queues.ok()) return ReportError(queues.status(), CallKind::kAdmin, globals);
-  std::sort(queues->begin(), queues->end(),
-            [](const v1::QueueStats& a, const v1::QueueStats& b) {
-              return a.config().name() < b.config().name();
-            });
+  auto view = LoadClusterView(*client, page_size);
+  if (!view.ok()) return ReportError(view.status(), CallKind::kAdmin, globals);
+  std::vector<std::pair<v1::QueueStats, std::string>> listed;
+  absl::flat_hash_set<std::string> seen;
+  for (MasterView& m : view->masters) {
+    if (!m.queues.ok()) {
+      PrintError(absl::StrCat("queues of master ", m.master.name(), " (", m.master.address(),
+                              ") not listed: ", m.queues.status().message()));
+      continue;
+    }
+    for (v1::QueueStats& q : *m.queues) {
+      if (!seen.insert(q.config().name()).second) continue;
+      listed.emplace_back(std::move(q), m.master.name());
+    }
+  }
+  std::sort(listed.begin(), listed.end(), [](const auto& a, const auto& b) {
+    return a.first.config().name() < b.first.config().name();
+  });
   if (json) {
-    PrintLine("", QueueListJson(*queues));
+    std::vector<v1::QueueStats> queues;
+    std::vector<std::string> masters;
+    for (auto& [q, master] : listed) {
+      queues.push_back(std::move(q));
+      masters.push_back(std::move(master));
+    }
+    PrintLine("", QueueListJson(queues, &masters));
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
   // New columns go at the end: scripts read the first ones by position.
   rows.push_back({"NAME", "KIND", "READY", "LEASED", "UNFINISHED", "WORKERS", "DELAYED", "DEAD",
                   "PENDING_RESULTS", "IDLE_TTL"});
-  for (const v1::QueueStats& q : *queues) {
+  if (view->clustered) rows.front().push_back("MASTER");
+  for (const auto& [q, master] : listed) {
     rows.push_back({q.config().name(), KindName(q.config().kind()), absl::StrCat(q.ready()),
                     absl::StrCat(q.leased()), absl::StrCat(q.unfinished()),
                     absl::StrCat(q.workers()), absl::StrCat(q.delayed()),
                     absl::StrCat(q.dead()), absl::StrCat(q.pending_results()),
                     IdleTtlText(q.config().idle_ttl_ms())});
+    if (view->clustered) rows.back().push_back(master);
   }
   PrintTable(rows);
   return kExitOk;
@@ -160,6 +188,11 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   AddQueueSettingsFlags(c, &create->settings, /*for_update=*/false);
   c->add_flag("--exist-ok", create->exist_ok,
               "Succeed if the queue already exists with the same settings");
+  c->add_option("--on", create->on,
+                "Cluster mode (docs/CLUSTER.md): the master (by name, as `taskq cluster status` "
+                "shows it) that is to own the queue; default: the cluster's choice. Ignored by a "
+                "single master")
+      ->type_name("MASTER");
   verbs->push_back({c, [globals, create] { return RunCreate(*globals, *create); }});
 
   struct ListArgs {
@@ -171,15 +204,16 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
                         "List the queues, one row each: NAME KIND READY LEASED UNFINISHED "
                         "WORKERS DELAYED DEAD PENDING_RESULTS IDLE_TTL (header first; "
                         "PENDING_RESULTS: tasks that still owe this queue a result; IDLE_TTL: "
-                        "unused this long, the master deletes it, - = never). Asks the master "
-                        "a page at a time and prints all of them");
+                        "unused this long, the master deletes it, - = never; in a cluster a last "
+                        "column MASTER: the master that owns it). Asks the master a page at a "
+                        "time and prints all of them; in a cluster asks every master up");
   l->add_option("--page-size", list->page_size,
                 "Queues per call to the master (1-10000; default: the master's, 1000)")
       ->check(CLI::Range(1u, 10000u))
       ->type_name("N");
   l->add_flag("--json", list->json,
               "Print one JSON document: {\"queues\":[...]}, each queue as `queue stats --json` "
-              "(docs/CLI.md, JSON output)");
+              "with \"master\" (docs/CLI.md, JSON output)");
   verbs->push_back(
       {l, [globals, list] { return RunList(*globals, list->page_size, list->json); }});
 

@@ -106,15 +106,14 @@ int SubmitAndWaitForResults(const GlobalOptions& globals, Client& client, const 
     keep_private_queue();
   });
   if (private_queue) {
-    v1::QueueConfig config;
-    config.set_name(options.reply_to);
     // exist_ok: sent again after a lost reply, the create must not fail on
-    // the queue it made (the name is random: nobody else's).
-    auto made = client.CreateQueue(config, /*exist_ok=*/true);
+    // the queue it made (the name is random: nobody else's). In a cluster,
+    // on the master of the task queue.
+    auto made = CreateReplyQueue(client, options.reply_to, options.queue);
     if (!made.ok()) {
       ClearInterruptCleanup();
       progress.Finish();
-      return ReportError(made.status(), CallKind::kAdmin, globals);
+      return ReportError(made, CallKind::kAdmin, globals);
     }
     created = true;
   }

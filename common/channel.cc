@@ -128,6 +128,9 @@ absl::StatusOr<Connection> Connect(const ConnectOptions& raw) {
   if (!options.tls_server_name.empty()) {
     args.SetSslTargetNameOverride(options.tls_server_name);
   }
+  conn.dial = [creds, args](const std::string& address) {
+    return grpc::CreateCustomChannel(address, creds, args);
+  };
   std::vector<std::string> candidates = options.masters;
   if (!options.master.empty()) candidates = {options.master};
   conn.master = candidates.front();

@@ -8,6 +8,7 @@
 // stateless. The returned channel is thread-safe (gRPC).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,10 @@ std::string JoinHostPort(absl::string_view host, int port);
 // tls_ca_file from $TASKQ_TLS_CA (unless tls_ca_pem is set).
 ConnectOptions ResolveConnectOptions(ConnectOptions options);
 
+// Builds a channel to another address with the same TLS, credentials,
+// keepalive and timeouts (cluster mode: the master that owns a queue).
+using ChannelFactory = std::function<std::shared_ptr<grpc::Channel>(const std::string& address)>;
+
 // A connected-on-demand channel plus the token to send with every call
 // (empty for a certificate-only credential).
 struct Connection {
@@ -84,6 +89,8 @@ struct Connection {
   std::string token;
   // The address the channel goes to (the chosen one of `masters`).
   std::string master;
+  // Channels to other masters, built the way `channel` was.
+  ChannelFactory dial;
 };
 
 // Reads the token file (unless the token is inline or only a certificate

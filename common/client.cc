@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/cluster_redirect.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
 
@@ -111,27 +113,64 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& op
   auto connection = taskq::Connect(options);
   if (!connection.ok()) return connection.status();
   return std::make_unique<Client>(std::move(connection->channel), std::move(connection->token),
-                                  client_options);
+                                  client_options, std::move(connection->dial),
+                                  std::move(connection->master));
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, std::string token,
+               ClientOptions client_options, ChannelFactory dial, std::string address)
+    : Client(std::make_shared<Routing>(address, std::move(channel), std::move(dial)), address,
+             std::move(token), std::move(client_options)) {}
+
+Client::Client(std::shared_ptr<Routing> routing, std::string home, std::string token,
                ClientOptions client_options)
-    : channel_(std::move(channel)),
-      stub_(v1::TaskQueue::NewStub(channel_)),
+    : routing_(std::move(routing)),
+      home_(std::move(home)),
       token_(std::move(token)),
-      options_(client_options),
+      options_(std::move(client_options)),
       reachability_(options_.on_unreachable, options_.on_reachable) {}
 
 std::unique_ptr<Client> Client::WithOptions(ClientOptions client_options) const {
-  return std::make_unique<Client>(channel_, token_, client_options);
+  return std::unique_ptr<Client>(new Client(routing_, home_, token_, std::move(client_options)));
 }
 
-absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
-                          absl::Duration deadline_in, CallCanceller* canceller, Retry retry) {
-  const absl::Time deadline =
-      deadline_in == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + deadline_in;
-  if (!options_.retry) retry = Retry::kNever;
-  for (int attempt = 1;; ++attempt) {
+std::unique_ptr<Client> Client::At(const std::string& address) const {
+  return std::unique_ptr<Client>(new Client(routing_, address, token_, options_));
+}
+
+std::string Client::Resolve(const Route& route) {
+  if (!route.queue.empty()) return routing_->map.QueueAddress(route.queue).value_or(home_);
+  const uint32_t node = NodeOfTask(route.task_id);
+  if (node == 0) return home_;  // a single master's id
+  if (auto address = routing_->map.NodeAddress(node)) return *address;
+  // First call by a clustered id: learn the nodes (once; again after a
+  // redirect showed the map is out of date).
+  if (!routing_->map.loaded()) GetCluster().IgnoreError();
+  return routing_->map.NodeAddress(node).value_or(home_);
+}
+
+void Client::Learn(const Route& route, const std::string& address) {
+  if (!route.queue.empty()) {
+    routing_->map.SetQueueAddress(route.queue, address);
+  } else if (route.task_id != 0) {
+    routing_->map.SetNodeAddress(NodeOfTask(route.task_id), address);
+    routing_->map.MarkStale();
+  }
+}
+
+void Client::Forget(const Route& route) {
+  if (!route.queue.empty()) {
+    routing_->map.ForgetQueue(route.queue);
+  } else if (route.task_id != 0) {
+    routing_->map.ForgetNode(NodeOfTask(route.task_id));
+  }
+}
+
+absl::Status Client::Attempt(const Rpc& rpc, const Route& route, absl::Time deadline,
+                             CallCanceller* canceller, std::string* address) {
+  *address = Resolve(route);
+  for (int hop = 0;; ++hop) {
+    const ChannelPool::Entry& target = routing_->pool.At(*address);
     absl::Status status;
     {
       grpc::ClientContext context;
@@ -142,32 +181,64 @@ absl::Status Client::Call(const std::function<grpc::Status(grpc::ClientContext*)
       if (canceller != nullptr && !canceller->Register(&context)) {
         return absl::CancelledError("call cancelled");
       }
-      status = ToAbslStatus(rpc(&context));
+      status = ToAbslStatus(rpc(target.stub.get(), &context));
       if (canceller != nullptr) canceller->Unregister(&context);
     }
+    std::optional<v1::QueueOwner> owner = QueueOwnerOf(status);
+    if (!owner.has_value()) {
+      // A remembered master out of reach: ask the given one next time
+      // (the queue may have moved, or its owner be down).
+      if (!status.ok() && !MasterAnswered(status) && *address != home_) Forget(route);
+      return status;
+    }
+    // Owner down (UNAVAILABLE naming it), or too many hops: the caller's.
+    if (!absl::IsFailedPrecondition(status) || owner->down() || owner->address().empty() ||
+        hop >= kMaxRedirects) {
+      return status;
+    }
+    Learn(route, owner->address());
+    *address = owner->address();
+  }
+}
+
+absl::Status Client::Call(const Rpc& rpc, const Route& route, absl::Duration deadline_in,
+                          CallCanceller* canceller, Retry retry) {
+  const absl::Time deadline =
+      deadline_in == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + deadline_in;
+  if (!options_.retry) retry = Retry::kNever;
+  for (int attempt = 1;; ++attempt) {
+    std::string address;
+    absl::Status status = Attempt(rpc, route, deadline, canceller, &address);
     // (A master shutting down did nothing: the call goes to the master that
     // comes back, or fails once the deadline passes.)
     if (status.ok() || MasterAnswered(status)) {
       reachability_.Reachable();
       return status;
     }
+    // A master answered that the owner is down: retrying here would only
+    // hide that (a person or a supervisor must bring it back).
+    if (QueueOwnerOf(status).has_value()) return status;
     // CANCELLED that this side did not ask for: the master ended the call
     // as it stopped. Whether it was carried out is unknown, so only an
     // idempotent call is sent again.
     const bool cut = absl::IsCancelled(status) &&
                      (canceller == nullptr || !canceller->cancelled()) && retry == Retry::kAlways;
     if (!cut && !ShouldRetry(retry, status)) return status;
-    if (MasterShuttingDown(status) && !WaitForMasterToGo(deadline, canceller)) {
+    grpc::Channel& channel = *routing_->pool.At(address).channel;
+    if (MasterShuttingDown(status) && !WaitForMasterToGo(channel, deadline, canceller)) {
       return absl::CancelledError("call cancelled");
     }
     const absl::Duration pause = RetryBackoff(attempt);
     if (absl::Now() + pause >= deadline) return status;
     reachability_.Unreachable(status);
-    if (!PauseBeforeRetry(pause, canceller)) return absl::CancelledError("call cancelled");
+    if (!PauseBeforeRetry(channel, pause, canceller)) {
+      return absl::CancelledError("call cancelled");
+    }
   }
 }
 
-bool Client::WaitForMasterToGo(absl::Time deadline, CallCanceller* canceller) {
+bool Client::WaitForMasterToGo(grpc::Channel& channel, absl::Time deadline,
+                               CallCanceller* canceller) {
   // The connection to the stopping master stays up until it has finished
   // its shutdown; a call sent on it meanwhile is refused too (or cut). Wait
   // until it closes, so the next attempt connects to the master that comes
@@ -175,16 +246,17 @@ bool Client::WaitForMasterToGo(absl::Time deadline, CallCanceller* canceller) {
   const absl::Time until = std::min(deadline, absl::Now() + absl::Seconds(10));
   for (;;) {
     if (canceller != nullptr && canceller->cancelled()) return false;
-    const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/false);
+    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/false);
     if (state != GRPC_CHANNEL_READY) return true;
     const absl::Time now = absl::Now();
     if (now >= until) return true;
-    channel_->WaitForStateChange(state,
-                                 absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))));
+    channel.WaitForStateChange(state,
+                               absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))));
   }
 }
 
-bool Client::PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller) {
+bool Client::PauseBeforeRetry(grpc::Channel& channel, absl::Duration pause,
+                              CallCanceller* canceller) {
   // Not a plain sleep: gRPC makes no progress on a connection nobody waits
   // for, so after a long cut the first attempt would find it still
   // connecting (seconds of TCP and TLS retries). Waiting for it to connect
@@ -195,10 +267,28 @@ bool Client::PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller) {
     if (canceller != nullptr && canceller->cancelled()) return false;
     const absl::Time now = absl::Now();
     if (now >= until) return true;
-    if (channel_->WaitForConnected(absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))))) {
+    if (channel.WaitForConnected(absl::ToChronoTime(std::min(until, now + absl::Milliseconds(100))))) {
       return true;
     }
   }
+}
+
+absl::StatusOr<v1::GetClusterResponse> Client::GetCluster() {
+  v1::GetClusterRequest request;
+  v1::GetClusterResponse response;
+  auto status = Call(
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
+        return stub->GetCluster(c, request, &response);
+      },
+      Route{}, options_.call_timeout, nullptr, Retry::kAlways);
+  // A master from before clusters: a single master.
+  if (absl::IsUnimplemented(status)) {
+    response.Clear();
+    status = absl::OkStatus();
+  }
+  if (!status.ok()) return status;
+  routing_->map.Load(response);
+  return response;
 }
 
 absl::Duration Client::WaitingDeadline(bool nowait, absl::Duration timeout) const {
@@ -208,15 +298,16 @@ absl::Duration Client::WaitingDeadline(bool nowait, absl::Duration timeout) cons
 }
 
 absl::StatusOr<v1::QueueConfig> Client::CreateQueue(const v1::QueueConfig& config,
-                                                    bool exist_ok) {
+                                                    bool exist_ok, const std::string& on) {
   if (auto s = ValidateName("queue", config.name()); !s.ok()) return s;
   v1::CreateQueueRequest request;
   *request.mutable_config() = config;
   request.set_exist_ok(exist_ok);
+  request.set_on(on);
   v1::CreateQueueResponse response;
   // With exist_ok, creating again is harmless.
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->CreateQueue(c, request, &response); },
-                     options_.call_timeout, nullptr,
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->CreateQueue(c, request, &response); },
+                     Route{config.name()}, options_.call_timeout, nullptr,
                      exist_ok ? Retry::kAlways : Retry::kIfNotSent);
   if (!status.ok()) return status;
   return std::move(*response.mutable_config());
@@ -229,8 +320,8 @@ absl::StatusOr<std::vector<v1::QueueStats>> Client::ListQueues(uint32_t page_siz
   for (;;) {
     v1::ListQueuesResponse response;
     auto status = Call(
-        [&](grpc::ClientContext* c) { return stub_->ListQueues(c, request, &response); },
-        options_.call_timeout, nullptr, Retry::kAlways);
+        [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->ListQueues(c, request, &response); },
+        Route{}, options_.call_timeout, nullptr, Retry::kAlways);
     if (!status.ok()) return status;
     for (auto& q : *response.mutable_queues()) queues.push_back(std::move(q));
     // A master from before paging sends everything and no token.
@@ -250,8 +341,8 @@ absl::StatusOr<v1::QueueStats> Client::Stats(const std::string& queue) {
   v1::GetQueueStatsRequest request;
   request.set_queue(queue);
   v1::QueueStats response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->GetQueueStats(c, request, &response); },
-                     options_.call_timeout, nullptr, Retry::kAlways);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->GetQueueStats(c, request, &response); },
+                     Route{queue}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -261,8 +352,8 @@ absl::Status Client::DeleteQueue(const std::string& queue) {
   v1::DeleteQueueRequest request;
   request.set_queue(queue);
   v1::DeleteQueueResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->DeleteQueue(c, request, &response); },
-              options_.call_timeout, nullptr);
+  return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->DeleteQueue(c, request, &response); },
+              Route{queue}, options_.call_timeout, nullptr);
 }
 
 absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {
@@ -270,8 +361,8 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {
   v1::PurgeQueueRequest request;
   request.set_queue(queue);
   v1::PurgeQueueResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->PurgeQueue(c, request, &response); },
-                     options_.call_timeout, nullptr);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->PurgeQueue(c, request, &response); },
+                     Route{queue}, options_.call_timeout, nullptr);
   if (!status.ok()) return status;
   return response.purged();
 }
@@ -280,8 +371,8 @@ absl::StatusOr<v1::CreateCredentialResponse> Client::CreateCredential(
     const v1::CreateCredentialRequest& request) {
   v1::CreateCredentialResponse response;
   auto status = Call(
-      [&](grpc::ClientContext* c) { return stub_->CreateCredential(c, request, &response); },
-      options_.call_timeout, nullptr, Retry::kIfNotSent);
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->CreateCredential(c, request, &response); },
+      Route{}, options_.call_timeout, nullptr, Retry::kIfNotSent);
   if (!status.ok()) return status;
   return response;
 }
@@ -291,8 +382,8 @@ absl::StatusOr<v1::ListWorkersResponse> Client::ListWorkers(uint32_t limit) {
   request.set_limit(limit);
   v1::ListWorkersResponse response;
   auto status = Call(
-      [&](grpc::ClientContext* c) { return stub_->ListWorkers(c, request, &response); },
-      options_.call_timeout, nullptr, Retry::kAlways);
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->ListWorkers(c, request, &response); },
+      Route{}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -302,8 +393,8 @@ absl::StatusOr<std::vector<v1::CredentialInfo>> Client::ListCredentials(bool inc
   request.set_include_revoked(include_revoked);
   v1::ListCredentialsResponse response;
   auto status = Call(
-      [&](grpc::ClientContext* c) { return stub_->ListCredentials(c, request, &response); },
-      options_.call_timeout, nullptr, Retry::kAlways);
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->ListCredentials(c, request, &response); },
+      Route{}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return std::vector<v1::CredentialInfo>(response.credentials().begin(),
                                          response.credentials().end());
@@ -314,8 +405,8 @@ absl::Status Client::RevokeCredential(const std::string& name) {
   request.set_name(name);
   v1::RevokeCredentialResponse response;
   return Call(
-      [&](grpc::ClientContext* c) { return stub_->RevokeCredential(c, request, &response); },
-      options_.call_timeout, nullptr, Retry::kIfNotSent);
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->RevokeCredential(c, request, &response); },
+      Route{}, options_.call_timeout, nullptr, Retry::kIfNotSent);
 }
 
 absl::StatusOr<std::vector<uint64_t>> Client::Put(const std::string& queue,
@@ -336,8 +427,8 @@ absl::StatusOr<v1::QueueConfig> Client::UpdateQueue(const std::string& queue,
   request.set_queue(queue);
   *request.mutable_update() = update;
   v1::QueueConfig response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->UpdateQueue(c, request, &response); },
-                     options_.call_timeout, nullptr, Retry::kAlways);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->UpdateQueue(c, request, &response); },
+                     Route{queue}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -349,8 +440,8 @@ absl::StatusOr<uint64_t> Client::ShutdownQueue(const std::string& queue, bool im
   request.set_immediate(immediate);
   v1::ShutdownQueueResponse response;
   auto status =
-      Call([&](grpc::ClientContext* c) { return stub_->ShutdownQueue(c, request, &response); },
-           options_.call_timeout, nullptr);
+      Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->ShutdownQueue(c, request, &response); },
+           Route{queue}, options_.call_timeout, nullptr);
   if (!status.ok()) return status;
   return response.dropped();
 }
@@ -360,8 +451,8 @@ absl::StatusOr<v1::Task> Client::GetTask(uint64_t task_id) {
   v1::GetTaskRequest request;
   request.set_task_id(task_id);
   v1::Task response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->GetTask(c, request, &response); },
-                     options_.call_timeout, nullptr, Retry::kAlways);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->GetTask(c, request, &response); },
+                     Route{.task_id = task_id}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   return response;
 }
@@ -371,8 +462,8 @@ absl::StatusOr<v1::TaskState> Client::CancelTask(uint64_t task_id) {
   v1::CancelTaskRequest request;
   request.set_task_id(task_id);
   v1::CancelTaskResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->CancelTask(c, request, &response); },
-                     options_.call_timeout, nullptr);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->CancelTask(c, request, &response); },
+                     Route{.task_id = task_id}, options_.call_timeout, nullptr);
   if (!status.ok()) return status;
   return response.previous_state();
 }
@@ -390,8 +481,8 @@ absl::StatusOr<std::vector<v1::Task>> Client::ListDead(const std::string& queue,
   request.set_limit(options.limit);
   request.set_after_id(options.after_id);
   v1::ListDeadResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->ListDead(c, request, &response); },
-                     options_.call_timeout, nullptr, Retry::kAlways);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->ListDead(c, request, &response); },
+                     Route{queue}, options_.call_timeout, nullptr, Retry::kAlways);
   if (!status.ok()) return status;
   std::vector<v1::Task> tasks;
   tasks.reserve(response.tasks_size());
@@ -406,8 +497,8 @@ absl::StatusOr<uint64_t> Client::RequeueDead(const std::string& queue, uint64_t 
   request.set_task_id(task_id);
   v1::RequeueDeadResponse response;
   auto status =
-      Call([&](grpc::ClientContext* c) { return stub_->RequeueDead(c, request, &response); },
-           options_.call_timeout, nullptr);
+      Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->RequeueDead(c, request, &response); },
+           Route{queue}, options_.call_timeout, nullptr);
   if (!status.ok()) return status;
   return response.requeued();
 }
@@ -417,8 +508,8 @@ absl::StatusOr<uint64_t> Client::PurgeDead(const std::string& queue) {
   v1::PurgeDeadRequest request;
   request.set_queue(queue);
   v1::PurgeDeadResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->PurgeDead(c, request, &response); },
-                     options_.call_timeout, nullptr);
+  auto status = Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->PurgeDead(c, request, &response); },
+                     Route{queue}, options_.call_timeout, nullptr);
   if (!status.ok()) return status;
   return response.purged();
 }
@@ -464,14 +555,14 @@ absl::StatusOr<PutReceipt> Client::PutWithReceipt(const std::string& queue,
                                        [](const v1::TaskSpec& t) { return !t.dedup_key().empty(); });
     v1::PutResponse response;
     auto status = Call(
-        [&](grpc::ClientContext* c) {
+        [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
           // A retry waits only for what is left of the caller's timeout.
           if (!this_plan.nowait && !this_plan.forever) {
             request.set_timeout_ms(TimeoutMs(std::max(deadline - absl::Now(), absl::Milliseconds(1))));
           }
-          return stub_->Put(c, request, &response);
+          return stub->Put(c, request, &response);
         },
-        WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller,
+        Route{queue}, WaitingDeadline(this_plan.nowait, this_plan.timeout), options.canceller,
         all_keyed ? Retry::kAlways : Retry::kIfNotSent);
     if (!status.ok()) {
       if (receipt.ids.empty()) return status;
@@ -526,13 +617,13 @@ absl::StatusOr<std::vector<v1::Delivery>> Client::Get(const std::string& queue,
   // comes again when its lease lapses. A take is not: its reply is the
   // only copy of the tasks it took.
   auto status = Call(
-      [&](grpc::ClientContext* c) {
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
         if (wait_until != absl::InfiniteFuture()) {
           request.set_timeout_ms(TimeoutMs(std::max(wait_until - absl::Now(), absl::Milliseconds(1))));
         }
-        return stub_->Get(c, request, &response);
+        return stub->Get(c, request, &response);
       },
-      WaitingDeadline(plan.nowait, plan.timeout), options.canceller,
+      Route{queue}, WaitingDeadline(plan.nowait, plan.timeout), options.canceller,
       options.lease ? Retry::kAlways : Retry::kIfNotSent);
   if (!status.ok()) return status;
   std::vector<v1::Delivery> deliveries;
@@ -547,8 +638,8 @@ absl::Status Client::Complete(uint64_t task_id, uint64_t lease_id, const std::st
   request.set_lease_id(lease_id);
   request.set_result(result);
   v1::CompleteResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->Complete(c, request, &response); },
-              options_.call_timeout, nullptr);
+  return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->Complete(c, request, &response); },
+              Route{.task_id = task_id}, options_.call_timeout, nullptr);
 }
 
 absl::StatusOr<uint32_t> Client::Ack(const std::vector<v1::LeaseRef>& leases) {
@@ -557,13 +648,29 @@ absl::StatusOr<uint32_t> Client::Ack(const std::vector<v1::LeaseRef>& leases) {
                                                    kMaxTasksPerGet, " leases at once"));
   }
   if (leases.empty()) return 0;
-  v1::AckRequest request;
-  for (const v1::LeaseRef& lease : leases) *request.add_leases() = lease;
-  v1::AckResponse response;
-  auto status = Call([&](grpc::ClientContext* c) { return stub_->Ack(c, request, &response); },
-                     options_.call_timeout, nullptr, Retry::kAlways);
-  if (!status.ok()) return status;
-  return response.acked();
+  // One request per master (node number of the task ids), in the order
+  // the nodes first appear; a single master's ids all have node 0.
+  std::vector<std::pair<uint32_t, v1::AckRequest>> by_node;
+  for (const v1::LeaseRef& lease : leases) {
+    const uint32_t node = NodeOfTask(lease.task_id());
+    auto it = std::find_if(by_node.begin(), by_node.end(),
+                           [node](const auto& entry) { return entry.first == node; });
+    if (it == by_node.end()) it = by_node.insert(by_node.end(), {node, v1::AckRequest()});
+    *it->second.add_leases() = lease;
+  }
+  uint32_t acked = 0;
+  for (const auto& [node, request] : by_node) {
+    v1::AckResponse response;
+    auto status = Call(
+        [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
+          return stub->Ack(c, request, &response);
+        },
+        Route{.task_id = request.leases(0).task_id()}, options_.call_timeout, nullptr,
+        Retry::kAlways);
+    if (!status.ok()) return status;
+    acked += response.acked();
+  }
+  return acked;
 }
 
 absl::Status Client::Fail(uint64_t task_id, uint64_t lease_id, const std::string& error,
@@ -574,8 +681,8 @@ absl::Status Client::Fail(uint64_t task_id, uint64_t lease_id, const std::string
   request.set_error(error);
   request.set_permanent(permanent);
   v1::FailResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->Fail(c, request, &response); },
-              options_.call_timeout, nullptr);
+  return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->Fail(c, request, &response); },
+              Route{.task_id = task_id}, options_.call_timeout, nullptr);
 }
 
 absl::Status Client::Release(uint64_t task_id, uint64_t lease_id, absl::Duration delay) {
@@ -586,8 +693,8 @@ absl::Status Client::Release(uint64_t task_id, uint64_t lease_id, absl::Duration
   request.set_lease_id(lease_id);
   request.set_delay_ms(*delay_ms);
   v1::ReleaseResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->Release(c, request, &response); },
-              options_.call_timeout, nullptr);
+  return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->Release(c, request, &response); },
+              Route{.task_id = task_id}, options_.call_timeout, nullptr);
 }
 
 absl::Status Client::TaskDone(const std::string& queue, uint32_t count) {
@@ -596,8 +703,8 @@ absl::Status Client::TaskDone(const std::string& queue, uint32_t count) {
   request.set_queue(queue);
   request.set_count(std::max<uint32_t>(count, 1));
   v1::TaskDoneResponse response;
-  return Call([&](grpc::ClientContext* c) { return stub_->TaskDone(c, request, &response); },
-              options_.call_timeout, nullptr);
+  return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->TaskDone(c, request, &response); },
+              Route{queue}, options_.call_timeout, nullptr);
 }
 
 absl::Status Client::Join(const std::string& queue, absl::Duration timeout,
@@ -611,13 +718,13 @@ absl::Status Client::Join(const std::string& queue, absl::Duration timeout,
   const absl::Time wait_until = forever ? absl::InfiniteFuture() : absl::Now() + wait;
   v1::JoinResponse response;
   return Call(
-      [&](grpc::ClientContext* c) {
+      [&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) {
         if (!forever) {
           request.set_timeout_ms(TimeoutMs(std::max(wait_until - absl::Now(), absl::Milliseconds(1))));
         }
-        return stub_->Join(c, request, &response);
+        return stub->Join(c, request, &response);
       },
-      WaitingDeadline(false, forever ? absl::InfiniteDuration() : wait), canceller, Retry::kAlways);
+      Route{queue}, WaitingDeadline(false, forever ? absl::InfiniteDuration() : wait), canceller, Retry::kAlways);
 }
 
 // --- helpers ----------------------------------------------------------------

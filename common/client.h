@@ -19,6 +19,17 @@
 // deadline. An infinite timeout waits forever (no deadline). Calls that do
 // not wait get ClientOptions::call_timeout as their deadline.
 //
+// Cluster mode (docs/CLUSTER.md): connected to any master of a cluster, a
+// Client follows the FAILED_PRECONDITION redirect a master gives for a
+// queue (or task id) another master owns to that master's address (at most
+// 3 hops), over one channel per address made like the first, and remembers
+// queue -> address so later calls go straight there. Calls by task id go
+// to the master whose node number is in the id's top 16 bits (GetCluster's
+// list, fetched once when first needed). A queue whose owner is down
+// answers UNAVAILABLE "owner NAME is down": returned at once, not retried.
+// Against a single master (GetCluster: clustered = false, or UNIMPLEMENTED
+// from an older one) nothing of this happens.
+//
 // Thread-safety: a Client is safe to share between threads (gRPC stubs and
 // channels are); calls may run concurrently. A CallCanceller is safe to use
 // from any thread.
@@ -44,6 +55,8 @@
 #include "absl/time/time.h"
 #include "common/call_retry.h"
 #include "common/channel.h"
+#include "common/channel_pool.h"
+#include "common/cluster_map.h"
 #include "common/grpc_status.h"
 #include "common/sync.h"
 #include "taskq/v1/taskq.grpc.pb.h"
@@ -161,18 +174,22 @@ class Client {
   // UNAVAILABLE from that call, not here.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ConnectOptions& options,
                                                          ClientOptions client_options = {});
-  // Over an existing channel (e.g. an in-process one in tests).
+  // Over an existing channel (e.g. an in-process one in tests). `dial`
+  // makes channels to the other masters of a cluster (nullptr: plaintext).
   Client(std::shared_ptr<grpc::Channel> channel, std::string token,
-         ClientOptions client_options = {});
+         ClientOptions client_options = {}, ChannelFactory dial = nullptr,
+         std::string address = "");
 
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
   // --- administration ----------------------------------------------------
   // Returns the settings as stored (defaults filled in). exist_ok: succeed
-  // if an equal queue exists (ALREADY_EXISTS if it differs).
+  // if an equal queue exists (ALREADY_EXISTS if it differs). `on`: in a
+  // cluster, the master (by name) to own a new queue ("" = the cluster's
+  // choice); ignored by a single master.
   absl::StatusOr<v1::QueueConfig> CreateQueue(const v1::QueueConfig& config,
-                                              bool exist_ok = false);
+                                              bool exist_ok = false, const std::string& on = "");
   // Every queue, sorted by name: follows the master's pages
   // (ListQueuesRequest) until the last one. `page_size` queues per call
   // (0 = the master's default, 1,000).
@@ -266,37 +283,79 @@ class Client {
   absl::Status Join(const std::string& queue, absl::Duration timeout = absl::InfiniteDuration(),
                     CallCanceller* canceller = nullptr);
 
+  // --- cluster (docs/CLUSTER.md) --------------------------------------------
+  // The masters, their node numbers and queue placements. From a single
+  // master (or one too old to know the call): clustered = false.
+  absl::StatusOr<v1::GetClusterResponse> GetCluster();
+
   // Another client over the same channel and token with other options
   // (e.g. a short call_timeout for a cleanup call).
   std::unique_ptr<Client> WithOptions(ClientOptions client_options) const;
+  // Another client whose calls go first to the master at `address` (its
+  // admin calls — ListQueues, ListWorkers... — go only there), sharing
+  // this one's channels, token, options and cluster map.
+  std::unique_ptr<Client> At(const std::string& address) const;
+  // The address calls go to first ("" for a client made over a channel
+  // without one).
+  const std::string& address() const { return home_; }
 
   // The generated stub, for what this class does not wrap (the Work stream).
   // Remember to add the token: PrepareContext(&context, token()).
-  v1::TaskQueue::Stub* stub() { return stub_.get(); }
+  v1::TaskQueue::Stub* stub() { return routing_->pool.At(home_).stub.get(); }
   const std::string& token() const { return token_; }
 
  private:
-  // Runs `rpc` with a fresh context carrying the token and the time left
+  // What the channels and the cluster map of clients made by WithOptions
+  // and At share.
+  struct Routing {
+    Routing(std::string home, std::shared_ptr<grpc::Channel> channel, ChannelFactory dial)
+        : pool(std::move(home), std::move(channel), std::move(dial)) {}
+    ChannelPool pool;
+    ClusterMap map;
+  };
+  // Which master a call is for: a queue's owner, the master that made a
+  // task, or (neither set) the one this client was given.
+  struct Route {
+    std::string queue = {};
+    uint64_t task_id = 0;
+  };
+  using Rpc = std::function<grpc::Status(v1::TaskQueue::Stub*, grpc::ClientContext*)>;
+
+  Client(std::shared_ptr<Routing> routing, std::string home, std::string token,
+         ClientOptions client_options);
+
+  // Runs `rpc` on the stub of the master `route` leads to (following
+  // redirects), with a fresh context carrying the token and the time left
   // of `deadline_in` (infinite = none), registered with `canceller` if
   // given; through UNAVAILABLE sends it again as `retry` allows.
-  absl::Status Call(const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
-                    absl::Duration deadline_in, CallCanceller* canceller,
-                    Retry retry = Retry::kIfNotSent);
+  absl::Status Call(const Rpc& rpc, const Route& route, absl::Duration deadline_in,
+                    CallCanceller* canceller, Retry retry = Retry::kIfNotSent);
+  // One try of Call: to where `route` leads now, then along at most
+  // kMaxRedirects redirects. `address` = where the last request went.
+  absl::Status Attempt(const Rpc& rpc, const Route& route, absl::Time deadline,
+                       CallCanceller* canceller, std::string* address);
+  // The address to try first for `route` ("" = home).
+  std::string Resolve(const Route& route);
+  void Learn(const Route& route, const std::string& address);
+  void Forget(const Route& route);
   // Waits up to `pause` before a retry while asking gRPC to connect; ends
   // early once connected. False if `canceller` cancelled.
-  bool PauseBeforeRetry(absl::Duration pause, CallCanceller* canceller);
+  bool PauseBeforeRetry(grpc::Channel& channel, absl::Duration pause, CallCanceller* canceller);
   // After "master is shutting down": waits (up to 10 s, or `deadline`)
   // until the connection to the stopping master is gone. False if cancelled.
-  bool WaitForMasterToGo(absl::Time deadline, CallCanceller* canceller);
+  bool WaitForMasterToGo(grpc::Channel& channel, absl::Time deadline, CallCanceller* canceller);
   // Deadline for a call that waits up to `timeout` on the master.
   absl::Duration WaitingDeadline(bool nowait, absl::Duration timeout) const;
 
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::TaskQueue::Stub> stub_;
+  const std::shared_ptr<Routing> routing_;
+  const std::string home_;
   const std::string token_;
   const ClientOptions options_;
   Reachability reachability_;
 };
+
+// Most redirects one call follows (a map in flux could otherwise bounce it).
+inline constexpr int kMaxRedirects = 3;
 
 // "_results.<16 random hex digits>": a fresh name for a private queue that
 // receives the results of one submission.

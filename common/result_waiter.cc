@@ -253,6 +253,42 @@ absl::Status ResultWaiter::Run(std::vector<v1::TaskSpec> tasks, OnResult on_resu
   return status;
 }
 
+namespace {
+
+// The master owning `queue` in a GetCluster answer; "" if not placed (or
+// not visible to this credential).
+std::string PlacedOn(const v1::GetClusterResponse& cluster, const std::string& queue) {
+  for (const v1::ClusterPlacement& placement : cluster.placements()) {
+    if (placement.queue() == queue) return placement.master();
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::Status CreateReplyQueue(Client& client, const std::string& reply_to,
+                              const std::string& queue) {
+  v1::QueueConfig config;
+  config.set_name(reply_to);
+  auto cluster = client.GetCluster();
+  if (!cluster.ok()) return cluster.status();
+  std::string on;
+  if (cluster->clustered()) {
+    on = PlacedOn(*cluster, queue);
+    if (on.empty()) {
+      v1::QueueConfig task_queue;
+      task_queue.set_name(queue);
+      // ALREADY_EXISTS: made meanwhile with other settings; placed anyway.
+      auto made = client.CreateQueue(task_queue, /*exist_ok=*/true);
+      if (!made.ok() && !absl::IsAlreadyExists(made.status())) return made.status();
+      cluster = client.GetCluster();
+      if (!cluster.ok()) return cluster.status();
+      on = PlacedOn(*cluster, queue);
+    }
+  }
+  return client.CreateQueue(config, /*exist_ok=*/true, on).status();
+}
+
 absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
                            std::vector<v1::TaskSpec> tasks, ResultWaiter::OnResult on_result,
                            SubmitSummary* summary) {

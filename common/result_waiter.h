@@ -146,6 +146,14 @@ class ResultWaiter {
   Mutex report_mu_;
 };
 
+// Creates `reply_to` (exist_ok: a private queue made for one submission)
+// to receive the results of tasks put on `queue`. In a cluster it goes on
+// the master that owns `queue`, as a task's results must stay on its
+// queue's master (docs/CLUSTER.md); a `queue` not placed yet is created
+// first (with default settings, as a Put would auto-create it).
+absl::Status CreateReplyQueue(Client& client, const std::string& reply_to,
+                              const std::string& queue);
+
 // One-call form of ResultWaiter::Run. `summary` (optional) receives the
 // counters whatever the outcome.
 absl::Status SubmitAndWait(Client& client, const SubmitOptions& options,
