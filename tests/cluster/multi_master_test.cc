@@ -62,6 +62,27 @@ long JsonNumber(const std::string& json, const std::string& key) {
   return absl::SimpleAtoi(m[1].str(), &n) ? n : -1;
 }
 
+// "QUEUE MASTER" lines, sorted, from `taskq cluster status --json` (the
+// GetCluster view: each master's own queue list).
+std::string OwnersOf(const std::string& json) {
+  TempDir dir;
+  ProcessOptions o;
+  o.argv = {"/usr/bin/python3", "-c",
+            "import json, sys\n"
+            "d = json.load(sys.stdin)\n"
+            "print('\\n'.join(sorted(q['name'] + ' ' + m['name'] + (' up' if m['up'] else ' down')\n"
+            "  for m in d['masters'] for q in m['queue_stats'])))\n"};
+  o.stdin_data = json;
+  o.output_dir = dir.path();
+  o.name = "owners";
+  auto p = Process::Start(o);
+  if (!p.ok() || (*p)->Wait(absl::Seconds(30)) != 0) {
+    ADD_FAILURE() << "python3 on " << json << ": " << (p.ok() ? (*p)->Stderr() : "");
+    return "";
+  }
+  return (*p)->Stdout();
+}
+
 class MultiMasterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -122,6 +143,12 @@ class MultiMasterTest : public ::testing::Test {
     auto all = c_.EtcdRead("/taskq/queues/");
     EXPECT_TRUE(all.ok()) << all.status();
     return all.ok() ? *all : std::map<std::string, std::string>{};
+  }
+  // Queue -> owner as the masters report it (GetCluster through master `via`).
+  std::string ClusterOwners(int via) {
+    CliResult r = c_.Cli({"cluster", "status", "--json"}, via);
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return OwnersOf(r.out);
   }
   // Masters registered (alive) in etcd.
   size_t MastersUp() {
@@ -186,6 +213,11 @@ TEST_F(MultiMasterTest, EtcdUnreachableForTenSecondsMastersKeepServingNoQueueCha
     EXPECT_EQ(before.at("/taskq/queues/" + Queue(k)), MultiMasterCluster::MasterName(k));
   }
   ASSERT_EQ(MastersUp(), static_cast<size_t>(kMasters));
+  const std::string owners = ClusterOwners(1);
+  for (int k = 1; k <= kMasters; ++k) {
+    EXPECT_TRUE(absl::StrContains(owners, absl::StrCat(Queue(k), " master", k, " up")))
+        << owners;
+  }
 
   ASSERT_TRUE(c_.net().BlackHole("etcd").ok());
   const absl::Time cut = absl::Now();
@@ -221,6 +253,7 @@ TEST_F(MultiMasterTest, EtcdUnreachableForTenSecondsMastersKeepServingNoQueueCha
   EXPECT_TRUE(WaitFor([&] { return MastersUp() == static_cast<size_t>(kMasters); },
                       absl::Seconds(30), absl::Milliseconds(200)));
   EXPECT_EQ(Placements(), before);
+  for (int via = 1; via <= kMasters; ++via) EXPECT_EQ(ClusterOwners(via), owners) << via;
   // And queues work through any master again.
   std::set<std::string> expected;
   for (int k = 1; k <= kMasters; ++k) ASSERT_TRUE(Submit(k, 3, &expected));
