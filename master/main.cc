@@ -181,8 +181,44 @@ int main(int argc, char** argv) {
                "start even if the store's write-ahead log is damaged before its end (not just "
                "torn by a crash), dropping the committed changes after the damage; the damaged "
                "log is copied aside first. Without it the master refuses to start on one");
+  app.add_option("--cluster", options.cluster.etcd,
+                 "etcd://HOST:PORT[,HOST:PORT...]: join the cluster of masters coordinated by "
+                 "this etcd; queues are spread over the masters and every master answers for "
+                 "every queue, redirecting callers to its owner (docs/CLUSTER.md)");
+  app.add_option("--advertise", options.cluster.advertise,
+                 "with --cluster: HOST:PORT clients and workers reach this master at (required; "
+                 "port 0 = the port --listen bound)");
+  app.add_option("--name", options.cluster.name,
+                 "with --cluster: this master's name, unique in the cluster (default: the "
+                 "hostname); keep it across restarts")
+      ->default_str("the hostname");
+  app.add_option("--cluster-prefix", options.cluster.prefix,
+                 "with --cluster: the etcd key prefix of this cluster")
+      ->capture_default_str();
+  std::string cluster_ttl = "10s";
+  app.add_option("--cluster-ttl", cluster_ttl,
+                 "with --cluster: how long after this master dies the others call it down "
+                 "(its etcd lease; e.g. 10s)")
+      ->capture_default_str();
   taskq::AddLogFlags(app, &log_flags);
   CLI11_PARSE(app, argc, argv);
+
+  if (!taskq::ParseClusterTtl(cluster_ttl, &options.cluster.ttl)) {
+    std::fprintf(stderr, "taskq-master: --cluster-ttl \"%s\" is not a duration (e.g. 10s)\n",
+                 cluster_ttl.c_str());
+    return 2;
+  }
+  bool cluster_flags = !options.cluster.advertise.empty() || !options.cluster.name.empty() ||
+                       app.count("--cluster-prefix") > 0 || app.count("--cluster-ttl") > 0;
+  if (options.cluster.etcd.empty() && cluster_flags) {
+    std::fprintf(stderr, "taskq-master: --advertise, --name, --cluster-prefix and --cluster-ttl "
+                         "need --cluster etcd://HOST:PORT\n");
+    return 2;
+  }
+  if (absl::Status s = taskq::ValidateClusterOptions(options.cluster); !s.ok()) {
+    std::fprintf(stderr, "taskq-master: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
 
   options.engine.default_lease = absl::Milliseconds(static_cast<int64_t>(default_lease_s * 1000));
   if (default_backoff_max_s < default_backoff_s) {

@@ -97,6 +97,10 @@ struct EngineOptions {
   // master's --results-ttl); zero = never. Applied when the queue is
   // created (or, for one stored by an older master, when it is loaded).
   absl::Duration results_ttl = absl::Hours(24);
+  // The first task id the engine assigns (ids go on from the largest
+  // stored one if that is higher). Cluster mode puts the master's node
+  // number in the top 16 bits (docs/CLUSTER.md); 0 = start at 1.
+  uint64_t task_id_base = 0;
 };
 
 struct PutArgs {

@@ -12,6 +12,7 @@
 #include "common/channel.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "master/cluster/node_number.h"
 #include "master/tls_config.h"
 #include "master/token_auth.h"
 
@@ -96,6 +97,22 @@ MasterServer::MasterServer(MasterOptions options)
 
 MasterServer::~MasterServer() { Shutdown(); }
 
+absl::Status MasterServer::StartRouter() {
+  // The queues in the local store are this master's.
+  std::vector<std::string> local;
+  v1::ListQueuesRequest page;
+  page.set_page_size(10000);
+  for (;;) {
+    auto queues = engine_->ListQueues(page);
+    if (!queues.ok()) return queues.status();
+    for (const v1::QueueStats& q : queues->queues()) local.push_back(q.config().name());
+    if (queues->next_page_token().empty()) break;
+    page.set_page_token(queues->next_page_token());
+  }
+  cluster_->router()->Start(local);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> MasterServer::Start() {
   // --tls-cert/--tls-key, else what `taskq-master init` made in the data
   // dir (master/tls_config.h): once initialised, TLS on every address.
@@ -153,6 +170,19 @@ absl::StatusOr<std::string> MasterServer::Start() {
         std::make_shared<CredentialAuthProcessor>(credentials_.get(), audit_.get()));
   }
 
+  // Cluster mode: the node number goes into every task id this master
+  // assigns (docs/CLUSTER.md).
+  if (!options_.cluster.etcd.empty()) {
+    // --advertise HOST:0: the port this master bound (tests, port 0).
+    std::string& advertise = options_.cluster.advertise;
+    if (absl::EndsWith(advertise, ":0")) {
+      advertise = BoundAddress(advertise, listener_->port());
+    }
+    auto member = ClusterMember::Start(options_.cluster, data_dir);
+    if (!member.ok()) return member.status();
+    cluster_ = *std::move(member);
+    options_.engine.task_id_base = TaskIdBase(cluster_->node());
+  }
   engine_ = std::make_unique<TaskEngine>(options_.engine, RealClock::Get(),
                                            [this] { timer_.Wake(); });
   if (options_.store == "sqlite") {
@@ -175,6 +205,9 @@ absl::StatusOr<std::string> MasterServer::Start() {
   } else {
     LogWarning("store: memory only; every task is lost when the master stops");
   }
+  if (cluster_) {
+    if (absl::Status s = StartRouter(); !s.ok()) return s;
+  }
   Listener* listener_ptr = listener_.get();
   ServiceSecurity security;
   security.credentials = credentials_.get();
@@ -184,6 +217,7 @@ absl::StatusOr<std::string> MasterServer::Start() {
   // Shown as given (a name stays a name), with the real port.
   const std::string bound = BoundAddress(options_.listen, listener_->port());
   security.bound_address = bound;
+  security.router = cluster_ ? cluster_->router() : nullptr;
   service_ = std::make_unique<TaskQueueService>(
       engine_.get(), &scheduler_, std::move(security),
       [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
@@ -280,6 +314,8 @@ void MasterServer::Shutdown() {
   timer_.Stop();
   // Last: syncs what was written (any policy) and answers waiting replies.
   if (store_) store_->Close();
+  // Leaves the cluster: other masters see its queues' owner down at once.
+  cluster_.reset();
 }
 
 }  // namespace taskq

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "master/audit_log.h"
+#include "master/cluster/cluster_member.h"
 #include "master/credentials.h"
 #include "master/engine/task_engine.h"
 #include "master/service.h"
@@ -75,6 +76,9 @@ struct MasterOptions {
   // HOST:PORT for KEDA's external scaler (master/keda_server.h); empty = none.
   std::string keda_listen;
   KedaServiceOptions keda;
+  // Cluster mode (--cluster, docs/CLUSTER.md); cluster.etcd empty = a
+  // single master.
+  ClusterOptions cluster;
 };
 
 // HOST:PORT of `listen` with the port actually bound.
@@ -115,11 +119,14 @@ class MasterServer {
   // <data-dir>/credentials (the master token is its admin) and the audit log.
   absl::Status OpenCredentialsAndAudit(const std::string& data_dir,
                                        const std::string& master_token);
+  // Cluster mode: the router takes the local store's queues as owned.
+  absl::Status StartRouter();
 
   MasterOptions options_;
   rt::Scheduler scheduler_;
   EngineTimer timer_;
   std::unique_ptr<SqliteStore> store_;  // outlives the engine
+  std::unique_ptr<ClusterMember> cluster_;  // outlives the service
   std::unique_ptr<TaskEngine> engine_;
   // Outlive the service and the auth processor's calls.
   std::unique_ptr<CredentialTable> credentials_;

@@ -36,6 +36,7 @@ TaskQueueService::TaskQueueService(QueueEngine* engine, rt::Scheduler* scheduler
     : engine_(engine),
       scheduler_(scheduler),
       security_(std::move(security)),
+      router_(security_.router),
       on_authenticated_(std::move(on_authenticated)) {
   security_.credentials->OnRevoked(
       [this](const std::string& name) { revocations_.Revoke(name); });
@@ -103,6 +104,25 @@ absl::Status TaskQueueService::CheckQueues(grpc::CallbackServerContext* ctx, con
     Audit(ctx, &who, AuditName(rule), queues.empty() ? "" : queues.front(), s);
   }
   return s;
+}
+
+absl::Status TaskQueueService::RouteTasks(const std::vector<uint64_t>& task_ids) const {
+  if (router_ == nullptr) return absl::OkStatus();
+  for (uint64_t id : task_ids) {
+    if (absl::Status s = router_->ForTask(id); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TaskQueueService::RouteReplyTo(const v1::PutRequest& req) const {
+  if (router_ == nullptr) return absl::OkStatus();
+  const std::string* last = nullptr;  // batches mostly share one reply_to
+  for (const v1::TaskSpec& t : req.tasks()) {
+    if (t.reply_to().empty() || (last != nullptr && *last == t.reply_to())) continue;
+    last = &t.reply_to();
+    if (absl::Status s = router_->ForReplyTo(req.queue(), t.reply_to()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TaskQueueService::CheckTasks(grpc::CallbackServerContext* ctx, const Principal& who,
@@ -230,6 +250,7 @@ void TaskQueueService::HandleCreateQueue(
   auto& req = call->request();
   const std::string& name = req.config().name();
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("CreateQueue"), {name}))) return;
+  if (Refused(call, Route(name, QueueRouter::Place::kYes, req.on()))) return;
   // Its dead letters may only go where the credential may put: else a
   // producer could fill another queue's dead-letter set.
   const std::string& dead_letter = req.config().dead_letter();
@@ -270,9 +291,23 @@ void TaskQueueService::HandleListQueues(
 }
 
 void TaskQueueService::HandleGetCluster(
-    UnaryCall<v1::GetClusterRequest, v1::GetClusterResponse>* call, const Principal&) {
-  // A single master (cluster mode: docs/CLUSTER.md).
-  call->response().set_clustered(false);
+    UnaryCall<v1::GetClusterRequest, v1::GetClusterResponse>* call, const Principal& who) {
+  if (router_ == nullptr) {
+    // A single master (cluster mode: docs/CLUSTER.md).
+    call->response().set_clustered(false);
+    return call->Reply(grpc::Status::OK);
+  }
+  call->response() = router_->Describe();
+  if (who.role != v1::ROLE_ADMIN) {
+    // Placements only of the queues in the credential's scope, as
+    // ListQueues; the masters and their queue counts are for everyone.
+    auto* placements = call->response().mutable_placements();
+    auto out_of_scope = [&](const v1::ClusterPlacement& p) {
+      return !InScope(who, p.queue(), OwnerOf(p.queue()));
+    };
+    placements->erase(std::remove_if(placements->begin(), placements->end(), out_of_scope),
+                      placements->end());
+  }
   call->Reply(grpc::Status::OK);
 }
 
@@ -317,6 +352,7 @@ void TaskQueueService::HandleListWorkers(
 void TaskQueueService::HandleGetQueueStats(
     UnaryCall<v1::GetQueueStatsRequest, v1::QueueStats>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("GetQueueStats"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   auto stats = engine_->Stats(call->request().queue());
   if (!stats.ok()) return call->Reply(ToGrpcStatus(stats.status()));
   call->response() = *std::move(stats);
@@ -326,16 +362,21 @@ void TaskQueueService::HandleGetQueueStats(
 void TaskQueueService::HandleDeleteQueue(
     UnaryCall<v1::DeleteQueueRequest, v1::DeleteQueueResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("DeleteQueue"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   const std::string& queue = call->request().queue();
   absl::Status s = engine_->DeleteQueue(queue);
   AuditAction(call->context(), who, "DeleteQueue", queue, s);
-  if (s.ok()) LogInfo("queue \"%s\" deleted by credential \"%s\"", queue, who.name);
+  if (s.ok()) {
+    LogInfo("queue \"%s\" deleted by credential \"%s\"", queue, who.name);
+    if (router_ != nullptr) router_->Forget(queue);
+  }
   ReplyDurable(call, s);
 }
 
 void TaskQueueService::HandlePurgeQueue(
     UnaryCall<v1::PurgeQueueRequest, v1::PurgeQueueResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("PurgeQueue"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   auto purged = engine_->PurgeQueue(call->request().queue());
   AuditAction(call->context(), who, "PurgeQueue", call->request().queue(), purged.status());
   if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
@@ -346,6 +387,7 @@ void TaskQueueService::HandlePurgeQueue(
 void TaskQueueService::HandleUpdateQueue(
     UnaryCall<v1::UpdateQueueRequest, v1::QueueConfig>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("UpdateQueue"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   const auto& req = call->request();
   auto updated = engine_->UpdateQueue(req.queue(), req.update());
   AuditAction(call->context(), who, "UpdateQueue", req.queue(), updated.status());
@@ -357,6 +399,7 @@ void TaskQueueService::HandleUpdateQueue(
 void TaskQueueService::HandleShutdownQueue(
     UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("ShutdownQueue"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   const auto& req = call->request();
   auto dropped = engine_->ShutdownQueue(req.queue(), req.immediate());
   AuditAction(call->context(), who, "ShutdownQueue", req.queue(), dropped.status());
@@ -369,6 +412,7 @@ void TaskQueueService::HandleShutdownQueue(
 
 void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("GetTask"), {call->request().task_id()}))) return;
+  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
   auto task = engine_->GetTask(call->request().task_id());
   if (!task.ok()) return call->Reply(ToGrpcStatus(task.status()));
   call->response() = *std::move(task);
@@ -378,6 +422,7 @@ void TaskQueueService::HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* ca
 void TaskQueueService::HandleCancelTask(
     UnaryCall<v1::CancelTaskRequest, v1::CancelTaskResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("CancelTask"), {call->request().task_id()}))) return;
+  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
   auto previous = engine_->CancelTask(call->request().task_id());
   AuditAction(call->context(), who, "CancelTask", absl::StrCat("task ", call->request().task_id()),
               previous.status());
@@ -388,6 +433,7 @@ void TaskQueueService::HandleCancelTask(
 
 void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDeadResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("ListDead"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   const auto& req = call->request();
   auto tasks = engine_->ListDead(req.queue(), req.after_id(), req.limit());
   if (!tasks.ok()) return call->Reply(ToGrpcStatus(tasks.status()));
@@ -398,6 +444,11 @@ void TaskQueueService::HandleListDead(UnaryCall<v1::ListDeadRequest, v1::ListDea
 void TaskQueueService::HandleRequeueDead(
     UnaryCall<v1::RequeueDeadRequest, v1::RequeueDeadResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("RequeueDead"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
+  if (call->request().task_id() != 0 &&
+      Refused(call, RouteTasks({call->request().task_id()}))) {
+    return;
+  }
   const auto& req = call->request();
   auto requeued = engine_->RequeueDead(req.queue(), req.task_id());
   AuditAction(call->context(), who, "RequeueDead", req.queue(), requeued.status());
@@ -410,6 +461,7 @@ void TaskQueueService::HandleRequeueDead(
 void TaskQueueService::HandlePurgeDead(
     UnaryCall<v1::PurgeDeadRequest, v1::PurgeDeadResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("PurgeDead"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   auto purged = engine_->PurgeDead(call->request().queue());
   AuditAction(call->context(), who, "PurgeDead", call->request().queue(), purged.status());
   if (!purged.ok()) return call->Reply(ToGrpcStatus(purged.status()));
@@ -429,6 +481,8 @@ void TaskQueueService::HandlePut(UnaryCall<v1::PutRequest, v1::PutResponse>* cal
     }
     if (Refused(call, CheckQueues(call->context(), who, *FindRule("Put"), queues))) return;
   }
+  if (Refused(call, Route(req.queue(), QueueRouter::Place::kYes))) return;
+  if (Refused(call, RouteReplyTo(req))) return;
   WatchRevocation(call, who);
   PutArgs args;
   args.queue = req.queue();
@@ -462,6 +516,12 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
   }
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("Get"), {req.queue()}))) return;
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Get"), TaskIds(req.acks())))) return;
+  // A waiting Get creates the queue (as Put does); a nowait one only reads.
+  if (Refused(call, Route(req.queue(), req.nowait() ? QueueRouter::Place::kNo
+                                                    : QueueRouter::Place::kYes))) {
+    return;
+  }
+  if (Refused(call, RouteTasks(TaskIds(req.acks())))) return;
   GetArgs args;
   args.queue = req.queue();
   args.max_tasks = req.max_tasks();
@@ -495,6 +555,7 @@ void TaskQueueService::HandleGet(UnaryCall<v1::GetRequest, v1::GetResponse>* cal
 void TaskQueueService::HandleComplete(
     UnaryCall<v1::CompleteRequest, v1::CompleteResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Complete"), {call->request().task_id()}))) return;
+  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
   v1::CompleteRequest& req = call->request();
   ReplyDurable(call, engine_->Complete(req.task_id(), req.lease_id(),
                                        std::move(*req.mutable_result())));
@@ -520,6 +581,7 @@ absl::StatusOr<uint32_t> TaskQueueService::SettleAcks(
 
 void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Ack"), TaskIds(call->request().leases())))) return;
+  if (Refused(call, RouteTasks(TaskIds(call->request().leases())))) return;
   auto acked = SettleAcks(call->request().leases(), call->request().manual_task_done());
   if (!acked.ok()) return call->Reply(ToGrpcStatus(acked.status()));
   call->response().set_acked(*acked);
@@ -528,6 +590,7 @@ void TaskQueueService::HandleAck(UnaryCall<v1::AckRequest, v1::AckResponse>* cal
 
 void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Fail"), {call->request().task_id()}))) return;
+  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
   v1::FailRequest& req = call->request();
   ReplyDurable(call, engine_->Fail(req.task_id(), req.lease_id(),
                                    std::move(*req.mutable_error()), req.permanent()));
@@ -535,6 +598,7 @@ void TaskQueueService::HandleFail(UnaryCall<v1::FailRequest, v1::FailResponse>* 
 
 void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseResponse>* call, const Principal& who) {
   if (Refused(call, CheckTasks(call->context(), who, *FindRule("Release"), {call->request().task_id()}))) return;
+  if (Refused(call, RouteTasks({call->request().task_id()}))) return;
   const auto& req = call->request();
   ReplyDurable(call, engine_->Release(req.task_id(), req.lease_id(),
                                       absl::Milliseconds(req.delay_ms())));
@@ -543,12 +607,14 @@ void TaskQueueService::HandleRelease(UnaryCall<v1::ReleaseRequest, v1::ReleaseRe
 void TaskQueueService::HandleTaskDone(
     UnaryCall<v1::TaskDoneRequest, v1::TaskDoneResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("TaskDone"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   const auto& req = call->request();
   ReplyDurable(call, engine_->TaskDone(req.queue(), req.count()));
 }
 
 void TaskQueueService::HandleJoin(UnaryCall<v1::JoinRequest, v1::JoinResponse>* call, const Principal& who) {
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("Join"), {call->request().queue()}))) return;
+  if (Refused(call, Route(call->request().queue()))) return;
   WatchRevocation(call, who);
   const auto& req = call->request();
   rt::ServeUnaryOn(call, [this, queue = req.queue(),
@@ -574,6 +640,15 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::W
     if (who->role != v1::ROLE_ADMIN) {
       auth.check_queues = [this, ctx, who = *who, &rule](const std::vector<std::string>& queues) {
         return CheckQueues(ctx, who, rule, queues);
+      };
+    }
+    if (router_ != nullptr) {
+      // A worker holds one stream per master, naming only its queues.
+      auth.route_queues = [this](const std::vector<std::string>& queues) {
+        for (const std::string& q : queues) {
+          if (absl::Status s = Route(q, QueueRouter::Place::kYes); !s.ok()) return s;
+        }
+        return absl::OkStatus();
       };
     }
     if (who->kind != v1::CREDENTIAL_KIND_MASTER_TOKEN) {

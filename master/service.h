@@ -22,6 +22,7 @@
 
 #include "common/runtime/scheduler.h"
 #include "master/audit_log.h"
+#include "master/cluster/router.h"
 #include "master/credentials.h"
 #include "master/queue_engine.h"
 #include "master/revocations.h"
@@ -74,6 +75,9 @@ struct ServiceSecurity {
   // join_addresses when tls/hosts names none).
   int port = 0;
   std::string bound_address;
+  // Cluster mode (docs/CLUSTER.md): which master serves each queue and
+  // task id; null = a single master, which serves everything.
+  QueueRouter* router = nullptr;
 };
 
 class TaskQueueService final : public RawTaskQueueService {
@@ -224,6 +228,18 @@ class TaskQueueService final : public RawTaskQueueService {
   absl::Status CheckTasks(grpc::CallbackServerContext* ctx, const Principal& who,
                           const RpcRule& rule, const std::vector<uint64_t>& task_ids) const;
   std::string OwnerOf(const std::string& queue) const;
+  // Cluster mode: OK if `queue` is served here, else the answer that sends
+  // the caller to its owner (master/cluster/router.h). Always OK for a
+  // single master.
+  absl::Status Route(const std::string& queue,
+                     QueueRouter::Place place = QueueRouter::Place::kNo,
+                     const std::string& on = "") const {
+    return router_ == nullptr ? absl::OkStatus() : router_->ForQueue(queue, place, on);
+  }
+  // The same for calls by task id: the first id made by another master.
+  absl::Status RouteTasks(const std::vector<uint64_t>& task_ids) const;
+  // Put: each reply_to must be on this master too (docs/CLUSTER.md).
+  absl::Status RouteReplyTo(const v1::PutRequest& req) const;
   // An audit line for `who` doing `rule` on `target`.
   void Audit(grpc::CallbackServerContext* ctx, const Principal* who, const char* action,
              absl::string_view target, const absl::Status& result) const;
@@ -244,6 +260,7 @@ class TaskQueueService final : public RawTaskQueueService {
   QueueEngine* const engine_;
   rt::Scheduler* const scheduler_;
   const ServiceSecurity security_;
+  QueueRouter* const router_;  // null: a single master
   const std::function<void(absl::string_view)> on_authenticated_;
   // Open waiting calls and Work streams by credential.
   mutable Revocations revocations_;

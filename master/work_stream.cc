@@ -46,6 +46,7 @@ WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, Wo
       peer_(ctx->peer()),
       credential_(auth.credential),
       check_queues_(std::move(auth.check_queues)),
+      route_queues_(std::move(auth.route_queues)),
       link_(std::make_shared<Link>()) {
   {
     MutexLock lock(&link_->mu);
@@ -196,6 +197,9 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   std::vector<std::string> queues(start.queues().begin(), start.queues().end());
   if (check_queues_) {
     if (absl::Status s = check_queues_(queues); !s.ok()) return s;
+  }
+  if (route_queues_) {
+    if (absl::Status s = route_queues_(queues); !s.ok()) return s;
   }
   WorkerIdentity who;
   who.worker_id = start.worker_id();

@@ -62,6 +62,10 @@ struct WorkStreamAuth {
   // OK if the credential may work on these queues (else PERMISSION_DENIED,
   // already audited); empty = no check (an admin).
   std::function<absl::Status(const std::vector<std::string>& queues)> check_queues;
+  // Cluster mode: OK if these queues are all served by this master, else
+  // the redirect of the first that is not (Start is refused with it);
+  // empty = a single master.
+  std::function<absl::Status(const std::vector<std::string>& queues)> route_queues;
   // When set, the stream ends once `credential` is revoked.
   Revocations* revocations = nullptr;
   std::string credential;
@@ -113,6 +117,7 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   const std::string peer_;
   const std::string credential_;  // its name; "" for the master token
   const std::function<absl::Status(const std::vector<std::string>&)> check_queues_;
+  const std::function<absl::Status(const std::vector<std::string>&)> route_queues_;
   std::shared_ptr<Link> link_;
 
   Mutex mu_;

@@ -69,4 +69,18 @@ absl::Status EtcdServer::Start(absl::Duration timeout) {
       absl::StrCat("etcd would not start: ", process_ ? process_->Stderr() : ""));
 }
 
+absl::Status StartClusterMaster(Cluster& master, const EtcdServer& etcd, const std::string& name,
+                                std::vector<std::string> extra_args, const Cluster* token_from) {
+  if (token_from != nullptr) {
+    if (absl::Status s = WriteFile(master.token_file(), ReadFile(token_from->token_file()));
+        !s.ok()) {
+      return s;
+    }
+  }
+  std::vector<std::string> args = {"--cluster", absl::StrCat("etcd://", etcd.endpoint()),
+                                   "--name", name, "--advertise", "127.0.0.1:0"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return master.Start(std::move(args));
+}
+
 }  // namespace taskq::testing

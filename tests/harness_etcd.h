@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/etcd_client.h"
@@ -35,6 +36,14 @@ class EtcdServer {
   std::string endpoint_;
   std::unique_ptr<Process> process_;
 };
+
+// Starts `master` (not started yet) as the cluster member `name` of
+// `etcd`'s cluster: --cluster, --name, --advertise 127.0.0.1:0 (its bound
+// port) and `extra_args`. With `token_from`, it uses that master's token,
+// so one token works on every master of the test.
+absl::Status StartClusterMaster(Cluster& master, const EtcdServer& etcd, const std::string& name,
+                                std::vector<std::string> extra_args = {},
+                                const Cluster* token_from = nullptr);
 
 // A fixture with a started etcd and a client of it; skips the test when
 // etcd-server is not installed.

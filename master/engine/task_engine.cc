@@ -71,7 +71,10 @@ TaskEngine::TaskEngine(EngineOptions options, Clock* clock,
       leases_(options.revoked_lease_memory),
       finished_(options.finished_task_memory, options.finished_task_memory_bytes),
       memory_(options.memory_budget_bytes, options.pinned_budget_bytes,
-              options.cooling_slack_bytes) {}
+              options.cooling_slack_bytes) {
+  MutexLock lock(&mu_);
+  next_task_id_ = std::max<uint64_t>(next_task_id_, options_.task_id_base);
+}
 
 TaskEngine::~TaskEngine() { Shutdown(); }
 

@@ -1,0 +1,112 @@
+// QueueRouter: in cluster mode (docs/CLUSTER.md), which master answers for
+// a queue name or a task id, as seen from this master:
+//   - served here (OK),
+//   - owned by a live master: its redirect (FAILED_PRECONDITION with a
+//     QueueOwner naming it and its address),
+//   - owned by a master that is down: UNAVAILABLE "owner NAME is down",
+//   - not placed yet: placed now (`on`, else Placement::Choose over the
+//     live masters) with Placement::Claim, then served or redirected.
+//
+// The queues this master owns are kept in memory (from the local store and
+// etcd at start, and every placement it makes or finds): the hot path — a
+// call on an owned queue — takes one mutex and a hash lookup and never
+// calls etcd. Other masters' placements, the live masters and the node
+// numbers are cached and re-read from etcd every `refresh`; a queue not in
+// the cache is looked up in etcd once. While etcd is unreachable the
+// caches stay as they were: owned queues keep serving, nothing changes
+// owner, and placing a new queue answers UNAVAILABLE.
+//
+// Thread-safety: all methods from any thread; the refresher runs on its
+// own thread between Start and the destructor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/etcd_client.h"
+#include "common/sync.h"
+#include "master/cluster/membership.h"
+#include "master/cluster/placement.h"
+#include "taskq/v1/taskq.pb.h"
+
+namespace taskq {
+
+struct QueueRouterOptions {
+  std::string prefix = "/taskq/";
+  MasterInfo self;  // name and advertised address
+  uint32_t node = 0;
+  // How often the caches are re-read from etcd.
+  absl::Duration refresh = absl::Seconds(1);
+};
+
+class QueueRouter {
+ public:
+  // Whether a call may place a queue that is not placed yet (Put, a waiting
+  // Get, Work and CreateQueue create queues; reads never do).
+  enum class Place { kNo, kYes };
+
+  QueueRouter(EtcdClient* etcd, QueueRouterOptions options);
+  ~QueueRouter();
+
+  // Takes `local_queues` (the store's) as owned, reads etcd once (claiming
+  // any local queue not placed yet) and starts the refresher. etcd being
+  // unreachable is logged, not an error: the master serves its queues.
+  void Start(const std::vector<std::string>& local_queues);
+
+  // OK: serve `queue` here; else the status to answer with (redirect,
+  // owner down, UNAVAILABLE cannot place, INVALID_ARGUMENT for an `on`
+  // naming no live master).
+  absl::Status ForQueue(const std::string& queue, Place place, const std::string& on = "");
+  // OK: the task was made here (or before cluster mode, or its node is
+  // unknown: the engine answers); else the redirect to its node's master.
+  absl::Status ForTask(uint64_t task_id);
+  // Where results for a task of a queue served here may go: OK if
+  // `reply_to` is owned here or was not placed (it is claimed for this
+  // master now); FAILED_PRECONDITION naming both masters if it is
+  // elsewhere; UNAVAILABLE if it cannot be placed.
+  absl::Status ForReplyTo(const std::string& queue, const std::string& reply_to);
+  // The queue was deleted here: its placement goes (etcd errors logged).
+  void Forget(const std::string& queue);
+
+  // The cluster as this master sees it (placements unfiltered).
+  v1::GetClusterResponse Describe() const;
+
+  const std::string& self() const { return options_.self.name; }
+  uint32_t node() const { return options_.node; }
+
+ private:
+  // Re-reads placements, masters and nodes; false if etcd did not answer.
+  bool Refresh();
+  void RefreshLoop();
+  // The answer for `queue` placed on `owner`.
+  absl::Status RouteTo(const std::string& queue, const std::string& owner);
+  v1::QueueOwner OwnerEntry(const std::string& owner) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue's owner from etcd, placing it on `target()` if it has none
+  // and `place`; "" if it has none and is not to be placed.
+  absl::StatusOr<std::string> Resolve(const std::string& queue, bool place,
+                                      const std::string& target);
+  void Record(const std::string& queue, const std::string& owner);
+  std::vector<MasterInfo> LiveMasters() const;
+
+  EtcdClient* const etcd_;
+  const QueueRouterOptions options_;
+  Placement placement_;
+
+  mutable Mutex mu_;
+  CondVar cv_;  // signalled on stop_
+  absl::flat_hash_set<std::string> owned_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> others_ ABSL_GUARDED_BY(mu_);  // queue -> owner
+  absl::flat_hash_map<std::string, MasterInfo> live_ ABSL_GUARDED_BY(mu_);      // by name
+  absl::flat_hash_map<uint32_t, std::string> nodes_ ABSL_GUARDED_BY(mu_);       // node -> name
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread refresher_;
+};
+
+}  // namespace taskq
