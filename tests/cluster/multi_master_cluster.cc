@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <iterator>
+#include <regex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -287,7 +289,35 @@ absl::Status MultiMasterCluster::StartMasters(absl::Duration timeout) {
   for (int i = 1; i <= options_.masters; ++i) {
     if (auto s = StartMaster(i, {}, timeout); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  return options_.cluster ? WaitClusterFormed(timeout) : absl::OkStatus();
+}
+
+absl::Status MultiMasterCluster::WaitClusterFormed(absl::Duration timeout) {
+  std::vector<int> running;
+  for (int i = 1; i <= options_.masters; ++i) {
+    if (master(i) != nullptr && master(i)->Running()) running.push_back(i);
+  }
+  const std::regex up("\"up\"\\s*:\\s*true");
+  std::string last;
+  const bool formed = WaitFor(
+      [&] {
+        for (int i : running) {
+          auto p = StartCli({"cluster", "status", "--json", "--retry-for", "1"}, i);
+          if (!p || p->Wait(absl::Seconds(20)) != 0) {
+            last = p ? p->Stderr() : "cannot start taskq";
+            return false;
+          }
+          last = p->Stdout();
+          const auto n = std::distance(std::sregex_iterator(last.begin(), last.end(), up),
+                                       std::sregex_iterator());
+          if (n != static_cast<long>(running.size())) return false;
+        }
+        return true;
+      },
+      timeout, absl::Milliseconds(100));
+  if (formed) return absl::OkStatus();
+  return absl::DeadlineExceededError(
+      absl::StrCat("the masters do not all see each other up: ", Tail(last, 2000)));
 }
 
 absl::Status MultiMasterCluster::StartMasterProcess(int i, absl::Duration timeout) {

@@ -99,8 +99,14 @@ class MultiMasterCluster {
   // to it. `extra` flags are kept for restarts.
   absl::Status StartMaster(int i, std::vector<std::string> extra = {},
                            absl::Duration timeout = absl::Seconds(30));
-  // Masters 1..options().masters, one after the other.
+  // Masters 1..options().masters, one after the other; in cluster mode
+  // then WaitClusterFormed.
   absl::Status StartMasters(absl::Duration timeout = absl::Seconds(30));
+  // Waits until every running master's GetCluster (`taskq cluster status
+  // --json` from the client host) lists all the running masters as up: a
+  // master registers in etcd in the background, and the others learn it
+  // from their watch.
+  absl::Status WaitClusterFormed(absl::Duration timeout = absl::Seconds(30));
   // Sends `signal` to master i and waits for it to exit (SIGKILL past 10 s).
   absl::Status StopMaster(int i, int signal);
   // Starts master i again with the arguments of its last start.
