@@ -51,6 +51,7 @@ struct Options {
   bool standalone = false;   // one master without --cluster (no etcd); phase 1 only
   bool worker_per_master = false;
   bool baseline_only = false;
+  int nice = 0;
 };
 
 // One phase's figures.
@@ -88,6 +89,7 @@ class Scaling {
     co.workers = o_.workers;
     co.cluster = cluster;
     co.master_cores = o_.master_cores;
+    co.worker_nice = o_.nice;
     co.master_flags = {"--store", o_.store, "--fsync", o_.fsync, "--log-level", "warning"};
     if (absl::Status s = c_.Create(co); !s.ok()) return Fail("cluster", s);
     std::printf("hosts: %s%d master(s) under %s at %.2f core each, %d workers x concurrency %d, "
@@ -123,7 +125,8 @@ class Scaling {
   }
 
   std::vector<std::string> BenchArgs(const std::string& prefix, int masters) {
-    std::vector<std::string> argv = {testing::BinPath("bench/taskq-cluster-square-bench"),
+    std::vector<std::string> argv = {"nice", "-n", absl::StrCat(o_.nice),
+                                     testing::BinPath("bench/taskq-cluster-square-bench"),
                                      "--tls-ca", c_.CaFile("client"), "--token-file",
                                      c_.TokenFile("client"), "--queues",
                                      absl::StrCat(o_.queues), "--prefix", prefix};
@@ -208,6 +211,18 @@ class Scaling {
       std::printf("%d masters:  %8.0f tasks/s   master CPU (cores): %s\n", o_.masters,
                   many->tasks_per_s, cpu(*many).c_str());
       std::printf("ratio:      %.2fx\n", many->tasks_per_s / one.tasks_per_s);
+      if (o_.master_cores > 0) {
+        for (double used : many->master_cpu) {
+          if (used < 0.8 * o_.master_cores) {
+            std::printf("note: a master used %.2f of its %.2f cores: the masters were not the "
+                        "only bottleneck (the workers, the client or other load on this machine "
+                        "were), so the ratio understates the scaling; try a smaller "
+                        "--master-cpu\n",
+                        used, o_.master_cores);
+            break;
+          }
+        }
+      }
       std::printf("SCALING one_tasks_per_s=%.0f many_tasks_per_s=%.0f masters=%d ratio=%.2f\n",
                   one.tasks_per_s, many->tasks_per_s, o_.masters,
                   many->tasks_per_s / one.tasks_per_s);
@@ -237,6 +252,10 @@ int Main(int argc, char** argv) {
   app.add_option("--concurrency", o.concurrency, "handler slots per worker")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--store", o.store, "the masters' --store")->check(CLI::IsMember({"sqlite", "memory"}))->capture_default_str();
   app.add_option("--fsync", o.fsync, "the masters' --fsync")->check(CLI::IsMember({"always", "interval", "never"}))->capture_default_str();
+  app.add_option("--nice", o.nice,
+                 "niceness of the workers and the load generator, so that the masters get "
+                 "their quota first on a shared machine (0: none)")
+      ->check(CLI::Range(0, 19))->capture_default_str();
   app.add_flag("--standalone", o.standalone,
                "one master without --cluster and no etcd: the single-master figure only");
   app.add_flag("--baseline-only", o.baseline_only, "stop after the single-master phase");

@@ -410,9 +410,13 @@ long MultiMasterCluster::MasterThrottled(int i) const {
 Process* MultiMasterCluster::StartWorker(const std::string& host,
                                          const std::vector<std::string>& queues,
                                          std::vector<std::string> extra, int master) {
-  std::vector<std::string> argv = {BinPath("taskq-worker"), "--master",   MasterAddress(master),
-                                   "--tls-ca",              CaFile(host), "--token-file",
-                                   TokenFile(host)};
+  std::vector<std::string> argv;
+  if (options_.worker_nice != 0) argv = {"nice", "-n", absl::StrCat(options_.worker_nice)};
+  for (const std::string& a :
+       std::vector<std::string>{BinPath("taskq-worker"), "--master", MasterAddress(master),
+                                "--tls-ca", CaFile(host), "--token-file", TokenFile(host)}) {
+    argv.push_back(a);
+  }
   for (const std::string& q : queues) {
     argv.push_back("--queue");
     argv.push_back(q);

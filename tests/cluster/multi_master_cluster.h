@@ -57,6 +57,9 @@ class MultiMasterCluster {
     std::string cluster_ttl = "3s";
     // CPU quota per master process in cores (0: none). Needs CpuQuota.
     double master_cores = 0;
+    // Niceness of the workers (0: as the test): a bench raises it so that
+    // the masters, sharing one machine with them, get their quota first.
+    int worker_nice = 0;
     // More flags for every master (e.g. {"--store", "memory"}).
     std::vector<std::string> master_flags;
   };
