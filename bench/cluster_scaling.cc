@@ -174,6 +174,16 @@ class Scaling {
           absl::StrCat(o_.workers)}) {
       run.push_back(a);
     }
+    auto bench = c_.Spawn("client", absl::StrCat("client-bench-", prefix), run);
+    if (!bench) return f;
+    // The masters' CPU over the measured run alone: from the bench's
+    // "measuring" line to its RESULT line.
+    auto printed = [&](const char* what) {
+      return testing::WaitFor([&] { return bench->Stdout().find(what) != std::string::npos ||
+                                  !bench->Running(); },
+                     absl::Minutes(10), absl::Milliseconds(2));
+    };
+    printed("measuring\n");
     std::vector<double> cpu0;
     std::vector<long> thr0;
     for (int i = 1; i <= masters; ++i) {
@@ -181,16 +191,16 @@ class Scaling {
       thr0.push_back(c_.MasterThrottled(i));
     }
     const absl::Time start = absl::Now();
-    auto bench = c_.Spawn("client", absl::StrCat("client-bench-", prefix), run);
-    std::optional<int> rc = bench ? bench->Wait(absl::Minutes(10)) : std::nullopt;
+    printed("RESULT ");
     f.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
-    if (bench && !rc) bench->Stop(absl::Seconds(5));
     for (int i = 1; i <= masters; ++i) {
       f.master_cpu.push_back((c_.MasterCpuSeconds(i) - cpu0[i - 1]) / f.wall_s);
       f.throttled.push_back(c_.MasterThrottled(i) - thr0[i - 1]);
     }
-    f.output = bench ? bench->Stdout() : "";
-    if (rc != 0 && bench) absl::StrAppend(&f.output, bench->Stderr());
+    std::optional<int> rc = bench->Wait(absl::Minutes(10));
+    if (!rc) bench->Stop(absl::Seconds(5));
+    f.output = bench->Stdout();
+    if (rc != 0) absl::StrAppend(&f.output, bench->Stderr());
     f.ok = rc == 0 && absl::SimpleAtod(Field(f.output, "tasks_per_s"), &f.tasks_per_s);
     return f;
   }
@@ -204,29 +214,42 @@ class Scaling {
       }
       return s;
     };
+    // Tasks per CPU-second of the masters: what a master core is worth.
+    auto per_core = [](const Figure& f) {
+      double used = 0;
+      for (double c : f.master_cpu) used += c;
+      return used > 0 ? f.tasks_per_s / used : 0.0;
+    };
     std::printf("\n== scaling ==\n");
-    std::printf("1 master:   %8.0f tasks/s   master CPU (cores): %s\n", one.tasks_per_s,
-                cpu(one).c_str());
-    if (many) {
-      std::printf("%d masters:  %8.0f tasks/s   master CPU (cores): %s\n", o_.masters,
-                  many->tasks_per_s, cpu(*many).c_str());
-      std::printf("ratio:      %.2fx\n", many->tasks_per_s / one.tasks_per_s);
-      if (o_.master_cores > 0) {
-        for (double used : many->master_cpu) {
+    std::printf("1 master:   %8.0f tasks/s   %8.0f tasks per master CPU-second   master CPU "
+                "(cores): %s\n",
+                one.tasks_per_s, per_core(one), cpu(one).c_str());
+    if (!many) return;
+    std::printf("%d masters:  %8.0f tasks/s   %8.0f tasks per master CPU-second   master CPU "
+                "(cores): %s\n",
+                o_.masters, many->tasks_per_s, per_core(*many), cpu(*many).c_str());
+    const double ratio = many->tasks_per_s / one.tasks_per_s;
+    std::printf("ratio:      %.2fx\n", ratio);
+    if (o_.master_cores > 0) {
+      // The ratio compares quotas only if every master used its quota in
+      // both phases.
+      for (const Figure* f : {&one, &*many}) {
+        for (double used : f->master_cpu) {
           if (used < 0.8 * o_.master_cores) {
-            std::printf("note: a master used %.2f of its %.2f cores: the masters were not the "
-                        "only bottleneck (the workers, the client or other load on this machine "
-                        "were), so the ratio understates the scaling; try a smaller "
-                        "--master-cpu\n",
-                        used, o_.master_cores);
+            std::printf("note: in the %s phase a master used %.2f of its %.2f cores: the masters "
+                        "were not the only bottleneck (the workers, the client or other load on "
+                        "this machine were), so the ratio is not the masters' scaling; compare "
+                        "the tasks per master CPU-second, or try a smaller --master-cpu\n",
+                        f == &one ? "1-master" : "many-master", used, o_.master_cores);
             break;
           }
         }
       }
-      std::printf("SCALING one_tasks_per_s=%.0f many_tasks_per_s=%.0f masters=%d ratio=%.2f\n",
-                  one.tasks_per_s, many->tasks_per_s, o_.masters,
-                  many->tasks_per_s / one.tasks_per_s);
     }
+    std::printf("SCALING one_tasks_per_s=%.0f many_tasks_per_s=%.0f masters=%d ratio=%.2f "
+                "one_per_master_cpu_s=%.0f many_per_master_cpu_s=%.0f\n",
+                one.tasks_per_s, many->tasks_per_s, o_.masters, ratio, per_core(one),
+                per_core(*many));
     std::fflush(stdout);
   }
 

@@ -327,7 +327,12 @@ int Main(int argc, char** argv) {
   }
   if (options.setup_only) return 0;
   bool ok = options.warmup == 0 || bench.Run(options.warmup, false);
-  if (ok) ok = bench.Run(options.tasks, true);
+  if (ok) {
+    // Markers for a driver sampling the masters' CPU over the measured run.
+    std::printf("measuring\n");
+    std::fflush(stdout);
+    ok = bench.Run(options.tasks, true);
+  }
   bench.Teardown();
   return ok ? 0 : 1;
 }
