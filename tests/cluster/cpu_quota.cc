@@ -26,16 +26,16 @@ constexpr int kPeriodUs = 100000;
 
 bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
-bool V2HasCpu() {
-  for (absl::string_view c :
-       absl::StrSplit(ReadFile(absl::StrCat(kV2Root, "/cgroup.controllers")), ' ',
-                      absl::SkipWhitespace())) {
-    if (absl::StripAsciiWhitespace(c) == "cpu") return true;
+// Whether a cgroup v2 controller list ("cpuset cpu io ...") names `name`.
+bool Lists(const std::string& file, absl::string_view name) {
+  for (absl::string_view c : absl::StrSplit(ReadFile(file), absl::ByAnyChar(" \n"),
+                                            absl::SkipWhitespace())) {
+    if (c == name) return true;
   }
   return false;
 }
 
-bool IsV2() { return Exists(absl::StrCat(kV2Root, "/cgroup.controllers")) && V2HasCpu(); }
+bool IsV2() { return Lists(absl::StrCat(kV2Root, "/cgroup.controllers"), "cpu"); }
 bool IsV1() { return Exists(absl::StrCat(kV1Root, "/cpu.cfs_quota_us")); }
 
 std::string Root() { return IsV2() ? kV2Root : kV1Root; }
@@ -131,7 +131,7 @@ absl::StatusOr<std::unique_ptr<CpuQuota>> CpuQuota::Create(const std::string& la
   if (v2) {
     // The cpu controller must be on for the root's children.
     const std::string control = absl::StrCat(root, "/cgroup.subtree_control");
-    if (ReadFile(control).find("cpu") == std::string::npos) {
+    if (!Lists(control, "cpu")) {
       if (auto s = Put(control, "+cpu"); !s.ok()) return s;
     }
   }
