@@ -315,7 +315,7 @@ void MasterServer::Shutdown() {
   // Last: syncs what was written (any policy) and answers waiting replies.
   if (store_) store_->Close();
   // Leaves the cluster: other masters see its queues' owner down at once.
-  cluster_.reset();
+  if (cluster_) cluster_->Leave();
 }
 
 }  // namespace taskq

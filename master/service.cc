@@ -120,7 +120,7 @@ absl::Status TaskQueueService::RouteReplyTo(const v1::PutRequest& req) const {
   for (const v1::TaskSpec& t : req.tasks()) {
     if (t.reply_to().empty() || (last != nullptr && *last == t.reply_to())) continue;
     last = &t.reply_to();
-    if (absl::Status s = router_->ForReplyTo(req.queue(), t.reply_to()); !s.ok()) return s;
+    if (absl::Status s = router_->ForSameMaster(req.queue(), t.reply_to()); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -262,6 +262,12 @@ void TaskQueueService::HandleCreateQueue(
     Refusals().Refuse(Refusal::kPermissionDenied, call->context()->peer(), denied.message());
     Audit(call->context(), &who, AuditName(*FindRule("CreateQueue")), name, denied);
     return call->Reply(ToGrpcStatus(denied));
+  }
+  // Cluster mode: dead letters stay on the queue's master.
+  if (router_ != nullptr && !req.config().dead_letter().empty() &&
+      req.config().dead_letter() != name &&
+      Refused(call, router_->ForSameMaster(name, req.config().dead_letter(), "dead_letter"))) {
+    return;
   }
   // The owner is the master's to set: a non-admin's queue is its own.
   req.mutable_config()->set_owner(who.role == v1::ROLE_ADMIN ? "" : who.name);

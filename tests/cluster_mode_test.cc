@@ -184,6 +184,21 @@ TEST_F(ClusterModeTest, ACallOnAnotherMastersQueueIsRedirectedToItsOwner) {
   // Reads are redirected too.
   EXPECT_EQ(Target(Stats(0, "orders", &stats)), 1);
 
+  // Deleted at its owner, the name is free again: placed anew on first use.
+  v1::DeleteQueueRequest del;
+  del.set_queue("orders");
+  v1::DeleteQueueResponse deleted;
+  grpc::ClientContext del_ctx;
+  Prepare(&del_ctx);
+  ASSERT_TRUE(stub_[1]->DeleteQueue(&del_ctx, del, &deleted).ok());
+  ASSERT_TRUE(WaitFor([&] { return CreateQueue(2, "orders", "m3").ok(); }, absl::Seconds(10),
+                      absl::Milliseconds(100)));
+  // Other masters' caches follow within a refresh (a stale one sends the
+  // caller to m2, which knows better and sends it on).
+  EXPECT_TRUE(WaitFor([&] { return Target(Put(0, "orders", 1)) == 2; }, absl::Seconds(10),
+                      absl::Milliseconds(100)));
+  EXPECT_EQ(Target(Put(1, "orders", 1)), 2);
+
   // An unknown `on` is refused, and places nothing.
   grpc::Status nowhere = CreateQueue(0, "lost", "m9");
   EXPECT_EQ(nowhere.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << nowhere.error_message();
@@ -280,6 +295,17 @@ TEST_F(ClusterModeTest, AReplyQueueMustBeOnTheTasksMaster) {
   for (const char* word : {"answers", "m1", "m2", "CLUSTER.md"}) {
     EXPECT_TRUE(absl::StrContains(refused.error_message(), word)) << refused.error_message();
   }
+  // The same for a dead-letter queue.
+  v1::CreateQueueRequest dlq;
+  dlq.mutable_config()->set_name("work2");
+  dlq.mutable_config()->set_dead_letter("answers");
+  dlq.set_on("m1");
+  v1::CreateQueueResponse created;
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  grpc::Status dl = stub_[0]->CreateQueue(&ctx, dlq, &created);
+  EXPECT_EQ(dl.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << dl.error_message();
+  EXPECT_TRUE(absl::StrContains(dl.error_message(), "dead_letter")) << dl.error_message();
   // A reply queue not used yet is placed with the task's queue.
   ASSERT_TRUE(Put(0, "work", 1, nullptr, "my-answers").ok());
   EXPECT_EQ(Target(Put(2, "my-answers", 1)), 0);

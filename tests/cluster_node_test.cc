@@ -111,9 +111,9 @@ TEST_F(RouterTest, OwnQueuesServeRedirectsNameTheOwnerAndReplyQueuesStayLocal) {
   ASSERT_TRUE(WaitFor([&] { return !a->ForTask(TaskIdBase(2) + 5).ok(); }, absl::Seconds(5)));
   EXPECT_EQ(QueueOwnerOf(a->ForTask(TaskIdBase(2) + 5))->master(), "b");
   // reply_to: unplaced is claimed here, elsewhere refused.
-  EXPECT_TRUE(a->ForReplyTo("local", "answers").ok());
+  EXPECT_TRUE(a->ForSameMaster("local", "answers").ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(b->ForQueue("answers", QueueRouter::Place::kNo)));
-  absl::Status far = a->ForReplyTo("local", "for-b");
+  absl::Status far = a->ForSameMaster("local", "for-b");
   EXPECT_TRUE(absl::IsFailedPrecondition(far)) << far;
   EXPECT_FALSE(QueueOwnerOf(far).has_value());
   // The owner down: its entry gone.

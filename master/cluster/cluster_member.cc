@@ -180,20 +180,24 @@ bool ClusterMember::joined() const {
   return membership_ != nullptr && membership_->registered();
 }
 
-ClusterMember::~ClusterMember() {
+void ClusterMember::Leave() {
   {
     MutexLock lock(&mu_);
     stop_ = true;
   }
   cv_.SignalAll();
   if (joiner_.joinable()) joiner_.join();
-  router_.reset();
   std::unique_ptr<Membership> membership;
   {
     MutexLock lock(&mu_);
     membership = std::move(membership_);
   }
-  membership.reset();
+  membership.reset();  // revokes its lease
+}
+
+ClusterMember::~ClusterMember() {
+  Leave();
+  router_.reset();
 }
 
 }  // namespace taskq

@@ -53,7 +53,10 @@ class ClusterMember {
   // started: call router()->Start with the local queues).
   static absl::StatusOr<std::unique_ptr<ClusterMember>> Start(ClusterOptions options,
                                                               const std::string& data_dir);
-  // Leaves the cluster (the membership entry goes at once).
+  // Leaves the cluster: the membership entry goes at once, so the other
+  // masters call this one down; the router keeps answering until the
+  // destructor (calls still finishing may ask it).
+  void Leave();
   ~ClusterMember();
 
   uint32_t node() const { return node_; }

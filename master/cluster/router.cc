@@ -88,6 +88,11 @@ void QueueRouter::RefreshLoop() {
 }
 
 bool QueueRouter::Refresh() {
+  uint64_t forgets_before = 0;
+  {
+    MutexLock lock(&mu_);
+    forgets_before = forgets_;
+  }
   auto placements = placement_.All();
   if (!placements.ok()) return false;
   auto masters = etcd_->GetPrefix(options_.prefix + "masters/");
@@ -122,7 +127,7 @@ bool QueueRouter::Refresh() {
   // A local queue stays owned whatever etcd says (it is served from this
   // store; it is forgotten only when deleted here).
   for (const std::string& q : owned_) others.erase(q);
-  owned_.insert(mine.begin(), mine.end());
+  if (forgets_ == forgets_before) owned_.insert(mine.begin(), mine.end());
   others_ = std::move(others);
   live_ = std::move(live);
   nodes_ = std::move(node_names);
@@ -235,7 +240,8 @@ absl::Status QueueRouter::ForTask(uint64_t task_id) {
   return RedirectStatus(entry);
 }
 
-absl::Status QueueRouter::ForReplyTo(const std::string& queue, const std::string& reply_to) {
+absl::Status QueueRouter::ForSameMaster(const std::string& queue, const std::string& reply_to,
+                                        const char* what) {
   std::string owner;
   {
     MutexLock lock(&mu_);
@@ -244,28 +250,29 @@ absl::Status QueueRouter::ForReplyTo(const std::string& queue, const std::string
     if (it != others_.end()) owner = it->second;
   }
   if (owner.empty()) {
-    // Not placed yet (as far as the cache knows): results of this master's
-    // tasks are stored here, so the reply queue is placed here.
+    // Not placed yet (as far as the cache knows): what this master's
+    // queue sends there is stored here, so it is placed here.
     auto resolved = Resolve(reply_to, true, self());
     if (!resolved.ok()) return resolved.status();
     owner = *resolved;
   }
   if (owner == self()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
-      "reply_to queue \"", reply_to, "\" is on master \"", owner, "\" but queue \"", queue,
-      "\" is on master \"", self(), "\": a task's results must go to a queue on its own master "
-      "(use a reply queue placed on \"", self(), "\", or one not used yet; docs/CLUSTER.md)"));
+      what, " queue \"", reply_to, "\" is on master \"", owner, "\" but queue \"", queue,
+      "\" is on master \"", self(), "\": a queue's ", what, " must be a queue on the same master "
+      "(use one placed on \"", self(), "\", or one not used yet; docs/CLUSTER.md)"));
 }
 
 void QueueRouter::Forget(const std::string& queue) {
-  {
-    MutexLock lock(&mu_);
-    owned_.erase(queue);
-  }
+  // etcd first: a refresh that read the placement before it went started
+  // before the count below changed, and does not take the queue back.
   if (absl::Status s = placement_.Forget(queue); !s.ok()) {
     LogWarning("cluster: queue \"%s\" deleted, but its placement stays in etcd: %s", queue,
                s.message());
   }
+  MutexLock lock(&mu_);
+  owned_.erase(queue);
+  ++forgets_;
 }
 
 v1::GetClusterResponse QueueRouter::Describe() const {

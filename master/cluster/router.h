@@ -67,11 +67,15 @@ class QueueRouter {
   // OK: the task was made here (or before cluster mode, or its node is
   // unknown: the engine answers); else the redirect to its node's master.
   absl::Status ForTask(uint64_t task_id);
-  // Where results for a task of a queue served here may go: OK if
-  // `reply_to` is owned here or was not placed (it is claimed for this
-  // master now); FAILED_PRECONDITION naming both masters if it is
-  // elsewhere; UNAVAILABLE if it cannot be placed.
-  absl::Status ForReplyTo(const std::string& queue, const std::string& reply_to);
+  // A queue a queue served here sends to — `what` is "reply_to" (results)
+  // or "dead_letter" — must be on this master too (the master stores the
+  // task and what it sends in one local step): OK if `other` is owned here
+  // or was not placed (it is claimed for this master now);
+  // FAILED_PRECONDITION naming both masters if it is elsewhere (no
+  // QueueOwner: following would not help); UNAVAILABLE if it cannot be
+  // placed.
+  absl::Status ForSameMaster(const std::string& queue, const std::string& other,
+                             const char* what = "reply_to");
   // The queue was deleted here: its placement goes (etcd errors logged).
   void Forget(const std::string& queue);
 
@@ -105,6 +109,9 @@ class QueueRouter {
   absl::flat_hash_map<std::string, std::string> others_ ABSL_GUARDED_BY(mu_);  // queue -> owner
   absl::flat_hash_map<std::string, MasterInfo> live_ ABSL_GUARDED_BY(mu_);      // by name
   absl::flat_hash_map<uint32_t, std::string> nodes_ ABSL_GUARDED_BY(mu_);       // node -> name
+  // Counts Forget calls: a refresh that read etcd before one does not
+  // take the forgotten queue back as owned.
+  uint64_t forgets_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread refresher_;
 };
