@@ -89,8 +89,10 @@ int RunStatus(const GlobalOptions& globals, bool json) {
   }
   for (const MasterView& m : view->masters) {
     if (!m.queues.ok()) {
-      PrintError(absl::StrCat("master ", m.master.name(), " (", m.master.address(),
-                              "): ", m.queues.status().message()));
+      // (A down master's own error names it already.)
+      PrintError(m.master.up() ? absl::StrCat("master ", m.master.name(), " (",
+                                              m.master.address(), "): ", m.queues.status().message())
+                               : std::string(m.queues.status().message()));
     }
   }
   return kExitOk;

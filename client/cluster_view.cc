@@ -7,6 +7,11 @@
 #include "absl/strings/str_cat.h"
 
 namespace taskq::cli {
+namespace {
+
+constexpr absl::Duration kPerMasterTimeout = absl::Seconds(5);
+
+}  // namespace
 
 absl::StatusOr<ClusterView> LoadClusterView(Client& client, uint32_t page_size) {
   auto cluster = client.GetCluster();
@@ -29,7 +34,11 @@ absl::StatusOr<ClusterView> LoadClusterView(Client& client, uint32_t page_size) 
       if (!master.up() || master.address().empty()) {
         entry.queues = absl::UnavailableError(absl::StrCat("master ", master.name(), " is down"));
       } else {
-        entry.queues = client.At(master.address())->ListQueues(page_size);
+        // Registered but maybe just killed (its lease not lapsed yet): a
+        // few seconds of retrying, not the caller's whole --retry-for.
+        entry.queues = client.At(master.address())
+                           ->WithOptions({.call_timeout = kPerMasterTimeout})
+                           ->ListQueues(page_size);
       }
       view.masters.push_back(std::move(entry));
     }

@@ -93,8 +93,8 @@ int RunList(const GlobalOptions& globals, uint32_t page_size, bool json) {
   absl::flat_hash_set<std::string> seen;
   for (MasterView& m : view->masters) {
     if (!m.queues.ok()) {
-      PrintError(absl::StrCat("queues of master ", m.master.name(), " (", m.master.address(),
-                              ") not listed: ", m.queues.status().message()));
+      PrintError(absl::StrCat("queues of master ", m.master.name(), " not listed: ",
+                              m.queues.status().message()));
       continue;
     }
     for (v1::QueueStats& q : *m.queues) {

@@ -18,7 +18,7 @@ import random
 import stat
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import grpc
 from google.protobuf import text_format
@@ -33,6 +33,15 @@ MAX_TOKEN_BYTES = 4096
 MAX_JOIN_BUNDLE_BYTES = 256 * 1024
 # gRPC's message limit on both sides (common/limits.h: kMaxGrpcMessageBytes).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Cluster mode (docs/CLUSTER.md): most redirects one call follows, and
+# where a refusal names the queue's (or task's) owner.
+MAX_REDIRECTS = 3
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+MAX_REMEMBERED_QUEUES = 100_000
+# Calls about the master itself (not a queue or task): only the given one.
+_MASTER_CALLS = frozenset({"ListQueues", "ListWorkers", "CreateCredential", "ListCredentials",
+                           "RevokeCredential", "GetCluster"})
 
 # How a call is sent again after UNAVAILABLE (common/call_retry.h):
 RETRY_ALWAYS = "always"  # idempotent: reads, lease gets, acks, keyed puts
@@ -135,6 +144,52 @@ def _tls_refused(details: str) -> bool:
         "SSL_ERROR_SSL", "WRONG_VERSION_NUMBER", "wrong version number"))
 
 
+def owner_of(error: grpc.RpcError) -> "Optional[pb.QueueOwner]":
+    """The QueueOwner a cluster master's refusal names (in the
+    grpc-status-details-bin trailer: an RpcStatus holding an Any of
+    taskq.v1.QueueOwner), or None."""
+    try:
+        trailers = error.trailing_metadata() or ()
+    except Exception:  # not a call error (e.g. a channel closed)
+        return None
+    for key, value in trailers:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = pb.RpcStatus()
+        try:
+            status.ParseFromString(value)
+        except Exception:
+            return None
+        for detail in status.details:
+            if detail.Is(pb.QueueOwner.DESCRIPTOR):
+                owner = pb.QueueOwner()
+                detail.Unpack(owner)
+                return owner
+    return None
+
+
+def node_of(task_id: int) -> int:
+    """The node number in a task id's top 16 bits (0: a single master's id)."""
+    return (task_id >> 48) & 0xFFFF
+
+
+def _route_of(method: str, request: Any) -> "Optional[tuple]":
+    """Which master a call is for: ("queue", name), ("node", number), or
+    None (the master this connection was given)."""
+    if method in _MASTER_CALLS:
+        return None
+    if method == "CreateQueue":
+        return ("queue", request.config.name)
+    if method == "Ack":
+        return ("node", node_of(request.leases[0].task_id)) if request.leases else None
+    fields = request.DESCRIPTOR.fields_by_name
+    if "queue" in fields and request.queue:
+        return ("queue", request.queue)
+    if "task_id" in fields and request.task_id:
+        return ("node", node_of(request.task_id))
+    return None
+
+
 def retry_backoff(attempt: int) -> float:
     """Seconds to wait before retry `attempt` (1, 2, ...): 100 ms doubling to
     2 s, with jitter (50-100%)."""
@@ -150,7 +205,8 @@ class Connection:
     """
 
     def __init__(self, channel: grpc.Channel, token: str, address: str, *,
-                 retry_for: float = 30.0):
+                 retry_for: float = 30.0,
+                 dial: Optional[Callable[[str], grpc.Channel]] = None):
         self.channel = channel
         self.address = address
         self.retry_for = retry_for
@@ -159,6 +215,15 @@ class Connection:
         self._lock = threading.Lock()
         self._unreachable = False  # guarded by _lock: a notice was logged
         self._closed = False
+        # Cluster mode: channels to the other masters (made by `dial` as
+        # this one was), queue -> owner's address, node -> address. All
+        # guarded by _lock; the maps are hints (a wrong entry costs a
+        # redirect).
+        self._dial = dial or grpc.insecure_channel
+        self._channels: Dict[str, tuple] = {address: (channel, self.stub)}
+        self._queue_addresses: Dict[str, str] = {}
+        self._node_addresses: Dict[int, str] = {}
+        self._nodes_loaded = False
 
     # -- plumbing --------------------------------------------------------
     @property
@@ -178,21 +243,36 @@ class Connection:
         notice goes to the "taskq" logger when the master becomes unreachable
         and when it is back. Any other failure raises TaskqError at once.
         """
-        rpc = getattr(self.stub, method)
+        route = _route_of(method, request)
         window = self.retry_for if retry_for is None else retry_for
         deadline = None if timeout is None else time.monotonic() + timeout
         first_failure: Optional[float] = None
         attempt = 0
+        address = self._resolve(route)
+        hops = 0
         while True:
+            channel, stub = self._channel_at(address)
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            owner = None
             try:
-                response = rpc(request, timeout=left, metadata=self._metadata)
+                response = getattr(stub, method)(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as e:
                 code, details = TaskqError.from_rpc_error(e).args_pair()
+                owner = owner_of(e)
             else:
                 if first_failure is not None:
                     self._notice_reachable()
                 return response
+            if owner is not None:
+                # Cluster mode: another master owns it. Follow a redirect;
+                # an owner that is down is the caller's to hear at once.
+                if (code == grpc.StatusCode.FAILED_PRECONDITION and not owner.down and
+                        owner.address and hops < MAX_REDIRECTS):
+                    self._learn(route, owner.address)
+                    address = owner.address
+                    hops += 1
+                    continue
+                raise TaskqError(code, details, owner=owner)
             # Decided outside the except clause, and the error made only
             # when raised: an exception kept in a local of this frame would
             # form a cycle with its own traceback, keeping the callers'
@@ -205,6 +285,10 @@ class Connection:
             cut = code == grpc.StatusCode.CANCELLED and not self._closed
             if (code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(details):
                 raise TaskqError(code, details)
+            if address != self.address:
+                # A remembered owner out of reach: ask the given master
+                # next time (the queue may have moved, or its owner be down).
+                self._forget(route)
             if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
                                         (cut or not _not_carried_out(details))):
                 raise TaskqError(code, details)
@@ -218,14 +302,120 @@ class Connection:
                 # Its connection stays up until its shutdown is over, and a
                 # call sent on it meanwhile is refused or cut: wait until it
                 # closes, so the next try reaches the master that comes back.
-                self._wait_master_gone(None if deadline is None else deadline - now)
+                self._wait_master_gone(channel, None if deadline is None else deadline - now)
             attempt += 1
             wait = retry_backoff(attempt)
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
-            self.wait_ready(wait)
+            self._wait_ready(channel, wait)
+            address = self._resolve(route)
+            hops = 0
 
-    def _wait_master_gone(self, timeout: Optional[float]) -> None:
+    # -- cluster routing (docs/CLUSTER.md) --------------------------------
+    def _channel_at(self, address: str) -> tuple:
+        """(channel, stub) for `address`, made on first use."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("the connection is closed")
+            entry = self._channels.get(address)
+            if entry is None:
+                channel = self._dial(address)
+                entry = (channel, pb_grpc.TaskQueueStub(channel))
+                self._channels[address] = entry
+            return entry
+
+    def _resolve(self, route: Optional[tuple]) -> str:
+        """The address to try first for `route`."""
+        if route is None:
+            return self.address
+        kind, key = route
+        with self._lock:
+            if kind == "queue":
+                return self._queue_addresses.get(key, self.address)
+            if key == 0:
+                return self.address  # a single master's id
+            found = self._node_addresses.get(key)
+            loaded = self._nodes_loaded
+        if found is None and not loaded:
+            # First call by a clustered id: learn the nodes (once; again
+            # after a redirect showed the map is out of date).
+            try:
+                self.cluster()
+            except TaskqError:
+                pass
+            with self._lock:
+                found = self._node_addresses.get(key)
+        return found or self.address
+
+    def _learn(self, route: Optional[tuple], address: str) -> None:
+        if route is None:
+            return
+        kind, key = route
+        with self._lock:
+            if kind == "queue":
+                if len(self._queue_addresses) >= MAX_REMEMBERED_QUEUES:
+                    self._queue_addresses.clear()
+                self._queue_addresses[key] = address
+            elif key:
+                self._node_addresses[key] = address
+                self._nodes_loaded = False
+
+    def _forget(self, route: Optional[tuple]) -> None:
+        if route is None:
+            return
+        kind, key = route
+        with self._lock:
+            (self._queue_addresses if kind == "queue" else self._node_addresses).pop(key, None)
+
+    def stub_for(self, method: str, request: Any) -> Any:
+        """The stub of the master a call of `method` with `request` goes to
+        first (its queue's or task's master when known): for the raw async
+        calls that do not go through call()."""
+        return self._channel_at(self._resolve(_route_of(method, request)))[1]
+
+    def cluster(self) -> "pb.GetClusterResponse":
+        """The masters of the cluster, their node numbers and the queue
+        placements (GetCluster). A single master, or one from before
+        clusters: clustered = False."""
+        try:
+            response = self.call("GetCluster", pb.GetClusterRequest(), timeout=30.0)
+        except TaskqError as e:
+            if e.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            response = pb.GetClusterResponse()
+        with self._lock:
+            self._nodes_loaded = True
+            for master in response.masters:
+                if not master.node or not master.address:
+                    continue
+                if master.up:
+                    self._node_addresses[master.node] = master.address
+                else:
+                    self._node_addresses.pop(master.node, None)
+        return response
+
+    def master_of(self, queue: str, place: bool = False) -> str:
+        """The name of the master that owns `queue` ("" for a single master,
+        or a queue not placed yet). `place`: a queue not placed yet is
+        created first (default settings, as a Put would auto-create it)."""
+        cluster = self.cluster()
+        if not cluster.clustered:
+            return ""
+        for placement in cluster.placements:
+            if placement.queue == queue:
+                return placement.master
+        if not place:
+            return ""
+        try:
+            self.call("CreateQueue", pb.CreateQueueRequest(config=pb.QueueConfig(name=queue),
+                                                           exist_ok=True),
+                      timeout=30.0, retry=RETRY_ALWAYS)
+        except TaskqError as e:
+            if e.code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        return self.master_of(queue, place=False)
+
+    def _wait_master_gone(self, channel: grpc.Channel, timeout: Optional[float]) -> None:
         """Waits (up to 10 s, or `timeout`) until the channel is no longer
         connected to the master that said it is shutting down."""
         gone = threading.Event()
@@ -234,16 +424,20 @@ class Connection:
             if state != grpc.ChannelConnectivity.READY:
                 gone.set()
 
-        self.channel.subscribe(watch, try_to_connect=False)
+        channel.subscribe(watch, try_to_connect=False)
         try:
             gone.wait(10.0 if timeout is None else max(0.0, min(10.0, timeout)))
         finally:
-            self.channel.unsubscribe(watch)
+            channel.unsubscribe(watch)
 
     def wait_ready(self, timeout: float) -> bool:
         """Waits up to `timeout` s for the channel to connect; True if it did."""
+        return self._wait_ready(self.channel, timeout)
+
+    @staticmethod
+    def _wait_ready(channel: grpc.Channel, timeout: float) -> bool:
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            grpc.channel_ready_future(channel).result(timeout=timeout)
             return True
         except grpc.FutureTimeoutError:
             return False
@@ -269,7 +463,9 @@ class Connection:
             if self._closed:
                 return
             self._closed = True
-        self.channel.close()
+            channels = [channel for channel, _ in self._channels.values()]
+        for channel in channels:
+            channel.close()
 
     def __enter__(self) -> "Connection":
         return self
@@ -410,4 +606,4 @@ def connect(address: Optional[str] = None, token_file: Optional[str] = None,
                 candidate.close()
     if channel is None:
         channel = make_channel(chosen)
-    return Connection(channel, token or "", chosen, retry_for=retry_for)
+    return Connection(channel, token or "", chosen, retry_for=retry_for, dial=make_channel)

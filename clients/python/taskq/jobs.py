@@ -159,7 +159,7 @@ def submit(conn: Connection, queue: str, handler: str, payloads: Iterable[Any],
     # Encoded before the reader starts: a TypeError leaves nothing behind.
     encoded = [template.spec(item, i, "") for i, item in enumerate(items)]
     limit = _batch_limit(conn, queue)
-    reader = acquire_reader(conn, reply_to, result_lease)
+    reader = acquire_reader(conn, reply_to, result_lease, for_queue=queue)
     try:
         for spec in encoded:
             spec.reply_to = reader.queue
@@ -283,7 +283,7 @@ def map_results(conn: Connection, handler: str, iterable: Iterable[Any], *, queu
     deadline = None if timeout is None else time.monotonic() + timeout
     template = _TaskTemplate(handler, serializer, priority, headers, args, delay)
     limit = _batch_limit(conn, queue)
-    reader = acquire_reader(conn, reply_to, result_lease)
+    reader = acquire_reader(conn, reply_to, result_lease, for_queue=queue)
     results = MapIterator(conn, queue, template, iterable, reader, window, deadline, limit)
     try:
         results._fill()  # work starts now, and errors surface here

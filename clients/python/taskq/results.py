@@ -142,9 +142,10 @@ def cancel_all(futures: List[TaskFuture], timeout: float = 10.0) -> int:
         if future.done():
             continue
         try:
-            call = future._reader.conn.stub.CancelTask.future(
-                pb.CancelTaskRequest(task_id=future.task_id), timeout=timeout,
-                metadata=future._reader.conn.metadata)
+            request = pb.CancelTaskRequest(task_id=future.task_id)
+            conn = future._reader.conn
+            call = conn.stub_for("CancelTask", request).CancelTask.future(
+                request, timeout=timeout, metadata=conn.metadata)
         except ValueError:  # the connection is closed
             break
         calls.append((future, call))
@@ -480,12 +481,18 @@ def _hold_existing(conn: Connection, key: Optional[str]) -> Optional[ResultReade
 
 
 def acquire_reader(conn: Connection, reply_to: Optional[str],
-                   lease_s: float = DEFAULT_RESULT_LEASE_S) -> ResultReader:
+                   lease_s: float = DEFAULT_RESULT_LEASE_S,
+                   for_queue: Optional[str] = None) -> ResultReader:
     """The reader of `reply_to` on `conn` (None: the connection's private
     `_results.<random>` queue, created here), started and held for a
     submission: call `release()` when done submitting."""
+    # Cluster mode: a task's results stay on its queue's master
+    # (docs/CLUSTER.md), so the private queue is one per master, made on
+    # the master of `for_queue`.
+    on = conn.master_of(for_queue, place=True) if reply_to is None and for_queue else ""
+    key: Any = ("@", on) if on else reply_to
     with _registry_lock:
-        reader = _hold_existing(conn, reply_to)
+        reader = _hold_existing(conn, key)
         if reader is not None:
             return reader
     queue = reply_to
@@ -495,14 +502,14 @@ def acquire_reader(conn: Connection, reply_to: Optional[str],
         # on the queue it made (the name is random: nobody else's). Made
         # before any task names it, so a producer credential owns it.
         conn.call("CreateQueue", pb.CreateQueueRequest(config=pb.QueueConfig(name=queue),
-                                                       exist_ok=True),
+                                                       exist_ok=True, on=on),
                   timeout=30.0, retry=RETRY_ALWAYS)
     with _registry_lock:
-        reader = _hold_existing(conn, reply_to)
+        reader = _hold_existing(conn, key)
         if reader is None:
             reader = ResultReader(conn, queue, private=reply_to is None, lease_s=lease_s)
             reader._holds = 1
-            _readers.setdefault(conn, {})[reply_to] = reader
+            _readers.setdefault(conn, {})[key] = reader
             reader.start()
             return reader
     # Another thread made the private queue meanwhile: ours goes.
