@@ -35,6 +35,8 @@ TEST(WorkerMetrics, SeriesFollowTasksAndAMasterRestart) {
   const int port = HttpPort(worker, port_file);
   ASSERT_GT(port, 0);
   EXPECT_EQ(Metric(port, "taskq_worker_connected"), 1);
+  EXPECT_EQ(Metric(port, "taskq_worker_master_connected{master=\"" + cluster.address() + "\"}"),
+            1);
   EXPECT_EQ(Metric(port, "taskq_worker_reconnects_total"), 0);
   EXPECT_GE(Metric(port, "taskq_worker_credits_granted_total"), 4);
 

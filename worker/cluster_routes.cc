@@ -26,7 +26,10 @@ std::map<WorkRoute, std::vector<std::string>> GroupQueuesByOwner(
     WorkRoute route{seed, ""};
     if (auto placed = owner_of.find(q); placed != owner_of.end()) {
       auto m = masters.find(placed->second);
-      if (m != masters.end() && m->second->up() && !m->second->address().empty()) {
+      if (placed->second == cluster.self()) {
+        // The master given, by the address we reach it at (which may not be
+        // the one it advertises): one stream to it, not two.
+      } else if (m != masters.end() && m->second->up() && !m->second->address().empty()) {
         route.address = m->second->address();
       } else {
         route.parked_for = placed->second;

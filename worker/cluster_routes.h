@@ -34,7 +34,8 @@ struct WorkRoute {
 };
 
 // The worker's queues grouped by route, from GetCluster's answer at `seed`:
-// a placed queue goes to its owner's address when the owner is up, is
+// a placed queue goes to its owner's address when the owner is up (`seed`
+// when the owner is the master that answered), is
 // parked at `seed` when the owner is down; a queue not placed yet goes to
 // `seed` (its first Work stream places it, and a redirect moves it). Not
 // clustered: every queue at `seed`. Order of queues is kept.

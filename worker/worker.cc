@@ -60,6 +60,10 @@ constexpr absl::Duration kCycleWait = absl::Seconds(30);
 // Refusals that move a queue are retried at once this many times in a
 // row; then with backoff (two masters disagreeing about an owner).
 constexpr int kMaxQuickMoves = 16;
+// A stream whose master was not reached this many times in a row asks the
+// master given for the map again (its queues' owner may be down, or back
+// on another address).
+constexpr int kUnreachableBeforeAsking = 3;
 // Results per message stop here; the rest go in the next one.
 constexpr size_t kMaxBatchBytes = 4 << 20;
 // Sanity bounds for thread counts.
@@ -310,10 +314,37 @@ bool Worker::EndLoop(Link* link) {
   return --loops_running_ == 0;
 }
 
+rt::Task<bool> Worker::Reroute(Link* link, const std::string& token) {
+  auto stub = v1::TaskQueue::NewStub(seed_channel_);
+  v1::GetClusterResponse cluster = co_await AskCluster(stub.get(), token);
+  if (!cluster.clustered()) co_return false;
+  std::vector<Link*> to_spawn;
+  bool moved = false;
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) co_return false;
+    auto groups = GroupQueuesByOwner(cluster, link->queues, options_.connect.master);
+    for (const auto& [route, queues] : groups) {
+      if (route == link->route) continue;
+      Link* target = LinkFor(route);
+      for (const std::string& q : queues) {
+        link->queues.erase(std::find(link->queues.begin(), link->queues.end(), q));
+        LogInfo("taskq-worker %s: queue %s moves from the stream to %s to %s (cluster map)",
+                options_.id, q, link->route.Key(), route.Key());
+        if (AddQueue(target, q)) to_spawn.push_back(target);
+        moved = true;
+      }
+    }
+  }
+  SpawnLoops(to_spawn, token);
+  co_return moved;
+}
+
 rt::Task<void> Worker::LinkLoop(Link* link, std::string token) {
   const std::string& master = link->route.address;
   Backoff backoff;
   int quick_moves = 0;  // refusals that moved a queue, since the last healthy session
+  int unreachable = 0;  // attempts in a row that reached no master
   bool last = false;      // this was the last loop running
   for (;;) {
     {
@@ -352,6 +383,15 @@ rt::Task<void> Worker::LinkLoop(Link* link, std::string token) {
     if (result.healthy) {
       backoff.Reset();
       quick_moves = 0;
+    }
+    unreachable = !result.connected && !moved && absl::IsUnavailable(result.status) &&
+                          RefusedQueue(result.status).empty()
+                      ? unreachable + 1
+                      : 0;
+    if (unreachable >= kUnreachableBeforeAsking && master != options_.connect.master) {
+      // Its master may be down for good or back elsewhere: the master
+      // given knows where the queues are now.
+      if (co_await Reroute(link, token)) continue;
     }
     // A moved queue or a new queue set: try again at once (a few times, in
     // case two masters disagree about an owner).
@@ -658,6 +698,8 @@ bool Worker::TakeOutbox(Link& link, bool first, v1::WorkRequest* request) {
   bool any = false;
   if (first) {
     link.started = link.queues;
+    link.cycle = false;  // a queue added before the Start is in it
+    link.cycle_deadline = absl::InfiniteFuture();
     auto* start = request->mutable_start();
     for (const auto& q : link.started) start->add_queues(q);
     start->set_worker_id(options_.id);

@@ -9,6 +9,15 @@
 // doubling to 5 s, jittered); tasks whose stream died are stopped and
 // their results dropped, because the master took their leases back.
 //
+// Cluster mode (docs/CLUSTER.md, "Workers"): Run() first asks the master
+// given for the cluster map (GetCluster); without one (a single master, an
+// older one, or no answer) everything is as above. In a cluster it holds
+// one such stream per master (a Link), each naming only that master's
+// queues, with its own reconnect backoff; a stream refused with a redirect
+// moves the named queue to its owner's stream (worker/cluster_routes.h).
+// `concurrency` slots are shared by all streams; each stream grants up to
+// concurrency + prefetch credits of its own.
+//
 // Fencing (docs/WORKER.md, "Failure detection"): a task stops no later than
 // the master may hand it to another worker. The channel's keepalive ends a
 // stream whose link died within 2 x keepalive (default 2 s: within 4 s,
@@ -87,7 +96,8 @@ inline ConnectOptions DefaultWorkerConnectOptions() {
 }
 
 struct WorkerOptions {
-  // The master, token, TLS, connect timeout and keepalive (kMinKeepalive to
+  // The master (in a cluster: any of its masters), token, TLS, connect
+  // timeout and keepalive (kMinKeepalive to
   // kMaxKeepalive; the connect timeout kMinConnectTimeout to
   // kMaxConnectTimeout).
   ConnectOptions connect = DefaultWorkerConnectOptions();
@@ -238,6 +248,10 @@ class Worker {
   // The seed master's cluster map (clustered=false if it has none, is an
   // older master or cannot be asked now).
   rt::Task<v1::GetClusterResponse> AskCluster(v1::TaskQueue::Stub* stub, const std::string& token);
+  // Moves `link`'s queues where the seed master's map says they are now
+  // (their owner's address, or parked when it is down).
+  // True if any moved.
+  rt::Task<bool> Reroute(Link* link, const std::string& token);
   // One stream's connect / reconnect loop, until stopping or its queues
   // moved elsewhere.
   rt::Task<void> LinkLoop(Link* link, std::string token);
