@@ -193,11 +193,20 @@ TEST(TestNetworkCleanup, LeftoversOfADeadRunAreSwept) {
   sleeper.name = "sleeper";
   auto s = Process::Start(sleeper);
   ASSERT_TRUE(s.ok());
+  // It is inside once it has joined the namespace (before or after it has
+  // become `sleep`: the sweep must kill it either way). A deadline, not a
+  // pause: `ip netns exec` can take seconds on a loaded machine (it once
+  // missed a 10 s wait for "sleep" under a parallel ctest run).
+  std::error_code ec;
+  const auto our_net = std::filesystem::read_symlink("/proc/self/ns/net", ec);
+  ASSERT_FALSE(ec) << ec.message();
   ASSERT_TRUE(WaitFor(
       [&] {
-        return ReadFile(absl::StrCat("/proc/", (*s)->pid(), "/comm")) == "sleep\n";
+        std::error_code e;
+        auto net = std::filesystem::read_symlink(absl::StrCat("/proc/", (*s)->pid(), "/ns/net"), e);
+        return !e && net != our_net;
       },
-      absl::Seconds(10)));
+      absl::Seconds(60)));
 
   auto net = TestNetwork::Create({"a"});
   ASSERT_TRUE(net.ok()) << net.status();
