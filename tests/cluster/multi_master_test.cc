@@ -15,7 +15,6 @@
 #include <signal.h>
 
 #include <map>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,12 +53,15 @@ std::string MissingFeature() {
   return "";
 }
 
-// The number after "KEY": in a JSON document, -1 if absent.
+// The number after "KEY": in the CLI's (compact) JSON, -1 if absent.
 long JsonNumber(const std::string& json, const std::string& key) {
-  std::smatch m;
-  if (!std::regex_search(json, m, std::regex("\"" + key + "\"\\s*:\\s*\"?(\\d+)"))) return -1;
+  const std::string field = "\"" + key + "\":";
+  const size_t at = json.find(field);
+  if (at == std::string::npos) return -1;
+  const size_t begin = at + field.size();
+  const size_t end = json.find_first_not_of("0123456789", begin);
   long n = -1;
-  return absl::SimpleAtoi(m[1].str(), &n) ? n : -1;
+  return absl::SimpleAtoi(json.substr(begin, end - begin), &n) ? n : -1;
 }
 
 // "QUEUE MASTER" lines, sorted, from `taskq cluster status --json` (the
