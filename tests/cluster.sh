@@ -3,7 +3,7 @@
 # taskq across hosts made of Linux network namespaces, with faults from
 # nftables and a delay proxy for distance. Needs root (namespaces,
 # nftables); installs what it needs (iproute2, nftables, util-linux's
-# setpriv, openssl, openssh) and builds the preset first.
+# setpriv, openssl, openssh, etcd) and builds the preset first.
 #
 #   tests/cluster.sh [--preset release|asan|debug] [-- CTEST_ARGS...]
 #                                            e.g.  tests/cluster.sh -- -R ClientCut
@@ -39,7 +39,9 @@ missing=()
 # openssh-server/-client: launcher_test runs its own sshd (on a machine with
 # systemd, installing openssh-server also enables the system's sshd:
 # `systemctl disable --now ssh` if you do not want it).
-for p in iproute2 nftables util-linux openssl openssh-server openssh-client; do
+# etcd-server/-client: multi_master_test runs etcd on a host of its own.
+for p in iproute2 nftables util-linux openssl openssh-server openssh-client etcd-server \
+  etcd-client; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
