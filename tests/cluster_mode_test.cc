@@ -36,19 +36,12 @@ class ClusterModeTest : public EtcdTest {
   void SetUp() override {
     EtcdTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    for (int i = 0; i < kMasters; ++i) {
-      absl::Status s = StartClusterMaster(m_[i], etcd_, kNames[i],
-                                          {"--cluster-ttl", absl::FormatDuration(kTtl)},
-                                          i == 0 ? nullptr : &m_[0]);
-      ASSERT_TRUE(s.ok()) << kNames[i] << ": " << s;
-      Reconnect(i);
-    }
-    token_ = conn_[0].token;
     // Every master sees the three up before the test starts placing.
-    for (int i = 0; i < kMasters; ++i) {
-      ASSERT_TRUE(WaitFor([&] { return UpCount(i) == kMasters; }, absl::Seconds(20)))
-          << kNames[i] << " does not see " << kMasters << " masters up";
-    }
+    absl::Status s = StartClusterMasters(absl::MakeSpan(m_), etcd_, {kNames, kNames + kMasters},
+                                         {"--cluster-ttl", absl::FormatDuration(kTtl)});
+    ASSERT_TRUE(s.ok()) << s;
+    for (int i = 0; i < kMasters; ++i) Reconnect(i);
+    token_ = conn_[0].token;
   }
 
   void TearDown() override {
@@ -131,16 +124,6 @@ class ClusterModeTest : public EtcdTest {
     grpc::Status s = stub_[i]->GetCluster(&ctx, v1::GetClusterRequest(), &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return resp;
-  }
-
-  int UpCount(int i) {
-    v1::GetClusterResponse resp;
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    if (!stub_[i]->GetCluster(&ctx, v1::GetClusterRequest(), &resp).ok()) return -1;
-    int up = 0;
-    for (const auto& m : resp.masters()) up += m.up();
-    return up;
   }
 
   // The master index a redirect names, by address; -1 if none.
@@ -463,7 +446,7 @@ TEST_F(ClusterModeTest, AMasterWithItsNodeNumberStartsWithoutEtcdANewOneDoesNot)
   EXPECT_TRUE(absl::StrContains(s.message(), "node number")) << s;
   etcd_.process()->Kill(SIGCONT);
   // Once etcd answers, m1 registers and the others see it up.
-  ASSERT_TRUE(WaitFor([&] { return UpCount(1) == kMasters; }, absl::Seconds(30),
+  ASSERT_TRUE(WaitFor([&] { return MastersUpAsSeenBy(m_[1]) == kMasters; }, absl::Seconds(30),
                       absl::Milliseconds(100)));
 }
 

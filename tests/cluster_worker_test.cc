@@ -42,13 +42,6 @@ class ClusterWorkerTest : public EtcdTest {
   void SetUp() override {
     EtcdTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto master_help = cluster_.Spawn("master-help", {BinPath("taskq-master"), "--help"});
-    ASSERT_NE(master_help, nullptr);
-    master_help->Wait(absl::Seconds(20));
-    if (master_help->Stdout().find("--cluster") == std::string::npos) {
-      GTEST_SKIP() << "taskq-master has no --cluster flag yet (branch i18-master: membership, "
-                      "placement and the Work stream redirect)";
-    }
     for (int i = 1; i <= 3; ++i) {
       masters_.push_back(MasterProc{absl::StrCat("m", i), "", nullptr, nullptr, 0});
       ASSERT_TRUE(StartMaster(masters_.back()).ok());

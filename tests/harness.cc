@@ -167,6 +167,19 @@ std::vector<std::string> Lines(const std::string& text) {
 
 // --- Process ---------------------------------------------------------------
 
+absl::Status RunToEnd(const std::string& output_dir, const std::string& name,
+                      std::vector<std::string> argv, absl::Duration timeout) {
+  ProcessOptions o;
+  o.argv = std::move(argv);
+  o.output_dir = output_dir;
+  o.name = name;
+  auto p = Process::Start(std::move(o));
+  if (!p.ok()) return p.status();
+  std::optional<int> rc = (*p)->Wait(timeout);
+  if (rc == 0) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(name, " failed: ", (*p)->Stderr()));
+}
+
 absl::StatusOr<std::unique_ptr<Process>> Process::Start(ProcessOptions options) {
   if (options.argv.empty()) return absl::InvalidArgumentError("empty argv");
   if (options.output_dir.empty()) return absl::InvalidArgumentError("no output_dir");

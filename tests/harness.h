@@ -125,6 +125,11 @@ class Process {
   std::optional<int> exit_status_;
 };
 
+// Runs `argv` (output in `output_dir`/`name`.out/.err) and waits up to
+// `timeout` for it to end: OK on exit 0, else INTERNAL with its stderr.
+absl::Status RunToEnd(const std::string& output_dir, const std::string& name,
+                      std::vector<std::string> argv, absl::Duration timeout = absl::Seconds(60));
+
 // What a CLI run produced.
 struct CliResult {
   int exit_code = -1;  // -1: killed because it exceeded its deadline

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "gtest/gtest.h"
+#include "taskq/v1/taskq.grpc.pb.h"
 
 namespace taskq::testing {
 std::unique_ptr<EtcdClient> EtcdServer::Client(absl::Duration call_timeout) const {
@@ -81,6 +83,37 @@ absl::Status StartClusterMaster(Cluster& master, const EtcdServer& etcd, const s
                                    "--name", name, "--advertise", "127.0.0.1:0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   return master.Start(std::move(args));
+}
+
+int MastersUpAsSeenBy(const Cluster& master) {
+  auto conn = master.Connect();
+  if (!conn.ok()) return -1;
+  auto stub = v1::TaskQueue::NewStub(conn->channel);
+  grpc::ClientContext ctx;
+  PrepareContext(&ctx, conn->token, absl::Seconds(5));
+  v1::GetClusterResponse resp;
+  if (!stub->GetCluster(&ctx, v1::GetClusterRequest(), &resp).ok()) return -1;
+  int up = 0;
+  for (const auto& m : resp.masters()) up += m.up() ? 1 : 0;
+  return up;
+}
+
+absl::Status StartClusterMasters(absl::Span<Cluster> masters, const EtcdServer& etcd,
+                                 const std::vector<std::string>& names,
+                                 const std::vector<std::string>& extra_args) {
+  for (size_t i = 0; i < masters.size(); ++i) {
+    absl::Status s = StartClusterMaster(masters[i], etcd, names[i], extra_args,
+                                        i == 0 ? nullptr : &masters[0]);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(names[i], ": ", s.message()));
+  }
+  const int n = static_cast<int>(masters.size());
+  for (size_t i = 0; i < masters.size(); ++i) {
+    if (!WaitFor([&] { return MastersUpAsSeenBy(masters[i]) == n; }, absl::Seconds(20))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(names[i], " does not see ", n, " masters up within 20 s"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace taskq::testing

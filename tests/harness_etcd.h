@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "common/etcd_client.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
@@ -44,6 +45,17 @@ class EtcdServer {
 absl::Status StartClusterMaster(Cluster& master, const EtcdServer& etcd, const std::string& name,
                                 std::vector<std::string> extra_args = {},
                                 const Cluster* token_from = nullptr);
+
+// How many masters `master` sees up (GetCluster with its token); -1 if it
+// does not answer.
+int MastersUpAsSeenBy(const Cluster& master);
+
+// Starts masters[i] as names[i] in `etcd`'s cluster (StartClusterMaster,
+// each with masters[0]'s token) and waits until every one sees them all up,
+// so a test can place queues on any of them.
+absl::Status StartClusterMasters(absl::Span<Cluster> masters, const EtcdServer& etcd,
+                                 const std::vector<std::string>& names,
+                                 const std::vector<std::string>& extra_args = {});
 
 // A fixture with a started etcd and a client of it; skips the test when
 // etcd-server is not installed.

@@ -99,15 +99,7 @@ absl::Status MultiMasterCluster::Create(Options options) {
 }
 
 absl::Status MultiMasterCluster::RunToEnd(const std::string& name, std::vector<std::string> argv) {
-  ProcessOptions o;
-  o.argv = std::move(argv);
-  o.output_dir = dir();
-  o.name = name;
-  auto p = Process::Start(std::move(o));
-  if (!p.ok()) return p.status();
-  std::optional<int> rc = (*p)->Wait(absl::Seconds(60));
-  if (rc == 0) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(name, " failed: ", (*p)->Stderr()));
+  return taskq::testing::RunToEnd(dir(), name, std::move(argv));
 }
 
 absl::Status MultiMasterCluster::MakeCertificates() {

@@ -32,27 +32,6 @@ namespace {
 constexpr int kMasters = 3;
 
 // What the binaries of this build lack for these tests ("" if nothing).
-std::string MissingFeature() {
-  auto help = [](std::vector<std::string> argv) {
-    TempDir dir;
-    ProcessOptions o;
-    o.argv = std::move(argv);
-    o.output_dir = dir.path();
-    o.name = "help";
-    auto p = Process::Start(o);
-    if (!p.ok()) return std::string();
-    (*p)->Wait(absl::Seconds(30));
-    return (*p)->Stdout() + (*p)->Stderr();
-  };
-  if (!absl::StrContains(help({BinPath("taskq-master"), "--help"}), "--cluster")) {
-    return "taskq-master has no --cluster (the master side of issue 18, branch i18-master)";
-  }
-  if (!absl::StrContains(help({BinPath("taskq"), "queue", "create", "--help"}), "--on")) {
-    return "taskq queue create has no --on (the client side of issue 18, branch i18-client)";
-  }
-  return "";
-}
-
 // The number after "KEY": in the CLI's (compact) JSON, -1 if absent.
 long JsonNumber(const std::string& json, const std::string& key) {
   const std::string field = "\"" + key + "\":";
@@ -89,7 +68,6 @@ class MultiMasterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (std::string why = MultiMasterCluster::WhyUnavailable(); !why.empty()) GTEST_SKIP() << why;
-    if (std::string why = MissingFeature(); !why.empty()) GTEST_SKIP() << why;
     MultiMasterCluster::Options o;
     o.masters = kMasters;
     o.workers = 3;
