@@ -162,27 +162,10 @@ std::unique_ptr<Process> MultiMasterCluster::Spawn(const std::string& host,
                                                    std::vector<std::string> argv,
                                                    std::map<std::string, std::string> env,
                                                    const CpuQuota* quota) {
-  ProcessOptions o;
-  o.argv = net_->Wrap(host, std::move(argv));
+  std::vector<std::string> wrapped = net_->Wrap(host, std::move(argv));
   // The cgroup is entered before the namespace: the whole chain is limited.
-  if (quota != nullptr) o.argv = quota->Wrap(std::move(o.argv));
-  o.env = {
-      {"HOME", HostDir(host)},
-      {"XDG_CONFIG_HOME", HostDir(host) + "/.config"},
-      {"TASKQ_MASTER", ""},
-      {"TASKQ_TOKEN_FILE", ""},
-      {"TASKQ_TLS_CA", ""},
-      {"TASKQ_JOIN", ""},
-  };
-  for (auto& [k, v] : env) o.env[k] = v;
-  o.output_dir = dir();
-  o.name = name;
-  auto p = Process::Start(std::move(o));
-  if (!p.ok()) {
-    ADD_FAILURE() << p.status();
-    return nullptr;
-  }
-  return *std::move(p);
+  if (quota != nullptr) wrapped = quota->Wrap(std::move(wrapped));
+  return SpawnAsHost(std::move(wrapped), HostDir(host), std::move(env), dir(), name);
 }
 
 absl::Status MultiMasterCluster::StartEtcd() {

@@ -120,21 +120,21 @@ absl::Status NetnsCluster::MakeCertificates() {
   return absl::OkStatus();
 }
 
-std::unique_ptr<Process> NetnsCluster::Spawn(const std::string& host, const std::string& name,
-                                             std::vector<std::string> argv,
-                                             std::map<std::string, std::string> env) {
+std::unique_ptr<Process> SpawnAsHost(std::vector<std::string> argv, const std::string& host_dir,
+                                     std::map<std::string, std::string> env,
+                                     const std::string& output_dir, const std::string& name) {
   ProcessOptions o;
-  o.argv = net_->Wrap(host, std::move(argv));
+  o.argv = std::move(argv);
   o.env = {
-      {"HOME", HostDir(host)},
-      {"XDG_CONFIG_HOME", HostDir(host) + "/.config"},
+      {"HOME", host_dir},
+      {"XDG_CONFIG_HOME", host_dir + "/.config"},
       {"TASKQ_MASTER", ""},
       {"TASKQ_TOKEN_FILE", ""},
       {"TASKQ_TLS_CA", ""},
       {"TASKQ_JOIN", ""},
   };
   for (auto& [k, v] : env) o.env[k] = v;
-  o.output_dir = dir();
+  o.output_dir = output_dir;
   o.name = name;
   auto p = Process::Start(std::move(o));
   if (!p.ok()) {
@@ -142,6 +142,12 @@ std::unique_ptr<Process> NetnsCluster::Spawn(const std::string& host, const std:
     return nullptr;
   }
   return *std::move(p);
+}
+
+std::unique_ptr<Process> NetnsCluster::Spawn(const std::string& host, const std::string& name,
+                                             std::vector<std::string> argv,
+                                             std::map<std::string, std::string> env) {
+  return SpawnAsHost(net_->Wrap(host, std::move(argv)), HostDir(host), std::move(env), dir(), name);
 }
 
 absl::Status NetnsCluster::StartMaster(std::vector<std::string> extra, absl::Duration timeout) {

@@ -35,6 +35,15 @@
 
 namespace taskq::testing {
 
+// Starts `argv` (already wrapped to run on a host) as a program of the host
+// whose directory is `host_dir`: HOME there, no TASKQ_* settings inherited
+// from the test's environment, then `env`. Output goes to
+// `output_dir`/`name`.out/.err. nullptr (and a test failure) if it cannot
+// be spawned.
+std::unique_ptr<Process> SpawnAsHost(std::vector<std::string> argv, const std::string& host_dir,
+                                     std::map<std::string, std::string> env,
+                                     const std::string& output_dir, const std::string& name);
+
 class NetnsCluster {
  public:
   static constexpr int kMasterPort = 5000;
