@@ -63,11 +63,36 @@ int DecodeWaitStatus(int status) {
   return -1;
 }
 
+}  // namespace
+
 std::string Tail(const std::string& text, size_t n) {
   return text.size() <= n ? text : "..." + text.substr(text.size() - n);
 }
 
-}  // namespace
+void DumpStderr(const char* tag, Process* p) {
+  if (p == nullptr) return;
+  std::cerr << "[" << tag << "] ---- " << p->name() << " (pid " << p->pid() << ", exit "
+            << (p->exit_status() ? std::to_string(*p->exit_status()) : "?") << ") stderr ----\n"
+            << Tail(p->Stderr(), 6000) << "\n";
+}
+
+CliResult FinishCli(Process& p, absl::Time start, absl::Duration timeout, const std::string& what) {
+  CliResult r;
+  std::optional<int> status = p.Wait(timeout);
+  r.elapsed = absl::Now() - start;
+  if (!status.has_value()) {
+    p.Kill(SIGKILL);
+    p.Wait(kReapTimeout);
+    r.timed_out = true;
+    ADD_FAILURE() << "taskq " << what << " still running after " << absl::FormatDuration(timeout)
+                  << "; killed";
+  } else {
+    r.exit_code = *status;
+  }
+  r.out = p.Stdout();
+  r.err = p.Stderr();
+  return r;
+}
 
 std::string BinDir() { return TASKQ_BIN_DIR; }
 std::string BinPath(const std::string& name) { return BinDir() + "/" + name; }
@@ -380,13 +405,7 @@ Cluster::~Cluster() {
 
 void Cluster::DumpLogsIfFailed() {
   if (!::testing::Test::HasFailure()) return;
-  auto dump = [](Process* p) {
-    if (p == nullptr) return;
-    std::cerr << "[harness] ---- " << p->name() << " (pid " << p->pid() << ", exit "
-              << (p->exit_status() ? std::to_string(*p->exit_status()) : "?")
-              << ") stderr ----\n"
-              << Tail(p->Stderr(), 6000) << "\n";
-  };
+  auto dump = [](Process* p) { DumpStderr("harness", p); };
   for (auto& m : old_masters_) dump(m.get());
   dump(master_.get());
   for (auto& w : workers_) dump(w.get());
@@ -530,20 +549,7 @@ CliResult Cluster::RunCli(std::vector<std::string> argv, const std::string& stdi
   std::string what = absl::StrJoin(argv.begin() + 1, argv.end(), " ");
   auto p = Spawn(NextName("cli"), std::move(argv), stdin_data);
   if (!p) return r;
-  std::optional<int> status = p->Wait(timeout);
-  r.elapsed = absl::Now() - start;
-  if (!status.has_value()) {
-    p->Kill(SIGKILL);
-    p->Wait(kReapTimeout);
-    r.timed_out = true;
-    ADD_FAILURE() << "taskq " << what << " still running after "
-                  << absl::FormatDuration(timeout) << "; killed";
-  } else {
-    r.exit_code = *status;
-  }
-  r.out = p->Stdout();
-  r.err = p->Stderr();
-  return r;
+  return FinishCli(*p, start, timeout, what);
 }
 
 CliResult Cluster::Cli(std::vector<std::string> args, const std::string& stdin_data,

@@ -130,6 +130,14 @@ class Process {
 absl::Status RunToEnd(const std::string& output_dir, const std::string& name,
                       std::vector<std::string> argv, absl::Duration timeout = absl::Seconds(60));
 
+// The last `n` characters of `text` ("..." before them if cut).
+std::string Tail(const std::string& text, size_t n);
+
+// Prints `p`'s stderr (its last 6000 characters) to the test log under
+// `tag`, e.g. after a failure; nothing for null.
+class Process;
+void DumpStderr(const char* tag, Process* p);
+
 // What a CLI run produced.
 struct CliResult {
   int exit_code = -1;  // -1: killed because it exceeded its deadline
@@ -138,6 +146,11 @@ struct CliResult {
   absl::Duration elapsed;
   bool timed_out = false;
 };
+
+// Waits up to `timeout` for the CLI run `p` (started at `start`; `what`
+// names it in a failure) and collects what it produced; one still running
+// then is killed and fails the test.
+CliResult FinishCli(Process& p, absl::Time start, absl::Duration timeout, const std::string& what);
 // For gtest messages: "exit=N\nstdout:...\nstderr:...".
 std::string Describe(const CliResult& r);
 

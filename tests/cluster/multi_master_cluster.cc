@@ -22,9 +22,6 @@ namespace {
 
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 
-std::string Tail(const std::string& text, size_t n) {
-  return text.size() <= n ? text : "..." + text.substr(text.size() - n);
-}
 
 bool EtcdInstalled() { return ::access("/usr/bin/etcd", X_OK) == 0; }
 
@@ -434,20 +431,7 @@ CliResult MultiMasterCluster::Cli(std::vector<std::string> args, int master,
   const absl::Time start = absl::Now();
   auto p = StartCli(std::move(args), master, host);
   if (!p) return r;
-  std::optional<int> status = p->Wait(timeout);
-  r.elapsed = absl::Now() - start;
-  if (!status.has_value()) {
-    p->Kill(SIGKILL);
-    p->Wait(kStopGrace);
-    r.timed_out = true;
-    ADD_FAILURE() << "taskq " << Tail(what, 300) << " on " << host << " still running after "
-                  << absl::FormatDuration(timeout) << "; killed";
-  } else {
-    r.exit_code = *status;
-  }
-  r.out = p->Stdout();
-  r.err = p->Stderr();
-  return r;
+  return FinishCli(*p, start, timeout, absl::StrCat(Tail(what, 300), " on ", host));
 }
 
 MultiMasterCluster::~MultiMasterCluster() {
@@ -467,13 +451,7 @@ MultiMasterCluster::~MultiMasterCluster() {
 
 void MultiMasterCluster::DumpLogsIfFailed() {
   if (!::testing::Test::HasFailure()) return;
-  auto dump = [](Process* p) {
-    if (p == nullptr) return;
-    std::cerr << "[multi-master] ---- " << p->name() << " (pid " << p->pid() << ", exit "
-              << (p->exit_status() ? std::to_string(*p->exit_status()) : "?")
-              << ") stderr ----\n"
-              << Tail(p->Stderr(), 6000) << "\n";
-  };
+  auto dump = [](Process* p) { DumpStderr("multi-master", p); };
   dump(etcd_.get());
   for (MasterSlot& slot : masters_) {
     for (auto& old : slot.old) dump(old.get());

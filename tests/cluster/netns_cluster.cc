@@ -21,9 +21,6 @@ namespace {
 
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 
-std::string Tail(const std::string& text, size_t n) {
-  return text.size() <= n ? text : "..." + text.substr(text.size() - n);
-}
 
 absl::Status CopyFile(const std::string& from, const std::string& to, int mode) {
   std::string contents = ReadFile(from);
@@ -252,20 +249,7 @@ CliResult NetnsCluster::Cli(std::vector<std::string> args, absl::Duration timeou
   const absl::Time start = absl::Now();
   auto p = StartCli(std::move(args), host);
   if (!p) return r;
-  std::optional<int> status = p->Wait(timeout);
-  r.elapsed = absl::Now() - start;
-  if (!status.has_value()) {
-    p->Kill(SIGKILL);
-    p->Wait(kStopGrace);
-    r.timed_out = true;
-    ADD_FAILURE() << "taskq " << Tail(what, 300) << " on " << host << " still running after "
-                  << absl::FormatDuration(timeout) << "; killed";
-  } else {
-    r.exit_code = *status;
-  }
-  r.out = p->Stdout();
-  r.err = p->Stderr();
-  return r;
+  return FinishCli(*p, start, timeout, absl::StrCat(Tail(what, 300), " on ", host));
 }
 
 Process* NetnsCluster::StartDelayProxy(int port, absl::Duration one_way) {
@@ -306,13 +290,7 @@ NetnsCluster::~NetnsCluster() {
 
 void NetnsCluster::DumpLogsIfFailed() {
   if (!::testing::Test::HasFailure()) return;
-  auto dump = [](Process* p) {
-    if (p == nullptr) return;
-    std::cerr << "[netns-cluster] ---- " << p->name() << " (pid " << p->pid() << ", exit "
-              << (p->exit_status() ? std::to_string(*p->exit_status()) : "?")
-              << ") stderr ----\n"
-              << Tail(p->Stderr(), 6000) << "\n";
-  };
+  auto dump = [](Process* p) { DumpStderr("netns-cluster", p); };
   for (auto& m : old_masters_) dump(m.get());
   dump(master_.get());
   for (auto& w : workers_) dump(w.get());
