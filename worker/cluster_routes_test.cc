@@ -170,9 +170,16 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
     MutexLock lock(&mu_);
     return starts_;
   }
+  // The queues of the streams open now. A stream's handler may end a few
+  // milliseconds after the worker's next stream started, so each stream
+  // owns its own entry.
   std::vector<std::string> live_queues() {
     MutexLock lock(&mu_);
-    return live_queues_;
+    std::vector<std::string> all;
+    for (const auto& [stream, queues] : live_queues_) {
+      all.insert(all.end(), queues.begin(), queues.end());
+    }
+    return all;
   }
   int refusals() {
     MutexLock lock(&mu_);
@@ -213,6 +220,7 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
     }
     std::vector<std::string> queues(first.start().queues().begin(),
                                     first.start().queues().end());
+    int stream_number = 0;
     {
       MutexLock lock(&mu_);
       for (const std::string& q : queues) {
@@ -227,7 +235,8 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
         return ToGrpcStatus(RedirectStatus(owner));
       }
       starts_.push_back(queues);
-      live_queues_ = queues;
+      stream_number = ++streams_started_;
+      live_queues_[stream_number] = queues;
       credits_ = first.credits();
     }
     std::atomic<bool> reader_done{false};
@@ -287,7 +296,7 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
     reader.join();
     MutexLock lock(&mu_);
     for (auto& [lease, d] : leased) pending_.push_back(std::move(d));
-    live_queues_.clear();
+    live_queues_.erase(stream_number);
     return grpc::Status::OK;
   }
 
@@ -302,7 +311,8 @@ class FakeClusterMaster final : public v1::TaskQueue::Service {
   std::vector<v1::WorkRequest::Completion> completions_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::WorkResponse::Ack> acks_ ABSL_GUARDED_BY(mu_);
   std::vector<std::vector<std::string>> starts_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> live_queues_ ABSL_GUARDED_BY(mu_);
+  int streams_started_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<int, std::vector<std::string>> live_queues_ ABSL_GUARDED_BY(mu_);
   uint64_t next_task_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t credits_ ABSL_GUARDED_BY(mu_) = 0;
