@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "client/cluster_view.h"
 #include "client/json_format.h"
+#include "client/json_writer.h"
 #include "client/queue_settings.h"
 #include "client/task_format.h"
 
@@ -163,6 +164,41 @@ int RunPurge(const GlobalOptions& globals, const std::string& name) {
   return kExitOk;
 }
 
+struct MoveArgs {
+  std::string name;
+  std::string to;
+  double drain_s = 30;
+  bool json = false;
+};
+
+int RunMove(const GlobalOptions& globals, const MoveArgs& args) {
+  auto client = ConnectOrReport(globals);
+  if (!client) return kExitError;
+  v1::MoveQueueRequest request;
+  request.set_queue(args.name);
+  request.set_to(args.to);
+  request.set_drain_timeout_ms(static_cast<uint32_t>(std::llround(args.drain_s * 1000)));
+  if (request.drain_timeout_ms() == 0) request.set_drain_timeout_ms(1);
+  auto moved = client->MoveQueue(request);
+  if (!moved.ok()) return ReportError(moved.status(), CallKind::kAdmin, globals);
+  if (args.json) {
+    JsonWriter w;
+    w.BeginObject().Key("queues").BeginArray();
+    for (const std::string& q : moved->queues()) w.String(q);
+    w.EndArray().Key("to").String(args.to).Key("tasks").Uint(moved->tasks());
+    w.Key("taken_back").Uint(moved->taken_back()).Key("took_ms").Uint(moved->took_ms());
+    w.EndObject();
+    PrintLine("", w.str());
+    return kExitOk;
+  }
+  PrintFields({{"moved", absl::StrJoin(moved->queues(), ", ")},
+               {"to", args.to},
+               {"tasks", absl::StrCat(moved->tasks())},
+               {"taken_back", absl::StrCat(moved->taken_back())},
+               {"took_ms", absl::StrCat(moved->took_ms())}});
+  return kExitOk;
+}
+
 }  // namespace
 
 void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<Verb>* verbs) {
@@ -264,6 +300,29 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
                         "Delete a queue and every task in it; calls waiting on it fail");
   d->add_option("NAME", *delete_name, "Queue name")->required();
   verbs->push_back({d, [globals, delete_name] { return RunDelete(*globals, *delete_name); }});
+
+  auto move = std::make_shared<MoveArgs>();
+  CLI::App* m = AddVerb(
+      queue, "move",
+      "Cluster mode (docs/CLUSTER.md, Moving a queue): hand a queue to another master without "
+      "losing or duplicating a task or a result. The queues tied to it (its dead-letter queue, "
+      "the queues its tasks send results to, and so on) move with it. Calls on them are "
+      "refused with \"moving\" meanwhile (clients send them again); running tasks may end "
+      "for --drain seconds, the rest run again on the new master. Prints what moved");
+  m->add_option("NAME", move->name, "Queue name")->required();
+  m->add_option("--to", move->to,
+                "The master to move it to, by name (as `taskq cluster status` shows it)")
+      ->type_name("MASTER")
+      ->required();
+  m->add_option("--drain", move->drain_s,
+                "Seconds leased tasks may run to their end before they are taken back "
+                "(0.001-3600)")
+      ->check(CLI::Range(0.001, 3600.0))
+      ->capture_default_str();
+  m->add_flag("--json", move->json,
+              "Print one JSON object: {\"queues\":[...],\"to\":...,\"tasks\":N,"
+              "\"taken_back\":N,\"took_ms\":N}");
+  verbs->push_back({m, [globals, move] { return RunMove(*globals, *move); }});
 
   auto purge_name = std::make_shared<std::string>();
   CLI::App* p = AddVerb(queue, "purge",

@@ -216,21 +216,25 @@ absl::Status Client::Call(const Rpc& rpc, const Route& route, absl::Duration dea
       return status;
     }
     // A master answered that the owner is down: retrying here would only
-    // hide that (a person or a supervisor must bring it back).
-    if (QueueOwnerOf(status).has_value()) return status;
+    // hide that (a person or a supervisor must bring it back). A queue
+    // being moved is another matter: the master did nothing, and once the
+    // move ends the call is redirected to the new owner.
+    const std::optional<v1::QueueOwner> owner = QueueOwnerOf(status);
+    const bool moving = owner.has_value() && owner->moving() && retry != Retry::kNever;
+    if (owner.has_value() && !moving) return status;
     // CANCELLED that this side did not ask for: the master ended the call
     // as it stopped. Whether it was carried out is unknown, so only an
     // idempotent call is sent again.
     const bool cut = absl::IsCancelled(status) &&
                      (canceller == nullptr || !canceller->cancelled()) && retry == Retry::kAlways;
-    if (!cut && !ShouldRetry(retry, status)) return status;
+    if (!moving && !cut && !ShouldRetry(retry, status)) return status;
     grpc::Channel& channel = *routing_->pool.At(address).channel;
     if (MasterShuttingDown(status) && !WaitForMasterToGo(channel, deadline, canceller)) {
       return absl::CancelledError("call cancelled");
     }
     const absl::Duration pause = RetryBackoff(attempt);
     if (absl::Now() + pause >= deadline) return status;
-    reachability_.Unreachable(status);
+    if (!moving) reachability_.Unreachable(status);
     if (!PauseBeforeRetry(channel, pause, canceller)) {
       return absl::CancelledError("call cancelled");
     }
@@ -354,6 +358,29 @@ absl::Status Client::DeleteQueue(const std::string& queue) {
   v1::DeleteQueueResponse response;
   return Call([&](v1::TaskQueue::Stub* stub, grpc::ClientContext* c) { return stub->DeleteQueue(c, request, &response); },
               Route{queue}, options_.call_timeout, nullptr);
+}
+
+absl::StatusOr<v1::MoveQueueResponse> Client::MoveQueue(const v1::MoveQueueRequest& request) {
+  if (auto s = ValidateName("queue", request.queue()); !s.ok()) return s;
+  v1::MoveQueueResponse response;
+  // The owner answers once the move is done: the drain timeout plus time
+  // to copy.
+  const absl::Duration drain = request.drain_timeout_ms() == 0
+                                   ? absl::Seconds(30)
+                                   : absl::Milliseconds(request.drain_timeout_ms());
+  auto status = Call([&](v1::TaskQueue::Stub* stub,
+                         grpc::ClientContext* c) { return stub->MoveQueue(c, request, &response); },
+                     Route{request.queue()}, drain + std::max(options_.call_timeout, absl::Minutes(5)),
+                     nullptr);
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::Status Client::AdoptQueues(const v1::AdoptQueuesRequest& request) {
+  v1::AdoptQueuesResponse response;
+  return Call([&](v1::TaskQueue::Stub* stub,
+                  grpc::ClientContext* c) { return stub->AdoptQueues(c, request, &response); },
+              Route{}, std::max(options_.call_timeout, absl::Minutes(1)), nullptr);
 }
 
 absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& queue) {

@@ -287,6 +287,11 @@ class Client {
   // The masters, their node numbers and queue placements. From a single
   // master (or one too old to know the call): clustered = false.
   absl::StatusOr<v1::GetClusterResponse> GetCluster();
+  // Moves a queue (with the queues tied to it) to another master; sent to
+  // its owner, which answers once the move is done (admin only).
+  absl::StatusOr<v1::MoveQueueResponse> MoveQueue(const v1::MoveQueueRequest& request);
+  // Master to master, during a move: sent to this client's master only.
+  absl::Status AdoptQueues(const v1::AdoptQueuesRequest& request);
 
   // Another client over the same channel and token with other options
   // (e.g. a short call_timeout for a cleanup call).

@@ -22,7 +22,8 @@
 
 namespace taskq {
 
-// The node number in a task id's top 16 bits (0 for a single master's ids).
+// The node number in a task id's top 16 bits (0 for a single master's ids;
+// master/cluster/node_number.h assigns them).
 inline uint32_t NodeOfTask(uint64_t task_id) { return static_cast<uint32_t>(task_id >> 48); }
 
 class ClusterMap {

@@ -29,7 +29,10 @@ std::string Subject(const v1::QueueOwner& owner) {
 
 absl::Status RedirectStatus(const v1::QueueOwner& owner) {
   absl::Status status =
-      owner.down()
+      owner.moving()
+          ? absl::UnavailableError(absl::StrCat(Subject(owner), " is moving to master \"",
+                                                owner.master(), "\"; send the call again"))
+      : owner.down()
           ? absl::UnavailableError(
                 absl::StrCat(Subject(owner), ": owner ", owner.master(), " is down"))
           : absl::FailedPreconditionError(absl::StrCat(Subject(owner), " is served by master \"",

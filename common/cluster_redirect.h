@@ -6,6 +6,9 @@
 //
 //   owner up:   FAILED_PRECONDITION  queue "q" is served by master "m2" at 10.0.0.2:5000
 //   owner down: UNAVAILABLE          queue "q": owner m2 is down
+//   moving:     UNAVAILABLE          queue "q" is moving to master "m2"; send the call again
+//               (refused before anything was done; once the move ends the
+//               owner answers the first kind)
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -19,7 +22,7 @@
 
 namespace taskq {
 
-// The refusal naming `owner` (its down flag picks the code), as an
+// The refusal naming `owner` (its moving and down flags pick the code), as an
 // absl::Status whose details payload ToGrpcStatus sends on.
 absl::Status RedirectStatus(const v1::QueueOwner& owner);
 

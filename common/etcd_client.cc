@@ -145,6 +145,25 @@ absl::StatusOr<bool> EtcdClient::CompareAndSwap(const std::string& key, int64_t 
   return response.succeeded();
 }
 
+absl::StatusOr<bool> EtcdClient::CompareAndSwapAll(const std::vector<Swap>& swaps) {
+  pb::TxnRequest request;
+  for (const Swap& swap : swaps) {
+    pb::Compare* same = request.add_compare();
+    same->set_key(swap.key);
+    same->set_target(pb::Compare::MOD);
+    same->set_result(pb::Compare::EQUAL);
+    same->set_mod_revision(swap.mod_revision);
+    pb::PutRequest* put = request.add_success()->mutable_request_put();
+    put->set_key(swap.key);
+    put->set_value(swap.value);
+  }
+  pb::TxnResponse response;
+  grpc::ClientContext context;
+  Prepare(&context);
+  if (grpc::Status s = kv_->Txn(&context, request, &response); !s.ok()) return Failed("txn", s);
+  return response.succeeded();
+}
+
 absl::StatusOr<bool> EtcdClient::Delete(const std::string& key) {
   pb::DeleteRangeRequest request;
   request.set_key(key);

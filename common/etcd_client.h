@@ -65,6 +65,14 @@ class EtcdClient {
   // Writes the key only if its mod revision is still `mod_revision`.
   absl::StatusOr<bool> CompareAndSwap(const std::string& key, int64_t mod_revision,
                                       const std::string& value, int64_t lease = 0);
+  // Writes every key in one transaction, only if each one's mod revision is
+  // still the one given: all or none. False if any changed.
+  struct Swap {
+    std::string key;
+    int64_t mod_revision = 0;
+    std::string value;
+  };
+  absl::StatusOr<bool> CompareAndSwapAll(const std::vector<Swap>& swaps);
   // Deletes the key; returns whether it existed.
   absl::StatusOr<bool> Delete(const std::string& key);
 

@@ -141,6 +141,18 @@ using DoneCallback = absl::AnyInvocable<void(absl::Status)>;
 // several threads; the receiver serialises its own writes.
 using DeliverFn = std::function<void(std::vector<v1::Delivery>)>;
 
+// Queues on their way to another master: stored records, as the store
+// holds them (proto/taskq/v1/stored.proto).
+struct MovedTask {
+  uint64_t id = 0;
+  std::string record;   // StoredTask
+  std::string payload;
+};
+struct MovedQueues {
+  std::vector<std::string> queues;  // StoredQueue records
+  std::vector<MovedTask> tasks;
+};
+
 // What a delivery costs a worker stream's outbox, for the byte bound below
 // (its payload plus the rest of the message, near enough).
 inline size_t DeliveryBytes(const v1::Delivery& d) { return d.task().payload().size() + 256; }
@@ -280,6 +292,42 @@ class QueueEngine {
   // stored. Callers reply to a state-changing call only from `done`; the
   // engine's own callbacks (Put, Get, Join) already wait for it.
   virtual void WhenDurable(DoneCallback done) = 0;
+
+  // --- moving queues to another master (cluster mode, docs/CLUSTER.md) -----
+  // A master stores a task and what it sends (results, dead letters) in one
+  // local step, so a queue moves with the queues tied to it. The owner
+  // fences the group (FenceQueues), lets leases end (LeasesOn), takes the
+  // rest back (TakeBackLeases), exports (ExportQueues) and, once etcd names
+  // the target, drops its copy (DropQueues); the target ImportQueues.
+  //
+  // `queue` and every queue tied to it, transitively: its dead_letter, the
+  // queues its tasks (live or dead) send results to, the origin queues of
+  // the dead tasks it holds, and the queues tied that way to them. Names
+  // without a queue here (a reply queue not made yet) are included.
+  virtual std::vector<std::string> TiedQueues(const std::string& queue) = 0;
+  // While fenced, nothing of these queues is handed out and every call
+  // that would change them (put, get, update, purge, shutdown, delete,
+  // task done, cancel, requeue, purge dead) answers `why`; calls waiting on
+  // them end with `why` now. Leases settle as usual. Unfence lifts it.
+  virtual void FenceQueues(const std::vector<std::string>& queues, absl::Status why) = 0;
+  virtual void UnfenceQueues(const std::vector<std::string>& queues) = 0;
+  // Leases held now on tasks of these queues.
+  virtual uint64_t LeasesOn(const std::vector<std::string>& queues) = 0;
+  // Every lease on them goes back ready in its old place without counting
+  // an attempt ("moved" in its history); its holder's report is refused.
+  virtual uint64_t TakeBackLeases(const std::vector<std::string>& queues) = 0;
+  // The stored records of these (fenced, lease-free) queues and of every
+  // task they hold: ready (cold ones read back), delayed and dead.
+  virtual absl::StatusOr<MovedQueues> ExportQueues(const std::vector<std::string>& queues) = 0;
+  // Stores what ExportQueues gave (queues first, then tasks, in chunks),
+  // ids kept. `replace`: drop any copy of `group` held here first.
+  virtual absl::Status ImportQueues(const std::vector<std::string>& group, bool replace,
+                                    const MovedQueues& records) = 0;
+  // Deletes these queues and their tasks without sending any result;
+  // calls waiting on them end with `why`. Returns the ids of the tasks
+  // dropped.
+  virtual std::vector<uint64_t> DropQueues(const std::vector<std::string>& queues,
+                                           absl::Status why) = 0;
 };
 
 }  // namespace taskq

@@ -46,6 +46,8 @@ const std::vector<RpcRule>& Table() {
     {"ListCredentials",  "list credentials",           "-",                                             nullptr,            A,    D,    D,    D},
     {"RevokeCredential", "revoke credentials",         "-",                                             "credential.revoke", A,   D,    D,    D},
     {"GetCluster",       "read the cluster map",       "each listed placement (others are left out)",   nullptr,            A,    S,    S,    S},
+    {"MoveQueue",        "move queues",                "queue",                                         "queue.move",       A,    D,    D,    D},
+    {"AdoptQueues",      "adopt moved queues",         "every adopted queue",                           "queue.adopt",      A,    D,    D,    D},
   };
   return *table;
 }

@@ -219,6 +219,27 @@ absl::StatusOr<std::string> MasterServer::Start() {
   const std::string bound = BoundAddress(options_.listen, listener_->port());
   security.bound_address = bound;
   security.router = cluster_ ? cluster_->router() : nullptr;
+  if (cluster_) {
+    // Moves talk to the other masters as this one: the master token (the
+    // masters share it), TLS against this master's CA (shared too).
+    QueueMoverOptions moves;
+    const std::string ca = tls ? (*tls_files)->ca : std::string();
+    moves.connect = [token = *token, tls, ca](const std::string& address) {
+      ConnectOptions connect;
+      connect.master = address;
+      connect.token = token;
+      connect.tls = tls;
+      connect.tls_ca_file = ca;
+      ClientOptions client;
+      client.retry = false;  // a move gives up on a failure, and says so
+      return Client::Connect(connect, client);
+    };
+    move_watch_ = std::make_unique<MoveWatch>();
+    mover_ = std::make_unique<QueueMover>(engine_.get(), cluster_->router(), move_watch_.get(),
+                                          std::move(moves));
+    security.mover = mover_.get();
+    security.moves = move_watch_.get();
+  }
   service_ = std::make_unique<TaskQueueService>(
       engine_.get(), &scheduler_, std::move(security),
       [listener_ptr](absl::string_view peer) { listener_ptr->MarkAuthenticated(peer); });
@@ -306,6 +327,9 @@ void MasterServer::Shutdown() {
   if (listener_) listener_->Stop();
   if (http_) http_->Stop();
   if (keda_) keda_->Stop();
+  // A move under way gives up (or, past its switch in etcd, stops as it
+  // is); its caller is answered.
+  if (mover_) mover_->Stop();
   if (engine_) engine_->Shutdown();
   // Waiting calls are answered already; what remains are quick unary calls
   // and worker streams, which would otherwise hold shutdown to the deadline.

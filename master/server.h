@@ -131,6 +131,9 @@ class MasterServer {
   // Outlive the service and the auth processor's calls.
   std::unique_ptr<CredentialTable> credentials_;
   std::unique_ptr<AuditLog> audit_;
+  // Cluster mode: queue moves (outlive the service, which calls them).
+  std::unique_ptr<MoveWatch> move_watch_;
+  std::unique_ptr<QueueMover> mover_;
   std::unique_ptr<TaskQueueService> service_;
   std::unique_ptr<MasterMetrics> metrics_;
   std::unique_ptr<DashboardApi> dashboard_;  // outlives http_, which calls it

@@ -7,10 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
+#include "common/cluster_redirect.h"
 #include "common/grpc_status.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/grpc_coro.h"
+#include "master/cluster/node_number.h"
 #include "master/engine_await.h"
 #include "master/refusals.h"
 #include "master/token_auth.h"
@@ -106,10 +108,21 @@ absl::Status TaskQueueService::CheckQueues(grpc::CallbackServerContext* ctx, con
   return s;
 }
 
+absl::Status TaskQueueService::RouteTask(uint64_t task_id) const {
+  if (router_ == nullptr) return absl::OkStatus();
+  absl::Status s = router_->ForTask(task_id);
+  // A task another master made that moved here with its queue: served
+  // here (looked up only on the redirect path).
+  if (!s.ok() && NodeOfTask(task_id) != router_->node() && engine_->QueueOfTask(task_id).ok()) {
+    return absl::OkStatus();
+  }
+  return s;
+}
+
 absl::Status TaskQueueService::RouteTasks(const std::vector<uint64_t>& task_ids) const {
   if (router_ == nullptr) return absl::OkStatus();
   for (uint64_t id : task_ids) {
-    if (absl::Status s = router_->ForTask(id); !s.ok()) return s;
+    if (absl::Status s = RouteTask(id); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -225,6 +238,8 @@ TASKQ_SERVE_RAW(UpdateQueue)
 TASKQ_SERVE_RAW(ShutdownQueue)
 TASKQ_SERVE_RAW(ListWorkers)
 TASKQ_SERVE_RAW(GetCluster)
+TASKQ_SERVE_RAW(MoveQueue)
+TASKQ_SERVE_RAW(AdoptQueues)
 TASKQ_SERVE_RAW(GetTask)
 TASKQ_SERVE_RAW(CancelTask)
 TASKQ_SERVE_RAW(ListDead)
@@ -315,6 +330,67 @@ void TaskQueueService::HandleGetCluster(
                       placements->end());
   }
   call->Reply(grpc::Status::OK);
+}
+
+void TaskQueueService::HandleMoveQueue(
+    UnaryCall<v1::MoveQueueRequest, v1::MoveQueueResponse>* call, const Principal& who) {
+  const v1::MoveQueueRequest& req = call->request();
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("MoveQueue"), {req.queue()}))) {
+    return;
+  }
+  if (router_ == nullptr || security_.mover == nullptr) {
+    return call->Reply(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "this master is not in a cluster (--cluster): there is no "
+                                    "other master to move a queue to"));
+  }
+  if (req.to().empty()) {
+    return call->Reply(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                    "move: name the master to move the queue to (to)"));
+  }
+  if (req.drain_timeout_ms() > 3600 * 1000) {
+    return call->Reply(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                    "move: the drain timeout is at most one hour"));
+  }
+  if (absl::Status routed = Route(req.queue()); !routed.ok()) {
+    std::optional<v1::QueueOwner> owner = QueueOwnerOf(routed);
+    if (owner.has_value() && owner->moving()) {
+      // Not "send again": that would wait for the move under way to end.
+      routed = absl::FailedPreconditionError(absl::StrCat(
+          "queue \"", req.queue(), "\" is being moved to master \"", owner->master(), "\" now"));
+    }
+    return call->Reply(ToGrpcStatus(routed));
+  }
+  if (auto stats = engine_->Stats(req.queue()); !stats.ok()) {
+    return call->Reply(ToGrpcStatus(stats.status()));
+  }
+  LogInfo("queue \"%s\": move to \"%s\" asked by credential \"%s\"", req.queue(), req.to(),
+          who.name);
+  security_.mover->Move(req, [this, call, who](absl::StatusOr<v1::MoveQueueResponse> done) {
+    AuditAction(call->context(), who, "MoveQueue", call->request().queue(), done.status());
+    if (!done.ok()) return call->Reply(ToGrpcStatus(done.status()));
+    call->response() = *std::move(done);
+    call->Reply(grpc::Status::OK);
+  });
+}
+
+void TaskQueueService::HandleAdoptQueues(
+    UnaryCall<v1::AdoptQueuesRequest, v1::AdoptQueuesResponse>* call, const Principal& who) {
+  const v1::AdoptQueuesRequest& req = call->request();
+  std::vector<std::string> queues(req.queues().begin(), req.queues().end());
+  if (Refused(call, CheckQueues(call->context(), who, *FindRule("AdoptQueues"), queues))) return;
+  if (router_ == nullptr || security_.mover == nullptr) {
+    return call->Reply(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "this master is not in a cluster (--cluster)"));
+  }
+  if (queues.empty()) {
+    return call->Reply(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "adopt: no queues named"));
+  }
+  absl::Status s = security_.mover->Adopt(req);
+  if (req.commit() || req.abort()) {
+    AuditAction(call->context(), who, "AdoptQueues", queues.front(), s);
+  }
+  ReplyDurable(call, s);
 }
 
 void TaskQueueService::HandleListWorkers(
@@ -656,6 +732,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TaskQueueService::W
         return absl::OkStatus();
       };
     }
+    auth.moves = security_.moves;
     if (who->kind != v1::CREDENTIAL_KIND_MASTER_TOKEN) {
       auth.revocations = &revocations_;
       auth.credential = who->name;

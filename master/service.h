@@ -22,6 +22,8 @@
 
 #include "common/runtime/scheduler.h"
 #include "master/audit_log.h"
+#include "master/cluster/move_watch.h"
+#include "master/cluster/queue_mover.h"
 #include "master/cluster/router.h"
 #include "master/credentials.h"
 #include "master/queue_engine.h"
@@ -62,7 +64,9 @@ using RawTaskQueueService =
     v1::TaskQueue::WithRawCallbackMethod_Join<
     v1::TaskQueue::WithRawCallbackMethod_Work<
     v1::TaskQueue::WithRawCallbackMethod_GetCluster<
-    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>>>;
+    v1::TaskQueue::WithRawCallbackMethod_MoveQueue<
+    v1::TaskQueue::WithRawCallbackMethod_AdoptQueues<
+    v1::TaskQueue::Service>>>>>>>>>>>>>>>>>>>>>>>>>>>>;
 
 // Who may call, and what the credential RPCs need to know.
 struct ServiceSecurity {
@@ -78,6 +82,10 @@ struct ServiceSecurity {
   // Cluster mode (docs/CLUSTER.md): which master serves each queue and
   // task id; null = a single master, which serves everything.
   QueueRouter* router = nullptr;
+  // Cluster mode: runs `taskq queue move` (master/cluster/queue_mover.h)
+  // and ends the Work streams of moved queues. Both null without a router.
+  QueueMover* mover = nullptr;
+  MoveWatch* moves = nullptr;
 };
 
 class TaskQueueService final : public RawTaskQueueService {
@@ -106,6 +114,10 @@ class TaskQueueService final : public RawTaskQueueService {
                                        const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* GetCluster(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* MoveQueue(grpc::CallbackServerContext* ctx,
+                                     const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* AdoptQueues(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -171,6 +183,10 @@ class TaskQueueService final : public RawTaskQueueService {
                          const Principal& who);
   void HandleGetCluster(UnaryCall<v1::GetClusterRequest, v1::GetClusterResponse>* call,
                         const Principal& who);
+  void HandleMoveQueue(UnaryCall<v1::MoveQueueRequest, v1::MoveQueueResponse>* call,
+                       const Principal& who);
+  void HandleAdoptQueues(UnaryCall<v1::AdoptQueuesRequest, v1::AdoptQueuesResponse>* call,
+                         const Principal& who);
   void HandleShutdownQueue(UnaryCall<v1::ShutdownQueueRequest, v1::ShutdownQueueResponse>* call,
                     const Principal& who);
   void HandleGetTask(UnaryCall<v1::GetTaskRequest, v1::Task>* call,
@@ -236,10 +252,9 @@ class TaskQueueService final : public RawTaskQueueService {
                      const std::string& on = "") const {
     return router_ == nullptr ? absl::OkStatus() : router_->ForQueue(queue, place, on);
   }
-  // The same for calls by task id: the first id made by another master.
-  absl::Status RouteTask(uint64_t task_id) const {
-    return router_ == nullptr ? absl::OkStatus() : router_->ForTask(task_id);
-  }
+  // The same for calls by task id: the first id made by another master
+  // (unless it moved here with its queue).
+  absl::Status RouteTask(uint64_t task_id) const;
   absl::Status RouteTasks(const std::vector<uint64_t>& task_ids) const;
   // Put: each reply_to must be on this master too (docs/CLUSTER.md).
   absl::Status RouteReplyTo(const v1::PutRequest& req) const;

@@ -47,7 +47,8 @@ WorkStream::WorkStream(QueueEngine* engine, grpc::CallbackServerContext* ctx, Wo
       credential_(auth.credential),
       check_queues_(std::move(auth.check_queues)),
       route_queues_(std::move(auth.route_queues)),
-      link_(std::make_shared<Link>()) {
+      link_(std::make_shared<Link>()),
+      moves_(auth.moves) {
   {
     MutexLock lock(&link_->mu);
     link_->stream = this;
@@ -197,6 +198,14 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   std::vector<std::string> queues(start.queues().begin(), start.queues().end());
   if (check_queues_) {
     if (absl::Status s = check_queues_(queues); !s.ok()) return s;
+  }
+  if (moves_ != nullptr && !move_ticket_) {
+    // Watched before the route check: a move that ends after the check
+    // still ends this stream.
+    move_ticket_ = moves_->Watch(queues, move_stop_);
+    on_move_.emplace(move_stop_.get_token(), std::function<void()>([this] {
+                       EndWith(ToGrpcStatus(move_ticket_->status()));
+                     }));
   }
   if (route_queues_) {
     if (absl::Status s = route_queues_(queues); !s.ok()) return s;

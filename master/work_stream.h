@@ -50,6 +50,7 @@
 #include "common/sync.h"
 #include "master/queue_engine.h"
 #include "master/rpc_metrics.h"
+#include "master/cluster/move_watch.h"
 #include "master/revocations.h"
 #include "taskq/v1/taskq.grpc.pb.h"
 
@@ -69,6 +70,9 @@ struct WorkStreamAuth {
   // When set, the stream ends once `credential` is revoked.
   Revocations* revocations = nullptr;
   std::string credential;
+  // Cluster mode: the stream ends with the redirect once one of its queues
+  // moves to another master.
+  MoveWatch* moves = nullptr;
 };
 
 class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
@@ -147,6 +151,11 @@ class WorkStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   std::stop_source revoke_stop_;
   std::unique_ptr<Revocations::Ticket> revocation_;
   std::optional<std::stop_callback<std::function<void()>>> on_revoke_;
+  // Moves: the same for a queue of the stream moving away (set in Start).
+  MoveWatch* const moves_;
+  std::stop_source move_stop_;
+  std::unique_ptr<MoveWatch::Ticket> move_ticket_;
+  std::optional<std::stop_callback<std::function<void()>>> on_move_;
 };
 
 }  // namespace taskq

@@ -125,6 +125,18 @@ class RolesTest : public ::testing::Test {
     if (rpc == "GetCluster") {
       return call(&Stub::GetCluster, v1::GetClusterRequest(), v1::GetClusterResponse());
     }
+    if (rpc == "MoveQueue") {  // a single master: refused after the role check
+      v1::MoveQueueRequest r;
+      r.set_queue("q");
+      r.set_to("elsewhere");
+      return call(&Stub::MoveQueue, r, v1::MoveQueueResponse());
+    }
+    if (rpc == "AdoptQueues") {
+      v1::AdoptQueuesRequest r;
+      r.set_from("elsewhere");
+      r.add_queues("q");
+      return call(&Stub::AdoptQueues, r, v1::AdoptQueuesResponse());
+    }
     if (rpc == "GetQueueStats") {
       v1::GetQueueStatsRequest r;
       r.set_queue("q");

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/cluster_map.h"
 #include "common/etcd_client.h"
 
 namespace taskq {
@@ -23,10 +24,8 @@ namespace taskq {
 inline constexpr int kNodeShift = 48;
 inline constexpr uint32_t kMaxNode = 65535;
 
-// The node of a task id (0: assigned outside cluster mode).
-inline uint32_t NodeOfTask(uint64_t task_id) {
-  return static_cast<uint32_t>(task_id >> kNodeShift);
-}
+// NodeOfTask (the node of a task id; 0: assigned outside cluster mode) is
+// the clients' too: common/cluster_map.h.
 // The first task id a master of `node` assigns.
 inline uint64_t TaskIdBase(uint32_t node) { return uint64_t{node} << kNodeShift; }
 

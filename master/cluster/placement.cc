@@ -62,6 +62,19 @@ absl::Status Placement::Move(const QueuePlacement& from, const std::string& to) 
   return absl::OkStatus();
 }
 
+absl::Status Placement::MoveAll(const std::vector<QueuePlacement>& from, const std::string& to) {
+  std::vector<EtcdClient::Swap> swaps;
+  swaps.reserve(from.size());
+  for (const QueuePlacement& p : from) swaps.push_back({Key(p.queue), p.revision, to});
+  auto swapped = etcd_->CompareAndSwapAll(swaps);
+  if (!swapped.ok()) return swapped.status();
+  if (!*swapped) {
+    return absl::FailedPreconditionError(
+        "a placement of the queues to move changed meanwhile; none was moved");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Placement::Forget(const std::string& queue) {
   auto deleted = etcd_->Delete(Key(queue));
   return deleted.ok() ? absl::OkStatus() : deleted.status();

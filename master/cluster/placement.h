@@ -42,6 +42,9 @@ class Placement {
   // Moves the queue to `to` if it is still placed as `from` read it.
   // FAILED_PRECONDITION if the placement changed meanwhile.
   absl::Status Move(const QueuePlacement& from, const std::string& to);
+  // Moves every queue to `to` in one etcd transaction, if each is still
+  // placed as read: all or none (FAILED_PRECONDITION naming none moved).
+  absl::Status MoveAll(const std::vector<QueuePlacement>& from, const std::string& to);
   // Drops the placement (the queue was deleted by its owner).
   absl::Status Forget(const std::string& queue);
   // Every placement, by queue name.

@@ -51,9 +51,14 @@ void QueueRouter::Start(const std::vector<std::string>& local_queues) {
         if (it != others_.end()) owner = it->second;
       }
       if (!owner.empty()) {
+        // A move that switched owner while this master was down (its copy
+        // was to be dropped), or a data dir that served alone before.
         LogWarning("cluster: queue \"%s\" is in this master's store but placed on \"%s\" in "
-                   "etcd; this master keeps serving its copy",
+                   "etcd: served there, not here; this master's copy stays in its store "
+                   "untouched (docs/CLUSTER.md, \"Moving a queue\")",
                    q, owner);
+        MutexLock lock(&mu_);
+        owned_.erase(q);
         continue;
       }
       auto claim = placement_.Claim(q, self());
@@ -202,7 +207,17 @@ absl::StatusOr<std::string> QueueRouter::Resolve(const std::string& queue, bool 
 absl::Status QueueRouter::ForQueue(const std::string& queue, Place place, const std::string& on) {
   {
     MutexLock lock(&mu_);
-    if (owned_.contains(queue)) return absl::OkStatus();
+    if (owned_.contains(queue)) {
+      if (moving_.empty()) return absl::OkStatus();
+      auto it = moving_.find(queue);
+      if (it == moving_.end()) return absl::OkStatus();
+      v1::QueueOwner entry;
+      entry.set_queue(queue);
+      entry.set_master(it->second.name);
+      entry.set_address(it->second.address);
+      entry.set_moving(true);
+      return RedirectStatus(entry);
+    }
     auto it = others_.find(queue);
     if (it != others_.end()) {
       v1::QueueOwner entry = OwnerEntry(it->second);
@@ -232,7 +247,25 @@ absl::Status QueueRouter::ForQueue(const std::string& queue, Place place, const 
 
 absl::Status QueueRouter::ForTask(uint64_t task_id) {
   const uint32_t node = NodeOfTask(task_id);
-  if (node == 0 || node == options_.node) return absl::OkStatus();
+  if (node == options_.node) {
+    std::string queue;
+    {
+      MutexLock lock(&mu_);
+      if (moved_tasks_.empty()) return absl::OkStatus();
+      auto it = moved_tasks_.find(task_id);
+      if (it == moved_tasks_.end()) return absl::OkStatus();
+      queue = moves_[it->second];
+    }
+    // Moved away with its queue: wherever the queue is now.
+    absl::Status s = ForQueue(queue, Place::kNo);
+    if (s.ok()) return s;
+    std::optional<v1::QueueOwner> owner = QueueOwnerOf(s);
+    if (!owner.has_value()) return s;
+    owner->set_queue("");
+    owner->set_task_id(task_id);
+    return RedirectStatus(*owner);
+  }
+  if (node == 0) return absl::OkStatus();
   MutexLock lock(&mu_);
   auto it = nodes_.find(node);
   // An unknown node: no master made it; the engine answers NOT_FOUND.
@@ -315,6 +348,105 @@ v1::GetClusterResponse QueueRouter::Describe() const {
   me.set_node(options_.node);
   for (auto& [name, m] : masters) *out.add_masters() = std::move(m);
   return out;
+}
+
+
+// --- moving queues -------------------------------------------------------------------
+
+absl::StatusOr<std::string> QueueRouter::OwnerInEtcd(const std::string& queue) const {
+  auto found = placement_.OwnerOf(queue);
+  if (!found.ok()) return found.status();
+  return found->owner;
+}
+
+bool QueueRouter::Owns(const std::string& queue) const {
+  MutexLock lock(&mu_);
+  return owned_.contains(queue);
+}
+
+absl::StatusOr<MasterInfo> QueueRouter::LiveMaster(const std::string& name) const {
+  MutexLock lock(&mu_);
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return absl::NotFoundError(absl::StrCat("no master named \"", name,
+                                            "\" is up (see `taskq cluster status`)"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::vector<QueuePlacement>> QueueRouter::BeginMove(
+    const std::vector<std::string>& group, const MasterInfo& to) {
+  std::vector<QueuePlacement> placements;
+  for (const std::string& queue : group) {
+    auto found = placement_.OwnerOf(queue);
+    if (absl::IsNotFound(found.status())) continue;  // never placed: nothing to switch
+    if (!found.ok()) return found.status();
+    if (found->owner != self()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "queue \"", queue, "\" is tied to the queue to move but placed on master \"",
+          found->owner, "\", not on \"", self(), "\""));
+    }
+    placements.push_back(*std::move(found));
+  }
+  MutexLock lock(&mu_);
+  for (const std::string& queue : group) {
+    if (moving_.contains(queue)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("queue \"", queue, "\" is being moved already"));
+    }
+  }
+  for (const QueuePlacement& p : placements) {
+    owned_.insert(p.queue);
+    moving_[p.queue] = to;
+  }
+  return placements;
+}
+
+absl::Status QueueRouter::SwitchOwner(const std::vector<QueuePlacement>& placements,
+                                      const std::string& to) {
+  return placement_.MoveAll(placements, to);
+}
+
+void QueueRouter::EndMove(const std::vector<std::string>& group, const std::string& to,
+                          bool moved, const std::vector<uint64_t>& task_ids) {
+  MutexLock lock(&mu_);
+  for (const std::string& queue : group) {
+    auto it = moving_.find(queue);
+    if (it == moving_.end()) continue;
+    moving_.erase(it);
+    if (moved) {
+      owned_.erase(queue);
+      others_[queue] = to;
+    }
+  }
+  if (!moved || group.empty()) return;
+  // Calls by id follow the group: one queue of it stands for all (they
+  // moved together, to one master).
+  const uint32_t move = static_cast<uint32_t>(moves_.size());
+  moves_.push_back(group.front());
+  for (uint64_t id : task_ids) {
+    if (NodeOfTask(id) != options_.node) continue;  // made elsewhere: its node knows
+    moved_tasks_[id] = move;
+  }
+}
+
+absl::Status QueueRouter::Adopt(const std::vector<std::string>& queues) {
+  for (const std::string& queue : queues) {
+    auto found = placement_.OwnerOf(queue);
+    if (absl::IsNotFound(found.status())) continue;
+    if (!found.ok()) return found.status();
+    if (found->owner != self()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("queue \"", queue, "\" is placed on master \"", found->owner,
+                       "\" in etcd, not on \"", self(), "\": not adopted"));
+    }
+  }
+  MutexLock lock(&mu_);
+  for (const std::string& queue : queues) {
+    owned_.insert(queue);
+    others_.erase(queue);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace taskq

@@ -83,6 +83,30 @@ class QueueRouter {
   // The queue was deleted here: its placement goes (etcd errors logged).
   void Forget(const std::string& queue);
 
+  // --- moving queues (master/cluster/queue_mover.h) ---------------------------
+  // The placements of the queues in `group` owned here, read from etcd
+  // (names not placed are left out); FAILED_PRECONDITION if one is placed
+  // on another master. From now until EndMove, every call on them answers
+  // UNAVAILABLE `queue "q" is moving to master "m2"` with a QueueOwner
+  // {moving = true} (nothing was done: safe to send again).
+  absl::StatusOr<std::vector<QueuePlacement>> BeginMove(const std::vector<std::string>& group,
+                                                        const MasterInfo& to);
+  // etcd names `to` the owner of them all, in one transaction.
+  absl::Status SwitchOwner(const std::vector<QueuePlacement>& placements, const std::string& to);
+  // The move ended: `moved` = they are `to`'s now (calls are redirected
+  // there, and so are calls by id on `task_ids`); else served here again.
+  void EndMove(const std::vector<std::string>& group, const std::string& to, bool moved,
+               const std::vector<uint64_t>& task_ids = {});
+  // Target side: serve `queues` from now on, once etcd names this master
+  // their owner (FAILED_PRECONDITION naming the first that it does not).
+  absl::Status Adopt(const std::vector<std::string>& queues);
+  // The queue's owner as etcd has it now (NOT_FOUND: not placed).
+  absl::StatusOr<std::string> OwnerInEtcd(const std::string& queue) const;
+  // Whether this master serves `queue` (a move of it may be under way).
+  bool Owns(const std::string& queue) const;
+  // The live master of that name; NOT_FOUND if none is up.
+  absl::StatusOr<MasterInfo> LiveMaster(const std::string& name) const;
+
   // The cluster as this master sees it (placements unfiltered).
   v1::GetClusterResponse Describe() const;
 
@@ -113,6 +137,14 @@ class QueueRouter {
   absl::flat_hash_map<std::string, std::string> others_ ABSL_GUARDED_BY(mu_);  // queue -> owner
   absl::flat_hash_map<std::string, MasterInfo> live_ ABSL_GUARDED_BY(mu_);      // by name
   absl::flat_hash_map<uint32_t, std::string> nodes_ ABSL_GUARDED_BY(mu_);       // node -> name
+  // Queues being moved away, to the master named.
+  absl::flat_hash_map<std::string, MasterInfo> moving_ ABSL_GUARDED_BY(mu_);
+  // Tasks made here that moved away with their queue: id -> the move (an
+  // index into moves_, which holds one queue of each group moved), so a
+  // call by id goes to where that queue is now. In memory only (a restart
+  // forgets them; docs/CLUSTER.md).
+  absl::flat_hash_map<uint64_t, uint32_t> moved_tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> moves_ ABSL_GUARDED_BY(mu_);
   // Counts Forget calls: a refresh that read etcd before one does not
   // take the forgotten queue back as owned.
   uint64_t forgets_ ABSL_GUARDED_BY(mu_) = 0;

@@ -233,6 +233,7 @@ absl::StatusOr<v1::QueueConfig> TaskEngine::UpdateQueue(const std::string& queue
     if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
+    if (auto s = Fenced(*q); !s.ok()) return s;
     config = q->config;
     if (update.has_maxsize()) config.set_maxsize(update.maxsize());
     if (update.has_lease_ms()) config.set_lease_ms(update.lease_ms());
@@ -386,7 +387,9 @@ absl::Status TaskEngine::DeleteQueue(const std::string& queue) {
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    if (!FindQueue(queue)) return QueueMissing(queue);
+    const Queue* q = FindQueue(queue);
+    if (!q) return QueueMissing(queue);
+    if (auto s = Fenced(*q); !s.ok()) return s;
     RemoveQueue(queue, pending);
     EndStep(pending);
   }
@@ -394,9 +397,9 @@ absl::Status TaskEngine::DeleteQueue(const std::string& queue) {
   return absl::OkStatus();
 }
 
-void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending) {
+void TaskEngine::RemoveQueue(const std::string& queue, Pending& pending, absl::Status gone) {
   Queue* q = FindQueue(queue);
-  absl::Status gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
+  if (gone.ok()) gone = absl::NotFoundError(absl::StrCat("queue \"", queue, "\" was deleted"));
   // Copies: FailWaiter compacts the lists it is called for.
   std::vector<WaitId> waiting = q->getters.Ids();
   waiting.insert(waiting.end(), q->putters.begin(), q->putters.end());
@@ -467,6 +470,7 @@ absl::StatusOr<uint64_t> TaskEngine::PurgeQueue(const std::string& queue) {
     if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
+    if (auto s = Fenced(*q); !s.ok()) return s;
     purged = DropWaiting(*q, absl::StrCat("purged from queue \"", queue, "\""), pending);
     Touch(*q, pending);
     EndStep(pending);
@@ -484,6 +488,7 @@ absl::StatusOr<uint64_t> TaskEngine::ShutdownQueue(const std::string& queue, boo
     if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
+    if (auto s = Fenced(*q); !s.ok()) return s;
     q->shut_down = true;
     std::vector<WaitId> putters = q->putters.Ids();
     for (WaitId id : putters) FailWaiter(id, QueueShutDown(queue), pending);
@@ -662,6 +667,7 @@ WaitId TaskEngine::Put(PutArgs args, PutCallback done) {
     absl::Status status = found.ok() ? ValidatePut(args) : found.status();
     if (status.ok()) status = Writable();
     Queue* q = found.ok() ? *found : nullptr;
+    if (status.ok()) status = Fenced(*q);
     if (status.ok() && q->shut_down) status = QueueShutDown(args.queue);
     const size_t fresh = status.ok() ? CountNew(*q, args.tasks) : 0;
     if (status.ok() && q->config.maxsize() != 0 && fresh > q->config.maxsize()) {
@@ -676,6 +682,8 @@ WaitId TaskEngine::Put(PutArgs args, PutCallback done) {
         if (auto rq = FindOrCreateQueue(r, pending); !rq.ok()) {
           status = absl::Status(rq.status().code(),
                                 absl::StrCat("reply_to: ", rq.status().message()));
+        } else {
+          status = Fenced(**rq);  // moving away: it cannot be tied to a queue staying
         }
       }
     }
@@ -787,6 +795,8 @@ WaitId TaskEngine::Get(GetArgs args, GetCallback done) {
       fail(found.status());
     } else if (!writable.ok()) {
       fail(writable);
+    } else if (!q->fence.ok()) {
+      fail(q->fence);
     } else if (args.max_tasks > kMaxTasksPerGet) {
       fail(absl::InvalidArgumentError(absl::StrCat("max_tasks ", args.max_tasks,
                                                    " is above the limit of ", kMaxTasksPerGet)));
@@ -839,8 +849,9 @@ void TaskEngine::Settle(Queue& q, Pending& pending) {
 
 void TaskEngine::Dispatch(Queue& q, Pending& pending) {
   // Nothing is handed out while the store refuses writes (a take or a lease
-  // could not be recorded); OnStoreHealthy settles every queue again.
-  if (!Writable().ok()) return;
+  // could not be recorded); OnStoreHealthy settles every queue again. Nor
+  // while the queue moves to another master (UnfenceQueues settles it).
+  if (!Writable().ok() || !q.fence.ok()) return;
   while (!q.ready.empty() && !q.getters.empty()) {
     WaitId id = q.getters.Front();
     q.getters.PopFront();
@@ -933,6 +944,7 @@ absl::Status TaskEngine::TaskDone(const std::string& queue, uint32_t count) {
     if (auto s = Writable(); !s.ok()) return s;
     Queue* q = FindQueue(queue);
     if (!q) return QueueMissing(queue);
+    if (auto s = Fenced(*q); !s.ok()) return s;
     if (count > q->awaiting_task_done) {
       return absl::FailedPreconditionError(absl::StrCat(
           "task_done called for ", count, " tasks but only ", q->awaiting_task_done,
@@ -953,7 +965,7 @@ WaitId TaskEngine::Join(const std::string& queue, absl::Time deadline, DoneCallb
   {
     MutexLock lock(&mu_);
     Queue* q = shut_down_ ? nullptr : FindQueue(queue);
-    absl::Status status = shut_down_ ? ShuttingDown() : q ? absl::OkStatus() : QueueMissing(queue);
+    absl::Status status = shut_down_ ? ShuttingDown() : q ? Fenced(*q) : QueueMissing(queue);
     if (status.ok() && Unfinished(*q) != 0 && deadline <= clock_->Now()) {
       status = absl::DeadlineExceededError(absl::StrCat(
           "queue \"", queue, "\" still has ", Unfinished(*q), " unfinished tasks"));

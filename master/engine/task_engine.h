@@ -129,6 +129,17 @@ class TaskEngine final : public QueueEngine {
   void Shutdown() override;
   void WhenDurable(DoneCallback done) override;
 
+  std::vector<std::string> TiedQueues(const std::string& queue) override;
+  void FenceQueues(const std::vector<std::string>& queues, absl::Status why) override;
+  void UnfenceQueues(const std::vector<std::string>& queues) override;
+  uint64_t LeasesOn(const std::vector<std::string>& queues) override;
+  uint64_t TakeBackLeases(const std::vector<std::string>& queues) override;
+  absl::StatusOr<MovedQueues> ExportQueues(const std::vector<std::string>& queues) override;
+  absl::Status ImportQueues(const std::vector<std::string>& group, bool replace,
+                            const MovedQueues& records) override;
+  std::vector<uint64_t> DropQueues(const std::vector<std::string>& queues,
+                                   absl::Status why) override;
+
   // Makes `store` (which outlives the engine) the engine's durable copy:
   // rebuilds queues and tasks from it, returns tasks that were leased when
   // the master stopped to ready (the attempt counts; their old leases can
@@ -218,6 +229,9 @@ class TaskEngine final : public QueueEngine {
     // due (InfiniteFuture: none armed). Not stored.
     absl::Time last_used = absl::InfinitePast();
     absl::Time idle_check = absl::InfiniteFuture();
+    // Being moved to another master (FenceQueues): what calls that would
+    // change it answer; OK = not fenced. Not stored.
+    absl::Status fence;
   };
 
   struct Subscription {
@@ -253,8 +267,18 @@ class TaskEngine final : public QueueEngine {
   absl::Status RoomForAQueue(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds a queue (config complete) and arms its idle check.
   Queue* AddQueue(v1::QueueConfig config, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Deletes a queue with everything it holds; waiting calls fail NOT_FOUND.
-  void RemoveQueue(const std::string& name, Pending& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes a queue with everything it holds; waiting calls fail with
+  // `gone` (default: NOT_FOUND "was deleted").
+  void RemoveQueue(const std::string& name, Pending& pending,
+                   absl::Status gone = absl::OkStatus()) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK, or the fence status of a queue being moved (task_engine_move.cc).
+  static absl::Status Fenced(const Queue& q) { return q.fence; }
+  // The stored form of a queue (its StoredQueue record).
+  std::string StoredQueueOf(const Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts a task read from a stored record in its place: ready, delayed or
+  // dead (ImportQueues).
+  void PlaceImported(Queue& q, TaskRecord& rec, Pending& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::QueueConfig FillDefaults(v1::QueueConfig config) const;
   absl::Status ValidateConfig(const v1::QueueConfig& config) const;
   v1::QueueStats StatsOf(const Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -77,6 +77,7 @@ void TaskEngine::ArmIdleCheck(Queue& q, absl::Time at, Pending& pending) {
 }
 
 bool TaskEngine::InUse(const Queue& q) const {
+  if (!q.fence.ok()) return true;  // moving: its copy goes when the move ends
   if (q.getters.live() != 0 || q.putters.live() != 0 || q.joiners.live() != 0) return true;
   if (auto it = subs_by_queue_.find(q.config.name());
       it != subs_by_queue_.end() && !it->second.empty()) {

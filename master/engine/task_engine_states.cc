@@ -515,6 +515,10 @@ absl::StatusOr<v1::TaskState> TaskEngine::CancelTask(uint64_t task_id) {
       return UnknownTask(task_id);
     }
     TaskRecord& rec = it->second;
+    const Queue* home = FindQueue(rec.state == State::kDead ? rec.dead_in : rec.task.queue());
+    if (home != nullptr) {
+      if (auto s = Fenced(*home); !s.ok()) return s;
+    }
     previous = ProtoState(rec.state);
     if (rec.state == State::kLeased) leases_.RememberRevoked(rec.lease_id, task_id);
     // A dead task already sent its FAILED result: no second one.
@@ -592,6 +596,7 @@ absl::StatusOr<uint64_t> TaskEngine::RequeueDead(const std::string& queue, uint6
     if (!q) {
       return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
     }
+    if (auto s = Fenced(*q); !s.ok()) return s;
     if (task_id != 0) {
       if (!q->dead.contains(task_id)) {
         return absl::NotFoundError(absl::StrCat("task ", task_id,
@@ -629,6 +634,7 @@ absl::StatusOr<uint64_t> TaskEngine::PurgeDead(const std::string& queue) {
     if (!q) {
       return absl::NotFoundError(absl::StrCat("queue \"", queue, "\" does not exist"));
     }
+    if (auto s = Fenced(*q); !s.ok()) return s;
     std::vector<uint64_t> ids(q->dead.begin(), q->dead.end());
     for (uint64_t id : ids) {
       // Its FAILED result went out when it died; purging ends it as failed.

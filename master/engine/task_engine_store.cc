@@ -69,15 +69,7 @@ void TaskEngine::Persist(Pending& pending) {
           mu_.AssertHeld();  // called back inside Persist
           const Queue* q = FindQueue(name);
           if (q == nullptr) return std::nullopt;
-          v1::StoredQueue sq;
-          *sq.mutable_config() = q->config;
-          sq.set_shut_down(q->shut_down);
-          sq.set_awaiting_task_done(q->awaiting_task_done);
-          sq.set_total_put(q->total_put);
-          sq.set_total_completed(q->total_completed);
-          sq.set_total_failed(q->total_failed);
-          sq.set_total_cancelled(q->total_cancelled);
-          return sq.SerializeAsString();
+          return StoredQueueOf(*q);
         },
         written);
     const uint64_t seq = store_->Write(std::move(batch));
@@ -88,6 +80,18 @@ void TaskEngine::Persist(Pending& pending) {
   // Replies wait for everything written so far, not only this step's batch:
   // what they report may rest on an earlier step's changes.
   pending.WaitFor(store_, store_->LastWritten());
+}
+
+std::string TaskEngine::StoredQueueOf(const Queue& q) const {
+  v1::StoredQueue sq;
+  *sq.mutable_config() = q.config;
+  sq.set_shut_down(q.shut_down);
+  sq.set_awaiting_task_done(q.awaiting_task_done);
+  sq.set_total_put(q.total_put);
+  sq.set_total_completed(q.total_completed);
+  sq.set_total_failed(q.total_failed);
+  sq.set_total_cancelled(q.total_cancelled);
+  return sq.SerializeAsString();
 }
 
 // --- cold ready tasks -------------------------------------------------------------
