@@ -734,5 +734,41 @@ TEST_F(DurableEngineTest, OldestReadyAgeOfColdTasksAfterARestart) {
   EXPECT_THAT(Payloads(MustGet("q", false, 10)), ::testing::ElementsAre("first", "second"));
 }
 
+// Moving queues (engine/task_engine_move.cc): cold ready tasks are read
+// back for the export; the copy dropped is gone from the store, so a
+// restart does not bring it back.
+TEST_F(DurableEngineTest, AMovedQueueLeavesWithItsColdTasksAndStaysGoneAfterARestart) {
+  Restart(FsyncPolicy::kNever, nullptr, /*memory_budget=*/0);
+  std::vector<v1::TaskSpec> specs;
+  for (int i = 0; i < 1500; ++i) specs.push_back(Spec(absl::StrCat("task-", i)));
+  MustPut("q", std::move(specs));
+  CoolEverything();
+  engine_->FenceQueues({"q"}, absl::UnavailableError("moving"));
+  absl::StatusOr<MovedQueues> records = engine_->ExportQueues({"q"});
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->tasks.size(), 1500u);
+  TaskEngine target(EngineOptions{}, &clock_);
+  ASSERT_TRUE(target.ImportQueues({"q"}, true, *records).ok());
+  engine_->DropQueues({"q"}, absl::UnavailableError("moved"));
+  EXPECT_EQ(StoredTasks(), 1u);  // the "other" queue's step
+  Restart();
+  EXPECT_EQ(engine_->Stats("q").status().code(), absl::StatusCode::kNotFound);
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 2; ++i) {
+    GetArgs get;
+    get.queue = "q";
+    get.max_tasks = 1000;
+    get.nowait = true;
+    GetCapture got;
+    target.Get(get, [&](auto r) { got.Set(std::move(r)); });
+    ASSERT_TRUE(got.done());
+    ASSERT_TRUE(got.value->ok()) << got.value->status();
+    for (std::string& p : Payloads(**got.value)) payloads.push_back(std::move(p));
+  }
+  ASSERT_EQ(payloads.size(), 1500u);
+  EXPECT_EQ(payloads.front(), "task-0");
+  EXPECT_EQ(payloads.back(), "task-1499");
+}
+
 }  // namespace
 }  // namespace taskq

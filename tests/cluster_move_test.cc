@@ -8,6 +8,7 @@
 // computing while the queue moves — every task gives exactly one result.
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
@@ -170,14 +171,15 @@ TEST_F(ClusterMoveTest, RefusalsSayWhy) {
   v1::QueueConfig config;
   config.set_name("stay");
   ASSERT_TRUE(at1->CreateQueue(config, false, "m1").ok());
+  constexpr int kExitRefused = 5;  // docs/CLI.md, exit codes
   CliResult to_self = m_[0].Cli({"queue", "move", "stay", "--to", "m1"});
-  EXPECT_NE(to_self.exit_code, 0);
+  EXPECT_EQ(to_self.exit_code, kExitRefused);
   EXPECT_TRUE(absl::StrContains(to_self.err, "already")) << Describe(to_self);
   CliResult nowhere = m_[0].Cli({"queue", "move", "stay", "--to", "m9"});
-  EXPECT_NE(nowhere.exit_code, 0);
+  EXPECT_EQ(nowhere.exit_code, kExitRefused);
   EXPECT_TRUE(absl::StrContains(nowhere.err, "m9")) << Describe(nowhere);
   CliResult missing = m_[0].Cli({"queue", "move", "nosuch", "--to", "m2"});
-  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_EQ(missing.exit_code, kExitRefused) << Describe(missing);
   EXPECT_EQ(OwnerOf(0, "stay"), "m1");
   // Still served on m1.
   EXPECT_TRUE(at1->Put("stay", {Spec("x")}).ok());
@@ -190,11 +192,13 @@ TEST_F(ClusterMoveTest, UnderLoadEveryTaskGivesExactlyOneResult) {
   config.set_name("load");
   ASSERT_TRUE(at1->CreateQueue(config, false, "m1").ok());
   // A worker given m1 only; it follows the queue when it moves. Tasks take
-  // 0.1 s each, so the move finds leases running: with a short drain some
-  // are taken back and run again on m2, their first run's report refused.
+  // 0.1 s each, but four take 3 s: they are still running when the drain
+  // (1 s) ends, so they are taken back and run again on m2, their first
+  // run's report refused.
   Process* worker = m_[0].StartWorker({"--queue", "load", "--concurrency", "8", "--id", "w1"});
   ASSERT_NE(worker, nullptr);
 
+  constexpr int kSlow = 4;
   constexpr int kTasks = 600;
   constexpr int kBatch = 20;
   std::vector<uint64_t> ids;
@@ -202,8 +206,8 @@ TEST_F(ClusterMoveTest, UnderLoadEveryTaskGivesExactlyOneResult) {
   auto put = [&](Client& client, int from, int to) -> absl::Status {
     for (int i = from; i < to; i += kBatch) {
       std::vector<v1::TaskSpec> batch;
-      for (int k = i; k < i + kBatch; ++k) {
-        v1::TaskSpec t = Spec("0.1", "load.results", absl::StrCat("t", k));
+      for (int k = i; k < std::min(i + kBatch, to); ++k) {
+        v1::TaskSpec t = Spec(k < kSlow ? "3" : "0.1", "load.results", absl::StrCat("t", k));
         t.set_handler("sleep");
         batch.push_back(std::move(t));
       }
@@ -217,22 +221,27 @@ TEST_F(ClusterMoveTest, UnderLoadEveryTaskGivesExactlyOneResult) {
   ASSERT_TRUE(WaitFor(
       [&] {
         auto results = at1->Stats("load.results");
-        auto load = at1->Stats("load");
-        return results.ok() && results->ready() >= 20 && load.ok() && load->leased() > 0;
+        return results.ok() && results->ready() >= 20;
       },
       absl::Seconds(60)));
-  // The move starts while the worker holds leases, and the rest of the
-  // tasks are put while it runs (refused "moving" and sent again by the
-  // client, or stored on m1 before the fence, or on m2 after the switch).
+  // The move starts while the worker holds leases; once m1 has fenced the
+  // queue the rest of the tasks are put: refused "moving" and sent again
+  // by the client until the switch, then stored on m2.
   std::unique_ptr<Process> move = m_[0].StartCli(
-      {"queue", "move", "load", "--to", "m2", "--drain", "0.05", "--json"});
+      {"queue", "move", "load", "--to", "m2", "--drain", "1", "--json"});
   ASSERT_NE(move, nullptr);
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(m_[0].master()->Stderr(), "cluster: moving queue"); },
+      absl::Seconds(30)));
   absl::Status producer = put(*at1, kTasks / 3, kTasks);
   ASSERT_TRUE(producer.ok()) << producer;
   std::optional<int> move_exit = move->Wait(absl::Seconds(60));
   ASSERT_TRUE(move_exit.has_value());
   ASSERT_EQ(*move_exit, 0) << move->Stderr();
   std::cerr << "moved: " << move->Stdout();
+  EXPECT_GE(std::stoi(m_[0].PyJson(move->Stdout(), "d['taken_back']")), kSlow);
+  // What was there at the fence moved: nothing put after it.
+  EXPECT_LE(std::stoi(m_[0].PyJson(move->Stdout(), "d['tasks']")), kTasks / 3 * 2);
   ASSERT_EQ(ids.size(), static_cast<size_t>(kTasks));
   EXPECT_EQ(OwnerOf(0, "load"), "m2");
   EXPECT_EQ(OwnerOf(0, "load.results"), "m2");
