@@ -1,15 +1,19 @@
 """The Python client follows the cluster map (issue 18, docs/CLUSTER.md
 "Clients"): two masters and a real etcd on 127.0.0.1 sharing one token, the
 client connected to the master that does NOT own the queue. Queue put/get,
-GetTask by id, submit with results, and an owner killed: the call raises at
-once with the owner's name."""
+GetTask by id, submit with results, an owner killed: the call raises at
+once with the owner's name, and a queue moved to the other master while the
+client puts (`taskq queue move`): nothing lost or stored twice."""
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +22,7 @@ import grpc
 import pytest
 
 import taskq
+import taskq.connection
 from taskq._stubs import pb
 from taskq.connection import node_of
 from taskq.errors import TaskqError
@@ -148,3 +153,110 @@ def test_a_killed_owner_raises_at_once_naming_it(masters, via_m1):
     assert raised.value.owner.master == "m2"
     # m1's own queues keep working.
     via_m1.queue("local").put("z")
+
+
+def test_a_queue_moved_under_the_client_loses_and_doubles_nothing(masters, monkeypatch, caplog):
+    """`taskq queue move` while the client puts: the calls refused with
+    "moving" are sent again (no "unreachable" notice), then follow the
+    redirect to the new owner; every put lands exactly once."""
+    m1, m2 = masters
+    create_on(masters, "pyjobs", "m1")
+    moving_seen = []
+    real_owner_of = taskq.connection.owner_of
+
+    def recording_owner_of(error):
+        owner = real_owner_of(error)
+        if owner is not None and owner.moving:
+            moving_seen.append(owner)
+        return owner
+
+    monkeypatch.setattr(taskq.connection, "owner_of", recording_owner_of)
+    caplog.set_level("WARNING", logger="taskq")
+    with taskq.connect(m1.address, token_file=m1.token_file, retry_for=60.0) as conn:
+        q = conn.queue("pyjobs")
+        before = [f"before-{i}" for i in range(20)]
+        for item in before:
+            q.put(item)
+        assert conn.master_of("pyjobs") == "m1"
+        # A lease held across the move keeps the queue fenced for --drain
+        # seconds, so the putters below are sure to meet the fence.
+        held = conn.call("Get", pb.GetRequest(queue="pyjobs", mode=pb.GET_MODE_LEASE,
+                                              lease_ms=120_000, nowait=True),
+                         timeout=10).deliveries
+        assert len(held) == 1
+
+        stop = threading.Event()
+        lock = threading.Lock()
+        landed = {}  # dedup key -> (id, existing)
+        errors = []
+
+        def putter(prefix: str) -> None:
+            try:
+                for i in range(2000):
+                    if stop.is_set():
+                        return
+                    key = f"{prefix}-{i}"
+                    r = conn.call("Put", pb.PutRequest(queue="pyjobs", tasks=[
+                        pb.TaskSpec(payload=key.encode(), dedup_key=key)]), timeout=60)
+                    with lock:
+                        landed[key] = (list(r.ids), list(r.existing))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                errors.append(e)
+
+        def count() -> int:
+            with lock:
+                return len(landed)
+
+        threads = [threading.Thread(target=putter, args=(p,), daemon=True) for p in ("ra", "rb")]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: count() >= 10 or errors, 30, "puts before the move")
+            r = m1.cli("queue", "move", "pyjobs", "--to", "m2", "--drain", "1", "--json",
+                       timeout=120)
+            assert r.returncode == 0, r.stderr
+            moved = json.loads(r.stdout)
+            assert "pyjobs" in moved["queues"] and moved["to"] == "m2"
+            assert moved["taken_back"] == 1
+            after_move = count()
+            wait_for(lambda: count() >= after_move + 10 or errors, 30, "puts after the move")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=70)
+        assert not errors, errors
+        assert not any(t.is_alive() for t in threads)
+
+        # The fence was met and retried, naming the target; never a notice.
+        assert moving_seen, "no call met the move"
+        assert all(o.master == "m2" and o.address == m2.address for o in moving_seen)
+        assert not [r.message for r in caplog.records if "unreachable" in r.message]
+
+        # Each put stored one task, once.
+        ids = [v[0] for v in landed.values()]
+        assert all(len(i) == 1 for i in ids)
+        assert not any(any(v[1]) for v in landed.values())
+        assert len({i[0] for i in ids}) == len(ids)
+
+        # Now m2's, with everything in it (the held task back ready).
+        assert conn.master_of("pyjobs") == "m2"
+        stats = q.stats()
+        assert (stats.ready, stats.leased) == (len(before) + len(landed), 0)
+        ref = pb.LeaseRef(task_id=held[0].task.id, lease_id=held[0].lease_id)
+        assert conn.call("Ack", pb.AckRequest(leases=[ref]), timeout=10).acked == 0
+        # Ids and dedup keys came along: by id through m1, and a key put again.
+        assert conn.call("GetTask", pb.GetTaskRequest(task_id=held[0].task.id),
+                         timeout=10).queue == "pyjobs"
+        key, (first_ids, _) = next(iter(landed.items()))
+        again = conn.call("Put", pb.PutRequest(queue="pyjobs", tasks=[
+            pb.TaskSpec(payload=key.encode(), dedup_key=key)]), timeout=10)
+        assert list(again.ids) == first_ids and list(again.existing) == [True]
+
+        q.put("after")
+        assert conn._queue_addresses["pyjobs"] == m2.address
+        expected = before + list(landed) + ["after"]
+        got = [q.get(timeout=10) for _ in expected]
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        got = [item.decode() if isinstance(item, bytes) else item for item in got]
+        assert sorted(got) == sorted(expected)

@@ -241,12 +241,16 @@ class Connection:
         backoff per `retry` for up to `retry_for` seconds (default: the
         connection's), waiting for the channel to connect in between; a
         notice goes to the "taskq" logger when the master becomes unreachable
-        and when it is back. Any other failure raises TaskqError at once.
+        and when it is back. A queue being moved to another master (cluster
+        mode: the master did nothing) is sent again with the same backoff and
+        bound, whatever `retry` says short of RETRY_NEVER, and without a
+        notice. Any other failure raises TaskqError at once.
         """
         route = _route_of(method, request)
         window = self.retry_for if retry_for is None else retry_for
         deadline = None if timeout is None else time.monotonic() + timeout
         first_failure: Optional[float] = None
+        unreachable = False  # this call logged (or shared) the notice
         attempt = 0
         address = self._resolve(route)
         hops = 0
@@ -260,9 +264,10 @@ class Connection:
                 code, details = TaskqError.from_rpc_error(e).args_pair()
                 owner = owner_of(e)
             else:
-                if first_failure is not None:
+                if unreachable:
                     self._notice_reachable()
                 return response
+            moving = False
             if owner is not None:
                 # Cluster mode: another master owns it. Follow a redirect;
                 # an owner that is down is the caller's to hear at once.
@@ -272,7 +277,13 @@ class Connection:
                     address = owner.address
                     hops += 1
                     continue
-                raise TaskqError(code, details, owner=owner)
+                # A queue being moved (taskq queue move): refused before
+                # anything was done, so sent again whatever the call, to
+                # the same master: once the move ends it redirects to the
+                # new owner (common/client.cc, Client::Call).
+                moving = owner.moving and not owner.down and retry != RETRY_NEVER
+                if not moving:
+                    raise TaskqError(code, details, owner=owner)
             # Decided outside the except clause, and the error made only
             # when raised: an exception kept in a local of this frame would
             # form a cycle with its own traceback, keeping the callers'
@@ -283,30 +294,41 @@ class Connection:
             # 300 ms after it stops (master/server.cc). A cut, as
             # UNAVAILABLE, of a call that reached the master.
             cut = code == grpc.StatusCode.CANCELLED and not self._closed
-            if (code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(details):
-                raise TaskqError(code, details)
-            if address != self.address:
-                # A remembered owner out of reach: ask the given master
-                # next time (the queue may have moved, or its owner be down).
-                self._forget(route)
-            if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
-                                        (cut or not _not_carried_out(details))):
-                raise TaskqError(code, details)
+            if not moving:
+                if (code != grpc.StatusCode.UNAVAILABLE and not cut) or _tls_refused(details):
+                    raise TaskqError(code, details)
+                if address != self.address:
+                    # A remembered owner out of reach: ask the given master
+                    # next time (the queue may have moved, or its owner be
+                    # down).
+                    self._forget(route)
+                if retry == RETRY_NEVER or (retry == RETRY_IF_NOT_SENT and
+                                            (cut or not _not_carried_out(details))):
+                    raise TaskqError(code, details)
             now = time.monotonic()
             if first_failure is None:
                 first_failure = now
+            if not moving and not unreachable:
+                # (A master that refuses because of a move is reachable.)
+                unreachable = True
                 self._notice_unreachable(details, window)
             if now - first_failure >= window or (deadline is not None and now >= deadline):
-                raise TaskqError(code, details)
+                raise TaskqError(code, details, owner=owner)
+            attempt += 1
+            wait = retry_backoff(attempt)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            if moving:
+                # The channel is up: waiting for it to connect would not
+                # wait at all.
+                time.sleep(wait)
+                hops = 0
+                continue
             if "master is shutting down" in details:
                 # Its connection stays up until its shutdown is over, and a
                 # call sent on it meanwhile is refused or cut: wait until it
                 # closes, so the next try reaches the master that comes back.
                 self._wait_master_gone(channel, None if deadline is None else deadline - now)
-            attempt += 1
-            wait = retry_backoff(attempt)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
             self._wait_ready(channel, wait)
             address = self._resolve(route)
             hops = 0
