@@ -471,6 +471,13 @@ void TaskQueueService::HandleUpdateQueue(
   if (Refused(call, CheckQueues(call->context(), who, *FindRule("UpdateQueue"), {call->request().queue()}))) return;
   if (Refused(call, Route(call->request().queue()))) return;
   const auto& req = call->request();
+  // Cluster mode: dead letters stay on the queue's master (as at create).
+  if (router_ != nullptr && req.update().has_dead_letter() &&
+      !req.update().dead_letter().empty() && req.update().dead_letter() != req.queue() &&
+      Refused(call, router_->ForSameMaster(req.queue(), req.update().dead_letter(),
+                                           "dead_letter"))) {
+    return;
+  }
   auto updated = engine_->UpdateQueue(req.queue(), req.update());
   AuditAction(call->context(), who, "UpdateQueue", req.queue(), updated.status());
   if (!updated.ok()) return call->Reply(ToGrpcStatus(updated.status()));

@@ -289,6 +289,16 @@ TEST_F(ClusterModeTest, AReplyQueueMustBeOnTheTasksMaster) {
   grpc::Status dl = stub_[0]->CreateQueue(&ctx, dlq, &created);
   EXPECT_EQ(dl.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << dl.error_message();
   EXPECT_TRUE(absl::StrContains(dl.error_message(), "dead_letter")) << dl.error_message();
+  // Nor can an update point an existing queue's dead letters there.
+  v1::UpdateQueueRequest update;
+  update.set_queue("work");
+  update.mutable_update()->set_dead_letter("answers");
+  v1::QueueConfig updated;
+  grpc::ClientContext update_ctx;
+  Prepare(&update_ctx);
+  grpc::Status up = stub_[0]->UpdateQueue(&update_ctx, update, &updated);
+  EXPECT_EQ(up.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << up.error_message();
+  EXPECT_TRUE(absl::StrContains(up.error_message(), "dead_letter")) << up.error_message();
   // A reply queue not used yet is placed with the task's queue.
   ASSERT_TRUE(Put(0, "work", 1, nullptr, "my-answers").ok());
   EXPECT_EQ(Target(Put(2, "my-answers", 1)), 0);

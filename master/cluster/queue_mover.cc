@@ -86,6 +86,14 @@ absl::StatusOr<v1::MoveQueueResponse> QueueMover::RunMove(const v1::MoveQueueReq
                to->name, why.message());
     return why;
   };
+  // A tie made between reading the group and the fence (a put naming a
+  // reply_to, a dead_letter set) would strand what it sends; the fence
+  // stops new ones, so one look now is enough.
+  if (engine_->TiedQueues(queue) != group) {
+    return give_up(absl::AbortedError("the queues tied to it changed as the move began; "
+                                      "nothing moved, send the move again"),
+                   nullptr);
+  }
 
   // 3: leases end, or are taken back.
   const absl::Time drain_until = absl::Now() + drain;

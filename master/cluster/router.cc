@@ -13,6 +13,16 @@
 namespace taskq {
 namespace {
 
+// UNAVAILABLE "moving": the call was refused before anything was done.
+absl::Status MovingStatus(const std::string& queue, const MasterInfo& to) {
+  v1::QueueOwner entry;
+  entry.set_queue(queue);
+  entry.set_master(to.name);
+  entry.set_address(to.address);
+  entry.set_moving(true);
+  return RedirectStatus(entry);
+}
+
 
 absl::Status CannotPlace(const std::string& queue, const absl::Status& why) {
   return absl::UnavailableError(absl::StrCat("cannot place queue \"", queue,
@@ -211,12 +221,7 @@ absl::Status QueueRouter::ForQueue(const std::string& queue, Place place, const 
       if (moving_.empty()) return absl::OkStatus();
       auto it = moving_.find(queue);
       if (it == moving_.end()) return absl::OkStatus();
-      v1::QueueOwner entry;
-      entry.set_queue(queue);
-      entry.set_master(it->second.name);
-      entry.set_address(it->second.address);
-      entry.set_moving(true);
-      return RedirectStatus(entry);
+      return MovingStatus(queue, it->second);
     }
     auto it = others_.find(queue);
     if (it != others_.end()) {
@@ -280,6 +285,10 @@ absl::Status QueueRouter::ForSameMaster(const std::string& queue, const std::str
   std::string owner;
   {
     MutexLock lock(&mu_);
+    if (auto it = moving_.find(reply_to); it != moving_.end()) {
+      // Tying a queue to one that is leaving would strand what it sends.
+      return MovingStatus(reply_to, it->second);
+    }
     if (owned_.contains(reply_to)) return absl::OkStatus();
     auto it = others_.find(reply_to);
     if (it != others_.end()) owner = it->second;
