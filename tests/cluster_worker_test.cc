@@ -326,6 +326,19 @@ TEST_F(ClusterWorkerTest, SigtermDrainsTheStreamsToEveryMaster) {
   };
   ASSERT_TRUE(WaitFor([&] { return running(masters_[0]) == 2 && running(masters_[2]) == 2; },
                       absl::Seconds(30)));
+  // Leased is not yet started: a drain gives back what has not started.
+  // Its debug log says when each one starts.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string log = worker->Stderr();
+        size_t started = 0;
+        for (size_t at = log.find("task started"); at != std::string::npos;
+             at = log.find("task started", at + 1)) {
+          ++started;
+        }
+        return started == 4;
+      },
+      absl::Seconds(30)));
   worker->Kill(SIGTERM);
   auto exit = worker->Wait(absl::Seconds(30));
   ASSERT_TRUE(exit.has_value());
