@@ -755,15 +755,7 @@ TEST_F(DurableEngineTest, AMovedQueueLeavesWithItsColdTasksAndStaysGoneAfterARes
   EXPECT_EQ(engine_->Stats("q").status().code(), absl::StatusCode::kNotFound);
   std::vector<std::string> payloads;
   for (int i = 0; i < 2; ++i) {
-    GetArgs get;
-    get.queue = "q";
-    get.max_tasks = 1000;
-    get.nowait = true;
-    GetCapture got;
-    target.Get(get, [&](auto r) { got.Set(std::move(r)); });
-    ASSERT_TRUE(got.done());
-    ASSERT_TRUE(got.value->ok()) << got.value->status();
-    for (std::string& p : Payloads(**got.value)) payloads.push_back(std::move(p));
+    for (std::string& p : Payloads(MustTakeFrom(target, "q", 1000))) payloads.push_back(p);
   }
   ASSERT_EQ(payloads.size(), 1500u);
   EXPECT_EQ(payloads.front(), "task-0");

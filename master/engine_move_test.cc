@@ -136,14 +136,7 @@ TEST_F(EngineTest, AnExportedGroupImportsWithIdsOrderDedupDelaysAndDeadLetters) 
   ASSERT_TRUE(dup.done() && dup.value->ok());
   EXPECT_EQ((*dup.value)->ids[0], ready[0]);
   // Order kept: a, b, c; the delayed one when due, with its result.
-  GetArgs get;
-  get.queue = "jobs";
-  get.max_tasks = 10;
-  get.nowait = true;
-  GetCapture got;
-  target.Get(get, [&](auto r) { got.Set(std::move(r)); });
-  ASSERT_TRUE(got.done() && got.value->ok());
-  EXPECT_THAT(Payloads(**got.value), ElementsAre("a", "b", "c"));
+  EXPECT_THAT(Payloads(MustTakeFrom(target, "jobs", 10)), ElementsAre("a", "b", "c"));
 }
 
 }  // namespace

@@ -169,6 +169,21 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
+  // Takes up to `max` ready tasks of `queue` from another engine (e.g. the
+  // target of a move) without waiting.
+  static std::vector<v1::Delivery> MustTakeFrom(TaskEngine& engine, const std::string& queue,
+                                                uint32_t max) {
+    GetArgs args;
+    args.queue = queue;
+    args.max_tasks = max;
+    args.nowait = true;
+    GetCapture got;
+    engine.Get(std::move(args), [&got](auto r) { got.Set(std::move(r)); });
+    EXPECT_TRUE(got.Wait());
+    EXPECT_TRUE(got.value->ok()) << got.value->status();
+    return got.value->ok() ? **std::move(got.value) : std::vector<v1::Delivery>{};
+  }
+
   v1::QueueStats Stats(const std::string& q) {
     auto s = engine_->Stats(q);
     EXPECT_TRUE(s.ok()) << s.status();

@@ -47,6 +47,14 @@ class ClusterMoveTest : public EtcdTest {
     return client.ok() ? *std::move(client) : nullptr;
   }
 
+  // Creates `queue` on master `on` through master 0 (a plain queue).
+  void CreateOn(const std::string& queue, const std::string& on) {
+    v1::QueueConfig config;
+    config.set_name(queue);
+    auto created = ClientOf(0)->CreateQueue(config, false, on);
+    ASSERT_TRUE(created.ok()) << created.status();
+  }
+
   // Who owns `queue` as master i sees it ("" if not placed).
   std::string OwnerOf(int i, const std::string& queue) {
     auto cluster = ClientOf(i)->GetCluster();
@@ -168,9 +176,8 @@ TEST_F(ClusterMoveTest, AQueueMovesWithItsTiedQueuesAndEverythingTheyHold) {
 TEST_F(ClusterMoveTest, RefusalsSayWhy) {
   auto at1 = ClientOf(0);
   ASSERT_NE(at1, nullptr);
-  v1::QueueConfig config;
-  config.set_name("stay");
-  ASSERT_TRUE(at1->CreateQueue(config, false, "m1").ok());
+  CreateOn("stay", "m1");
+  if (HasFatalFailure()) return;
   constexpr int kExitRefused = 5;  // docs/CLI.md, exit codes
   CliResult to_self = m_[0].Cli({"queue", "move", "stay", "--to", "m1"});
   EXPECT_EQ(to_self.exit_code, kExitRefused);
@@ -188,9 +195,8 @@ TEST_F(ClusterMoveTest, RefusalsSayWhy) {
 TEST_F(ClusterMoveTest, UnderLoadEveryTaskGivesExactlyOneResult) {
   auto at1 = ClientOf(0);
   ASSERT_NE(at1, nullptr);
-  v1::QueueConfig config;
-  config.set_name("load");
-  ASSERT_TRUE(at1->CreateQueue(config, false, "m1").ok());
+  CreateOn("load", "m1");
+  if (HasFatalFailure()) return;
   // A worker given m1 only; it follows the queue when it moves. Tasks take
   // 0.1 s each, but four take 3 s: they are still running when the drain
   // (1 s) ends, so they are taken back and run again on m2, their first

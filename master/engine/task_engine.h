@@ -71,6 +71,7 @@
 #include "master/memory_budget.h"
 #include "master/queue_engine.h"
 #include "master/store.h"
+#include "taskq/v1/stored.pb.h"
 
 namespace taskq {
 
@@ -273,8 +274,10 @@ class TaskEngine final : public QueueEngine {
                    absl::Status gone = absl::OkStatus()) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK, or the fence status of a queue being moved (task_engine_move.cc).
   static absl::Status Fenced(const Queue& q) { return q.fence; }
-  // The stored form of a queue (its StoredQueue record).
+  // The stored form of a queue (its StoredQueue record), and back: its
+  // state and counters from one (recovery and ImportQueues).
   std::string StoredQueueOf(const Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void RestoreQueueState(Queue& q, const v1::StoredQueue& sq);
   // Puts a task read from a stored record in its place: ready, delayed or
   // dead (ImportQueues).
   void PlaceImported(Queue& q, TaskRecord& rec, Pending& pending)

@@ -225,13 +225,7 @@ absl::Status TaskEngine::ImportQueues(const std::vector<std::string>& group, boo
         break;
       }
       if (FindQueue(name) != nullptr) RemoveQueue(name, pending);
-      Queue* q = AddQueue(sq.config(), pending);
-      q->shut_down = sq.shut_down();
-      q->awaiting_task_done = sq.awaiting_task_done();
-      q->total_put = sq.total_put();
-      q->total_completed = sq.total_completed();
-      q->total_failed = sq.total_failed();
-      q->total_cancelled = sq.total_cancelled();
+      RestoreQueueState(*AddQueue(sq.config(), pending), sq);
       MarkQueue(name);
     }
     for (size_t i = 0; status.ok() && i < records.tasks.size(); ++i) {

@@ -94,6 +94,15 @@ std::string TaskEngine::StoredQueueOf(const Queue& q) const {
   return sq.SerializeAsString();
 }
 
+void TaskEngine::RestoreQueueState(Queue& q, const v1::StoredQueue& sq) {
+  q.shut_down = sq.shut_down();
+  q.awaiting_task_done = sq.awaiting_task_done();
+  q.total_put = sq.total_put();
+  q.total_completed = sq.total_completed();
+  q.total_failed = sq.total_failed();
+  q.total_cancelled = sq.total_cancelled();
+}
+
 // --- cold ready tasks -------------------------------------------------------------
 
 TaskRecord& TaskEngine::AddRecord(uint64_t id) { return tasks_[id]; }
@@ -235,12 +244,7 @@ absl::Status TaskEngine::LoadQueues(Pending& pending) {
     const bool upgraded = !sq.config().has_idle_ttl_ms();
     Queue* q = AddQueue(upgraded ? FillDefaults(sq.config()) : sq.config(), pending);
     if (upgraded) upgraded_queues_.push_back(q->config.name());
-    q->shut_down = sq.shut_down();
-    q->awaiting_task_done = sq.awaiting_task_done();
-    q->total_put = sq.total_put();
-    q->total_completed = sq.total_completed();
-    q->total_failed = sq.total_failed();
-    q->total_cancelled = sq.total_cancelled();
+    RestoreQueueState(*q, sq);
     return true;
   });
   return s.ok() ? bad : s;
