@@ -195,6 +195,11 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-prefix", options.cluster.prefix,
                  "with --cluster: the etcd key prefix of this cluster")
       ->capture_default_str();
+  app.add_option("--cluster-ca", options.cluster.peer_ca_file,
+                 "with --cluster: PEM CA that the other masters' TLS certificates are verified "
+                 "against when this master calls them (moving a queue); default: "
+                 "<data-dir>/tls/ca.pem if it exists, else the system's roots")
+      ->type_name("FILE");
   std::string cluster_ttl = "10s";
   app.add_option("--cluster-ttl", cluster_ttl,
                  "with --cluster: how long after this master dies the others call it down "
@@ -209,10 +214,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   bool cluster_flags = !options.cluster.advertise.empty() || !options.cluster.name.empty() ||
-                       app.count("--cluster-prefix") > 0 || app.count("--cluster-ttl") > 0;
+                       app.count("--cluster-prefix") > 0 || app.count("--cluster-ttl") > 0 ||
+                       app.count("--cluster-ca") > 0;
   if (options.cluster.etcd.empty() && cluster_flags) {
-    std::fprintf(stderr, "taskq-master: --advertise, --name, --cluster-prefix and --cluster-ttl "
-                         "need --cluster etcd://HOST:PORT\n");
+    std::fprintf(stderr, "taskq-master: --advertise, --name, --cluster-prefix, --cluster-ttl and "
+                         "--cluster-ca need --cluster etcd://HOST:PORT\n");
     return 2;
   }
   if (absl::Status s = taskq::ValidateClusterOptions(options.cluster); !s.ok()) {

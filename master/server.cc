@@ -223,7 +223,8 @@ absl::StatusOr<std::string> MasterServer::Start() {
     // Moves talk to the other masters as this one: the master token (the
     // masters share it), TLS against this master's CA (shared too).
     QueueMoverOptions moves;
-    const std::string ca = tls ? (*tls_files)->ca : std::string();
+    std::string ca = options_.cluster.peer_ca_file;
+    if (ca.empty() && tls) ca = (*tls_files)->ca;
     moves.connect = [token = *token, tls, ca](const std::string& address) {
       ConnectOptions connect;
       connect.master = address;

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -100,6 +102,10 @@ absl::Status ValidateClusterOptions(ClusterOptions& options) {
   }
   if (options.ttl < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--cluster-ttl must be at least 1s");
+  }
+  if (!options.peer_ca_file.empty() && ::access(options.peer_ca_file.c_str(), R_OK) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cluster-ca \"", options.peer_ca_file, "\" cannot be read: ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }

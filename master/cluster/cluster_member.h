@@ -35,6 +35,10 @@ struct ClusterOptions {
   absl::Duration ttl = absl::Seconds(10);
   // From the engine: queues are created on first use (QueueRouter).
   bool place_on_use = true;
+  // PEM CA the other masters' TLS certificates are verified against when
+  // this master calls them (queue moves); empty = <data-dir>/tls/ca.pem if
+  // it exists, else the system's roots.
+  std::string peer_ca_file;
 };
 
 // The gRPC target for etcd://... (several literal IPs become one

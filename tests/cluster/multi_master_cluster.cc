@@ -246,7 +246,8 @@ absl::Status MultiMasterCluster::StartMaster(int i, std::vector<std::string> ext
   if (options_.cluster) {
     for (const std::string& flag : std::vector<std::string>{
              "--cluster", "etcd://" + EtcdEndpoint(), "--advertise", MasterAddress(i), "--name",
-          MasterName(i), "--cluster-ttl", options_.cluster_ttl}) {
+          MasterName(i), "--cluster-ttl", options_.cluster_ttl, "--cluster-ca",
+          dir() + "/ca.pem"}) {
       slot.args.push_back(flag);
     }
   }

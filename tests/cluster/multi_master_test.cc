@@ -10,11 +10,18 @@
 // - etcd unreachable for 10 s (its host black-holed): the masters keep
 //   serving the queues they own, a new queue cannot be placed (UNAVAILABLE
 //   naming the cluster store), and no queue changes owner.
+// - A queue moved to another master under load (`taskq queue move`, asked
+//   of a third master): the masters copy it over TLS with the master
+//   token, tasks put during the move land once, running tasks are taken
+//   back or finish, and every task gives exactly one result, read through
+//   its new owner.
 //
 // Queue qK and its result queue rK live on masterK (`queue create --on`).
 #include <signal.h>
 
+#include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -253,6 +260,54 @@ TEST_F(MultiMasterTest, EtcdUnreachableForTenSecondsMastersKeepServingNoQueueCha
     EXPECT_EQ(r.exit_code, 0) << Describe(r);
     EXPECT_EQ(Lines(r.out).size(), 3u) << Describe(r);
   }
+}
+
+TEST_F(MultiMasterTest, QueueMovedUnderLoadLosesAndDuplicatesNothing) {
+  std::set<std::string> expected;
+  ASSERT_TRUE(Submit(1, 40, &expected));
+  // Under load: q1's tasks are being run (results coming in).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        CliResult r = c_.Cli({"queue", "stats", ResultQueue(1), "--json"}, 1);
+        return JsonNumber(r.out, "ready") >= 3;
+      },
+      absl::Seconds(60), absl::Milliseconds(100)));
+  // Asked of master3: it goes to master1, which moves q1 (and r1, where
+  // its results go) to master2 while more tasks are submitted.
+  std::unique_ptr<Process> move = c_.StartCli(
+      {"queue", "move", Queue(1), "--to", "master2", "--drain", "0.3", "--json"}, 3);
+  ASSERT_NE(move, nullptr);
+  // Once master1 has fenced q1, the rest is submitted: refused as moving
+  // and sent again by the CLI until it lands on master2.
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(c_.master(1)->Stderr(), "cluster: moving queue"); },
+      absl::Seconds(30), absl::Milliseconds(20)));
+  std::vector<std::string> args = {"submit",   "--queue", Queue(1), "--handler", "exec",
+                                   "--arg",    "slow",    "--reply-to", ResultQueue(1)};
+  for (int i = 41; i <= 60; ++i) {
+    args.push_back(absl::StrCat("1-", i));
+    expected.insert(args.back());
+  }
+  CliResult submitted = c_.Cli(args, 1);
+  EXPECT_EQ(submitted.exit_code, 0) << Describe(submitted);
+  std::optional<int> moved = move->Wait(absl::Seconds(90));
+  ASSERT_TRUE(moved.has_value());
+  ASSERT_EQ(*moved, 0) << move->Stderr();
+  std::cerr << "moved: " << move->Stdout();
+  const std::map<std::string, std::string> placed = Placements();
+  EXPECT_EQ(placed.at("/taskq/queues/" + Queue(1)), "master2");
+  EXPECT_EQ(placed.at("/taskq/queues/" + ResultQueue(1)), "master2");
+
+  // Every task, submitted before or during the move, gives one result,
+  // read through master1, which sends the reader to master2.
+  CliResult r = ReadResults(1, 1);
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(CheckEachOnce(Lines(r.out), expected), "") << "queue q1 after its move";
+  // The other masters' queues were not touched.
+  std::set<std::string> expected3;
+  ASSERT_TRUE(Submit(3, 5, &expected3));
+  CliResult r3 = ReadResults(3, 3);
+  EXPECT_EQ(CheckEachOnce(Lines(r3.out), expected3), "");
 }
 
 }  // namespace
