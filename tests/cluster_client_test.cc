@@ -41,14 +41,9 @@ class ClusterClientTest : public EtcdTest {
     ASSERT_TRUE(s.ok()) << s;
   }
 
-  // A library client given master i's address.
+  // A library client given master i's address (it follows redirects).
   std::unique_ptr<Client> ClientOf(int i) {
-    ConnectOptions options;
-    options.master = m_[i].address();
-    options.token_file = m_[i].token_file();
-    auto client = Client::Connect(options, {.call_timeout = absl::Seconds(5)});
-    EXPECT_TRUE(client.ok()) << client.status();
-    return client.ok() ? *std::move(client) : nullptr;
+    return m_[i].NewClient({.call_timeout = absl::Seconds(5)});
   }
 
   // The CLI pointed at master i.

@@ -39,12 +39,7 @@ class ClusterMoveTest : public EtcdTest {
 
   // A library client given master i's address (it follows redirects).
   std::unique_ptr<Client> ClientOf(int i) {
-    ConnectOptions options;
-    options.master = m_[i].address();
-    options.token_file = m_[i].token_file();
-    auto client = Client::Connect(options, {.call_timeout = absl::Seconds(20)});
-    EXPECT_TRUE(client.ok()) << client.status();
-    return client.ok() ? *std::move(client) : nullptr;
+    return m_[i].NewClient({.call_timeout = absl::Seconds(20)});
   }
 
   // Creates `queue` on master `on` through master 0 (a plain queue).

@@ -693,6 +693,15 @@ std::string Cluster::PyJson(const std::string& json, const std::string& expr, bo
   return p->Stdout();
 }
 
+std::unique_ptr<Client> Cluster::NewClient(ClientOptions options) const {
+  ConnectOptions connect;
+  connect.master = address_;
+  connect.token_file = token_file();
+  auto client = Client::Connect(connect, std::move(options));
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
 absl::StatusOr<Connection> Cluster::Connect() const {
   ConnectOptions options;
   options.master = address_;

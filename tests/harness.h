@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/channel.h"
+#include "common/client.h"
 
 namespace taskq::testing {
 
@@ -209,6 +210,9 @@ class Cluster {
   const std::string& address() const { return address_; }
   // A channel + token to this master, for tests that talk raw gRPC.
   absl::StatusOr<Connection> Connect() const;
+  // A library client (common/client.h) of this master with its token file;
+  // nullptr (and a test failure) if it cannot be made.
+  std::unique_ptr<Client> NewClient(ClientOptions options = {}) const;
   std::string token_file() const { return dir() + "/token"; }
   Process* master() { return master_.get(); }
   const std::vector<std::unique_ptr<Process>>& workers() const { return workers_; }
