@@ -18,6 +18,7 @@
 #include "client/json_writer.h"
 #include "client/queue_settings.h"
 #include "client/task_format.h"
+#include "common/limits.h"
 
 namespace taskq::cli {
 namespace {
@@ -167,7 +168,7 @@ int RunPurge(const GlobalOptions& globals, const std::string& name) {
 struct MoveArgs {
   std::string name;
   std::string to;
-  double drain_s = 30;
+  double drain_s = kDefaultMoveDrainMs / 1000.0;
   bool json = false;
 };
 
@@ -317,7 +318,7 @@ void AddQueueCommands(CLI::App& app, const GlobalOptions* globals, std::vector<V
   m->add_option("--drain", move->drain_s,
                 "Seconds leased tasks may run to their end before they are taken back "
                 "(0.001-3600)")
-      ->check(CLI::Range(0.001, 3600.0))
+      ->check(CLI::Range(0.001, kMaxMoveDrainMs / 1000.0))
       ->capture_default_str();
   m->add_flag("--json", move->json,
               "Print one JSON object: {\"queues\":[...],\"to\":...,\"tasks\":N,"

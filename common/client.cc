@@ -365,9 +365,8 @@ absl::StatusOr<v1::MoveQueueResponse> Client::MoveQueue(const v1::MoveQueueReque
   v1::MoveQueueResponse response;
   // The owner answers once the move is done: the drain timeout plus time
   // to copy.
-  const absl::Duration drain = request.drain_timeout_ms() == 0
-                                   ? absl::Seconds(30)
-                                   : absl::Milliseconds(request.drain_timeout_ms());
+  const absl::Duration drain = absl::Milliseconds(
+      request.drain_timeout_ms() == 0 ? kDefaultMoveDrainMs : request.drain_timeout_ms());
   auto status = Call([&](v1::TaskQueue::Stub* stub,
                          grpc::ClientContext* c) { return stub->MoveQueue(c, request, &response); },
                      Route{request.queue()}, drain + std::max(options_.call_timeout, absl::Minutes(5)),

@@ -128,21 +128,7 @@ absl::StatusOr<bool> EtcdClient::CreateIfAbsent(const std::string& key, const st
 
 absl::StatusOr<bool> EtcdClient::CompareAndSwap(const std::string& key, int64_t mod_revision,
                                                 const std::string& value, int64_t lease) {
-  pb::TxnRequest request;
-  pb::Compare* same = request.add_compare();
-  same->set_key(key);
-  same->set_target(pb::Compare::MOD);
-  same->set_result(pb::Compare::EQUAL);
-  same->set_mod_revision(mod_revision);
-  pb::PutRequest* put = request.add_success()->mutable_request_put();
-  put->set_key(key);
-  put->set_value(value);
-  put->set_lease(lease);
-  pb::TxnResponse response;
-  grpc::ClientContext context;
-  Prepare(&context);
-  if (grpc::Status s = kv_->Txn(&context, request, &response); !s.ok()) return Failed("txn", s);
-  return response.succeeded();
+  return CompareAndSwapAll({{key, mod_revision, value, lease}});
 }
 
 absl::StatusOr<bool> EtcdClient::CompareAndSwapAll(const std::vector<Swap>& swaps) {
@@ -156,6 +142,7 @@ absl::StatusOr<bool> EtcdClient::CompareAndSwapAll(const std::vector<Swap>& swap
     pb::PutRequest* put = request.add_success()->mutable_request_put();
     put->set_key(swap.key);
     put->set_value(swap.value);
+    put->set_lease(swap.lease);
   }
   pb::TxnResponse response;
   grpc::ClientContext context;

@@ -71,6 +71,7 @@ class EtcdClient {
     std::string key;
     int64_t mod_revision = 0;
     std::string value;
+    int64_t lease = 0;  // attach to this lease (0: none)
   };
   absl::StatusOr<bool> CompareAndSwapAll(const std::vector<Swap>& swaps);
   // Deletes the key; returns whether it existed.

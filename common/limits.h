@@ -35,6 +35,10 @@ inline constexpr uint64_t kMaxIdleTtlMs = uint64_t{365} * 24 * 3600 * 1000;  // 
 // Delayed tasks (TaskSpec.delay_ms / not_before_unix_ms, Release.delay_ms).
 inline constexpr int64_t kMaxDelayMs = int64_t{365} * 24 * 3600 * 1000;  // 365 days
 inline constexpr size_t kMaxDedupKeyBytes = 128;
+// `taskq queue move`: how long leases may run before they are taken back
+// when MoveQueueRequest.drain_timeout_ms is 0, and the most it may be.
+inline constexpr uint32_t kDefaultMoveDrainMs = 30 * 1000;
+inline constexpr uint32_t kMaxMoveDrainMs = 3600 * 1000;
 // Attempts kept in a task's history (oldest dropped first), and the part of
 // each attempt's error kept there (last_error keeps up to kMaxErrorBytes).
 inline constexpr size_t kTaskHistoryLength = 16;

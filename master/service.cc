@@ -347,7 +347,7 @@ void TaskQueueService::HandleMoveQueue(
     return call->Reply(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                     "move: name the master to move the queue to (to)"));
   }
-  if (req.drain_timeout_ms() > 3600 * 1000) {
+  if (req.drain_timeout_ms() > kMaxMoveDrainMs) {
     return call->Reply(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                     "move: the drain timeout is at most one hour"));
   }
@@ -360,8 +360,8 @@ void TaskQueueService::HandleMoveQueue(
     }
     return call->Reply(ToGrpcStatus(routed));
   }
-  if (auto stats = engine_->Stats(req.queue()); !stats.ok()) {
-    return call->Reply(ToGrpcStatus(stats.status()));
+  if (auto exists = engine_->QueueOwner(req.queue()); !exists.ok()) {
+    return call->Reply(ToGrpcStatus(exists.status()));
   }
   LogInfo("queue \"%s\": move to \"%s\" asked by credential \"%s\"", req.queue(), req.to(),
           who.name);

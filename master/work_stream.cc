@@ -199,7 +199,7 @@ absl::Status WorkStream::Start(const v1::WorkRequest::Start& start) {
   if (check_queues_) {
     if (absl::Status s = check_queues_(queues); !s.ok()) return s;
   }
-  if (moves_ != nullptr && !move_ticket_) {
+  if (moves_ != nullptr) {
     // Watched before the route check: a move that ends after the check
     // still ends this stream.
     move_ticket_ = moves_->Watch(queues, move_stop_);

@@ -61,10 +61,10 @@ TEST_F(PlacementTest, TheFirstClaimWinsAndAMoveRefusesAStaleRead) {
 
   auto read = placement.OwnerOf("jobs");
   ASSERT_TRUE(read.ok()) << read.status();
-  ASSERT_TRUE(placement.Move(*read, "m2").ok());
+  ASSERT_TRUE(placement.MoveAll({*read}, "m2").ok());
   EXPECT_EQ(placement.OwnerOf("jobs")->owner, "m2");
   // Moving again from the old read is refused: someone moved it since.
-  absl::Status stale = placement.Move(*read, "m3");
+  absl::Status stale = placement.MoveAll({*read}, "m3");
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
   EXPECT_EQ(placement.OwnerOf("jobs")->owner, "m2");
 

@@ -52,16 +52,6 @@ absl::StatusOr<QueuePlacement> Placement::Claim(const std::string& queue,
   return QueuePlacement{queue, existing.value, existing.mod_revision};
 }
 
-absl::Status Placement::Move(const QueuePlacement& from, const std::string& to) {
-  auto swapped = etcd_->CompareAndSwap(Key(from.queue), from.revision, to);
-  if (!swapped.ok()) return swapped.status();
-  if (!*swapped) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "queue \"", from.queue, "\" changed placement meanwhile (was on ", from.owner, ")"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Placement::MoveAll(const std::vector<QueuePlacement>& from, const std::string& to) {
   std::vector<EtcdClient::Swap> swaps;
   swaps.reserve(from.size());

@@ -27,7 +27,7 @@ namespace taskq {
 struct QueuePlacement {
   std::string queue;
   std::string owner;
-  int64_t revision = 0;  // the mod revision it was read at (for Move)
+  int64_t revision = 0;  // the mod revision it was read at (for MoveAll)
 };
 
 class Placement {
@@ -39,11 +39,9 @@ class Placement {
   // Places the queue on `owner` unless it has an owner already; returns
   // the owner it has now (possibly another master's claim that won).
   absl::StatusOr<QueuePlacement> Claim(const std::string& queue, const std::string& owner);
-  // Moves the queue to `to` if it is still placed as `from` read it.
-  // FAILED_PRECONDITION if the placement changed meanwhile.
-  absl::Status Move(const QueuePlacement& from, const std::string& to);
   // Moves every queue to `to` in one etcd transaction, if each is still
-  // placed as read: all or none (FAILED_PRECONDITION naming none moved).
+  // placed as `from` read it: all or none (FAILED_PRECONDITION if one
+  // changed meanwhile; none moved then).
   absl::Status MoveAll(const std::vector<QueuePlacement>& from, const std::string& to);
   // Drops the placement (the queue was deleted by its owner).
   absl::Status Forget(const std::string& queue);

@@ -5,20 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/cluster_redirect.h"
 #include "common/log.h"
 
 namespace taskq {
 namespace {
-
-v1::QueueOwner OwnerEntry(const std::string& queue, const MasterInfo& to, bool moving) {
-  v1::QueueOwner owner;
-  owner.set_queue(queue);
-  owner.set_master(to.name);
-  owner.set_address(to.address);
-  owner.set_moving(moving);
-  return owner;
-}
 
 absl::Status Annotate(const absl::Status& s, absl::string_view what) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
@@ -76,7 +66,7 @@ absl::StatusOr<v1::MoveQueueResponse> QueueMover::RunMove(const v1::MoveQueueReq
   LogInfo("cluster: moving queue%s %s to master \"%s\" at %s", group.size() > 1 ? "s" : "",
           absl::StrJoin(group, ", "), to->name, to->address);
   for (const std::string& q : group) {
-    engine_->FenceQueues({q}, RedirectStatus(OwnerEntry(q, *to, /*moving=*/true)));
+    engine_->FenceQueues({q}, RedirectToMaster(q, *to, /*moving=*/true));
   }
   auto give_up = [&](const absl::Status& why, Client* target) {
     Abort(target, group);
@@ -143,10 +133,10 @@ absl::StatusOr<v1::MoveQueueResponse> QueueMover::RunMove(const v1::MoveQueueReq
 
   // 6: the target's now. Drop the copy here, redirect, end streams.
   const std::vector<uint64_t> dropped = engine_->DropQueues(
-      group, RedirectStatus(OwnerEntry(queue, *to, /*moving=*/false)));
+      group, RedirectToMaster(queue, *to, /*moving=*/false));
   router_->EndMove(group, to->name, /*moved=*/true, dropped);
   watch_->Moved(group, [&](const std::string& q) {
-    return RedirectStatus(OwnerEntry(q, *to, /*moving=*/false));
+    return RedirectToMaster(q, *to, /*moving=*/false);
   });
   v1::AdoptQueuesRequest commit;
   commit.set_from(router_->self());

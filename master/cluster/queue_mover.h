@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/client.h"
+#include "common/limits.h"
 #include "common/sync.h"
 #include "master/cluster/move_watch.h"
 #include "master/cluster/router.h"
@@ -55,7 +56,7 @@ struct QueueMoverOptions {
   // Records per AdoptQueues call: at most this many bytes (and the gRPC
   // message limit is 4 MiB).
   size_t chunk_bytes = 3 << 20;
-  absl::Duration default_drain = absl::Seconds(30);
+  absl::Duration default_drain = absl::Milliseconds(kDefaultMoveDrainMs);
 };
 
 class QueueMover {

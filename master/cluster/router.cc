@@ -11,17 +11,16 @@
 #include "master/cluster/node_number.h"
 
 namespace taskq {
-namespace {
-
-// UNAVAILABLE "moving": the call was refused before anything was done.
-absl::Status MovingStatus(const std::string& queue, const MasterInfo& to) {
+absl::Status RedirectToMaster(const std::string& queue, const MasterInfo& to, bool moving) {
   v1::QueueOwner entry;
   entry.set_queue(queue);
   entry.set_master(to.name);
   entry.set_address(to.address);
-  entry.set_moving(true);
+  entry.set_moving(moving);
   return RedirectStatus(entry);
 }
+
+namespace {
 
 
 absl::Status CannotPlace(const std::string& queue, const absl::Status& why) {
@@ -218,10 +217,9 @@ absl::Status QueueRouter::ForQueue(const std::string& queue, Place place, const 
   {
     MutexLock lock(&mu_);
     if (owned_.contains(queue)) {
-      if (moving_.empty()) return absl::OkStatus();
       auto it = moving_.find(queue);
       if (it == moving_.end()) return absl::OkStatus();
-      return MovingStatus(queue, it->second);
+      return RedirectToMaster(queue, it->second, /*moving=*/true);
     }
     auto it = others_.find(queue);
     if (it != others_.end()) {
@@ -287,7 +285,7 @@ absl::Status QueueRouter::ForSameMaster(const std::string& queue, const std::str
     MutexLock lock(&mu_);
     if (auto it = moving_.find(reply_to); it != moving_.end()) {
       // Tying a queue to one that is leaving would strand what it sends.
-      return MovingStatus(reply_to, it->second);
+      return RedirectToMaster(reply_to, it->second, /*moving=*/true);
     }
     if (owned_.contains(reply_to)) return absl::OkStatus();
     auto it = others_.find(reply_to);

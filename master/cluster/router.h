@@ -49,6 +49,10 @@ struct QueueRouterOptions {
   bool place_on_use = true;
 };
 
+// A call on `queue` answered for master `to`: the redirect there, or with
+// `moving` the UNAVAILABLE "moving to" refusal (common/cluster_redirect.h).
+absl::Status RedirectToMaster(const std::string& queue, const MasterInfo& to, bool moving);
+
 class QueueRouter {
  public:
   // Whether a call may place a queue that is not placed yet: CreateQueue

@@ -156,6 +156,13 @@ absl::Status TaskEngine::ValidateConfig(const v1::QueueConfig& c) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<TaskEngine::Queue*> TaskEngine::FindToChange(const std::string& name) {
+  Queue* q = FindQueue(name);
+  if (q == nullptr) return QueueMissing(name);
+  if (!q->fence.ok()) return q->fence;
+  return q;
+}
+
 TaskEngine::Queue* TaskEngine::FindQueue(const std::string& name) {
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
@@ -231,9 +238,9 @@ absl::StatusOr<v1::QueueConfig> TaskEngine::UpdateQueue(const std::string& queue
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    if (auto s = Fenced(*q); !s.ok()) return s;
+    absl::StatusOr<Queue*> found = FindToChange(queue);
+    if (!found.ok()) return found.status();
+    Queue* q = *found;
     config = q->config;
     if (update.has_maxsize()) config.set_maxsize(update.maxsize());
     if (update.has_lease_ms()) config.set_lease_ms(update.lease_ms());
@@ -387,9 +394,7 @@ absl::Status TaskEngine::DeleteQueue(const std::string& queue) {
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    const Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    if (auto s = Fenced(*q); !s.ok()) return s;
+    if (auto found = FindToChange(queue); !found.ok()) return found.status();
     RemoveQueue(queue, pending);
     EndStep(pending);
   }
@@ -468,9 +473,9 @@ absl::StatusOr<uint64_t> TaskEngine::PurgeQueue(const std::string& queue) {
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    if (auto s = Fenced(*q); !s.ok()) return s;
+    absl::StatusOr<Queue*> found = FindToChange(queue);
+    if (!found.ok()) return found.status();
+    Queue* q = *found;
     purged = DropWaiting(*q, absl::StrCat("purged from queue \"", queue, "\""), pending);
     Touch(*q, pending);
     EndStep(pending);
@@ -486,9 +491,9 @@ absl::StatusOr<uint64_t> TaskEngine::ShutdownQueue(const std::string& queue, boo
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    if (auto s = Fenced(*q); !s.ok()) return s;
+    absl::StatusOr<Queue*> found = FindToChange(queue);
+    if (!found.ok()) return found.status();
+    Queue* q = *found;
     q->shut_down = true;
     std::vector<WaitId> putters = q->putters.Ids();
     for (WaitId id : putters) FailWaiter(id, QueueShutDown(queue), pending);
@@ -942,9 +947,9 @@ absl::Status TaskEngine::TaskDone(const std::string& queue, uint32_t count) {
   {
     MutexLock lock(&mu_);
     if (auto s = Writable(); !s.ok()) return s;
-    Queue* q = FindQueue(queue);
-    if (!q) return QueueMissing(queue);
-    if (auto s = Fenced(*q); !s.ok()) return s;
+    absl::StatusOr<Queue*> found = FindToChange(queue);
+    if (!found.ok()) return found.status();
+    Queue* q = *found;
     if (count > q->awaiting_task_done) {
       return absl::FailedPreconditionError(absl::StrCat(
           "task_done called for ", count, " tasks but only ", q->awaiting_task_done,

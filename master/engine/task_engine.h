@@ -274,6 +274,9 @@ class TaskEngine final : public QueueEngine {
                    absl::Status gone = absl::OkStatus()) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK, or the fence status of a queue being moved (task_engine_move.cc).
   static absl::Status Fenced(const Queue& q) { return q.fence; }
+  // The queue an admin call is about to change: NOT_FOUND if missing, its
+  // fence status while it moves.
+  absl::StatusOr<Queue*> FindToChange(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The stored form of a queue (its StoredQueue record), and back: its
   // state and counters from one (recovery and ImportQueues).
   std::string StoredQueueOf(const Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

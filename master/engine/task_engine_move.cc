@@ -224,7 +224,11 @@ absl::Status TaskEngine::ImportQueues(const std::vector<std::string>& group, boo
             absl::StrCat("moved queue \"", name, "\" is not in the group being moved"));
         break;
       }
-      if (FindQueue(name) != nullptr) RemoveQueue(name, pending);
+      if (FindQueue(name) != nullptr) {  // `replace` dropped every copy of the group
+        status = absl::FailedPreconditionError(absl::StrCat(
+            "moved queue \"", name, "\" is here already (the first chunk replaces a copy)"));
+        break;
+      }
       RestoreQueueState(*AddQueue(sq.config(), pending), sq);
       MarkQueue(name);
     }
